@@ -1,0 +1,59 @@
+"""patchkit: signed, versioned policy patches (soft prompts) for language models.
+
+The top-level API is lazy: `import patchkit` pulls in neither torch nor transformers, so the
+torch-free core (verify, fingerprint, registry) stays fast to start.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from patchkit.errors import (
+    CompatibilityError,
+    IntegrityError,
+    InvalidInputError,
+    NotFoundError,
+    PatchkitError,
+    RegistryError,
+    TrustError,
+    UsageError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CompatibilityError",
+    "IntegrityError",
+    "InvalidInputError",
+    "NotFoundError",
+    "PatchkitError",
+    "RegistryError",
+    "TrustError",
+    "UsageError",
+    "__version__",
+    "fingerprint",
+    "generate",
+    "load",
+    "verify",
+]
+
+if TYPE_CHECKING:
+    from patchkit.fingerprint import fingerprint
+    from patchkit.runtime import generate, load
+    from patchkit.verify import verify
+
+_LAZY = {
+    "load": ("patchkit.runtime", "load"),
+    "generate": ("patchkit.runtime", "generate"),
+    "verify": ("patchkit.verify", "verify"),
+    "fingerprint": ("patchkit.fingerprint", "fingerprint"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'patchkit' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""The `patchkit` command line: one module per command group, registered in `app`."""

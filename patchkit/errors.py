@@ -1,0 +1,87 @@
+"""One error hierarchy, so the CLI can map every failure class to one exit code.
+
+Every error carries a one-line message (what is wrong) and a hint (how to fix it).
+"""
+
+from __future__ import annotations
+
+
+class PatchkitError(Exception):
+    """Base of every error patchkit raises on purpose."""
+
+    exit_code: int = 1
+    kind: str = "error"
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        """Render message and hint on one line, for terminals and logs."""
+        text = " ".join(self.message.split())
+        if self.hint:
+            text += f" (hint: {' '.join(self.hint.split())})"
+        return text
+
+
+class UsageError(PatchkitError):
+    """A bad flag or argument."""
+
+    exit_code = 2
+    kind = "usage"
+
+
+class IntegrityError(PatchkitError):
+    """A signature, digest, size or index check failed."""
+
+    exit_code = 3
+    kind = "integrity"
+
+
+class TrustError(PatchkitError):
+    """The signer is unknown, not trusted, or out of its scope."""
+
+    exit_code = 4
+    kind = "trust"
+
+
+class CompatibilityError(PatchkitError):
+    """The base-model fingerprint or a shape does not match."""
+
+    exit_code = 5
+    kind = "compatibility"
+
+
+class InvalidInputError(PatchkitError):
+    """A malformed manifest, tensor, JSON, version spec or file."""
+
+    exit_code = 6
+    kind = "invalid-input"
+
+
+class NotFoundError(PatchkitError):
+    """No such patch, version or registry, or nothing matches a spec."""
+
+    exit_code = 7
+    kind = "not-found"
+
+
+class RegistryError(PatchkitError):
+    """A registry or network failure."""
+
+    exit_code = 8
+    kind = "registry"
+
+
+EXIT_CODES: dict[int, str] = {
+    0: "success",
+    1: "an unexpected error (a bug: please report it)",
+    2: "usage error",
+    3: "integrity check failed",
+    4: "trust check failed",
+    5: "compatibility: base model does not match",
+    6: "invalid input",
+    7: "not found",
+    8: "registry or network failure",
+}

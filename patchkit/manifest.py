@@ -1,0 +1,265 @@
+"""The patch manifest (`patchkit.json`): a versioned pydantic model.
+
+A reader refuses a major `schema_version` it does not know, and keeps the unknown fields of
+a newer minor version intact (they are covered by the signature like every other byte).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from patchkit._json import dumps_canonical, loads_strict
+from patchkit.errors import InvalidInputError
+from patchkit.version import is_semver, parse_range
+
+SCHEMA_VERSION = "1.0"
+SCHEMA_MAJOR, SCHEMA_MINOR = (int(x) for x in SCHEMA_VERSION.split("."))
+NAME_PART = r"[a-z0-9][a-z0-9._-]*"
+NAME_RE = re.compile(rf"^{NAME_PART}/{NAME_PART}$")
+DIGEST_RE = re.compile(r"^pk-tensors-(blake3|sha256)-v1:[0-9a-f]{64}$")
+DOMAIN_RE = re.compile(r"^(toxicity|bias|harmfulness|custom:[a-z0-9][a-z0-9_-]*)$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def validate_name(name: str) -> str:
+    """`namespace/name`, lower-case; refuses `..`, spaces, upper case and extra slashes."""
+    if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
+        raise InvalidInputError(
+            f"invalid patch name {name!r}",
+            "use namespace/name in lower case: letters, digits, '.', '_', '-', no '..', e.g. acme/llama3-tox",
+        )
+    return name
+
+
+def validate_version(version: str) -> str:
+    if not isinstance(version, str) or not is_semver(version):
+        raise InvalidInputError(f"{version!r} is not a SemVer 2.0 version", "use MAJOR.MINOR.PATCH, e.g. 1.2.0")
+    return version
+
+
+def validate_domain(domain: str) -> str:
+    if not isinstance(domain, str) or not DOMAIN_RE.match(domain):
+        raise InvalidInputError(
+            f"unknown domain {domain!r}", "use toxicity, bias, harmfulness or custom:<word>"
+        )
+    return domain
+
+
+def validate_digest(digest: str) -> str:
+    if not isinstance(digest, str) or not DIGEST_RE.match(digest):
+        raise InvalidInputError(
+            f"invalid base-model digest {digest!r}",
+            "expected pk-tensors-blake3-v1:<64 hex> or pk-tensors-sha256-v1:<64 hex>; run `patchkit fingerprint MODEL_DIR`",
+        )
+    return digest
+
+
+def _v(fn: Any) -> Any:
+    """Adapt a validator that raises InvalidInputError to pydantic's ValueError contract."""
+
+    def inner(cls: Any, value: Any) -> Any:
+        try:
+            return fn(value)
+        except InvalidInputError as exc:
+            raise ValueError(exc.one_line()) from None
+
+    return inner
+
+
+class _Model(BaseModel):
+    # Unknown fields are kept (and re-serialized) so a newer minor version round-trips intact.
+    model_config = ConfigDict(extra="allow", frozen=False, populate_by_name=True)
+
+
+class BaseModelInfo(_Model):
+    id: str = Field(min_length=1, description="A Hub id or a free name of the base model")
+    revision: str | None = Field(default=None, description="The base model's commit, when known")
+    digest: str = Field(description="Content fingerprint: pk-tensors-<algo>-v1:<hex>")
+    architecture: str | None = None
+    hidden_size: int = Field(gt=0)
+    vocab_size: int | None = Field(default=None, gt=0)
+    torch_dtype: str | None = None
+
+    _check_digest = field_validator("digest")(_v(validate_digest))
+
+
+class PrefixInfo(_Model):
+    num_virtual_tokens: int = Field(gt=0)
+    token_dim: int = Field(gt=0)
+    dtype: Literal["F16", "BF16", "F32", "F64"]
+    file: str = "adapter_model.safetensors"
+    sha256: str = Field(description="sha256 of the raw tensor bytes")
+    init: str = Field(default="random", description='random | vocab | text:"..." | imported')
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha(cls, v: str) -> str:
+        if not SHA256_RE.match(v):
+            raise ValueError("sha256 must be 64 lower-case hex digits")
+        return v
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, v: str) -> str:
+        if "/" in v or "\\" in v or v.startswith("."):
+            raise ValueError("prefix.file must be a plain file name inside the artifact")
+        return v
+
+
+class DataInfo(_Model):
+    name: str
+    count: int = Field(ge=0)
+    sha256: str | None = None
+
+
+class TrainingInfo(_Model):
+    method: Literal["sft", "dpo", "sft+dpo", "imported"] = "imported"
+    reference: str | None = Field(default=None, description="What M' (the safer reference) was")
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    seed: int | None = None
+    data: list[DataInfo] = Field(default_factory=list)
+    patchkit_version: str | None = None
+
+
+class Metric(_Model):
+    name: str
+    value: float
+    higher_is_better: bool = True
+    dataset: str | None = None
+    n: int | None = Field(default=None, ge=0)
+    scorer: str | None = None
+    baseline: float | None = Field(default=None, description="The same metric on the base model M")
+    reference: float | None = Field(default=None, description="The same metric on the reference M'")
+    fixed_prompt: float | None = Field(default=None, description="M with a fixed safety prompt")
+
+
+class Component(_Model):
+    name: str
+    version: str
+    digest: str = Field(description="The component artifact's digest")
+
+    _check_name = field_validator("name")(_v(validate_name))
+    _check_version = field_validator("version")(_v(validate_version))
+
+
+class Manifest(_Model):
+    schema_version: str = SCHEMA_VERSION
+    name: str
+    version: str
+    domain: str
+    description: str = ""
+    license: str = "unknown"
+    publisher: str = ""
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    base_model: BaseModelInfo
+    prefix: PrefixInfo
+    training: TrainingInfo = Field(default_factory=TrainingInfo)
+    metrics: list[Metric] = Field(default_factory=list)
+    components: list[Component] = Field(default_factory=list)
+    requires: str = Field(default=">=0.1", description="The patchkit version range that can apply this patch")
+
+    _check_name = field_validator("name")(_v(validate_name))
+    _check_version = field_validator("version")(_v(validate_version))
+    _check_domain = field_validator("domain")(_v(validate_domain))
+
+    @field_validator("schema_version")
+    @classmethod
+    def _schema(cls, v: str) -> str:
+        if not re.match(r"^\d+\.\d+$", v):
+            raise ValueError("schema_version must look like MAJOR.MINOR")
+        return v
+
+    @field_validator("requires")
+    @classmethod
+    def _requires(cls, v: str) -> str:
+        try:
+            parse_range(v)
+        except InvalidInputError as exc:
+            raise ValueError(exc.one_line()) from None
+        return v
+
+    @field_validator("created_at")
+    @classmethod
+    def _created(cls, v: str) -> str:
+        try:
+            datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError("created_at must be an ISO 8601 timestamp") from None
+        return v
+
+    # -- serialization -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=False)
+
+    def to_json(self) -> str:
+        return dumps_canonical(self.to_dict())
+
+
+def _unknown_fields(model: BaseModel, prefix: str = "") -> list[str]:
+    found = [f"{prefix}{k}" for k in (model.model_extra or {})]
+    for fname in type(model).model_fields:
+        value = getattr(model, fname)
+        items = value if isinstance(value, list) else [value]
+        for i, item in enumerate(items):
+            if isinstance(item, BaseModel):
+                idx = f"[{i}]" if isinstance(value, list) else ""
+                found.extend(_unknown_fields(item, f"{prefix}{fname}{idx}."))
+    return found
+
+
+def parse_manifest(data: bytes | str | dict[str, Any], *, source: str = "patchkit.json") -> Manifest:
+    """Validate a manifest, enforcing the schema-version gate.
+
+    Same major, newer minor: unknown fields are kept. Same or older minor: unknown fields are
+    refused, since this reader knows every field of that version.
+    """
+    obj = data if isinstance(data, dict) else loads_strict(data, what=source)
+    if not isinstance(obj, dict):
+        raise InvalidInputError(f"{source} must hold a JSON object", "see manifests/patchkit-manifest-1.schema.json")
+    sv = obj.get("schema_version")
+    if not isinstance(sv, str) or not re.match(r"^\d+\.\d+$", sv):
+        raise InvalidInputError(f"{source}: missing or malformed schema_version {sv!r}", 'expected "1.0"')
+    major, minor = (int(x) for x in sv.split("."))
+    if major != SCHEMA_MAJOR:
+        raise InvalidInputError(
+            f"{source}: unsupported manifest schema_version {sv} (this patchkit reads {SCHEMA_MAJOR}.x)",
+            "upgrade patchkit to read this patch",
+        )
+    try:
+        manifest = Manifest.model_validate(obj)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first.get("loc", ())) or "(root)"
+        raise InvalidInputError(
+            f"{source}: invalid field {loc}: {first.get('msg')}", "fix the manifest or rebuild the patch"
+        ) from None
+    if minor <= SCHEMA_MINOR:
+        unknown = _unknown_fields(manifest)
+        if unknown:
+            raise InvalidInputError(
+                f"{source}: unknown field(s) {', '.join(unknown)} for schema_version {sv}",
+                "remove them, or mark the manifest with a newer minor schema_version",
+            )
+    return manifest
+
+
+def load_manifest(path: Path) -> Manifest:
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise InvalidInputError(f"{path} does not exist", "is this a patch artifact directory?") from None
+    return parse_manifest(raw, source=str(path))
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema committed as manifests/patchkit-manifest-1.schema.json."""
+    schema = Manifest.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://patchkit.dev/schemas/patchkit-manifest-1.schema.json"
+    schema["title"] = "patchkit manifest, schema 1.x"
+    return schema
