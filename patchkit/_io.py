@@ -25,9 +25,17 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
     """Write via temp file, fsync, rename: a reader sees the old file or the new one."""
     path = Path(path)
+    if mode is None:
+        mode = 0o666 & ~_umask()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -52,7 +60,9 @@ def atomic_write_text(path: Path, text: str, mode: int | None = None) -> None:
 def make_staging_dir(final: Path) -> Path:
     """A temp directory beside `final`, so the closing rename stays on one filesystem."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    staging.chmod(0o777 & ~_umask())
+    return staging
 
 
 def fsync_tree(path: Path) -> None:

@@ -5,6 +5,7 @@ The header is untrusted input: every offset, size and shape is checked before us
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import struct
@@ -101,7 +102,7 @@ def parse_header_bytes(prefix: bytes, file_size: int, path: Path, *, max_header:
             continue
         tensors.append(_tensor(where, name, spec, data_start, data_size))
     ordered = sorted(tensors, key=lambda t: (t.begin, t.end))
-    for a, b in zip(ordered, ordered[1:], strict=False):
+    for a, b in itertools.pairwise(ordered):
         if b.begin < a.end:
             raise InvalidInputError(
                 f"{where}: tensors {a.name!r} and {b.name!r} overlap in the file",
@@ -162,18 +163,14 @@ def read_header(path: Path, *, max_header: int = MAX_HEADER_BYTES) -> Header:
     return parse_header_bytes(first, size, path, max_header=max_header)
 
 
-_FINITE_MASKS: dict[str, tuple[str, int]] = {
-    "F16": ("H", 0x7C00),
-    "BF16": ("H", 0x7F80),
-    "F32": ("I", 0x7F800000),
-    "F64": ("Q", 0x7FF0000000000000),
-}
+_FINITE_MASKS: dict[str, int] = {"F16": 0x7C00, "BF16": 0x7F80, "F32": 0x7F800000, "F64": 0x7FF0000000000000}
 
 
 def all_finite(dtype: str, data: bytes) -> bool:
     """True when no element is NaN or Inf: the exponent bits are never all ones."""
-    fmt, mask = _FINITE_MASKS[dtype]
-    view = memoryview(data).cast(fmt)
+    mask = _FINITE_MASKS[dtype]
+    raw = memoryview(data)
+    view = raw.cast("Q") if dtype == "F64" else raw.cast("I") if dtype == "F32" else raw.cast("H")
     return not any((x & mask) == mask for x in view)
 
 

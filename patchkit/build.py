@@ -1,0 +1,236 @@
+"""`patchkit build`: turn a trained soft prompt into an unsigned artifact directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from patchkit import __version__, constants
+from patchkit._json import loads_strict
+from patchkit._safetensors import PICKLE_HINT, PICKLE_SUFFIXES
+from patchkit.artifact import TORCH_DTYPES, PrefixTensor, parse_prefix_file, write_artifact
+from patchkit.errors import CompatibilityError, InvalidInputError, NotFoundError, UsageError
+from patchkit.manifest import (
+    BaseModelInfo,
+    Manifest,
+    Metric,
+    PrefixInfo,
+    TrainingInfo,
+    validate_digest,
+    validate_domain,
+    validate_name,
+    validate_version,
+)
+
+MAX_SOURCE_BYTES = constants.MAX_PATCH_TENSOR_BYTES + 1024 * 1024
+
+
+@dataclass
+class Source:
+    prefix: PrefixTensor
+    kind: str  # safetensors | peft | train
+    init: str
+    training: dict[str, Any] | None
+    peft_config: dict[str, Any] | None
+
+
+def _read_bounded(path: Path) -> bytes:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise NotFoundError(f"{path} does not exist", "check the SOURCE path") from None
+    if size > MAX_SOURCE_BYTES:
+        raise InvalidInputError(f"{path} is {size} bytes, too large for a patch (100 MB limit)", "a soft prompt is tokens × hidden floats")
+    return path.read_bytes()
+
+
+def read_source(source: Path) -> Source:
+    """A one-tensor safetensors file, a PEFT prompt-tuning adapter dir, or a `patchkit train` output dir."""
+    source = Path(source)
+    if not source.exists():
+        raise NotFoundError(f"SOURCE {source} does not exist", "pass a .safetensors file or an adapter directory")
+    if source.is_file():
+        if source.suffix in PICKLE_SUFFIXES:
+            raise InvalidInputError(f"{source} is a pickle file, not safetensors", PICKLE_HINT)
+        return Source(parse_prefix_file(_read_bounded(source), str(source), key=None), "safetensors", "imported", None, None)
+    tensor = source / constants.TENSOR_FILE
+    if not tensor.exists():
+        if any((source / f"adapter_model{s}").exists() for s in PICKLE_SUFFIXES):
+            raise InvalidInputError(f"{source} holds a pickle adapter (adapter_model.bin)", PICKLE_HINT)
+        raise InvalidInputError(f"{source} holds no {constants.TENSOR_FILE}", "pass a PEFT prompt-tuning adapter or `patchkit train` output")
+    cfg_path = source / constants.ADAPTER_CONFIG_FILE
+    cfg: dict[str, Any] | None = None
+    if cfg_path.exists():
+        raw_cfg = loads_strict(_read_bounded(cfg_path), what=str(cfg_path))
+        if not isinstance(raw_cfg, dict):
+            raise InvalidInputError(f"{cfg_path} must hold a JSON object", "pass a PEFT adapter directory")
+        cfg = raw_cfg
+        if cfg.get("peft_type") != "PROMPT_TUNING":
+            raise InvalidInputError(
+                f"{cfg_path}: peft_type is {cfg.get('peft_type')!r}; only PROMPT_TUNING adapters are patches",
+                "train a prompt-tuning adapter, or use `patchkit train`",
+            )
+        if cfg.get("num_transformer_submodules", 1) != 1:
+            raise InvalidInputError(f"{cfg_path}: num_transformer_submodules must be 1", "patchkit supports decoder-only models")
+    prefix = parse_prefix_file(_read_bounded(tensor), str(tensor))
+    if cfg and (cfg.get("num_virtual_tokens"), cfg.get("token_dim")) not in {(prefix.shape[0], prefix.shape[1]), (None, None)}:
+        raise InvalidInputError(
+            f"{cfg_path}: num_virtual_tokens/token_dim {cfg.get('num_virtual_tokens')}/{cfg.get('token_dim')} "
+            f"disagree with the tensor {list(prefix.shape)}",
+            "the adapter directory is inconsistent",
+        )
+    training = None
+    tpath = source / constants.TRAINING_FILE
+    if tpath.exists():
+        t = loads_strict(_read_bounded(tpath), what=str(tpath))
+        if not isinstance(t, dict):
+            raise InvalidInputError(f"{tpath} must hold a JSON object", "re-run `patchkit train`")
+        training = t
+    init = "imported"
+    if training and isinstance(training.get("init"), str):
+        init = training["init"]
+    elif cfg and cfg.get("prompt_tuning_init") == "TEXT" and cfg.get("prompt_tuning_init_text"):
+        init = f'text:"{cfg["prompt_tuning_init_text"]}"'
+    elif cfg and cfg.get("prompt_tuning_init"):
+        init = str(cfg["prompt_tuning_init"]).lower()
+    return Source(prefix, "train" if training else "peft", init, training, cfg)
+
+
+def read_model_config(model_dir: Path) -> dict[str, Any]:
+    cfg_path = Path(model_dir) / "config.json"
+    if not cfg_path.exists():
+        raise NotFoundError(f"{model_dir} has no config.json", "pass a transformers model directory")
+    cfg = loads_strict(cfg_path.read_bytes(), what=str(cfg_path))
+    if not isinstance(cfg, dict):
+        raise InvalidInputError(f"{cfg_path} must hold a JSON object", "check the model directory")
+    return cfg
+
+
+def hidden_size_of(cfg: dict[str, Any]) -> int | None:
+    for key in ("hidden_size", "n_embd", "d_model"):
+        if isinstance(cfg.get(key), int):
+            return int(cfg[key])
+    text = cfg.get("text_config")
+    if isinstance(text, dict):
+        return hidden_size_of(text)
+    return None
+
+
+def _training_block(source: Source, training_file: Path | None) -> TrainingInfo:
+    data: dict[str, Any] | None = source.training
+    if training_file is not None:
+        raw = loads_strict(_read_bounded(Path(training_file)), what=str(training_file))
+        if not isinstance(raw, dict):
+            raise InvalidInputError(f"{training_file} must hold a JSON object", "pass a training.json")
+        data = raw
+    if not data:
+        return TrainingInfo(method="imported", patchkit_version=__version__)
+    keep = {k: data[k] for k in ("method", "reference", "hyperparameters", "seed", "data", "patchkit_version") if k in data}
+    keep.setdefault("patchkit_version", __version__)
+    try:
+        return TrainingInfo.model_validate(keep)
+    except Exception as exc:
+        raise InvalidInputError(f"training record is invalid: {exc}".splitlines()[0], "check training.json") from None
+
+
+def load_metrics(path: Path) -> list[Metric]:
+    raw = loads_strict(_read_bounded(Path(path)), what=str(path))
+    items = raw.get("metrics") if isinstance(raw, dict) else raw
+    if not isinstance(items, list):
+        raise InvalidInputError(f"{path}: expected a list of metrics or {{\"metrics\": [...]}}", "use the output of `patchkit eval`")
+    out: list[Metric] = []
+    for i, item in enumerate(items):
+        try:
+            out.append(Metric.model_validate(item))
+        except Exception as exc:
+            first = str(exc).splitlines()
+            raise InvalidInputError(f"{path}: metric #{i + 1} is invalid: {' '.join(first[:3])}", "use the output of `patchkit eval`") from None
+    return out
+
+
+def build_artifact(
+    source: Path,
+    out: Path,
+    *,
+    name: str,
+    version: str,
+    domain: str,
+    base_model: Path | None = None,
+    base_model_id: str | None = None,
+    base_digest: str | None = None,
+    base_revision: str | None = None,
+    metrics_file: Path | None = None,
+    training_file: Path | None = None,
+    description: str = "",
+    license: str = "unknown",
+    publisher: str = "",
+    requires: str = ">=0.1",
+) -> Manifest:
+    """Validate everything first, then write the artifact in one atomic step."""
+    validate_name(name)
+    validate_version(version)
+    validate_domain(domain)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"output {out} already exists and is not empty", "choose a new --out directory")
+    if base_model is None and not (base_model_id and base_digest):
+        raise UsageError("build needs --base-model DIR, or --base-model-id ID with --base-digest DIGEST", "see `patchkit build --help`")
+    if base_model is not None and base_digest:
+        raise UsageError("pass either --base-model or --base-digest, not both", "--base-model computes the digest")
+    src = read_source(source)
+    cfg: dict[str, Any] = {}
+    if base_model is not None:
+        from patchkit.fingerprint import fingerprint
+
+        cfg = read_model_config(base_model)
+        digest = fingerprint(base_model)
+        model_id = base_model_id or str(cfg.get("_name_or_path") or "") or Path(base_model).resolve().name
+        hidden = hidden_size_of(cfg)
+        if hidden is None:
+            raise InvalidInputError(f"{base_model}/config.json gives no hidden size", "pass --base-model-id and --base-digest instead")
+        if hidden != src.prefix.token_dim:
+            raise CompatibilityError(
+                f"the patch has token_dim {src.prefix.token_dim} but {base_model} has hidden size {hidden}",
+                "build the patch for the model it was trained on",
+            )
+    else:
+        assert base_digest is not None and base_model_id is not None
+        digest = validate_digest(base_digest)
+        model_id = base_model_id
+        hidden = src.prefix.token_dim
+    vocab = cfg.get("vocab_size") if isinstance(cfg.get("vocab_size"), int) else None
+    arch = cfg.get("architectures", [None])[0] if isinstance(cfg.get("architectures"), list) else None
+    dtype = cfg.get("torch_dtype", cfg.get("dtype"))
+    manifest = Manifest(
+        name=name,
+        version=version,
+        domain=domain,
+        description=description,
+        license=license,
+        publisher=publisher,
+        base_model=BaseModelInfo(
+            id=model_id,
+            revision=base_revision,
+            digest=digest,
+            architecture=arch,
+            hidden_size=hidden,
+            vocab_size=vocab,
+            torch_dtype=str(dtype) if dtype else None,
+        ),
+        prefix=PrefixInfo(
+            num_virtual_tokens=src.prefix.num_virtual_tokens,
+            token_dim=src.prefix.token_dim,
+            dtype=src.prefix.dtype,  # type: ignore[arg-type]
+            file=constants.TENSOR_FILE,
+            sha256=src.prefix.sha256,
+            init=src.init,
+        ),
+        training=_training_block(src, training_file),
+        metrics=load_metrics(metrics_file) if metrics_file else [],
+        requires=requires,
+    )
+    write_artifact(out, manifest, src.prefix, base_config=cfg or None)
+    return manifest
+
+
+__all__ = ["TORCH_DTYPES", "build_artifact", "hidden_size_of", "load_metrics", "read_model_config", "read_source"]

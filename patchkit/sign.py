@@ -1,0 +1,33 @@
+"""`patchkit sign`: validate an artifact, then sign every file in it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from patchkit import constants
+from patchkit.keys import keyid_of, load_private_key
+from patchkit.manifest import parse_manifest
+from patchkit.signing import read_artifact_files, sign_directory
+
+
+def sign_artifact(directory: Path, key_path: Path, passphrase_env: str | None = None) -> dict[str, Any]:
+    """Refuse to sign anything `verify` would reject on content, so signatures vouch for valid patches."""
+    from patchkit.verify import _check_content
+
+    directory = Path(directory)
+    key = load_private_key(key_path, passphrase_env)
+    files = read_artifact_files(directory)
+    from patchkit.errors import InvalidInputError
+
+    if constants.MANIFEST_FILE not in files:
+        raise InvalidInputError(f"{directory} has no {constants.MANIFEST_FILE}", "build it first with `patchkit build`")
+    manifest = parse_manifest(files[constants.MANIFEST_FILE], source=str(directory / constants.MANIFEST_FILE))
+    _check_content(directory, manifest, files)
+    sign_directory(directory, key, name=f"{manifest.name}@{manifest.version}")
+    return {
+        "name": manifest.name,
+        "version": manifest.version,
+        "keyid": keyid_of(key.public_key()),
+        "signature": str(directory / constants.SIGNATURE_FILE),
+    }

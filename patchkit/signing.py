@@ -1,0 +1,225 @@
+"""Signatures in the OpenSSF model-signing format, written with `cryptography` directly.
+
+A signature is a Sigstore bundle (v0.3) holding a DSSE envelope whose payload is an in-toto
+Statement v1 with predicate type `https://model_signing/signature/v1.0`: the resources are the
+per-file sha256s, the subject digest is sha256 over those digests in name order. Any
+`model_signing verify key` accepts it. Importing model-signing itself would cost most of a
+second of start-up on the verify path, hence this small re-implementation of the format.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from patchkit import constants
+from patchkit._io import atomic_write_bytes
+from patchkit._json import loads_strict
+from patchkit.errors import IntegrityError, InvalidInputError, TrustError
+from patchkit.keys import PrivateKey, keyid_of
+from patchkit.trust import TrustEntry, TrustStore
+
+BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://model_signing/signature/v1.0"
+# Bundles are small JSON; anything larger is refused before parsing.
+MAX_SIGNATURE_BYTES = 4 * 1024 * 1024
+MAX_SIGNED_FILE_BYTES = 512 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Statement:
+    """The decoded, signature-checked content of a bundle."""
+
+    subject_name: str
+    root_digest: str  # hex sha256 over the per-file digests, in name order
+    resources: dict[str, str]  # file name -> hex sha256
+    keyid: str
+
+
+@dataclass(frozen=True)
+class Signed:
+    keyid: str
+    signer: str
+    root_digest: str
+    entry: TrustEntry
+
+
+def pae(payload: bytes, payload_type: str = PAYLOAD_TYPE) -> bytes:
+    """DSSE v1 pre-authentication encoding."""
+    return b"DSSEv1 %d %s %d " % (len(payload_type), payload_type.encode(), len(payload)) + payload
+
+
+def root_digest(resources: Mapping[str, str]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(resources):
+        h.update(bytes.fromhex(resources[name]))
+    return h.hexdigest()
+
+
+def _statement(name: str, resources: Mapping[str, str], ignore: list[str]) -> bytes:
+    body = {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": name, "digest": {"sha256": root_digest(resources)}}],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {
+            "serialization": {"method": "files", "hash_type": "sha256", "allow_symlinks": False, "ignore_paths": ignore},
+            "resources": [{"name": n, "algorithm": "sha256", "digest": resources[n]} for n in sorted(resources)],
+        },
+    }
+    return json.dumps(body, indent=2, sort_keys=False).encode("utf-8")
+
+
+def sign_digests(name: str, resources: Mapping[str, str], key: PrivateKey, ignore: list[str]) -> bytes:
+    """A bundle over precomputed file digests."""
+    payload = _statement(name, resources, ignore)
+    sig = key.sign(pae(payload), ec.ECDSA(hashes.SHA256()))
+    bundle = {
+        "mediaType": BUNDLE_MEDIA_TYPE,
+        "verificationMaterial": {"publicKey": {"hint": keyid_of(key.public_key())}, "tlogEntries": []},
+        "dsseEnvelope": {
+            "payload": base64.b64encode(payload).decode(),
+            "payloadType": PAYLOAD_TYPE,
+            "signatures": [{"sig": base64.b64encode(sig).decode(), "keyid": ""}],
+        },
+    }
+    return (json.dumps(bundle, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def sign_blobs(name: str, files: Mapping[str, bytes], key: PrivateKey, *, sig_name: str = constants.INDEX_SIG_FILE) -> bytes:
+    """Sign in-memory files (the registry index) in the same format."""
+    return sign_digests(name, {n: hashlib.sha256(b).hexdigest() for n, b in files.items()}, key, [sig_name])
+
+
+def read_artifact_files(directory: Path, *, exclude: tuple[str, ...] = (constants.SIGNATURE_FILE,)) -> dict[str, bytes]:
+    """Every regular file directly in `directory`; symlinks and sub-directories are refused."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InvalidInputError(f"{directory} is not a directory", "pass a patch artifact directory")
+    out: dict[str, bytes] = {}
+    for p in sorted(directory.iterdir()):
+        if p.name in exclude:
+            continue
+        if p.is_symlink():
+            raise IntegrityError(f"{p.name} in {directory} is a symlink", "artifacts hold plain files only")
+        if p.is_dir():
+            raise IntegrityError(f"unexpected directory {p.name}/ in {directory}", "artifacts hold plain files only; remove it")
+        if p.stat().st_size > MAX_SIGNED_FILE_BYTES:
+            raise IntegrityError(f"{p.name} in {directory} is larger than {MAX_SIGNED_FILE_BYTES} bytes", "this is not a patch artifact")
+        out[p.name] = p.read_bytes()
+    return out
+
+
+def sign_directory(directory: Path, key: PrivateKey, *, name: str | None = None) -> bytes:
+    """Sign every file of an artifact directory and write `patchkit.sig` atomically."""
+    files = read_artifact_files(directory)
+    bundle = sign_digests(
+        name or Path(directory).name,
+        {n: hashlib.sha256(b).hexdigest() for n, b in files.items()},
+        key,
+        [constants.SIGNATURE_FILE],
+    )
+    atomic_write_bytes(Path(directory) / constants.SIGNATURE_FILE, bundle)
+    return bundle
+
+
+def _b64(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise IntegrityError(f"signature bundle: {what} is missing", "the signature is corrupt; re-sign the patch")
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:
+        raise IntegrityError(f"signature bundle: {what} is not valid base64", "the signature is corrupt; re-sign the patch") from None
+
+
+def open_bundle(data: bytes, trust: TrustStore, *, source: str) -> tuple[Statement, TrustEntry]:
+    """Check a bundle's signature against the trusted key it names; return its statement.
+
+    An unknown key is a trust failure (exit 4); a bad signature or malformed bundle is an
+    integrity failure (exit 3).
+    """
+    if len(data) > MAX_SIGNATURE_BYTES:
+        raise IntegrityError(f"{source} is larger than a signature can be", "the signature is corrupt")
+    try:
+        bundle = loads_strict(data, what=source)
+    except InvalidInputError as exc:
+        raise IntegrityError(f"{source} is corrupt: {exc.message}", "re-sign the patch") from None
+    if not isinstance(bundle, dict) or bundle.get("mediaType") != BUNDLE_MEDIA_TYPE:
+        raise IntegrityError(f"{source} is not a Sigstore bundle v0.3", "re-sign with `patchkit sign`")
+    try:
+        keyid = bundle["verificationMaterial"]["publicKey"]["hint"]
+        env = bundle["dsseEnvelope"]
+        sigs = env["signatures"]
+    except (KeyError, TypeError):
+        raise IntegrityError(f"{source} lacks a public-key hint or DSSE envelope", "re-sign with `patchkit sign`") from None
+    if not isinstance(keyid, str) or not isinstance(sigs, list) or len(sigs) != 1 or not isinstance(sigs[0], dict):
+        raise IntegrityError(f"{source} must hold exactly one signature and a key hint", "re-sign with `patchkit sign`")
+    if env.get("payloadType") != PAYLOAD_TYPE:
+        raise IntegrityError(f"{source}: unexpected DSSE payload type {env.get('payloadType')!r}", "re-sign with `patchkit sign`")
+    payload = _b64(env.get("payload"), "payload")
+    sig = _b64(sigs[0].get("sig"), "signature")
+    entry = trust.find(keyid)
+    if entry is None:
+        raise TrustError(
+            f"{source} was signed by key {keyid[:16]}…, which is not in the trust store ({trust.path})",
+            "if you trust this publisher, run `patchkit trust add PUBLIC_PEM --scope NS/*`",
+        )
+    try:
+        entry.public_key().verify(sig, pae(payload), ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise IntegrityError(f"{source}: the signature does not match its content", "the patch or its signature was altered; do not use it") from None
+    statement = _parse_statement(payload, keyid, source)
+    return statement, entry
+
+
+def _parse_statement(payload: bytes, keyid: str, source: str) -> Statement:
+    try:
+        st = loads_strict(payload, what=f"{source} payload")
+        if st["_type"] != STATEMENT_TYPE or st["predicateType"] != PREDICATE_TYPE:
+            raise IntegrityError(f"{source}: not a model-signing v1.0 statement", "re-sign with `patchkit sign`")
+        (subject,) = st["subject"]
+        name = str(subject["name"])
+        root = str(subject["digest"]["sha256"])
+        resources: dict[str, str] = {}
+        for r in st["predicate"]["resources"]:
+            if r["algorithm"] != "sha256":
+                raise IntegrityError(f"{source}: unsupported digest algorithm {r['algorithm']!r}", "re-sign with `patchkit sign`")
+            if r["name"] in resources:
+                raise IntegrityError(f"{source}: file {r['name']!r} listed twice", "re-sign with `patchkit sign`")
+            resources[str(r["name"])] = str(r["digest"])
+    except (KeyError, TypeError, ValueError, InvalidInputError):
+        raise IntegrityError(f"{source}: malformed in-toto statement", "re-sign with `patchkit sign`") from None
+    if root_digest(resources) != root:
+        raise IntegrityError(f"{source}: the root digest does not match the listed files", "the signature is corrupt")
+    return Statement(name, root, resources, keyid)
+
+
+def check_files(statement: Statement, files: Mapping[str, bytes], *, where: str) -> None:
+    """Exact file set and digests: no extra file, no missing file, no changed byte."""
+    extra = sorted(set(files) - set(statement.resources))
+    missing = sorted(set(statement.resources) - set(files))
+    if extra:
+        raise IntegrityError(f"{where}: unsigned extra file(s): {', '.join(extra)}", "remove them, or re-sign if they belong")
+    if missing:
+        raise IntegrityError(f"{where}: signed file(s) missing: {', '.join(missing)}", "re-download the patch")
+    for name in sorted(files):
+        if hashlib.sha256(files[name]).hexdigest() != statement.resources[name]:
+            raise IntegrityError(f"{where}: {name} does not match its signed digest", "the file was modified; re-download the patch")
+
+
+def verify_blobs(sig: bytes, files: Mapping[str, bytes], trust: TrustStore, name: str, *, source: str = constants.INDEX_SIG_FILE) -> Signed:
+    """Verify in-memory files (e.g. the registry index) signed for patch `name`."""
+    statement, entry = open_bundle(sig, trust, source=source)
+    trust.authorize(statement.keyid, name)
+    check_files(statement, files, where=source)
+    return Signed(statement.keyid, entry.display, statement.root_digest, entry)

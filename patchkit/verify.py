@@ -1,0 +1,158 @@
+"""Verification of a patch artifact: every check fails closed with its own error class.
+
+Order matters for honest exit codes: the signature and trust come first (3/4), then the
+file set and digests (3), then the content (6), then the base model (5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from patchkit import constants
+from patchkit.artifact import check_adapter_config, parse_prefix_file
+from patchkit.errors import CompatibilityError, IntegrityError, NotFoundError, PatchkitError
+from patchkit.manifest import Manifest, parse_manifest
+from patchkit.signing import check_files, open_bundle, read_artifact_files
+from patchkit.trust import TrustStore
+
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    name: str
+    version: str
+    digest: str  # "sha256:<root>": the artifact digest the registry index pins
+    signer: str
+    keyid: str
+    path: Path
+    manifest: Manifest
+    base_model_checked: bool = False
+    reason: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "name": self.name,
+            "version": self.version,
+            "digest": self.digest,
+            "signer": self.signer,
+            "keyid": self.keyid,
+            "path": str(self.path),
+            "domain": self.manifest.domain,
+            "base_digest": self.manifest.base_model.digest,
+            "base_model_checked": self.base_model_checked,
+            "reason": self.reason,
+            "warnings": self.warnings,
+        }
+
+
+def artifact_digest(root: str) -> str:
+    return f"sha256:{root}"
+
+
+def verify_artifact(
+    path: Path | str,
+    *,
+    trust: TrustStore | Path | str | None = None,
+    base_model: Path | str | None = None,
+) -> VerifyResult:
+    """Verify an artifact directory; raises a PatchkitError subclass on any failure."""
+    path = Path(path)
+    if not path.exists():
+        raise NotFoundError(f"{path} does not exist", "pass a patch artifact directory or NS/NAME@SPEC")
+    if not path.is_dir():
+        raise NotFoundError(f"{path} is not a patch artifact directory", "pass the directory that holds patchkit.json")
+    store = TrustStore.coerce(trust)
+    sig_path = path / constants.SIGNATURE_FILE
+    if not sig_path.is_file():
+        raise IntegrityError(f"{path} is not signed: {constants.SIGNATURE_FILE} is missing", "sign it with `patchkit sign DIR --key PRIVATE_PEM`")
+    statement, entry = open_bundle(sig_path.read_bytes(), store, source=str(sig_path))
+    files = read_artifact_files(path)
+    check_files(statement, files, where=str(path))
+    if constants.MANIFEST_FILE not in files:
+        raise IntegrityError(f"{path}: {constants.MANIFEST_FILE} is missing", "this is not a patch artifact")
+    manifest = parse_manifest(files[constants.MANIFEST_FILE], source=str(path / constants.MANIFEST_FILE))
+    store.authorize(statement.keyid, manifest.name)
+    _check_content(path, manifest, files)
+    result = VerifyResult(
+        ok=True,
+        name=manifest.name,
+        version=manifest.version,
+        digest=artifact_digest(statement.root_digest),
+        signer=entry.display,
+        keyid=statement.keyid,
+        path=path,
+        manifest=manifest,
+    )
+    if base_model is not None:
+        check_base_model(manifest, Path(base_model))
+        result.base_model_checked = True
+    return result
+
+
+def _check_content(path: Path, manifest: Manifest, files: dict[str, bytes]) -> None:
+    expected = {constants.MANIFEST_FILE, constants.ADAPTER_CONFIG_FILE, constants.MODEL_CARD_FILE, manifest.prefix.file}
+    missing = sorted(expected - set(files))
+    if missing:
+        raise IntegrityError(f"{path}: required file(s) missing: {', '.join(missing)}", "rebuild the patch with `patchkit build`")
+    prefix = parse_prefix_file(files[manifest.prefix.file], str(path / manifest.prefix.file))
+    p = manifest.prefix
+    if prefix.dtype != p.dtype or prefix.shape != (p.num_virtual_tokens, p.token_dim):
+        raise IntegrityError(
+            f"{path}: tensor is {prefix.dtype} {list(prefix.shape)} but the manifest says {p.dtype} "
+            f"[{p.num_virtual_tokens}, {p.token_dim}]",
+            "rebuild the patch with `patchkit build`",
+        )
+    if prefix.sha256 != p.sha256:
+        raise IntegrityError(f"{path}: tensor bytes do not match the manifest's prefix.sha256", "rebuild the patch with `patchkit build`")
+    if p.token_dim != manifest.base_model.hidden_size:
+        raise IntegrityError(
+            f"{path}: token_dim {p.token_dim} differs from the base hidden_size {manifest.base_model.hidden_size}",
+            "rebuild the patch for the right base model",
+        )
+    check_adapter_config(files[constants.ADAPTER_CONFIG_FILE], manifest, str(path / constants.ADAPTER_CONFIG_FILE))
+
+
+def check_base_model(manifest: Manifest, model_dir: Path) -> None:
+    """Refuse a base model whose content fingerprint differs from the one the patch was made for."""
+    from patchkit.fingerprint import fingerprint_matches
+
+    if not fingerprint_matches(model_dir, manifest.base_model.digest):
+        raise CompatibilityError(
+            f"{manifest.name}@{manifest.version} was built for base {manifest.base_model.digest[:40]}…, "
+            f"which is not the model in {model_dir}",
+            "apply it to the model it was trained for, or pass --allow-base-mismatch if you accept the risk",
+        )
+
+
+def _looks_like_ref(text: str) -> bool:
+    return "/" in text and not text.startswith((".", "/", "~")) and text.count("/") == 1
+
+
+def resolve_local_or_ref(path_or_ref: Path | str, *, registry: str | None = None, trust: TrustStore | Path | str | None = None) -> Path:
+    """An existing directory is used as is; `NS/NAME[@SPEC]` is pulled (and verified) from a registry."""
+    p = Path(path_or_ref)
+    if p.exists() or not _looks_like_ref(str(path_or_ref)):
+        return p
+    from patchkit.registry import pull
+
+    return Path(pull(str(path_or_ref), registry=registry, trust=trust).path)
+
+
+def verify(
+    path_or_ref: Path | str,
+    trust: TrustStore | Path | str | None = None,
+    base_model: Path | str | None = None,
+    *,
+    registry: str | None = None,
+) -> VerifyResult:
+    """Public API: verify a directory or a registry ref; raises PatchkitError subclasses."""
+    store = TrustStore.coerce(trust)
+    path = resolve_local_or_ref(path_or_ref, registry=registry, trust=store)
+    return verify_artifact(path, trust=store, base_model=base_model)
+
+
+__all__ = ["PatchkitError", "VerifyResult", "artifact_digest", "check_base_model", "verify", "verify_artifact"]
