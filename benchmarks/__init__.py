@@ -1,0 +1,1 @@
+"""Benchmarks: each module exposes main(); run one with `python benchmarks/<name>.py`."""
