@@ -204,7 +204,7 @@ def test_refusal_leaves_files_and_cache_untouched(tmp_path: Path, pk_home: Path)
     with pytest.raises(InvalidInputError):
         fingerprint(model)
     assert {p.name: p.read_bytes() for p in model.iterdir()} == before
-    assert not list((pk_home / "fingerprints").glob("*.json")) if (pk_home / "fingerprints").exists() else True
+    assert list(pk_home.rglob("*.json")) == []
 
 
 def test_cli_json_fields_and_human_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
