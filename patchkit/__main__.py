@@ -1,4 +1,4 @@
-from patchkit.cli.app import main
+from patchkit.cli import main
 
 if __name__ == "__main__":
     main()

@@ -149,6 +149,23 @@ def load_metrics(path: Path) -> list[Metric]:
     return out
 
 
+SPEC_KEYS = {"spec_version", "source", "name", "version", "domain", "base_model", "base_model_id", "base_digest",
+             "base_revision", "metrics", "training", "description", "license", "publisher", "out"}
+
+
+def load_build_spec(path: Path) -> dict[str, Any]:
+    """A JSON build spec (manifests/example-build-spec.json); relative paths are taken from the cwd."""
+    raw = loads_strict(_read_bounded(Path(path)), what=str(path))
+    if not isinstance(raw, dict):
+        raise InvalidInputError(f"{path} must hold a JSON object", "see manifests/example-build-spec.json")
+    unknown = sorted(set(raw) - SPEC_KEYS)
+    if unknown:
+        raise InvalidInputError(f"{path}: unknown key(s) {', '.join(unknown)}", f"allowed: {', '.join(sorted(SPEC_KEYS))}")
+    if raw.get("spec_version", 1) != 1:
+        raise InvalidInputError(f"{path}: unsupported spec_version {raw.get('spec_version')!r}", "use spec_version 1")
+    return raw
+
+
 def build_artifact(
     source: Path,
     out: Path,

@@ -1,17 +1,14 @@
-"""The root Typer app and the one place errors become exit codes."""
+"""The root Typer app; errors become exit codes in `patchkit.cli._errors`, once."""
 
 from __future__ import annotations
 
-import json
 import sys
-import traceback
 from collections.abc import Sequence
 
 import click
 import typer
 
-from patchkit import constants
-from patchkit.errors import PatchkitError
+from patchkit.cli._errors import report, run_guarded
 
 app = typer.Typer(
     name="patchkit",
@@ -34,49 +31,25 @@ def _register() -> None:
 _register()
 
 
-def _wants_json(argv: Sequence[str]) -> bool:
-    return "--json" in argv
+def run(args: list[str]) -> int:
+    def invoke() -> int:
+        try:
+            rv = app(args=args, prog_name="patchkit", standalone_mode=False)
+            return rv if isinstance(rv, int) else 0
+        except click.exceptions.Exit as exc:
+            return int(exc.exit_code or 0)
+        except click.exceptions.Abort:
+            print("patchkit: aborted", file=sys.stderr)
+            return 130
+        except click.ClickException as exc:
+            report(args, "usage", f"{exc.format_message()} (see `patchkit --help`)", 2)
+            return 2
+
+    return run_guarded(invoke, args)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Run the CLI; map PatchkitError subclasses to their exit codes, once, here."""
     args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        rv = app(args=args, prog_name="patchkit", standalone_mode=False)
-        code = rv if isinstance(rv, int) else 0
-    except PatchkitError as exc:
-        code = exc.exit_code
-        if constants.debug():
-            traceback.print_exc()
-        _report(args, exc.kind, exc.one_line(), code)
-    except click.exceptions.Exit as exc:
-        code = exc.exit_code
-    except click.exceptions.Abort:
-        print("patchkit: aborted", file=sys.stderr)
-        code = 130
-    except click.ClickException as exc:
-        code = 2
-        msg = exc.format_message()
-        _report(args, "usage", f"{msg} (see `patchkit --help`)", code)
-    except KeyboardInterrupt:
-        print("patchkit: interrupted", file=sys.stderr)
-        code = 130
-    except Exception as exc:
-        code = 1
-        if constants.debug():
-            traceback.print_exc()
-        _report(
-            args,
-            "bug",
-            f"unexpected error: {type(exc).__name__}: {exc} (this is a bug: please report it, "
-            "with the output of PATCHKIT_DEBUG=1)",
-            code,
-        )
+    code = run(args)
     sys.stdout.flush()
     sys.exit(code)
-
-
-def _report(args: Sequence[str], kind: str, message: str, code: int) -> None:
-    print(f"patchkit: error: {message}", file=sys.stderr, flush=True)
-    if _wants_json(args):
-        sys.stdout.write(json.dumps({"ok": False, "error": kind, "reason": message, "exit_code": code}) + "\n")

@@ -7,33 +7,55 @@ from typing import Annotated
 
 import typer
 
-from patchkit.cli._common import JsonOpt, KeyOpt, PassphraseEnvOpt, RegistryOpt, TrustOpt, emit, err
+from patchkit.cli._common import JsonOpt, KeyOpt, PassphraseEnvOpt, RegistryOpt, TrustOpt, emit
 
 
 def build(
-    source: Annotated[Path, typer.Argument(help="A one-tensor .safetensors, a PEFT prompt-tuning dir, or `patchkit train` output.")],
-    name: Annotated[str, typer.Option("--name", help="NS/NAME, lower case.")],
-    version: Annotated[str, typer.Option("--version", help="SemVer 2.0, e.g. 1.2.0.")],
-    domain: Annotated[str, typer.Option("--domain", help="toxicity | bias | harmfulness | custom:<word>.")],
-    out: Annotated[Path, typer.Option("--out", help="Output artifact directory (must not exist).")],
+    source: Annotated[Path | None, typer.Argument(help="A one-tensor .safetensors, a PEFT prompt-tuning dir, or `patchkit train` output.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="NS/NAME, lower case.")] = None,
+    version: Annotated[str | None, typer.Option("--version", help="SemVer 2.0, e.g. 1.2.0.")] = None,
+    domain: Annotated[str | None, typer.Option("--domain", help="toxicity | bias | harmfulness | custom:<word>.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output artifact directory (must not exist).")] = None,
     base_model: Annotated[Path | None, typer.Option("--base-model", help="Base model dir (fingerprinted).")] = None,
     base_model_id: Annotated[str | None, typer.Option("--base-model-id", help="Hub id or name of the base.")] = None,
     base_digest: Annotated[str | None, typer.Option("--base-digest", help="pk-tensors-…-v1:<hex> of the base.")] = None,
     base_revision: Annotated[str | None, typer.Option("--base-revision", help="Base model commit, if known.")] = None,
     metrics: Annotated[Path | None, typer.Option("--metrics", help="metrics.json from `patchkit eval`.")] = None,
     training: Annotated[Path | None, typer.Option("--training", help="training.json from `patchkit train`.")] = None,
-    description: Annotated[str, typer.Option("--description")] = "",
-    license_: Annotated[str, typer.Option("--license")] = "unknown",
-    publisher: Annotated[str, typer.Option("--publisher")] = "",
+    description: Annotated[str | None, typer.Option("--description")] = None,
+    license_: Annotated[str | None, typer.Option("--license")] = None,
+    publisher: Annotated[str | None, typer.Option("--publisher")] = None,
+    spec: Annotated[Path | None, typer.Option("--spec", help="A JSON build spec (see manifests/); flags override it.")] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Write an unsigned patch artifact directory."""
-    from patchkit.build import build_artifact
+    from patchkit.build import build_artifact, load_build_spec
 
+    sp = load_build_spec(spec) if spec else {}
+
+    def pick(flag: object, key: str) -> object:
+        return flag if flag is not None else sp.get(key)
+
+    def path_of(flag: Path | None, key: str) -> Path | None:
+        v = pick(flag, key)
+        return Path(str(v)).expanduser() if v is not None else None
+
+    src, out_dir = path_of(source, "source"), path_of(out, "out")
+    name_, version_, domain_ = pick(name, "name"), pick(version, "version"), pick(domain, "domain")
+    missing = [f for f, v in (("SOURCE", src), ("--name", name_), ("--version", version_), ("--domain", domain_), ("--out", out_dir)) if v is None]
+    if missing:
+        from patchkit.errors import UsageError
+
+        raise UsageError(f"build needs {', '.join(missing)}", "pass them as flags or in a --spec file")
+    assert src is not None and out_dir is not None
+    out = out_dir
     m = build_artifact(
-        source, out, name=name, version=version, domain=domain, base_model=base_model, base_model_id=base_model_id,
-        base_digest=base_digest, base_revision=base_revision, metrics_file=metrics, training_file=training,
-        description=description, license=license_, publisher=publisher,
+        src, out_dir, name=str(name_), version=str(version_), domain=str(domain_),
+        base_model=path_of(base_model, "base_model"), base_model_id=pick(base_model_id, "base_model_id"),  # type: ignore[arg-type]
+        base_digest=pick(base_digest, "base_digest"), base_revision=pick(base_revision, "base_revision"),  # type: ignore[arg-type]
+        metrics_file=path_of(metrics, "metrics"), training_file=path_of(training, "training"),
+        description=str(pick(description, "description") or ""), license=str(pick(license_, "license") or "unknown"),
+        publisher=str(pick(publisher, "publisher") or ""),
     )
     emit(json_, {"path": str(out), "name": m.name, "version": m.version, "base_digest": m.base_model.digest,
                  "num_virtual_tokens": m.prefix.num_virtual_tokens, "token_dim": m.prefix.token_dim},
@@ -62,32 +84,11 @@ def verify(
     json_: JsonOpt = False,
 ) -> None:
     """Verify signature, trust, digests, manifest and tensor (exit 0 only if all pass)."""
-    from patchkit.errors import PatchkitError, UsageError
+    from patchkit.cli._verify import run_verify
 
-    if (target is None) == (lock is None):
-        raise UsageError("verify takes DIR_OR_REF or --lock FILE (one of them)", "e.g. `patchkit verify ./patch` or `patchkit verify --lock patchkit.lock`")
-    if lock is not None:
-        from patchkit.registry import verify_lock
-
-        summary = verify_lock(lock, trust=trust, registry=registry)
-        emit(json_, summary.to_dict(), summary.summary_line())
-        if not summary.ok:
-            raise typer.Exit(summary.exit_code)
-        return
-    from patchkit.verify import verify as do_verify
-
-    assert target is not None
-    try:
-        r = do_verify(target, trust=trust, base_model=base_model, registry=registry)
-    except PatchkitError as exc:
-        if json_:
-            emit(True, {"ok": False, "name": None, "version": None, "digest": None, "signer": None,
-                        "reason": exc.one_line(), "error": exc.kind, "exit_code": exc.exit_code})
-            err(f"patchkit: verify failed: {exc.one_line()}")
-            raise typer.Exit(exc.exit_code) from None
-        raise
-    extra = " and base model" if r.base_model_checked else ""
-    emit(json_, r.to_dict(), f"OK {r.name}@{r.version} signed by {r.signer}; digest {r.digest}; files{extra} verified")
+    code = run_verify(target, base_model=base_model, lock=lock, trust=trust, registry=registry, json_mode=json_)
+    if code:
+        raise typer.Exit(code)
 
 
 def inspect(

@@ -1,0 +1,38 @@
+"""Shared helpers for the benchmarks: timing whole processes and printing one table row."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def bin_path(name: str) -> str:
+    """A console script installed beside this interpreter (the venv's bin/)."""
+    return str(Path(sys.executable).with_name(name))
+
+
+def time_process(argv: Sequence[str], runs: int = 10, env: dict[str, str] | None = None, expect: int = 0) -> float:
+    """Median wall seconds of a whole process, after one warm-up run."""
+    full_env = {**os.environ, **(env or {})}
+    times: list[float] = []
+    for i in range(runs + 1):
+        t0 = time.perf_counter()
+        r = subprocess.run(list(argv), capture_output=True, env=full_env)
+        dt = time.perf_counter() - t0
+        if r.returncode != expect:
+            raise RuntimeError(f"{argv[0]} exited {r.returncode}: {r.stderr.decode()[-500:]}")
+        if i:
+            times.append(dt)
+    return statistics.median(times)
+
+
+def row(label: str, ours: float, anchor: float, unit: str, anchor_label: str, lower_is_better: bool = True) -> str:
+    ratio = ours / anchor if anchor else float("nan")
+    return f"{label}: patchkit {ours:.4g} {unit} | {anchor_label} {anchor:.4g} {unit} | ratio {ratio:.3f}x" + (
+        " (lower is better)" if lower_is_better else " (higher is better)"
+    )

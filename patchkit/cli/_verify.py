@@ -1,0 +1,90 @@
+"""The body of `patchkit verify`, shared by the Typer command and the fast CI entry point.
+
+CI runs `patchkit verify` on every build, so it has a start-up path that skips Typer (whose
+per-parameter validation costs about 0.1 s) and imports only the verification core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from patchkit.errors import PatchkitError, UsageError
+
+
+def _emit(json_mode: bool, payload: dict[str, object], human: str) -> None:
+    if json_mode:
+        sys.stdout.write(json.dumps(payload, sort_keys=True, default=str) + "\n")
+    else:
+        print(human)
+    sys.stdout.flush()
+
+
+def run_verify(
+    target: str | None,
+    *,
+    base_model: Path | None,
+    lock: Path | None,
+    trust: Path | None,
+    registry: str | None,
+    json_mode: bool,
+) -> int:
+    """Return the exit code; PatchkitErrors in plain mode propagate to the CLI's one handler."""
+    if (target is None) == (lock is None):
+        raise UsageError("verify takes DIR_OR_REF or --lock FILE (one of them)", "e.g. `patchkit verify ./patch` or `patchkit verify --lock patchkit.lock`")
+    if lock is not None:
+        from patchkit.registry import verify_lock
+
+        summary = verify_lock(lock, trust=trust, registry=registry)
+        _emit(json_mode, summary.to_dict(), summary.summary_line())
+        return 0 if summary.ok else int(summary.exit_code)
+    from patchkit.verify import verify as do_verify
+
+    assert target is not None
+    try:
+        r = do_verify(target, trust=trust, base_model=base_model, registry=registry)
+    except PatchkitError as exc:
+        if not json_mode:
+            raise
+        _emit(True, {"ok": False, "name": None, "version": None, "digest": None, "signer": None,
+                     "reason": exc.one_line(), "error": exc.kind, "exit_code": exc.exit_code}, "")
+        print(f"patchkit: error: {exc.one_line()}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    extra = " and base model" if r.base_model_checked else ""
+    _emit(json_mode, r.to_dict(), f"OK {r.name}@{r.version} signed by {r.signer}; digest {r.digest}; files{extra} verified")
+    return 0
+
+
+class _Refuse(Exception):
+    """The fast parser does not handle this command line: defer to the full CLI."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _Refuse(message)
+
+
+def fast_verify(argv: list[str]) -> int | None:
+    """Handle `verify …` without Typer; None means 'let the full CLI handle it' (help, errors)."""
+    if not argv or argv[0] != "verify" or any(a in ("--help", "-h") for a in argv):
+        return None
+    p = _Parser(add_help=False)
+    p.add_argument("target", nargs="?")
+    p.add_argument("--base-model", type=Path)
+    p.add_argument("--lock", type=Path)
+    p.add_argument("--trust", type=Path)
+    p.add_argument("--registry")
+    p.add_argument("--json", action="store_true")
+    try:
+        ns = p.parse_args(argv[1:])
+    except _Refuse:
+        return None
+    from patchkit.cli._errors import run_guarded
+
+    return run_guarded(
+        lambda: run_verify(ns.target, base_model=ns.base_model, lock=ns.lock, trust=ns.trust, registry=ns.registry,
+                           json_mode=ns.json),
+        argv,
+    )
