@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-import click
 import typer
+from typer._click.exceptions import ClickException
+from typer.exceptions import Abort, Exit
 
 from patchkit.cli._errors import report, run_guarded
 
@@ -36,12 +37,12 @@ def run(args: list[str]) -> int:
         try:
             rv = app(args=args, prog_name="patchkit", standalone_mode=False)
             return rv if isinstance(rv, int) else 0
-        except click.exceptions.Exit as exc:
+        except Exit as exc:
             return int(exc.exit_code or 0)
-        except click.exceptions.Abort:
+        except Abort:
             print("patchkit: aborted", file=sys.stderr)
             return 130
-        except click.ClickException as exc:
+        except ClickException as exc:
             report(args, "usage", f"{exc.format_message()} (see `patchkit --help`)", 2)
             return 2
 

@@ -222,11 +222,6 @@ def test_cli_json_fields_and_human_output(tmp_path: Path, capsys: pytest.Capture
     assert "8 tensors" in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/app.py catches click.ClickException, but typer 0.29 raises typer._click exceptions, so usage "
-    "errors exit 1 instead of 2 (reported to the lead; remove this mark once app.py is fixed)",
-)
 def test_cli_unknown_algorithm_is_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = write_model(tmp_path / "m", random_tensors())
     code, _, _ = run_cli(capsys, str(model), "--algorithm", "md5")
