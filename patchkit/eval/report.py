@@ -1,0 +1,162 @@
+"""One self-contained HTML report: a chart (embedded PNG), a table, and example completions.
+
+Nothing in the page points outside it: the chart is a base64 data URI, styles are inline, and
+every model output is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from patchkit._io import atomic_write_text
+
+if TYPE_CHECKING:
+    from patchkit.eval.runner import EvalResult
+
+# (safety metric, utility metric) pairs to scatter, by suite; the first both present is used.
+SCATTER = {
+    "harmfulness": ("refusal_rate", "answer_rate"),
+    "utility": ("over_refusal", "perplexity"),
+    "toxicity": ("toxicity_mean", None),
+    "bias": ("gas", "gld"),
+}
+COLORS = {"baseline": "#777777", "fixed_prompt": "#1f77b4", "patched": "#d62728", "reference": "#2ca02c"}
+
+
+def chart_png(result: EvalResult) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    names = [m["name"] for m in result.metrics]
+    cfgs = list(result.configs)
+    suite = str(result.settings.get("suite"))
+    sx, sy = SCATTER.get(suite, (None, None))
+    has_scatter = sx in names and sy in names
+    ncols = len(names) + (1 if has_scatter else 0)
+    fig, axes = plt.subplots(1, ncols, figsize=(3.2 * ncols, 3.2), dpi=100, squeeze=False)
+    col = 0
+    if has_scatter:
+        ax = axes[0][0]
+        for c in cfgs:
+            vals = result.configs[c]["metrics"]
+            if sx in vals and sy in vals:
+                ax.scatter(vals[sx]["value"], vals[sy]["value"], s=70, color=COLORS.get(c, "#9467bd"), label=c)
+        ax.set_xlabel(f"{sx} (safety)")
+        ax.set_ylabel(f"{sy} (utility)")
+        ax.set_title("safety vs utility", fontsize=10)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        col = 1
+    for i, m in enumerate(result.metrics):
+        ax = axes[0][col + i]
+        xs, ys, colors = [], [], []
+        for c in cfgs:
+            v = result.configs[c]["metrics"].get(m["name"])
+            if v is not None:
+                xs.append(c)
+                ys.append(v["value"])
+                colors.append(COLORS.get(c, "#9467bd"))
+        ax.bar(range(len(xs)), ys, color=colors)
+        ax.set_xticks(range(len(xs)), xs, rotation=30, fontsize=7)
+        arrow = "higher is better" if m["higher_is_better"] else "lower is better"
+        ax.set_title(f"{m['name']}\n({arrow})", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "&mdash;"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return html.escape(str(v))
+
+
+def render(result: EvalResult, *, examples: int = 3) -> str:
+    e = html.escape
+    png = base64.b64encode(chart_png(result)).decode("ascii")
+    cfgs = list(result.configs)
+    s = result.settings
+    dec = s.get("decoding", {})
+    head = "".join(f"<th>{e(c)}</th>" for c in cfgs)
+    rows = []
+    for m in result.metrics:
+        cells = "".join(f"<td>{_fmt(result.configs[c]['metrics'].get(m['name'], {}).get('value'))}</td>" for c in cfgs)
+        arrow = "&uarr;" if m["higher_is_better"] else "&darr;"
+        rows.append(f"<tr><td>{e(m['name'])} {arrow}</td><td>{_fmt(m['dataset'])}</td><td>{_fmt(m['n'])}</td>"
+                    f"<td>{_fmt(m['scorer'])}</td>{cells}</tr>")
+    ex_parts = []
+    for c in cfgs:
+        info = result.configs[c]
+        ex_parts.append(f"<h3>{e(c)}: {e(str(info.get('label', '')))}</h3>")
+        for ds, samples in info.get("samples", {}).items():
+            ex_parts.append(f"<h4>{e(ds)}</h4><ol>")
+            for smp in samples[:examples]:
+                tags = []
+                if "refused" in smp:
+                    tags.append("refused" if smp["refused"] else "answered")
+                if "toxicity" in smp:
+                    tags.append(f"toxicity {smp['toxicity']:.3f}")
+                if smp.get("truncated"):
+                    tags.append("cut at token cap")
+                ex_parts.append(
+                    f"<li><div class=p><b>prompt:</b> {e(smp['prompt'])}</div>"
+                    f"<pre>{e(smp['completion'])}</pre><div class=t>{e(', '.join(tags))}</div></li>"
+                )
+            ex_parts.append("</ol>")
+    settings_rows = "".join(
+        f"<tr><td>{e(k)}</td><td>{_fmt(v)}</td></tr>"
+        for k, v in [("suite", s.get("suite")), ("model", s.get("model")), ("patches", ", ".join(s.get("patches") or []) or None),
+                     ("reference", s.get("reference")), ("fixed prompt", s.get("fixed_prompt_text")),
+                     ("decoding", dec.get("strategy")), ("max new tokens", dec.get("max_new_tokens")),
+                     ("seed", s.get("seed")), ("created", s.get("created_at"))]
+    )
+    datasets = "".join(
+        f"<tr><td>{e(n)}</td><td>{_fmt(d.get('count'))}</td><td>{e(str(d.get('source')))}</td></tr>"
+        for n, d in result.datasets.items()
+    )
+    det = result.detector.get("hand_labelled_check")
+    det_line = ""
+    if det:
+        det_line = (f"<p>Refusal detector {e(str(result.detector.get('name')))}: precision {det['precision']:.2f}, "
+                    f"recall {det['recall']:.2f} on {int(det['n'])} hand-labelled replies.</p>")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>patchkit eval: {e(str(s.get('suite')))}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; max-width: 70em; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }}
+th {{ background: #f2f2f2; }}
+pre {{ white-space: pre-wrap; background: #f7f7f7; padding: 6px; margin: 4px 0; }}
+.t {{ color: #666; font-size: 0.85em; }}
+img {{ max-width: 100%; }}
+</style></head>
+<body>
+<h1>patchkit eval: {e(str(s.get('suite')))}</h1>
+<h2>Safety vs utility</h2>
+<img id="chart" alt="chart of each metric per configuration" src="data:image/png;base64,{png}">
+<h2>Metrics</h2>
+<table id="metrics"><tr><th>metric</th><th>dataset</th><th>n</th><th>scorer</th>{head}</tr>
+{''.join(rows)}</table>
+{det_line}
+<h2>Settings</h2><table>{settings_rows}</table>
+<h2>Datasets</h2><table><tr><th>name</th><th>count</th><th>source</th></tr>{datasets}</table>
+<h2>Example completions</h2>
+{''.join(ex_parts)}
+</body></html>
+"""
+
+
+def write_report(result: EvalResult, path: Path, *, examples: int = 3) -> None:
+    atomic_write_text(Path(path), render(result, examples=examples))
