@@ -1,9 +1,97 @@
-"""CLI commands of this group (being built)."""
+"""`patchkit train`: train a policy patch (SFT + DPO on a prefix of a frozen model)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from patchkit.cli._common import JsonOpt, emit, err
+
+_DEFAULT_INIT = "text:<a safety instruction>"
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    @app.command("train")
+    def train(
+        base: Annotated[Path, typer.Option("--base", help="Base model directory (M), frozen.")],
+        reference: Annotated[
+            str,
+            typer.Option(
+                "--reference",
+                help='Reference policy M\': a model directory, system-prompt:"..." (M under that system prompt), '
+                "or a JSONL of {prompt, response}.",
+            ),
+        ],
+        prompts: Annotated[Path, typer.Option("--prompts", help='Training prompts: JSONL of {"prompt": ...}, or .txt one per line.')],
+        domain: Annotated[str, typer.Option("--domain", help="toxicity | bias | harmfulness | custom:<word>.")],
+        out: Annotated[Path, typer.Option("--out", help="Output directory (a `patchkit build` SOURCE).")],
+        stages: Annotated[str, typer.Option("--stages", help="sft, dpo or sft,dpo.")] = "sft,dpo",
+        sft_epochs: Annotated[int, typer.Option("--sft-epochs")] = 1,
+        dpo_epochs: Annotated[int, typer.Option("--dpo-epochs")] = 1,
+        max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on optimizer steps for each stage.")] = None,
+        batch_size: Annotated[int, typer.Option("--batch-size")] = 4,
+        lr: Annotated[float, typer.Option("--lr")] = 5e-3,
+        beta: Annotated[float, typer.Option("--beta", help="DPO beta.")] = 0.1,
+        min_margin: Annotated[
+            float, typer.Option("--min-margin", help="Drop DPO pairs whose scorer margin (chosen - rejected) is below this.")
+        ] = 0.5,
+        dpo_reference: Annotated[
+            str, typer.Option("--dpo-reference", help="DPO reference policy: sft (frozen prefix after SFT) or none (bare base).")
+        ] = "sft",
+        tokens: Annotated[int, typer.Option("--tokens", help="Number of virtual tokens.")] = 50,
+        init: Annotated[str, typer.Option("--init", help='text:"...", random or vocab.')] = _DEFAULT_INIT,
+        max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Generation (and response) length cap.")] = 64,
+        generation_batch_size: Annotated[int, typer.Option("--generation-batch-size")] = 8,
+        seed: Annotated[int, typer.Option("--seed")] = 0,
+        save_every: Annotated[int | None, typer.Option("--save-every", help="Write a checkpoint every N steps.")] = None,
+        resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")] = False,
+        bf16: Annotated[bool, typer.Option("--bf16", help="Run the frozen base in bfloat16.")] = False,
+        gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing")] = False,
+        reference_description: Annotated[
+            str | None, typer.Option("--reference-description", help="What M' is, for training.json (e.g. a synthetic reference).")
+        ] = None,
+        json_mode: JsonOpt = False,
+    ) -> None:
+        """Train a policy patch toward a safer reference policy (SFT, then DPO)."""
+        from patchkit.train import make_config, train_patch
+
+        options: dict[str, object] = {
+            "stages": stages,
+            "sft_epochs": sft_epochs,
+            "dpo_epochs": dpo_epochs,
+            "max_steps": max_steps,
+            "batch_size": batch_size,
+            "lr": lr,
+            "beta": beta,
+            "min_margin": min_margin,
+            "dpo_reference": dpo_reference,
+            "tokens": tokens,
+            "max_new_tokens": max_new_tokens,
+            "generation_batch_size": generation_batch_size,
+            "seed": seed,
+            "save_every": save_every,
+            "bf16": bf16,
+            "gradient_checkpointing": gradient_checkpointing,
+        }
+        if init != _DEFAULT_INIT:
+            options["init"] = init
+        result = train_patch(
+            base,
+            reference,
+            prompts,
+            domain=domain,
+            out=out,
+            config=make_config(**options),
+            resume=resume,
+            reference_description=reference_description,
+        )
+        payload = result.to_dict()
+        if not json_mode:
+            err(f"trained {result.method} patch: {payload['num_virtual_tokens']} tokens x {payload['token_dim']}")
+        emit(
+            json_mode,
+            payload,
+            f"wrote {result.out} (steps {payload['steps']}, final loss {payload['final_loss']}, {payload['wall_time_s']} s)",
+        )

@@ -1,0 +1,126 @@
+"""Training settings: one dataclass, validated once, recorded whole in training.json."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from patchkit.errors import InvalidInputError
+
+STAGES = ("sft", "dpo")
+DPO_REFERENCES = ("sft", "none")
+
+# The paper found a safety instruction far better than random as the starting prefix.
+DEFAULT_INIT_TEXT = (
+    "You are a helpful, honest and harmless assistant. If a request could cause harm, "
+    "refuse it politely and briefly explain why; otherwise answer helpfully."
+)
+DEFAULT_INIT = f'text:"{DEFAULT_INIT_TEXT}"'
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every hyperparameter of a run; all of it lands in training.json."""
+
+    stages: tuple[str, ...] = STAGES
+    sft_epochs: int = 1
+    dpo_epochs: int = 1
+    max_steps: int | None = None  # a cap for each stage
+    batch_size: int = 4
+    lr: float = 5e-3
+    beta: float = 0.1
+    min_margin: float = 0.5
+    dpo_reference: str = "sft"
+    tokens: int = 50
+    init: str = DEFAULT_INIT
+    max_new_tokens: int = 64
+    generation_batch_size: int = 8
+    seed: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    save_every: int | None = None
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The recorded hyperparameters (JSON-ready)."""
+        out = dataclasses.asdict(self)
+        out["stages"] = list(self.stages)
+        out.pop("extra")
+        out.update(self.extra)
+        out["optimizer"] = "adamw"
+        out["generation"] = {"do_sample": False, "max_new_tokens": self.max_new_tokens}
+        return out
+
+    def training_signature(self) -> dict[str, Any]:
+        """What a checkpoint must agree with to be resumed (save_every may change)."""
+        sig = self.hyperparameters()
+        sig.pop("save_every", None)
+        return sig
+
+
+def parse_stages(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    parts = [p.strip().lower() for p in value.split(",")] if isinstance(value, str) else [str(p).strip().lower() for p in value]
+    parts = [p for p in parts if p]
+    if not parts:
+        raise InvalidInputError("no training stage given", "use --stages sft, dpo or sft,dpo")
+    for p in parts:
+        if p not in STAGES:
+            raise InvalidInputError(f"unknown stage {p!r}", "use --stages sft, dpo or sft,dpo")
+    if len(set(parts)) != len(parts):
+        raise InvalidInputError(f"stage listed twice in {','.join(parts)!r}", "use --stages sft, dpo or sft,dpo")
+    return tuple(sorted(parts, key=STAGES.index))
+
+
+def validate_init(init: str) -> str:
+    if init in ("random", "vocab"):
+        return init
+    if init.startswith("text:"):
+        text = unquote(init[len("text:") :])
+        if not text.strip():
+            raise InvalidInputError("--init text: needs a non-empty text", 'use --init text:"You are a safe assistant."')
+        return f'text:"{text}"'
+    raise InvalidInputError(f"unknown --init {init!r}", 'use text:"...", random or vocab')
+
+
+def unquote(text: str) -> str:
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1]
+    return text
+
+
+def make_config(**kwargs: Any) -> TrainConfig:
+    """Build and validate a TrainConfig; bad values are invalid input (exit 6)."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(kwargs) - names)
+    if unknown:
+        raise InvalidInputError(f"unknown training option(s): {', '.join(unknown)}", f"known: {', '.join(sorted(names))}")
+    if "stages" in kwargs:
+        kwargs["stages"] = parse_stages(kwargs["stages"])
+    if "init" in kwargs:
+        kwargs["init"] = validate_init(kwargs["init"])
+    cfg = TrainConfig(**kwargs)
+    check_config(cfg)
+    return cfg
+
+
+def check_config(cfg: TrainConfig) -> None:
+    if cfg.tokens <= 0:
+        raise InvalidInputError(f"--tokens must be at least 1 (got {cfg.tokens})", "a patch needs virtual tokens; 50 is usual")
+    for name in ("sft_epochs", "dpo_epochs", "batch_size", "max_new_tokens", "generation_batch_size"):
+        if getattr(cfg, name) < 1:
+            raise InvalidInputError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(cfg, name)})")
+    if cfg.max_steps is not None and cfg.max_steps < 1:
+        raise InvalidInputError(f"--max-steps must be at least 1 (got {cfg.max_steps})")
+    if cfg.save_every is not None and cfg.save_every < 1:
+        raise InvalidInputError(f"--save-every must be at least 1 (got {cfg.save_every})")
+    if not cfg.lr > 0:
+        raise InvalidInputError(f"--lr must be positive (got {cfg.lr})")
+    if not cfg.beta > 0:
+        raise InvalidInputError(f"--beta must be positive (got {cfg.beta})")
+    if cfg.dpo_reference not in DPO_REFERENCES:
+        raise InvalidInputError(f"unknown --dpo-reference {cfg.dpo_reference!r}", "use sft or none")
+    parse_stages(cfg.stages)

@@ -1,0 +1,139 @@
+"""The trainable prefix in front of a frozen causal LM, and the log-prob arithmetic on top.
+
+The forward matches how the runtime (and PEFT prompt tuning) applies a patch: the prefix goes
+ahead of everything, BOS and left padding included; the mask gets ones for the prefix and the
+position ids come from the mask (so left padding never shifts a row's positions).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from patchkit.errors import InvalidInputError
+from patchkit.train.config import unquote
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training row: prompt ids (chat template applied) and response ids (ending in EOS)."""
+
+    prompt_ids: tuple[int, ...]
+    response_ids: tuple[int, ...]
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # [B, L], left padded
+    attention_mask: torch.Tensor  # [B, L]
+    targets: torch.Tensor  # [B, R]: the last R tokens, -100 where not a response token
+    response_mask: torch.Tensor  # [B, R] float
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.targets, self.response_mask)))
+
+
+def collate(examples: Sequence[Example], pad_id: int) -> Batch:
+    """Left-pad prompt+response rows, so every response ends at the last position."""
+    seqs = [list(e.prompt_ids) + list(e.response_ids) for e in examples]
+    length = max(len(s) for s in seqs)
+    resp = max(len(e.response_ids) for e in examples)
+    input_ids = torch.full((len(seqs), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), length), dtype=torch.long)
+    targets = torch.full((len(seqs), resp), -100, dtype=torch.long)
+    for i, (s, e) in enumerate(zip(seqs, examples, strict=True)):
+        input_ids[i, length - len(s) :] = torch.tensor(s, dtype=torch.long)
+        mask[i, length - len(s) :] = 1
+        r = len(e.response_ids)
+        targets[i, resp - r :] = torch.tensor(e.response_ids, dtype=torch.long)
+    return Batch(input_ids, mask, targets, (targets != -100).float())
+
+
+def _accepts_logits_to_keep(model: nn.Module) -> bool:
+    try:
+        return "logits_to_keep" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class PrefixLM(nn.Module):
+    """A frozen base model plus one trainable [tokens, hidden] prefix (kept in fp32)."""
+
+    def __init__(self, base: Any, prefix: torch.Tensor) -> None:
+        super().__init__()
+        self.base: Any = base
+        for p in self.base.parameters():
+            p.requires_grad_(False)
+        self.prefix = nn.Parameter(prefix.detach().clone().to(torch.float32))
+        self._keep = _accepts_logits_to_keep(base)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        keep: int,
+        prefix: torch.Tensor | None = None,
+        use_prefix: bool = True,
+    ) -> torch.Tensor:
+        """Logits of the last `keep` positions (only those are computed when the model allows)."""
+        embed = self.base.get_input_embeddings()
+        embeds = embed(input_ids)
+        mask = attention_mask
+        if use_prefix:
+            p = self.prefix if prefix is None else prefix
+            p = p.to(device=embeds.device, dtype=embeds.dtype).unsqueeze(0).expand(input_ids.shape[0], -1, -1)
+            embeds = torch.cat([p, embeds], dim=1)
+            mask = torch.cat([mask.new_ones(input_ids.shape[0], p.shape[1]), mask], dim=1)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        kwargs: dict[str, Any] = {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": position_ids, "use_cache": False}
+        if self._keep:
+            kwargs["logits_to_keep"] = keep
+        logits: torch.Tensor = self.base(**kwargs).logits
+        return logits[:, -keep:]
+
+
+def token_logprobs(model: nn.Module, batch: Batch, prefix: torch.Tensor | None = None, use_prefix: bool = True) -> torch.Tensor:
+    """Per-token log-probs of the response tokens [B, R], zero where masked."""
+    r = batch.targets.shape[1]
+    logits = model(batch.input_ids, batch.attention_mask, r + 1, prefix, use_prefix)[:, :-1]
+    nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch.targets.reshape(-1), reduction="none", ignore_index=-100)
+    return -nll.view(batch.targets.shape)
+
+
+def sft_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """Teacher-forced mean NLL over response tokens only."""
+    lp = token_logprobs(model, batch)
+    return -(lp * batch.response_mask).sum() / batch.response_mask.sum().clamp(min=1.0)
+
+
+def sequence_logprobs(model: nn.Module, batch: Batch, prefix: torch.Tensor | None = None, use_prefix: bool = True) -> torch.Tensor:
+    return (token_logprobs(model, batch, prefix, use_prefix) * batch.response_mask).sum(-1)
+
+
+def initial_prefix(base: Any, tokenizer: Any, init: str, tokens: int, seed: int) -> torch.Tensor:
+    """The starting prefix [tokens, hidden] in fp32: text, random or vocab init, seeded."""
+    weight = base.get_input_embeddings().weight.detach().to("cpu", torch.float32)
+    g = torch.Generator().manual_seed(seed)
+    if init == "random":
+        # Scaled to the embedding table, not N(0, 1): far-off prefixes train badly.
+        out: torch.Tensor = torch.randn(tokens, weight.shape[1], generator=g) * weight.std()
+        return out
+    if init == "vocab":
+        vocab = min(weight.shape[0], len(tokenizer))
+        picked: torch.Tensor = weight[torch.randint(0, vocab, (tokens,), generator=g)].clone()
+        return picked
+    if init.startswith("text:"):
+        text = unquote(init[len("text:") :])
+        ids = [int(i) for i in tokenizer(text, add_special_tokens=False)["input_ids"]]
+        if not ids:
+            raise InvalidInputError(f"the init text {text!r} has no tokens", 'use --init text:"..." with real text')
+        ids = (ids * (tokens // len(ids) + 1))[:tokens]
+        embedded: torch.Tensor = weight[torch.tensor(ids, dtype=torch.long)].clone()
+        return embedded
+    raise InvalidInputError(f"unknown init {init!r}", 'use text:"...", random or vocab')

@@ -1,0 +1,71 @@
+"""The scorer that filters DPO pairs: keep a pair only if M' is clearly better than M on it.
+
+For the harmfulness domain the score is a refusal detector by phrase markers, looked for in the
+opening of the reply only (a marker deep inside compliant text, e.g. "I will not" in a ransom
+note, is not a refusal). score(chosen) - score(rejected) is the margin, in [-1, 1].
+
+For the other domains (toxicity, bias, custom) there is no offline safety scorer here, so the
+margin is 1 when the two replies differ and 0 when they are the same (an identical pair carries
+no DPO signal). Pass your own `scorer(prompt, chosen, rejected) -> margin` to `train_patch` for
+anything better.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+Scorer = Callable[[str, str, str], float]
+
+REFUSAL_MARKERS = (
+    "i can't",
+    "i cannot",
+    "i can not",
+    "i won't",
+    "i will not",
+    "i'm sorry",
+    "i am sorry",
+    "i apologize",
+    "i'm not able to",
+    "i am not able to",
+    "i'm unable to",
+    "i am unable to",
+    "i must decline",
+    "i refuse",
+    "can't help with",
+    "cannot help with",
+    "can't assist",
+    "cannot assist",
+    "not able to help",
+    "as an ai",
+    "against my guidelines",
+    "not appropriate",
+    "i do not feel comfortable",
+    "i don't feel comfortable",
+)
+OPENING_CHARS = 200
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", text.replace("\u2019", "'")).strip().lower()
+
+
+def refusal_score(text: str) -> float:
+    """1.0 if the reply opens with a refusal marker, else 0.0."""
+    opening = _norm(text)[:OPENING_CHARS]
+    return 1.0 if any(m in opening for m in REFUSAL_MARKERS) else 0.0
+
+
+def refusal_margin(prompt: str, chosen: str, rejected: str) -> float:
+    return refusal_score(chosen) - refusal_score(rejected)
+
+
+def difference_margin(prompt: str, chosen: str, rejected: str) -> float:
+    return 0.0 if _norm(chosen) == _norm(rejected) else 1.0
+
+
+def scorer_for(domain: str) -> tuple[str, Scorer]:
+    """The default scorer of a domain, with the name recorded in training.json."""
+    if domain == "harmfulness":
+        return "refusal-markers-v1", refusal_margin
+    return "differs-v1", difference_margin

@@ -1,0 +1,465 @@
+"""`train_patch`: the paper's method (SFT then DPO on a prefix), end to end."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import patchkit
+from patchkit import constants
+from patchkit._io import atomic_write_bytes, atomic_write_text
+from patchkit._json import dumps_canonical
+from patchkit.errors import InvalidInputError, NotFoundError, UsageError
+from patchkit.manifest import validate_domain
+from patchkit.train import checkpoint as ckpt
+from patchkit.train.config import TrainConfig, make_config, unquote
+from patchkit.train.data import DataRecord, Prompt, prompts_from_list, read_prompts
+from patchkit.train.dpo import Pair, dpo_batch_loss, reference_logprobs
+from patchkit.train.generation import (
+    GenerationCache,
+    GenerationSettings,
+    encode_prompt,
+    format_prompt,
+    generate_cached,
+    prepare_tokenizer,
+)
+from patchkit.train.model import Example, PrefixLM, initial_prefix
+from patchkit.train.reference import (
+    ModelReference,
+    Reference,
+    ResponsesReference,
+    SystemPromptReference,
+    parse_reference,
+)
+from patchkit.train.scorer import Scorer, scorer_for
+from patchkit.train.sft import sft_batch_loss
+
+
+class StopTraining(Exception):
+    """Raised by the `stop_after` test hook, as if the process had been killed."""
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    prefix: torch.Tensor
+    initial_prefix: torch.Tensor
+    method: str
+    loss_curves: dict[str, list[float]]
+    training: dict[str, Any]
+    generations: dict[str, int] = field(default_factory=dict)
+    wall_time_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "out": str(self.out),
+            "method": self.method,
+            "num_virtual_tokens": int(self.prefix.shape[0]),
+            "token_dim": int(self.prefix.shape[1]),
+            "steps": {k: len(v) for k, v in self.loss_curves.items()},
+            "final_loss": {k: (v[-1] if v else None) for k, v in self.loss_curves.items()},
+            "dpo_pairs": self.training.get("dpo_pairs"),
+            "generations": self.generations,
+            "wall_time_s": round(self.wall_time_s, 3),
+        }
+
+
+@contextlib.contextmanager
+def _deterministic() -> Iterator[None]:
+    """Deterministic kernels where torch has them, restored afterwards (it is process-global)."""
+    prev = torch.are_deterministic_algorithms_enabled()
+    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
+
+
+def _schedule(stage: str, n: int, epochs: int, batch_size: int, seed: int, max_steps: int | None) -> list[list[int]]:
+    """The fixed batch order of a stage: a pure function of the seed, so resumes replay it."""
+    salt = {"sft": 1, "dpo": 2}[stage]
+    batches: list[list[int]] = []
+    for epoch in range(epochs):
+        g = torch.Generator().manual_seed(seed * 1_000_003 + salt * 10_007 + epoch)
+        order = torch.randperm(n, generator=g).tolist()
+        batches.extend(order[i : i + batch_size] for i in range(0, n, batch_size))
+    return batches[:max_steps] if max_steps is not None else batches
+
+
+def _model_dims(config: Any) -> tuple[int, int, int, int]:
+    hidden = int(getattr(config, "hidden_size", None) or config.n_embd)
+    heads = int(getattr(config, "num_attention_heads", None) or config.n_head)
+    layers = int(getattr(config, "num_hidden_layers", None) or config.n_layer)
+    ctx = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 0
+    return hidden, heads, layers, int(ctx)
+
+
+def _check_base(base: Path) -> None:
+    if not base.exists():
+        raise NotFoundError(f"base model {base} does not exist", "pass a local transformers model directory with --base")
+    if not (base / "config.json").is_file():
+        raise InvalidInputError(f"base model {base} has no config.json", "pass a local transformers model directory with --base")
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file", "choose a directory")
+    if out.is_dir() and any(out.iterdir()) and not resume:
+        raise UsageError(f"--out {out} already exists and is not empty", "pass --resume to continue a run there, or choose another --out")
+
+
+def _load_causal_lm(path: Path, dtype: torch.dtype) -> Any:
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    if constants.no_progress():
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    except TypeError:
+        return AutoModelForCausalLM.from_pretrained(str(path), torch_dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(f"cannot load model {path}: {exc}", "pass a transformers model directory with safetensors weights") from exc
+
+
+def _load_tokenizer(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return prepare_tokenizer(AutoTokenizer.from_pretrained(str(path)))
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(f"cannot load the tokenizer of {path}: {exc}", "the model directory needs its tokenizer files") from exc
+
+
+def _response_ids(tokenizer: Any, text: str, cap: int) -> tuple[int, ...]:
+    """Re-tokenize a response for M: at most `cap` tokens, EOS appended when it fits."""
+    ids = [int(i) for i in tokenizer(text, add_special_tokens=False)["input_ids"]][:cap]
+    if len(ids) < cap and tokenizer.eos_token_id is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    return tuple(ids)
+
+
+def _fingerprint(path: Path) -> str:
+    from patchkit.fingerprint import fingerprint
+
+    return fingerprint(path)
+
+
+def _write_outputs(
+    out: Path,
+    prefix: torch.Tensor,
+    base: Path,
+    model_config: Any,
+    cfg: TrainConfig,
+    training: dict[str, Any],
+) -> None:
+    from safetensors.torch import save
+
+    tensor = prefix.detach().to("cpu", torch.float32).contiguous()
+    atomic_write_bytes(out / constants.TENSOR_FILE, save({constants.PREFIX_KEY: tensor}))
+    _, heads, layers, _ = _model_dims(model_config)
+    init_kind, init_text = "RANDOM", None
+    if cfg.init == "vocab":
+        init_kind = "SAMPLE_VOCAB"
+    elif cfg.init.startswith("text:"):
+        init_kind, init_text = "TEXT", unquote(cfg.init[len("text:") :])
+    adapter = {
+        "peft_type": "PROMPT_TUNING",
+        "task_type": "CAUSAL_LM",
+        "num_virtual_tokens": int(tensor.shape[0]),
+        "token_dim": int(tensor.shape[1]),
+        "num_transformer_submodules": 1,
+        "num_attention_heads": heads,
+        "num_layers": layers,
+        "base_model_name_or_path": str(base),
+        "revision": None,
+        "prompt_tuning_init": init_kind,
+        "prompt_tuning_init_text": init_text,
+        "tokenizer_name_or_path": str(base) if init_text is not None else None,
+        "tokenizer_kwargs": None,
+        "inference_mode": True,
+        "auto_mapping": None,
+    }
+    atomic_write_text(out / constants.ADAPTER_CONFIG_FILE, dumps_canonical(adapter))
+    atomic_write_text(out / constants.TRAINING_FILE, dumps_canonical(training))
+
+
+def _signature(cfg: TrainConfig, domain: str, digest: str, reference: str, data: list[DataRecord]) -> str:
+    blob = json.dumps(
+        {"config": cfg.training_signature(), "domain": domain, "base": digest, "reference": reference, "data": [d.to_dict() for d in data]},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def train_patch(
+    base: str | Path,
+    reference: str | Path | Reference | Sequence[Mapping[str, str]] | Mapping[str, str],
+    prompts: str | Path | Sequence[str],
+    *,
+    domain: str,
+    out: str | Path,
+    config: TrainConfig | None = None,
+    resume: bool = False,
+    reference_description: str | None = None,
+    scorer: Scorer | None = None,
+    stop_after: int | None = None,
+    **options: Any,
+) -> TrainResult:
+    """Train a policy patch on a frozen base model toward a reference policy M'.
+
+    `reference` is a model directory, `system-prompt:"..."`, a JSONL path, or in-memory
+    {prompt, response} rows; `prompts` is a JSONL/.txt path or a list of strings. Options are
+    TrainConfig fields (stages, max_steps, lr, ...). `stop_after` (tests) raises StopTraining
+    after that many optimizer steps in total, as if the process had been killed.
+    """
+    started = time.perf_counter()
+    if config is not None and options:
+        raise UsageError("pass either config= or keyword options, not both")
+    cfg = config if config is not None else make_config(**options)
+    validate_domain(domain)
+    base_path = Path(base).expanduser()
+    _check_base(base_path)
+    base_path = base_path.resolve()
+    out_path = Path(out).expanduser().resolve()
+    if isinstance(prompts, str | Path):
+        prompt_list, prompt_record = read_prompts(Path(prompts))
+    else:
+        prompt_list, prompt_record = prompts_from_list(list(prompts))
+    ref = parse_reference(reference)
+    data = [prompt_record]
+    if isinstance(ref, ResponsesReference):
+        for p in prompt_list:
+            if p.text not in ref.responses:
+                raise InvalidInputError(f"{p.source}: no reference response for this prompt in {ref.record.name}", "give a response for every training prompt")
+        data.append(ref.record)
+    _check_out(out_path, resume)
+
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    device = accelerator.device
+    dtype = torch.bfloat16 if cfg.bf16 else torch.float32
+    tokenizer = _load_tokenizer(base_path)
+    base_model = _load_causal_lm(base_path, dtype)
+    base_model.to(device)
+    base_model.eval()
+    _, _, _, ctx = _model_dims(base_model.config)
+
+    # Prompts as M sees them; refuse those the context cannot hold with prefix and response.
+    formatted = [format_prompt(tokenizer, p.text) for p in prompt_list]
+    prompt_ids = [tuple(encode_prompt(tokenizer, t)) for t in formatted]
+    if ctx:
+        room = ctx - cfg.tokens - cfg.max_new_tokens
+        if room < 1:
+            raise InvalidInputError(
+                f"--tokens {cfg.tokens} plus --max-new-tokens {cfg.max_new_tokens} leave no room in the context of {ctx} tokens",
+                "use fewer virtual tokens or fewer new tokens",
+            )
+        for p, ids in zip(prompt_list, prompt_ids, strict=True):
+            if len(ids) > room:
+                raise InvalidInputError(
+                    f"{p.source}: the prompt is {len(ids)} tokens, longer than the context allows "
+                    f"({ctx} - {cfg.tokens} prefix - {cfg.max_new_tokens} new tokens = {room})",
+                    "shorten or drop the prompt, or lower --tokens/--max-new-tokens",
+                )
+
+    base_digest = _fingerprint(base_path)
+    cache = GenerationCache()
+    settings = GenerationSettings(max_new_tokens=cfg.max_new_tokens, dtype=str(dtype).replace("torch.", ""))
+
+    def generate(model: Any, tok: Any, texts: list[str], digest: str, desc: str) -> list[str]:
+        with accelerator.main_process_first():  # rank 0 fills the cache, the others read it
+            return generate_cached(model, tok, texts, model_digest=digest, settings=settings, batch_size=cfg.generation_batch_size, cache=cache, desc=desc)
+
+    # The reference policy's responses (chosen).
+    if isinstance(ref, ResponsesReference):
+        chosen_text = [ref.responses[p.text] for p in prompt_list]
+        ref_desc = ref.describe()
+    elif isinstance(ref, SystemPromptReference):
+        sys_texts = [format_prompt(tokenizer, p.text, system=ref.system_prompt) for p in prompt_list]
+        chosen_text = generate(base_model, tokenizer, sys_texts, base_digest, "reference (system prompt)")
+        ref_desc = ref.describe()
+    else:
+        assert isinstance(ref, ModelReference)
+        ref_digest = _fingerprint(ref.path)
+        ref_tok = _load_tokenizer(ref.path)
+        ref_model = _load_causal_lm(ref.path, dtype).to(device)
+        ref_texts = [format_prompt(ref_tok, p.text) for p in prompt_list]
+        chosen_text = generate(ref_model, ref_tok, ref_texts, ref_digest, "reference (M')")
+        del ref_model
+        ref_desc = f"{ref.describe()} ({ref_digest})"
+    if reference_description:
+        ref_desc = reference_description
+    sft_examples = [Example(ids, _response_ids(tokenizer, t, cfg.max_new_tokens)) for ids, t in zip(prompt_ids, chosen_text, strict=True)]
+
+    # DPO pairs: rejected = M's own response; keep pairs the scorer says M' clearly wins.
+    pairs: list[Pair] = []
+    pair_info: dict[str, Any] | None = None
+    scorer_name = "custom" if scorer is not None else scorer_for(domain)[0]
+    if "dpo" in cfg.stages:
+        rejected_text = generate(base_model, tokenizer, formatted, base_digest, "base responses (M)")
+        score = scorer if scorer is not None else scorer_for(domain)[1]
+        dropped = 0
+        for p, ex, c, r in zip(prompt_list, sft_examples, chosen_text, rejected_text, strict=True):
+            rej = Example(ex.prompt_ids, _response_ids(tokenizer, r, cfg.max_new_tokens))
+            if score(p.text, c, r) >= cfg.min_margin and rej.response_ids != ex.response_ids:
+                pairs.append(Pair(ex, rej))
+            else:
+                dropped += 1
+        pair_info = {"kept": len(pairs), "dropped": dropped, "scorer": scorer_name, "min_margin": cfg.min_margin}
+        if not pairs:
+            raise InvalidInputError(
+                f"no DPO pairs left: all {dropped} were below the scorer margin {cfg.min_margin} ({scorer_name})",
+                "lower --min-margin, use a stronger reference, or run --stages sft",
+            )
+
+    signature = _signature(cfg, domain, base_digest, ref_desc, data)
+    init_prefix = initial_prefix(base_model, tokenizer, cfg.init, cfg.tokens, cfg.seed)
+    model = PrefixLM(base_model, init_prefix)
+    if cfg.gradient_checkpointing:
+        base_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        base_model.train()  # checkpointing only runs in train mode; dropout stays off for determinism
+        for m in base_model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.eval()
+    model = accelerator.prepare(model)
+    inner: PrefixLM = accelerator.unwrap_model(model)
+    pad_id = int(tokenizer.pad_token_id)
+
+    done: dict[str, int] = {"sft": 0, "dpo": 0}
+    curves: dict[str, list[float]] = {s: [] for s in cfg.stages}
+    ref_prefix: torch.Tensor | None = None
+    ref_lp: torch.Tensor | None = None
+    opt_state: dict[str, Any] | None = None
+    resumed_from: str | None = None
+    if resume and (found := ckpt.latest_checkpoint(out_path)) is not None:
+        state = ckpt.load_checkpoint(found)
+        if state["signature"] != signature:
+            raise InvalidInputError(
+                f"checkpoint {found} was made with other settings, data or base model",
+                "resume with the exact same command, or choose another --out",
+            )
+        with torch.no_grad():
+            inner.prefix.copy_(state["prefix"].to(inner.prefix.device))
+        done = dict(state["done"])
+        curves = {k: list(v) for k, v in state["curves"].items()}
+        ref_prefix, ref_lp = state.get("ref_prefix"), state.get("ref_lp")
+        opt_state = state.get("optimizer")
+        ckpt.set_rng_state(state["rng"])
+        resumed_from = found.name
+
+    schedules = {
+        "sft": _schedule("sft", len(sft_examples), cfg.sft_epochs, cfg.batch_size, cfg.seed, cfg.max_steps),
+        "dpo": _schedule("dpo", len(pairs), cfg.dpo_epochs, cfg.batch_size, cfg.seed, cfg.max_steps) if pairs else [],
+    }
+    rank, world = accelerator.process_index, accelerator.num_processes
+
+    def local(idx: list[int]) -> list[int]:
+        return idx[rank::world] or idx[-1:]
+
+    def save(stage: str, optimizer: torch.optim.Optimizer | None) -> None:
+        if accelerator.is_main_process:
+            global_step = sum(done.values())
+            ckpt.save_checkpoint(out_path, global_step, {
+                "signature": signature,
+                "prefix": inner.prefix.detach().cpu().clone(),
+                "done": dict(done),
+                "stage": stage,
+                "optimizer": optimizer.state_dict() if optimizer is not None else None,
+                "curves": curves,
+                "ref_prefix": ref_prefix,
+                "ref_lp": ref_lp,
+            })
+        accelerator.wait_for_everyone()
+
+    from tqdm.auto import tqdm
+
+    with _deterministic():
+        for stage in cfg.stages:
+            schedule = schedules[stage]
+            if done[stage] >= len(schedule):
+                continue
+            optimizer = torch.optim.AdamW([inner.prefix], lr=cfg.lr, weight_decay=cfg.weight_decay)
+            if opt_state is not None and done[stage] > 0:
+                optimizer.load_state_dict(opt_state)
+            opt_state = None
+            if stage == "dpo" and ref_lp is None:
+                # The reference never changes during the stage: score it once, up front.
+                ref_prefix = inner.prefix.detach().cpu().clone() if cfg.dpo_reference == "sft" else None
+                ref_lp = reference_logprobs(inner, pairs, pad_id, device, ref_prefix, cfg.generation_batch_size)
+            bar = tqdm(total=len(schedule), initial=done[stage], desc=stage.upper(), disable=constants.no_progress() or not accelerator.is_main_process)
+            for idx in schedule[done[stage] :]:
+                rows = local(idx)
+                if stage == "sft":
+                    loss = sft_batch_loss(model, [sft_examples[i] for i in rows], pad_id, device)
+                else:
+                    assert ref_lp is not None
+                    loss, _ = dpo_batch_loss(model, [pairs[i] for i in rows], ref_lp[rows], pad_id, device, cfg.beta)
+                optimizer.zero_grad(set_to_none=True)
+                accelerator.backward(loss)
+                if cfg.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_([inner.prefix], cfg.max_grad_norm)
+                optimizer.step()
+                value = float(accelerator.reduce(loss.detach(), reduction="mean"))
+                if not math.isfinite(value):
+                    raise InvalidInputError(f"the {stage} loss became {value} at step {done[stage] + 1}", "lower --lr, or drop --bf16")
+                curves[stage].append(value)
+                done[stage] += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{value:.4f}")
+                global_step = sum(done.values())
+                if cfg.save_every and global_step % cfg.save_every == 0:
+                    save(stage, optimizer)
+                if stop_after is not None and global_step >= stop_after:
+                    bar.close()
+                    raise StopTraining(f"stopped after {global_step} steps")
+            bar.close()
+            if cfg.save_every:
+                save(stage, None if done[stage] >= len(schedule) else optimizer)
+
+    prefix = inner.prefix.detach().cpu().clone()
+    method = "+".join(cfg.stages)
+    wall = time.perf_counter() - started
+    training: dict[str, Any] = {
+        "method": method,
+        "reference": ref_desc,
+        "hyperparameters": {**cfg.hyperparameters(), "scorer": scorer_name},
+        "seed": cfg.seed,
+        "data": [d.to_dict() for d in data],
+        "patchkit_version": patchkit.__version__,
+        "init": cfg.init,
+        "domain": domain,
+        "loss_curves": curves,
+        "steps": {s: len(schedules[s]) for s in cfg.stages},
+        "dpo_pairs": pair_info,
+        "base_model": {"path": str(base_path), "digest": base_digest},
+        "generations": {"cached": cache.hits, "generated": cache.misses},
+        "resumed_from": resumed_from,
+        "wall_time_s": round(wall, 3),
+    }
+    if accelerator.is_main_process:
+        out_path.mkdir(parents=True, exist_ok=True)
+        _write_outputs(out_path, prefix, base_path, base_model.config, cfg, training)
+    accelerator.wait_for_everyone()
+    return TrainResult(out_path, prefix, init_prefix, method, curves, training, training["generations"], wall)
+
+
+def load_prompts(prompts: str | Path | Sequence[str]) -> list[Prompt]:
+    """Prompts from a file or a list, validated as `train_patch` does."""
+    if isinstance(prompts, str | Path):
+        return read_prompts(Path(prompts))[0]
+    return prompts_from_list(list(prompts))[0]
+
