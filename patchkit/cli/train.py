@@ -87,6 +87,8 @@ def register(app: typer.Typer) -> None:
             resume=resume,
             reference_description=reference_description,
         )
+        if not result.main_process:
+            return
         payload = result.to_dict()
         if not json_mode:
             err(f"trained {result.method} patch: {payload['num_virtual_tokens']} tokens x {payload['token_dim']}")

@@ -58,6 +58,7 @@ class TrainResult:
     training: dict[str, Any]
     generations: dict[str, int] = field(default_factory=dict)
     wall_time_s: float = 0.0
+    main_process: bool = True  # under `accelerate launch`, only the main process reports
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -448,13 +449,16 @@ def train_patch(
         "base_model": {"path": str(base_path), "digest": base_digest},
         "generations": {"cached": cache.hits, "generated": cache.misses},
         "resumed_from": resumed_from,
+        "processes": world,
         "wall_time_s": round(wall, 3),
     }
     if accelerator.is_main_process:
         out_path.mkdir(parents=True, exist_ok=True)
         _write_outputs(out_path, prefix, base_path, base_model.config, cfg, training)
     accelerator.wait_for_everyone()
-    return TrainResult(out_path, prefix, init_prefix, method, curves, training, training["generations"], wall)
+    return TrainResult(
+        out_path, prefix, init_prefix, method, curves, training, training["generations"], wall, accelerator.is_main_process
+    )
 
 
 def load_prompts(prompts: str | Path | Sequence[str]) -> list[Prompt]:

@@ -247,3 +247,14 @@ def test_model_reference_with_other_architecture(tiny_model_factory: Any, tmp_pa
     res = _train(base, tmp_path / "out", reference=str(ref_dir), stages="sft", max_steps=1)
     assert res.training["reference"].startswith(f"model:{ref_dir}")
     assert res.generations == {"generated": 4, "cached": 0}
+
+
+def test_gradient_checkpointing_and_bf16_run(tiny_model_factory: Any, tmp_path: Path) -> None:
+    base = tiny_model_factory("llama")
+    plain = _train(base, tmp_path / "plain", max_steps=2)
+    ckpt = _train(base, tmp_path / "ckpt", max_steps=2, gradient_checkpointing=True)
+    # Recomputing activations must not change the math.
+    assert torch.allclose(plain.prefix, ckpt.prefix, atol=1e-5)
+    bf16 = _train(base, tmp_path / "bf16", max_steps=2, bf16=True)
+    assert bf16.prefix.dtype == torch.float32 and torch.isfinite(bf16.prefix).all()
+    assert bf16.training["hyperparameters"]["bf16"] is True
