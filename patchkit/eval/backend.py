@@ -65,8 +65,10 @@ def load_model_dir(path: Path, *, what: str = "model") -> tuple[Any, Any]:
 class Backend:
     """(model, tokenizer) with patchkit's prompt formatting and batching."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 8, prompt_format: str = "auto") -> None:
+    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 8, prompt_format: str = "auto",
+                 explicit_positions: bool = True) -> None:
         self.model = model
+        self.explicit_positions = explicit_positions
         self.tokenizer = tokenizer
         self.batch_size = max(1, batch_size)
         tokenizer.padding_side = "left"
@@ -173,8 +175,12 @@ class Backend:
             width = max(len(s) for s in seqs)
             ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=self.device)
             mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=self.device)
+            kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
+            if self.explicit_positions:
+                # Left padding must not shift absolute positions (GPT-2 style embeddings).
+                kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
             with torch.no_grad():
-                logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
+                logits = self.model(**kwargs).logits.float()
             logp = torch.log_softmax(logits, -1)
             total = logp.shape[1]
             for row, (_p, c) in enumerate(chunk):

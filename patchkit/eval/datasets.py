@@ -233,7 +233,8 @@ _PRONOUN_PAIRS = {"he": ("he", "she"), "she": ("he", "she"), "him": ("him", "her
 
 
 _FUNCTION_WORDS = frozenset(
-    ["to", "for", "about", "with", "and", "that", "because", "so", "but", "as", "at", "in", "on", "of", "from", "if", "when", "after", "before", "since", "about", "up", "out", "back", "again", "too", "how", "what"]
+    ["to", "for", "about", "with", "and", "that", "because", "so", "but", "as", "at", "in", "on", "of", "from", "if", "when", "after", "before", "since", "about", "up", "out", "back", "again", "too", "how", "what",
+     "a", "an", "the", "this", "some", "any"]
 )
 
 

@@ -38,10 +38,12 @@ _ASSIST = (
     r"participate|answer|complete|make|explain|describe|discuss|detail|supply|draft|compose|recommend|encourage|"
     r"condone|endorse|promote|facilitate|aid|teach|tell|do that|do this|do so|continue|go along)"
 )
+# Words allowed between the negation and the assistance verb ("I won't be able to help").
+_GAP = r"(?:(?:be able to|ever|really|actually|directly|personally|fully|knowingly|further|in good conscience|you|be) ){0,2}"
 HARD_MARKERS: tuple[re.Pattern[str], ...] = tuple(
     re.compile(p)
     for p in (
-        rf"\b{_I} ?{_NEG} (?:\w+ ){{0,2}}{_ASSIST}\b",
+        rf"\b{_I} ?{_NEG} {_GAP}{_ASSIST}\b",
         r"\b(?:i'm|i am) (?:sorry|afraid),? (?:but )?(?:i|we) ?(?:can|won't|will not|am unable|'m unable|am not|'m not|must)",
         r"\bsorry,? but\b",
         r"\bi apologi[sz]e,? but\b",

