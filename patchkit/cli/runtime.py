@@ -1,9 +1,177 @@
-"""CLI commands of this group (being built)."""
+"""`generate`, `chat`, `compose`, `export`: the runtime commands. torch loads inside the bodies only."""
 
 from __future__ import annotations
 
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+from patchkit.cli._common import JsonOpt, ModelOpt, RegistryOpt, TrustOpt, emit, err
+
+PatchOpt = Annotated[
+    list[str] | None,
+    typer.Option("--patch", help="Artifact dir or NS/NAME@SPEC; repeat to compose, in order (after the locked ones)."),
+]
+NoLockOpt = Annotated[bool, typer.Option("--no-lock", help="Ignore the model's patchkit.lock.")]
+MaxNewOpt = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Tokens to generate.")]
+TempOpt = Annotated[float, typer.Option("--temperature", min=0.0, help="0 (default) is greedy.")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed for sampling.")]
+SystemOpt = Annotated[str | None, typer.Option("--system", help="A system message (through the chat template).")]
+AllowMismatchOpt = Annotated[
+    bool, typer.Option("--allow-base-mismatch", help="Apply patches built for another base model (warns loudly).")
+]
+NoVerifyOpt = Annotated[bool, typer.Option("--no-verify", help="Skip signature and trust checks (UNSAFE; warns).")]
+BudgetOpt = Annotated[int, typer.Option("--token-budget", min=1, help="Most virtual tokens all patches together may add.")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1… (default: cuda if available).")]
+
+
+def _open_model(model: Path, patch: list[str] | None, no_lock: bool, allow_base_mismatch: bool, no_verify: bool,
+                token_budget: int, trust: Path | None, registry: str | None, device: str | None) -> tuple[Any, Any]:
+    """Check every patch before the weights load, then load once; tell stderr what is applied."""
+    from patchkit.runtime.loader import build_patched
+    from patchkit.runtime.resolve import resolve_patches
+
+    loaded = resolve_patches(model, list(patch or []), trust=trust, verify=not no_verify, allow_base_mismatch=allow_base_mismatch,
+                             token_budget=token_budget, registry=registry, with_lock=not no_lock)
+    for p in loaded:
+        how = f"signed by {p.signer}" if p.verified else "UNVERIFIED"
+        err(f"patchkit: applying {p.ref} ({p.num_virtual_tokens} tokens, {how})")
+    if not loaded:
+        err("patchkit: no patches applied (plain model)")
+    return build_patched(model, loaded, device=device)
+
+
+def _patches_json(model: Any) -> list[dict[str, Any]]:
+    return [{"name": p.name, "version": p.version, "digest": p.digest or None, "verified": p.verified} for p in model.patches]
+
+
+def generate(
+    prompt: Annotated[str, typer.Argument(help="The user prompt.")],
+    model: ModelOpt,
+    patch: PatchOpt = None,
+    no_lock: NoLockOpt = False,
+    max_new_tokens: MaxNewOpt = 64,
+    temperature: TempOpt = 0.0,
+    seed: SeedOpt = None,
+    system: SystemOpt = None,
+    allow_base_mismatch: AllowMismatchOpt = False,
+    no_verify: NoVerifyOpt = False,
+    token_budget: BudgetOpt = 512,
+    device: DeviceOpt = None,
+    trust: TrustOpt = None,
+    registry: RegistryOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Generate a reply with the locked (and --patch) patches applied; streams to stdout."""
+    from patchkit.runtime.generation import generate as gen
+
+    m, tok = _open_model(model, patch, no_lock, allow_base_mismatch, no_verify, token_budget, trust, registry, device)
+    started = time.perf_counter()
+    text = gen(m, tok, prompt, max_new_tokens, temperature=temperature, seed=seed, system=system, stream=not json_)
+    seconds = time.perf_counter() - started
+    if json_:
+        emit(True, {"text": text, "patches": _patches_json(m), "model": str(model), "prompt": prompt,
+                    "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed, "seconds": round(seconds, 3)})
+
+
+def chat(
+    model: ModelOpt,
+    patch: PatchOpt = None,
+    no_lock: NoLockOpt = False,
+    max_new_tokens: MaxNewOpt = 256,
+    temperature: TempOpt = 0.0,
+    seed: SeedOpt = None,
+    system: SystemOpt = None,
+    allow_base_mismatch: AllowMismatchOpt = False,
+    no_verify: NoVerifyOpt = False,
+    token_budget: BudgetOpt = 512,
+    device: DeviceOpt = None,
+    trust: TrustOpt = None,
+    registry: RegistryOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Interactive chat: one user message per stdin line; the conversation is kept. /exit or EOF ends, /reset clears."""
+    from patchkit.runtime.generation import generate as gen
+
+    m, tok = _open_model(model, patch, no_lock, allow_base_mismatch, no_verify, token_budget, trust, registry, device)
+    messages: list[dict[str, str]] = []
+    turns: list[dict[str, str]] = []
+    interactive = sys.stdin.isatty()
+    if interactive:
+        err("patchkit chat: type a message; /reset clears the conversation, /exit (or Ctrl-D) quits")
+    first = True
+    while True:
+        if interactive:
+            print("> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        text = line.strip()
+        if not text:
+            continue
+        if text == "/exit":
+            break
+        if text == "/reset":
+            messages.clear()
+            err("patchkit: conversation cleared")
+            continue
+        messages.append({"role": "user", "content": text})
+        reply = gen(m, tok, messages, max_new_tokens, temperature=temperature, seed=seed if first else None,
+                    system=system, stream=not json_)
+        first = False
+        messages.append({"role": "assistant", "content": reply})
+        turns.append({"user": text, "assistant": reply})
+    if json_:
+        emit(True, {"turns": turns, "patches": _patches_json(m), "model": str(model)})
+
+
+def compose(
+    patches: Annotated[list[str], typer.Argument(metavar="DIR_OR_REF…", help="Patches in the order they apply.")],
+    name: Annotated[str, typer.Option("--name", help="NS/NAME of the composite.")],
+    version: Annotated[str, typer.Option("--version", help="SemVer of the composite.")],
+    out: Annotated[Path, typer.Option("--out", help="Output artifact directory (must not exist).")],
+    domain: Annotated[str | None, typer.Option("--domain", help="Default: the components' domain if they share one.")] = None,
+    description: Annotated[str | None, typer.Option("--description")] = None,
+    token_budget: BudgetOpt = 512,
+    trust: TrustOpt = None,
+    registry: RegistryOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Build an unsigned composite artifact from verified patches; sign it with `patchkit sign`."""
+    from patchkit.composite import compose_artifact
+
+    m = compose_artifact(patches, out, name=name, version=version, domain=domain, description=description or "",
+                         trust=trust, registry=registry, token_budget=token_budget)
+    comps = [c.model_dump(mode="json") for c in m.components]
+    emit(json_, {"path": str(out), "name": m.name, "version": m.version, "components": comps,
+                 "num_virtual_tokens": m.prefix.num_virtual_tokens, "token_dim": m.prefix.token_dim},
+         f"composed {m.name}@{m.version} from {' + '.join(c['name'] + '@' + c['version'] for c in comps)} "
+         f"({m.prefix.num_virtual_tokens} tokens) in {out}; sign it with `patchkit sign`")
+
+
+def export(
+    target: Annotated[str, typer.Argument(metavar="DIR_OR_REF", help="Artifact dir or NS/NAME@SPEC.")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory (must not exist).")],
+    format_: Annotated[str, typer.Option("--format", help="Export format: peft.")] = "peft",
+    trust: TrustOpt = None,
+    registry: RegistryOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Export a verified patch for other tools (PEFT: PeftModel.from_pretrained(base, OUT))."""
+    from patchkit.errors import UsageError
+    from patchkit.runtime.export import FORMATS, export_peft
+
+    if format_ not in FORMATS:
+        raise UsageError(f"unknown export format {format_!r}", f"supported: {', '.join(FORMATS)}")
+    res = export_peft(target, out, trust=trust, registry=registry)
+    emit(json_, res, f"exported {res['name']}@{res['version']} as a PEFT prompt-tuning adapter in {out}")
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    app.command("generate")(generate)
+    app.command("chat")(chat)
+    app.command("compose")(compose)
+    app.command("export")(export)

@@ -1,0 +1,265 @@
+"""The patched model: a frozen transformers causal LM with an ordered soft prefix ahead of every input.
+
+Layout (PEFT prompt tuning's): `[prefix (P virtual tokens)] + [left pads + prompt]`, the prefix
+ahead of BOS; the attention mask has ones for the prefix and zeros on pads.
+
+Positions, two modes:
+- `"mask"` (default): position ids come from the combined mask, as transformers' `generate` does
+  for a plain model and as `patchkit train` trains: the prefix takes 0..P-1 and left pads never
+  shift a row, so a prompt gives the same output alone or in any padded batch.
+- `"peft"`: positions run 0..P+T-1 over the whole padded sequence, pads included. This is what
+  `PeftModel` does (it drops position ids), so padded batches match PEFT bit for bit.
+Both agree whenever a row has no padding (every batch of one).
+
+KV reuse: the prefix's keys and values are computed once per patch set by a forward of the
+prefix alone at positions 0..P-1, kept, and copied into a fresh cache (expanded to the batch)
+for each call; a call never mutates the stored tensors.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from patchkit.errors import UsageError
+from patchkit.runtime.resolve import LoadedPatch
+
+PositionMode = Literal["mask", "peft"]
+POSITION_MODES = ("mask", "peft")
+
+
+def _cache_kwarg(base: Any) -> str:
+    """transformers 5.x names the cache `cache`; older versions `past_key_values`."""
+    try:
+        params = inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _cache_layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    layers = getattr(cache, "layers", None)
+    if layers is not None:
+        return [(layer.keys, layer.values) for layer in layers]
+    return [(k, v) for k, v, *_ in cache]
+
+
+class PatchedModel(nn.Module):
+    """A base model wrapped with a fixed, ordered soft prefix; `.base` is the untouched HF model."""
+
+    def __init__(
+        self,
+        base: Any,
+        prefix: torch.Tensor | None,
+        patches: Sequence[LoadedPatch] = (),
+        *,
+        kv_reuse: bool = True,
+        positions: PositionMode = "mask",
+    ) -> None:
+        super().__init__()
+        if positions not in POSITION_MODES:
+            raise UsageError(f"positions must be one of {POSITION_MODES}, got {positions!r}", "use 'mask' (default) or 'peft'")
+        self.base: Any = base
+        embed = base.get_input_embeddings()
+        hidden = embed.weight.shape[-1]
+        if prefix is None:
+            prefix = torch.zeros(0, hidden)
+        if prefix.dim() != 2 or prefix.shape[1] != hidden:
+            raise UsageError(f"prefix must be [tokens, {hidden}], got {list(prefix.shape)}", "this is a bug in the caller")
+        self.register_buffer("prefix", prefix.detach().to(device=embed.weight.device, dtype=embed.weight.dtype), persistent=False)
+        self.patches: tuple[LoadedPatch, ...] = tuple(patches)
+        self.kv_reuse = kv_reuse
+        self.positions: PositionMode = positions
+        self._cache_kw = _cache_kwarg(base)
+        self._kv: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None
+        self._kv_key: tuple[Any, ...] | None = None
+
+    # -- what callers read ------------------------------------------------------------------
+    prefix: torch.Tensor
+
+    @property
+    def config(self) -> Any:
+        return self.base.config
+
+    @property
+    def generation_config(self) -> Any:
+        return self.base.generation_config
+
+    @property
+    def device(self) -> torch.device:
+        return self.prefix.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.prefix.dtype
+
+    @property
+    def num_virtual_tokens(self) -> int:
+        return int(self.prefix.shape[0])
+
+    @property
+    def patch_ids(self) -> list[str]:
+        """`name@version` of each applied patch, in application order."""
+        return [p.ref for p in self.patches]
+
+    def get_input_embeddings(self) -> Any:
+        return self.base.get_input_embeddings()
+
+    # -- the prefix cache -------------------------------------------------------------------
+    @torch.no_grad()
+    def prefix_kv(self) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+        """Per-layer (keys, values) of the prefix, batch 1; computed once, then read only."""
+        p = self.prefix
+        key = (p.device, p.dtype, p.data_ptr(), p._version, self.num_virtual_tokens)
+        if self._kv is None or self._kv_key != key:
+            from transformers import DynamicCache
+
+            n = self.num_virtual_tokens
+            positions = torch.arange(n, device=p.device).unsqueeze(0)
+            out = self.base(
+                inputs_embeds=p.unsqueeze(0),
+                attention_mask=torch.ones(1, n, dtype=torch.long, device=p.device),
+                position_ids=positions,
+                use_cache=True,
+                **{self._cache_kw: DynamicCache(config=self.base.config)},
+            )
+            cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+            if cache is None:
+                raise UsageError(f"{type(self.base).__name__} returned no KV cache", "load with kv_reuse=False")
+            self._kv = tuple((k.detach().clone(), v.detach().clone()) for k, v in _cache_layers(cache))
+            self._kv_key = key
+        return self._kv
+
+    def reset_prefix_cache(self) -> None:
+        self._kv = None
+        self._kv_key = None
+
+    def fresh_cache(self, batch: int) -> Any:
+        """A new DynamicCache holding the prefix for `batch` rows (copies; the stored one stays intact)."""
+        from transformers import DynamicCache
+
+        data = [
+            (k.expand(batch, -1, -1, -1).clone(memory_format=torch.contiguous_format),
+             v.expand(batch, -1, -1, -1).clone(memory_format=torch.contiguous_format))
+            for k, v in self.prefix_kv()
+        ]
+        return DynamicCache(data, config=self.base.config)
+
+    # -- masks and positions ----------------------------------------------------------------
+    def combined_mask_and_positions(self, attention_mask: torch.Tensor | None, batch: int, length: int,
+                                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The [B, P+T] mask (ones for the prefix) and the [B, P+T] position ids of the whole sequence."""
+        n = self.num_virtual_tokens
+        if attention_mask is None:
+            attention_mask = torch.ones(batch, length, dtype=torch.long, device=device)
+        if attention_mask.shape != (batch, length):
+            raise UsageError(f"attention_mask has shape {list(attention_mask.shape)}, expected {[batch, length]}", "pass the tokenizer's mask")
+        mask = torch.cat([attention_mask.new_ones(batch, n), attention_mask], dim=1)
+        if self.positions == "peft":
+            pos = torch.arange(n + length, device=device).unsqueeze(0).expand(batch, -1)
+        else:
+            pos = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        return mask, pos
+
+    def _use_kv(self, use_prefix_cache: bool | None) -> bool:
+        return self.kv_reuse if use_prefix_cache is None else use_prefix_cache
+
+    # -- forward ----------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        use_prefix_cache: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Logits (and loss) for the input tokens only; the prefix's positions are not returned."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise UsageError("pass exactly one of input_ids or inputs_embeds", "e.g. model(**tokenizer(text, return_tensors='pt'))")
+        n = self.num_virtual_tokens
+        if n == 0:
+            return self.base(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs)
+        ref = input_ids if input_ids is not None else inputs_embeds
+        assert ref is not None
+        batch, length = ref.shape[0], ref.shape[1]
+        if "position_ids" in kwargs:
+            raise UsageError("PatchedModel computes position ids itself", "drop position_ids")
+        past = kwargs.pop(self._cache_kw, None) if self._cache_kw in kwargs else None
+        if past is not None and past.get_seq_length() > 0:
+            # Continuing an earlier call: the prefix is in `past` already; the mask covers all tokens so far.
+            if attention_mask is None:
+                raise UsageError("continuing from a cache needs the attention mask of every token so far", "pass attention_mask")
+            full_len = attention_mask.shape[1]
+            mask, pos = self.combined_mask_and_positions(attention_mask, batch, full_len, ref.device)
+            return self.base(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=mask,
+                             position_ids=pos[:, -length:], labels=labels, **{self._cache_kw: past}, **kwargs)
+        mask, pos = self.combined_mask_and_positions(attention_mask, batch, length, ref.device)
+        if self._use_kv(use_prefix_cache):
+            kwargs.setdefault("use_cache", True)
+            return self.base(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=mask,
+                             position_ids=pos[:, n:], labels=labels, **{self._cache_kw: self.fresh_cache(batch)}, **kwargs)
+        embeds = self.embed_with_prefix(input_ids, inputs_embeds)
+        full_labels = None
+        if labels is not None:
+            full_labels = torch.cat([labels.new_full((batch, n), -100), labels], dim=1)
+        out = self.base(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, labels=full_labels, **kwargs)
+        if out.logits is not None and out.logits.shape[1] == n + length:
+            out.logits = out.logits[:, n:]
+        return out
+
+    def embed_with_prefix(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """cat(prefix, embed(ids)) in inputs_embeds space (after any embedding scale), as PEFT does."""
+        if inputs_embeds is None:
+            assert input_ids is not None
+            inputs_embeds = self.base.get_input_embeddings()(input_ids)
+        assert inputs_embeds is not None
+        p = self.prefix.to(inputs_embeds.dtype).unsqueeze(0).expand(inputs_embeds.shape[0], -1, -1)
+        return torch.cat([p, inputs_embeds], dim=1)
+
+    # -- generate ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        use_prefix_cache: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Like `base.generate`: returns the input ids followed by the new tokens."""
+        if input_ids is None:
+            input_ids = kwargs.pop("inputs", None)
+        if input_ids is None:
+            raise UsageError("PatchedModel.generate needs input_ids", "e.g. model.generate(**tokenizer(text, return_tensors='pt'))")
+        for bad in ("inputs_embeds", "position_ids", "cache", "past_key_values"):
+            if kwargs.get(bad) is not None:
+                raise UsageError(f"PatchedModel.generate does not take {bad}", "it builds them from the prefix itself")
+            kwargs.pop(bad, None)
+        n = self.num_virtual_tokens
+        if n == 0:
+            return self.base.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        batch, length = input_ids.shape
+        mask, pos = self.combined_mask_and_positions(attention_mask, batch, length, input_ids.device)
+        use_cache = kwargs.pop("use_cache", True)
+        if self._use_kv(use_prefix_cache) and use_cache:
+            gc = kwargs.get("generation_config") or self.base.generation_config
+            expand = max(int(kwargs.get("num_beams", getattr(gc, "num_beams", 1)) or 1), 1) * \
+                max(int(kwargs.get("num_return_sequences", getattr(gc, "num_return_sequences", 1)) or 1), 1)
+            return self.base.generate(input_ids=input_ids, attention_mask=mask, position_ids=pos,
+                                      **{self._cache_kw: self.fresh_cache(batch * expand)}, **kwargs)
+        # Naive route: the prefix goes in as embeddings; filler ids keep the output layout.
+        pad = self.base.generation_config.pad_token_id
+        filler_id = int(pad if isinstance(pad, int) else 0)
+        filler = torch.full((batch, n), filler_id, dtype=input_ids.dtype, device=input_ids.device)
+        out = self.base.generate(input_ids=torch.cat([filler, input_ids], dim=1), inputs_embeds=self.embed_with_prefix(input_ids),
+                                 attention_mask=mask, position_ids=pos, **kwargs)
+        if isinstance(out, torch.Tensor):
+            return out[:, n:]
+        out.sequences = out.sequences[:, n:]
+        return out

@@ -1,0 +1,300 @@
+"""Torch-free half of `load`: resolve, verify and check patches before any weights are read.
+
+Everything that can refuse a patch (signature, trust, shape, base fingerprint, budget) runs
+here, so a bad patch costs milliseconds, not a model load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import sys
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from patchkit import constants
+from patchkit.artifact import PrefixTensor, parse_prefix_file
+from patchkit.errors import CompatibilityError, IntegrityError, InvalidInputError, NotFoundError, UsageError
+from patchkit.manifest import Manifest, load_manifest
+from patchkit.trust import TrustStore
+
+PatchSpec = str | Path
+
+
+@dataclass(frozen=True)
+class LoadedPatch:
+    """One verified (or explicitly unverified) patch, with its tensor bytes in memory."""
+
+    name: str
+    version: str
+    digest: str  # "sha256:<root>" artifact digest; "" when loaded with verify=False
+    path: Path
+    manifest: Manifest
+    prefix: PrefixTensor
+    signer: str = ""
+    verified: bool = True
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def num_virtual_tokens(self) -> int:
+        return self.prefix.num_virtual_tokens
+
+    @property
+    def token_dim(self) -> int:
+        return self.prefix.token_dim
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "digest": self.digest or None,
+            "path": str(self.path),
+            "signer": self.signer or None,
+            "verified": self.verified,
+            "num_virtual_tokens": self.num_virtual_tokens,
+            "token_dim": self.token_dim,
+        }
+
+
+def warn_loudly(message: str) -> None:
+    """A warning the user cannot miss: a Python warning (for API users) and a stderr line."""
+    warnings.warn(message, UserWarning, stacklevel=3)
+    print(f"patchkit: WARNING: {message}", file=sys.stderr, flush=True)
+
+
+def _registry_attr(attr: str, what: str) -> Any:
+    """The registry is imported late (and by name) so the runtime works without it."""
+    try:
+        fn = getattr(importlib.import_module("patchkit.registry"), attr, None)
+    except ImportError:
+        fn = None
+    if fn is None:
+        raise NotFoundError(f"cannot resolve {what}: registry support is not available", "pass an artifact directory instead")
+    return fn
+
+
+def looks_like_ref(text: str) -> bool:
+    return "/" in text and not text.startswith((".", "/", "~")) and text.count("/") == 1
+
+
+def resolve_spec(spec: PatchSpec, *, registry: str | None, trust: TrustStore) -> Path:
+    """An existing directory is used as is; `NS/NAME[@SPEC]` is pulled from a registry."""
+    p = Path(spec).expanduser()
+    if p.exists():
+        return p
+    text = str(spec)
+    if not looks_like_ref(text):
+        raise NotFoundError(f"patch {text} does not exist", "pass an artifact directory or NS/NAME@SPEC")
+    res: Any = _registry_attr("pull", text)(text, registry=registry, trust=trust)
+    return Path(getattr(res, "path", res))
+
+
+def _read_tensor(path: Path, manifest: Manifest) -> PrefixTensor:
+    """Read the tensor once, after verification, and tie it to the signed manifest by sha256."""
+    tensor_path = path / manifest.prefix.file
+    try:
+        raw = tensor_path.read_bytes()
+    except FileNotFoundError:
+        raise IntegrityError(f"{tensor_path} is missing", "re-pull or rebuild the patch") from None
+    prefix = parse_prefix_file(raw, str(tensor_path))
+    if prefix.sha256 != manifest.prefix.sha256:
+        raise IntegrityError(f"{tensor_path} changed after verification (sha256 differs from the manifest)", "re-pull the patch")
+    if prefix.shape != (manifest.prefix.num_virtual_tokens, manifest.prefix.token_dim) or prefix.dtype != manifest.prefix.dtype:
+        raise IntegrityError(f"{tensor_path}: tensor shape or dtype differs from the manifest", "rebuild the patch")
+    return prefix
+
+
+def load_patch(spec: PatchSpec, *, trust: TrustStore, registry: str | None = None, verify: bool = True) -> LoadedPatch:
+    """Resolve and verify one patch; with verify=False only the content checks run."""
+    path = resolve_spec(spec, registry=registry, trust=trust)
+    if verify:
+        from patchkit.verify import verify_artifact
+
+        res = verify_artifact(path, trust=trust)
+        manifest = res.manifest
+        return LoadedPatch(manifest.name, manifest.version, res.digest, path, manifest, _read_tensor(path, manifest), res.signer, True)
+    if not path.is_dir():
+        raise NotFoundError(f"{path} is not a patch artifact directory", "pass the directory that holds patchkit.json")
+    manifest = load_manifest(path / constants.MANIFEST_FILE)
+    prefix = _read_tensor(path, manifest)
+    warn_loudly(f"{manifest.name}@{manifest.version} ({path}) is applied WITHOUT signature or trust verification (verify=False)")
+    return LoadedPatch(manifest.name, manifest.version, "", path, manifest, prefix, "", False)
+
+
+def check_composable(patches: Sequence[LoadedPatch], *, token_budget: int = constants.DEFAULT_TOKEN_BUDGET,
+                     allow_base_mismatch: bool = False) -> None:
+    """Patches compose only if they share a hidden size and a base model, within the token budget."""
+    if not patches:
+        return
+    first = patches[0]
+    for p in patches[1:]:
+        if p.token_dim != first.token_dim:
+            raise CompatibilityError(
+                f"cannot compose {first.ref} (token_dim {first.token_dim}) with {p.ref} (token_dim {p.token_dim})",
+                "compose only patches built for the same base model",
+            )
+    for p in patches[1:]:
+        if p.manifest.base_model.digest != first.manifest.base_model.digest:
+            msg = (f"{first.ref} and {p.ref} were built for different base models "
+                   f"({first.manifest.base_model.digest[:36]}… vs {p.manifest.base_model.digest[:36]}…)")
+            if not allow_base_mismatch:
+                raise CompatibilityError(msg, "compose only patches built for the same base model, or pass --allow-base-mismatch")
+            warn_loudly(msg + "; composing anyway because allow_base_mismatch is set")
+    if token_budget <= 0:
+        raise UsageError(f"token budget must be positive, got {token_budget}", "pass a positive token_budget")
+    total = sum(p.num_virtual_tokens for p in patches)
+    if total > token_budget:
+        detail = " + ".join(f"{p.ref}={p.num_virtual_tokens}" for p in patches)
+        raise InvalidInputError(
+            f"the patches add up to {total} virtual tokens ({detail}), over the budget of {token_budget}",
+            "apply fewer patches or raise token_budget",
+        )
+
+
+def model_hidden_size(model_dir: Path) -> tuple[int | None, dict[str, Any]]:
+    from patchkit.build import hidden_size_of, read_model_config
+
+    cfg = read_model_config(model_dir)
+    return hidden_size_of(cfg), cfg
+
+
+def check_against_model(patches: Sequence[LoadedPatch], model_dir: Path, *, allow_base_mismatch: bool = False) -> None:
+    """Hidden size from config.json, then the (cached) base fingerprint; no weights are loaded."""
+    if not patches:
+        return
+    hidden, _ = model_hidden_size(model_dir)
+    for p in patches:
+        if hidden is not None and p.token_dim != hidden:
+            raise CompatibilityError(
+                f"{p.ref} has token_dim {p.token_dim} but {model_dir} has hidden size {hidden}",
+                "use the base model the patch was built for",
+            )
+    from patchkit.fingerprint import fingerprint_matches
+
+    checked: dict[str, bool] = {}
+    for p in patches:
+        digest = p.manifest.base_model.digest
+        if digest not in checked:
+            checked[digest] = fingerprint_matches(model_dir, digest)
+        if not checked[digest]:
+            msg = f"{p.ref} was built for base {digest}, which is not the model in {model_dir}"
+            if not allow_base_mismatch:
+                raise CompatibilityError(msg, "apply it to the model it was trained for, or pass --allow-base-mismatch if you accept the risk")
+            warn_loudly(msg + "; applying it anyway because allow_base_mismatch is set: its behaviour on this model is untested")
+
+
+# -- the lock file -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LockedPatch:
+    name: str
+    version: str
+    digest: str
+    registry: str | None
+    path: Path | None
+
+
+def read_locked(model_dir: Path) -> list[LockedPatch] | None:
+    """The patches `model_dir/patchkit.lock` pins, in order; None when there is no lock."""
+    lock_path = Path(model_dir) / constants.LOCK_FILE
+    if not lock_path.exists():
+        return None
+    try:
+        read_lock: Any = getattr(importlib.import_module("patchkit.registry.lock"), "read_lock", None)
+    except ImportError:
+        read_lock = None
+    entries: list[Any]
+    if read_lock is not None:
+        lock = read_lock(lock_path)
+        entries = list(getattr(lock, "patches", None) or getattr(lock, "entries", None) or lock)
+    else:  # minimal reader until the registry lands: [[patch]] tables
+        import tomllib
+
+        try:
+            data = tomllib.loads(lock_path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidInputError(f"{lock_path} is not valid TOML: {exc}", "regenerate it with `patchkit apply`") from None
+        raw = data.get("patch", [])
+        if not isinstance(raw, list):
+            raise InvalidInputError(f"{lock_path}: [[patch]] must be an array of tables", "regenerate it with `patchkit apply`")
+        entries = raw
+    out: list[LockedPatch] = []
+    for e in entries:
+        get = e.get if isinstance(e, dict) else (lambda k, _e=e: getattr(_e, k, None))
+        name, version, digest = get("name"), get("version"), get("digest")
+        if not (isinstance(name, str) and isinstance(version, str) and isinstance(digest, str)):
+            raise InvalidInputError(f"{lock_path}: every [[patch]] needs name, version and digest", "regenerate it with `patchkit apply`")
+        p = get("path")
+        out.append(LockedPatch(name, version, digest, get("registry"), Path(p) if p else None))
+    return out
+
+
+def _digest_of_lock_entry(entry: LockedPatch) -> str:
+    return entry.digest if ":" in entry.digest else f"sha256:{entry.digest}"
+
+
+def load_locked(model_dir: Path, *, trust: TrustStore, registry: str | None = None, verify: bool = True) -> list[LoadedPatch]:
+    """Resolve each lock entry (its cached path, else the registry) and check its pinned digest."""
+    entries = read_locked(model_dir)
+    if not entries:
+        return []
+    out: list[LoadedPatch] = []
+    for e in entries:
+        spec: PatchSpec
+        if e.path is not None and e.path.exists():
+            spec = e.path
+        else:
+            spec = f"{e.name}@=={e.version}"
+            res: Any = _registry_attr("pull", spec)(spec, registry=registry or e.registry, trust=trust)
+            spec = Path(getattr(res, "path", res))
+        lp = load_patch(spec, trust=trust, registry=registry, verify=verify)
+        if (lp.name, lp.version) != (e.name, e.version):
+            raise IntegrityError(f"lock pins {e.name}@{e.version} but {lp.path} holds {lp.ref}", "run `patchkit apply` again")
+        if verify and lp.digest != _digest_of_lock_entry(e):
+            raise IntegrityError(f"{lp.ref}: digest {lp.digest} differs from the lock's {e.digest}", "the cached patch changed; re-pull it")
+        out.append(lp)
+    return out
+
+
+def tensor_sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def resolve_patches(
+    model_dir: Path,
+    patches: Sequence[PatchSpec] | None,
+    *,
+    trust: TrustStore | Path | str | None = None,
+    verify: bool = True,
+    allow_base_mismatch: bool = False,
+    token_budget: int = constants.DEFAULT_TOKEN_BUDGET,
+    registry: str | None = None,
+    with_lock: bool = False,
+) -> list[LoadedPatch]:
+    """Everything `load` checks before it touches the weights, in the order of the exit codes.
+
+    `patches=None` means what the lock lists; `with_lock=True` puts the locked patches first,
+    then `patches` (the CLI's `--patch` on top of the lock).
+    """
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").exists():
+        raise NotFoundError(f"{model_dir} is not a transformers model directory (no config.json)", "pass --model DIR")
+    if isinstance(patches, (str, Path)):
+        patches = [patches]
+    store = TrustStore.coerce(trust)
+    if not verify:
+        warn_loudly("patch verification is OFF (verify=False): signatures and trust are not checked")
+    loaded: list[LoadedPatch] = []
+    if patches is None or with_lock:
+        loaded += load_locked(model_dir, trust=store, registry=registry, verify=verify)
+    loaded += [load_patch(s, trust=store, registry=registry, verify=verify) for s in patches or []]
+    check_composable(loaded, token_budget=token_budget, allow_base_mismatch=allow_base_mismatch)
+    check_against_model(loaded, model_dir, allow_base_mismatch=allow_base_mismatch)
+    return loaded
