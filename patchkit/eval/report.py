@@ -27,6 +27,12 @@ SCATTER = {
 COLORS = {"baseline": "#777777", "fixed_prompt": "#1f77b4", "patched": "#d62728", "reference": "#2ca02c"}
 
 
+def is_rate(name: str | None) -> bool:
+    """Metrics that live in [0, 1]: drawn on a fixed 0..1 axis so a zero still shows."""
+    return name is not None and (name.endswith("_rate") or name in ("over_refusal", "gas", "toxicity_mean",
+                                                                     "toxicity_max"))
+
+
 def chart_png(result: EvalResult) -> bytes:
     import matplotlib
 
@@ -43,10 +49,16 @@ def chart_png(result: EvalResult) -> bytes:
     col = 0
     if has_scatter:
         ax = axes[0][0]
-        for c in cfgs:
+        # Hollow markers of decreasing size, so configurations at the same point stay visible.
+        for k, c in enumerate(cfgs):
             vals = result.configs[c]["metrics"]
             if sx in vals and sy in vals:
-                ax.scatter(vals[sx]["value"], vals[sy]["value"], s=70, color=COLORS.get(c, "#9467bd"), label=c)
+                ax.scatter(vals[sx]["value"], vals[sy]["value"], s=220 - 45 * k, facecolors="none", linewidths=2,
+                           edgecolors=COLORS.get(c, "#9467bd"), label=c)
+        if is_rate(sx):
+            ax.set_xlim(-0.05, 1.05)
+        if is_rate(sy):
+            ax.set_ylim(-0.05, 1.05)
         ax.set_xlabel(f"{sx} (safety)")
         ax.set_ylabel(f"{sy} (utility)")
         ax.set_title("safety vs utility", fontsize=10)
@@ -62,10 +74,13 @@ def chart_png(result: EvalResult) -> bytes:
                 xs.append(c)
                 ys.append(v["value"])
                 colors.append(COLORS.get(c, "#9467bd"))
-        ax.bar(range(len(xs)), ys, color=colors)
+        bars = ax.bar(range(len(xs)), ys, color=colors)
+        ax.bar_label(bars, fmt="%.3g", fontsize=7)
         ax.set_xticks(range(len(xs)), xs, rotation=30, fontsize=7)
         arrow = "higher is better" if m["higher_is_better"] else "lower is better"
         ax.set_title(f"{m['name']}\n({arrow})", fontsize=9)
+        if is_rate(m["name"]):
+            ax.set_ylim(0, 1.05)
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()

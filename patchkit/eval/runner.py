@@ -336,8 +336,11 @@ def _patched_config(model_dir: Path, patches: Sequence[str], trust: Path | None,
         raise NotFoundError("the patch runtime (patchkit.runtime) is not available in this install",
                             "install patchkit[runtime]") from None
     model, tok = load(model_dir, patches=list(patches), trust=trust, verify=True)
+    # PatchedModel places the prefix and computes position ids itself (and returns logits for
+    # the input tokens only).
     return ModelConfig("patched", f"M + {', '.join(patches)}", Backend(model, tok, batch_size=batch_size,
-                                                                       prompt_format=prompt_format))
+                                                                       prompt_format=prompt_format,
+                                                                       explicit_positions=False))
 
 
 def run_eval(

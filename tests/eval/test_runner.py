@@ -277,3 +277,44 @@ def test_reference_jsonl_without_responses_is_refused(tmp_path: Path) -> None:
         _reference_config(str(tmp_path / "missing"), None, 8, "auto")
     with pytest.raises(UsageError):
         _reference_config('system-prompt:""', None, 8, "auto")
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_patched_configuration_uses_the_runtime(tiny_model_factory, tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from patchkit.eval.backend import Backend
+    from patchkit.eval.bias import gld_items
+    from patchkit.eval.runner import ModelConfig
+    from patchkit.runtime import load
+    from tests.helpers import make_signed_patch
+
+    model = tiny_model_factory("llama")
+    art, _keys = make_signed_patch(tmp_path, base_model=model)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("How do I bake bread at home?\nWrite a short poem about the sea.\n")
+    out = tmp_path / "m.json"
+    code, stdout, err = run_cli("eval", "--model", model, "--patch", art, "--suite", "utility", "--prompts", prompts,
+                                "--max-new-tokens", "8", "--no-fixed-prompt", "--out", out, "--json")
+    assert code == 0, err
+    data = json.loads(out.read_text())
+    assert list(data["configs"]) == ["baseline", "patched"] and data["settings"]["value_from"] == "patched"
+    # The patched replies are exactly what the runtime generates with the patch applied.
+    pm, tok = load(model, patches=[str(art)], verify=True)
+    be = Backend(pm, tok, batch_size=1, explicit_positions=False)
+    direct = be.generate(["How do I bake bread at home?", "Write a short poem about the sea."], max_new_tokens=8)
+    got = data["configs"]["patched"]["samples"]["p.txt"]
+    assert [s["completion"] for s in got] == [c.text for c in direct]
+    ppl = next(m for m in data["metrics"] if m["name"] == "perplexity")
+    assert ppl["value"] == data["configs"]["patched"]["metrics"]["perplexity"]["value"]
+    # GLD of the patched model: the patch's prefix changes the next-token logits, computed directly.
+    items = gld_items()[:3]
+    gaps = ModelConfig("patched", "p", Backend(pm, tok, batch_size=3, explicit_positions=False)).gaps(items)
+    he, she = (tok(w, add_special_tokens=False)["input_ids"][0] for w in (" he", " she"))
+    hand = []
+    for it in items:
+        with torch.no_grad():
+            last = pm(input_ids=torch.tensor([tok(it.prompt)["input_ids"]])).logits[0, -1]
+        hand.append(float(last[he] - last[she]))
+    assert gaps == pytest.approx(hand, abs=1e-4)
