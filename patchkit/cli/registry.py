@@ -1,9 +1,205 @@
-"""CLI commands of this group (being built)."""
+"""Registry commands: publish, yank, unyank, versions, index refresh, pull, apply, status, remove, upgrade."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from patchkit.cli._common import JsonOpt, KeyOpt, ModelOpt, PassphraseEnvOpt, RegistryOpt, TrustOpt, emit, err
+
+ExpiresOpt = Annotated[int, typer.Option("--expires-days", help="Days until the re-signed index expires.")]
+LockOpt = Annotated[Path | None, typer.Option("--lock", help="Lock file (default: MODEL/patchkit.lock).", show_default=False)]
+AllowMismatchOpt = Annotated[
+    bool, typer.Option("--allow-base-mismatch", help="Apply even if the patch was built for other weights (loud warning).")
+]
+
+
+def _warn(messages: list[str]) -> None:
+    for m in messages:
+        err(f"patchkit: WARNING: {m}")
+
+
+def publish(
+    directory: Annotated[Path, typer.Argument(help="A signed artifact directory.")],
+    key: KeyOpt,
+    registry: RegistryOpt = None,
+    passphrase_env: PassphraseEnvOpt = None,
+    expires_days: ExpiresOpt = 30,
+    json_: JsonOpt = False,
+) -> None:
+    """Publish a signed version: one commit, tag v<version>, re-signed index."""
+    from patchkit.registry.client import publish as do_publish
+
+    r = do_publish(directory, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days)
+    emit(json_, r, f"published {r['name']}@{r['version']} to {r['registry']} (commit {r['commit'][:12]}, "
+                   f"tag {r['tag']}, index v{r['index_version']}, expires {r['expires']})")
+
+
+def yank(
+    ref: Annotated[str, typer.Argument(metavar="NS/NAME@X.Y.Z")],
+    reason: Annotated[str, typer.Option("--reason", help="Why users should not install it (shown to them).")],
+    key: KeyOpt,
+    registry: RegistryOpt = None,
+    passphrase_env: PassphraseEnvOpt = None,
+    expires_days: ExpiresOpt = 30,
+    json_: JsonOpt = False,
+) -> None:
+    """Mark a version yanked: ranges skip it; an exact pin still installs it, with a warning."""
+    from patchkit.registry.client import yank as do_yank
+
+    r = do_yank(ref, reason, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days)
+    emit(json_, r, f"yanked {r['name']}@{r['version']} ({r['reason']}); index v{r['index_version']}")
+
+
+def unyank(
+    ref: Annotated[str, typer.Argument(metavar="NS/NAME@X.Y.Z")],
+    key: KeyOpt,
+    registry: RegistryOpt = None,
+    passphrase_env: PassphraseEnvOpt = None,
+    expires_days: ExpiresOpt = 30,
+    json_: JsonOpt = False,
+) -> None:
+    """Undo a yank."""
+    from patchkit.registry.client import unyank as do_unyank
+
+    r = do_unyank(ref, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days)
+    emit(json_, r, f"unyanked {r['name']}@{r['version']}; index v{r['index_version']}")
+
+
+def versions(
+    name: Annotated[str, typer.Argument(metavar="NS/NAME")],
+    trust: TrustOpt = None,
+    registry: RegistryOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """List the published versions from the verified index."""
+    from patchkit.registry.client import versions as do_versions
+
+    r = do_versions(name, registry=registry, trust=trust)
+    lines = [f"{r['name']} in {r['registry']} (index v{r['index_version']}, expires {r['expires']})"]
+    for v in r["versions"]:
+        lines.append(f"  {v['version']:<16} {v['digest'][:19]}…" + (f"  YANKED: {v['reason']}" if v["yanked"] else ""))
+    emit(json_, r, "\n".join(lines))
+
+
+def refresh(
+    name: Annotated[str, typer.Argument(metavar="NS/NAME")],
+    key: KeyOpt,
+    registry: RegistryOpt = None,
+    passphrase_env: PassphraseEnvOpt = None,
+    expires_days: ExpiresOpt = 30,
+    json_: JsonOpt = False,
+) -> None:
+    """Re-sign the index with a new expiry (clients refuse an expired index)."""
+    from patchkit.registry.client import refresh as do_refresh
+
+    r = do_refresh(name, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days)
+    emit(json_, r, f"re-signed the index of {r['name']}: v{r['index_version']}, expires {r['expires']}")
+
+
+def pull(
+    ref: Annotated[str, typer.Argument(metavar="NS/NAME@SPEC")],
+    trust: TrustOpt = None,
+    registry: RegistryOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Download, verify and cache a version."""
+    from patchkit.registry.client import pull as do_pull
+
+    r = do_pull(ref, registry=registry, trust=trust)
+    _warn(r.warnings)
+    emit(json_, r.to_dict(), f"pulled {r.name}@{r.version} ({r.digest}) signed by {r.signer} -> {r.path}")
+
+
+def apply(
+    model: ModelOpt,
+    refs: Annotated[list[str] | None, typer.Argument(metavar="NS/NAME@SPEC…")] = None,
+    lock: LockOpt = None,
+    locked: Annotated[bool, typer.Option("--locked", help="Fail if resolution would change the lock.")] = False,
+    frozen: Annotated[bool, typer.Option("--frozen", help="Install exactly what the lock pins; resolve nothing.")] = False,
+    allow_base_mismatch: AllowMismatchOpt = False,
+    trust: TrustOpt = None,
+    registry: RegistryOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Resolve, pull, verify, check the base fingerprint, and record the patches in the lock."""
+    from patchkit.registry.apply import apply as do_apply
+
+    r = do_apply(list(refs or []), model, lock_path=lock, locked=locked, frozen=frozen,
+                 allow_base_mismatch=allow_base_mismatch, trust=trust, registry=registry)
+    _warn(r.warnings)
+    human = [f"{'updated' if r.changed else 'unchanged'} {r.lock}:"]
+    human += [f"  {e.order}. {e.name}@{e.version} ({e.digest[:19]}…) from {e.registry}" for e in r.patches]
+    emit(json_, r.to_dict(), "\n".join(human))
+
+
+def status(
+    model: ModelOpt,
+    lock: LockOpt = None,
+    trust: TrustOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Show the locked patches and whether each is cached, verified and for this model."""
+    from patchkit.registry.apply import status as do_status
+
+    r = do_status(model, lock_path=lock, trust=trust)
+    if not r["locked"]:
+        emit(json_, r, f"no lock at {r['lock']}: no patches applied")
+        return
+    lines = [f"{r['lock']}: {'OK' if r['ok'] else 'NOT OK'}"]
+    for p in r["patches"]:
+        state = "verified" if p["verified"] else ("cached" if p["cached"] else "not cached")
+        base = "base ok" if p["base_ok"] else "BASE MISMATCH"
+        lines.append(f"  {p['order']}. {p['name']}@{p['version']} ({p['spec']}): {state}, {base}"
+                     + (f" ({p['reason']})" if p["reason"] else ""))
+    emit(json_, r, "\n".join(lines))
+
+
+def remove(
+    name: Annotated[str, typer.Argument(metavar="NS/NAME")],
+    model: ModelOpt,
+    lock: LockOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Remove a patch from the model's lock."""
+    from patchkit.registry.apply import remove as do_remove
+
+    r = do_remove(name, model, lock_path=lock)
+    emit(json_, r, f"removed {r['removed']['name']}@{r['removed']['version']} from {r['lock']}")
+
+
+def upgrade(
+    model: ModelOpt,
+    names: Annotated[list[str] | None, typer.Argument(metavar="[NS/NAME…]", help="Only these (default: all).")] = None,
+    lock: LockOpt = None,
+    locked: Annotated[bool, typer.Option("--locked", help="Fail if the upgrade would change the lock.")] = False,
+    allow_base_mismatch: AllowMismatchOpt = False,
+    trust: TrustOpt = None,
+    registry: RegistryOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Re-resolve each locked patch within the spec it was applied with."""
+    from patchkit.registry.apply import upgrade as do_upgrade
+
+    r = do_upgrade(model, names=list(names or []), lock_path=lock, locked=locked,
+                   allow_base_mismatch=allow_base_mismatch, trust=trust, registry=registry)
+    _warn(r.warnings)
+    changes = [f"  {u['name']}: {u['from']} -> {u['to']}" for u in r.updated]
+    emit(json_, r.to_dict(), "\n".join([f"upgraded {len(changes)} patch(es) in {r.lock}", *changes]))
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    app.command("publish")(publish)
+    app.command("yank")(yank)
+    app.command("unyank")(unyank)
+    app.command("versions")(versions)
+    app.command("pull")(pull)
+    app.command("apply")(apply)
+    app.command("status")(status)
+    app.command("remove")(remove)
+    app.command("upgrade")(upgrade)
+    index_app = typer.Typer(help="The signed registry index.", no_args_is_help=True)
+    index_app.command("refresh")(refresh)
+    app.add_typer(index_app, name="index")

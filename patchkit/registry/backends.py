@@ -1,0 +1,233 @@
+"""Registry backends: one logical layout, two stores.
+
+Each patch name is one repository. A version is one commit holding all artifact files at the
+repository root, tagged `v<version>`; the signed index lives on `main`. The local backend
+models git just enough for that: content-addressed blobs, commits named by the hash of their
+file set and parent, and refs in one JSON file that changes by atomic rename under a lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from patchkit import constants
+from patchkit._io import atomic_write_bytes, atomic_write_text, file_lock
+from patchkit._json import dumps_canonical, loads_strict
+from patchkit.errors import IntegrityError, InvalidInputError, NotFoundError, RegistryError, UsageError
+
+CHUNK = 1024 * 1024
+_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass
+class Refs:
+    main: str | None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Stream:
+    """An open download: `length` is what the server claims (None if it does not say)."""
+
+    length: int | None
+    chunks: Iterator[bytes]
+
+
+class Registry(ABC):
+    """What the client and publisher need from a store; both backends implement it."""
+
+    url: str  # as recorded in locks and shown to users
+    ident: str  # stable identity, keys the client's rollback memory
+
+    @abstractmethod
+    def refs(self, name: str) -> Refs | None:
+        """The branch head and tags, or None when the repository does not exist."""
+
+    @abstractmethod
+    def stream(self, name: str, rev: str, filename: str) -> contextlib.AbstractContextManager[Stream]:
+        """Open `filename` at `rev`; NotFoundError if it is not there."""
+
+    @abstractmethod
+    def ensure_repo(self, name: str) -> None: ...
+
+    @abstractmethod
+    def commit(self, name: str, files: Mapping[str, bytes], message: str, *, parent: str | None,
+               delete: Sequence[str] = ()) -> str:
+        """One atomic commit on main; refused (RegistryError) if main moved past `parent`."""
+
+    @abstractmethod
+    def tag(self, name: str, tag: str, commit: str) -> None: ...
+
+    def writer_lock(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """Serialize publishers of one name where the store allows it."""
+        return contextlib.nullcontext()
+
+    def read(self, name: str, rev: str, filename: str, limit: int) -> bytes | None:
+        """A small file (the index), bounded by `limit`; None when it is missing."""
+        try:
+            with self.stream(name, rev, filename) as s:
+                if s.length is not None and s.length > limit:
+                    raise IntegrityError(f"{self.url}: {name}/{filename} is {s.length} bytes, over the {limit}-byte limit",
+                                         "the registry is misbehaving; refusing endless data")
+                buf = bytearray()
+                for chunk in s.chunks:
+                    buf += chunk
+                    if len(buf) > limit:
+                        raise IntegrityError(f"{self.url}: {name}/{filename} exceeds {limit} bytes",
+                                             "the registry is misbehaving; refusing endless data")
+                return bytes(buf)
+        except NotFoundError:
+            return None
+
+
+# -- local ---------------------------------------------------------------------------------------
+
+
+class LocalRegistry(Registry):
+    def __init__(self, root: Path, url: str) -> None:
+        self.root = Path(root)
+        self.url = url
+        self.ident = f"file://{self.root.resolve()}"
+
+    def _repo(self, name: str) -> Path:
+        ns, _, short = name.partition("/")
+        return self.root / ns / short
+
+    def _refs_path(self, name: str) -> Path:
+        return self._repo(name) / "refs.json"
+
+    def refs(self, name: str) -> Refs | None:
+        p = self._refs_path(name)
+        if not p.exists():
+            return None
+        try:
+            raw = loads_strict(p.read_bytes(), what=str(p))
+            return Refs(raw.get("main"), {str(k): str(v) for k, v in raw.get("tags", {}).items()})
+        except (InvalidInputError, AttributeError, TypeError) as exc:
+            raise RegistryError(f"registry refs {p} are corrupt: {exc}", "repair or restore the registry") from None
+
+    def _commit_record(self, name: str, commit: str) -> dict[str, Any]:
+        if not _COMMIT_RE.match(commit):
+            raise NotFoundError(f"{self.url}: {name} has no revision {commit!r}", "check the version")
+        p = self._repo(name) / "commits" / f"{commit}.json"
+        try:
+            raw = loads_strict(p.read_bytes(), what=str(p))
+        except FileNotFoundError:
+            raise NotFoundError(f"{self.url}: {name} has no commit {commit}", "the registry lost it; ask the publisher") from None
+        if not isinstance(raw, dict) or not isinstance(raw.get("files"), dict):
+            raise RegistryError(f"registry commit {p} is corrupt", "repair or restore the registry")
+        return raw
+
+    def _resolve(self, name: str, rev: str) -> str:
+        refs = self.refs(name)
+        if refs is None:
+            raise NotFoundError(f"no patch named {name} in registry {self.url}", "check the name, or publish it first")
+        if rev == "main":
+            if refs.main is None:
+                raise NotFoundError(f"{name} in {self.url} has no commits yet", "publish a version first")
+            return refs.main
+        return refs.tags.get(rev, rev)
+
+    @contextlib.contextmanager
+    def stream(self, name: str, rev: str, filename: str) -> Iterator[Stream]:
+        record = self._commit_record(name, self._resolve(name, rev))
+        sha = record["files"].get(filename)
+        if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
+            raise NotFoundError(f"{self.url}: {name}@{rev} has no file {filename}", "check the registry")
+        blob = self._repo(name) / "blobs" / sha
+        try:
+            fh = open(blob, "rb")  # noqa: SIM115 - closed by the context manager below
+        except FileNotFoundError:
+            raise RegistryError(f"{self.url}: blob of {name}/{filename} is missing", "repair or restore the registry") from None
+        with fh:
+            size = os.fstat(fh.fileno()).st_size
+
+            def chunks() -> Iterator[bytes]:
+                while True:
+                    chunk = fh.read(CHUNK)
+                    if not chunk:
+                        return
+                    yield chunk
+
+            yield Stream(size, chunks())
+
+    def ensure_repo(self, name: str) -> None:
+        repo = self._repo(name)
+        with file_lock(repo / ".lock"):
+            if not self._refs_path(name).exists():
+                (repo / "blobs").mkdir(parents=True, exist_ok=True)
+                (repo / "commits").mkdir(parents=True, exist_ok=True)
+                atomic_write_text(self._refs_path(name), dumps_canonical({"main": None, "tags": {}}))
+
+    def writer_lock(self, name: str) -> contextlib.AbstractContextManager[None]:
+        self._repo(name).mkdir(parents=True, exist_ok=True)
+        return file_lock(self._repo(name) / ".publish.lock")
+
+    def _write_refs(self, name: str, refs: Refs) -> None:
+        atomic_write_text(self._refs_path(name), dumps_canonical({"main": refs.main, "tags": dict(sorted(refs.tags.items()))}))
+
+    def commit(self, name: str, files: Mapping[str, bytes], message: str, *, parent: str | None,
+               delete: Sequence[str] = ()) -> str:
+        repo = self._repo(name)
+        with file_lock(repo / ".lock"):
+            refs = self.refs(name)
+            if refs is None:
+                raise NotFoundError(f"no patch named {name} in registry {self.url}", "publish a version first")
+            if refs.main != parent:
+                raise RegistryError(f"{self.url}: {name} changed while publishing (main moved)", "run the command again")
+            tree: dict[str, str] = dict(self._commit_record(name, parent)["files"]) if parent else {}
+            for fname in delete:
+                tree.pop(fname, None)
+            for fname, data in files.items():
+                sha = hashlib.sha256(data).hexdigest()
+                blob = repo / "blobs" / sha
+                if not blob.exists():
+                    atomic_write_bytes(blob, data)
+                tree[fname] = sha
+            record = {"parent": parent, "files": dict(sorted(tree.items())), "message": message}
+            body = dumps_canonical(record)
+            commit = hashlib.sha256(body.encode("utf-8")).hexdigest()[:40]
+            atomic_write_text(repo / "commits" / f"{commit}.json", body)
+            refs.main = commit
+            self._write_refs(name, refs)
+            return commit
+
+    def tag(self, name: str, tag: str, commit: str) -> None:
+        repo = self._repo(name)
+        with file_lock(repo / ".lock"):
+            refs = self.refs(name)
+            if refs is None:
+                raise NotFoundError(f"no patch named {name} in registry {self.url}", "publish a version first")
+            if tag in refs.tags:
+                raise UsageError(f"{name} already has tag {tag} in {self.url}", "versions are immutable; publish a new version")
+            self._commit_record(name, commit)
+            refs.tags[tag] = commit
+            self._write_refs(name, refs)
+
+
+def open_registry(url: str | None = None) -> Registry:
+    """`local` (default, $PATCHKIT_HOME/registry), `file:///path`, or `hf://` (the Hub at HF_ENDPOINT)."""
+    raw = (url or constants.registry_url()).strip()
+    if raw in ("", "local"):
+        return LocalRegistry(constants.patchkit_home() / "registry", "local")
+    if raw.startswith("file://"):
+        path = raw[len("file://"):]
+        if not path.startswith("/"):
+            raise UsageError(f"registry URL {raw!r} must name an absolute path", "write file:///abs/path")
+        return LocalRegistry(Path(path), raw)
+    if raw.startswith("hf://"):
+        from patchkit.registry.hub import HubRegistry
+
+        return HubRegistry(raw)
+    raise UsageError(f"unknown registry {raw!r}", "use local, file:///path or hf://")
+
+
+__all__ = ["LocalRegistry", "Refs", "Registry", "Stream", "open_registry"]

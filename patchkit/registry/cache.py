@@ -1,0 +1,192 @@
+"""The download cache: `$PATCHKIT_HOME/cache/NS/NAME/<commit>/`, verified before it is visible.
+
+A download goes to a private staging directory, is cut off at the sizes the signed index
+states (endless data), verified (signature, trust, files, digest in the index), and only then
+renamed into place under a per-entry file lock. A failed or interrupted download leaves no
+cache entry; staging left behind by a killed process is swept by the next one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from patchkit import constants
+from patchkit._io import file_lock, fsync_dir, fsync_tree
+from patchkit.errors import IntegrityError, NotFoundError
+from patchkit.registry.backends import Registry
+from patchkit.registry.index import IndexEntry
+from patchkit.trust import TrustStore
+from patchkit.verify import VerifyResult, verify_artifact
+
+# A patch is a small tensor plus JSON; an index entry claiming more than this is refused outright.
+MAX_ARTIFACT_BYTES = constants.MAX_PATCH_TENSOR_BYTES + 16 * 1024 * 1024
+
+
+def cache_root() -> Path:
+    return constants.patchkit_home() / "cache"
+
+
+def entry_dir(name: str, commit: str) -> Path:
+    ns, _, short = name.partition("/")
+    return cache_root() / ns / short / commit
+
+
+def _entry_lock(name: str, commit: str) -> Path:
+    return cache_root() / ".locks" / f"{name.replace('/', '--')}--{commit}.lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep_staging(root: Path) -> None:
+    """Remove staging directories whose process is gone (killed mid-download)."""
+    if not root.is_dir():
+        return
+    for d in root.iterdir():
+        pid_text = d.name.split("-", 1)[0]
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def new_staging() -> Path:
+    root = cache_root() / ".staging"
+    root.mkdir(parents=True, exist_ok=True)
+    _sweep_staging(root)
+    return Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root))
+
+
+@dataclass
+class Fetched:
+    """A verified artifact: either already in the cache, or staged and not yet visible."""
+
+    name: str
+    entry: IndexEntry
+    path: Path
+    result: VerifyResult
+    staged: bool
+
+    @property
+    def final(self) -> Path:
+        return entry_dir(self.name, self.entry.commit)
+
+    def discard(self) -> None:
+        if self.staged:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def publish(self) -> Path:
+        """Make a staged artifact visible in the cache (one rename, under the entry's lock)."""
+        if not self.staged:
+            return self.path
+        final = self.final
+        with file_lock(_entry_lock(self.name, self.entry.commit)):
+            if final.is_dir():
+                shutil.rmtree(self.path, ignore_errors=True)  # another process got there first
+            else:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                fsync_tree(self.path)
+                os.replace(self.path, final)
+                fsync_dir(final.parent)
+        self.path, self.staged = final, False
+        self.result.path = final
+        return final
+
+
+def check_matches(result: VerifyResult, name: str, entry: IndexEntry, where: str) -> None:
+    """Mix-and-match: the artifact must be exactly the one the signed index lists."""
+    if result.name != name or result.version != entry.version:
+        raise IntegrityError(
+            f"{where} holds {result.name}@{result.version}, but the signed index lists it as {name}@{entry.version}",
+            "the registry served another artifact (mix-and-match); do not use it",
+        )
+    if result.digest != entry.digest:
+        raise IntegrityError(
+            f"{where}: artifact digest {result.digest} of {name}@{entry.version} is not in the signed index "
+            f"(which lists {entry.digest}; mix-and-match)",
+            "the registry served an artifact the publisher did not list; do not use it",
+        )
+
+
+def verify_cached(name: str, entry: IndexEntry, trust: TrustStore) -> VerifyResult | None:
+    """The cached artifact for this entry, re-verified; None when it is not cached."""
+    final = entry_dir(name, entry.commit)
+    if not final.is_dir():
+        return None
+    result = verify_artifact(final, trust=trust)
+    check_matches(result, name, entry, str(final))
+    return result
+
+
+def _progress(total: int, desc: str) -> Any:
+    if constants.no_progress():
+        return contextlib.nullcontext(None)
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False)
+
+
+def _download_file(reg: Registry, name: str, entry: IndexEntry, fname: str, size: int, out: Path, bar: Any) -> None:
+    where = f"{name}@{entry.version} {fname}"
+    with reg.stream(name, entry.commit, fname) as s:
+        if s.length is not None and s.length > size:
+            raise IntegrityError(f"{where}: the registry announces {s.length} bytes but the signed index states {size}",
+                                 "refusing endless data; the registry is misbehaving")
+        written = 0
+        with open(out, "wb") as fh:
+            for chunk in s.chunks:
+                written += len(chunk)
+                if written > size:
+                    raise IntegrityError(f"{where}: the registry sent more than the {size} bytes the signed index states; "
+                                         "download cut off (endless data)", "the registry is misbehaving; nothing was cached")
+                fh.write(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
+            fh.flush()
+            os.fsync(fh.fileno())
+    if written != size:
+        raise IntegrityError(f"{where}: got {written} bytes, the signed index states {size}",
+                             "the download was truncated; run the command again")
+
+
+def fetch(reg: Registry, name: str, entry: IndexEntry, trust: TrustStore) -> Fetched:
+    """Return the cached, verified artifact, or download and verify it into staging."""
+    try:
+        cached = verify_cached(name, entry, trust)
+    except IntegrityError:
+        # A damaged cache entry is replaced by a fresh download; trust failures are not retried.
+        with file_lock(_entry_lock(name, entry.commit)):
+            shutil.rmtree(entry_dir(name, entry.commit), ignore_errors=True)
+        cached = None
+    if cached is not None:
+        return Fetched(name, entry, cached.path, cached, staged=False)
+    if entry.total_size > MAX_ARTIFACT_BYTES:
+        raise IntegrityError(f"{name}@{entry.version}: the index states {entry.total_size} bytes, over the "
+                             f"{MAX_ARTIFACT_BYTES}-byte artifact limit", "this is not a patch; refusing it")
+    if not entry.files:
+        raise NotFoundError(f"{name}@{entry.version}: the index lists no files", "ask the publisher to republish it")
+    staging = new_staging()
+    try:
+        with _progress(entry.total_size, f"{name}@{entry.version}") as bar:
+            for fname, size in sorted(entry.files.items()):
+                _download_file(reg, name, entry, fname, size, staging / fname, bar)
+        result = verify_artifact(staging, trust=trust)
+        check_matches(result, name, entry, f"{reg.url} {name}@{entry.version}")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Fetched(name, entry, staging, result, staged=True)
+
+
+__all__ = ["Fetched", "cache_root", "check_matches", "entry_dir", "fetch", "verify_cached"]

@@ -1,0 +1,326 @@
+"""Registry operations shared by both backends: publish, yank, versions, resolve and pull."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from patchkit import constants
+from patchkit.errors import IntegrityError, InvalidInputError, NotFoundError, TrustError, UsageError
+from patchkit.keys import PrivateKey, keyid_of, load_private_key, public_pem
+from patchkit.manifest import parse_manifest
+from patchkit.registry.backends import Registry, open_registry
+from patchkit.registry.cache import Fetched, fetch
+from patchkit.registry.index import (
+    DEFAULT_EXPIRES_DAYS,
+    MAX_INDEX_BYTES,
+    MAX_INDEX_SIG_BYTES,
+    Index,
+    IndexEntry,
+    check_and_record,
+    check_fresh,
+    fmt_time,
+    now_utc,
+    sign_index,
+    verify_index,
+)
+from patchkit.registry.spec import Spec, parse_ref, parse_spec, select
+from patchkit.signing import read_artifact_files
+from patchkit.trust import TrustEntry, TrustStore
+from patchkit.verify import verify_artifact
+from patchkit.version import Version
+
+
+@dataclass
+class PullResult:
+    name: str
+    version: str
+    path: Path
+    digest: str
+    commit: str
+    registry: str
+    yanked: bool = False
+    yank_reason: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    signer: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "path": str(self.path),
+            "digest": self.digest,
+            "commit": self.commit,
+            "registry": self.registry,
+            "yanked": self.yanked,
+            "yank_reason": self.yank_reason,
+            "signer": self.signer,
+            "warnings": self.warnings,
+        }
+
+
+# -- reading the index (client side: every TUF check) -----------------------------------------
+
+
+def _read_index_raw(reg: Registry, name: str) -> tuple[bytes, bytes | None, str]:
+    refs = reg.refs(name)
+    if refs is None or refs.main is None:
+        raise NotFoundError(f"no patch named {name} in registry {reg.url}", "check the name, or publish it first")
+    data = reg.read(name, refs.main, constants.INDEX_FILE, MAX_INDEX_BYTES)
+    if data is None:
+        raise NotFoundError(f"{name} in {reg.url} has no {constants.INDEX_FILE}", "publish a version first")
+    sig = reg.read(name, refs.main, constants.INDEX_SIG_FILE, MAX_INDEX_SIG_BYTES)
+    return data, sig, refs.main
+
+
+def load_index(reg: Registry, name: str, trust: TrustStore) -> Index:
+    """The verified, fresh, not-rolled-back index of `name`."""
+    data, sig, _ = _read_index_raw(reg, name)
+    where = f"{reg.url} {name}"
+    index, _ = verify_index(data, sig, trust, name, where=where)
+    check_fresh(index, where=where)
+    check_and_record(index, data, reg.ident, where=where)
+    return index
+
+
+def choose(index: Index, spec: Spec) -> tuple[IndexEntry, list[str]]:
+    """The entry a spec resolves to, and the warnings it carries (a pinned yanked version)."""
+    entries = index.sorted_entries()
+    picked = select(spec, [(Version.parse(e.version), e.yanked) for e in entries])
+    if picked is None:
+        available = ", ".join(e.version + (" (yanked)" if e.yanked else "") for e in entries) or "none"
+        only_yanked = select(spec, [(Version.parse(e.version), False) for e in entries])
+        hint = (f"the only match, {only_yanked}, is yanked; pin it exactly ({index.name}@{only_yanked}) to use it anyway"
+                if only_yanked is not None else f"available versions: {available}")
+        raise NotFoundError(f"no version of {index.name} matches {str(spec)!r}", hint)
+    entry = next(e for e in entries if Version.parse(e.version) == picked)
+    warnings: list[str] = []
+    if entry.yanked:
+        warnings.append(f"{index.name}@{entry.version} is yanked: {entry.yank_reason or 'no reason given'}")
+    return entry, warnings
+
+
+def _result(reg: Registry, name: str, f: Fetched, warnings: list[str]) -> PullResult:
+    return PullResult(
+        name=name, version=f.entry.version, path=f.path, digest=f.entry.digest, commit=f.entry.commit,
+        registry=reg.url, yanked=f.entry.yanked, yank_reason=f.entry.yank_reason, warnings=warnings,
+        signer=f.result.signer,
+    )
+
+
+def resolve_fetch(ref_name: str, spec: Spec, reg: Registry, trust: TrustStore) -> tuple[Fetched, list[str]]:
+    index = load_index(reg, ref_name, trust)
+    entry, warnings = choose(index, spec)
+    return fetch(reg, ref_name, entry, trust), warnings
+
+
+def pull(ref: str, *, registry: str | None = None, trust: TrustStore | Path | str | None = None) -> PullResult:
+    """Resolve `NS/NAME@SPEC`, download by commit, verify, and cache; the path is the verified copy."""
+    name, spec = parse_ref(ref)
+    store = TrustStore.coerce(trust)
+    reg = open_registry(registry)
+    fetched, warnings = resolve_fetch(name, spec, reg, store)
+    try:
+        fetched.publish()
+    finally:
+        fetched.discard()
+    return _result(reg, name, fetched, warnings)
+
+
+def fetch_pinned(name: str, version: str, commit: str, digest: str, reg: Registry, trust: TrustStore) -> Fetched:
+    """A locked pin: the index must still list exactly this commit and digest for the version."""
+    index = load_index(reg, name, trust)
+    entry = index.versions.get(version)
+    if entry is None:
+        raise NotFoundError(f"{name}@{version} (pinned by the lock) is not in the index of {reg.url}", "run `patchkit upgrade`")
+    if entry.commit != commit or entry.digest != digest:
+        raise IntegrityError(
+            f"{name}@{version}: the signed index lists commit {entry.commit[:12]} / {entry.digest}, "
+            f"but the lock pins {commit[:12]} / {digest}",
+            "the published artifact differs from the one you locked; investigate before re-locking",
+        )
+    return fetch(reg, name, entry, trust)
+
+
+def versions(name: str, *, registry: str | None = None, trust: TrustStore | Path | str | None = None) -> dict[str, Any]:
+    from patchkit.manifest import validate_name
+
+    validate_name(name)
+    reg = open_registry(registry)
+    index = load_index(reg, name, TrustStore.coerce(trust))
+    return {
+        "name": name,
+        "registry": reg.url,
+        "index_version": index.index_version,
+        "expires": index.expires,
+        "versions": [
+            {"version": e.version, "yanked": e.yanked, "reason": e.yank_reason, "digest": e.digest, "commit": e.commit,
+             "published_at": e.published_at}
+            for e in index.sorted_entries()
+        ],
+    }
+
+
+# -- publisher side ------------------------------------------------------------------------------
+
+
+def _publisher_trust(key: PrivateKey, name: str) -> TrustStore:
+    """A trust store holding only the publisher's own key: what it signed, it must sign again."""
+    pub = key.public_key()
+    return TrustStore(None, [TrustEntry(keyid_of(pub), public_pem(pub).decode(), [name], label="--key")])
+
+
+def _current_index(reg: Registry, name: str, key: PrivateKey, *, allow_missing: bool) -> tuple[Index, str | None]:
+    """The index on main, verified against the publisher's key (no freshness check: refresh fixes that)."""
+    refs = reg.refs(name)
+    if refs is None:
+        raise NotFoundError(f"no patch named {name} in registry {reg.url}", "publish a version first")
+    data = reg.read(name, refs.main, constants.INDEX_FILE, MAX_INDEX_BYTES) if refs.main else None
+    if data is None:
+        if not allow_missing:
+            raise NotFoundError(f"{name} in {reg.url} has no index", "publish a version first")
+        return Index.empty(name), refs.main
+    sig = reg.read(name, refs.main or "main", constants.INDEX_SIG_FILE, MAX_INDEX_SIG_BYTES)
+    where = f"{reg.url} {name}"
+    try:
+        index, _ = verify_index(data, sig, _publisher_trust(key, name), name, where=where)
+    except TrustError:
+        raise TrustError(f"the index of {name} in {reg.url} is signed by another key than --key",
+                         "use the key that publishes this patch") from None
+    check_and_record(index, data, reg.ident, where=where)
+    return index, refs.main
+
+
+def _write_index(reg: Registry, name: str, index: Index, key: PrivateKey, parent: str | None, message: str) -> str:
+    data, sig = sign_index(index, key)
+    commit = reg.commit(name, {constants.INDEX_FILE: data, constants.INDEX_SIG_FILE: sig}, message, parent=parent)
+    check_and_record(index, data, reg.ident, where=f"{reg.url} {name}")
+    return commit
+
+
+def _check_expiry_days(days: int) -> int:
+    if days < 1 or days > 3650:
+        raise UsageError(f"--expires-days {days} is out of range", "use 1 to 3650 days")
+    return days
+
+
+def publish(directory: Path, key_path: Path, *, registry: str | None = None, passphrase_env: str | None = None,
+            expires_days: int = DEFAULT_EXPIRES_DAYS) -> dict[str, Any]:
+    """Verify the artifact (signed by --key), commit it, tag `v<version>`, re-sign the index."""
+    directory = Path(directory)
+    _check_expiry_days(expires_days)
+    key = load_private_key(key_path, passphrase_env)
+    manifest_path = directory / constants.MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise NotFoundError(f"{directory} is not a patch artifact ({constants.MANIFEST_FILE} is missing)", "build and sign it first")
+    name = parse_manifest(manifest_path.read_bytes(), source=str(manifest_path)).name
+    try:
+        vr = verify_artifact(directory, trust=_publisher_trust(key, name))
+    except TrustError:
+        raise TrustError(f"{directory} is not signed by the key given with --key",
+                         "sign it with `patchkit sign DIR --key PRIVATE_PEM` using the same key") from None
+    files = read_artifact_files(directory, exclude=())
+    version = vr.version
+    tag = f"v{version}"
+    reg = open_registry(registry)
+    reg.ensure_repo(name)
+    with reg.writer_lock(name):
+        index, head = _current_index(reg, name, key, allow_missing=True)
+        if version in index.versions:
+            raise UsageError(f"{name}@{version} is already published in {reg.url}", "versions are immutable; bump the version")
+        refs = reg.refs(name)
+        existing = refs.tags.get(tag) if refs else None
+        if existing is not None:
+            # An earlier publish stopped between tag and index: resume only if the content is identical.
+            for fname, data in files.items():
+                if reg.read(name, existing, fname, len(data)) != data:
+                    raise UsageError(f"{name} already has tag {tag} with other content in {reg.url}",
+                                     "versions are immutable; bump the version")
+            commit, parent = existing, head
+        else:
+            commit = reg.commit(name, files, f"{name} {version}", parent=head)
+            reg.tag(name, tag, commit)
+            parent = commit
+        new = index.next(expires_days=expires_days)
+        new.versions[version] = IndexEntry(version, commit, vr.digest, fmt_time(now_utc()),
+                                           {f: len(b) for f, b in files.items()})
+        _write_index(reg, name, new, key, parent, f"index {new.index_version}: publish {version}")
+    return {"name": name, "version": version, "commit": commit, "tag": tag, "digest": vr.digest, "registry": reg.url,
+            "index_version": new.index_version, "expires": new.expires}
+
+
+def _update_index(ref: str, key_path: Path, *, registry: str | None, passphrase_env: str | None, expires_days: int,
+                  action: str, change: Callable[[Index], str | None]) -> dict[str, Any]:
+    _check_expiry_days(expires_days)
+    name, _, _ = ref.partition("@")
+    from patchkit.manifest import validate_name
+
+    validate_name(name)
+    key = load_private_key(key_path, passphrase_env)
+    reg = open_registry(registry)
+    with reg.writer_lock(name):
+        index, head = _current_index(reg, name, key, allow_missing=False)
+        new = index.next(expires_days=expires_days)
+        version = change(new)
+        _write_index(reg, name, new, key, head, f"index {new.index_version}: {action}{' ' + version if version else ''}")
+    return {"name": name, "version": version, "action": action, "registry": reg.url, "index_version": new.index_version,
+            "expires": new.expires}
+
+
+def _exact_version(ref: str, what: str) -> str:
+    _, sep, version = ref.partition("@")
+    if not sep or not version:
+        raise UsageError(f"{what} needs NS/NAME@X.Y.Z, got {ref!r}", f"e.g. `patchkit {what} acme/tox@1.1.0 …`")
+    spec = parse_spec(version)
+    if not spec.pinned or spec.exact is None:
+        raise InvalidInputError(f"{what} needs an exact version, got {version!r}", "write X.Y.Z")
+    return str(spec.exact)
+
+
+def _entry_for(index: Index, version: str) -> IndexEntry:
+    for e in index.versions.values():
+        if Version.parse(e.version) == Version.parse(version):
+            return e
+    raise NotFoundError(f"{index.name}@{version} is not published", "see `patchkit versions NS/NAME`")
+
+
+def yank(ref: str, reason: str, key_path: Path, *, registry: str | None = None, passphrase_env: str | None = None,
+         expires_days: int = DEFAULT_EXPIRES_DAYS) -> dict[str, Any]:
+    version = _exact_version(ref, "yank")
+    if not reason.strip():
+        raise UsageError("yank needs a --reason", "say why users should not install this version")
+
+    def change(index: Index) -> str:
+        e = _entry_for(index, version)
+        e.yanked, e.yank_reason = True, reason.strip()
+        return e.version
+
+    out = _update_index(ref, key_path, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
+                        action="yank", change=change)
+    out["reason"] = reason.strip()
+    return out
+
+
+def unyank(ref: str, key_path: Path, *, registry: str | None = None, passphrase_env: str | None = None,
+           expires_days: int = DEFAULT_EXPIRES_DAYS) -> dict[str, Any]:
+    version = _exact_version(ref, "unyank")
+
+    def change(index: Index) -> str:
+        e = _entry_for(index, version)
+        e.yanked, e.yank_reason = False, None
+        return e.version
+
+    return _update_index(ref, key_path, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
+                         action="unyank", change=change)
+
+
+def refresh(name: str, key_path: Path, *, registry: str | None = None, passphrase_env: str | None = None,
+            expires_days: int = DEFAULT_EXPIRES_DAYS) -> dict[str, Any]:
+    """Re-sign the index with a new expiry (and index_version + 1), changing nothing else."""
+    return _update_index(name, key_path, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
+                         action="refresh", change=lambda index: None)
+
+
+__all__ = ["PullResult", "choose", "fetch_pinned", "load_index", "publish", "pull", "refresh", "unyank", "versions", "yank"]

@@ -1,0 +1,100 @@
+"""Fixtures for the registry tests: a fake Hub, a vendor with a key, artifacts, a torch-free model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ZERO_DIGEST, write_fake_model, write_prefix
+from tests.registry.hubserver import FakeHub
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
+    """A fake Hub on 127.0.0.1; HF_ENDPOINT points at it, for this process and CLI subprocesses."""
+    server = FakeHub().start()
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["local", "hub"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def registry_url(backend: str, request: pytest.FixtureRequest) -> str:
+    """The registry URL for the parametrized backend (starting the fake Hub when needed)."""
+    if backend == "hub":
+        request.getfixturevalue("hub")
+        return "hf://"
+    return "local"
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    return write_fake_model(tmp_path / "model", seed=0)
+
+
+@pytest.fixture
+def other_model_dir(tmp_path: Path) -> Path:
+    return write_fake_model(tmp_path / "other-model", seed=1)
+
+
+@dataclass
+class Vendor:
+    """A publisher: a key pair trusted for a scope, and a way to make signed artifacts."""
+
+    root: Path
+    key: Path
+    public: Path
+    scope: str
+    made: list[Path] = field(default_factory=list)
+
+    def artifact(self, version: str, *, name: str = "acme/tox", base_model: Path | None = None,
+                 seed: int | None = None, sign: bool = True) -> Path:
+        from patchkit.build import build_artifact
+        from patchkit.sign import sign_artifact
+
+        seed = seed if seed is not None else len(self.made)
+        src = write_prefix(self.root / f"src-{len(self.made)}.safetensors", tokens=4, hidden=64, seed=seed)
+        out = self.root / f"art-{name.replace('/', '--')}-{version}-{len(self.made)}"
+        kwargs: dict[str, object] = ({"base_model": base_model} if base_model is not None
+                                     else {"base_model_id": "tiny", "base_digest": ZERO_DIGEST})
+        build_artifact(src, out, name=name, version=version, domain="toxicity", **kwargs)  # type: ignore[arg-type]
+        if sign:
+            sign_artifact(out, self.key)
+        self.made.append(out)
+        return out
+
+    def publish(self, version: str, registry: str, **kw: object) -> dict[str, object]:
+        from patchkit.registry import publish
+
+        return publish(self.artifact(version, **kw), self.key, registry=registry)  # type: ignore[arg-type]
+
+
+def make_vendor(root: Path, scope: str = "acme/*", *, trusted: bool = True) -> Vendor:
+    from patchkit.keys import generate_keypair
+    from patchkit.trust import trust_add
+
+    root.mkdir(parents=True, exist_ok=True)
+    kp = generate_keypair(root / "keys")
+    if trusted:
+        trust_add(kp.public, [scope], label=root.name)
+    return Vendor(root, kp.private, kp.public, scope)
+
+
+@pytest.fixture
+def vendor(tmp_path: Path, pk_home: Path) -> Vendor:
+    return make_vendor(tmp_path / "vendor")
