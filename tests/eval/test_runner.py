@@ -318,3 +318,36 @@ def test_patched_configuration_uses_the_runtime(tiny_model_factory, tmp_path: Pa
             last = pm(input_ids=torch.tensor([tok(it.prompt)["input_ids"]])).logits[0, -1]
         hand.append(float(last[he] - last[she]))
     assert gaps == pytest.approx(hand, abs=1e-4)
+
+
+@pytest.mark.torch
+def test_bias_suite_crows_pairs_and_winobias(tiny_model_factory, fake_wheels: Path) -> None:  # type: ignore[no-untyped-def]
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from patchkit.eval.datasets import load_dataset
+    from patchkit.eval.runner import SENTENCE_LEAD_IN
+
+    path = tiny_model_factory("llama")
+    res = run_eval(path, suite="bias", prompts="crows-pairs", limit=2, max_new_tokens=4, fixed_prompt=None)
+    rows = {m["name"]: m for m in res.metrics}
+    assert set(rows) == {"gas", "crows_bias"} and rows["crows_bias"]["n"] == 2
+    # Hand computation: sentence log-probabilities after the lead-in, pair by pair.
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+
+    def lp(sentence: str) -> float:
+        pre = tok(SENTENCE_LEAD_IN)["input_ids"]
+        cont = tok(" " + sentence, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([pre + cont])).logits[0], -1)
+        return sum(float(logp[len(pre) + k - 1, t]) for k, t in enumerate(cont))
+
+    items = load_dataset("crows-pairs", limit=2).items
+    rate = sum(lp(it.meta["more"]) > lp(it.meta["less"]) for it in items) / 2
+    assert rows["crows_bias"]["value"] == pytest.approx(abs(2 * rate - 1))
+    assert res.configs["baseline"]["metrics"]["crows_bias"]["stereotype_preference"] == rate
+    # WinoBias prefixes feed GLD with their own pronoun pairs.
+    res = run_eval(path, suite="bias", prompts="winobias", limit=3, max_new_tokens=4, fixed_prompt=None)
+    gld = next(m for m in res.metrics if m["name"] == "gld")
+    assert gld["n"] == 3 and gld["dataset"] == "winobias:all" and gld["value"] >= 0
