@@ -72,6 +72,20 @@ class PrefixLM(nn.Module):
             p.requires_grad_(False)
         self.prefix = nn.Parameter(prefix.detach().clone().to(torch.float32))
         self._keep = _accepts_logits_to_keep(base)
+        try:  # transformers >= 5.2x names the cache argument `cache`; older ones `past_key_values`
+            self._cache_arg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+        except (TypeError, ValueError):
+            self._cache_arg = "past_key_values"
+
+    def _embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix: torch.Tensor | None, use_prefix: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        embeds = self.base.get_input_embeddings()(input_ids)
+        mask = attention_mask
+        if use_prefix:
+            p = self.prefix if prefix is None else prefix
+            p = p.to(device=embeds.device, dtype=embeds.dtype).unsqueeze(0).expand(input_ids.shape[0], -1, -1)
+            embeds = torch.cat([p, embeds], dim=1)
+            mask = torch.cat([mask.new_ones(input_ids.shape[0], p.shape[1]), mask], dim=1)
+        return embeds, mask
 
     def forward(
         self,
@@ -80,22 +94,45 @@ class PrefixLM(nn.Module):
         keep: int,
         prefix: torch.Tensor | None = None,
         use_prefix: bool = True,
+        continuations: tuple[torch.Tensor, torch.Tensor, int] | None = None,
     ) -> torch.Tensor:
-        """Logits of the last `keep` positions (only those are computed when the model allows)."""
-        embed = self.base.get_input_embeddings()
-        embeds = embed(input_ids)
-        mask = attention_mask
-        if use_prefix:
-            p = self.prefix if prefix is None else prefix
-            p = p.to(device=embeds.device, dtype=embeds.dtype).unsqueeze(0).expand(input_ids.shape[0], -1, -1)
-            embeds = torch.cat([p, embeds], dim=1)
-            mask = torch.cat([mask.new_ones(input_ids.shape[0], p.shape[1]), mask], dim=1)
+        """Logits of the last `keep` positions (only those are computed when the model allows).
+
+        With `continuations` (ids [kB, R] right padded, mask [kB, R], k), the prompt rows are
+        run once and each is continued by k rows through the key/value cache; the result is
+        then the logits that predict each continuation token, [kB, R, V].
+        """
+        embeds, mask = self._embed(input_ids, attention_mask, prefix, use_prefix)
+        if continuations is not None:
+            return self._continue(embeds, mask, *continuations)
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         kwargs: dict[str, Any] = {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": position_ids, "use_cache": False}
         if self._keep:
             kwargs["logits_to_keep"] = keep
         logits: torch.Tensor = self.base(**kwargs).logits
         return logits[:, -keep:]
+
+    def _continue(self, embeds: torch.Tensor, mask: torch.Tensor, cont_ids: torch.Tensor, cont_mask: torch.Tensor, k: int) -> torch.Tensor:
+        """Shared-prompt forward: DPO's chosen and rejected share the (prefix + prompt) part."""
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        kwargs: dict[str, Any] = {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": position_ids, "use_cache": True}
+        if self._keep:
+            kwargs["logits_to_keep"] = 1
+        out = self.base(**kwargs)
+        first = out.logits[:, -1:].repeat_interleave(k, dim=0)  # predicts each continuation's first token
+        cache = getattr(out, "cache", None) or out.past_key_values
+        cache.batch_repeat_interleave(k)
+        full_mask = torch.cat([mask.repeat_interleave(k, dim=0), cont_mask], dim=1)
+        start = mask.sum(-1).repeat_interleave(k, dim=0).unsqueeze(1)
+        cont_pos = start + (cont_mask.cumsum(-1) - 1).clamp(min=0)
+        rest = self.base(
+            inputs_embeds=self.base.get_input_embeddings()(cont_ids),
+            attention_mask=full_mask,
+            position_ids=cont_pos,
+            use_cache=True,
+            **{self._cache_arg: cache},
+        ).logits
+        return torch.cat([first, rest[:, :-1]], dim=1)
 
 
 def token_logprobs(model: nn.Module, batch: Batch, prefix: torch.Tensor | None = None, use_prefix: bool = True) -> torch.Tensor:

@@ -339,6 +339,9 @@ def train_patch(
     model = accelerator.prepare(model)
     inner: PrefixLM = accelerator.unwrap_model(model)
     pad_id = int(tokenizer.pad_token_id)
+    # Chosen and rejected share the prompt: run it once through the KV cache (not with checkpointing,
+    # which turns the cache off).
+    shared = not cfg.gradient_checkpointing
 
     done: dict[str, int] = {"sft": 0, "dpo": 0}
     curves: dict[str, list[float]] = {s: [] for s in cfg.stages}
@@ -400,7 +403,7 @@ def train_patch(
             if stage == "dpo" and ref_lp is None:
                 # The reference never changes during the stage: score it once, up front.
                 ref_prefix = inner.prefix.detach().cpu().clone() if cfg.dpo_reference == "sft" else None
-                ref_lp = reference_logprobs(inner, pairs, pad_id, device, ref_prefix, cfg.generation_batch_size)
+                ref_lp = reference_logprobs(inner, pairs, pad_id, device, ref_prefix, cfg.generation_batch_size, shared)
             bar = tqdm(total=len(schedule), initial=done[stage], desc=stage.upper(), disable=constants.no_progress() or not accelerator.is_main_process)
             for idx in schedule[done[stage] :]:
                 rows = local(idx)
@@ -408,7 +411,7 @@ def train_patch(
                     loss = sft_batch_loss(model, [sft_examples[i] for i in rows], pad_id, device)
                 else:
                     assert ref_lp is not None
-                    loss, _ = dpo_batch_loss(model, [pairs[i] for i in rows], ref_lp[rows], pad_id, device, cfg.beta)
+                    loss, _ = dpo_batch_loss(model, [pairs[i] for i in rows], ref_lp[rows], pad_id, device, cfg.beta, shared)
                 optimizer.zero_grad(set_to_none=True)
                 accelerator.backward(loss)
                 if cfg.max_grad_norm > 0:

@@ -251,10 +251,34 @@ def test_model_reference_with_other_architecture(tiny_model_factory: Any, tmp_pa
 
 def test_gradient_checkpointing_and_bf16_run(tiny_model_factory: Any, tmp_path: Path) -> None:
     base = tiny_model_factory("llama")
-    plain = _train(base, tmp_path / "plain", max_steps=2)
-    ckpt = _train(base, tmp_path / "ckpt", max_steps=2, gradient_checkpointing=True)
+    plain = _train(base, tmp_path / "plain", max_steps=2, stages="sft")
+    ckpt = _train(base, tmp_path / "ckpt", max_steps=2, stages="sft", gradient_checkpointing=True)
     # Recomputing activations must not change the math.
     assert torch.allclose(plain.prefix, ckpt.prefix, atol=1e-5)
+    # DPO under checkpointing takes the plain (no KV cache) pair forward.
+    both = _train(base, tmp_path / "ckpt-dpo", max_steps=2, gradient_checkpointing=True)
+    assert len(both.loss_curves["dpo"]) == 2 and torch.isfinite(both.prefix).all()
     bf16 = _train(base, tmp_path / "bf16", max_steps=2, bf16=True)
     assert bf16.prefix.dtype == torch.float32 and torch.isfinite(bf16.prefix).all()
     assert bf16.training["hyperparameters"]["bf16"] is True
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_shared_prompt_dpo_forward_equals_plain(tiny_model_factory: Any, arch: str) -> None:
+    from patchkit.train.dpo import Pair, pair_logprobs
+    from patchkit.train.model import Example, PrefixLM
+    from patchkit.train.trainer import _load_causal_lm
+
+    model = PrefixLM(_load_causal_lm(tiny_model_factory(arch), torch.float32), torch.randn(5, 64, generator=torch.Generator().manual_seed(0)) * 0.1)
+    pairs = [Pair(Example((5, 6, 7), (8, 9, 10, 1)), Example((5, 6, 7), (11, 1))),
+             Pair(Example((12,), (13, 1)), Example((12,), (14, 15, 16, 17, 18, 1)))]
+    cpu = torch.device("cpu")
+    plain = pair_logprobs(model, pairs, 2, cpu)
+    sum(x.sum() for x in plain).backward()
+    g_plain, model.prefix.grad = model.prefix.grad, None
+    shared = pair_logprobs(model, pairs, 2, cpu, shared_prompt=True)
+    sum(x.sum() for x in shared).backward()
+    for a, b in zip(plain, shared, strict=True):
+        assert torch.allclose(a, b, atol=1e-4)
+    assert g_plain is not None and model.prefix.grad is not None
+    assert torch.allclose(g_plain, model.prefix.grad, atol=1e-4)
