@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from patchkit.cli._common import JsonOpt, ModelOpt, TrustOpt, emit, err
+from patchkit.cli._common import JsonOpt, ModelOpt, RegistryOpt, TrustOpt, emit, err
 
 
 def register(app: typer.Typer) -> None:
@@ -43,6 +43,7 @@ def eval_cmd(
     report: Annotated[Path | None, typer.Option("--report", help="Write a self-contained HTML report here.")] = None,
     examples: Annotated[int, typer.Option("--examples", help="Example completions per configuration in the report.")] = 3,
     trust: TrustOpt = None,
+    registry: RegistryOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     from patchkit.eval.runner import DEFAULT_FIXED_PROMPT, run_eval
@@ -52,7 +53,7 @@ def eval_cmd(
         model, suite=suite, patches=patch or [], prompts=prompts, benign=benign, reference=reference,
         fixed_prompt=fp, max_new_tokens=max_new_tokens, limit=limit, seed=seed, batch_size=batch_size,
         temperature=temperature, prompt_format=prompt_format, judge=judge, judge_prompt=judge_prompt,
-        toxicity_scorer=toxicity_scorer, trust=trust, out=out, report=report, examples=examples,
+        toxicity_scorer=toxicity_scorer, trust=trust, registry=registry, out=out, report=report, examples=examples,
     )
     table = result.table()
     cfgs = list(result.configs)

@@ -370,13 +370,13 @@ def _reference_config(ref: str, base: Backend | None, batch_size: int, prompt_fo
 
 
 def _patched_config(model_dir: Path, patches: Sequence[str], trust: Path | None, batch_size: int,
-                    prompt_format: str) -> Config:
+                    prompt_format: str, registry: str | None = None) -> Config:
     try:
         from patchkit.runtime import load  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         raise NotFoundError("the patch runtime (patchkit.runtime) is not available in this install",
                             "install patchkit[runtime]") from None
-    model, tok = load(model_dir, patches=list(patches), trust=trust, verify=True)
+    model, tok = load(model_dir, patches=list(patches), trust=trust, verify=True, registry=registry)
     # PatchedModel places the prefix and computes position ids itself (and returns logits for
     # the input tokens only).
     return ModelConfig("patched", f"M + {', '.join(patches)}", Backend(model, tok, batch_size=batch_size,
@@ -403,6 +403,7 @@ def run_eval(
     judge_prompt: str | None = None,
     toxicity_scorer: str | None = None,
     trust: Path | None = None,
+    registry: str | None = None,
     out: Path | None = None,
     report: Path | None = None,
     examples: int = 3,
@@ -451,7 +452,7 @@ def run_eval(
         if fixed_prompt:
             cfgs.append(ModelConfig("fixed_prompt", "M + fixed safety prompt", base, system=fixed_prompt))
         if patches:
-            cfgs.append(_patched_config(Path(model), patches, trust, batch_size, prompt_format))  # type: ignore[arg-type]
+            cfgs.append(_patched_config(Path(model), patches, trust, batch_size, prompt_format, registry))  # type: ignore[arg-type]
         if reference:
             cfgs.append(_reference_config(reference, base, batch_size, prompt_format))
     names = [c.name for c in cfgs]
