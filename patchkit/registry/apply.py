@@ -97,9 +97,10 @@ def _run(jobs: list[_Job], model_dir: Path, lock_path: Path, *, locked: bool, al
             name, spec = parse_ref(f"{job.name}@{job.spec}")
             reg = _open(regs, job.registry)
             f, w = resolve_fetch(name, spec, reg, trust)
+            fetched.append((job, f, reg, ""))  # registered first, so a refusal below still discards it
             warnings += w
             fp = check_base(f.result, model_dir, allow_mismatch=allow_base_mismatch, warnings=warnings)
-            fetched.append((job, f, reg, fp))
+            fetched[-1] = (job, f, reg, fp)
         with lock_guard(lock_path):
             old = read_lock(lock_path) if lock_path.exists() else Lock([], lock_path)
             new = Lock([LockEntry(**vars(e)) for e in old.patches], lock_path)

@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,9 +138,19 @@ def _progress(total: int, desc: str) -> Any:
     return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False)
 
 
+@contextlib.contextmanager
+def _listed(where: str) -> Iterator[None]:
+    """A file the signed index lists but the registry lacks is an integrity failure, not a typo."""
+    try:
+        yield
+    except NotFoundError as exc:
+        raise IntegrityError(f"{where}: the signed index lists it but the registry does not serve it ({exc.message})",
+                             "the registry is damaged or tampered with; nothing was cached") from None
+
+
 def _download_file(reg: Registry, name: str, entry: IndexEntry, fname: str, size: int, out: Path, bar: Any) -> None:
     where = f"{name}@{entry.version} {fname}"
-    with reg.stream(name, entry.commit, fname) as s:
+    with _listed(where), reg.stream(name, entry.commit, fname) as s:
         if s.length is not None and s.length > size:
             raise IntegrityError(f"{where}: the registry announces {s.length} bytes but the signed index states {size}",
                                  "refusing endless data; the registry is misbehaving")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,3 +99,58 @@ def make_vendor(root: Path, scope: str = "acme/*", *, trusted: bool = True) -> V
 @pytest.fixture
 def vendor(tmp_path: Path, pk_home: Path) -> Vendor:
     return make_vendor(tmp_path / "vendor")
+
+
+@dataclass
+class Attacker:
+    """Someone with write access to the registry's storage, but not to the publisher's key."""
+
+    registry_url: str
+    hub: FakeHub | None
+    name: str = "acme/tox"
+
+    def _local(self) -> Any:
+        from patchkit.registry import open_registry
+
+        return open_registry(self.registry_url)
+
+    def main_files(self, *names: str) -> dict[str, bytes]:
+        reg = self._local()
+        refs = reg.refs(self.name)
+        out = {}
+        for n in names:
+            data = reg.read(self.name, refs.main, n, 1 << 24)
+            assert data is not None, n
+            out[n] = data
+        return out
+
+    def set_main(self, files: dict[str, bytes], delete: tuple[str, ...] = ()) -> None:
+        if self.hub is not None:
+            self.hub.force_main(self.name, files, delete)
+            return
+        reg = self._local()
+        reg.commit(self.name, files, "attack", parent=reg.refs(self.name).main, delete=delete)
+
+    def replace_commit_files(self, commit: str, files: dict[str, bytes]) -> None:
+        """Make an existing commit serve other bytes (storage tampering)."""
+        if self.hub is not None:
+            with self.hub.lock:
+                self.hub.repos[self.name].commits[commit].files.update(files)
+            return
+        import hashlib
+        import json as _json
+
+        reg = self._local()
+        repo = reg._repo(self.name)
+        record_path = repo / "commits" / f"{commit}.json"
+        record = _json.loads(record_path.read_text())
+        for fname, data in files.items():
+            sha = hashlib.sha256(data).hexdigest()
+            (repo / "blobs" / sha).write_bytes(data)
+            record["files"][fname] = sha
+        record_path.write_text(_json.dumps(record))
+
+
+@pytest.fixture
+def attacker(registry_url: str, backend: str, request: pytest.FixtureRequest) -> Attacker:
+    return Attacker(registry_url, request.getfixturevalue("hub") if backend == "hub" else None)

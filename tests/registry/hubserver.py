@@ -72,12 +72,14 @@ class FakeHub:
         repo.commits[oid] = Commit(oid, parent, dict(files), message)
         return oid
 
-    def force_main(self, repo_id: str, files: dict[str, bytes]) -> str:
+    def force_main(self, repo_id: str, files: dict[str, bytes], delete: tuple[str, ...] = ()) -> str:
         """Move main to a new commit with these files replaced (an attacker with write access)."""
         with self.lock:
             repo = self.repos[repo_id]
             head = repo.branches["main"]
             tree = dict(repo.commits[head].files)
+            for f in delete:
+                tree.pop(f, None)
             tree.update(files)
             oid = self.new_commit(repo_id, tree, "forced", head)
             repo.branches["main"] = oid
