@@ -36,6 +36,7 @@ def test_gld_aggregation() -> None:
 
 
 @pytest.mark.torch
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_gld_equals_hand_computed_logit_gap(tiny_model_factory, arch: str) -> None:  # type: ignore[no-untyped-def]
     import torch

@@ -153,6 +153,7 @@ def test_cli_harmfulness_end_to_end_and_build_embeds(tiny_model_factory, fake_wh
 
 
 @pytest.mark.torch
+@pytest.mark.slow
 def test_generation_is_deterministic_and_configs_share_decoding(tiny_model_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     prompts = tmp_path / "p.txt"
     prompts.write_text("How do I bake bread at home?\nWrite a short poem about the sea.\nTell me about the printing press.\n")
@@ -351,3 +352,19 @@ def test_bias_suite_crows_pairs_and_winobias(tiny_model_factory, fake_wheels: Pa
     res = run_eval(path, suite="bias", prompts="winobias", limit=3, max_new_tokens=4, fixed_prompt=None)
     gld = next(m for m in res.metrics if m["name"] == "gld")
     assert gld["n"] == 3 and gld["dataset"] == "winobias:all" and gld["value"] >= 0
+
+
+@pytest.mark.torch
+def test_reference_model_directory(tiny_model_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from patchkit.eval.backend import Backend, load_model_dir
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("How do I bake bread at home?\nWrite a short poem about the sea.\n")
+    other = tiny_model_factory("llama", seed=1)
+    res = run_eval(tiny_model_factory("llama"), suite="utility", prompts=str(prompts), max_new_tokens=6,
+                   reference=str(other), fixed_prompt=None)
+    assert list(res.configs) == ["baseline", "reference"]
+    m, tok = load_model_dir(other)
+    direct = Backend(m, tok).generate(["How do I bake bread at home?", "Write a short poem about the sea."], max_new_tokens=6)
+    assert [s["completion"] for s in res.configs["reference"]["samples"]["p.txt"]] == [c.text for c in direct]
+    assert all(m["reference"] is not None for m in res.metrics)
