@@ -31,7 +31,6 @@ DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda
 def _open_model(model: Path, patch: list[str] | None, no_lock: bool, allow_base_mismatch: bool, no_verify: bool,
                 token_budget: int, trust: Path | None, registry: str | None, device: str | None) -> tuple[Any, Any]:
     """Check every patch before the weights load, then load once; tell stderr what is applied."""
-    from patchkit.runtime.loader import build_patched
     from patchkit.runtime.resolve import resolve_patches
 
     loaded = resolve_patches(model, list(patch or []), trust=trust, verify=not no_verify, allow_base_mismatch=allow_base_mismatch,
@@ -41,6 +40,8 @@ def _open_model(model: Path, patch: list[str] | None, no_lock: bool, allow_base_
         err(f"patchkit: applying {p.ref} ({p.num_virtual_tokens} tokens, {how})")
     if not loaded:
         err("patchkit: no patches applied (plain model)")
+    from patchkit.runtime.loader import build_patched  # torch loads here, after every check passed
+
     return build_patched(model, loaded, device=device)
 
 

@@ -6,7 +6,6 @@ here, so a bad patch costs milliseconds, not a model load.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import sys
 import warnings
@@ -189,82 +188,31 @@ def check_against_model(patches: Sequence[LoadedPatch], model_dir: Path, *, allo
             warn_loudly(msg + "; applying it anyway because allow_base_mismatch is set: its behaviour on this model is untested")
 
 
-# -- the lock file -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LockedPatch:
-    name: str
-    version: str
-    digest: str
-    registry: str | None
-    path: Path | None
-
-
-def read_locked(model_dir: Path) -> list[LockedPatch] | None:
-    """The patches `model_dir/patchkit.lock` pins, in order; None when there is no lock."""
-    lock_path = Path(model_dir) / constants.LOCK_FILE
-    if not lock_path.exists():
-        return None
-    try:
-        read_lock: Any = getattr(importlib.import_module("patchkit.registry.lock"), "read_lock", None)
-    except ImportError:
-        read_lock = None
-    entries: list[Any]
-    if read_lock is not None:
-        lock = read_lock(lock_path)
-        entries = list(getattr(lock, "patches", None) or getattr(lock, "entries", None) or lock)
-    else:  # minimal reader until the registry lands: [[patch]] tables
-        import tomllib
-
-        try:
-            data = tomllib.loads(lock_path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise InvalidInputError(f"{lock_path} is not valid TOML: {exc}", "regenerate it with `patchkit apply`") from None
-        raw = data.get("patch", [])
-        if not isinstance(raw, list):
-            raise InvalidInputError(f"{lock_path}: [[patch]] must be an array of tables", "regenerate it with `patchkit apply`")
-        entries = raw
-    out: list[LockedPatch] = []
-    for e in entries:
-        get = e.get if isinstance(e, dict) else (lambda k, _e=e: getattr(_e, k, None))
-        name, version, digest = get("name"), get("version"), get("digest")
-        if not (isinstance(name, str) and isinstance(version, str) and isinstance(digest, str)):
-            raise InvalidInputError(f"{lock_path}: every [[patch]] needs name, version and digest", "regenerate it with `patchkit apply`")
-        p = get("path")
-        out.append(LockedPatch(name, version, digest, get("registry"), Path(p) if p else None))
-    return out
-
-
-def _digest_of_lock_entry(entry: LockedPatch) -> str:
-    return entry.digest if ":" in entry.digest else f"sha256:{entry.digest}"
+# -- the lock ---------------------------------------------------------------------------------
 
 
 def load_locked(model_dir: Path, *, trust: TrustStore, registry: str | None = None, verify: bool = True) -> list[LoadedPatch]:
-    """Resolve each lock entry (its cached path, else the registry) and check its pinned digest."""
-    entries = read_locked(model_dir)
-    if not entries:
+    """The patches `model_dir/patchkit.lock` pins, in order ([] without a lock).
+
+    The registry resolves each pin (its verified cache copy, else a fetch by pinned commit);
+    each is then verified again here and must carry exactly the pinned name, version and digest.
+    """
+    lock_path = Path(model_dir) / constants.LOCK_FILE
+    if not lock_path.exists():
         return []
+    read_lock = _registry_attr("read_lock", str(lock_path))
+    locked_artifacts = _registry_attr("locked_artifacts", str(lock_path))
+    lock: Any = read_lock(lock_path)
+    paths: list[Path] = list(locked_artifacts(Path(model_dir), lock_path=lock_path, trust=trust, registry=registry))
     out: list[LoadedPatch] = []
-    for e in entries:
-        spec: PatchSpec
-        if e.path is not None and e.path.exists():
-            spec = e.path
-        else:
-            spec = f"{e.name}@=={e.version}"
-            res: Any = _registry_attr("pull", spec)(spec, registry=registry or e.registry, trust=trust)
-            spec = Path(getattr(res, "path", res))
-        lp = load_patch(spec, trust=trust, registry=registry, verify=verify)
+    for e, path in zip(lock.patches, paths, strict=True):
+        lp = load_patch(path, trust=trust, registry=registry, verify=verify)
         if (lp.name, lp.version) != (e.name, e.version):
-            raise IntegrityError(f"lock pins {e.name}@{e.version} but {lp.path} holds {lp.ref}", "run `patchkit apply` again")
-        if verify and lp.digest != _digest_of_lock_entry(e):
-            raise IntegrityError(f"{lp.ref}: digest {lp.digest} differs from the lock's {e.digest}", "the cached patch changed; re-pull it")
+            raise IntegrityError(f"the lock pins {e.name}@{e.version} but {lp.path} holds {lp.ref}", "run `patchkit apply` again")
+        if verify and lp.digest != e.digest:
+            raise IntegrityError(f"{lp.ref}: digest {lp.digest} differs from the lock's {e.digest}", "re-pull it: `patchkit apply --locked`")
         out.append(lp)
     return out
-
-
-def tensor_sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def resolve_patches(
