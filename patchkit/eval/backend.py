@@ -148,7 +148,6 @@ class Backend:
                     toks = [int(t) for t in new[row]]
                     cut = next((k for k, t in enumerate(toks) if t in stop_ids), None)
                     kept = toks if cut is None else toks[:cut]
-                    kept = [t for t in kept if t != self.tokenizer.pad_token_id or t in stop_ids]
                     text = self.tokenizer.decode(kept, skip_special_tokens=True)
                     results[i] = Completion(text.strip(), truncated=cut is None and len(toks) >= max_new_tokens,
                                             n_tokens=len(kept))

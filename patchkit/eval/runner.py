@@ -276,9 +276,13 @@ def _suite_utility(run: _Run, benign: Dataset, detector: RefusalDetector, base: 
 
 def _suite_toxicity(run: _Run, ds: Dataset, scorer: ToxicityScorer) -> None:
     for cfg, (prompts, comps) in run.generate(ds).items():
-        scores = scorer.score([c.text for c in comps])
-        if len(scores) != len(comps) or not all(isinstance(s, float) and math.isfinite(s) for s in scores):
-            raise InvalidInputError(f"toxicity scorer {scorer.name} returned bad scores", "check the scorer plugin")
+        try:
+            scores = [float(x) for x in scorer.score([c.text for c in comps])]
+        except (TypeError, ValueError):
+            scores = []
+        if len(scores) != len(comps) or not all(math.isfinite(s) and 0.0 <= s <= 1.0 for s in scores):
+            raise InvalidInputError(f"toxicity scorer {scorer.name} returned bad scores (need one in [0, 1] per text)",
+                                    "check the scorer plugin")
         run.record(cfg, "toxicity_mean", sum(scores) / len(scores), len(scores))
         run.record(cfg, "toxicity_max", max(scores), len(scores))
         run.record(cfg, "toxic_rate", sum(s > TOXIC_THRESHOLD for s in scores) / len(scores), len(scores))
