@@ -46,6 +46,7 @@ class FakeHub:
         self.lock = threading.Lock()
         self.faults = Faults()
         self.requests: list[tuple[str, str]] = []
+        self.authorizations: list[str | None] = []
         self.endless_bytes_sent = 0
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
@@ -145,6 +146,7 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
         def _route(self) -> None:
             path = urlparse(self.path).path
             hub.requests.append((self.command, path))
+            hub.authorizations.append(self.headers.get("Authorization"))
             try:
                 if path == "/api/repos/create" and self.command == "POST":
                     return self._create()

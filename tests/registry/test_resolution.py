@@ -11,6 +11,7 @@ from patchkit.errors import NotFoundError, UsageError
 from patchkit.registry import pull, versions, yank
 from tests.helpers import pk
 from tests.registry.conftest import Vendor
+from tests.registry.hubserver import FakeHub
 
 
 @pytest.fixture
@@ -114,3 +115,22 @@ def test_publish_layout_one_commit_per_version_tagged(published: str, vendor: Ve
         manifest = reg.read("acme/tox", commit, "patchkit.json", 1 << 20)
         assert card is not None and card.startswith(b"---") and b"library_name: patchkit" in card
         assert manifest is not None and json.loads(manifest)["version"] == row["version"]
+
+
+def test_hub_uses_hf_token_and_endpoint(vendor: Vendor, hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token_123")
+    vendor.publish("1.0.0", "hf://")
+    assert hub.requests, "the client did not talk to HF_ENDPOINT"
+    assert "Bearer hf_test_token_123" in hub.authorizations
+    r = pk("verify", "acme/tox@1", "--registry", "hf://", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["ok"] is True and doc["version"] == "1.0.0"
+    r = pk("inspect", "acme/tox@1.0.0", "--registry", "hf://", "--json")
+    assert r.returncode == 0, r.stderr
+
+
+def test_hub_offline_is_a_registry_error(vendor: Vendor, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    r = pk("pull", "acme/tox", "--registry", "hf://")
+    assert r.returncode == 8 and "HF_HUB_OFFLINE" in r.stderr
