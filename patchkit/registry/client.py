@@ -23,6 +23,7 @@ from patchkit.registry.index import (
     check_fresh,
     fmt_time,
     now_utc,
+    seen_version,
     sign_index,
     verify_index,
 )
@@ -181,6 +182,10 @@ def _current_index(reg: Registry, name: str, key: PrivateKey, *, allow_missing: 
     if data is None:
         if not allow_missing:
             raise NotFoundError(f"{name} in {reg.url} has no index", "publish a version first")
+        seen = seen_version(reg.ident, name)
+        if seen:
+            raise IntegrityError(f"the index of {name} is missing from {reg.url}, but version {seen} was seen before",
+                                 "the registry lost or hid the index; restore it before publishing")
         return Index.empty(name), refs.main
     sig = reg.read(name, refs.main or "main", constants.INDEX_SIG_FILE, MAX_INDEX_SIG_BYTES)
     where = f"{reg.url} {name}"

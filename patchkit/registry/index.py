@@ -213,6 +213,12 @@ def _read_state(path: Path) -> dict[str, Any]:
     return raw if isinstance(raw, dict) else {}
 
 
+def seen_version(registry_id: str, name: str) -> int:
+    """The highest index_version this client has verified for (registry, name); 0 if none."""
+    seen = _read_state(_state_path()).get(_state_key(registry_id, name))
+    return int(seen.get("index_version", 0)) if isinstance(seen, dict) else 0
+
+
 def check_and_record(index: Index, data: bytes, registry_id: str, *, where: str) -> None:
     """Rollback attack: refuse an index older than one already seen; remember the newest."""
     path = _state_path()
@@ -247,6 +253,7 @@ __all__ = [
     "check_and_record",
     "check_fresh",
     "parse_index",
+    "seen_version",
     "sign_index",
     "verify_index",
 ]

@@ -205,3 +205,10 @@ def test_wrong_software_patch_for_other_base_is_refused(
     assert "WARNING" in r.stderr and "--allow-base-mismatch" in r.stderr
     r = pk("apply", "acme/tox@1", "--model", model_dir, "--registry", registry_url)
     assert r.returncode == 0, r.stderr
+
+
+def test_rollback_publisher_refuses_a_hidden_index(vendor: Vendor, registry_url: str, attacker: Attacker) -> None:
+    vendor.publish("1.0.0", registry_url)
+    attacker.set_main({}, delete=INDEX)  # the index vanishes; a naive publisher would restart at index 1
+    with pytest.raises(IntegrityError, match="was seen before"):
+        vendor.publish("1.1.0", registry_url)
