@@ -1,0 +1,47 @@
+"""`patchkit demo`: the whole story (vendor, customer, CI) on a real model, in one command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from patchkit.cli._common import JsonOpt, emit
+
+
+def demo(
+    workdir: Annotated[Path | None, typer.Option("--workdir", help="Where the demo keeps its files (default $PATCHKIT_HOME/demo).")] = None,
+    model: Annotated[Path | None, typer.Option("--model", help="Use this model dir instead of converting SmolLM2-135M-Instruct.")] = None,
+    namespace: Annotated[str, typer.Option("--namespace", help="The vendor's namespace.")] = "acme",
+    harmful: Annotated[str, typer.Option("--harmful", help="Built-in harmful prompt set with train/test splits.")] = "harmbench",
+    benign: Annotated[str, typer.Option("--benign", help="Built-in benign prompt set with train/test splits.")] = "benign",
+    tokens: Annotated[int, typer.Option("--tokens", help="Virtual tokens in the patch.")] = 50,
+    sft_epochs: Annotated[int, typer.Option("--sft-epochs")] = 2,
+    dpo_epochs: Annotated[int, typer.Option("--dpo-epochs")] = 1,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on optimizer steps per stage.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
+    lr: Annotated[float, typer.Option("--lr")] = 0.01,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Tokens per reply in evaluation.")] = 48,
+    train_max_new_tokens: Annotated[int, typer.Option("--train-max-new-tokens", help="Length of generated training responses.")] = 64,
+    eval_limit: Annotated[int | None, typer.Option("--eval-limit", help="Evaluate only the first N prompts of each set.")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Redo every step instead of reusing cached outputs.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Play the main job end to end: train, evaluate, sign, publish, apply, compare, verify."""
+    from patchkit import constants
+    from patchkit.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(
+        workdir=workdir or constants.patchkit_home() / "demo", model=model, namespace=namespace, harmful=harmful,
+        benign=benign, tokens=tokens, sft_epochs=sft_epochs, dpo_epochs=dpo_epochs, max_steps=max_steps,
+        batch_size=batch_size, lr=lr, max_new_tokens=max_new_tokens, train_max_new_tokens=train_max_new_tokens, eval_limit=eval_limit, seed=seed, fresh=fresh,
+        json_mode=json_,
+    )
+    result = run_demo(cfg)
+    emit(json_, result.to_dict(), f"demo finished in {result.summary.get('total_seconds')} s")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
