@@ -174,3 +174,9 @@ def test_no_dataset_text_committed() -> None:
     assert "dimethylmercury" not in blob.lower()
     assert not any(stat.S_ISREG(os.stat(p).st_mode) and p.suffix in (".jsonl", ".csv") for p in root.rglob("*"))
     json.dumps(ds.available())  # serialisable
+
+
+def test_builtin_benign_prompts_are_unique_and_enough() -> None:
+    from patchkit.eval.benign import BENIGN_PROMPTS
+
+    assert len(set(BENIGN_PROMPTS)) == len(BENIGN_PROMPTS) >= 100
