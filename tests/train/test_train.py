@@ -216,6 +216,14 @@ def test_outputs_load_in_peft_and_training_json(tiny_model_factory: Any, tmp_pat
     assert training["wall_time_s"] > 0
     TrainingInfo.model_validate({k: training[k] for k in ("method", "reference", "hyperparameters", "seed", "data", "patchkit_version")})
 
+    # `patchkit build` takes the directory as SOURCE and fills the manifest's training block.
+    from patchkit.build import build_artifact
+
+    manifest = build_artifact(out, tmp_path / "artifact", name="acme/safe", version="1.0.0", domain="harmfulness", base_model=base)
+    assert manifest.training.method == "sft+dpo" and manifest.training.reference == "synthetic reference policy"
+    assert manifest.training.seed == 0 and manifest.training.data[0].sha256 == training["data"][0]["sha256"]
+    assert manifest.prefix.init == training["init"]
+
     adapter = json.loads((out / "adapter_config.json").read_text())
     assert adapter["peft_type"] == "PROMPT_TUNING" and adapter["num_virtual_tokens"] == 8 and adapter["token_dim"] == 64
     peft_model = PeftModel.from_pretrained(_load_causal_lm(base, torch.float32), str(out))
