@@ -62,7 +62,8 @@ class DemoConfig:
     batch_size: int = 8
     lr: float = 0.01
     max_new_tokens: int = 48
-    train_max_new_tokens: int = 64
+    train_max_new_tokens: int = 32
+    eval_batch_size: int = 16
     eval_limit: int | None = None
     seed: int = 0
     fresh: bool = False
@@ -241,7 +242,7 @@ class Demo:
         answers = generate_cached(
             model, tok, [format_prompt(tok, p) for p in ben], model_digest=fingerprint(self.model_dir),
             settings=GenerationSettings(max_new_tokens=self.cfg.train_max_new_tokens, dtype="float32"),
-            batch_size=self.cfg.batch_size, cache=GenerationCache(), desc="M's benign answers",
+            batch_size=self.cfg.eval_batch_size, cache=GenerationCache(), desc="M's benign answers",
         )
         rows = [{"prompt": p, "response": REFUSALS[int(hashlib.sha256(p.encode()).hexdigest(), 16) % len(REFUSALS)]} for p in harm]
         rows += [{"prompt": p, "response": a} for p, a in zip(ben, answers, strict=True)]
@@ -257,6 +258,7 @@ class Demo:
             "--sft-epochs", str(self.cfg.sft_epochs), "--dpo-epochs", str(self.cfg.dpo_epochs),
             "--batch-size", str(self.cfg.batch_size), "--lr", str(self.cfg.lr), "--seed", str(self.cfg.seed),
             "--max-new-tokens", str(self.cfg.train_max_new_tokens), "--reference-description", REFERENCE_DESCRIPTION,
+            "--generation-batch-size", str(self.cfg.eval_batch_size),
         ]
         if self.cfg.max_steps:
             args += ["--max-steps", str(self.cfg.max_steps)]
@@ -282,7 +284,8 @@ class Demo:
             "eval", "--model", self.model_dir, "--patch", art, "--suite", "harmfulness",
             "--prompts", f"{self.cfg.harmful}:test", "--benign", f"{self.cfg.benign}:test",
             "--reference", f'system-prompt:"{STRONG_SYSTEM_PROMPT}"', "--max-new-tokens", str(self.cfg.max_new_tokens),
-            "--seed", str(self.cfg.seed), "--batch-size", str(self.cfg.batch_size), "--trust", self.vendor_trust,
+            "--seed", str(self.cfg.seed), "--batch-size", str(self.cfg.eval_batch_size), "--trust", self.vendor_trust,
+            "--no-fixed-prompt",
             "--out", ev / "metrics.json.partial", "--report", ev / "report.html",
         ]
         if self.cfg.eval_limit:
@@ -292,20 +295,37 @@ class Demo:
 
     @property
     def artifact_dir(self) -> Path:
-        return self.w / "dist" / f"{self.name.replace('/', '--')}--1.0.0"
+        return self.w / "dist" / f"{self.name.replace('/', '--')}--{self.version}"
 
-    def published(self) -> bool:
+    def _published_versions(self) -> list[str]:
         try:
             _, payload, _ = self.pk("versions", self.name)
         except PatchkitError:
-            return False
-        return bool(payload and any(v.get("version") == "1.0.0" for v in payload.get("versions", [])))
+            return []
+        return [str(v.get("version")) for v in (payload or {}).get("versions", [])]
+
+    def published(self) -> bool:
+        versions = self._published_versions()
+        if versions and not self.cfg.fresh:
+            from patchkit.version import Version
+
+            self.version = str(max(Version.parse(v) for v in versions))
+            return True
+        return False
+
+    version = "1.0.0"
 
     def publish(self) -> None:
+        from patchkit.version import Version
+
         self._vendor_key()
+        versions = self._published_versions()
+        if versions:  # a fresh re-run publishes a new patch release: versions are immutable
+            top = max(Version.parse(v) for v in versions)
+            self.version = f"{top.major}.{top.minor}.{top.patch + 1}"
         art = self.artifact_dir
         shutil.rmtree(art, ignore_errors=True)
-        self.pk("build", self.w / "train", "--name", self.name, "--version", "1.0.0", "--domain", "harmfulness",
+        self.pk("build", self.w / "train", "--name", self.name, "--version", self.version, "--domain", "harmfulness",
                 "--base-model", self.model_dir, "--metrics", self.w / "eval" / "metrics.json", "--publisher", self.cfg.namespace,
                 "--description", "Refuses harmful requests while answering benign ones (patchkit demo).", "--out", art)
         self.pk("sign", art, "--key", self.vendor_keys / "private.pem")
@@ -318,6 +338,14 @@ class Demo:
     def apply(self) -> None:
         self.pk("trust", "add", self.vendor_keys / "public.pem", "--scope", f"{self.cfg.namespace}/*", "--name", self.cfg.namespace)
         self.pk("apply", f"{self.name}@1", "--model", self.model_dir)
+
+    def _applied_version(self) -> str:
+        from patchkit.registry.lock import read_lock
+
+        for entry in read_lock(self.model_dir / constants.LOCK_FILE).patches:
+            if entry.name == self.name:
+                return str(entry.version)
+        return self.version
 
     def compare(self) -> None:
         metrics = json.loads((self.w / "eval" / "metrics.json").read_text())
@@ -348,7 +376,7 @@ class Demo:
         report = self.w / "eval" / "report.html"
         _say(self.cfg, f"      report: {report}")
         self.result.summary.update({"table": table, "sample": {"prompt": SAMPLE_PROMPT, "before": b_text, "after": a_text},
-                                    "report": str(report), "model": str(self.model_dir), "patch": f"{self.name}@1.0.0"})
+                                    "report": str(report), "model": str(self.model_dir), "patch": f"{self.name}@{self._applied_version()}"})
 
     def ci_verify(self) -> None:
         _, payload, _ = self.pk("verify", "--lock", self.model_dir / constants.LOCK_FILE)
@@ -358,7 +386,8 @@ class Demo:
     def ci_tamper(self) -> None:
         tampered = self.w / "tampered"
         shutil.rmtree(tampered, ignore_errors=True)
-        shutil.copytree(self.artifact_dir, tampered)
+        _, pulled, _ = self.pk("pull", f"{self.name}@{self._applied_version()}")
+        shutil.copytree(Path(pulled["path"]), tampered)
         raw = bytearray((tampered / constants.TENSOR_FILE).read_bytes())
         raw[-2] ^= 0x40
         (tampered / constants.TENSOR_FILE).write_bytes(bytes(raw))

@@ -23,7 +23,7 @@ def demo(
     batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
     lr: Annotated[float, typer.Option("--lr")] = 0.01,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Tokens per reply in evaluation.")] = 48,
-    train_max_new_tokens: Annotated[int, typer.Option("--train-max-new-tokens", help="Length of generated training responses.")] = 64,
+    train_max_new_tokens: Annotated[int, typer.Option("--train-max-new-tokens", help="Length of generated training responses.")] = 32,
     eval_limit: Annotated[int | None, typer.Option("--eval-limit", help="Evaluate only the first N prompts of each set.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     fresh: Annotated[bool, typer.Option("--fresh", help="Redo every step instead of reusing cached outputs.")] = False,
