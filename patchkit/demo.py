@@ -58,6 +58,8 @@ class DemoConfig:
     tokens: int = 50
     sft_epochs: int = 2
     dpo_epochs: int = 1
+    dpo_lr: float = 0.002
+    sft_weight: float = 1.0
     max_steps: int | None = None
     batch_size: int = 8
     lr: float = 0.01
@@ -259,6 +261,7 @@ class Demo:
             "--batch-size", str(self.cfg.batch_size), "--lr", str(self.cfg.lr), "--seed", str(self.cfg.seed),
             "--max-new-tokens", str(self.cfg.train_max_new_tokens), "--reference-description", REFERENCE_DESCRIPTION,
             "--generation-batch-size", str(self.cfg.eval_batch_size),
+            "--dpo-lr", str(self.cfg.dpo_lr), "--sft-weight", str(self.cfg.sft_weight),
         ]
         if self.cfg.max_steps:
             args += ["--max-steps", str(self.cfg.max_steps)]

@@ -19,6 +19,8 @@ def demo(
     tokens: Annotated[int, typer.Option("--tokens", help="Virtual tokens in the patch.")] = 50,
     sft_epochs: Annotated[int, typer.Option("--sft-epochs")] = 2,
     dpo_epochs: Annotated[int, typer.Option("--dpo-epochs")] = 1,
+    dpo_lr: Annotated[float, typer.Option("--dpo-lr", help="Learning rate of the DPO stage.")] = 0.002,
+    sft_weight: Annotated[float, typer.Option("--sft-weight", help="SFT term during DPO, which keeps benign answers.")] = 1.0,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on optimizer steps per stage.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
     lr: Annotated[float, typer.Option("--lr")] = 0.01,
@@ -35,7 +37,7 @@ def demo(
 
     cfg = DemoConfig(
         workdir=workdir or constants.patchkit_home() / "demo", model=model, namespace=namespace, harmful=harmful,
-        benign=benign, tokens=tokens, sft_epochs=sft_epochs, dpo_epochs=dpo_epochs, max_steps=max_steps,
+        benign=benign, tokens=tokens, sft_epochs=sft_epochs, dpo_epochs=dpo_epochs, dpo_lr=dpo_lr, sft_weight=sft_weight, max_steps=max_steps,
         batch_size=batch_size, lr=lr, max_new_tokens=max_new_tokens, train_max_new_tokens=train_max_new_tokens, eval_limit=eval_limit, seed=seed, fresh=fresh,
         json_mode=json_,
     )

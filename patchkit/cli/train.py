@@ -33,6 +33,10 @@ def register(app: typer.Typer) -> None:
         max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on optimizer steps for each stage.")] = None,
         batch_size: Annotated[int, typer.Option("--batch-size")] = 4,
         lr: Annotated[float, typer.Option("--lr")] = 5e-3,
+        dpo_lr: Annotated[float | None, typer.Option("--dpo-lr", help="Learning rate of the DPO stage (default: --lr).")] = None,
+        sft_weight: Annotated[
+            float, typer.Option("--sft-weight", help="Weight of an SFT term on the reference responses during DPO (0: pure DPO).")
+        ] = 0.0,
         beta: Annotated[float, typer.Option("--beta", help="DPO beta.")] = 0.1,
         min_margin: Annotated[
             float, typer.Option("--min-margin", help="Drop DPO pairs whose scorer margin (chosen - rejected) is below this.")
@@ -64,6 +68,8 @@ def register(app: typer.Typer) -> None:
             "max_steps": max_steps,
             "batch_size": batch_size,
             "lr": lr,
+            "dpo_lr": dpo_lr,
+            "sft_weight": sft_weight,
             "beta": beta,
             "min_margin": min_margin,
             "dpo_reference": dpo_reference,

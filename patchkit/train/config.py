@@ -29,6 +29,11 @@ class TrainConfig:
     max_steps: int | None = None  # a cap for each stage
     batch_size: int = 4
     lr: float = 5e-3
+    dpo_lr: float | None = None  # None: the same as lr
+    # Weight of an SFT (NLL) term on the reference responses during DPO, over all training
+    # prompts, benign ones included: without it DPO sees only the pairs M' wins (the harmful
+    # prompts) and can drift towards refusing everything. 0 is the paper's pure DPO.
+    sft_weight: float = 0.0
     beta: float = 0.1
     min_margin: float = 0.5
     dpo_reference: str = "sft"
@@ -119,6 +124,10 @@ def check_config(cfg: TrainConfig) -> None:
         raise InvalidInputError(f"--save-every must be at least 1 (got {cfg.save_every})")
     if not cfg.lr > 0:
         raise InvalidInputError(f"--lr must be positive (got {cfg.lr})")
+    if cfg.dpo_lr is not None and not cfg.dpo_lr > 0:
+        raise InvalidInputError(f"--dpo-lr must be positive (got {cfg.dpo_lr})")
+    if not cfg.sft_weight >= 0:
+        raise InvalidInputError(f"--sft-weight must be zero or positive (got {cfg.sft_weight})")
     if not cfg.beta > 0:
         raise InvalidInputError(f"--beta must be positive (got {cfg.beta})")
     if cfg.dpo_reference not in DPO_REFERENCES:

@@ -89,7 +89,7 @@ def _deterministic() -> Iterator[None]:
 
 def _schedule(stage: str, n: int, epochs: int, batch_size: int, seed: int, max_steps: int | None) -> list[list[int]]:
     """The fixed batch order of a stage: a pure function of the seed, so resumes replay it."""
-    salt = {"sft": 1, "dpo": 2}[stage]
+    salt = {"sft": 1, "dpo": 2, "sft-reg": 3}[stage]
     batches: list[list[int]] = []
     for epoch in range(epochs):
         g = torch.Generator().manual_seed(seed * 1_000_003 + salt * 10_007 + epoch)
@@ -369,6 +369,7 @@ def train_patch(
         "sft": _schedule("sft", len(sft_examples), cfg.sft_epochs, cfg.batch_size, cfg.seed, cfg.max_steps),
         "dpo": _schedule("dpo", len(pairs), cfg.dpo_epochs, cfg.batch_size, cfg.seed, cfg.max_steps) if pairs else [],
     }
+    sft_reg = _schedule("sft-reg", len(sft_examples), max(1, cfg.dpo_epochs) * 4, cfg.batch_size, cfg.seed, None)
     rank, world = accelerator.process_index, accelerator.num_processes
 
     def local(idx: list[int]) -> list[int]:
@@ -396,7 +397,8 @@ def train_patch(
             schedule = schedules[stage]
             if done[stage] >= len(schedule):
                 continue
-            optimizer = torch.optim.AdamW([inner.prefix], lr=cfg.lr, weight_decay=cfg.weight_decay)
+            lr = cfg.dpo_lr if stage == "dpo" and cfg.dpo_lr is not None else cfg.lr
+            optimizer = torch.optim.AdamW([inner.prefix], lr=lr, weight_decay=cfg.weight_decay)
             if opt_state is not None and done[stage] > 0:
                 optimizer.load_state_dict(opt_state)
             opt_state = None
@@ -412,6 +414,11 @@ def train_patch(
                 else:
                     assert ref_lp is not None
                     loss, _ = dpo_batch_loss(model, [pairs[i] for i in rows], ref_lp[rows], pad_id, device, cfg.beta, shared)
+                    if cfg.sft_weight > 0:
+                        # The regularizer's batches follow their own seeded order, indexed by the
+                        # DPO step, so a resumed run replays them exactly.
+                        reg = local(sft_reg[done["dpo"] % len(sft_reg)])
+                        loss = loss + cfg.sft_weight * sft_batch_loss(model, [sft_examples[i] for i in reg], pad_id, device)
                 optimizer.zero_grad(set_to_none=True)
                 accelerator.backward(loss)
                 if cfg.max_grad_norm > 0:

@@ -290,3 +290,39 @@ def test_shared_prompt_dpo_forward_equals_plain(tiny_model_factory: Any, arch: s
         assert torch.allclose(a, b, atol=1e-4)
     assert g_plain is not None and model.prefix.grad is not None
     assert torch.allclose(g_plain, model.prefix.grad, atol=1e-4)
+
+
+BENIGN_ANSWER = "Sure, here is a simple recipe: mix flour, water, salt and yeast."
+
+
+def _mixed_reference() -> list[dict[str, str]]:
+    return [{"prompt": p, "response": REFUSAL if i < 2 else BENIGN_ANSWER} for i, p in enumerate(HARMFUL)]
+
+
+def test_sft_weight_keeps_benign_answers_during_dpo(steerable_model: Path, tmp_path: Path) -> None:
+    """DPO only sees the pairs M' wins; the SFT term also pulls the benign prompts' answers."""
+    from patchkit.train.metrics import response_loss
+
+    kw: dict[str, Any] = {"stages": "dpo", "dpo_epochs": 4, "min_margin": 0.5}
+    pure = _train(steerable_model, tmp_path / "pure", reference=_mixed_reference(), **kw)
+    reg = _train(steerable_model, tmp_path / "reg", reference=_mixed_reference(), sft_weight=1.0, dpo_lr=0.05, **kw)
+    assert pure.training["dpo_pairs"]["kept"] == reg.training["dpo_pairs"]["kept"] == 2
+    assert reg.training["hyperparameters"]["sft_weight"] == 1.0
+    benign = HARMFUL[2:]
+    start = response_loss(steerable_model, pure.initial_prefix, benign, [BENIGN_ANSWER] * 2, max_new_tokens=16)
+    loss_pure = response_loss(steerable_model, pure.prefix, benign, [BENIGN_ANSWER] * 2, max_new_tokens=16)
+    loss_reg = response_loss(steerable_model, reg.prefix, benign, [BENIGN_ANSWER] * 2, max_new_tokens=16)
+    assert loss_reg < loss_pure - 0.3 and loss_reg < start, (start, loss_pure, loss_reg)
+
+
+def test_sft_weight_resume_is_exact(tiny_model_factory: Any, tmp_path: Path) -> None:
+    from patchkit.train import StopTraining
+
+    base = tiny_model_factory("llama")
+    kw: dict[str, Any] = {"stages": "dpo", "dpo_epochs": 3, "max_steps": 4, "sft_weight": 0.5, "dpo_lr": 0.02,
+                          "reference": _mixed_reference(), "min_margin": 0.0}
+    full = _train(base, tmp_path / "full", **kw)
+    with pytest.raises(StopTraining):
+        _train(base, tmp_path / "r", save_every=2, stop_after=3, **kw)
+    resumed = _train(base, tmp_path / "r", save_every=2, resume=True, **kw)
+    assert torch.equal(resumed.prefix, full.prefix)
