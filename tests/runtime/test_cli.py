@@ -35,6 +35,7 @@ def model_dir(tiny_model_factory: Callable[[str], Path]) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.torch
 def test_generate_refusals_exit_codes_before_torch(kit: Kit, model_dir: Path, tmp_path: Path) -> None:
     from patchkit.fingerprint import fingerprint
 
@@ -59,6 +60,7 @@ def test_generate_refusals_exit_codes_before_torch(kit: Kit, model_dir: Path, tm
 
 
 @pytest.mark.slow
+@pytest.mark.torch
 def test_generate_streams_and_json(kit: Kit, model_dir: Path) -> None:
     a = kit.patch(model_dir, name="acme/a", seed=3)
     base = ["generate", "--model", model_dir, "--patch", a, "--trust", kit.trust, "--max-new-tokens", "12",
@@ -92,6 +94,7 @@ def test_chat_keeps_the_conversation(kit: Kit, model_dir: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.torch
 def test_compose_sign_verify_export_cli(kit: Kit, model_dir: Path, tmp_path: Path) -> None:
     a = kit.patch(model_dir, name="acme/a", seed=1)
     b = kit.patch(model_dir, name="acme/b", seed=2)

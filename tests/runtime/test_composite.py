@@ -55,8 +55,12 @@ def test_composite_verifies_and_reproduces_runtime_composition(kit: Kit, model_d
                        parts.generate(**enc, max_new_tokens=8, do_sample=False))
 
 
-def test_compose_refusals(kit: Kit, model_dir: Path, tmp_path: Path) -> None:
+def test_compose_refusals(kit: Kit, tmp_path: Path) -> None:
+    """Torch-free: composing needs no model, only the patches' manifests and bytes."""
     from patchkit.composite import compose_artifact
+    from tests.helpers import write_fake_model
+
+    model_dir = write_fake_model(tmp_path / "fake-model")
 
     a = kit.patch(model_dir, name="acme/a", seed=1)
     big = kit.patch(model_dir, name="acme/big", seed=2, tokens=510)

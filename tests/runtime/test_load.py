@@ -12,6 +12,8 @@ from patchkit.errors import CompatibilityError, IntegrityError, InvalidInputErro
 from tests.helpers import ZERO_DIGEST
 from tests.runtime._support import PROMPTS, Kit
 
+pytestmark = pytest.mark.torch  # patchkit.load lives in the torch half of the runtime
+
 
 @pytest.fixture
 def model_dir(tiny_model_factory: Callable[[str], Path]) -> Path:
@@ -39,7 +41,6 @@ def _load(model_dir: Path, patches: list[Path], kit: Kit, **kw: object) -> objec
 # -- order -------------------------------------------------------------------------------------
 
 
-@pytest.mark.torch
 def test_order_matters(kit: Kit, model_dir: Path) -> None:
     import torch
 
@@ -73,7 +74,6 @@ def _publish_and_apply(kit: Kit, model: Path, patches: list[Path], refs: list[st
     apply(refs, model, trust=kit.trust)
 
 
-@pytest.mark.torch
 def test_patches_none_applies_the_lock_in_order(kit: Kit, tiny_model: Path) -> None:
     import patchkit
 
