@@ -44,7 +44,7 @@ def convert_gguf_to_safetensors(gguf_path: Path | str, out_dir: Path | str, *, d
     cfg.pop("quantization_config", None)
     cfg.pop("_name_or_path", None)
     config = transformers.AutoConfig.for_model(**cfg)
-    model: Any = transformers.AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+    model: Any = transformers.AutoModelForCausalLM.from_config(config, dtype=torch_dtype)  # type: ignore[no-untyped-call]
     missing, unexpected = model.load_state_dict(src.state_dict(), strict=False)
     if [m for m in missing if "lm_head" not in m] or unexpected:
         raise InvalidInputError(f"{gguf_path}: weights do not fit {type(model).__name__} (missing {missing[:3]}, unexpected {unexpected[:3]})",
