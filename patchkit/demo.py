@@ -165,7 +165,7 @@ class Demo:
                   lambda: (self.w / "reference.jsonl").exists(), self.write_reference)
         self.step(f"Vendor: train the patch (SFT then DPO, {self.cfg.tokens} tokens, text init)",
                   lambda: (self.w / "train" / constants.TRAINING_FILE).exists(), self.train)
-        self.step("Vendor: evaluate base, fixed prompt, reference and patched model on held-out prompts",
+        self.step("Vendor: evaluate M, the reference (M + a strong safety prompt) and the patched model on held-out prompts",
                   lambda: (self.w / "eval" / "metrics.json").exists(), self.evaluate)
         self.step("Vendor: build, sign and publish to the local registry", self.published, self.publish)
         self.step("Customer: trust the vendor key and apply the patch", self.applied, self.apply)
@@ -360,14 +360,14 @@ class Demo:
                 continue
             table.append({"metric": label, "n": m.get("n"), "base": m.get("baseline"), "fixed_prompt": m.get("fixed_prompt"),
                           "reference": m.get("reference"), "patched": m.get("value"), "dataset": m.get("dataset")})
-        _say(self.cfg, "      | metric | n | base M | M + fixed prompt | M + strong prompt (ref.) | patched |")
-        _say(self.cfg, "      | --- | --- | --- | --- | --- | --- |")
+        _say(self.cfg, "      | metric | n | base M | M + strong safety prompt (reference) | patched |")
+        _say(self.cfg, "      | --- | --- | --- | --- | --- |")
 
         def pct(v: Any) -> str:
             return "–" if v is None else f"{100 * float(v):.0f}%"
 
         for r in table:
-            _say(self.cfg, f"      | {r['metric']} | {r['n']} | {pct(r['base'])} | {pct(r['fixed_prompt'])} | {pct(r['reference'])} | {pct(r['patched'])} |")
+            _say(self.cfg, f"      | {r['metric']} | {r['n']} | {pct(r['base'])} | {pct(r['reference'])} | {pct(r['patched'])} |")
         gen: list[str | Path] = ["generate", "--model", self.model_dir, "--max-new-tokens", str(self.cfg.max_new_tokens), "--seed", "0"]
         _, before, _ = self.pk(*gen, "--no-lock", SAMPLE_PROMPT)
         _, after, _ = self.pk(*gen, SAMPLE_PROMPT)
