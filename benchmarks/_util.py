@@ -31,6 +31,22 @@ def time_process(argv: Sequence[str], runs: int = 10, env: dict[str, str] | None
     return statistics.median(times)
 
 
+def time_interleaved(a: Sequence[str], b: Sequence[str], runs: int = 10) -> tuple[float, float]:
+    """Median wall seconds of two whole processes, run alternately so both see the same machine."""
+    ta: list[float] = []
+    tb: list[float] = []
+    for i in range(runs + 1):
+        for argv, out in ((a, ta), (b, tb)):
+            t0 = time.perf_counter()
+            r = subprocess.run(list(argv), capture_output=True)
+            dt = time.perf_counter() - t0
+            if r.returncode:
+                raise RuntimeError(f"{argv[0]} exited {r.returncode}: {r.stderr.decode()[-500:]}")
+            if i:
+                out.append(dt)
+    return statistics.median(ta), statistics.median(tb)
+
+
 def row(label: str, ours: float, anchor: float, unit: str, anchor_label: str, lower_is_better: bool = True) -> str:
     ratio = ours / anchor if anchor else float("nan")
     return f"{label}: patchkit {ours:.4g} {unit} | {anchor_label} {anchor:.4g} {unit} | ratio {ratio:.3f}x" + (
