@@ -179,25 +179,38 @@ def model_card(manifest: Manifest) -> str:
     return "\n".join(lines)
 
 
-def write_artifact(out: Path, manifest: Manifest, prefix: PrefixTensor, *, base_config: dict[str, Any] | None = None) -> Path:
-    """Write an unsigned artifact directory in one atomic rename; never over an existing one."""
-    out = Path(out)
+def require_new_output(out: Path) -> None:
+    """Refuse an --out that holds anything: outputs are never written over a user's files."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"output {out} already exists and is not empty", "choose a new --out directory")
-    if prefix.shape != (manifest.prefix.num_virtual_tokens, manifest.prefix.token_dim):
-        raise InvalidInputError("manifest prefix shape does not match the tensor", "this is a bug in the caller")
+
+
+def write_new_dir(out: Path, files: dict[str, bytes]) -> Path:
+    """Write `files` into a new directory `out` in one atomic rename; a failure leaves nothing."""
+    import shutil
+
+    require_new_output(out)
     staging = make_staging_dir(out)
     try:
-        (staging / constants.TENSOR_FILE).write_bytes(prefix_bytes(prefix))
-        (staging / constants.ADAPTER_CONFIG_FILE).write_text(dumps_canonical(adapter_config(manifest, base_config)), encoding="utf-8")
-        (staging / constants.MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
-        (staging / constants.MODEL_CARD_FILE).write_text(model_card(manifest), encoding="utf-8")
+        for name, data in files.items():
+            (staging / name).write_bytes(data)
         if out.exists():
             out.rmdir()
         publish_dir(staging, out)
     except BaseException:
-        import shutil
-
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
+
+
+def write_artifact(out: Path, manifest: Manifest, prefix: PrefixTensor, *, base_config: dict[str, Any] | None = None) -> Path:
+    """Write an unsigned artifact directory in one atomic rename; never over an existing one."""
+    out = Path(out)
+    if prefix.shape != (manifest.prefix.num_virtual_tokens, manifest.prefix.token_dim):
+        raise InvalidInputError("manifest prefix shape does not match the tensor", "this is a bug in the caller")
+    return write_new_dir(out, {
+        constants.TENSOR_FILE: prefix_bytes(prefix),
+        constants.ADAPTER_CONFIG_FILE: dumps_canonical(adapter_config(manifest, base_config)).encode("utf-8"),
+        constants.MANIFEST_FILE: manifest.to_json().encode("utf-8"),
+        constants.MODEL_CARD_FILE: model_card(manifest).encode("utf-8"),
+    })

@@ -9,7 +9,7 @@ from typing import Any
 from patchkit import __version__, constants
 from patchkit._json import loads_strict
 from patchkit._safetensors import PICKLE_HINT, PICKLE_SUFFIXES
-from patchkit.artifact import TORCH_DTYPES, PrefixTensor, parse_prefix_file, write_artifact
+from patchkit.artifact import TORCH_DTYPES, PrefixTensor, parse_prefix_file, require_new_output, write_artifact
 from patchkit.errors import CompatibilityError, InvalidInputError, NotFoundError, UsageError
 from patchkit.manifest import (
     BaseModelInfo,
@@ -188,8 +188,7 @@ def build_artifact(
     validate_name(name)
     validate_version(version)
     validate_domain(domain)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"output {out} already exists and is not empty", "choose a new --out directory")
+    require_new_output(out)
     if base_model is None and not (base_model_id and base_digest):
         raise UsageError("build needs --base-model DIR, or --base-model-id ID with --base-digest DIGEST", "see `patchkit build --help`")
     if base_model is not None and base_digest:

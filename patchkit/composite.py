@@ -14,7 +14,7 @@ from pathlib import Path
 
 from patchkit import __version__, constants
 from patchkit._json import loads_strict
-from patchkit.artifact import PrefixTensor, write_artifact
+from patchkit.artifact import PrefixTensor, require_new_output, write_artifact
 from patchkit.errors import UsageError
 from patchkit.manifest import (
     Component,
@@ -87,8 +87,7 @@ def compose_artifact(
     out = Path(out).expanduser()
     if len(specs) < 2:
         raise UsageError("compose needs at least two patches", "pass them in the order they apply")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"output {out} already exists and is not empty", "choose a new --out directory")
+    require_new_output(out)
     store = TrustStore.coerce(trust)
     parts = [load_patch(s, trust=store, registry=registry, verify=True) for s in specs]
     check_composable(parts, token_budget=token_budget)
