@@ -52,3 +52,19 @@ def row(label: str, ours: float, anchor: float, unit: str, anchor_label: str, lo
     return f"{label}: patchkit {ours:.4g} {unit} | {anchor_label} {anchor:.4g} {unit} | ratio {ratio:.3f}x" + (
         " (lower is better)" if lower_is_better else " (higher is better)"
     )
+
+
+def signed_patch(tmp: Path, env: dict[str, str], source: Path, base_args: Sequence[str]) -> Path:
+    """keys generate → trust add → build → sign, through the CLI; returns the artifact dir."""
+    pk = bin_path("patchkit")
+
+    def run(*args: str) -> None:
+        subprocess.run([pk, *args], check=True, capture_output=True, env=env)
+
+    run("keys", "generate", "--out", str(tmp / "k"))
+    run("trust", "add", str(tmp / "k" / "public.pem"), "--scope", "bench/*")
+    run("build", str(source), "--name", "bench/patch", "--version", "1.0.0", "--domain", "toxicity", *base_args,
+        "--out", str(tmp / "art"))
+    run("sign", str(tmp / "art"), "--key", str(tmp / "k" / "private.pem"))
+    return tmp / "art"
+

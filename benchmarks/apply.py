@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks._util import bin_path, time_process
+from benchmarks._util import bin_path, signed_patch, time_process
 
 
 def _floats(n: int, rng: random.Random) -> bytes:
@@ -40,16 +40,12 @@ def _setup(tmp: Path, env: dict[str, str]) -> Path:
     }))
     tokens = 50
     (tmp / "p.safetensors").write_bytes(serialize({"prompt_embeddings": ("F32", (tokens, hidden), _floats(tokens * hidden, rng))}))
+    signed_patch(tmp, env, tmp / "p.safetensors", ["--base-model", str(model)])
     pk = bin_path("patchkit")
 
     def run(*args: str) -> None:
         subprocess.run([pk, *args], check=True, capture_output=True, env=env)
 
-    run("keys", "generate", "--out", str(tmp / "k"))
-    run("trust", "add", str(tmp / "k" / "public.pem"), "--scope", "bench/*")
-    run("build", str(tmp / "p.safetensors"), "--name", "bench/patch", "--version", "1.0.0", "--domain", "toxicity",
-        "--base-model", str(model), "--out", str(tmp / "art"))
-    run("sign", str(tmp / "art"), "--key", str(tmp / "k" / "private.pem"))
     run("publish", str(tmp / "art"), "--key", str(tmp / "k" / "private.pem"))
     run("apply", "bench/patch@1", "--model", str(model))  # fills the cache and the fingerprint cache
     return model

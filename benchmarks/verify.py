@@ -10,12 +10,11 @@ import json
 import os
 import random
 import struct
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks._util import bin_path, row, time_interleaved, time_process
+from benchmarks._util import bin_path, row, signed_patch, time_interleaved, time_process
 
 
 def _make_artifact(tmp: Path) -> tuple[Path, Path, Path]:
@@ -26,17 +25,8 @@ def _make_artifact(tmp: Path) -> tuple[Path, Path, Path]:
     tokens, hidden = 50, 2048  # 400 KB of F32, the size the issue measured
     data = struct.pack(f"<{tokens * hidden}f", *(rng.gauss(0, 0.5) for _ in range(tokens * hidden)))
     (tmp / "p.safetensors").write_bytes(serialize({"prompt_embeddings": ("F32", (tokens, hidden), data)}))
-    pk = bin_path("patchkit")
-
-    def run(*args: str) -> None:
-        subprocess.run([pk, *args], check=True, capture_output=True, env=env)
-
-    run("keys", "generate", "--out", str(tmp / "k"))
-    run("trust", "add", str(tmp / "k" / "public.pem"), "--scope", "bench/*")
-    run("build", str(tmp / "p.safetensors"), "--name", "bench/patch", "--version", "1.0.0", "--domain", "toxicity",
-        "--base-model-id", "bench", "--base-digest", "pk-tensors-blake3-v1:" + "0" * 64, "--out", str(tmp / "art"))
-    run("sign", str(tmp / "art"), "--key", str(tmp / "k" / "private.pem"))
-    return tmp / "art", tmp / "k" / "public.pem", tmp / "home" / "trust.toml"
+    art = signed_patch(tmp, env, tmp / "p.safetensors", ["--base-model-id", "bench", "--base-digest", "pk-tensors-blake3-v1:" + "0" * 64])
+    return art, tmp / "k" / "public.pem", tmp / "home" / "trust.toml"
 
 
 def main(runs: int = 10) -> dict[str, float]:
