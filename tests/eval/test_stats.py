@@ -1,0 +1,54 @@
+"""The intervals every safety figure is reported with, checked against published values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from patchkit.eval.stats import bootstrap_mean, rate, wilson
+
+
+def test_wilson_matches_textbook_values() -> None:
+    # Newcombe (1998), table I: 81/263 -> 0.2553 .. 0.3662 (Wilson, no continuity correction).
+    iv = wilson(81, 263)
+    assert iv.low == pytest.approx(0.2553, abs=5e-4)
+    assert iv.high == pytest.approx(0.3662, abs=5e-4)
+    # 0 of 10: the interval keeps a real upper bound (0.2775) instead of collapsing to zero width.
+    zero = wilson(0, 10)
+    assert zero.low == 0.0 and zero.high == pytest.approx(0.2775, abs=5e-4)
+    full = wilson(60, 60)
+    assert full.high == 1.0 and full.low == pytest.approx(0.9398, abs=5e-4)
+
+
+def test_wilson_refuses_impossible_counts() -> None:
+    with pytest.raises(ValueError):
+        wilson(5, 4)
+    with pytest.raises(ValueError):
+        wilson(-1, 4)
+
+
+@given(st.integers(min_value=1, max_value=500), st.data())
+def test_wilson_contains_the_estimate(n: int, data: st.DataObject) -> None:
+    k = data.draw(st.integers(min_value=0, max_value=n))
+    iv = wilson(k, n)
+    assert 0.0 <= iv.low <= iv.value <= iv.high <= 1.0
+    assert iv.n == n
+
+
+def test_rate_and_pct_format() -> None:
+    iv = rate([True, False, True, True])
+    assert iv.value == 0.75 and iv.n == 4
+    assert iv.pct().startswith("75% [") and iv.pct().endswith("n=4")
+
+
+def test_bootstrap_is_seeded_and_brackets_the_mean() -> None:
+    values = [0.1, 0.9, 0.4, 0.3, 0.8, 0.2, 0.5, 0.7]
+    a, b = bootstrap_mean(values, seed=3), bootstrap_mean(values, seed=3)
+    assert a == b
+    assert a.low <= a.value <= a.high
+    assert a.value == pytest.approx(sum(values) / len(values))
+    assert bootstrap_mean([]).n == 0 and math.isnan(bootstrap_mean([]).value)
+    assert bootstrap_mean([0.5]).low == 0.5
