@@ -65,8 +65,8 @@ def bootstrap_mean(values: Sequence[float], *, resamples: int = 2000, seed: int 
         return Interval(mean, mean, mean, 1)
     rng = random.Random(seed)
     means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
-    lo_i = int(math.floor((1 - level) / 2 * resamples))
-    hi_i = min(resamples - 1, int(math.ceil((1 + level) / 2 * resamples)) - 1)
+    lo_i = math.floor((1 - level) / 2 * resamples)
+    hi_i = min(resamples - 1, math.ceil((1 + level) / 2 * resamples) - 1)
     return Interval(mean, means[lo_i], means[hi_i], n)
 
 
