@@ -39,13 +39,13 @@ __all__ = [
 
 if TYPE_CHECKING:
     from patchkit.fingerprint import fingerprint
+    from patchkit.registry.targets import verify
     from patchkit.runtime import generate, load
-    from patchkit.verify import verify
 
 _LAZY = {
     "load": ("patchkit.runtime", "load"),
     "generate": ("patchkit.runtime", "generate"),
-    "verify": ("patchkit.verify", "verify"),
+    "verify": ("patchkit.registry.targets", "verify"),
     "fingerprint": ("patchkit.fingerprint", "fingerprint"),
 }
 

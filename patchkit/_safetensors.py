@@ -8,6 +8,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
+import stat
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -146,7 +148,10 @@ def read_header(path: Path, *, max_header: int = MAX_HEADER_BYTES) -> Header:
     """Read and validate the header of a safetensors file on disk."""
     path = Path(path)
     try:
-        with open(path, "rb") as fh:
+        # O_NONBLOCK: a FIFO swapped in after the type check must not hang the read.
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise InvalidInputError(f"{path} is not a regular file", "weights must be plain files (or symlinks to them)")
             size = fh.seek(0, 2)
             fh.seek(0)
             first = fh.read(8)

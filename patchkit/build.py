@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import __version__, constants
+from patchkit._io import read_regular
 from patchkit._json import loads_strict
 from patchkit._safetensors import PICKLE_HINT, PICKLE_SUFFIXES
 from patchkit.artifact import TORCH_DTYPES, PrefixTensor, parse_prefix_file, require_new_output, write_artifact
@@ -24,6 +25,7 @@ from patchkit.manifest import (
 )
 
 MAX_SOURCE_BYTES = constants.MAX_PATCH_TENSOR_BYTES + 1024 * 1024
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
@@ -37,12 +39,9 @@ class Source:
 
 def _read_bounded(path: Path) -> bytes:
     try:
-        size = path.stat().st_size
+        return read_regular(path, MAX_SOURCE_BYTES, follow_symlinks=True)
     except FileNotFoundError:
         raise NotFoundError(f"{path} does not exist", "check the SOURCE path") from None
-    if size > MAX_SOURCE_BYTES:
-        raise InvalidInputError(f"{path} is {size} bytes, too large for a patch (100 MB limit)", "a soft prompt is tokens × hidden floats")
-    return path.read_bytes()
 
 
 def read_source(source: Path) -> Source:
@@ -99,9 +98,11 @@ def read_source(source: Path) -> Source:
 
 def read_model_config(model_dir: Path) -> dict[str, Any]:
     cfg_path = Path(model_dir) / "config.json"
-    if not cfg_path.exists():
-        raise NotFoundError(f"{model_dir} has no config.json", "pass a transformers model directory")
-    cfg = loads_strict(cfg_path.read_bytes(), what=str(cfg_path))
+    try:
+        raw = read_regular(cfg_path, MAX_CONFIG_BYTES, follow_symlinks=True)
+    except FileNotFoundError:
+        raise NotFoundError(f"{model_dir} has no config.json", "pass a transformers model directory") from None
+    cfg = loads_strict(raw, what=str(cfg_path))
     if not isinstance(cfg, dict):
         raise InvalidInputError(f"{cfg_path} must hold a JSON object", "check the model directory")
     return cfg

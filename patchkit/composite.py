@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from patchkit import __version__, constants
+from patchkit._io import read_regular
 from patchkit._json import loads_strict
 from patchkit.artifact import PrefixTensor, require_new_output, write_artifact
-from patchkit.errors import UsageError
+from patchkit.errors import IntegrityError, UsageError
 from patchkit.manifest import (
     Component,
     Manifest,
@@ -115,7 +116,8 @@ def compose_artifact(
         training=TrainingInfo(method="imported", patchkit_version=__version__),
         components=[Component(name=p.name, version=p.version, digest=p.digest) for p in parts],
     )
-    cfg = loads_strict((parts[0].path / constants.ADAPTER_CONFIG_FILE).read_bytes(), what="adapter_config.json")
+    cfg = loads_strict(read_regular(parts[0].path / constants.ADAPTER_CONFIG_FILE, 1024 * 1024, error=IntegrityError),
+                       what="adapter_config.json")
     base_cfg = {}
     if isinstance(cfg, dict):
         base_cfg = {"num_attention_heads": cfg.get("num_attention_heads"), "num_hidden_layers": cfg.get("num_layers")}

@@ -49,6 +49,20 @@ def hf_endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
 
 
+def download_timeout() -> float:
+    """`PATCHKIT_DOWNLOAD_TIMEOUT`: the whole-download deadline in seconds (default 300).
+
+    A per-read timeout alone lets a server that drips one byte a second hold a download for
+    as long as the size bound allows; this deadline covers each request from start to end.
+    """
+    raw = os.environ.get("PATCHKIT_DOWNLOAD_TIMEOUT")
+    try:
+        value = float(raw) if raw else 300.0
+    except ValueError:
+        value = 300.0
+    return value if value > 0 else 300.0
+
+
 def hf_token() -> str | None:
     return os.environ.get("HF_TOKEN") or None
 

@@ -5,6 +5,8 @@ Every error carries a one-line message (what is wrong) and a hint (how to fix it
 
 from __future__ import annotations
 
+from patchkit._redact import redact
+
 
 class PatchkitError(Exception):
     """Base of every error patchkit raises on purpose."""
@@ -18,11 +20,11 @@ class PatchkitError(Exception):
         self.hint = hint
 
     def one_line(self) -> str:
-        """Render message and hint on one line, for terminals and logs."""
+        """Render message and hint on one line, for terminals and logs (secrets redacted)."""
         text = " ".join(self.message.split())
         if self.hint:
             text += f" (hint: {' '.join(self.hint.split())})"
-        return text
+        return redact(text)
 
 
 class UsageError(PatchkitError):
@@ -37,6 +39,26 @@ class IntegrityError(PatchkitError):
 
     exit_code = 3
     kind = "integrity"
+
+
+class RollbackError(IntegrityError):
+    """TUF rollback: an index older than one already seen, or a rewritten index history."""
+
+
+class FreezeError(IntegrityError):
+    """TUF freeze: an index past its expiry."""
+
+
+class MixAndMatchError(IntegrityError):
+    """TUF mix-and-match: an artifact the signed index does not list for that version."""
+
+
+class EndlessDataError(IntegrityError):
+    """TUF endless data: more bytes than the signed index (or a hard bound) allows."""
+
+
+class PathEscapeError(IntegrityError):
+    """A path built from registry data would leave its root (a hostile commit id or file name)."""
 
 
 class TrustError(PatchkitError):
@@ -58,6 +80,10 @@ class InvalidInputError(PatchkitError):
 
     exit_code = 6
     kind = "invalid-input"
+
+
+class ReadOnlyError(InvalidInputError):
+    """A place patchkit must write to (a lock file, state) is read-only or cannot be created."""
 
 
 class NotFoundError(PatchkitError):

@@ -11,14 +11,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from patchkit._io import atomic_write_bytes
+from patchkit._io import atomic_write_bytes, read_regular
 from patchkit.errors import InvalidInputError, NotFoundError, UsageError
 
 PrivateKey = ec.EllipticCurvePrivateKey
 PublicKey = ec.EllipticCurvePublicKey
+MAX_KEY_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -69,14 +71,15 @@ def generate_keypair(out_dir: Path, passphrase_env: str | None = None, *, overwr
 def load_private_key(path: Path, passphrase_env: str | None = None) -> PrivateKey:
     path = Path(path)
     try:
-        data = path.read_bytes()
+        data = read_regular(path, MAX_KEY_BYTES, what=f"private key {path}")
     except FileNotFoundError:
         raise NotFoundError(f"private key {path} does not exist", "create one with `patchkit keys generate --out DIR`") from None
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read private key {path}: {exc.strerror}", "check the path and permissions") from None
     password = _passphrase(passphrase_env)
     try:
         key = serialization.load_pem_private_key(data, password)
+    except UnsupportedAlgorithm:
+        raise InvalidInputError(f"{path} is a key of an algorithm or curve patchkit cannot use",
+                                "patchkit signs with ECDSA P-256; generate one with `patchkit keys generate`") from None
     except TypeError:
         if password is None:
             raise UsageError(f"private key {path} is encrypted", "pass --passphrase-env VAR naming the variable that holds its passphrase") from None
@@ -95,6 +98,9 @@ def parse_public_key(data: bytes, source: str) -> PublicKey:
         key = serialization.load_pem_public_key(data)
     except ValueError:
         raise InvalidInputError(f"{source} is not a PEM public key", "pass the public.pem from `patchkit keys generate`") from None
+    except UnsupportedAlgorithm:
+        raise InvalidInputError(f"{source} is a key of an algorithm or curve patchkit cannot use",
+                                "patchkit signs with ECDSA P-256 keys") from None
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
         raise InvalidInputError(f"{source} is not an ECDSA P-256 public key", "patchkit signs with P-256 keys")
     return key
@@ -103,7 +109,7 @@ def parse_public_key(data: bytes, source: str) -> PublicKey:
 def load_public_key(path: Path) -> PublicKey:
     path = Path(path)
     try:
-        data = path.read_bytes()
+        data = read_regular(path, MAX_KEY_BYTES, what=f"public key {path}")
     except FileNotFoundError:
         raise NotFoundError(f"public key {path} does not exist", "check the path") from None
     return parse_public_key(data, str(path))

@@ -13,9 +13,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from patchkit import __version__
+from patchkit._io import read_regular
 from patchkit._json import dumps_canonical, loads_strict
-from patchkit.errors import InvalidInputError
-from patchkit.version import is_semver, parse_range
+from patchkit.errors import CompatibilityError, InvalidInputError
+from patchkit.version import Version, in_range, is_semver, parse_range
 
 SCHEMA_VERSION = "1.0"
 SCHEMA_MAJOR, SCHEMA_MINOR = (int(x) for x in SCHEMA_VERSION.split("."))
@@ -248,12 +250,24 @@ def parse_manifest(data: bytes | str | dict[str, Any], *, source: str = "patchki
     return manifest
 
 
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+
+
 def load_manifest(path: Path) -> Manifest:
     try:
-        raw = Path(path).read_bytes()
+        raw = read_regular(Path(path), MAX_MANIFEST_BYTES)
     except FileNotFoundError:
         raise InvalidInputError(f"{path} does not exist", "is this a patch artifact directory?") from None
     return parse_manifest(raw, source=str(path))
+
+
+def check_requires(manifest: Manifest) -> None:
+    """A patch states which patchkit can apply it; an older (or newer) one must not try."""
+    if not in_range(Version.parse(__version__), parse_range(manifest.requires)):
+        raise CompatibilityError(
+            f"{manifest.name}@{manifest.version} requires patchkit {manifest.requires}; this is patchkit {__version__}",
+            "install a patchkit version in that range",
+        )
 
 
 def json_schema() -> dict[str, Any]:

@@ -13,7 +13,7 @@ from patchkit.signing import read_artifact_files, sign_directory
 
 def sign_artifact(directory: Path, key_path: Path, passphrase_env: str | None = None) -> dict[str, Any]:
     """Refuse to sign anything `verify` would reject on content, so signatures vouch for valid patches."""
-    from patchkit.verify import _check_content
+    from patchkit.verify import check_content
 
     directory = Path(directory)
     key = load_private_key(key_path, passphrase_env)
@@ -23,7 +23,7 @@ def sign_artifact(directory: Path, key_path: Path, passphrase_env: str | None = 
     if constants.MANIFEST_FILE not in files:
         raise InvalidInputError(f"{directory} has no {constants.MANIFEST_FILE}", "build it first with `patchkit build`")
     manifest = parse_manifest(files[constants.MANIFEST_FILE], source=str(directory / constants.MANIFEST_FILE))
-    _check_content(directory, manifest, files)
+    check_content(directory, manifest, files)
     sign_directory(directory, key, name=f"{manifest.name}@{manifest.version}")
     return {
         "name": manifest.name,

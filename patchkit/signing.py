@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from patchkit import constants
-from patchkit._io import atomic_write_bytes
+from patchkit._io import atomic_write_bytes, is_real_dir, read_regular
 from patchkit._json import loads_strict
 from patchkit.errors import IntegrityError, InvalidInputError, TrustError
 from patchkit.keys import PrivateKey, keyid_of
@@ -35,6 +37,7 @@ PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 # Bundles are small JSON; anything larger is refused before parsing.
 MAX_SIGNATURE_BYTES = 4 * 1024 * 1024
 MAX_SIGNED_FILE_BYTES = 512 * 1024 * 1024
+MAX_ARTIFACT_FILES = 64
 
 
 @dataclass(frozen=True)
@@ -102,21 +105,37 @@ def sign_blobs(name: str, files: Mapping[str, bytes], key: PrivateKey, *, sig_na
 
 
 def read_artifact_files(directory: Path, *, exclude: tuple[str, ...] = (constants.SIGNATURE_FILE,)) -> dict[str, bytes]:
-    """Every regular file directly in `directory`; symlinks and sub-directories are refused."""
+    """Every regular file directly in `directory`, each read to a bound.
+
+    Symlinks, sub-directories, FIFOs and device files are refused by type (from lstat, then
+    again on the opened descriptor), so none of them can hang or redirect a verification.
+    """
     directory = Path(directory)
-    if not directory.is_dir():
+    if not is_real_dir(directory):
         raise InvalidInputError(f"{directory} is not a directory", "pass a patch artifact directory")
+    names = sorted(os.listdir(directory))
+    if len(names) > MAX_ARTIFACT_FILES:
+        raise IntegrityError(f"{directory} holds {len(names)} entries; an artifact holds a handful of files",
+                             "this is not a patch artifact")
     out: dict[str, bytes] = {}
-    for p in sorted(directory.iterdir()):
-        if p.name in exclude:
+    total = 0
+    for name in names:
+        if name in exclude:
             continue
-        if p.is_symlink():
-            raise IntegrityError(f"{p.name} in {directory} is a symlink", "artifacts hold plain files only")
-        if p.is_dir():
-            raise IntegrityError(f"unexpected directory {p.name}/ in {directory}", "artifacts hold plain files only; remove it")
-        if p.stat().st_size > MAX_SIGNED_FILE_BYTES:
-            raise IntegrityError(f"{p.name} in {directory} is larger than {MAX_SIGNED_FILE_BYTES} bytes", "this is not a patch artifact")
-        out[p.name] = p.read_bytes()
+        p = directory / name
+        mode = os.lstat(p).st_mode
+        if stat.S_ISLNK(mode):
+            raise IntegrityError(f"{name} in {directory} is a symlink", "artifacts hold plain files only")
+        if stat.S_ISDIR(mode):
+            raise IntegrityError(f"unexpected directory {name}/ in {directory}", "artifacts hold plain files only; remove it")
+        if not stat.S_ISREG(mode):
+            raise IntegrityError(f"{name} in {directory} is not a regular file (a FIFO, socket or device)",
+                                 "artifacts hold plain files only; remove it")
+        data = read_regular(p, MAX_SIGNED_FILE_BYTES, what=f"{name} in {directory}", error=IntegrityError)
+        total += len(data)
+        if total > MAX_SIGNED_FILE_BYTES:
+            raise IntegrityError(f"{directory} holds more than {MAX_SIGNED_FILE_BYTES} bytes", "this is not a patch artifact")
+        out[name] = data
     return out
 
 

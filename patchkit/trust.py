@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from patchkit import constants
-from patchkit._io import atomic_write_text, file_lock
+from patchkit._io import atomic_write_text, file_lock, lock_for, read_regular
 from patchkit.errors import InvalidInputError, NotFoundError, TrustError, UsageError
 from patchkit.keys import PublicKey, keyid_of, load_public_key, parse_public_key, public_pem
 
 SCOPE_HINT = "scopes look like acme/* or acme/llama3-tox"
+MAX_TRUST_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -59,7 +60,7 @@ class TrustStore:
                 raise NotFoundError(f"trust store {p} does not exist", "create it with `patchkit trust add PUBLIC_PEM --scope NS/* --trust FILE`")
             return cls(p, [])
         try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
+            data = tomllib.loads(read_regular(p, MAX_TRUST_BYTES, what=f"trust store {p}").decode("utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise InvalidInputError(f"trust store {p} is not valid TOML: {exc}", "fix or recreate it with `patchkit trust add`") from None
         entries: list[TrustEntry] = []
@@ -121,7 +122,7 @@ class TrustStore:
 
 
 def _lock(path: Path) -> Path:
-    return path.with_name(path.name + ".lock")
+    return lock_for(path)
 
 
 def trust_add(public_pem_path: Path, scopes: list[str], label: str | None = None, path: Path | None = None) -> TrustEntry:

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
+from patchkit._io import read_regular
 from patchkit.artifact import check_adapter_config, parse_prefix_file
-from patchkit.errors import CompatibilityError, IntegrityError, NotFoundError, PatchkitError
-from patchkit.manifest import Manifest, parse_manifest
-from patchkit.signing import check_files, open_bundle, read_artifact_files
+from patchkit.errors import CompatibilityError, IntegrityError, NotFoundError
+from patchkit.manifest import Manifest, check_requires, parse_manifest
+from patchkit.signing import MAX_SIGNATURE_BYTES, check_files, open_bundle, read_artifact_files
 from patchkit.trust import TrustStore
 
 
@@ -59,7 +60,11 @@ def verify_artifact(
     trust: TrustStore | Path | str | None = None,
     base_model: Path | str | None = None,
 ) -> VerifyResult:
-    """Verify an artifact directory; raises a PatchkitError subclass on any failure."""
+    """Verify an artifact directory; raises a PatchkitError subclass on any failure.
+
+    Directories only: telling a directory from a registry ref is the registry layer's job
+    (`patchkit.registry.targets`).
+    """
     path = Path(path)
     if not path.exists():
         raise NotFoundError(f"{path} does not exist", "pass a patch artifact directory or NS/NAME@SPEC")
@@ -67,16 +72,19 @@ def verify_artifact(
         raise NotFoundError(f"{path} is not a patch artifact directory", "pass the directory that holds patchkit.json")
     store = TrustStore.coerce(trust)
     sig_path = path / constants.SIGNATURE_FILE
-    if not sig_path.is_file():
-        raise IntegrityError(f"{path} is not signed: {constants.SIGNATURE_FILE} is missing", "sign it with `patchkit sign DIR --key PRIVATE_PEM`")
-    statement, entry = open_bundle(sig_path.read_bytes(), store, source=str(sig_path))
+    try:
+        sig = read_regular(sig_path, MAX_SIGNATURE_BYTES, error=IntegrityError)
+    except FileNotFoundError:
+        raise IntegrityError(f"{path} is not signed: {constants.SIGNATURE_FILE} is missing",
+                             "sign it with `patchkit sign DIR --key PRIVATE_PEM`") from None
+    statement, entry = open_bundle(sig, store, source=str(sig_path))
     files = read_artifact_files(path)
     check_files(statement, files, where=str(path))
     if constants.MANIFEST_FILE not in files:
         raise IntegrityError(f"{path}: {constants.MANIFEST_FILE} is missing", "this is not a patch artifact")
     manifest = parse_manifest(files[constants.MANIFEST_FILE], source=str(path / constants.MANIFEST_FILE))
     store.authorize(statement.keyid, manifest.name)
-    _check_content(path, manifest, files)
+    check_content(path, manifest, files)
     result = VerifyResult(
         ok=True,
         name=manifest.name,
@@ -93,7 +101,9 @@ def verify_artifact(
     return result
 
 
-def _check_content(path: Path, manifest: Manifest, files: dict[str, bytes]) -> None:
+def check_content(path: Path, manifest: Manifest, files: dict[str, bytes]) -> None:
+    """What a valid artifact holds beyond its signature: files, tensor, config, `requires`."""
+    check_requires(manifest)
     expected = {constants.MANIFEST_FILE, constants.ADAPTER_CONFIG_FILE, constants.MODEL_CARD_FILE, manifest.prefix.file}
     missing = sorted(expected - set(files))
     if missing:
@@ -128,31 +138,4 @@ def check_base_model(manifest: Manifest, model_dir: Path) -> None:
         )
 
 
-def _looks_like_ref(text: str) -> bool:
-    return "/" in text and not text.startswith((".", "/", "~")) and text.count("/") == 1
-
-
-def resolve_local_or_ref(path_or_ref: Path | str, *, registry: str | None = None, trust: TrustStore | Path | str | None = None) -> Path:
-    """An existing directory is used as is; `NS/NAME[@SPEC]` is pulled (and verified) from a registry."""
-    p = Path(path_or_ref)
-    if p.exists() or not _looks_like_ref(str(path_or_ref)):
-        return p
-    from patchkit.registry import pull
-
-    return Path(pull(str(path_or_ref), registry=registry, trust=trust).path)
-
-
-def verify(
-    path_or_ref: Path | str,
-    trust: TrustStore | Path | str | None = None,
-    base_model: Path | str | None = None,
-    *,
-    registry: str | None = None,
-) -> VerifyResult:
-    """Public API: verify a directory or a registry ref; raises PatchkitError subclasses."""
-    store = TrustStore.coerce(trust)
-    path = resolve_local_or_ref(path_or_ref, registry=registry, trust=store)
-    return verify_artifact(path, trust=store, base_model=base_model)
-
-
-__all__ = ["PatchkitError", "VerifyResult", "artifact_digest", "check_base_model", "verify", "verify_artifact"]
+__all__ = ["VerifyResult", "artifact_digest", "check_base_model", "check_content", "verify_artifact"]

@@ -20,6 +20,7 @@ from patchkit._fingerprint.digest import parse_digest
 from patchkit._fingerprint.discover import Discovery, WeightFile
 from patchkit._io import atomic_write_text, file_lock
 from patchkit._json import loads_strict
+from patchkit.errors import ReadOnlyError
 
 FORMAT = "patchkit-fingerprint-cache-v1"
 MAX_ENTRY_BYTES = 1024 * 1024
@@ -99,7 +100,7 @@ def store(disc: Discovery, algorithm: str, result: CachedFingerprint, *, started
         with file_lock(path.parent / ".lock"):
             atomic_write_text(path, json.dumps(payload, sort_keys=True, indent=1) + "\n")
             _prune(path.parent, keep=path)
-    except OSError:
+    except (OSError, ReadOnlyError):
         return False
     return True
 

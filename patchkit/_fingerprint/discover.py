@@ -7,6 +7,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from patchkit._io import read_regular
 from patchkit._json import loads_strict
 from patchkit._safetensors import PICKLE_HINT, PICKLE_SUFFIXES
 from patchkit.errors import InvalidInputError
@@ -70,9 +71,9 @@ def _read_index(model_dir: Path) -> tuple[WeightFile, dict[str, str]]:
     if index.st.st_size > MAX_INDEX_BYTES:
         raise InvalidInputError(f"{index.path} is {index.st.st_size} bytes, too large for an index", "the index is corrupt")
     try:
-        raw = index.path.read_bytes()
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read {index.path}: {exc.strerror}", "check permissions") from None
+        raw = read_regular(index.path, MAX_INDEX_BYTES, follow_symlinks=True)
+    except FileNotFoundError:
+        raise InvalidInputError(f"{index.path} disappeared while being read", "retry once nothing writes to it") from None
     obj = loads_strict(raw, what=str(index.path))
     weight_map = obj.get("weight_map") if isinstance(obj, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:

@@ -68,7 +68,7 @@ def _workers() -> int:
 def _mapped(wf: WeightFile) -> Iterator[mmap.mmap]:
     """Map a file read-only, refusing it if it is not the file whose header we checked."""
     try:
-        fd = os.open(wf.path, os.O_RDONLY)
+        fd = os.open(wf.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise InvalidInputError(f"cannot read {wf.path}: {exc.strerror}", "check the path and permissions") from None
     try:

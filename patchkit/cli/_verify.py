@@ -40,7 +40,7 @@ def run_verify(
         summary = verify_lock(lock, trust=trust, registry=registry)
         _emit(json_mode, summary.to_dict(), summary.summary_line())
         return 0 if summary.ok else int(summary.exit_code)
-    from patchkit.verify import verify as do_verify
+    from patchkit.registry.targets import verify as do_verify
 
     assert target is not None
     try:

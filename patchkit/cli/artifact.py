@@ -97,19 +97,28 @@ def inspect(
     registry: RegistryOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Show a patch's manifest (a registry ref is pulled and verified first)."""
+    """Show a patch's manifest, and whether it verified (a registry ref is pulled and verified first)."""
     from patchkit import constants
+    from patchkit.errors import PatchkitError
     from patchkit.manifest import load_manifest
-    from patchkit.verify import resolve_local_or_ref
+    from patchkit.registry.targets import resolve_target
+    from patchkit.verify import verify_artifact
 
-    path = resolve_local_or_ref(target, registry=registry, trust=trust)
+    path = resolve_target(target, registry=registry, trust=trust)
     m = load_manifest(path / constants.MANIFEST_FILE)
-    signed = (path / constants.SIGNATURE_FILE).exists()
+    signer, reason = "", ""
+    try:
+        signer = verify_artifact(path, trust=trust).signer
+    except PatchkitError as exc:
+        reason = exc.one_line()
+    verified = not reason
     if json_:
-        emit(True, {"path": str(path), "signed": signed, "manifest": m.to_dict()})
+        emit(True, {"ok": True, "path": str(path), "signed": (path / constants.SIGNATURE_FILE).exists(),
+                    "verified": verified, "signer": signer or None, "reason": reason, "manifest": m.to_dict()})
         return
+    state = f"verified, signed by {signer}" if verified else f"UNVERIFIED: {reason}"
     lines = [
-        f"{m.name}@{m.version}  ({m.domain})  {'signed' if signed else 'UNSIGNED'}",
+        f"{m.name}@{m.version}  ({m.domain})  {state}",
         f"  base:     {m.base_model.id}  {m.base_model.digest}",
         f"  prefix:   {m.prefix.num_virtual_tokens} tokens × {m.prefix.token_dim} {m.prefix.dtype}, init {m.prefix.init}",
         f"  training: {m.training.method}; reference: {m.training.reference or 'n/a'}",

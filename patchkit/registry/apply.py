@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from patchkit._io import is_real_dir
 from patchkit.errors import CompatibilityError, IntegrityError, NotFoundError, PatchkitError, UsageError
 from patchkit.registry.backends import Registry, open_registry
 from patchkit.registry.cache import Fetched, entry_dir
@@ -131,21 +132,26 @@ def _run(jobs: list[_Job], model_dir: Path, lock_path: Path, *, locked: bool, al
             f.discard()
 
 
-def _pinned(e: LockEntry, trust: TrustStore, regs: dict[str, Registry], registry: str | None) -> Fetched | VerifyResult:
-    """A lock pin from the cache (no network), else fetched by its pinned commit."""
+def _pinned(e: LockEntry, trust: TrustStore, regs: dict[str, Registry], registry: str | None,
+            repaired: list[str] | None = None) -> Fetched | VerifyResult:
+    """A lock pin from the cache (no network), else fetched by its pinned commit.
+
+    A damaged cache entry falls through to the fetch, which removes it, downloads it again
+    and says so in `repaired`.
+    """
     cached = entry_dir(e.name, e.commit)
-    if cached.is_dir():
+    if is_real_dir(cached):
         try:
-            result = verify_artifact(cached, trust=trust)
+            result: VerifyResult | None = verify_artifact(cached, trust=trust)
         except IntegrityError:
-            result = None  # damaged: fall through to a fresh download
+            result = None
         if result is not None:
             if (result.name, result.version) != (e.name, e.version) or result.digest != e.digest:
-                raise IntegrityError(f"{cached} holds {result.name}@{result.version} {result.digest}, "
-                                     f"but the lock pins {e.ref} {e.digest}", "the cached patch changed; remove it and retry")
+                raise IntegrityError(f"the cached copy of {e.ref} holds {result.name}@{result.version} {result.digest}, "
+                                     f"but the lock pins {e.digest}", "the lock was edited by hand; restore it, or re-apply the patch")
             return result
     reg = _open(regs, registry or e.registry)
-    return fetch_pinned(e.name, e.version, e.commit, e.digest, reg, trust)
+    return fetch_pinned(e.name, e.version, e.commit, e.digest, reg, trust, repaired=repaired)
 
 
 def apply(refs: list[str], model_dir: Path, *, lock_path: Path | None = None, locked: bool = False, frozen: bool = False,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
@@ -19,12 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit._io import atomic_write_bytes, atomic_write_text, file_lock
+from patchkit._io import atomic_write_bytes, atomic_write_text, confined, file_lock, open_regular, read_regular
 from patchkit._json import dumps_canonical, loads_strict
-from patchkit.errors import IntegrityError, InvalidInputError, NotFoundError, RegistryError, UsageError
+from patchkit.errors import EndlessDataError, InvalidInputError, NotFoundError, RegistryError, UsageError
+from patchkit.manifest import validate_name
+from patchkit.registry.ids import commit_id, is_commit_id
 
 CHUNK = 1024 * 1024
-_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+# refs.json and commit records are small JSON; a bigger one (or /dev/zero behind a link) is refused.
+MAX_RECORD_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
@@ -75,14 +77,14 @@ class Registry(ABC):
         try:
             with self.stream(name, rev, filename) as s:
                 if s.length is not None and s.length > limit:
-                    raise IntegrityError(f"{self.url}: {name}/{filename} is {s.length} bytes, over the {limit}-byte limit",
-                                         "the registry is misbehaving; refusing endless data")
+                    raise EndlessDataError(f"{self.url}: {name}/{filename} is {s.length} bytes, over the {limit}-byte limit",
+                                           "the registry is misbehaving; refusing endless data")
                 buf = bytearray()
                 for chunk in s.chunks:
                     buf += chunk
                     if len(buf) > limit:
-                        raise IntegrityError(f"{self.url}: {name}/{filename} exceeds {limit} bytes",
-                                             "the registry is misbehaving; refusing endless data")
+                        raise EndlessDataError(f"{self.url}: {name}/{filename} exceeds {limit} bytes",
+                                               "the registry is misbehaving; refusing endless data")
                 return bytes(buf)
         except NotFoundError:
             return None
@@ -98,28 +100,43 @@ class LocalRegistry(Registry):
         self.ident = f"file://{self.root.resolve()}"
 
     def _repo(self, name: str) -> Path:
-        ns, _, short = name.partition("/")
-        return self.root / ns / short
+        ns, _, short = validate_name(name).partition("/")
+        return confined(self.root, ns, short, what="registry path")
 
     def _refs_path(self, name: str) -> Path:
         return self._repo(name) / "refs.json"
 
+    def _read_record(self, p: Path) -> Any:
+        """A small JSON record of the store: a regular file, bounded, never followed through a link."""
+        data = read_regular(p, MAX_RECORD_BYTES, what=f"registry file {p}", error=RegistryError)
+        try:
+            return loads_strict(data, what=str(p))
+        except InvalidInputError as exc:
+            raise RegistryError(f"registry file {p} is corrupt: {exc.message}", "repair or restore the registry") from None
+
     def refs(self, name: str) -> Refs | None:
         p = self._refs_path(name)
-        if not p.exists():
-            return None
         try:
-            raw = loads_strict(p.read_bytes(), what=str(p))
-            return Refs(raw.get("main"), {str(k): str(v) for k, v in raw.get("tags", {}).items()})
-        except (InvalidInputError, AttributeError, TypeError) as exc:
-            raise RegistryError(f"registry refs {p} are corrupt: {exc}", "repair or restore the registry") from None
+            raw = self._read_record(p)
+        except FileNotFoundError:
+            return None
+        where = f"registry refs {p}"
+        try:
+            tags = raw.get("tags", {})
+            if not isinstance(tags, dict):
+                raise TypeError
+            main = raw.get("main")
+            return Refs(None if main is None else commit_id(main, where=where),
+                        {str(k): commit_id(v, where=f"{where} tag {str(k)[:40]!r}") for k, v in tags.items()})
+        except (AttributeError, TypeError):
+            raise RegistryError(f"{where} are corrupt", "repair or restore the registry") from None
 
     def _commit_record(self, name: str, commit: str) -> dict[str, Any]:
-        if not _COMMIT_RE.match(commit):
-            raise NotFoundError(f"{self.url}: {name} has no revision {commit!r}", "check the version")
-        p = self._repo(name) / "commits" / f"{commit}.json"
+        if not is_commit_id(commit):
+            raise NotFoundError(f"{self.url}: {name} has no revision {commit[:60]!r}", "check the version")
+        p = self._repo(name) / "commits" / f"{commit.lower()}.json"
         try:
-            raw = loads_strict(p.read_bytes(), what=str(p))
+            raw = self._read_record(p)
         except FileNotFoundError:
             raise NotFoundError(f"{self.url}: {name} has no commit {commit}", "the registry lost it; ask the publisher") from None
         if not isinstance(raw, dict) or not isinstance(raw.get("files"), dict):
@@ -143,12 +160,12 @@ class LocalRegistry(Registry):
         if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
             raise NotFoundError(f"{self.url}: {name}@{rev} has no file {filename}", "check the registry")
         blob = self._repo(name) / "blobs" / sha
-        try:
-            fh = open(blob, "rb")  # noqa: SIM115 - closed by the context manager below
-        except FileNotFoundError:
-            raise RegistryError(f"{self.url}: blob of {name}/{filename} is missing", "repair or restore the registry") from None
-        with fh:
-            size = os.fstat(fh.fileno()).st_size
+        with contextlib.ExitStack() as stack:
+            try:
+                fh, size = stack.enter_context(open_regular(blob, what=f"{self.url} blob of {name}/{filename}",
+                                                            error=RegistryError))
+            except FileNotFoundError:
+                raise RegistryError(f"{self.url}: blob of {name}/{filename} is missing", "repair or restore the registry") from None
 
             def chunks() -> Iterator[bytes]:
                 while True:

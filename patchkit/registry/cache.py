@@ -4,6 +4,10 @@ A download goes to a private staging directory, is cut off at the sizes the sign
 states (endless data), verified (signature, trust, files, digest in the index), and only then
 renamed into place under a per-entry file lock. A failed or interrupted download leaves no
 cache entry; staging left behind by a killed process is swept by the next one.
+
+Every cache path is built from a validated name and commit id and proven to stay under the
+cache root (`_io.confined`) before anything is created or removed; a removal that fails is an
+error, and an entry found in place is verified before it is used, never adopted blindly.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit._io import file_lock, fsync_dir, fsync_tree
-from patchkit.errors import IntegrityError, NotFoundError
+from patchkit._io import confined, file_lock, fsync_dir, fsync_tree, is_real_dir, remove_confined
+from patchkit.errors import EndlessDataError, IntegrityError, MixAndMatchError, NotFoundError, PatchkitError
+from patchkit.manifest import validate_name
 from patchkit.registry.backends import Registry
+from patchkit.registry.ids import commit_id
 from patchkit.registry.index import IndexEntry
 from patchkit.trust import TrustStore
 from patchkit.verify import VerifyResult, verify_artifact
@@ -34,12 +40,20 @@ def cache_root() -> Path:
 
 
 def entry_dir(name: str, commit: str) -> Path:
-    ns, _, short = name.partition("/")
-    return cache_root() / ns / short / commit
+    """`cache/NS/NAME/<commit>`, refused unless every part is plain and the result stays inside."""
+    ns, _, short = validate_name(name).partition("/")
+    return confined(cache_root(), ns, short, commit_id(commit, where=f"cache entry of {name}", error=IntegrityError),
+                    what="cache path")
 
 
 def _entry_lock(name: str, commit: str) -> Path:
-    return cache_root() / ".locks" / f"{name.replace('/', '--')}--{commit}.lock"
+    return confined(cache_root() / ".locks", f"{validate_name(name).replace('/', '--')}--"
+                    f"{commit_id(commit, where=name, error=IntegrityError)}.lock", what="cache lock")
+
+
+def _clear(path: Path) -> None:
+    """Remove a damaged or foreign entry (a link, a file, a tampered copy), confirmed gone."""
+    remove_confined(path, cache_root())
 
 
 def _pid_alive(pid: int) -> bool:
@@ -58,7 +72,7 @@ def _sweep_staging(root: Path) -> None:
         return
     for d in root.iterdir():
         pid_text = d.name.split("-", 1)[0]
-        if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)) and is_real_dir(d):
             shutil.rmtree(d, ignore_errors=True)
 
 
@@ -78,6 +92,7 @@ class Fetched:
     path: Path
     result: VerifyResult
     staged: bool
+    trust: TrustStore
 
     @property
     def final(self) -> Path:
@@ -88,32 +103,48 @@ class Fetched:
             shutil.rmtree(self.path, ignore_errors=True)
 
     def publish(self) -> Path:
-        """Make a staged artifact visible in the cache (one rename, under the entry's lock)."""
+        """Make a staged artifact visible in the cache (one rename, under the entry's lock).
+
+        If an entry is already there (another process got there first), it is used only after
+        it verifies as this very artifact; anything else in its place is removed first.
+        """
         if not self.staged:
             return self.path
         final = self.final
         with file_lock(_entry_lock(self.name, self.entry.commit)):
-            if final.is_dir():
-                shutil.rmtree(self.path, ignore_errors=True)  # another process got there first
-            else:
-                final.parent.mkdir(parents=True, exist_ok=True)
-                fsync_tree(self.path)
-                os.replace(self.path, final)
-                fsync_dir(final.parent)
+            if os.path.lexists(final):
+                if is_real_dir(final) and _verifies_as(final, self.name, self.entry, self.trust):
+                    shutil.rmtree(self.path, ignore_errors=True)
+                    self.path, self.staged = final, False
+                    self.result.path = final
+                    return final
+                _clear(final)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fsync_tree(self.path)
+            os.replace(self.path, final)
+            fsync_dir(final.parent)
         self.path, self.staged = final, False
         self.result.path = final
         return final
 
 
+def _verifies_as(path: Path, name: str, entry: IndexEntry, trust: TrustStore) -> bool:
+    try:
+        check_matches(verify_artifact(path, trust=trust), name, entry, str(path))
+    except PatchkitError:
+        return False
+    return True
+
+
 def check_matches(result: VerifyResult, name: str, entry: IndexEntry, where: str) -> None:
     """Mix-and-match: the artifact must be exactly the one the signed index lists."""
     if result.name != name or result.version != entry.version:
-        raise IntegrityError(
+        raise MixAndMatchError(
             f"{where} holds {result.name}@{result.version}, but the signed index lists it as {name}@{entry.version}",
             "the registry served another artifact (mix-and-match); do not use it",
         )
     if result.digest != entry.digest:
-        raise IntegrityError(
+        raise MixAndMatchError(
             f"{where}: artifact digest {result.digest} of {name}@{entry.version} is not in the signed index "
             f"(which lists {entry.digest}; mix-and-match)",
             "the registry served an artifact the publisher did not list; do not use it",
@@ -121,10 +152,16 @@ def check_matches(result: VerifyResult, name: str, entry: IndexEntry, where: str
 
 
 def verify_cached(name: str, entry: IndexEntry, trust: TrustStore) -> VerifyResult | None:
-    """The cached artifact for this entry, re-verified; None when it is not cached."""
+    """The cached artifact for this entry, re-verified; None when it is not cached.
+
+    Something other than a real directory in the entry's place (a link to a tampered copy,
+    a stray file) is not an entry: it raises IntegrityError like a damaged one.
+    """
     final = entry_dir(name, entry.commit)
-    if not final.is_dir():
+    if not os.path.lexists(final):
         return None
+    if not is_real_dir(final):
+        raise IntegrityError(f"cache entry {final} is not a directory", "it was replaced; it will be removed and re-downloaded")
     result = verify_artifact(final, trust=trust)
     check_matches(result, name, entry, str(final))
     return result
@@ -152,14 +189,14 @@ def _download_file(reg: Registry, name: str, entry: IndexEntry, fname: str, size
     where = f"{name}@{entry.version} {fname}"
     with _listed(where), reg.stream(name, entry.commit, fname) as s:
         if s.length is not None and s.length > size:
-            raise IntegrityError(f"{where}: the registry announces {s.length} bytes but the signed index states {size}",
+            raise EndlessDataError(f"{where}: the registry announces {s.length} bytes but the signed index states {size}",
                                  "refusing endless data; the registry is misbehaving")
         written = 0
         with open(out, "wb") as fh:
             for chunk in s.chunks:
                 written += len(chunk)
                 if written > size:
-                    raise IntegrityError(f"{where}: the registry sent more than the {size} bytes the signed index states; "
+                    raise EndlessDataError(f"{where}: the registry sent more than the {size} bytes the signed index states; "
                                          "download cut off (endless data)", "the registry is misbehaving; nothing was cached")
                 fh.write(chunk)
                 if bar is not None:
@@ -171,33 +208,46 @@ def _download_file(reg: Registry, name: str, entry: IndexEntry, fname: str, size
                              "the download was truncated; run the command again")
 
 
-def fetch(reg: Registry, name: str, entry: IndexEntry, trust: TrustStore) -> Fetched:
-    """Return the cached, verified artifact, or download and verify it into staging."""
+def fetch(reg: Registry, name: str, entry: IndexEntry, trust: TrustStore, *,
+          repaired: list[str] | None = None) -> Fetched:
+    """Return the cached, verified artifact, or download and verify it into staging.
+
+    A damaged cache entry is removed (confirmed) and downloaded again; `repaired`, when given,
+    collects a line saying so, since a silently altered local copy deserves a warning.
+    Trust failures are not retried.
+    """
     try:
         cached = verify_cached(name, entry, trust)
-    except IntegrityError:
-        # A damaged cache entry is replaced by a fresh download; trust failures are not retried.
+    except IntegrityError as exc:
         with file_lock(_entry_lock(name, entry.commit)):
-            shutil.rmtree(entry_dir(name, entry.commit), ignore_errors=True)
+            _clear(entry_dir(name, entry.commit))
+        if repaired is not None:
+            repaired.append(f"the cached copy of {name}@{entry.version} had been altered ({exc.message}); "
+                            "it was removed and downloaded again")
         cached = None
     if cached is not None:
-        return Fetched(name, entry, cached.path, cached, staged=False)
+        return Fetched(name, entry, cached.path, cached, staged=False, trust=trust)
     if entry.total_size > MAX_ARTIFACT_BYTES:
         raise IntegrityError(f"{name}@{entry.version}: the index states {entry.total_size} bytes, over the "
                              f"{MAX_ARTIFACT_BYTES}-byte artifact limit", "this is not a patch; refusing it")
     if not entry.files:
         raise NotFoundError(f"{name}@{entry.version}: the index lists no files", "ask the publisher to republish it")
     staging = new_staging()
+    where = f"{reg.url} {name}@{entry.version}"
     try:
         with _progress(entry.total_size, f"{name}@{entry.version}") as bar:
             for fname, size in sorted(entry.files.items()):
-                _download_file(reg, name, entry, fname, size, staging / fname, bar)
-        result = verify_artifact(staging, trust=trust)
-        check_matches(result, name, entry, f"{reg.url} {name}@{entry.version}")
+                _download_file(reg, name, entry, fname, size, confined(staging, fname, what="download"), bar)
+        try:
+            result = verify_artifact(staging, trust=trust)
+        except PatchkitError as exc:
+            # Say which download failed, not which private staging directory it sat in.
+            raise type(exc)(exc.message.replace(str(staging), f"the download of {where}"), exc.hint) from None
+        check_matches(result, name, entry, where)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return Fetched(name, entry, staging, result, staged=True)
+    return Fetched(name, entry, staging, result, staged=True, trust=trust)
 
 
 __all__ = ["Fetched", "cache_root", "check_matches", "entry_dir", "fetch", "verify_cached"]

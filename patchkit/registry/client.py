@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit.errors import IntegrityError, InvalidInputError, NotFoundError, TrustError, UsageError
+from patchkit.errors import IntegrityError, InvalidInputError, NotFoundError, RollbackError, TrustError, UsageError
 from patchkit.keys import PrivateKey, keyid_of, load_private_key, public_pem
 from patchkit.manifest import parse_manifest
-from patchkit.registry.backends import Registry, open_registry
+from patchkit.registry.backends import Refs, Registry, open_registry
 from patchkit.registry.cache import Fetched, fetch
 from patchkit.registry.index import (
     DEFAULT_EXPIRES_DAYS,
@@ -87,7 +88,12 @@ def load_index(reg: Registry, name: str, trust: TrustStore) -> Index:
 
 
 def choose(index: Index, spec: Spec) -> tuple[IndexEntry, list[str]]:
-    """The entry a spec resolves to, and the warnings it carries (a pinned yanked version)."""
+    """The entry a spec resolves to, and the warnings it carries (a pinned yanked version).
+
+    Entries are picked exactly: versions that differ only in build metadata order equal, so
+    the one chosen must itself match the spec and pass the yank rule, not merely share a
+    precedence with one that does.
+    """
     entries = index.sorted_entries()
     picked = select(spec, [(Version.parse(e.version), e.yanked) for e in entries])
     if picked is None:
@@ -96,7 +102,12 @@ def choose(index: Index, spec: Spec) -> tuple[IndexEntry, list[str]]:
         hint = (f"the only match, {only_yanked}, is yanked; pin it exactly ({index.name}@{only_yanked}) to use it anyway"
                 if only_yanked is not None else f"available versions: {available}")
         raise NotFoundError(f"no version of {index.name} matches {str(spec)!r}", hint)
-    entry = next(e for e in entries if Version.parse(e.version) == picked)
+    same = [e for e in entries if Version.parse(e.version) == picked and spec.matches(Version.parse(e.version))
+            and (spec.pinned or not e.yanked)]
+    if len(same) != 1:
+        raise InvalidInputError(f"{index.name}@{spec} is ambiguous: {', '.join(e.version for e in same)} differ only in "
+                                "build metadata", f"pin one exactly, e.g. {index.name}@{same[-1].version}")
+    entry = same[0]
     warnings: list[str] = []
     if entry.yanked:
         warnings.append(f"{index.name}@{entry.version} is yanked: {entry.yank_reason or 'no reason given'}")
@@ -114,7 +125,7 @@ def _result(reg: Registry, name: str, f: Fetched, warnings: list[str]) -> PullRe
 def resolve_fetch(ref_name: str, spec: Spec, reg: Registry, trust: TrustStore) -> tuple[Fetched, list[str]]:
     index = load_index(reg, ref_name, trust)
     entry, warnings = choose(index, spec)
-    return fetch(reg, ref_name, entry, trust), warnings
+    return fetch(reg, ref_name, entry, trust, repaired=warnings), warnings
 
 
 def pull(ref: str, *, registry: str | None = None, trust: TrustStore | Path | str | None = None) -> PullResult:
@@ -130,7 +141,8 @@ def pull(ref: str, *, registry: str | None = None, trust: TrustStore | Path | st
     return _result(reg, name, fetched, warnings)
 
 
-def fetch_pinned(name: str, version: str, commit: str, digest: str, reg: Registry, trust: TrustStore) -> Fetched:
+def fetch_pinned(name: str, version: str, commit: str, digest: str, reg: Registry, trust: TrustStore, *,
+                 repaired: list[str] | None = None) -> Fetched:
     """A locked pin: the index must still list exactly this commit and digest for the version."""
     index = load_index(reg, name, trust)
     entry = index.versions.get(version)
@@ -142,7 +154,7 @@ def fetch_pinned(name: str, version: str, commit: str, digest: str, reg: Registr
             f"but the lock pins {commit[:12]} / {digest}",
             "the published artifact differs from the one you locked; investigate before re-locking",
         )
-    return fetch(reg, name, entry, trust)
+    return fetch(reg, name, entry, trust, repaired=repaired)
 
 
 def versions(name: str, *, registry: str | None = None, trust: TrustStore | Path | str | None = None) -> dict[str, Any]:
@@ -173,28 +185,74 @@ def _publisher_trust(key: PrivateKey, name: str) -> TrustStore:
     return TrustStore(None, [TrustEntry(keyid_of(pub), public_pem(pub).decode(), [name], label="--key")])
 
 
-def _current_index(reg: Registry, name: str, key: PrivateKey, *, allow_missing: bool) -> tuple[Index, str | None]:
-    """The index on main, verified against the publisher's key (no freshness check: refresh fixes that)."""
-    refs = reg.refs(name)
-    if refs is None:
-        raise NotFoundError(f"no patch named {name} in registry {reg.url}", "publish a version first")
-    data = reg.read(name, refs.main, constants.INDEX_FILE, MAX_INDEX_BYTES) if refs.main else None
+INDEX_TAG_RE = re.compile(r"^index-v([1-9][0-9]{0,17})$")
+
+
+def index_tag(index_version: int) -> str:
+    """Each signed index's commit is also tagged, so a `main` moved back cannot hide it."""
+    return f"index-v{index_version}"
+
+
+def _index_tags(refs: Refs) -> dict[int, str]:
+    return {int(m.group(1)): commit for tag, commit in refs.tags.items() if (m := INDEX_TAG_RE.match(tag))}
+
+
+def _verified_at(reg: Registry, name: str, rev: str, key: PrivateKey, where: str) -> tuple[Index, bytes]:
+    data = reg.read(name, rev, constants.INDEX_FILE, MAX_INDEX_BYTES)
     if data is None:
-        if not allow_missing:
-            raise NotFoundError(f"{name} in {reg.url} has no index", "publish a version first")
-        seen = seen_version(reg.ident, name)
-        if seen:
-            raise IntegrityError(f"the index of {name} is missing from {reg.url}, but version {seen} was seen before",
-                                 "the registry lost or hid the index; restore it before publishing")
-        return Index.empty(name), refs.main
-    sig = reg.read(name, refs.main or "main", constants.INDEX_SIG_FILE, MAX_INDEX_SIG_BYTES)
-    where = f"{reg.url} {name}"
+        raise IntegrityError(f"{where}: no {constants.INDEX_FILE} at {rev[:12]}", "the registry is damaged or tampered with")
+    sig = reg.read(name, rev, constants.INDEX_SIG_FILE, MAX_INDEX_SIG_BYTES)
     try:
         index, _ = verify_index(data, sig, _publisher_trust(key, name), name, where=where)
     except TrustError:
         raise TrustError(f"the index of {name} in {reg.url} is signed by another key than --key",
                          "use the key that publishes this patch") from None
+    return index, data
+
+
+def _current_index(reg: Registry, name: str, key: PrivateKey, *, allow_missing: bool) -> tuple[Index, str | None]:
+    """The index on main, verified against the publisher's key (no freshness check: refresh fixes that).
+
+    A publisher may run with no saved state (a CI job with a fresh home), so it does not rely
+    on its own memory alone: the registry's `index-vN` tags must not name a newer index than
+    `main` serves, and `main` must have an index once any version was published. Otherwise the
+    registry moved `main` back, and signing on top of it would undo yanks for everyone.
+    """
+    refs = reg.refs(name)
+    if refs is None:
+        raise NotFoundError(f"no patch named {name} in registry {reg.url}", "publish a version first")
+    where = f"{reg.url} {name}"
+    tags = _index_tags(refs)
+    data = reg.read(name, refs.main, constants.INDEX_FILE, MAX_INDEX_BYTES) if refs.main else None
+    if data is None:
+        if not allow_missing:
+            raise NotFoundError(f"{name} in {reg.url} has no index", "publish a version first")
+        seen = seen_version(reg.ident, name)
+        published = sorted(t for t in refs.tags if t.startswith("v"))
+        if seen or tags or published:
+            evidence = (f"version {seen} was seen before" if seen else
+                        f"it holds index tags up to {index_tag(max(tags))}" if tags else f"it holds tags {', '.join(published[:3])}")
+            raise RollbackError(f"the index of {name} is missing from {reg.url}, but {evidence}",
+                                "the registry lost or hid the index; restore it before publishing (nothing was changed)")
+        return Index.empty(name), refs.main
+    assert refs.main is not None
+    index, _ = _verified_at(reg, name, refs.main, key, where)
     check_and_record(index, data, reg.ident, where=where)
+    if tags and max(tags) >= index.index_version:
+        top = max(tags)
+        tagged, tagged_data = _verified_at(reg, name, tags[top], key, f"{where} tag {index_tag(top)}")
+        if tagged.index_version != top:
+            raise IntegrityError(f"{where}: tag {index_tag(top)} holds index {tagged.index_version}",
+                                 "the registry's index tags were tampered with; nothing was changed")
+        if top > index.index_version:
+            raise RollbackError(
+                f"{where}: main serves index {index.index_version}, but tag {index_tag(top)} holds a newer index "
+                "signed by this key: the registry's main was rolled back (rollback protection)",
+                f"restore main to the commit of {index_tag(top)} ({tags[top][:12]}) before publishing; nothing was changed",
+            )
+        if tagged_data != data:
+            raise RollbackError(f"{where}: tag {index_tag(top)} and main hold two different indexes of one version",
+                                "the registry's history was rewritten; restore it before publishing")
     return index, refs.main
 
 
@@ -202,6 +260,7 @@ def _write_index(reg: Registry, name: str, index: Index, key: PrivateKey, parent
     data, sig = sign_index(index, key)
     commit = reg.commit(name, {constants.INDEX_FILE: data, constants.INDEX_SIG_FILE: sig}, message, parent=parent)
     check_and_record(index, data, reg.ident, where=f"{reg.url} {name}")
+    reg.tag(name, index_tag(index.index_version), commit)
     return commit
 
 
@@ -235,6 +294,10 @@ def publish(directory: Path, key_path: Path, *, registry: str | None = None, pas
         index, head = _current_index(reg, name, key, allow_missing=True)
         if version in index.versions:
             raise UsageError(f"{name}@{version} is already published in {reg.url}", "versions are immutable; bump the version")
+        twin = next((v for v in index.versions if Version.parse(v) == Version.parse(version)), None)
+        if twin is not None:
+            raise UsageError(f"{name}@{version} differs from the published {twin} only in build metadata",
+                             "build metadata does not make a new version; bump MAJOR.MINOR.PATCH")
         refs = reg.refs(name)
         existing = refs.tags.get(tag) if refs else None
         if existing is not None:
@@ -285,10 +348,15 @@ def _exact_version(ref: str, what: str) -> str:
 
 
 def _entry_for(index: Index, version: str) -> IndexEntry:
+    """Exactly this version, build metadata included; a twin that differs only there is not it."""
+    wanted = Version.parse(version)
     for e in index.versions.values():
-        if Version.parse(e.version) == Version.parse(version):
+        v = Version.parse(e.version)
+        if v == wanted and v.build == wanted.build:
             return e
-    raise NotFoundError(f"{index.name}@{version} is not published", "see `patchkit versions NS/NAME`")
+    near = [e.version for e in index.versions.values() if Version.parse(e.version) == wanted]
+    hint = f"did you mean {', '.join(near)}?" if near else "see `patchkit versions NS/NAME`"
+    raise NotFoundError(f"{index.name}@{version} is not published", hint)
 
 
 def yank(ref: str, reason: str, key_path: Path, *, registry: str | None = None, passphrase_env: str | None = None,

@@ -1,23 +1,36 @@
 """The Hugging Face Hub backend, through `huggingface_hub` (imported lazily: it costs start-up).
 
-API calls (repos, commits, tags, refs) go through `HfApi`; downloads stream through the
-library's HTTP session so the client can cut a download off at the size the index states,
-which `hf_hub_download` cannot do. The artifact's README.md sits at the repo root, so the
-Hub shows the patch's model card as the repo's card.
+Writes (repos, commits, tags) go through the public `HfApi`. Reads, the client's whole path,
+go through the library's configured HTTP session (`huggingface_hub.get_session()`, so proxies
+and user settings apply) but with patchkit's own rules, since a Hub is hostile until its
+answers are verified:
+- every answer is read to a byte bound, and every request has a whole-request deadline
+  (`PATCHKIT_DOWNLOAD_TIMEOUT`), so neither endless data nor a one-byte-a-second drip hangs us;
+- redirects are followed by hand: at most 5, http(s) only, never https -> http, and the token
+  is not sent to another host;
+- refs are parsed here, and every commit id is checked (40 hex) where it enters.
+The endpoint's `user:password@`, if any, never appears in a message or a state key.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urljoin, urlsplit
 
-from patchkit import constants
-from patchkit.errors import NotFoundError, PatchkitError, RegistryError, UsageError
-from patchkit.registry.backends import CHUNK, Refs, Registry, Stream
+from patchkit import __version__, constants
+from patchkit._json import loads_strict
+from patchkit._redact import redact, strip_userinfo
+from patchkit.errors import EndlessDataError, InvalidInputError, NotFoundError, PatchkitError, RegistryError, UsageError
+from patchkit.registry.backends import Refs, Registry, Stream
+from patchkit.registry.ids import commit_id
 
-TIMEOUT_S = 30.0
+MAX_API_BYTES = 4 * 1024 * 1024
+MAX_REDIRECTS = 5
+_REDIRECTS = (301, 302, 303, 307, 308)
 
 
 class HubRegistry(Registry):
@@ -26,25 +39,37 @@ class HubRegistry(Registry):
         if rest:
             raise UsageError(f"registry URL {url!r}: hf:// takes no host", "set HF_ENDPOINT to choose the Hub server")
         self.url = "hf://"
-        self.endpoint = constants.hf_endpoint()
+        self.endpoint = constants.hf_endpoint()  # may carry credentials: never shown, never stored
+        self.shown = strip_userinfo(self.endpoint)
         self.token = constants.hf_token()
-        self.ident = f"hf:{self.endpoint}"
+        self.ident = f"hf:{self.shown}"
         self._api_obj: Any = None
 
     # -- plumbing --------------------------------------------------------------------------------
-    def _api(self) -> Any:
+    def _check_online(self) -> None:
         if constants.hf_offline():
-            raise RegistryError(f"cannot reach the Hub at {self.endpoint}: HF_HUB_OFFLINE is set",
+            raise RegistryError(f"cannot reach the Hub at {self.shown}: HF_HUB_OFFLINE is set",
                                 "unset HF_HUB_OFFLINE, or use a local registry (--registry local)")
+
+    def _api(self) -> Any:
+        self._check_online()
         if self._api_obj is None:
             from huggingface_hub import HfApi
 
             self._api_obj = HfApi(endpoint=self.endpoint, token=self.token or False)
         return self._api_obj
 
+    def _net_errors(self) -> tuple[type[BaseException], ...]:
+        """The HTTP library's exception types (httpx for huggingface_hub 1.x, httpx2 for 2.x)."""
+        from huggingface_hub import get_session
+
+        module = importlib.import_module(type(get_session()).__module__.split(".")[0])
+        names = ("HTTPError", "InvalidURL", "StreamError", "CookieConflict")
+        return (OSError, *(t for n in names if isinstance(t := getattr(module, n, None), type)))
+
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
-        import httpx2
+        """Map huggingface_hub and HTTP failures to patchkit's classes, with secrets redacted."""
         from huggingface_hub.errors import (
             HfHubHTTPError,
             OfflineModeIsEnabled,
@@ -58,57 +83,112 @@ class HubRegistry(Registry):
         except PatchkitError:
             raise
         except (RepositoryNotFoundError, RevisionNotFoundError, RemoteEntryNotFoundError):
-            raise NotFoundError(f"{what}: not found on the Hub at {self.endpoint}", "check the name and version") from None
+            raise NotFoundError(f"{what}: not found on the Hub at {self.shown}", "check the name and version") from None
         except HfHubHTTPError as exc:
             status = exc.response.status_code if exc.response is not None else 0
-            if status == 404:
-                raise NotFoundError(f"{what}: not found on the Hub at {self.endpoint}", "check the name and version") from None
-            if status in (409, 412):
-                raise RegistryError(f"{what}: the repo changed meanwhile (HTTP {status})", "run the command again") from None
-            if status in (401, 403):
-                raise RegistryError(f"{what}: the Hub refused access (HTTP {status})", "set HF_TOKEN to a token with access") from None
-            raise RegistryError(f"{what}: the Hub answered HTTP {status}", "try again later") from None
-        except (OfflineModeIsEnabled, httpx2.HTTPError, OSError) as exc:
-            raise RegistryError(f"{what}: network failure talking to {self.endpoint}: {type(exc).__name__}: {exc}",
+            raise self._status_error(what, status) from None
+        except OfflineModeIsEnabled:
+            raise RegistryError(f"{what}: HF_HUB_OFFLINE is set", "unset HF_HUB_OFFLINE to reach the Hub") from None
+        except self._net_errors() as exc:
+            raise RegistryError(redact(f"{what}: network failure talking to {self.shown}: {type(exc).__name__}: {exc}"),
                                 "check the connection and HF_ENDPOINT, then retry") from None
 
-    def _headers(self) -> dict[str, str]:
-        from huggingface_hub.utils._headers import build_hf_headers
+    def _status_error(self, what: str, status: int) -> PatchkitError:
+        if status == 404:
+            return NotFoundError(f"{what}: not found on the Hub at {self.shown}", "check the name and version")
+        if status in (409, 412):
+            return RegistryError(f"{what}: the repo changed meanwhile (HTTP {status})", "run the command again")
+        if status in (401, 403):
+            return RegistryError(f"{what}: the Hub refused access (HTTP {status})", "set HF_TOKEN to a token with access")
+        return RegistryError(f"{what}: the Hub answered HTTP {status}", "try again later")
 
-        return dict(build_hf_headers(token=self.token or False, library_name="patchkit"))
+    def _headers(self) -> dict[str, str]:
+        headers = {"user-agent": f"patchkit/{__version__}"}
+        if self.token:
+            headers["authorization"] = f"Bearer {self.token}"
+        return headers
+
+    @contextlib.contextmanager
+    def _get(self, path: str, what: str) -> Iterator[tuple[Any, float]]:
+        """GET `endpoint + path`, following redirects by hand; yields (response, deadline)."""
+        self._check_online()
+        from huggingface_hub import get_session
+
+        session = get_session()
+        deadline = time.monotonic() + constants.download_timeout()
+        url = self.endpoint + path
+        headers = self._headers()
+        origin = urlsplit(url)
+        with self._errors(what):
+            for _ in range(MAX_REDIRECTS + 1):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise RegistryError(f"{what}: no answer within {constants.download_timeout():g} s",
+                                        "the Hub is too slow; retry later, or raise PATCHKIT_DOWNLOAD_TIMEOUT")
+                with session.stream("GET", url, headers=headers, timeout=min(30.0, remaining),
+                                    follow_redirects=False) as resp:
+                    if resp.status_code in _REDIRECTS:
+                        url, headers = self._redirect(url, resp.headers.get("location"), headers, origin, what)
+                        continue
+                    if resp.status_code >= 400:
+                        raise self._status_error(what, resp.status_code)
+                    yield resp, deadline
+                    return
+            raise RegistryError(f"{what}: more than {MAX_REDIRECTS} redirects", "the Hub is misconfigured or hostile")
+
+    def _redirect(self, url: str, location: str | None, headers: dict[str, str], origin: Any,
+                  what: str) -> tuple[str, dict[str, str]]:
+        if not location:
+            raise RegistryError(f"{what}: a redirect without a Location", "the Hub is misbehaving")
+        target = urljoin(url, location)
+        new = urlsplit(target)
+        if new.scheme not in ("http", "https"):
+            raise RegistryError(f"{what}: refusing a redirect to a {new.scheme or 'schemeless'} URL", "the Hub is hostile")
+        if urlsplit(url).scheme == "https" and new.scheme == "http":
+            raise RegistryError(f"{what}: refusing a redirect from https to http", "the Hub is hostile")
+        if (new.hostname, new.port) != (origin.hostname, origin.port):
+            headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+        return target, headers
+
+    def _chunks(self, resp: Any, deadline: float, what: str) -> Iterator[bytes]:
+        with self._errors(f"download of {what}"):
+            # No chunk size: each piece is yielded as it arrives, so the deadline is checked while a
+            # server drips, not only once a whole megabyte has accumulated.
+            for chunk in resp.iter_bytes():
+                if time.monotonic() > deadline:
+                    raise RegistryError(f"{what}: the download did not finish within {constants.download_timeout():g} s",
+                                        "the Hub is too slow (or dripping data); retry later, or raise PATCHKIT_DOWNLOAD_TIMEOUT")
+                yield chunk
+
+    def _get_json(self, path: str, what: str) -> Any:
+        with self._get(path, what) as (resp, deadline):
+            buf = bytearray()
+            for chunk in self._chunks(resp, deadline, what):
+                buf += chunk
+                if len(buf) > MAX_API_BYTES:
+                    raise EndlessDataError(f"{what}: the Hub's answer exceeds {MAX_API_BYTES} bytes",
+                                           "the Hub is misbehaving; refusing endless data")
+        try:
+            return loads_strict(bytes(buf), what=what)
+        except InvalidInputError:
+            raise RegistryError(f"{what}: the Hub's answer is not JSON", "the Hub is misbehaving; retry later") from None
 
     # -- Registry --------------------------------------------------------------------------------
     def refs(self, name: str) -> Refs | None:
-        api = self._api()
+        what = f"refs of {name}"
         try:
-            with self._errors(f"refs of {name}"):
-                r = api.list_repo_refs(name, repo_type="model")
+            raw = self._get_json(f"/api/models/{quote(name, safe='/')}/refs", what)
         except NotFoundError:
             return None
-        main = next((b.target_commit for b in r.branches if b.name == "main"), None)
-        return Refs(main, {t.name: t.target_commit for t in r.tags})
+        return parse_refs(raw, where=f"{self.shown} {what}")
 
     @contextlib.contextmanager
     def stream(self, name: str, rev: str, filename: str) -> Iterator[Stream]:
-        self._api()
-        from huggingface_hub import get_session
-
-        url = f"{self.endpoint}/{name}/resolve/{quote(rev, safe='')}/{quote(filename)}"
         what = f"{name}/{filename}@{rev}"
-        with self._errors(what), get_session().stream("GET", url, headers=self._headers(), timeout=TIMEOUT_S,
-                                                      follow_redirects=True) as resp:
-            if resp.status_code == 404:
-                raise NotFoundError(f"{what}: not found on the Hub at {self.endpoint}", "check the name and version")
-            if resp.status_code >= 400:
-                raise RegistryError(f"{what}: the Hub answered HTTP {resp.status_code}", "try again later")
+        with self._get(f"/{quote(name, safe='/')}/resolve/{quote(rev, safe='')}/{quote(filename)}", what) as (resp, deadline):
             raw_len = resp.headers.get("content-length")
             length = int(raw_len) if raw_len and raw_len.isdigit() else None
-
-            def chunks() -> Iterator[bytes]:
-                with self._errors(f"download of {what}"):
-                    yield from resp.iter_bytes(CHUNK)
-
-            yield Stream(length, chunks())
+            yield Stream(length, self._chunks(resp, deadline, what))
 
     def ensure_repo(self, name: str) -> None:
         api = self._api()
@@ -125,7 +205,8 @@ class HubRegistry(Registry):
         with self._errors(f"commit to {name}"):
             info = api.create_commit(name, ops, commit_message=message, revision="main", parent_commit=parent,
                                      repo_type="model")
-        return str(info.oid)
+        # Checked before anything (a tag, the index) is built on it.
+        return commit_id(getattr(info, "oid", None), where=f"{self.shown}: the commit to {name}")
 
     def tag(self, name: str, tag: str, commit: str) -> None:
         api = self._api()
@@ -133,4 +214,19 @@ class HubRegistry(Registry):
             api.create_tag(name, tag=tag, revision=commit, repo_type="model")
 
 
-__all__ = ["HubRegistry"]
+def parse_refs(raw: Any, *, where: str) -> Refs:
+    """`{"branches": [...], "tags": [...]}` as the Hub's refs route answers; anything else is refused."""
+    try:
+        branches, tags = raw["branches"], raw["tags"]
+        if not isinstance(branches, list) or not isinstance(tags, list):
+            raise TypeError
+        pairs = {kind: [(str(r["name"]), r["targetCommit"]) for r in items]
+                 for kind, items in (("branches", branches), ("tags", tags))}
+    except (KeyError, TypeError, AttributeError):
+        raise RegistryError(f"{where}: the answer does not have the shape of Hub refs",
+                            "the Hub is misbehaving or is not a Hugging Face Hub; check HF_ENDPOINT") from None
+    main = next((commit_id(t, where=f"{where}: branch main") for n, t in pairs["branches"] if n == "main"), None)
+    return Refs(main, {n: commit_id(t, where=f"{where}: tag {n[:40]!r}") for n, t in pairs["tags"]})
+
+
+__all__ = ["HubRegistry", "parse_refs"]

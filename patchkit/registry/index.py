@@ -5,21 +5,29 @@ commit, with which artifact digest, and whether they are yanked. Each client rem
 highest `index_version` it has verified per (registry, name), and refuses an older index
 (rollback), an expired one (freeze), and an artifact whose digest the index does not list
 (mix-and-match).
+
+Each index also carries its `history`: the version and sha256 of every index before it. A
+client that saw index N refuses a later index whose history has another digest at N, so a
+registry that rolls `main` back and gets a stateless publisher to sign on top of the old
+index (a fork) is caught by everyone who saw the lost version.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit._io import atomic_write_text, file_lock
+from patchkit._io import atomic_write_text, file_lock, read_regular
 from patchkit._json import dumps_canonical, loads_strict
-from patchkit.errors import IntegrityError, InvalidInputError
+from patchkit.errors import FreezeError, IntegrityError, InvalidInputError, ReadOnlyError, RollbackError
 from patchkit.keys import PrivateKey
+from patchkit.registry.ids import commit_id, file_name
 from patchkit.signing import Signed, sign_blobs, verify_blobs
 from patchkit.trust import TrustStore
 from patchkit.version import Version
@@ -71,6 +79,14 @@ class IndexEntry:
         }
 
 
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One earlier index: its version and the sha256 of its exact bytes."""
+
+    index_version: int
+    sha256: str
+
+
 @dataclass
 class Index:
     name: str
@@ -78,6 +94,7 @@ class Index:
     expires: str
     versions: dict[str, IndexEntry] = field(default_factory=dict)
     updated_at: str = ""
+    history: list[HistoryEntry] = field(default_factory=list)
 
     def to_bytes(self) -> bytes:
         body = {
@@ -87,8 +104,13 @@ class Index:
             "expires": self.expires,
             "updated_at": self.updated_at,
             "versions": {v: e.to_dict() for v, e in sorted(self.versions.items(), key=lambda kv: Version.parse(kv[0]))},
+            "history": [{"index_version": h.index_version, "sha256": h.sha256} for h in self.history],
         }
         return dumps_canonical(body).encode("utf-8")
+
+    def digest_at(self, index_version: int) -> str | None:
+        """The sha256 this index records for an earlier index_version, if its history reaches it."""
+        return next((h.sha256 for h in self.history if h.index_version == index_version), None)
 
     def sorted_entries(self) -> list[IndexEntry]:
         return sorted(self.versions.values(), key=lambda e: Version.parse(e.version))
@@ -97,14 +119,18 @@ class Index:
         return parse_time(self.expires, f"index of {self.name}")
 
     def next(self, *, expires_days: int = DEFAULT_EXPIRES_DAYS) -> Index:
-        """A copy with `index_version` + 1 and a fresh expiry, ready to be changed and signed."""
+        """A copy with `index_version` + 1, a fresh expiry, and this index appended to the history."""
         t = now_utc()
+        history = list(self.history)
+        if self.index_version > 0:
+            history.append(HistoryEntry(self.index_version, hashlib.sha256(self.to_bytes()).hexdigest()))
         return Index(
             name=self.name,
             index_version=self.index_version + 1,
             expires=fmt_time(t + timedelta(days=expires_days)),
             versions={k: IndexEntry(**{**vars(e), "files": dict(e.files)}) for k, e in self.versions.items()},
             updated_at=fmt_time(t),
+            history=history,
         )
 
     @classmethod
@@ -112,29 +138,56 @@ class Index:
         return cls(name=name, index_version=0, expires=fmt_time(now_utc()), versions={}, updated_at="")
 
 
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
 def _entry(version: str, raw: Any, where: str) -> IndexEntry:
+    """One version entry; every field that later builds a path or a URL is validated here."""
     try:
         Version.parse(version)
         files = raw["files"]
-        if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(n, int) and n >= 0 for k, n in files.items()):
-            raise TypeError
-        if any("/" in k or k in ("", ".", "..") for k in files):
+        if not isinstance(files, dict) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in files.values()
+        ):
             raise TypeError
         reason = raw.get("yank_reason")
+        yanked = raw["yanked"]
+        if not isinstance(yanked, bool):
+            raise TypeError
         e = IndexEntry(
             version=version,
-            commit=str(raw["commit"]),
+            commit=commit_id(raw["commit"], where=f"{where}: version {version[:40]!r}", error=IntegrityError),
             digest=str(raw["digest"]),
             published_at=str(raw["published_at"]),
-            files={str(k): int(n) for k, n in files.items()},
-            yanked=bool(raw["yanked"]),
+            files={file_name(k, where=f"{where}: version {version[:40]!r}", error=IntegrityError): n
+                   for k, n in files.items()},
+            yanked=yanked,
             yank_reason=str(reason) if reason is not None else None,
         )
     except (KeyError, TypeError, AttributeError, InvalidInputError):
-        raise IntegrityError(f"{where}: malformed entry for version {version!r}", "the index is corrupt; ask the publisher to re-sign it") from None
-    if not e.digest.startswith("sha256:") or not e.commit:
-        raise IntegrityError(f"{where}: entry {version} lacks a commit or a sha256 digest", "the index is corrupt")
+        raise IntegrityError(f"{where}: malformed entry for version {version[:40]!r}",
+                             "the index is corrupt; ask the publisher to re-sign it") from None
+    if not _DIGEST_RE.match(e.digest):
+        raise IntegrityError(f"{where}: entry {version} lacks a sha256:<64 hex> artifact digest", "the index is corrupt")
     return e
+
+
+def _history(raw: Any, index_version: int, where: str) -> list[HistoryEntry]:
+    """Strictly increasing earlier versions, each with a sha256; absent in indexes before 0.2."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise TypeError
+    out: list[HistoryEntry] = []
+    for item in raw:
+        v, digest = item["index_version"], item["sha256"]
+        if not isinstance(v, int) or isinstance(v, bool) or not isinstance(digest, str) or not _SHA256_RE.match(digest):
+            raise TypeError
+        if v >= index_version or (out and v <= out[-1].index_version) or v < 1:
+            raise IntegrityError(f"{where}: the index history is out of order", "the index is corrupt")
+        out.append(HistoryEntry(v, digest))
+    return out
 
 
 def parse_index(data: bytes, *, where: str) -> Index:
@@ -157,8 +210,9 @@ def parse_index(data: bytes, *, where: str) -> Index:
             expires=str(raw["expires"]),
             versions={v: _entry(v, e, where) for v, e in versions.items()},
             updated_at=str(raw.get("updated_at", "")),
+            history=_history(raw.get("history"), iv, where),
         )
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, AttributeError):
         raise IntegrityError(f"{where}: malformed index", "the index is corrupt; ask the publisher to re-sign it") from None
     idx.expiry()
     return idx
@@ -186,7 +240,7 @@ def check_fresh(index: Index, *, where: str, now: datetime | None = None) -> Non
     """Freeze attack: an index past its expiry is refused."""
     t = now or now_utc()
     if index.expiry() <= t:
-        raise IntegrityError(
+        raise FreezeError(
             f"{where}: the signed index of {index.name} expired at {index.expires} (freeze protection)",
             "the registry may be serving stale data; ask the publisher to run `patchkit index refresh`",
         )
@@ -203,11 +257,16 @@ def _state_key(registry_id: str, name: str) -> str:
     return f"{registry_id} {name}"
 
 
+MAX_STATE_BYTES = 64 * 1024 * 1024
+
+
 def _read_state(path: Path) -> dict[str, Any]:
-    if not path.exists():
+    try:
+        data = read_regular(path, MAX_STATE_BYTES, error=IntegrityError)
+    except FileNotFoundError:
         return {}
     try:
-        raw = loads_strict(path.read_bytes(), what=str(path))
+        raw = loads_strict(data, what=str(path))
     except InvalidInputError:
         raise IntegrityError(f"{path} is corrupt", "remove it only if you know why it changed; it guards against rollback") from None
     return raw if isinstance(raw, dict) else {}
@@ -220,34 +279,60 @@ def seen_version(registry_id: str, name: str) -> int:
 
 
 def check_and_record(index: Index, data: bytes, registry_id: str, *, where: str) -> None:
-    """Rollback attack: refuse an index older than one already seen; remember the newest."""
+    """Rollback attack: refuse an index older than one already seen, or one whose history
+    rewrites the version seen; remember the newest. A read-only home still checks, and says
+    that it could not record."""
     path = _state_path()
     key = _state_key(registry_id, index.name)
     digest = hashlib.sha256(data).hexdigest()
-    with file_lock(path.with_name(path.name + ".lock")):
+    if _seen_ok(_read_state(path).get(key), index, digest, where):
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(file_lock(path.with_name(path.name + ".lock")))
+        except ReadOnlyError:
+            return  # a read-only PATCHKIT_HOME: the check above passed, and there is nowhere to record
         state = _read_state(path)
-        seen = state.get(key)
-        if isinstance(seen, dict):
-            seen_v = int(seen.get("index_version", 0))
-            if index.index_version < seen_v:
-                raise IntegrityError(
-                    f"{where}: the index of {index.name} is version {index.index_version}, older than version "
-                    f"{seen_v} seen before (rollback protection)",
-                    "the registry is serving old data; try again later or report it to the publisher",
-                )
-            if index.index_version == seen_v:
-                if seen.get("sha256") != digest:
-                    raise IntegrityError(
-                        f"{where}: the index of {index.name} changed without a new index_version",
-                        "the registry served two different indexes with one version; report it to the publisher",
-                    )
-                return
+        if _seen_ok(state.get(key), index, digest, where):
+            return
         state[key] = {"index_version": index.index_version, "sha256": digest, "seen_at": fmt_time(now_utc())}
-        atomic_write_text(path, dumps_canonical(state))
+        atomic_write_text(path, dumps_canonical(state), mode=0o600)
+
+
+def _seen_ok(seen: Any, index: Index, digest: str, where: str) -> bool:
+    """True when `index` is exactly the one already recorded; raises on rollback or a fork."""
+    if not isinstance(seen, dict):
+        return False
+    seen_v = seen.get("index_version", 0)
+    seen_sha = seen.get("sha256")
+    if not isinstance(seen_v, int) or not isinstance(seen_sha, str):
+        raise IntegrityError(f"{_state_path()} is corrupt", "remove it only if you know why it changed; it guards against rollback")
+    if index.index_version < seen_v:
+        raise RollbackError(
+            f"{where}: the index of {index.name} is version {index.index_version}, older than version "
+            f"{seen_v} seen before (rollback protection)",
+            "the registry is serving old data; try again later or report it to the publisher",
+        )
+    if index.index_version == seen_v:
+        if seen_sha != digest:
+            raise RollbackError(
+                f"{where}: the index of {index.name} changed without a new index_version (rollback protection)",
+                "the registry served two different indexes with one version; report it to the publisher",
+            )
+        return True
+    recorded = index.digest_at(seen_v)
+    if recorded is not None and recorded != seen_sha:
+        raise RollbackError(
+            f"{where}: the index history of {index.name} was rewritten: version {seen_v}, seen before, is not the "
+            f"one this index ({index.index_version}) descends from (rollback protection)",
+            "the registry's history was rolled back and re-signed on top of an old index; tell the publisher",
+        )
+    return False
 
 
 __all__ = [
     "DEFAULT_EXPIRES_DAYS",
+    "HistoryEntry",
     "Index",
     "IndexEntry",
     "check_and_record",

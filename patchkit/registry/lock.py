@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit._io import atomic_write_text, file_lock
+from patchkit._io import atomic_write_text, file_lock, lock_for, read_regular
 from patchkit.errors import InvalidInputError, NotFoundError
 from patchkit.manifest import validate_name, validate_version
+from patchkit.registry.ids import commit_id
 
 LOCK_VERSION = 1
+MAX_LOCK_BYTES = 4 * 1024 * 1024
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _HINT = "regenerate it with `patchkit apply` (or restore it from version control)"
 
@@ -42,14 +44,6 @@ class LockEntry:
     @property
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
-
-    @property
-    def path(self) -> Path | None:
-        """The verified cache directory of this pin, when present on this machine."""
-        from patchkit.registry.cache import entry_dir
-
-        p = entry_dir(self.name, self.commit)
-        return p if p.is_dir() else None
 
     def pin(self) -> tuple[str, str, str, str, str, str]:
         """What `--locked` compares: the resolved pin, not the spec text that led to it."""
@@ -72,10 +66,6 @@ class LockEntry:
 class Lock:
     patches: list[LockEntry] = field(default_factory=list)
     path: Path | None = None
-
-    @property
-    def entries(self) -> list[LockEntry]:
-        return self.patches
 
     def find(self, name: str) -> LockEntry | None:
         return next((e for e in self.patches if e.name == name), None)
@@ -106,10 +96,10 @@ def read_lock(path: Path) -> Lock:
     """Parse and validate a lock file; NotFoundError (7) if absent, InvalidInputError (6) if malformed."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular(path, MAX_LOCK_BYTES, what=f"lock file {path}").decode("utf-8")
     except FileNotFoundError:
         raise NotFoundError(f"lock file {path} does not exist", "create it with `patchkit apply NS/NAME@SPEC --model DIR`") from None
-    except (UnicodeDecodeError, IsADirectoryError):
+    except UnicodeDecodeError:
         raise InvalidInputError(f"{path} is not a text lock file", _HINT) from None
     try:
         data = tomllib.loads(text)
@@ -137,9 +127,7 @@ def read_lock(path: Path) -> Lock:
         order = raw.get("order", i)
         if not isinstance(order, int) or isinstance(order, bool):
             raise InvalidInputError(f"{where}: `order` must be an integer", _HINT)
-        commit = _str(raw, "commit", where)
-        if not re.fullmatch(r"[0-9a-f]{5,64}", commit):
-            raise InvalidInputError(f"{where}: commit {commit!r} is not a hex commit id", _HINT)
+        commit = commit_id(_str(raw, "commit", where), where=where, error=InvalidInputError)
         entries.append(LockEntry(
             name=name,
             version=validate_version(_str(raw, "version", where)),
@@ -185,7 +173,7 @@ _local = threading.local()
 
 @contextlib.contextmanager
 def lock_guard(path: Path) -> Iterator[None]:
-    """Hold the lock file's advisory lock; re-entrant within one thread (flock is not)."""
+    """Hold the lock file's advisory lock (under PATCHKIT_HOME); re-entrant within one thread."""
     key = os.path.abspath(path)
     held: dict[str, int] = _local.__dict__.setdefault("held", {})
     depth = held.get(key, 0)
@@ -194,8 +182,7 @@ def lock_guard(path: Path) -> Iterator[None]:
         if depth:
             yield
         else:
-            p = Path(key)
-            with file_lock(p.with_name(f".{p.name}.flock")):
+            with file_lock(lock_for(Path(key))):
                 yield
     finally:
         held[key] -= 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 from patchkit.errors import InvalidInputError
 from patchkit.manifest import validate_name
@@ -24,12 +25,15 @@ SPEC_HINT = "use 1.2.0, 1.2, 1, ^1.2, ~1.2.3, >=1.0,<2 or latest"
 LATEST_WORDS = frozenset({"", "latest", "*"})
 
 
+SpecKind = Literal["latest", "exact", "range"]
+
+
 @dataclass(frozen=True)
 class Spec:
-    """A parsed version spec; `kind` is `latest`, `exact` or `range`."""
+    """A parsed version spec."""
 
     text: str
-    kind: str
+    kind: SpecKind
     comparators: tuple[Comparator, ...] = ()
     exact: Version | None = None
 
@@ -44,7 +48,8 @@ class Spec:
     def matches(self, v: Version) -> bool:
         """Whether `v` satisfies the spec, yanks aside."""
         if self.kind == "exact":
-            return v == self.exact
+            # Build metadata does not order versions, but a pin that names it picks that build only.
+            return v == self.exact and (self.exact is None or not self.exact.build or v.build == self.exact.build)
         if self.kind == "latest":
             return not v.is_prerelease
         if v.is_prerelease and not self._allows_prerelease(v):

@@ -31,12 +31,14 @@ def export_peft(
     out = Path(out).expanduser()
     require_new_output(out)
     patch = load_patch(spec, trust=TrustStore.coerce(trust), registry=registry, verify=verify)
-    cfg_raw = (patch.path / constants.ADAPTER_CONFIG_FILE).read_bytes()
+    from patchkit.signing import read_artifact_files
+
+    found = read_artifact_files(patch.path)
+    cfg_raw = found[constants.ADAPTER_CONFIG_FILE]
     check_adapter_config(cfg_raw, patch.manifest, str(patch.path / constants.ADAPTER_CONFIG_FILE))
     files = {constants.TENSOR_FILE: prefix_bytes(patch.prefix), constants.ADAPTER_CONFIG_FILE: cfg_raw}
-    card = patch.path / constants.MODEL_CARD_FILE
-    if card.exists():
-        files[constants.MODEL_CARD_FILE] = card.read_bytes()
+    if constants.MODEL_CARD_FILE in found:
+        files[constants.MODEL_CARD_FILE] = found[constants.MODEL_CARD_FILE]
     write_new_dir(out, files)
     return {
         "format": "peft",

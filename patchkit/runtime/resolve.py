@@ -6,7 +6,6 @@ here, so a bad patch costs milliseconds, not a model load.
 
 from __future__ import annotations
 
-import importlib
 import sys
 import warnings
 from collections.abc import Sequence
@@ -15,9 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
+from patchkit._io import read_regular
 from patchkit.artifact import PrefixTensor, parse_prefix_file
 from patchkit.errors import CompatibilityError, IntegrityError, InvalidInputError, NotFoundError, UsageError
-from patchkit.manifest import Manifest, load_manifest
+from patchkit.manifest import Manifest, check_requires, load_manifest
+from patchkit.registry.apply import locked_artifacts
+from patchkit.registry.lock import read_lock
+from patchkit.registry.targets import resolve_target
 from patchkit.trust import TrustStore
 
 PatchSpec = str | Path
@@ -67,38 +70,11 @@ def warn_loudly(message: str) -> None:
     print(f"patchkit: WARNING: {message}", file=sys.stderr, flush=True)
 
 
-def _registry_attr(attr: str, what: str) -> Any:
-    """The registry is imported late (and by name) so the runtime works without it."""
-    try:
-        fn = getattr(importlib.import_module("patchkit.registry"), attr, None)
-    except ImportError:
-        fn = None
-    if fn is None:
-        raise NotFoundError(f"cannot resolve {what}: registry support is not available", "pass an artifact directory instead")
-    return fn
-
-
-def looks_like_ref(text: str) -> bool:
-    return "/" in text and not text.startswith((".", "/", "~")) and text.count("/") == 1
-
-
-def resolve_spec(spec: PatchSpec, *, registry: str | None, trust: TrustStore) -> Path:
-    """An existing directory is used as is; `NS/NAME[@SPEC]` is pulled from a registry."""
-    p = Path(spec).expanduser()
-    if p.exists():
-        return p
-    text = str(spec)
-    if not looks_like_ref(text):
-        raise NotFoundError(f"patch {text} does not exist", "pass an artifact directory or NS/NAME@SPEC")
-    res: Any = _registry_attr("pull", text)(text, registry=registry, trust=trust)
-    return Path(getattr(res, "path", res))
-
-
 def _read_tensor(path: Path, manifest: Manifest) -> PrefixTensor:
     """Read the tensor once, after verification, and tie it to the signed manifest by sha256."""
     tensor_path = path / manifest.prefix.file
     try:
-        raw = tensor_path.read_bytes()
+        raw = read_regular(tensor_path, constants.MAX_PATCH_TENSOR_BYTES + 1024 * 1024, error=IntegrityError)
     except FileNotFoundError:
         raise IntegrityError(f"{tensor_path} is missing", "re-pull or rebuild the patch") from None
     prefix = parse_prefix_file(raw, str(tensor_path))
@@ -111,7 +87,7 @@ def _read_tensor(path: Path, manifest: Manifest) -> PrefixTensor:
 
 def load_patch(spec: PatchSpec, *, trust: TrustStore, registry: str | None = None, verify: bool = True) -> LoadedPatch:
     """Resolve and verify one patch; with verify=False only the content checks run."""
-    path = resolve_spec(spec, registry=registry, trust=trust)
+    path = resolve_target(spec, registry=registry, trust=trust)
     if verify:
         from patchkit.verify import verify_artifact
 
@@ -121,6 +97,7 @@ def load_patch(spec: PatchSpec, *, trust: TrustStore, registry: str | None = Non
     if not path.is_dir():
         raise NotFoundError(f"{path} is not a patch artifact directory", "pass the directory that holds patchkit.json")
     manifest = load_manifest(path / constants.MANIFEST_FILE)
+    check_requires(manifest)
     prefix = _read_tensor(path, manifest)
     warn_loudly(f"{manifest.name}@{manifest.version} ({path}) is applied WITHOUT signature or trust verification (verify=False)")
     return LoadedPatch(manifest.name, manifest.version, "", path, manifest, prefix, "", False)
@@ -200,10 +177,8 @@ def load_locked(model_dir: Path, *, trust: TrustStore, registry: str | None = No
     lock_path = Path(model_dir) / constants.LOCK_FILE
     if not lock_path.exists():
         return []
-    read_lock = _registry_attr("read_lock", str(lock_path))
-    locked_artifacts = _registry_attr("locked_artifacts", str(lock_path))
-    lock: Any = read_lock(lock_path)
-    paths: list[Path] = list(locked_artifacts(Path(model_dir), lock_path=lock_path, trust=trust, registry=registry))
+    lock = read_lock(lock_path)
+    paths = locked_artifacts(Path(model_dir), lock_path=lock_path, trust=trust, registry=registry)
     out: list[LoadedPatch] = []
     for e, path in zip(lock.patches, paths, strict=True):
         lp = load_patch(path, trust=trust, registry=registry, verify=verify)

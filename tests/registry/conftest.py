@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +14,40 @@ import pytest
 
 from tests.helpers import ZERO_DIGEST, write_fake_model, write_prefix
 from tests.registry.hubserver import FakeHub
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
+    """Every entry under `root`: (mode, size, sha256 or link target); what a test must not change."""
+    out: dict[str, tuple[int, int, str]] = {}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                digest = "link:" + os.readlink(p)
+            elif stat.S_ISREG(st.st_mode):
+                digest = hashlib.sha256(p.read_bytes()).hexdigest()
+            else:
+                digest = ""
+            out[str(p.relative_to(root))] = (st.st_mode, st.st_size, digest)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def decoy(tmp_path: Path) -> Iterator[Path]:
+    """A directory outside PATCHKIT_HOME standing in for the user's data (`/victim` with `.ssh/`).
+
+    Attack tests aim registry data at it; every test in this suite fails if it was created,
+    changed or deleted, whatever the test itself asserted.
+    """
+    root = tmp_path / "victim"
+    (root / ".ssh").mkdir(parents=True)
+    (root / ".ssh" / "id_ed25519").write_text("not a real key\n")
+    (root / "notes.txt").write_text("precious\n")
+    before = snapshot(root)
+    yield root
+    assert root.is_dir(), f"the decoy {root} was deleted"
+    assert snapshot(root) == before, f"the decoy {root} was changed"
 
 
 @pytest.fixture
@@ -130,6 +167,48 @@ class Attacker:
             return
         reg = self._local()
         reg.commit(self.name, files, "attack", parent=reg.refs(self.name).main, delete=delete)
+
+    def reset_main(self, commit: str) -> None:
+        """Move main back to an earlier commit (a force push), leaving tags alone."""
+        if self.hub is not None:
+            with self.hub.lock:
+                self.hub.repos[self.name].branches["main"] = commit
+            return
+        import json as _json
+
+        refs_path = self._local()._refs_path(self.name)
+        refs = _json.loads(refs_path.read_text())
+        refs["main"] = commit
+        refs_path.write_text(_json.dumps(refs))
+
+    def delete_tags(self, prefix: str) -> None:
+        if self.hub is not None:
+            with self.hub.lock:
+                tags = self.hub.repos[self.name].tags
+                for t in [t for t in tags if t.startswith(prefix)]:
+                    del tags[t]
+            return
+        import json as _json
+
+        refs_path = self._local()._refs_path(self.name)
+        refs = _json.loads(refs_path.read_text())
+        refs["tags"] = {t: c for t, c in refs["tags"].items() if not t.startswith(prefix)}
+        refs_path.write_text(_json.dumps(refs))
+
+    def sign_raw_index(self, key: Path, edit: Any) -> None:
+        """Re-sign main's index after `edit(dict)` changed its JSON: a scoped publisher key gone rogue."""
+        import json as _json
+
+        from patchkit import constants
+        from patchkit.keys import load_private_key
+        from patchkit.signing import sign_blobs
+
+        raw = _json.loads(self.main_files(constants.INDEX_FILE)[constants.INDEX_FILE])
+        raw["index_version"] += 1
+        edit(raw)
+        data = (_json.dumps(raw, sort_keys=True, indent=2) + "\n").encode()
+        sig = sign_blobs(self.name, {constants.INDEX_FILE: data}, load_private_key(key), sig_name=constants.INDEX_SIG_FILE)
+        self.set_main({constants.INDEX_FILE: data, constants.INDEX_SIG_FILE: sig})
 
     def replace_commit_files(self, commit: str, files: dict[str, bytes]) -> None:
         """Make an existing commit serve other bytes (storage tampering)."""

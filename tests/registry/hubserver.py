@@ -3,6 +3,11 @@
 Started on 127.0.0.1 (random port) by a fixture; `HF_ENDPOINT` points the real client at it.
 Fault modes let tests make downloads misbehave: `endless` (a file streams garbage with no
 length, forever) and `drop` (the connection closes halfway through a file).
+
+Attack modes play a malicious Hub (the security review's findings): a tag request answered
+409 while the tag is pointed at a crafted string that serves the real bytes, refs of the
+wrong shape, upper-case commit ids, a commit answer that is not a commit id, a download that
+drips one byte at a time, and redirects (to another server, to other schemes, in a loop).
 """
 
 from __future__ import annotations
@@ -40,11 +45,23 @@ class Faults:
     tamper: dict[str, bytes] = field(default_factory=dict)  # file name -> bytes served instead
 
 
+@dataclass
+class Attacks:
+    tag_conflict: dict[str, str] = field(default_factory=dict)  # tag -> crafted target: answer 409, point the tag there
+    aliases: dict[str, str] = field(default_factory=dict)  # crafted revision -> real commit it serves
+    refs_body: Any = None  # served instead of the refs JSON when set
+    upper_ids: bool = False  # every commit id the hub announces is upper case
+    commit_oid: str | None = None  # announced instead of the real oid after a commit
+    drip: dict[str, float] = field(default_factory=dict)  # file name -> seconds per byte
+    redirect: dict[str, str] = field(default_factory=dict)  # file name -> Location to answer 302 with
+
+
 class FakeHub:
     def __init__(self) -> None:
         self.repos: dict[str, Repo] = {}
         self.lock = threading.Lock()
         self.faults = Faults()
+        self.attacks = Attacks()
         self.requests: list[tuple[str, str]] = []
         self.authorizations: list[str | None] = []
         self.endless_bytes_sent = 0
@@ -127,11 +144,20 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
 
         def _rev(self, repo: Repo, rev: str) -> str | None:
             rev = unquote(rev)
+            if rev in hub.attacks.aliases:
+                return hub.attacks.aliases[rev]
             if rev in repo.branches:
-                return repo.branches[rev]
-            if rev in repo.tags:
-                return repo.tags[rev]
-            return rev if rev in repo.commits else None
+                rev = repo.branches[rev]
+            elif rev in repo.tags:
+                rev = repo.tags[rev]
+            if rev in hub.attacks.aliases:
+                return hub.attacks.aliases[rev]
+            if rev.lower() in repo.commits:
+                return rev.lower()
+            return None
+
+        def _oid(self, oid: str) -> str:
+            return oid.upper() if hub.attacks.upper_ids else oid
 
         # -- routing -----------------------------------------------------------------------
         def do_HEAD(self) -> None:
@@ -183,9 +209,11 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                     self._body()
                 return self._error(404, "RepoNotFound", f"Repository Not Found for {repo_id}")
             if rest == "/refs" and self.command == "GET":
+                if hub.attacks.refs_body is not None:
+                    return self._json(200, hub.attacks.refs_body)
                 with hub.lock:
                     def ref(kind: str, name: str, oid: str) -> dict[str, str]:
-                        return {"name": name, "ref": f"refs/{kind}/{name}", "targetCommit": oid}
+                        return {"name": name, "ref": f"refs/{kind}/{name}", "targetCommit": self._oid(oid)}
 
                     return self._json(200, {
                         "branches": [ref("heads", n, o) for n, o in repo.branches.items()],
@@ -206,6 +234,11 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                     if oid is None:
                         return self._error(404, "RevisionNotFound", "Invalid rev id")
                     if body["tag"] in repo.tags:
+                        return self._json(409, {"error": f"Tag {body['tag']} already exists"})
+                    crafted = hub.attacks.tag_conflict.pop(body["tag"], None)
+                    if crafted is not None:  # claim a conflict, and point the tag at a crafted string
+                        repo.tags[body["tag"]] = crafted
+                        hub.attacks.aliases[crafted] = oid
                         return self._json(409, {"error": f"Tag {body['tag']} already exists"})
                     repo.tags[body["tag"]] = oid
                 return self._json(200, {})
@@ -248,7 +281,8 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                         return self._json(400, {"error": "LFS is not supported by this fake hub"})
                 oid = hub.new_commit(repo_id, tree, header["summary"], head)
                 repo.branches[branch] = oid
-            self._json(200, {"commitUrl": f"{hub.url}/{repo_id}/commit/{oid}", "commitOid": oid,
+            shown = hub.attacks.commit_oid if hub.attacks.commit_oid is not None else self._oid(oid)
+            self._json(200, {"commitUrl": f"{hub.url}/{repo_id}/commit/{oid}", "commitOid": shown,
                              "pullRequestUrl": None, "success": True})
 
         def _resolve(self, repo_id: str, rev: str, fname: str) -> None:
@@ -264,7 +298,15 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                     data = hub.faults.tamper[fname]
             if data is None:
                 return self._error(404, "EntryNotFound", "Entry not found")
-            common = {"X-Repo-Commit": oid, "ETag": f'"{hashlib.sha1(data).hexdigest()}"'}
+            if fname in hub.attacks.redirect and self.command == "GET":
+                self.send_response(302)
+                self.send_header("Location", hub.attacks.redirect[fname])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            common = {"X-Repo-Commit": self._oid(oid), "ETag": f'"{hashlib.sha1(data).hexdigest()}"'}
+            if self.command == "GET" and fname in hub.attacks.drip:
+                return self._drip(data, hub.attacks.drip[fname], common)
             if self.command == "GET" and fname in hub.faults.endless:
                 return self._endless(common)
             drop = self.command == "GET" and hub.faults.drop.get(fname, 0) > 0
@@ -284,6 +326,26 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 return
             self.wfile.write(data)
+
+        def _drip(self, data: bytes, seconds: float, headers: dict[str, str]) -> None:
+            """A correct Content-Length, then one byte at a time: only a whole-download deadline stops it."""
+            import time
+
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            for i in range(min(len(data), 600)):  # bounded, so a broken client cannot hold the test forever
+                try:
+                    self.wfile.write(data[i : i + 1])
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+                time.sleep(seconds)
 
         def _endless(self, headers: dict[str, str]) -> None:
             self.send_response(200)

@@ -13,7 +13,7 @@ import pytest
 
 from patchkit import constants
 from patchkit.registry import apply, read_lock
-from patchkit.registry.cache import cache_root
+from patchkit.registry.cache import cache_root, entry_dir
 from patchkit.verify import verify_artifact
 from tests.helpers import pk
 from tests.registry.conftest import Vendor
@@ -61,7 +61,8 @@ def test_concurrent_applies_give_one_consistent_lock(vendor: Vendor, model_dir: 
     for entry in entries:
         verify_artifact(entry)
     for pin in lock:
-        assert pin.path is not None and verify_artifact(pin.path).digest == pin.digest
+        cached = entry_dir(pin.name, pin.commit)
+        assert cached.is_dir() and verify_artifact(cached).digest == pin.digest
 
 
 CRASH = textwrap.dedent(

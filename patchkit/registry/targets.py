@@ -1,0 +1,85 @@
+""""A directory or `NS/NAME@SPEC`": the one place that tells the two apart, and resolves either.
+
+A ref is a ref and a path is a path. A string that parses as a ref always means the registry,
+even when a directory of that name happens to exist (a checkout can plant `acme/tox@2.0.0/`
+holding some other signed patch). A directory is written as a path: a `pathlib.Path`, or a
+string that starts with `.`, `/` or `~`, or has a `/` beyond the one in `NS/NAME`, or simply
+does not parse as a ref.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from patchkit.errors import InvalidInputError, NotFoundError
+from patchkit.registry.spec import Spec, parse_ref
+from patchkit.trust import TrustStore
+from patchkit.verify import VerifyResult, verify_artifact
+
+
+@dataclass(frozen=True)
+class Target:
+    """Either a local directory (`path`) or a registry ref (`name` and `spec`)."""
+
+    text: str
+    path: Path | None = None
+    name: str | None = None
+    spec: Spec | None = None
+
+    @property
+    def is_ref(self) -> bool:
+        return self.name is not None
+
+
+def written_as_path(text: str) -> bool:
+    return text.startswith((".", "/", "~")) or text.count("/") > 1 or (os.sep != "/" and os.sep in text)
+
+
+def parse_target(value: str | os.PathLike[str]) -> Target:
+    """Classify without touching the filesystem, so the answer never depends on what exists."""
+    if isinstance(value, os.PathLike):
+        return Target(os.fspath(value), path=Path(value).expanduser())
+    text = str(value)
+    if written_as_path(text):
+        return Target(text, path=Path(text).expanduser())
+    try:
+        name, spec = parse_ref(text)
+    except InvalidInputError:
+        return Target(text, path=Path(text))
+    return Target(text, name=name, spec=spec)
+
+
+def resolve_target(value: str | os.PathLike[str], *, registry: str | None = None,
+                   trust: TrustStore | Path | str | None = None) -> Path:
+    """The directory a target names: a path as given, or a ref pulled (verified) from a registry.
+
+    The caller verifies a plain path itself; a pulled ref has been verified against the
+    signed index and the trust store on the way into the cache.
+    """
+    target = parse_target(value)
+    if target.path is not None:
+        if not target.path.exists():
+            raise NotFoundError(f"{target.text} does not exist",
+                                "pass a patch artifact directory, or NS/NAME@SPEC for a registry patch")
+        return target.path
+    from patchkit.registry.client import pull
+
+    try:
+        return pull(target.text, registry=registry, trust=trust).path
+    except NotFoundError as exc:
+        if Path(target.text).exists():
+            raise NotFoundError(exc.message, f"{target.text} is read as a registry ref; to use the local directory of "
+                                f"that name, write ./{target.text}") from None
+        raise
+
+
+def verify(path_or_ref: str | os.PathLike[str], trust: TrustStore | Path | str | None = None,
+           base_model: Path | str | None = None, *, registry: str | None = None) -> VerifyResult:
+    """Public API (`patchkit.verify`): verify a directory or a registry ref; raises PatchkitError subclasses."""
+    store = TrustStore.coerce(trust)
+    return verify_artifact(resolve_target(path_or_ref, registry=registry, trust=store), trust=store, base_model=base_model)
+
+
+__all__ = ["Target", "parse_target", "resolve_target", "verify", "written_as_path"]
