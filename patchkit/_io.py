@@ -185,6 +185,8 @@ def open_regular(path: Path, *, what: str | None = None, error: type[PatchkitErr
         fd = os.open(path, _OPEN_FLAGS & ~os.O_NOFOLLOW if follow_symlinks else _OPEN_FLAGS)
     except FileNotFoundError:
         raise
+    except NotADirectoryError:
+        raise FileNotFoundError(errno.ENOENT, "a parent is not a directory", str(path)) from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise error(f"{label} is a symlink", "patchkit reads only regular files here") from None

@@ -23,9 +23,9 @@ from patchkit.manifest import (
     validate_name,
     validate_version,
 )
+from patchkit.modeldir import hidden_size_of, read_model_config
 
 MAX_SOURCE_BYTES = constants.MAX_PATCH_TENSOR_BYTES + 1024 * 1024
-MAX_CONFIG_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
@@ -94,28 +94,6 @@ def read_source(source: Path) -> Source:
     elif cfg and cfg.get("prompt_tuning_init"):
         init = str(cfg["prompt_tuning_init"]).lower()
     return Source(prefix, "train" if training else "peft", init, training, cfg)
-
-
-def read_model_config(model_dir: Path) -> dict[str, Any]:
-    cfg_path = Path(model_dir) / "config.json"
-    try:
-        raw = read_regular(cfg_path, MAX_CONFIG_BYTES, follow_symlinks=True)
-    except FileNotFoundError:
-        raise NotFoundError(f"{model_dir} has no config.json", "pass a transformers model directory") from None
-    cfg = loads_strict(raw, what=str(cfg_path))
-    if not isinstance(cfg, dict):
-        raise InvalidInputError(f"{cfg_path} must hold a JSON object", "check the model directory")
-    return cfg
-
-
-def hidden_size_of(cfg: dict[str, Any]) -> int | None:
-    for key in ("hidden_size", "n_embd", "d_model"):
-        if isinstance(cfg.get(key), int):
-            return int(cfg[key])
-    text = cfg.get("text_config")
-    if isinstance(text, dict):
-        return hidden_size_of(text)
-    return None
 
 
 def _training_block(source: Source, training_file: Path | None) -> TrainingInfo:
@@ -197,7 +175,7 @@ def build_artifact(
     src = read_source(source)
     cfg: dict[str, Any] = {}
     if base_model is not None:
-        from patchkit.fingerprint import fingerprint
+        from patchkit.fingerprinting import fingerprint
 
         cfg = read_model_config(base_model)
         digest = fingerprint(base_model)
@@ -250,4 +228,4 @@ def build_artifact(
     return manifest
 
 
-__all__ = ["TORCH_DTYPES", "build_artifact", "hidden_size_of", "load_metrics", "read_model_config", "read_source"]
+__all__ = ["TORCH_DTYPES", "build_artifact", "load_metrics", "read_source"]

@@ -40,9 +40,19 @@ def default_trust_file() -> Path:
     return patchkit_home() / "trust.toml"
 
 
-def registry_url() -> str:
-    """`PATCHKIT_REGISTRY`, default `local`."""
-    return os.environ.get("PATCHKIT_REGISTRY") or "local"
+def registry_env() -> str | None:
+    """`PATCHKIT_REGISTRY`, when set (it overrides the config file's `registry`)."""
+    return os.environ.get("PATCHKIT_REGISTRY") or None
+
+
+def namespace_env() -> str | None:
+    """`PATCHKIT_NAMESPACE`: where an un-namespaced name (`llama3-tox@1.2`) resolves."""
+    return os.environ.get("PATCHKIT_NAMESPACE") or None
+
+
+def config_file() -> Path:
+    return patchkit_home() / "config.toml"
+
 
 
 def hf_endpoint() -> str:
@@ -77,5 +87,8 @@ def debug() -> bool:
 
 
 def no_progress() -> bool:
-    """`PATCHKIT_NO_PROGRESS=1` turns progress bars off."""
-    return _truthy(os.environ.get("PATCHKIT_NO_PROGRESS"))
+    """Progress bars are off with `PATCHKIT_NO_PROGRESS=1`, and whenever stderr is not a terminal
+    (a CI log would fill with carriage-return noise)."""
+    import sys
+
+    return _truthy(os.environ.get("PATCHKIT_NO_PROGRESS")) or not sys.stderr.isatty()

@@ -234,7 +234,7 @@ class Demo:
     def write_reference(self) -> None:
         import transformers as tf
 
-        from patchkit.fingerprint import fingerprint
+        from patchkit.fingerprinting import fingerprint
         from patchkit.train.generation import GenerationCache, GenerationSettings, format_prompt, generate_cached
 
         harm = self._load(f"{self.cfg.harmful}:train")

@@ -13,7 +13,7 @@ from patchkit.signing import read_artifact_files, sign_directory
 
 def sign_artifact(directory: Path, key_path: Path, passphrase_env: str | None = None) -> dict[str, Any]:
     """Refuse to sign anything `verify` would reject on content, so signatures vouch for valid patches."""
-    from patchkit.verify import check_content
+    from patchkit.verifying import check_content
 
     directory = Path(directory)
     key = load_private_key(key_path, passphrase_env)

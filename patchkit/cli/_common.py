@@ -9,25 +9,29 @@ from typing import Annotated, Any
 
 import typer
 
+from patchkit import __version__
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout and nothing else there.")]
 TrustOpt = Annotated[
     Path | None,
-    typer.Option("--trust", help="Trust store file (default: $PATCHKIT_HOME/trust.toml).", show_default=False),
+    typer.Option("--trust", metavar="FILE", help="Trust store file (default: $PATCHKIT_HOME/trust.toml).", show_default=False),
 ]
 RegistryOpt = Annotated[
     str | None,
     typer.Option(
         "--registry",
-        help="file:///path, hf:// (the Hub at HF_ENDPOINT) or local (default; also PATCHKIT_REGISTRY).",
+        metavar="URL",
+        help="file:///path, hf:// (the Hub at HF_ENDPOINT) or local (default; also PATCHKIT_REGISTRY, "
+             "or `patchkit config set registry`).",
         show_default=False,
     ),
 ]
-KeyOpt = Annotated[Path, typer.Option("--key", help="Private key PEM (from `patchkit keys generate`).")]
+KeyOpt = Annotated[Path, typer.Option("--key", metavar="PRIVATE_PEM", help="Private key PEM (from `patchkit keys generate`).")]
 PassphraseEnvOpt = Annotated[
     str | None,
-    typer.Option("--passphrase-env", help="Name of the environment variable holding the key's passphrase."),
+    typer.Option("--passphrase-env", metavar="VAR", help="Name of the environment variable holding the key's passphrase."),
 ]
-ModelOpt = Annotated[Path, typer.Option("--model", help="Local transformers model directory.")]
+ModelOpt = Annotated[Path, typer.Option("--model", metavar="DIR", help="Local transformers model directory.")]
 
 
 def err(message: str) -> None:
@@ -36,8 +40,47 @@ def err(message: str) -> None:
 
 
 def emit(json_mode: bool, payload: dict[str, Any], human: str | None = None) -> None:
+    """One JSON object (always with `ok`) on stdout, or the human text."""
     if json_mode:
-        sys.stdout.write(json.dumps(payload, sort_keys=True, default=str) + "\n")
+        sys.stdout.write(json.dumps({"ok": True, **payload}, sort_keys=True, default=str) + "\n")
         sys.stdout.flush()
     elif human is not None:
         print(human, flush=True)
+
+
+def warn(messages: list[str]) -> None:
+    for m in messages:
+        err(f"patchkit: WARNING: {m}")
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """`1 patch`, `2 patches`."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+def show_group(ctx: typer.Context, json_mode: bool) -> None:
+    """A bare group prints its help (stdout, exit 0); with --json, its commands as JSON."""
+    if json_mode:
+        group: Any = ctx.command
+        names = group.list_commands(ctx) if hasattr(group, "list_commands") else []
+        emit(True, {"ok": True, "command": ctx.command_path, "version": __version__,
+                    "commands": [{"name": n, "help": (group.get_command(ctx, n).get_short_help_str(100) or "")}
+                                 for n in names]})
+    else:
+        print(ctx.get_help())
+    raise typer.Exit(0)
+
+
+def group(name: str, help_text: str) -> typer.Typer:
+    """A command group that prints its help when run bare and answers --json too."""
+    sub = typer.Typer(name=name, no_args_is_help=False, help=help_text, add_completion=False, rich_markup_mode="rich",
+                      context_settings={"help_option_names": ["-h", "--help"]})
+
+    @sub.callback(invoke_without_command=True)
+    def _bare(ctx: typer.Context, json_: JsonOpt = False) -> None:
+        if ctx.invoked_subcommand is None:
+            show_group(ctx, json_)
+
+    return sub
+
+

@@ -16,7 +16,7 @@ from patchkit.errors import PatchkitError, UsageError
 
 def _emit(json_mode: bool, payload: dict[str, object], human: str) -> None:
     if json_mode:
-        sys.stdout.write(json.dumps(payload, sort_keys=True, default=str) + "\n")
+        sys.stdout.write(json.dumps({"ok": True, **payload}, sort_keys=True, default=str) + "\n")
     else:
         print(human)
     sys.stdout.flush()
@@ -35,26 +35,36 @@ def run_verify(
     if (target is None) == (lock is None):
         raise UsageError("verify takes DIR_OR_REF or --lock FILE (one of them)", "e.g. `patchkit verify ./patch` or `patchkit verify --lock patchkit.lock`")
     if lock is not None:
-        from patchkit.registry import verify_lock
+        from patchkit.registry.customer import verify_lock
 
-        summary = verify_lock(lock, trust=trust, registry=registry)
+        summary = verify_lock(lock, trust=trust, registry=registry, base_model=base_model)
+        _warn(summary.warnings)
         _emit(json_mode, summary.to_dict(), summary.summary_line())
+        if not summary.ok and not json_mode:
+            print(f"patchkit: error: {summary.summary_line()}", file=sys.stderr, flush=True)
         return 0 if summary.ok else int(summary.exit_code)
-    from patchkit.registry.targets import verify as do_verify
+    from patchkit.registry.targets import verify_target
 
     assert target is not None
     try:
-        r = do_verify(target, trust=trust, base_model=base_model, registry=registry)
+        r, warnings = verify_target(target, trust=trust, base_model=base_model, registry=registry)
     except PatchkitError as exc:
         if not json_mode:
             raise
-        _emit(True, {"ok": False, "name": None, "version": None, "digest": None, "signer": None,
-                     "reason": exc.one_line(), "error": exc.kind, "exit_code": exc.exit_code}, "")
+        _emit(True, {"ok": False, "name": None, "version": None, "digest": None, "signer": None, "reason": exc.message,
+                     "hint": exc.hint, "error": exc.kind, "exit_code": exc.exit_code}, "")
         print(f"patchkit: error: {exc.one_line()}", file=sys.stderr, flush=True)
         return exc.exit_code
+    _warn(warnings)
     extra = " and base model" if r.base_model_checked else ""
-    _emit(json_mode, r.to_dict(), f"OK {r.name}@{r.version} signed by {r.signer}; digest {r.digest}; files{extra} verified")
+    _emit(json_mode, {**r.to_dict(), "warnings": warnings, "yanked": any("is yanked" in w for w in warnings)},
+          f"OK {r.name}@{r.version} signed by {r.signer}; digest {r.digest}; files{extra} verified")
     return 0
+
+
+def _warn(messages: list[str]) -> None:
+    for m in messages:
+        print(f"patchkit: WARNING: {m}", file=sys.stderr, flush=True)
 
 
 class _Refuse(Exception):

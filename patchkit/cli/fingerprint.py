@@ -8,11 +8,11 @@ from typing import Annotated
 
 import typer
 
-from patchkit.cli._common import JsonOpt, emit, err
+from patchkit.cli._common import JsonOpt, emit, err, plural
 
 
 class Algorithm(StrEnum):
-    """Kept literal here so `--help` stays cheap; patchkit.fingerprint checks the same names."""
+    """Kept literal here so `--help` stays cheap; patchkit.fingerprinting checks the same names."""
 
     blake3 = "blake3"
     sha256 = "sha256"
@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
     @app.command("fingerprint")
     def fingerprint_cmd(
         model_dir: Annotated[
-            Path, typer.Argument(help="Model directory with safetensors weights (or one .safetensors file).")
+            Path, typer.Argument(metavar="MODEL_DIR", help="Model directory with safetensors weights (or one .safetensors file).")
         ],
         no_cache: Annotated[
             bool, typer.Option("--no-cache", help="Rehash every tensor instead of trusting the cache.")
@@ -34,11 +34,11 @@ def register(app: typer.Typer) -> None:
         json_out: JsonOpt = False,
     ) -> None:
         """Print the content digest of a model's tensors (independent of sharding and metadata)."""
-        from patchkit.fingerprint import fingerprint_details
+        from patchkit.fingerprinting import fingerprint_details
 
         result = fingerprint_details(model_dir, algorithm=algorithm.value, use_cache=not no_cache)
         payload = {"model": str(model_dir), **result.to_dict()}
         if not json_out:
             src = "cached" if result.cached else "computed"
-            err(f"{result.tensors} tensors, {result.bytes} bytes in {len(result.files)} file(s) ({src})")
+            err(f"{plural(result.tensors, 'tensor')}, {result.bytes} bytes in {plural(len(result.files), 'file')} ({src})")
         emit(json_out, payload, result.digest)

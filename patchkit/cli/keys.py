@@ -7,14 +7,14 @@ from typing import Annotated
 
 import typer
 
-from patchkit.cli._common import JsonOpt, PassphraseEnvOpt, emit
+from patchkit.cli._common import JsonOpt, PassphraseEnvOpt, emit, group
 
-keys_app = typer.Typer(help="Manage signing keys (ECDSA P-256).", no_args_is_help=True)
+keys_app = group("keys", "Manage signing keys (ECDSA P-256).")
 
 
 @keys_app.command("generate")
 def generate(
-    out: Annotated[Path, typer.Option("--out", help="Directory for private.pem (0600) and public.pem.")],
+    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Directory for private.pem (0600) and public.pem.")],
     passphrase_env: PassphraseEnvOpt = None,
     json_: JsonOpt = False,
 ) -> None:

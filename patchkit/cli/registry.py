@@ -7,22 +7,31 @@ from typing import Annotated
 
 import typer
 
-from patchkit.cli._common import JsonOpt, KeyOpt, ModelOpt, PassphraseEnvOpt, RegistryOpt, TrustOpt, emit, err
+from patchkit.cli._common import (
+    JsonOpt,
+    KeyOpt,
+    ModelOpt,
+    PassphraseEnvOpt,
+    RegistryOpt,
+    TrustOpt,
+    emit,
+    group,
+    plural,
+    warn,
+)
 
-ExpiresOpt = Annotated[int, typer.Option("--expires-days", help="Days until the re-signed index expires.")]
-LockOpt = Annotated[Path | None, typer.Option("--lock", help="Lock file (default: MODEL/patchkit.lock).", show_default=False)]
+ExpiresOpt = Annotated[int, typer.Option("--expires-days", metavar="DAYS", help="Days until the re-signed index expires.")]
+LockOpt = Annotated[Path | None, typer.Option("--lock", metavar="FILE", help="Lock file (default: MODEL/patchkit.lock).",
+                                              show_default=False)]
 AllowMismatchOpt = Annotated[
     bool, typer.Option("--allow-base-mismatch", help="Apply even if the patch was built for other weights (loud warning).")
 ]
-
-
-def _warn(messages: list[str]) -> None:
-    for m in messages:
-        err(f"patchkit: WARNING: {m}")
+RefArg = Annotated[str, typer.Argument(metavar="NS/NAME@SPEC", help="A patch and a version spec (NAME alone uses the "
+                                                                    "default namespace).")]
 
 
 def publish(
-    directory: Annotated[Path, typer.Argument(help="A signed artifact directory.")],
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="A signed artifact directory.")],
     key: KeyOpt,
     registry: RegistryOpt = None,
     passphrase_env: PassphraseEnvOpt = None,
@@ -74,7 +83,7 @@ def versions(
     registry: RegistryOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """List the published versions from the verified index."""
+    """List the published versions from the verified index (yanked ones marked, with the reason)."""
     from patchkit.registry.client import versions as do_versions
 
     r = do_versions(name, registry=registry, trust=trust)
@@ -92,7 +101,7 @@ def refresh(
     expires_days: ExpiresOpt = 30,
     json_: JsonOpt = False,
 ) -> None:
-    """Re-sign the index with a new expiry (clients refuse an expired index)."""
+    """Re-sign the index with a new expiry: clients refuse an expired index (freeze protection)."""
     from patchkit.registry.client import refresh as do_refresh
 
     r = do_refresh(name, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days)
@@ -100,7 +109,7 @@ def refresh(
 
 
 def pull(
-    ref: Annotated[str, typer.Argument(metavar="NS/NAME@SPEC")],
+    ref: RefArg,
     trust: TrustOpt = None,
     registry: RegistryOpt = None,
     json_: JsonOpt = False,
@@ -109,13 +118,14 @@ def pull(
     from patchkit.registry.client import pull as do_pull
 
     r = do_pull(ref, registry=registry, trust=trust)
-    _warn(r.warnings)
+    warn(r.warnings)
     emit(json_, r.to_dict(), f"pulled {r.name}@{r.version} ({r.digest}) signed by {r.signer} -> {r.path}")
 
 
 def apply(
     model: ModelOpt,
-    refs: Annotated[list[str] | None, typer.Argument(metavar="NS/NAME@SPEC…")] = None,
+    refs: Annotated[list[str] | None, typer.Argument(metavar="NS/NAME@SPEC", help="Patches, in the order they apply "
+                                                                                  "(NAME alone uses the default namespace).")] = None,
     lock: LockOpt = None,
     locked: Annotated[bool, typer.Option("--locked", help="Fail if resolution would change the lock.")] = False,
     frozen: Annotated[bool, typer.Option("--frozen", help="Install exactly what the lock pins; resolve nothing.")] = False,
@@ -125,11 +135,11 @@ def apply(
     json_: JsonOpt = False,
 ) -> None:
     """Resolve, pull, verify, check the base fingerprint, and record the patches in the lock."""
-    from patchkit.registry.apply import apply as do_apply
+    from patchkit.registry.customer import apply as do_apply
 
     r = do_apply(list(refs or []), model, lock_path=lock, locked=locked, frozen=frozen,
                  allow_base_mismatch=allow_base_mismatch, trust=trust, registry=registry)
-    _warn(r.warnings)
+    warn(r.warnings)
     human = [f"{'updated' if r.changed else 'unchanged'} {r.lock}:"]
     human += [f"  {e.order}. {e.name}@{e.version} ({e.digest[:19]}…) from {e.registry}" for e in r.patches]
     emit(json_, r.to_dict(), "\n".join(human))
@@ -141,20 +151,31 @@ def status(
     trust: TrustOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Show the locked patches and whether each is cached, verified and for this model."""
-    from patchkit.registry.apply import status as do_status
+    """Check the locked patches on this machine (no network): what `verify --lock --base-model` would say.
+
+    Exits non-zero, with the failing check's code, whenever it says NOT OK.
+    """
+    from patchkit.registry.customer import status as do_status
+    from patchkit.registry.lock import default_lock_path
 
     r = do_status(model, lock_path=lock, trust=trust)
-    if not r["locked"]:
-        emit(json_, r, f"no lock at {r['lock']}: no patches applied")
+    if r is None:
+        where = lock or default_lock_path(model)
+        emit(json_, {"model": str(model), "lock": str(where), "locked": False, "patches": []},
+             f"no lock at {where}: no patches applied")
         return
-    lines = [f"{r['lock']}: {'OK' if r['ok'] else 'NOT OK'}"]
-    for p in r["patches"]:
+    warn(r.warnings)
+    lines = [f"{r.lock}: {'OK' if r.ok else 'NOT OK'} ({plural(len(r.rows), 'patch', 'patches')})"]
+    for row in r.rows:
+        p = row.to_dict()
         state = "verified" if p["verified"] else ("cached" if p["cached"] else "not cached")
-        base = "base ok" if p["base_ok"] else "BASE MISMATCH"
-        lines.append(f"  {p['order']}. {p['name']}@{p['version']} ({p['spec']}): {state}, {base}"
-                     + (f" ({p['reason']})" if p["reason"] else ""))
-    emit(json_, r, "\n".join(lines))
+        base = {True: "base ok", False: "BASE MISMATCH", None: "base not checked"}[p["base_ok"]]
+        flags = ", YANKED" if p["yanked"] else ""
+        lines.append(f"  {p['order']}. {p['name']}@{p['version']} ({p['spec']}): {state}, {base}{flags}"
+                     + (f" ({row.error.one_line()})" if row.error else ""))
+    emit(json_, {"model": str(model), "locked": True, **r.to_dict()}, "\n".join(lines))
+    if not r.ok:
+        raise typer.Exit(r.exit_code)
 
 
 def remove(
@@ -164,7 +185,7 @@ def remove(
     json_: JsonOpt = False,
 ) -> None:
     """Remove a patch from the model's lock."""
-    from patchkit.registry.apply import remove as do_remove
+    from patchkit.registry.customer import remove as do_remove
 
     r = do_remove(name, model, lock_path=lock)
     emit(json_, r, f"removed {r['removed']['name']}@{r['removed']['version']} from {r['lock']}")
@@ -172,7 +193,7 @@ def remove(
 
 def upgrade(
     model: ModelOpt,
-    names: Annotated[list[str] | None, typer.Argument(metavar="[NS/NAME…]", help="Only these (default: all).")] = None,
+    names: Annotated[list[str] | None, typer.Argument(metavar="NS/NAME", help="Only these (default: all).")] = None,
     lock: LockOpt = None,
     locked: Annotated[bool, typer.Option("--locked", help="Fail if the upgrade would change the lock.")] = False,
     allow_base_mismatch: AllowMismatchOpt = False,
@@ -181,13 +202,13 @@ def upgrade(
     json_: JsonOpt = False,
 ) -> None:
     """Re-resolve each locked patch within the spec it was applied with."""
-    from patchkit.registry.apply import upgrade as do_upgrade
+    from patchkit.registry.customer import upgrade as do_upgrade
 
     r = do_upgrade(model, names=list(names or []), lock_path=lock, locked=locked,
                    allow_base_mismatch=allow_base_mismatch, trust=trust, registry=registry)
-    _warn(r.warnings)
-    changes = [f"  {u['name']}: {u['from']} -> {u['to']}" for u in r.updated]
-    emit(json_, r.to_dict(), "\n".join([f"upgraded {len(changes)} patch(es) in {r.lock}", *changes]))
+    warn(r.warnings)
+    changes = [f"  {u['name']}: {u['from']} -> {u['to']}" + (f" ({u['note']})" if u.get("note") else "") for u in r.updated]
+    emit(json_, r.to_dict(), "\n".join([f"upgraded {plural(len(changes), 'patch', 'patches')} in {r.lock}", *changes]))
 
 
 def register(app: typer.Typer) -> None:
@@ -200,6 +221,6 @@ def register(app: typer.Typer) -> None:
     app.command("status")(status)
     app.command("remove")(remove)
     app.command("upgrade")(upgrade)
-    index_app = typer.Typer(help="The signed registry index.", no_args_is_help=True)
+    index_app = group("index", "The signed registry index: its expiry, and re-signing it (`refresh`).")
     index_app.command("refresh")(refresh)
     app.add_typer(index_app, name="index")

@@ -13,7 +13,8 @@ from patchkit.cli._common import JsonOpt, ModelOpt, RegistryOpt, TrustOpt, emit,
 
 PatchOpt = Annotated[
     list[str] | None,
-    typer.Option("--patch", help="Artifact dir or NS/NAME@SPEC; repeat to compose, in order (after the locked ones)."),
+    typer.Option("--patch", metavar="DIR_OR_REF",
+                 help="Artifact dir (./path) or NS/NAME@SPEC; repeat to compose, in order (after the locked ones)."),
 ]
 NoLockOpt = Annotated[bool, typer.Option("--no-lock", help="Ignore the model's patchkit.lock.")]
 MaxNewOpt = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Tokens to generate.")]
@@ -94,7 +95,11 @@ def chat(
     registry: RegistryOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Interactive chat: one user message per stdin line; the conversation is kept. /exit or EOF ends, /reset clears."""
+    """Interactive chat: one user message per line; the conversation is kept (/help lists the commands).
+
+    Ctrl-C stops the reply being written and returns to the prompt; at the prompt, Ctrl-C or
+    Ctrl-D (or /exit) quits.
+    """
     from patchkit.runtime.generation import generate as gen
 
     m, tok = _open_model(model, patch, no_lock, allow_base_mismatch, no_verify, token_budget, trust, registry, device)
@@ -102,31 +107,49 @@ def chat(
     turns: list[dict[str, str]] = []
     interactive = sys.stdin.isatty()
     if interactive:
-        err("patchkit chat: type a message; /reset clears the conversation, /exit (or Ctrl-D) quits")
+        err("patchkit chat: type a message; /help lists the commands")
     first = True
     while True:
         if interactive:
             print("> ", end="", file=sys.stderr, flush=True)
-        line = sys.stdin.readline()
+        try:
+            line = sys.stdin.readline()
+        except KeyboardInterrupt:
+            print(file=sys.stderr)
+            break
         if not line:
             break
         text = line.strip()
         if not text:
             continue
-        if text == "/exit":
-            break
-        if text == "/reset":
-            messages.clear()
-            err("patchkit: conversation cleared")
-            continue
+        if text.startswith("/"):
+            if text == "/exit":
+                break
+            if text == "/reset":
+                messages.clear()
+                err("patchkit: conversation cleared")
+            else:
+                if text != "/help":
+                    err(f"patchkit: unknown command {text.split()[0]!r}")
+                err(CHAT_HELP)
+            continue  # a command is never sent to the model
         messages.append({"role": "user", "content": text})
-        reply = gen(m, tok, messages, max_new_tokens, temperature=temperature, seed=seed if first else None,
-                    system=system, stream=not json_)
+        try:
+            reply = gen(m, tok, messages, max_new_tokens, temperature=temperature, seed=seed if first else None,
+                        system=system, stream=not json_)
+        except KeyboardInterrupt:
+            messages.pop()
+            err("\npatchkit: reply stopped (not kept in the conversation)")
+            continue
         first = False
         messages.append({"role": "assistant", "content": reply})
         turns.append({"user": text, "assistant": reply})
     if json_:
         emit(True, {"turns": turns, "patches": _patches_json(m), "model": str(model)})
+
+
+CHAT_HELP = ("commands: /help this list; /reset forget the conversation; /exit quit (also Ctrl-D, or Ctrl-C at the "
+             "prompt); Ctrl-C while a reply is written stops it")
 
 
 def compose(
@@ -161,14 +184,22 @@ def export(
     registry: RegistryOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Export a verified patch for other tools (PEFT: PeftModel.from_pretrained(base, OUT))."""
+    """Export a verified patch for other tools (PEFT: PeftModel.from_pretrained(base, OUT)).
+
+    With peft 0.21 and transformers 5.x, `PeftModel.generate()` gives garbage unless you pass
+    `use_cache=False` (PEFT's prompt-tuning cache path is broken there); patchkit's own runtime
+    is not affected.
+    """
     from patchkit.errors import UsageError
     from patchkit.runtime.export import FORMATS, export_peft
 
     if format_ not in FORMATS:
         raise UsageError(f"unknown export format {format_!r}", f"supported: {', '.join(FORMATS)}")
     res = export_peft(target, out, trust=trust, registry=registry)
-    emit(json_, res, f"exported {res['name']}@{res['version']} as a PEFT prompt-tuning adapter in {out}")
+    note = ("with peft 0.21 + transformers 5.x, call PeftModel.generate(..., use_cache=False): its cached path "
+            "gives garbage for prompt tuning")
+    emit(json_, {**res, "note": note}, f"exported {res['name']}@{res['version']} as a PEFT prompt-tuning adapter in {out}\n"
+                                      f"note: {note}")
 
 
 def register(app: typer.Typer) -> None:

@@ -7,16 +7,16 @@ from typing import Annotated
 
 import typer
 
-from patchkit.cli._common import JsonOpt, TrustOpt, emit
+from patchkit.cli._common import JsonOpt, TrustOpt, emit, group
 
-trust_app = typer.Typer(help="Manage the trust store of publisher keys and their scopes.", no_args_is_help=True)
+trust_app = group("trust", "Manage the trust store of publisher keys and their scopes.")
 
 
 @trust_app.command("add")
 def add(
-    public_pem: Annotated[Path, typer.Argument(help="The publisher's public.pem.")],
-    scope: Annotated[list[str], typer.Option("--scope", help="Name pattern the key may sign, e.g. acme/* (repeatable).")],
-    name: Annotated[str | None, typer.Option("--name", help="A label for this publisher.")] = None,
+    public_pem: Annotated[Path, typer.Argument(metavar="PUBLIC_PEM", help="The publisher's public.pem.")],
+    scope: Annotated[list[str], typer.Option("--scope", metavar="PATTERN", help="Name pattern the key may sign, e.g. acme/* (repeatable).")],
+    name: Annotated[str | None, typer.Option("--name", metavar="LABEL", help="A label for this publisher.")] = None,
     trust: TrustOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -41,7 +41,7 @@ def list_(trust: TrustOpt = None, json_: JsonOpt = False) -> None:
 
 @trust_app.command("remove")
 def remove(
-    key: Annotated[str, typer.Argument(help="KEYID (or a unique prefix) or LABEL.")],
+    key: Annotated[str, typer.Argument(metavar="KEYID|LABEL", help="KEYID (or a unique prefix) or LABEL.")],
     trust: TrustOpt = None,
     json_: JsonOpt = False,
 ) -> None:

@@ -373,14 +373,18 @@ def _reference_config(ref: str, base: Backend | None, batch_size: int, prompt_fo
     return ResponsesConfig("reference", f"reference responses {path.name}", responses)
 
 
-def _patched_config(model_dir: Path, patches: Sequence[str], trust: Path | None, batch_size: int,
-                    prompt_format: str, registry: str | None = None) -> Config:
-    try:
-        from patchkit.runtime import load  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        raise NotFoundError("the patch runtime (patchkit.runtime) is not available in this install",
-                            "install patchkit[runtime]") from None
-    model, tok = load(model_dir, patches=list(patches), trust=trust, verify=True, registry=registry)
+def _check_patches(model_dir: Path, patches: Sequence[str], trust: Path | None, registry: str | None) -> list[Any]:
+    """Resolve and verify every patch against the model before any weights load (as `load` does)."""
+    from patchkit.runtime.resolve import resolve_patches
+
+    return resolve_patches(model_dir, list(patches), trust=trust, verify=True, registry=registry)
+
+
+def _patched_config(model_dir: Path, patches: Sequence[str], loaded: Sequence[Any], batch_size: int,
+                    prompt_format: str) -> Config:
+    from patchkit.runtime.loader import build_patched
+
+    model, tok = build_patched(model_dir, loaded)
     # PatchedModel places the prefix and computes position ids itself (and returns logits for
     # the input tokens only).
     return ModelConfig("patched", f"M + {', '.join(patches)}", Backend(model, tok, batch_size=batch_size,
@@ -443,6 +447,7 @@ def run_eval(
     gas_ds = Dataset("professions-gas", bias_mod.gas_items(), "patchkit built-in profession prompts").limited(limit) \
         if suite == "bias" else None
 
+    checked = _check_patches(Path(model), patches, trust, registry) if patches and model is not None and configs is None else []
     base: Backend | None = None
     if model is not None:
         m, tok = load_model_dir(Path(model), what="model")
@@ -456,7 +461,7 @@ def run_eval(
         if fixed_prompt:
             cfgs.append(ModelConfig("fixed_prompt", "M + fixed safety prompt", base, system=fixed_prompt))
         if patches:
-            cfgs.append(_patched_config(Path(model), patches, trust, batch_size, prompt_format, registry))  # type: ignore[arg-type]
+            cfgs.append(_patched_config(Path(model), patches, checked, batch_size, prompt_format))  # type: ignore[arg-type]
         if reference:
             cfgs.append(_reference_config(reference, base, batch_size, prompt_format))
     names = [c.name for c in cfgs]

@@ -11,7 +11,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from patchkit.registry.apply import (
+    from patchkit.registry.backends import LocalRegistry, Registry, open_registry
+    from patchkit.registry.client import PullResult, publish, pull, refresh, unyank, versions, yank
+    from patchkit.registry.customer import (
         ApplyResult,
         LockVerifySummary,
         apply,
@@ -21,13 +23,11 @@ if TYPE_CHECKING:
         upgrade,
         verify_lock,
     )
-    from patchkit.registry.backends import LocalRegistry, Registry, open_registry
-    from patchkit.registry.client import PullResult, publish, pull, refresh, unyank, versions, yank
     from patchkit.registry.lock import Lock, LockEntry, read_lock, write_lock
     from patchkit.registry.spec import Spec, parse_ref, parse_spec, select
 
 _HOMES = {
-    "apply": ("ApplyResult", "LockVerifySummary", "apply", "locked_artifacts", "remove", "status", "upgrade", "verify_lock"),
+    "customer": ("ApplyResult", "LockVerifySummary", "apply", "locked_artifacts", "remove", "status", "upgrade", "verify_lock"),
     "backends": ("LocalRegistry", "Registry", "open_registry"),
     "client": ("PullResult", "publish", "pull", "refresh", "unyank", "versions", "yank"),
     "lock": ("Lock", "LockEntry", "read_lock", "write_lock"),

@@ -20,6 +20,7 @@ from typing import Any
 from patchkit import constants
 from patchkit._io import atomic_write_bytes, atomic_write_text, confined, file_lock, open_regular, read_regular
 from patchkit._json import dumps_canonical, loads_strict
+from patchkit.config import get_value
 from patchkit.errors import EndlessDataError, InvalidInputError, NotFoundError, RegistryError, UsageError
 from patchkit.manifest import validate_name
 from patchkit.registry.ids import commit_id, is_commit_id
@@ -231,8 +232,11 @@ class LocalRegistry(Registry):
 
 
 def open_registry(url: str | None = None) -> Registry:
-    """`local` (default, $PATCHKIT_HOME/registry), `file:///path`, or `hf://` (the Hub at HF_ENDPOINT)."""
-    raw = (url or constants.registry_url()).strip()
+    """`local` (default, $PATCHKIT_HOME/registry), `file:///path`, or `hf://` (the Hub at HF_ENDPOINT).
+
+    Without `url`: PATCHKIT_REGISTRY, else the config file's `registry`, else `local`.
+    """
+    raw = (url or constants.registry_env() or get_value("registry") or "local").strip()
     if raw in ("", "local"):
         return LocalRegistry(constants.patchkit_home() / "registry", "local")
     if raw.startswith("file://"):

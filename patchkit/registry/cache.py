@@ -23,13 +23,20 @@ from typing import Any
 
 from patchkit import constants
 from patchkit._io import confined, file_lock, fsync_dir, fsync_tree, is_real_dir, remove_confined
-from patchkit.errors import EndlessDataError, IntegrityError, MixAndMatchError, NotFoundError, PatchkitError
+from patchkit.errors import (
+    EndlessDataError,
+    IntegrityError,
+    MixAndMatchError,
+    NotFoundError,
+    PatchkitError,
+    ReadOnlyError,
+)
 from patchkit.manifest import validate_name
 from patchkit.registry.backends import Registry
 from patchkit.registry.ids import commit_id
 from patchkit.registry.index import IndexEntry
 from patchkit.trust import TrustStore
-from patchkit.verify import VerifyResult, verify_artifact
+from patchkit.verifying import VerifyResult, verify_artifact
 
 # A patch is a small tensor plus JSON; an index entry claiming more than this is refused outright.
 MAX_ARTIFACT_BYTES = constants.MAX_PATCH_TENSOR_BYTES + 16 * 1024 * 1024
@@ -78,9 +85,13 @@ def _sweep_staging(root: Path) -> None:
 
 def new_staging() -> Path:
     root = cache_root() / ".staging"
-    root.mkdir(parents=True, exist_ok=True)
-    _sweep_staging(root)
-    return Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        _sweep_staging(root)
+        return Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root))
+    except OSError as exc:
+        raise ReadOnlyError(f"cannot write the download cache {cache_root()}: {exc.strerror}",
+                            "patchkit downloads into PATCHKIT_HOME; point PATCHKIT_HOME at a writable directory") from None
 
 
 @dataclass
@@ -250,4 +261,83 @@ def fetch(reg: Registry, name: str, entry: IndexEntry, trust: TrustStore, *,
     return Fetched(name, entry, staging, result, staged=True, trust=trust)
 
 
-__all__ = ["Fetched", "cache_root", "check_matches", "entry_dir", "fetch", "verify_cached"]
+# -- `patchkit cache list|verify|clean` -----------------------------------------------------------
+
+
+@dataclass
+class CacheEntry:
+    name: str
+    commit: str
+    path: Path
+    bytes: int
+    version: str | None = None
+    ok: bool | None = None
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "commit": self.commit, "path": str(self.path), "bytes": self.bytes,
+                "version": self.version, "ok": self.ok, "reason": self.reason}
+
+
+def list_entries() -> list[CacheEntry]:
+    """Every entry under the cache root that has the shape NS/NAME/<commit>."""
+    from patchkit._io import read_regular
+    from patchkit.manifest import parse_manifest
+    from patchkit.registry.ids import is_commit_id
+
+    root = cache_root()
+    out: list[CacheEntry] = []
+    if not is_real_dir(root):
+        return out
+    for ns in sorted(os.listdir(root)):
+        if ns.startswith(".") or not is_real_dir(root / ns):
+            continue
+        for short in sorted(os.listdir(root / ns)):
+            if not is_real_dir(root / ns / short):
+                continue
+            for commit in sorted(os.listdir(root / ns / short)):
+                path = root / ns / short / commit
+                if not is_commit_id(commit):
+                    continue
+                size = sum(os.lstat(path / f).st_size for f in os.listdir(path)) if is_real_dir(path) else os.lstat(path).st_size
+                entry = CacheEntry(f"{ns}/{short}", commit, path, size)
+                try:
+                    entry.version = parse_manifest(read_regular(path / constants.MANIFEST_FILE, 16 << 20)).version
+                except (PatchkitError, OSError):
+                    entry.version = None
+                out.append(entry)
+    return out
+
+
+def verify_entries(trust: TrustStore) -> list[CacheEntry]:
+    """Re-verify every entry: signature, trust, files, and that it holds the patch its path names."""
+    entries = list_entries()
+    for e in entries:
+        try:
+            if not is_real_dir(e.path):
+                raise IntegrityError(f"{e.path} is not a directory", "`patchkit cache clean` removes it")
+            result = verify_artifact(e.path, trust=trust)
+            if result.name != e.name:
+                raise MixAndMatchError(f"{e.path} holds {result.name}, not {e.name}", "`patchkit cache clean` removes it")
+            e.ok, e.version = True, result.version
+        except PatchkitError as exc:
+            e.ok, e.reason = False, exc.one_line()
+    return entries
+
+
+def clean(trust: TrustStore, *, everything: bool = False) -> list[CacheEntry]:
+    """Remove leftover staging and every entry that does not verify (or, with `everything`, all)."""
+    removed: list[CacheEntry] = []
+    staging = cache_root() / ".staging"
+    if is_real_dir(staging):
+        _sweep_staging(staging)
+    for e in verify_entries(trust) if not everything else list_entries():
+        if everything or e.ok is False:
+            with file_lock(_entry_lock(e.name, e.commit)):
+                _clear(e.path)
+            removed.append(e)
+    return removed
+
+
+__all__ = ["CacheEntry", "Fetched", "cache_root", "check_matches", "clean", "entry_dir", "fetch", "list_entries",
+           "verify_cached", "verify_entries"]

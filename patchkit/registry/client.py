@@ -24,14 +24,16 @@ from patchkit.registry.index import (
     check_fresh,
     fmt_time,
     now_utc,
+    remember_index,
     seen_version,
     sign_index,
     verify_index,
 )
-from patchkit.registry.spec import Spec, parse_ref, parse_spec, select
+from patchkit.registry.names import qualify, resolve_ref
+from patchkit.registry.spec import Spec, parse_spec, select
 from patchkit.signing import read_artifact_files
 from patchkit.trust import TrustEntry, TrustStore
-from patchkit.verify import verify_artifact
+from patchkit.verifying import verify_artifact
 from patchkit.version import Version
 
 
@@ -84,6 +86,7 @@ def load_index(reg: Registry, name: str, trust: TrustStore) -> Index:
     index, _ = verify_index(data, sig, trust, name, where=where)
     check_fresh(index, where=where)
     check_and_record(index, data, reg.ident, where=where)
+    remember_index(reg.ident, name, data, sig)
     return index
 
 
@@ -130,8 +133,8 @@ def resolve_fetch(ref_name: str, spec: Spec, reg: Registry, trust: TrustStore) -
 
 def pull(ref: str, *, registry: str | None = None, trust: TrustStore | Path | str | None = None) -> PullResult:
     """Resolve `NS/NAME@SPEC`, download by commit, verify, and cache; the path is the verified copy."""
-    name, spec = parse_ref(ref)
     store = TrustStore.coerce(trust)
+    name, spec = resolve_ref(ref, store)
     reg = open_registry(registry)
     fetched, warnings = resolve_fetch(name, spec, reg, store)
     try:
@@ -158,12 +161,12 @@ def fetch_pinned(name: str, version: str, commit: str, digest: str, reg: Registr
 
 
 def versions(name: str, *, registry: str | None = None, trust: TrustStore | Path | str | None = None) -> dict[str, Any]:
-    from patchkit.manifest import validate_name
-
-    validate_name(name)
+    store = TrustStore.coerce(trust)
+    name = qualify(name, store)
     reg = open_registry(registry)
-    index = load_index(reg, name, TrustStore.coerce(trust))
+    index = load_index(reg, name, store)
     return {
+        "ok": True,
         "name": name,
         "registry": reg.url,
         "index_version": index.index_version,

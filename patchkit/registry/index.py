@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit._io import atomic_write_text, file_lock, read_regular
+from patchkit._io import atomic_write_bytes, atomic_write_text, file_lock, read_regular
 from patchkit._json import dumps_canonical, loads_strict
 from patchkit.errors import FreezeError, IntegrityError, InvalidInputError, ReadOnlyError, RollbackError
 from patchkit.keys import PrivateKey
@@ -272,6 +272,41 @@ def _read_state(path: Path) -> dict[str, Any]:
     return raw if isinstance(raw, dict) else {}
 
 
+def _remembered_paths(registry_id: str, name: str) -> tuple[Path, Path]:
+    key = hashlib.sha256(_state_key(registry_id, name).encode()).hexdigest()[:32]
+    base = constants.patchkit_home() / "state" / "indexes"
+    return base / f"{key}.json", base / f"{key}.sig"
+
+
+def remember_index(registry_id: str, name: str, data: bytes, sig: bytes | None) -> None:
+    """Keep the last verified index, so offline commands (`status`) can still report yanks."""
+    if sig is None:
+        return
+    data_path, sig_path = _remembered_paths(registry_id, name)
+    with contextlib.suppress(ReadOnlyError, OSError):
+        atomic_write_bytes(sig_path, sig, mode=0o600)
+        atomic_write_bytes(data_path, data, mode=0o600)
+
+
+def remembered_index(registry_id: str, name: str, trust: TrustStore) -> Index | None:
+    """The last index verified for (registry, name), re-verified against `trust`; None if none is kept.
+
+    Freshness is not checked (this is what was true when last seen), but the signature is,
+    and the copy must be the version this client last recorded, so it cannot be swapped.
+    """
+    data_path, sig_path = _remembered_paths(registry_id, name)
+    try:
+        data = read_regular(data_path, MAX_INDEX_BYTES, error=IntegrityError)
+        sig = read_regular(sig_path, MAX_INDEX_SIG_BYTES, error=IntegrityError)
+    except FileNotFoundError:
+        return None
+    index, _ = verify_index(data, sig, trust, name, where=f"the remembered index of {name}")
+    seen = _read_state(_state_path()).get(_state_key(registry_id, name))
+    if not isinstance(seen, dict) or seen.get("sha256") != hashlib.sha256(data).hexdigest():
+        return None
+    return index
+
+
 def seen_version(registry_id: str, name: str) -> int:
     """The highest index_version this client has verified for (registry, name); 0 if none."""
     seen = _read_state(_state_path()).get(_state_key(registry_id, name))
@@ -338,6 +373,8 @@ __all__ = [
     "check_and_record",
     "check_fresh",
     "parse_index",
+    "remember_index",
+    "remembered_index",
     "seen_version",
     "sign_index",
     "verify_index",

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from patchkit.errors import InvalidInputError, NotFoundError
-from patchkit.registry.spec import Spec, parse_ref
+from patchkit.registry.names import parse_any_ref
+from patchkit.registry.spec import Spec
 from patchkit.trust import TrustStore
-from patchkit.verify import VerifyResult, verify_artifact
+from patchkit.verifying import VerifyResult, verify_artifact
 
 
 @dataclass(frozen=True)
@@ -45,18 +46,19 @@ def parse_target(value: str | os.PathLike[str]) -> Target:
     if written_as_path(text):
         return Target(text, path=Path(text).expanduser())
     try:
-        name, spec = parse_ref(text)
+        name, spec = parse_any_ref(text)
     except InvalidInputError:
         return Target(text, path=Path(text))
     return Target(text, name=name, spec=spec)
 
 
 def resolve_target(value: str | os.PathLike[str], *, registry: str | None = None,
-                   trust: TrustStore | Path | str | None = None) -> Path:
+                   trust: TrustStore | Path | str | None = None, warnings: list[str] | None = None) -> Path:
     """The directory a target names: a path as given, or a ref pulled (verified) from a registry.
 
     The caller verifies a plain path itself; a pulled ref has been verified against the
-    signed index and the trust store on the way into the cache.
+    signed index and the trust store on the way into the cache. A pull's warnings (a yanked
+    version pinned exactly, a repaired cache copy) go to `warnings` when given.
     """
     target = parse_target(value)
     if target.path is not None:
@@ -67,19 +69,39 @@ def resolve_target(value: str | os.PathLike[str], *, registry: str | None = None
     from patchkit.registry.client import pull
 
     try:
-        return pull(target.text, registry=registry, trust=trust).path
+        pulled = pull(target.text, registry=registry, trust=trust)
+        if warnings is not None:
+            warnings.extend(pulled.warnings)
+        return pulled.path
     except NotFoundError as exc:
-        if Path(target.text).exists():
+        local = Path(target.text)
+        if local.exists():
             raise NotFoundError(exc.message, f"{target.text} is read as a registry ref; to use the local directory of "
                                 f"that name, write ./{target.text}") from None
+        if local.parent != Path(".") and local.parent.is_dir():
+            raise NotFoundError(exc.message, f"{target.text} is read as a registry ref; if you meant a directory, write "
+                                f"./{target.text} (no such directory exists either)") from None
         raise
+
+
+def verify_target(path_or_ref: str | os.PathLike[str], *, trust: TrustStore | Path | str | None = None,
+                  base_model: Path | str | None = None, registry: str | None = None) -> tuple[VerifyResult, list[str]]:
+    """Verify a directory or a registry ref; also return the warnings a ref carries (a yank)."""
+    store = TrustStore.coerce(trust)
+    warnings: list[str] = []
+    path = resolve_target(path_or_ref, registry=registry, trust=store, warnings=warnings)
+    result = verify_artifact(path, trust=store, base_model=base_model)
+    result.warnings.extend(warnings)
+    return result, warnings
 
 
 def verify(path_or_ref: str | os.PathLike[str], trust: TrustStore | Path | str | None = None,
            base_model: Path | str | None = None, *, registry: str | None = None) -> VerifyResult:
-    """Public API (`patchkit.verify`): verify a directory or a registry ref; raises PatchkitError subclasses."""
-    store = TrustStore.coerce(trust)
-    return verify_artifact(resolve_target(path_or_ref, registry=registry, trust=store), trust=store, base_model=base_model)
+    """Public API (`patchkit.verify`): verify a directory or a registry ref; raises PatchkitError subclasses.
+
+    Warnings (a yanked version pinned exactly) are in the result's `warnings`.
+    """
+    return verify_target(path_or_ref, trust=trust, base_model=base_model, registry=registry)[0]
 
 
-__all__ = ["Target", "parse_target", "resolve_target", "verify", "written_as_path"]
+__all__ = ["Target", "parse_target", "resolve_target", "verify", "verify_target", "written_as_path"]

@@ -18,7 +18,8 @@ from patchkit._io import read_regular
 from patchkit.artifact import PrefixTensor, parse_prefix_file
 from patchkit.errors import CompatibilityError, IntegrityError, InvalidInputError, NotFoundError, UsageError
 from patchkit.manifest import Manifest, check_requires, load_manifest
-from patchkit.registry.apply import locked_artifacts
+from patchkit.modeldir import hidden_size_of, read_model_config, require_model_dir
+from patchkit.registry.customer import locked_artifacts
 from patchkit.registry.lock import read_lock
 from patchkit.registry.targets import resolve_target
 from patchkit.trust import TrustStore
@@ -89,7 +90,7 @@ def load_patch(spec: PatchSpec, *, trust: TrustStore, registry: str | None = Non
     """Resolve and verify one patch; with verify=False only the content checks run."""
     path = resolve_target(spec, registry=registry, trust=trust)
     if verify:
-        from patchkit.verify import verify_artifact
+        from patchkit.verifying import verify_artifact
 
         res = verify_artifact(path, trust=trust)
         manifest = res.manifest
@@ -129,13 +130,23 @@ def check_composable(patches: Sequence[LoadedPatch], *, token_budget: int = cons
         detail = " + ".join(f"{p.ref}={p.num_virtual_tokens}" for p in patches)
         raise InvalidInputError(
             f"the patches add up to {total} virtual tokens ({detail}), over the budget of {token_budget}",
-            "apply fewer patches or raise token_budget",
+            "apply fewer patches, or raise the budget (--token-budget N on the command line, token_budget= in Python)",
         )
 
 
-def model_hidden_size(model_dir: Path) -> tuple[int | None, dict[str, Any]]:
-    from patchkit.build import hidden_size_of, read_model_config
+def _refuse_twice(patches: Sequence[LoadedPatch], *, locked: bool) -> None:
+    """The same patch twice is a mistake (twice the tokens, an untrained prefix), never a request."""
+    seen: dict[tuple[str, str], LoadedPatch] = {}
+    for p in patches:
+        key = (p.name, p.prefix.sha256)
+        if key in seen:
+            where = " (once from the model's patchkit.lock, once from --patch)" if locked else ""
+            raise UsageError(f"{p.ref} is applied twice{where}",
+                             "give each patch once; with --patch on top of a lock, pass --no-lock or drop the --patch")
+        seen[key] = p
 
+
+def model_hidden_size(model_dir: Path) -> tuple[int | None, dict[str, Any]]:
     cfg = read_model_config(model_dir)
     return hidden_size_of(cfg), cfg
 
@@ -151,7 +162,7 @@ def check_against_model(patches: Sequence[LoadedPatch], model_dir: Path, *, allo
                 f"{p.ref} has token_dim {p.token_dim} but {model_dir} has hidden size {hidden}",
                 "use the base model the patch was built for",
             )
-    from patchkit.fingerprint import fingerprint_matches
+    from patchkit.fingerprinting import fingerprint_matches
 
     checked: dict[str, bool] = {}
     for p in patches:
@@ -206,9 +217,7 @@ def resolve_patches(
     `patches=None` means what the lock lists; `with_lock=True` puts the locked patches first,
     then `patches` (the CLI's `--patch` on top of the lock).
     """
-    model_dir = Path(model_dir)
-    if not (model_dir / "config.json").exists():
-        raise NotFoundError(f"{model_dir} is not a transformers model directory (no config.json)", "pass --model DIR")
+    model_dir = require_model_dir(model_dir)
     if isinstance(patches, (str, Path)):
         patches = [patches]
     store = TrustStore.coerce(trust)
@@ -218,6 +227,7 @@ def resolve_patches(
     if patches is None or with_lock:
         loaded += load_locked(model_dir, trust=store, registry=registry, verify=verify)
     loaded += [load_patch(s, trust=store, registry=registry, verify=verify) for s in patches or []]
+    _refuse_twice(loaded, locked=patches is None or with_lock)
     check_composable(loaded, token_budget=token_budget, allow_base_mismatch=allow_base_mismatch)
     check_against_model(loaded, model_dir, allow_base_mismatch=allow_base_mismatch)
     return loaded

@@ -153,7 +153,7 @@ def _response_ids(tokenizer: Any, text: str, cap: int) -> tuple[int, ...]:
 
 
 def _fingerprint(path: Path) -> str:
-    from patchkit.fingerprint import fingerprint
+    from patchkit.fingerprinting import fingerprint
 
     return fingerprint(path)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from patchkit.verify import verify_artifact
+from patchkit.verifying import verify_artifact
 from tests.helpers import pk
 
 DATA = Path(__file__).resolve().parents[1] / "data"

@@ -67,7 +67,7 @@ def fake_wheels(pk_home: Path) -> Path:
 @pytest.fixture
 def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
     """Run the CLI in-process (no new interpreter, no second torch import): (exit code, stdout, stderr)."""
-    from patchkit.cli.app import main
+    from patchkit.cli import main
 
     def run(*args: object) -> tuple[int, str, str]:
         capsys.readouterr()

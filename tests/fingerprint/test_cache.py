@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-import patchkit.fingerprint as fpmod
+import patchkit.fingerprinting as fpmod
 from patchkit._fingerprint import cache
 from patchkit.errors import InvalidInputError
-from patchkit.fingerprint import fingerprint, fingerprint_details
+from patchkit.fingerprinting import fingerprint, fingerprint_details
 from tests.fingerprint.helpers import age, random_tensors, write_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -180,7 +180,7 @@ def test_cache_is_pruned(model: Path, pk_home: Path, monkeypatch: pytest.MonkeyP
 def test_concurrent_processes_leave_a_valid_cache(model: Path, pk_home: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     code = (
-        "import sys\nfrom patchkit.fingerprint import fingerprint\n"
+        "import sys\nfrom patchkit.fingerprinting import fingerprint\n"
         "for alg in ('blake3', 'sha256') * 3:\n    print(fingerprint(sys.argv[1], algorithm=alg))\n"
     )
     procs = [
@@ -208,6 +208,11 @@ def test_progress_bar_only_when_allowed(model: Path, monkeypatch: pytest.MonkeyP
     fingerprint(model, use_cache=False)
     assert "fingerprint" not in capsys.readouterr().err  # PATCHKIT_NO_PROGRESS=1 from conftest
     monkeypatch.delenv("PATCHKIT_NO_PROGRESS")
+    fingerprint(model, use_cache=False)
+    assert capsys.readouterr().err == ""  # stderr is not a terminal here: no carriage-return noise
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     fingerprint(model, use_cache=False)
     assert "fingerprint" in capsys.readouterr().err
     monkeypatch.setattr(fpmod, "PROGRESS_MIN_BYTES", 10**12)

@@ -11,7 +11,7 @@ import blake3
 import pytest
 
 from patchkit.errors import InvalidInputError
-from patchkit.fingerprint import (
+from patchkit.fingerprinting import (
     digests_equal,
     fingerprint,
     fingerprint_details,

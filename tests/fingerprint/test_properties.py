@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from patchkit._safetensors import parse_header_bytes
 from patchkit.errors import InvalidInputError
-from patchkit.fingerprint import fingerprint
+from patchkit.fingerprinting import fingerprint
 from tests.fingerprint.helpers import random_tensors, raw_safetensors, write_model
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from patchkit.fingerprint import fingerprint_details
+from patchkit.fingerprinting import fingerprint_details
 
 
 @pytest.mark.torch

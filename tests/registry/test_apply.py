@@ -45,7 +45,7 @@ def test_apply_records_lock_and_status(two_patches: Vendor, model_dir: Path) -> 
     lock_path = model_dir / constants.LOCK_FILE
     raw = tomllib.loads(lock_path.read_text())
     assert [(p["name"], p["version"], p["order"]) for p in raw["patch"]] == [("acme/tox", "1.0.0", 0), ("acme/bias", "2.0.0", 1)]
-    from patchkit.fingerprint import fingerprint
+    from patchkit.fingerprinting import fingerprint
 
     for p in raw["patch"]:
         assert set(p) >= {"name", "version", "registry", "commit", "digest", "base_fingerprint", "order"}
@@ -70,7 +70,7 @@ def test_remove_and_upgrade_within_spec(two_patches: Vendor, model_dir: Path) ->
     r = pk("upgrade", "--model", model_dir, "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    assert doc["updated"] == [{"name": "acme/tox", "from": "1.0.0", "to": "1.1.0"}]  # not 2.0.0: outside ^1.0
+    assert doc["updated"] == [{"name": "acme/tox", "from": "1.0.0", "to": "1.1.0", "note": None}]  # not 2.0.0: outside ^1.0
     lock = read_lock(model_dir / constants.LOCK_FILE)
     assert [(e.name, e.version, e.spec) for e in lock] == [("acme/tox", "1.1.0", "^1.0"), ("acme/bias", "1.0.0", "1")]
     r = pk("remove", "acme/tox", "--model", model_dir)

@@ -14,7 +14,7 @@ import pytest
 from patchkit import constants
 from patchkit.registry import apply, read_lock
 from patchkit.registry.cache import cache_root, entry_dir
-from patchkit.verify import verify_artifact
+from patchkit.verifying import verify_artifact
 from tests.helpers import pk
 from tests.registry.conftest import Vendor
 from tests.registry.hubserver import FakeHub
@@ -68,9 +68,7 @@ def test_concurrent_applies_give_one_consistent_lock(vendor: Vendor, model_dir: 
 CRASH = textwrap.dedent(
     """
     import os, sys
-    import patchkit.registry
-
-    a = sys.modules["patchkit.registry.apply"]  # the package's `apply` attribute is the function
+    import patchkit.registry.customer as a
 
     def crash(*args, **kwargs):
         os._exit(137)  # killed after the download, before the lock is written

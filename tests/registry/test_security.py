@@ -400,7 +400,7 @@ def test_requires_is_enforced_on_pull(vendor: Vendor, registry_url: str, attacke
         import hashlib
 
         from patchkit.signing import root_digest
-        from patchkit.verify import artifact_digest
+        from patchkit.verifying import artifact_digest
 
         entry = raw["versions"]["1.0.0"]
         entry["files"] = {n: len(b) for n, b in files.items()}

@@ -16,11 +16,10 @@ from tests.runtime._support import Kit
 
 # Runs the CLI and says on stderr whether torch was imported: refusals must come before it.
 RUNNER = (
-    "import sys\n"
-    "from patchkit.cli.app import run\n"
-    "rc = run(sys.argv[1:])\n"
-    "sys.stderr.write('TORCH-IMPORTED\\n' if 'torch' in sys.modules else '')\n"
-    "sys.exit(rc)\n"
+    "import atexit, sys\n"
+    "atexit.register(lambda: sys.stderr.write('TORCH-IMPORTED\\n' if 'torch' in sys.modules else ''))\n"
+    "from patchkit.cli import main\n"
+    "main(sys.argv[1:])\n"
 )
 
 
@@ -37,7 +36,7 @@ def model_dir(tiny_model_factory: Callable[[str], Path]) -> Path:
 @pytest.mark.slow
 @pytest.mark.torch
 def test_generate_refusals_exit_codes_before_torch(kit: Kit, model_dir: Path, tmp_path: Path) -> None:
-    from patchkit.fingerprint import fingerprint
+    from patchkit.fingerprinting import fingerprint
 
     good = kit.patch(model_dir, name="acme/good")
     cases = {
@@ -113,3 +112,75 @@ def test_compose_sign_verify_export_cli(kit: Kit, model_dir: Path, tmp_path: Pat
     over = pk("compose", a, b, "--name", "acme/ab", "--version", "1.0.1", "--out", tmp_path / "o", "--trust", kit.trust,
               "--token-budget", "5")
     assert over.returncode == 6 and not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+def test_the_same_patch_twice_is_refused(kit: Kit, model_dir: Path, tmp_path: Path) -> None:
+    a = kit.patch(model_dir, name="acme/twice", seed=5)
+    r = _run("generate", "--model", model_dir, "--patch", a, "--patch", a, "--no-lock", "--trust", kit.trust, "hi")
+    assert r.returncode == 2 and "applied twice" in r.stderr
+    assert "TORCH-IMPORTED" not in r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+def test_eval_checks_the_patch_before_loading_the_model(kit: Kit, model_dir: Path, tmp_path: Path) -> None:
+    stranger = kit.patch(model_dir, name="acme/stranger2", key=kit.other_keys)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "hello"}\n')
+    r = _run("eval", "--model", model_dir, "--patch", stranger, "--suite", "toxicity", "--prompts", prompts,
+             "--trust", kit.trust, "--out", tmp_path / "m.json")
+    assert r.returncode == 4, r.stderr
+    assert "TORCH-IMPORTED" not in r.stderr  # refused before any weights (or torch) loaded
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+def test_chat_commands_are_never_sent_to_the_model(kit: Kit, model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from patchkit.cli import runtime as cli_runtime
+    from patchkit.runtime import generation
+
+    sent: list[object] = []
+
+    def fake_generate(model: object, tok: object, messages: list[dict[str, str]], *args: object, **kwargs: object) -> str:
+        sent.append([m["content"] for m in messages])
+        if len(sent) == 1:
+            raise KeyboardInterrupt  # Ctrl-C while the first reply is written
+        return "ok"
+
+    monkeypatch.setattr(generation, "generate", fake_generate)
+    monkeypatch.setattr("sys.stdin", io.StringIO("/help\nfirst\n/bogus\nsecond\n/exit\n"))
+    cli_runtime.chat(model=model_dir, patch=None, no_lock=True, max_new_tokens=2, temperature=0.0, seed=None,
+                     system=None, allow_base_mismatch=False, no_verify=False, token_budget=512, device=None,
+                     trust=kit.trust, registry=None, json_=False)
+    assert sent == [["first"], ["second"]]  # no /command reached the model; the stopped reply was dropped
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+def test_ctrl_c_during_generate_exits_130_without_a_traceback(kit: Kit, model_dir: Path) -> None:
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "patchkit", "generate", "--model", str(model_dir), "--no-lock",
+                             "--max-new-tokens", "100000", "tell me a long story"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    try:
+        deadline = time.monotonic() + 120
+        assert proc.stderr is not None
+        while time.monotonic() < deadline:  # wait until generation has started
+            line = proc.stderr.readline()
+            if "no patches applied" in line:
+                break
+        time.sleep(2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert "interrupted" in err

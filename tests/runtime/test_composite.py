@@ -30,7 +30,7 @@ def test_composite_verifies_and_reproduces_runtime_composition(kit: Kit, model_d
 
     import patchkit
     from patchkit.composite import compose_artifact
-    from patchkit.verify import verify_artifact
+    from patchkit.verifying import verify_artifact
 
     a = kit.patch(model_dir, name="acme/a", seed=1, tokens=3, dtype=dtypes[0])
     b = kit.patch(model_dir, name="acme/b", seed=2, tokens=4, dtype=dtypes[1])

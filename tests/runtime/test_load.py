@@ -108,7 +108,7 @@ def test_lock_digest_mismatch_is_refused(kit: Kit, tiny_model: Path, no_weights:
 
 
 def test_hidden_size_mismatch(kit: Kit, model_dir: Path, no_weights: None) -> None:
-    from patchkit.fingerprint import fingerprint
+    from patchkit.fingerprinting import fingerprint
 
     p = kit.patch(None, hidden=32, base_digest=fingerprint(model_dir))
     with pytest.raises(CompatibilityError, match="hidden size 64"):

@@ -128,13 +128,14 @@ def check_content(path: Path, manifest: Manifest, files: dict[str, bytes]) -> No
 
 def check_base_model(manifest: Manifest, model_dir: Path) -> None:
     """Refuse a base model whose content fingerprint differs from the one the patch was made for."""
-    from patchkit.fingerprint import fingerprint_matches
+    from patchkit.fingerprinting import fingerprint_matches
 
     if not fingerprint_matches(model_dir, manifest.base_model.digest):
         raise CompatibilityError(
             f"{manifest.name}@{manifest.version} was built for base {manifest.base_model.digest[:40]}…, "
             f"which is not the model in {model_dir}",
-            "apply it to the model it was trained for, or pass --allow-base-mismatch if you accept the risk",
+            f"check against the model it was built for ({manifest.base_model.id}); `patchkit fingerprint DIR` shows a "
+            "model's digest",
         )
 
 

@@ -8,9 +8,7 @@ numpy. See `patchkit._fingerprint` for the exact digest format.
 from __future__ import annotations
 
 import os
-import sys
 import time
-import types
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -123,17 +121,3 @@ def require_fingerprint(model_dir: Path | str, expected_digest: str, *, what: st
             "use the base model the patch was built for",
         )
     return actual
-
-
-class _CallableModule(types.ModuleType):
-    """`patchkit.fingerprint` names both this module and the function; make both callable.
-
-    Importing the submodule (e.g. `from patchkit.fingerprint import ...`) rebinds the package
-    attribute to the module, which would otherwise break `patchkit.fingerprint(model_dir)`.
-    """
-
-    def __call__(self, model_dir: Path | str, *, algorithm: str = DEFAULT_ALGORITHM, use_cache: bool = True) -> str:
-        return fingerprint(model_dir, algorithm=algorithm, use_cache=use_cache)
-
-
-sys.modules[__name__].__class__ = _CallableModule

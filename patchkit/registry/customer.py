@@ -1,0 +1,537 @@
+"""Customer side: `apply`, `status`, `remove`, `upgrade`, and the lock checks CI and the runtime use.
+
+`apply` stages every download and checks every patch against the model before it touches
+anything: a refused apply leaves the lock and the cache as they were. Only then, holding the
+lock file's advisory lock, does it re-read the lock, merge, publish the staged artifacts into
+the cache and write the lock (concurrent applies on one model serialize there).
+
+`verify --lock` and `status` run one check per pin (`check_pin`), so they cannot disagree:
+`status` is the same check without the network, and says NOT OK (with a non-zero exit)
+whenever `verify --lock` would fail.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from patchkit._io import is_real_dir
+from patchkit.errors import (
+    CompatibilityError,
+    FreezeError,
+    IntegrityError,
+    NotFoundError,
+    PatchkitError,
+    ReadOnlyError,
+    RegistryError,
+    TrustError,
+    UsageError,
+)
+from patchkit.modeldir import require_model_dir
+from patchkit.registry.backends import Registry, open_registry
+from patchkit.registry.cache import Fetched, entry_dir, fetch
+from patchkit.registry.client import choose, load_index
+from patchkit.registry.index import Index, IndexEntry, remembered_index
+from patchkit.registry.lock import Lock, LockEntry, default_lock_path, lock_guard, read_lock, write_lock
+from patchkit.registry.names import resolve_ref
+from patchkit.registry.spec import parse_spec
+from patchkit.trust import TrustStore
+from patchkit.verifying import VerifyResult, verify_artifact
+from patchkit.version import Version
+
+
+def _model_fingerprint(model_dir: Path, expected: str) -> str:
+    """The model's fingerprint in the algorithm of `expected` (cached after the first time)."""
+    from patchkit.fingerprinting import fingerprint, parse_digest
+
+    algorithm, _ = parse_digest(expected)
+    return fingerprint(model_dir, algorithm=algorithm)
+
+
+def check_base(result: VerifyResult, model_dir: Path, *, allow_mismatch: bool, warnings: list[str]) -> str:
+    """Wrong-software check: the patch must be for these weights. Returns the model's fingerprint."""
+    from patchkit.fingerprinting import digests_equal
+
+    expected = result.manifest.base_model.digest
+    actual = _model_fingerprint(model_dir, expected)
+    if not digests_equal(actual, expected):
+        msg = (f"{result.name}@{result.version} was built for base {expected}, but {model_dir} is {actual}")
+        if not allow_mismatch:
+            raise CompatibilityError(msg, "apply it to the model it was trained for, or pass --allow-base-mismatch if you accept the risk")
+        warnings.append(msg + "; applied anyway (--allow-base-mismatch): its behaviour on this model is untested")
+    return actual
+
+
+def _writable_lock(lock_path: Path) -> None:
+    """Refuse before any download: a lock that cannot be written must not leave a changed cache."""
+    parent = lock_path.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK) or (lock_path.exists() and not os.access(lock_path, os.W_OK)):
+        raise ReadOnlyError(f"cannot write the lock {lock_path}: its directory is read-only",
+                            "keep the lock elsewhere with --lock PATH (e.g. --lock ./patchkit.lock)")
+
+
+@dataclass
+class _Job:
+    name: str
+    spec: str
+    registry: str | None
+
+
+@dataclass
+class ApplyResult:
+    model: Path
+    lock: Path
+    patches: list[LockEntry]
+    changed: bool
+    paths: dict[str, Path] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    updated: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "model": str(self.model),
+            "lock": str(self.lock),
+            "changed": self.changed,
+            "patches": [{**e.to_dict(), "path": str(self.paths.get(e.name, "")) or None} for e in self.patches],
+            "updated": self.updated,
+            "warnings": self.warnings,
+        }
+
+
+def _open(cache: dict[str, Registry], url: str | None) -> Registry:
+    key = url or ""
+    if key not in cache:
+        cache[key] = open_registry(url)
+    return cache[key]
+
+
+def _yank_note(index: Index, version: str) -> str | None:
+    e = index.versions.get(version)
+    return f"{version} is yanked: {e.yank_reason or 'no reason given'}" if e is not None and e.yanked else None
+
+
+def _run(jobs: list[_Job], model_dir: Path, lock_path: Path, *, locked: bool, allow_base_mismatch: bool,
+         trust: TrustStore, locked_hint: str) -> ApplyResult:
+    regs: dict[str, Registry] = {}
+    fetched: list[tuple[_Job, Fetched, Registry, str, Index]] = []
+    warnings: list[str] = []
+    if not locked:
+        _writable_lock(lock_path)
+    try:
+        for job in jobs:
+            spec = parse_spec(job.spec)
+            reg = _open(regs, job.registry)
+            index = load_index(reg, job.name, trust)
+            chosen, w = choose(index, spec)
+            warnings += w
+            f = fetch(reg, job.name, chosen, trust, repaired=warnings)
+            fetched.append((job, f, reg, "", index))  # registered first, so a refusal below still discards it
+            fp = check_base(f.result, model_dir, allow_mismatch=allow_base_mismatch, warnings=warnings)
+            fetched[-1] = (job, f, reg, fp, index)
+        with lock_guard(lock_path):
+            old = read_lock(lock_path) if lock_path.exists() else Lock([], lock_path)
+            new = Lock([LockEntry(**vars(e)) for e in old.patches], lock_path)
+            updated: list[dict[str, Any]] = []
+            for job, f, reg, fp, index in fetched:
+                pin = LockEntry(job.name, f.entry.version, reg.url, f.entry.commit, f.entry.digest, fp,
+                                spec=job.spec or "latest")
+                prev = new.find(job.name)
+                if prev is None:
+                    new.patches.append(pin)
+                    updated.append({"name": job.name, "from": None, "to": pin.version, "note": None})
+                else:
+                    if prev.version != pin.version:
+                        down = Version.parse(pin.version) < Version.parse(prev.version)
+                        why = _yank_note(index, prev.version)
+                        note = f"downgrade: {why}" if down and why else ("downgrade" if down else None)
+                        updated.append({"name": job.name, "from": prev.version, "to": pin.version, "note": note})
+                    new.patches[new.patches.index(prev)] = pin
+            new.renumbered()
+            changed = new.pins() != old.pins() or [e.spec for e in new] != [e.spec for e in old]
+            if locked and new.pins() != old.pins():
+                raise UsageError(f"--locked: resolving would change {lock_path}", locked_hint)
+            paths = {job.name: f.publish() for job, f, _, _, _ in fetched}
+            if changed and not locked:
+                write_lock(lock_path, new)
+            final = new if not locked else old
+            return ApplyResult(model_dir, lock_path, final.patches, changed and not locked, paths, warnings, updated)
+    finally:
+        for _, f, _, _, _ in fetched:
+            f.discard()
+
+
+def apply(refs: list[str], model_dir: Path, *, lock_path: Path | None = None, locked: bool = False, frozen: bool = False,
+          allow_base_mismatch: bool = False, trust: TrustStore | Path | str | None = None,
+          registry: str | None = None) -> ApplyResult:
+    """Resolve, pull, verify, check the base fingerprint, and record the patches in the lock."""
+    if locked and frozen:
+        raise UsageError("--locked and --frozen exclude each other", "--frozen already implies --locked")
+    model_dir = require_model_dir(model_dir)
+    lock_path = Path(lock_path) if lock_path is not None else default_lock_path(model_dir)
+    store = TrustStore.coerce(trust)
+    if frozen:
+        return _frozen(refs, model_dir, lock_path, allow_base_mismatch=allow_base_mismatch, trust=store, registry=registry)
+    if not refs:
+        raise UsageError("apply needs at least one NS/NAME@SPEC", "e.g. `patchkit apply acme/tox@^1.0 --model ./model`")
+    jobs: list[_Job] = []
+    for ref in refs:
+        name, spec = resolve_ref(ref, store)
+        if any(j.name == name for j in jobs):
+            raise UsageError(f"{name} is named twice", "give each patch once")
+        jobs.append(_Job(name, spec.text.strip() or "latest", registry))
+    return _run(jobs, model_dir, lock_path, locked=locked, allow_base_mismatch=allow_base_mismatch, trust=store,
+                locked_hint="run without --locked to update the lock, or use --frozen to install it as is")
+
+
+def _frozen(refs: list[str], model_dir: Path, lock_path: Path, *, allow_base_mismatch: bool, trust: TrustStore,
+            registry: str | None) -> ApplyResult:
+    """Install exactly what the lock says, resolving nothing."""
+    lock = read_lock(lock_path)
+    for ref in refs:
+        name, spec = resolve_ref(ref, trust)
+        e = lock.find(name)
+        if e is None:
+            raise UsageError(f"--frozen: {name} is not in {lock_path}", "apply it without --frozen first")
+        if not spec.matches(Version.parse(e.version)) and spec.kind != "latest":
+            raise UsageError(f"--frozen: the lock pins {e.ref}, which does not match {ref}", "drop --frozen to re-resolve")
+    regs: dict[str, Registry] = {}
+    staged: list[Fetched] = []
+    warnings: list[str] = []
+    paths: dict[str, Path] = {}
+    try:
+        results: list[tuple[LockEntry, Fetched | VerifyResult]] = []
+        for e in lock.patches:
+            got = _pinned(e, trust, regs, registry, lock_path, warnings)
+            if isinstance(got, Fetched):
+                staged.append(got)
+            res = got.result if isinstance(got, Fetched) else got
+            check_base(res, model_dir, allow_mismatch=allow_base_mismatch, warnings=warnings)
+            results.append((e, got))
+        for e, got in results:
+            paths[e.name] = got.publish() if isinstance(got, Fetched) else got.path
+    finally:
+        for f in staged:
+            f.discard()
+    return ApplyResult(model_dir, lock_path, lock.patches, False, paths, warnings)
+
+
+def _find(lock: Lock, name: str, lock_path: Path) -> LockEntry:
+    """A lock entry by full name, or by short name when exactly one pin has it."""
+    if "/" in name:
+        e = lock.find(name)
+    else:
+        hits = [x for x in lock.patches if x.name.partition("/")[2] == name]
+        if len(hits) > 1:
+            raise UsageError(f"{name!r} is ambiguous in {lock_path}: {' and '.join(x.name for x in hits)}", "write NS/NAME")
+        e = hits[0] if hits else None
+    if e is None:
+        raise NotFoundError(f"{name} is not in {lock_path}", "see `patchkit status --model DIR`")
+    return e
+
+
+def remove(name: str, model_dir: Path, *, lock_path: Path | None = None) -> dict[str, Any]:
+    """Drop a patch from the lock (the cache keeps the artifact)."""
+    model_dir = require_model_dir(model_dir)
+    lock_path = Path(lock_path) if lock_path is not None else default_lock_path(model_dir)
+    _writable_lock(lock_path)
+    with lock_guard(lock_path):
+        lock = read_lock(lock_path)
+        e = _find(lock, name.partition("@")[0], lock_path)
+        lock.patches.remove(e)
+        write_lock(lock_path, lock.renumbered())
+    return {"ok": True, "model": str(model_dir), "lock": str(lock_path), "removed": e.to_dict(),
+            "patches": [x.to_dict() for x in lock]}
+
+
+def upgrade(model_dir: Path, *, names: list[str] | None = None, lock_path: Path | None = None, locked: bool = False,
+            allow_base_mismatch: bool = False, trust: TrustStore | Path | str | None = None,
+            registry: str | None = None) -> ApplyResult:
+    """Re-resolve each locked patch within the spec it was applied with."""
+    model_dir = require_model_dir(model_dir)
+    lock_path = Path(lock_path) if lock_path is not None else default_lock_path(model_dir)
+    lock = read_lock(lock_path)
+    wanted = {_find(lock, n, lock_path).name for n in names or []}
+    jobs = [_Job(e.name, e.spec, registry or e.registry) for e in lock if not wanted or e.name in wanted]
+    for j in jobs:
+        parse_spec(j.spec)
+    return _run(jobs, model_dir, lock_path, locked=locked, allow_base_mismatch=allow_base_mismatch,
+                trust=TrustStore.coerce(trust), locked_hint="run `patchkit upgrade` without --locked to update the lock")
+
+
+# -- one check per pin: verify --lock, status and the runtime ------------------------------------
+
+
+def _about(e: LockEntry, lock_path: Path) -> str:
+    return f"{e.ref} (pinned by {lock_path})"
+
+
+def _local_only(e: LockEntry, registry: str | None) -> bool:
+    return (registry or e.registry) == "local"
+
+
+def _pinned(e: LockEntry, trust: TrustStore, regs: dict[str, Registry], registry: str | None, lock_path: Path,
+            warnings: list[str]) -> Fetched | VerifyResult:
+    """A lock pin: the signed index must still list exactly this commit and digest (yanks are
+    reported), and the artifact comes from the cache when it verifies there, else by its pinned commit.
+
+    When the index cannot be read but the cached copy verifies, the pin still holds (the lock
+    names its digest); the warning says the yank state is unknown.
+    """
+    reg = _open(regs, registry or e.registry)
+    cached = _cached(e, trust, lock_path)
+    try:
+        index = load_index(reg, e.name, trust)
+    except (FreezeError, RegistryError, NotFoundError) as exc:
+        if cached is not None:
+            # The pin holds by its signature and the digest the lock names; only its yank state is unknown.
+            warnings.append(f"{e.ref}: could not read the current index ({exc.message}); its yank state is unknown")
+            return cached
+        if isinstance(exc, NotFoundError) and _local_only(e, registry):
+            raise NotFoundError(f"{_about(e, lock_path)} is not in this machine's local registry",
+                                "the lock was made against another machine's local registry; pass --registry URL (a "
+                                "file:// path or hf://) where the patch is published") from None
+        if isinstance(exc, NotFoundError):
+            raise NotFoundError(f"{_about(e, lock_path)}: {exc.message}", exc.hint) from None
+        raise
+    entry = index.versions.get(e.version)
+    if entry is None:
+        raise NotFoundError(f"{_about(e, lock_path)} is no longer in the index of {reg.url}",
+                            "the publisher removed it; run `patchkit upgrade` to move to a published version")
+    _same_pin(e, entry, reg.url)
+    if entry.yanked:
+        warnings.append(f"{e.ref} is yanked: {entry.yank_reason or 'no reason given'}")
+    if cached is not None:
+        return cached
+    return fetch(reg, e.name, entry, trust, repaired=warnings)
+
+
+def _same_pin(e: LockEntry, entry: IndexEntry, where: str) -> None:
+    if entry.commit != e.commit or entry.digest != e.digest:
+        raise IntegrityError(
+            f"{e.ref}: the signed index of {where} lists commit {entry.commit[:12]} / {entry.digest}, "
+            f"but the lock pins {e.commit[:12]} / {e.digest}",
+            "the published artifact differs from the one you locked; investigate before re-locking",
+        )
+
+
+def _verify_copy(e: LockEntry, trust: TrustStore, lock_path: Path, path: Path) -> VerifyResult:
+    """Verify a cache copy as the pin itself: signer trusted for it, and exactly the pinned artifact.
+
+    An IntegrityError of the copy's files propagates as is (the caller decides whether a
+    download replaces it); trust failures and a hand-edited lock are named by the pin, not
+    by the cache path.
+    """
+    try:
+        result = verify_artifact(path, trust=trust)
+    except TrustError as exc:
+        raise TrustError(f"{_about(e, lock_path)}: {exc.message.replace(str(path), 'the cached copy')}", exc.hint) from None
+    if (result.name, result.version) != (e.name, e.version) or result.digest != e.digest:
+        raise _EditedLock(f"the cached copy of {_about(e, lock_path)} holds {result.name}@{result.version} "
+                          f"{result.digest}, but the lock pins {e.digest}",
+                          "the lock was edited by hand; restore it from version control, or re-apply the patch")
+    return result
+
+
+class _EditedLock(IntegrityError):
+    """The lock names one artifact and the commit it pins holds another."""
+
+
+def _cached(e: LockEntry, trust: TrustStore, lock_path: Path) -> VerifyResult | None:
+    """The verified cache copy of a pin; None when absent or damaged (a fetch replaces it)."""
+    path = entry_dir(e.name, e.commit)
+    if not is_real_dir(path):
+        return None
+    try:
+        return _verify_copy(e, trust, lock_path, path)
+    except _EditedLock:
+        raise
+    except IntegrityError:
+        return None
+
+
+def _offline(e: LockEntry, trust: TrustStore, lock_path: Path, warnings: list[str]) -> VerifyResult:
+    """The same pin check from the cache and the last verified index only (no network)."""
+    path = entry_dir(e.name, e.commit)
+    if not os.path.lexists(path):
+        raise NotFoundError(f"{_about(e, lock_path)} is not cached on this machine",
+                            "`patchkit apply --frozen --model DIR` downloads exactly what the lock pins")
+    if not is_real_dir(path):
+        raise IntegrityError(f"the cached copy of {_about(e, lock_path)} was replaced by something that is not a directory",
+                             "`patchkit apply --frozen --model DIR` downloads it again")
+    try:
+        result = _verify_copy(e, trust, lock_path, path)
+    except _EditedLock:
+        raise
+    except IntegrityError as exc:
+        raise IntegrityError(f"the cached copy of {_about(e, lock_path)} was altered: "
+                             f"{exc.message.replace(str(path), 'the cache entry')}",
+                             "`patchkit apply --frozen --model DIR` downloads it again") from None
+    index = remembered_index(open_registry(e.registry).ident, e.name, trust)
+    if index is not None and (entry := index.versions.get(e.version)) is not None:
+        _same_pin(e, entry, e.registry)
+        if entry.yanked:
+            warnings.append(f"{e.ref} is yanked: {entry.yank_reason or 'no reason given'}")
+    return result
+
+
+@dataclass
+class PinCheck:
+    """One pin's verdict; `error` is what failed, None when the pin holds."""
+
+    entry: LockEntry
+    path: Path | None = None
+    base_ok: bool | None = None
+    warnings: list[str] = field(default_factory=list)
+    error: PatchkitError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        e = self.error
+        return {
+            **self.entry.to_dict(),
+            "ok": self.ok,
+            "cached": self.path is not None,
+            "verified": self.path is not None and (e is None or isinstance(e, CompatibilityError)),
+            "path": str(self.path) if self.path else None,
+            "base_ok": self.base_ok,
+            "yanked": any(w.startswith(f"{self.entry.ref} is yanked") for w in self.warnings),
+            "warnings": self.warnings,
+            "reason": e.message if e else "",
+            "hint": e.hint if e else None,
+            "error": e.kind if e else None,
+            "exit_code": e.exit_code if e else 0,
+        }
+
+
+def check_pin(e: LockEntry, trust: TrustStore, lock_path: Path, *, regs: dict[str, Registry], registry: str | None,
+              base_model: Path | None, offline: bool) -> PinCheck:
+    """Every check a pin must pass: index, cache, signature, trust, identity, and the base weights."""
+    row = PinCheck(e)
+    try:
+        if offline:
+            got: Fetched | VerifyResult = _offline(e, trust, lock_path, row.warnings)
+        else:
+            got = _pinned(e, trust, regs, registry, lock_path, row.warnings)
+        if isinstance(got, Fetched):
+            try:
+                row.path = got.publish()
+            finally:
+                got.discard()
+            result = got.result
+        else:
+            row.path, result = got.path, got
+        if base_model is not None:
+            _check_pinned_base(e, result, base_model, row)
+    except PatchkitError as exc:
+        row.error = exc
+    return row
+
+
+def _check_pinned_base(e: LockEntry, result: VerifyResult, base_model: Path, row: PinCheck) -> None:
+    from patchkit.fingerprinting import digests_equal
+
+    actual = _model_fingerprint(base_model, e.base_fingerprint)
+    row.base_ok = digests_equal(actual, e.base_fingerprint)
+    if not row.base_ok:
+        raise CompatibilityError(f"{e.ref}: the weights in {base_model} ({actual}) are not the ones the lock was applied "
+                                 f"to ({e.base_fingerprint})", "check the model you ship; re-apply the patches to the new "
+                                 "weights if the change is intended")
+    if not digests_equal(e.base_fingerprint, result.manifest.base_model.digest):
+        row.warnings.append(f"{e.ref} was built for other weights ({result.manifest.base_model.digest}) and applied with "
+                            "--allow-base-mismatch")
+
+
+@dataclass
+class LockVerifySummary:
+    lock: Path
+    rows: list[PinCheck]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.rows)
+
+    @property
+    def exit_code(self) -> int:
+        return next((r.error.exit_code for r in self.rows if r.error is not None), 0)
+
+    @property
+    def verified(self) -> int:
+        return sum(1 for r in self.rows if r.ok)
+
+    @property
+    def failed(self) -> int:
+        return len(self.rows) - self.verified
+
+    @property
+    def warnings(self) -> list[str]:
+        return [w for r in self.rows for w in r.warnings]
+
+    @property
+    def patches(self) -> list[dict[str, Any]]:
+        return [r.to_dict() for r in self.rows]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "lock": str(self.lock), "patches": self.patches, "verified": self.verified,
+                "failed": self.failed, "exit_code": self.exit_code, "warnings": self.warnings}
+
+    def summary_line(self) -> str:
+        n = len(self.rows)
+        noun = "patch" if n == 1 else "patches"
+        if self.ok:
+            return f"OK {n} {noun} pinned by {self.lock} verified"
+        bad = "; ".join(f"{r.entry.ref}: {r.error.one_line()}" for r in self.rows if r.error is not None)
+        return f"FAILED {self.failed} of {n} {noun} pinned by {self.lock}: {bad}"
+
+
+def _check_lock(lock_path: Path, *, trust: TrustStore, registry: str | None, base_model: Path | None,
+                offline: bool) -> LockVerifySummary:
+    lock = read_lock(lock_path)
+    regs: dict[str, Registry] = {}
+    rows = [check_pin(e, trust, lock_path, regs=regs, registry=registry, base_model=base_model, offline=offline)
+            for e in lock.patches]
+    return LockVerifySummary(lock_path, rows)
+
+
+def verify_lock(lock_path: Path, *, trust: TrustStore | Path | str | None = None, registry: str | None = None,
+                base_model: Path | str | None = None) -> LockVerifySummary:
+    """Verify every pin of a lock (the cache, else the registry by pinned commit); CI runs this.
+
+    With `base_model`, the weights must be the ones the lock was applied to.
+    """
+    base = require_model_dir(base_model) if base_model is not None else None
+    return _check_lock(Path(lock_path), trust=TrustStore.coerce(trust), registry=registry, base_model=base, offline=False)
+
+
+def status(model_dir: Path, *, lock_path: Path | None = None, trust: TrustStore | Path | str | None = None) -> LockVerifySummary | None:
+    """What `verify --lock --base-model MODEL` would say, from this machine alone (no network).
+
+    None when the model has no lock (nothing applied).
+    """
+    model_dir = require_model_dir(model_dir)
+    lock_path = Path(lock_path) if lock_path is not None else default_lock_path(model_dir)
+    if not lock_path.exists():
+        return None
+    return _check_lock(lock_path, trust=TrustStore.coerce(trust), registry=None, base_model=model_dir, offline=True)
+
+
+def locked_artifacts(model_dir: Path, *, lock_path: Path | None = None, trust: TrustStore | Path | str | None = None,
+                     registry: str | None = None) -> list[Path]:
+    """The verified artifact directories a model's lock pins, in order ([] without a lock)."""
+    lock_path = Path(lock_path) if lock_path is not None else default_lock_path(Path(model_dir))
+    if not lock_path.exists():
+        return []
+    summary = _check_lock(lock_path, trust=TrustStore.coerce(trust), registry=registry, base_model=None, offline=False)
+    for r in summary.rows:
+        if r.error is not None:
+            raise r.error
+    return [r.path for r in summary.rows if r.path is not None]
+
+
+__all__ = ["ApplyResult", "LockVerifySummary", "PinCheck", "apply", "check_pin", "locked_artifacts", "remove", "status",
+           "upgrade", "verify_lock"]
