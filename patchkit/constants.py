@@ -65,3 +65,9 @@ def debug() -> bool:
 def no_progress() -> bool:
     """`PATCHKIT_NO_PROGRESS=1` turns progress bars off."""
     return _truthy(os.environ.get("PATCHKIT_NO_PROGRESS"))
+
+
+def api_key() -> str | None:
+    """`PATCHKIT_API_KEY`: the Bearer token `patchkit serve` requires of every client (unset or empty: none)."""
+    raw = os.environ.get("PATCHKIT_API_KEY")
+    return raw if raw else None
