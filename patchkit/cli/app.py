@@ -23,9 +23,9 @@ app = typer.Typer(
 
 def _register() -> None:
     # Each module registers its own commands; heavy imports stay inside command bodies.
-    from patchkit.cli import artifact, demo, evaluate, fingerprint, keys, registry, runtime, train, trust
+    from patchkit.cli import artifact, demo, evaluate, fingerprint, keys, registry, runtime, serve, train, trust
 
-    for module in (keys, trust, artifact, fingerprint, runtime, registry, train, evaluate, demo):
+    for module in (keys, trust, artifact, fingerprint, runtime, serve, registry, train, evaluate, demo):
         module.register(app)
 
 

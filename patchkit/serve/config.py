@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -27,14 +27,14 @@ class Limits(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_tokens: int = Field(1024, ge=1, description="Most new tokens one request may ask for (more: 400).")
-    default_max_tokens: int = Field(256, ge=1, description="New tokens when the request names none.")
-    max_prompt_tokens: int = Field(4096, ge=1, description="Longest prompt, in tokens (longer: 413).")
-    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body (larger: 413).")
-    max_batch: int = Field(8, ge=1, description="Requests generating at once (batch slots).")
-    max_queue: int = Field(64, ge=0, description="Requests waiting for a slot; one more gets 429.")
-    max_patches: int = Field(8, ge=0, description="Patches one request may compose.")
-    max_prompts: int = Field(8, ge=1, description="Prompts in one /v1/completions request.")
+    max_tokens: Annotated[int, Field(ge=1, description="Most new tokens one request may ask for (more: 400).")] = 1024
+    default_max_tokens: Annotated[int, Field(ge=1, description="New tokens when the request names none.")] = 256
+    max_prompt_tokens: Annotated[int, Field(ge=1, description="Longest prompt, in tokens (longer: 413).")] = 4096
+    max_body_bytes: Annotated[int, Field(ge=1024, description="Largest request body (larger: 413).")] = 1_000_000
+    max_batch: Annotated[int, Field(ge=1, description="Requests generating at once (batch slots).")] = 8
+    max_queue: Annotated[int, Field(ge=0, description="Requests waiting for a slot; one more gets 429.")] = 64
+    max_patches: Annotated[int, Field(ge=0, description="Patches one request may compose.")] = 8
+    max_prompts: Annotated[int, Field(ge=1, description="Prompts in one /v1/completions request.")] = 8
 
     @model_validator(mode="after")
     def _default_within_max(self) -> Limits:
@@ -47,15 +47,15 @@ class ServeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     schema_version: str = CONFIG_SCHEMA_VERSION
-    name: str | None = Field(None, description="The base model's name in the `model` field (default: the model directory's name).")
-    limits: Limits = Field(default_factory=Limits)
-    aliases: dict[str, list[str]] = Field(default_factory=dict, description="alias -> ordered patch refs or artifact dirs.")
-    prefix_cache_size: int = Field(16, ge=1, description="Patch sets whose prefix KV stays in memory (LRU).")
-    resolved_cache_size: int = Field(256, ge=1, description="Verified `model` strings remembered (LRU).")
-    token_budget: int = Field(constants.DEFAULT_TOKEN_BUDGET, ge=1, description="Most virtual tokens one patch set may add.")
-    drain_timeout_s: float = Field(60.0, gt=0, description="After SIGTERM, how long in-flight requests may take.")
-    vllm_model: str | None = Field(None, description="--engine vllm: the model name the vLLM server serves (default: its first).")
-    vllm_timeout_s: float = Field(600.0, gt=0, description="--engine vllm: the timeout of one upstream request.")
+    name: Annotated[str | None, Field(description="The base model's name in the `model` field (default: the model directory's name).")] = None
+    limits: Limits = Limits()
+    aliases: Annotated[dict[str, list[str]], Field(description="alias -> ordered patch refs or artifact dirs.")] = {}
+    prefix_cache_size: Annotated[int, Field(ge=1, description="Patch sets whose prefix KV stays in memory (LRU).")] = 16
+    resolved_cache_size: Annotated[int, Field(ge=1, description="Verified `model` strings remembered (LRU).")] = 256
+    token_budget: Annotated[int, Field(ge=1, description="Most virtual tokens one patch set may add.")] = constants.DEFAULT_TOKEN_BUDGET
+    drain_timeout_s: Annotated[float, Field(gt=0, description="After SIGTERM, how long in-flight requests may take.")] = 60.0
+    vllm_model: Annotated[str | None, Field(description="--engine vllm: the model name the vLLM server serves (default: its first).")] = None
+    vllm_timeout_s: Annotated[float, Field(gt=0, description="--engine vllm: the timeout of one upstream request.")] = 600.0
 
     @field_validator("schema_version")
     @classmethod

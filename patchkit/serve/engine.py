@@ -21,7 +21,7 @@ import collections
 import logging
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,10 @@ class LocalEngine(Engine):
         return [int(t) for t in enc["input_ids"][0].tolist()]
 
     @property
+    def vocab_size(self) -> int:
+        return min(len(self.tokenizer), int(self._embed.shape[0]))
+
+    @property
     def running(self) -> int:
         return len(self._rows)
 
@@ -139,7 +143,7 @@ class LocalEngine(Engine):
             self._cv.notify()
         return handle
 
-    async def stream(self, job: Job) -> AsyncIterator[Piece]:
+    async def stream(self, job: Job) -> AsyncGenerator[Piece, None]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Piece] = asyncio.Queue()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,12 +49,17 @@ class Engine(abc.ABC):
     tokenizer: Any
     max_positions: int | None = None
 
+    @property
+    def vocab_size(self) -> int:
+        """Token ids a client may send: the tokenizer's, added tokens included."""
+        return len(self.tokenizer)
+
     @abc.abstractmethod
     def encode(self, prompt: str | Sequence[dict[str, str]], *, chat: bool) -> list[int]:
         """Token ids as `patchkit generate` builds them: the chat template for messages, raw text otherwise."""
 
     @abc.abstractmethod
-    def stream(self, job: Job) -> AsyncIterator[Piece]:
+    def stream(self, job: Job) -> AsyncGenerator[Piece, None]:
         """Generate; closing the iterator early cancels the job and frees its slot."""
 
     @property

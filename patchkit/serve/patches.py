@@ -133,6 +133,13 @@ class PatchResolver:
                 self._resolved.popitem(last=False)
             return ps
 
+    def preload(self) -> PatchSet:
+        """The base name's patch set (the lock), verified at start-up; PatchkitError if the lock does not verify."""
+        with self._lock:
+            ps = PatchSet(self.name, tuple(self._load(None)))
+            self._resolved[self.name] = ps
+            return ps
+
     def _load(self, specs: Sequence[str] | None) -> list[LoadedPatch]:
         return resolve_patches(self.model_dir, specs, trust=self.trust, registry=self.registry,
                                token_budget=self.config.token_budget)
