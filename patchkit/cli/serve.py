@@ -26,6 +26,8 @@ def serve(
                                                         "without PATCHKIT_API_KEY (only behind a proxy that authenticates).")] = False,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1… (default: cuda if available).")] = None,
     dtype: Annotated[str | None, typer.Option("--dtype", help="float32, bfloat16 or float16 (default: float32 on CPU).")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch intra-op threads for the local engine "
+                                                "(default: torch's choice, one per core).", show_default=False)] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's log level (info shows each request).")] = "warning",
     trust: TrustOpt = None,
     registry: RegistryOpt = None,
@@ -40,7 +42,7 @@ def serve(
 
     run_server(ServeOptions(model_dir=model, host=host, port=port, config_path=config, engine=engine, vllm_url=vllm_url,
                             name=name, allow_unauthenticated=allow_unauthenticated, trust=trust, registry=registry,
-                            device=device, dtype=dtype, log_level=log_level, json=json_))
+                            device=device, dtype=dtype, log_level=log_level, json=json_, threads=threads))
 
 
 def register(app: typer.Typer) -> None:

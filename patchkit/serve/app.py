@@ -14,7 +14,7 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -253,23 +253,35 @@ def create_app(state: ServerState) -> FastAPI:
                    seed=req.seed, stop=req.stop_list(), ignore_eos=req.ignore_eos, min_tokens=min(req.min_tokens, n))
 
     # -- running a call --------------------------------------------------------------------
-    def account(call: _Call, ps: PatchSet, last: Piece) -> None:
+    def account(ps: PatchSet, last: Piece) -> None:
         metrics.finished.labels(last.finish_reason or "unknown").inc()
         metrics.prompt_tokens.inc(last.prompt_tokens)
         metrics.completion_tokens.inc(last.completion_tokens)
         for p in ps.patches:
             metrics.patch_requests.labels(p.ref, p.digest or "unverified").inc()
 
+    async def tracked(call: _Call, j: Job) -> AsyncGenerator[Piece, None]:
+        """The engine's pieces, counted once per job: a job its client abandoned counts as cancelled."""
+        last = Piece("", 0, prompt_tokens=len(j.prompt_ids))
+        try:
+            async with contextlib.aclosing(engine.stream(j)) as pieces:
+                async for piece in pieces:
+                    last = piece
+                    yield piece
+        finally:
+            if last.finish_reason is None:
+                last = Piece("", last.completion_tokens, FINISH_CANCELLED, prompt_tokens=len(j.prompt_ids))
+            account(call.patch_set, last)
+
     async def collect(call: _Call, j: Job, first: list[float]) -> Piece:
         text: list[str] = []
         last = Piece("", 0)
-        async with contextlib.aclosing(engine.stream(j)) as pieces:
+        async with contextlib.aclosing(tracked(call, j)) as pieces:
             async for piece in pieces:
                 if piece.text and not first:
                     first.append(time.perf_counter())
                 text.append(piece.text)
                 last = piece
-        account(call, call.patch_set, last)
         if last.finish_reason == FINISH_ERROR:
             raise _generation_error(last)
         return Piece("".join(text), last.completion_tokens, last.finish_reason, prompt_tokens=last.prompt_tokens)
@@ -297,7 +309,7 @@ def create_app(state: ServerState) -> FastAPI:
 
         async def pump(i: int, j: Job) -> None:
             try:
-                async with contextlib.aclosing(engine.stream(j)) as pieces:
+                async with contextlib.aclosing(tracked(call, j)) as pieces:
                     async for piece in pieces:
                         await queue.put((i, piece))
             except BaseException as exc:  # handed to the consumer, which re-raises it
@@ -313,7 +325,6 @@ def create_app(state: ServerState) -> FastAPI:
                     raise item
                 if item.finish_reason is not None:
                     open_choices -= 1
-                    account(call, call.patch_set, item)
                 yield i, item
         finally:
             for t in tasks:

@@ -108,7 +108,9 @@ class LocalEngine(Engine):
 
     @classmethod
     def load(cls, model_dir: Path, *, max_batch: int, prefix_cache_size: int, metrics: Metrics | None = None,
-             device: str | None = None, dtype: str | None = None) -> LocalEngine:
+             device: str | None = None, dtype: str | None = None, threads: int | None = None) -> LocalEngine:
+        if threads is not None:
+            torch.set_num_threads(threads)  # intra-op threads; on a busy CPU fewer can be much faster
         base = load_base(model_dir, device=device, dtype=dtype)
         return cls(base, load_tokenizer(model_dir), load_tokenizer(model_dir), max_batch=max_batch,
                    prefix_cache_size=prefix_cache_size, metrics=metrics)

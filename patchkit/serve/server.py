@@ -44,6 +44,7 @@ class ServeOptions:
     dtype: str | None = None
     log_level: str = "warning"
     json: bool = False
+    threads: int | None = None
 
 
 def is_loopback(host: str) -> bool:
@@ -100,7 +101,7 @@ def _engine(opts: ServeOptions, config: ServeConfig, metrics: Any) -> Any:
     from patchkit.serve.engine import LocalEngine
 
     return LocalEngine.load(opts.model_dir, max_batch=config.limits.max_batch, prefix_cache_size=config.prefix_cache_size,
-                            metrics=metrics, device=opts.device, dtype=opts.dtype)
+                            metrics=metrics, device=opts.device, dtype=opts.dtype, threads=opts.threads)
 
 
 def _ready_line(opts: ServeOptions, name: str, url: str, port: int, base: PatchSet, engine: Any) -> None:
