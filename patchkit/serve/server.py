@@ -94,8 +94,7 @@ def _engine(opts: ServeOptions, config: ServeConfig, metrics: Any) -> Any:
     if opts.engine == "vllm":
         from patchkit.serve.vllm import VLLMEngine
 
-        if not opts.vllm_url:
-            raise UsageError("--engine vllm needs --vllm-url URL", "e.g. --vllm-url http://gpu-node:8000 (see README)")
+        assert opts.vllm_url is not None
         return VLLMEngine.load(opts.model_dir, opts.vllm_url, served_model=config.vllm_model, max_concurrent=config.limits.max_batch,
                                timeout_s=config.vllm_timeout_s)
     from patchkit.serve.engine import LocalEngine
@@ -120,6 +119,8 @@ def run_server(opts: ServeOptions) -> None:
         raise UsageError(f"unknown engine {opts.engine!r}", f"use one of {', '.join(ENGINES)}")
     if opts.engine != "vllm" and opts.vllm_url:
         raise UsageError("--vllm-url only goes with --engine vllm", "add --engine vllm")
+    if opts.engine == "vllm" and not opts.vllm_url:
+        raise UsageError("--engine vllm needs --vllm-url URL", "e.g. --vllm-url http://gpu-node:8000 (see README)")
     config = load_config(opts.config_path)
     api_key = constants.api_key()
     check_bind(opts.host, api_key, opts.allow_unauthenticated)
