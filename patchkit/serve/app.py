@@ -223,6 +223,9 @@ def create_app(state: ServerState) -> FastAPI:
     # -- resolution and limits -----------------------------------------------------------
     async def patch_set(model: str) -> PatchSet:
         state.resolver.parse(model)  # a 404 for a name this server does not serve costs no thread
+        hit = state.resolver.cached(model)
+        if hit is not None:
+            return hit
         try:
             ps = await asyncio.to_thread(state.resolver.resolve, model)
         except APIError as exc:
@@ -231,20 +234,24 @@ def create_app(state: ServerState) -> FastAPI:
         metrics.patch_sets.set(len(state.resolver.known()))
         return ps
 
-    def max_new(requested: int | None) -> int:
+    def max_new(requested: int | None) -> int | None:
+        """The request's max_tokens (checked against the limit); None: the default, fitted to the context later."""
         if requested is None:
-            return limits.default_max_tokens
+            return None
         if requested > limits.max_tokens:
             raise bad_request(f"max_tokens is {requested}; this server allows at most {limits.max_tokens}", param="max_tokens")
         return requested
 
-    def job(ids: list[int], ps: PatchSet, req: ChatRequest | CompletionRequest, n: int, param: str) -> Job:
+    def job(ids: list[int], ps: PatchSet, req: ChatRequest | CompletionRequest, asked: int | None, param: str) -> Job:
         if not ids:
             raise bad_request("the prompt has no tokens", param=param)
         if len(ids) > limits.max_prompt_tokens:
             raise too_large(f"the prompt is {len(ids)} tokens; this server takes at most {limits.max_prompt_tokens}", param=param)
         if any(t < 0 or t >= engine.vocab_size for t in ids):
             raise bad_request("the prompt holds token ids outside the vocabulary", param=param)
+        n = asked if asked is not None else limits.default_max_tokens
+        if asked is None and engine.max_positions is not None:
+            n = max(1, min(n, engine.max_positions - ps.num_virtual_tokens - len(ids)))
         total = ps.num_virtual_tokens + len(ids) + n
         if engine.max_positions is not None and total > engine.max_positions:
             raise APIError(400, f"{ps.num_virtual_tokens} virtual + {len(ids)} prompt + {n} new tokens = {total}, over the "

@@ -115,6 +115,10 @@ class PatchResolver:
         return specs
 
     # -- resolving (registry, crypto, fingerprint; run it off the event loop) ---------------
+    def cached(self, model: str) -> PatchSet | None:
+        """A patch set verified earlier, without waiting for a resolution in progress (a dict read is atomic)."""
+        return self._resolved.get(model)
+
     def resolve(self, model: str) -> PatchSet:
         """The verified patch set for `model`; an `APIError` with the refusal's reason otherwise."""
         specs = self.parse(model)
