@@ -101,6 +101,20 @@ class _Slot:
             self._state = None
 
 
+class _SlotEventSource(EventSourceResponse):
+    """An SSE response that gives its slot back however it ends, even if the client left before the first event."""
+
+    def __init__(self, slot: _Slot, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slot = slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._slot.release()
+
+
 def _error_response(err: APIError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
@@ -368,8 +382,8 @@ def create_app(state: ServerState) -> FastAPI:
             finally:
                 slot.release()
 
-        return EventSourceResponse(events(), sep="\n", ping=15, headers={PATCH_HEADER: call.patch_set.header(),
-                                                                           "Cache-Control": "no-cache"})
+        return _SlotEventSource(slot, events(), sep="\n", ping=15, headers={PATCH_HEADER: call.patch_set.header(),
+                                                                              "Cache-Control": "no-cache"})
 
     def _envelope(call: _Call, kind: str) -> dict[str, Any]:
         if call.endpoint == "/v1/chat/completions":
