@@ -10,7 +10,8 @@ from patchkit.serve.config import ServeConfig
 from patchkit.serve.errors import APIError
 from patchkit.serve.patches import PatchResolver
 from patchkit.trust import TrustStore
-from tests.helpers import make_signed_patch, write_fake_model
+from tests.helpers import write_fake_model
+from tests.runtime._support import Kit
 
 
 def _resolver(tmp_path: Path, **aliases: list[str]) -> PatchResolver:
@@ -42,11 +43,12 @@ def test_model_field_refusals(tmp_path: Path, model: str, status: int) -> None:
 
 def test_resolution_refusals_map_to_statuses_and_cache_nothing(tmp_path: Path) -> None:
     model = write_fake_model(tmp_path / "model")
-    good, keys = make_signed_patch(tmp_path, name="acme/good", base_model=model)
-    stranger, _ = make_signed_patch(tmp_path, name="other/x", keys=keys, trust=False, base_model=model)
-    wrong_base, _ = make_signed_patch(tmp_path, name="acme/wrong", keys=keys, trust=False)
+    kit = Kit.create(tmp_path / "kit")
+    good = kit.patch(model, name="acme/good")
+    stranger = kit.patch(model, name="other/x")  # acme's key, outside its acme/* scope
+    wrong_base = kit.patch(None, name="acme/wrong")
     aliases = {"good": [str(good)], "stranger": [str(stranger)], "wrongbase": [str(wrong_base)]}
-    r = PatchResolver(model, ServeConfig(aliases=aliases), name="tiny", trust=TrustStore.load(), registry=None)
+    r = PatchResolver(model, ServeConfig(aliases=aliases), name="tiny", trust=TrustStore.load(kit.trust), registry=None)
     r.check_aliases()
     ps = r.resolve("good")
     assert [p.name for p in ps.patches] == ["acme/good"] and ps.patches[0].digest.startswith("sha256:")

@@ -172,3 +172,29 @@ def test_gateway_refuses_like_the_local_engine(gateway: tuple[ServerProcess, VLL
     with pytest.raises(openai.AuthenticationError):
         server.client(api_key="wrong").chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}])
     assert len(stub.seen) == before  # nothing reached vLLM
+
+
+def test_upstream_failures_become_502_pieces(gateway: tuple[ServerProcess, VLLMStub], serve_model: Path) -> None:
+    import asyncio
+
+    import torch
+
+    from patchkit.serve.jobs import FINISH_ERROR, Job
+    from patchkit.serve.patches import PatchSet
+    from patchkit.serve.vllm import VLLMEngine, load_input_embeddings
+
+    _, stub = gateway
+    embedding = load_input_embeddings(serve_model)
+    assert torch.equal(embedding, _tensor(serve_model / "model.safetensors", "model.embed_tokens.weight"))
+
+    async def last_piece(url: str, served: str | None) -> Any:
+        engine = VLLMEngine.load(serve_model, url, served_model=served, max_concurrent=2, timeout_s=10)
+        engine.start()
+        pieces = [p async for p in engine.stream(Job((1, 2, 3), PatchSet("x", ()), max_tokens=3))]
+        await engine.aclose()
+        return pieces[-1]
+
+    wrong_model = asyncio.run(last_piece(stub.url, "not-served-here"))  # vLLM answers 404
+    assert wrong_model.finish_reason == FINISH_ERROR and wrong_model.extra["status"] == 502 and "404" in wrong_model.error
+    down = asyncio.run(last_piece("http://127.0.0.1:9", None))  # nothing listens there
+    assert down.finish_reason == FINISH_ERROR and down.extra["status"] == 502
