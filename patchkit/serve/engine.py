@@ -171,8 +171,11 @@ class LocalEngine(Engine):
             self._thread.start()
 
     async def aclose(self) -> None:
+        """Stop after the drain: whatever is still queued or generating now has no one left to answer."""
         with self._cv:
             self._closing = True
+            for handle in [*self._pending, *(r.handle for r in self._rows)]:
+                handle.cancel()
             self._cv.notify()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
