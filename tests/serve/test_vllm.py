@@ -92,10 +92,18 @@ class VLLMStub:
 
 
 @pytest.fixture(scope="module")
-def gateway(serve_kit: Kit, serve_model: Path, serve_patches: Callable[[str], Path],
+def stub() -> Iterator[VLLMStub]:
+    s = VLLMStub()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture(scope="module")
+def gateway(serve_kit: Kit, serve_model: Path, serve_patches: Callable[[str], Path], stub: VLLMStub,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, VLLMStub]]:
     root = tmp_path_factory.mktemp("vllm-gateway")
-    stub = VLLMStub()
     config = root / "serve.toml"
     config.write_text(f'name = "tiny"\n[aliases]\na = ["{serve_patches("acme/a")}"]\n'
                       f'bc = ["{serve_patches("acme/b")}", "{serve_patches("acme/c")}"]\n')
@@ -107,7 +115,6 @@ def gateway(serve_kit: Kit, serve_model: Path, serve_patches: Callable[[str], Pa
         yield server, stub
     finally:
         server.stop()
-        stub.close()
 
 
 def _tensor(path: Path, key: str) -> Any:
@@ -116,7 +123,7 @@ def _tensor(path: Path, key: str) -> Any:
     return load_file(str(path))[key]
 
 
-def test_prompt_embeds_are_prefix_then_templated_prompt(gateway: tuple[ServerProcess, VLLMStub], serve_model: Path,
+def test_prompt_embeds_are_prefix_then_templated_prompt_and_refusals_stay_local(gateway: tuple[ServerProcess, VLLMStub], serve_model: Path,
                                                          serve_patches: Callable[[str], Path]) -> None:
     import torch
 
@@ -161,20 +168,16 @@ def test_prompt_embeds_are_prefix_then_templated_prompt(gateway: tuple[ServerPro
     assert torch.equal(stub.seen[-1]["tensor"][4:], embedding[raw_ids]) and stub.seen[-1]["body"]["stop"] == ["\n"]
     assert done.choices[0].text == f"ok rows={4 + len(raw_ids)}"
 
-
-def test_gateway_refuses_like_the_local_engine(gateway: tuple[ServerProcess, VLLMStub]) -> None:
-    server, stub = gateway
-    client = server.client()
     before = len(stub.seen)
     with pytest.raises(openai.NotFoundError) as info:
-        client.chat.completions.create(model="tiny+acme/nope@1", messages=[{"role": "user", "content": "hi"}])
+        client.chat.completions.create(model="tiny+acme/nope@1", messages=msg)
     assert info.value.body["code"] == "model_not_found"
     with pytest.raises(openai.AuthenticationError):
-        server.client(api_key="wrong").chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}])
-    assert len(stub.seen) == before  # nothing reached vLLM
+        server.client(api_key="wrong").chat.completions.create(model="tiny", messages=msg)
+    assert len(stub.seen) == before  # refusals happen at the gateway: nothing reached vLLM
 
 
-def test_upstream_failures_become_502_pieces(gateway: tuple[ServerProcess, VLLMStub], serve_model: Path) -> None:
+def test_upstream_failures_become_502_pieces(stub: VLLMStub, serve_model: Path) -> None:
     import asyncio
 
     import torch
@@ -183,7 +186,6 @@ def test_upstream_failures_become_502_pieces(gateway: tuple[ServerProcess, VLLMS
     from patchkit.serve.patches import PatchSet
     from patchkit.serve.vllm import VLLMEngine, load_input_embeddings
 
-    _, stub = gateway
     embedding = load_input_embeddings(serve_model)
     assert torch.equal(embedding, _tensor(serve_model / "model.safetensors", "model.embed_tokens.weight"))
 
