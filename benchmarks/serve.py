@@ -78,7 +78,7 @@ def make_patches(tmp: Path, mdir: Path, registry: str) -> tuple[list[Path], Path
 
     from patchkit.build import build_artifact
     from patchkit.keys import generate_keypair
-    from patchkit.registry import publish
+    from patchkit.registry.client import publish
     from patchkit.runtime.loader import load_base
     from patchkit.sign import sign_artifact
     from patchkit.trust import trust_add

@@ -18,7 +18,8 @@ from typing import Any
 import openai
 import pytest
 
-from patchkit.registry import apply, publish
+from patchkit.registry.apply import apply
+from patchkit.registry.client import publish
 from patchkit.runtime.resolve import resolve_patches
 from tests.helpers import pk
 from tests.runtime._support import Kit, home
