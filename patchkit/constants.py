@@ -92,3 +92,9 @@ def no_progress() -> bool:
     import sys
 
     return _truthy(os.environ.get("PATCHKIT_NO_PROGRESS")) or not sys.stderr.isatty()
+
+
+def api_key() -> str | None:
+    """`PATCHKIT_API_KEY`: the Bearer token `patchkit serve` requires of every client (unset or empty: none)."""
+    raw = os.environ.get("PATCHKIT_API_KEY")
+    return raw if raw else None

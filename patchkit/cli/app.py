@@ -139,9 +139,22 @@ def _file_commands(root: typer.Typer, *, top: bool = True) -> None:
 
 def _register() -> None:
     # Each module registers its own commands; heavy imports stay inside command bodies.
-    from patchkit.cli import artifact, cache, config, demo, evaluate, fingerprint, keys, registry, runtime, train, trust
+    from patchkit.cli import (
+        artifact,
+        cache,
+        config,
+        demo,
+        evaluate,
+        fingerprint,
+        keys,
+        registry,
+        runtime,
+        serve,
+        train,
+        trust,
+    )
 
-    for module in (keys, trust, artifact, fingerprint, runtime, registry, cache, config, train, evaluate, demo):
+    for module in (keys, trust, artifact, fingerprint, runtime, serve, registry, cache, config, train, evaluate, demo):
         module.register(app)
     _file_commands(app)
 

@@ -1,0 +1,202 @@
+"""`--engine vllm`: the gateway sends vLLM `prompt_embeds` = cat(patch prefix, embed(chat-templated prompt)).
+
+vLLM's wheel is CUDA-only, so a stub speaks its Completions endpoint on 127.0.0.1: it decodes the
+base64 `torch.save` tensor, checks shape and dtype, and records it; the test checks that the first
+rows are exactly the patch and the rest exactly the embedding rows of the chat-templated prompt.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from tests.runtime._support import Kit
+from tests.serve._support import API_KEY, ServerProcess
+
+pytestmark = [pytest.mark.torch, pytest.mark.slow]
+
+STUB_MODEL = "stub-llm"
+HIDDEN = 64
+
+
+class VLLMStub:
+    """Just enough of `vllm serve --enable-prompt-embeds`: GET /v1/models, POST /v1/completions (SSE)."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _json(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if self.path == "/v1/models":
+                    self._json(200, {"object": "list", "data": [{"id": STUB_MODEL, "object": "model"}]})
+                else:
+                    self._json(404, {"error": {"message": "no such route"}})
+
+            def do_POST(self) -> None:
+                import torch
+
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path != "/v1/completions" or body.get("model") != STUB_MODEL:
+                    self._json(404, {"error": {"message": f"model {body.get('model')!r} does not exist"}})
+                    return
+                if "prompt" in body or not isinstance(body.get("prompt_embeds"), str):
+                    self._json(400, {"error": {"message": "send prompt_embeds, not prompt"}})
+                    return
+                tensor = torch.load(io.BytesIO(base64.b64decode(body["prompt_embeds"], validate=True)), weights_only=True)
+                if not isinstance(tensor, torch.Tensor) or tensor.dim() != 2 or tensor.shape[1] != HIDDEN:
+                    self._json(400, {"error": {"message": f"prompt_embeds must be (seq_len, {HIDDEN})"}})
+                    return
+                stub.seen.append({"tensor": tensor, "body": {k: v for k, v in body.items() if k != "prompt_embeds"}})
+                text = ["ok ", "rows=", str(tensor.shape[0])]
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                for i, t in enumerate(text):
+                    finish = "length" if i == len(text) - 1 else None
+                    chunk = {"id": "cmpl-stub", "object": "text_completion", "model": STUB_MODEL,
+                             "choices": [{"index": 0, "text": t, "finish_reason": finish}]}
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                usage = {"prompt_tokens": tensor.shape[0], "completion_tokens": len(text), "total_tokens": tensor.shape[0] + 3}
+                self.wfile.write(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\ndata: [DONE]\n\n".encode())
+                self.wfile.flush()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def stub() -> Iterator[VLLMStub]:
+    s = VLLMStub()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture(scope="module")
+def gateway(serve_kit: Kit, serve_model: Path, serve_patches: Callable[[str], Path], stub: VLLMStub,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, VLLMStub]]:
+    root = tmp_path_factory.mktemp("vllm-gateway")
+    config = root / "serve.toml"
+    config.write_text(f'name = "tiny"\n[aliases]\na = ["{serve_patches("acme/a")}"]\n'
+                      f'bc = ["{serve_patches("acme/b")}", "{serve_patches("acme/c")}"]\n')
+    server = ServerProcess(["--model", serve_model, "--config", config, "--trust", serve_kit.trust, "--engine", "vllm",
+                            "--vllm-url", stub.url],
+                           env={"PATCHKIT_HOME": str(root / "home"), "PATCHKIT_API_KEY": API_KEY, "PATCHKIT_NO_PROGRESS": "1"},
+                           log=root / "server.log")
+    try:
+        yield server, stub
+    finally:
+        server.stop()
+
+
+def _tensor(path: Path, key: str) -> Any:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))[key]
+
+
+def test_prompt_embeds_are_prefix_then_templated_prompt_and_refusals_stay_local(gateway: tuple[ServerProcess, VLLMStub], serve_model: Path,
+                                                         serve_patches: Callable[[str], Path]) -> None:
+    import torch
+
+    from patchkit.runtime.generation import encode
+    from patchkit.runtime.loader import load_tokenizer
+
+    server, stub = gateway
+    client = server.client()
+    embedding = _tensor(serve_model / "model.safetensors", "model.embed_tokens.weight")
+    tok = load_tokenizer(serve_model)
+    msg = [{"role": "user", "content": "How do I bake bread at home?"}]
+    ids = encode(tok, [msg], chat=True)["input_ids"][0]
+    prefixes = {
+        "tiny": torch.zeros(0, HIDDEN),
+        "a": _tensor(serve_patches("acme/a") / "adapter_model.safetensors", "prompt_embeddings"),
+        "bc": torch.cat([_tensor(serve_patches(n) / "adapter_model.safetensors", "prompt_embeddings") for n in ("acme/b", "acme/c")]),
+    }
+    for model, prefix in prefixes.items():
+        raw = client.chat.completions.with_raw_response.create(model=model, messages=msg, max_tokens=7, seed=3)
+        reply = raw.parse()
+        sent = stub.seen[-1]
+        tensor, body = sent["tensor"], sent["body"]
+        n = prefix.shape[0]
+        assert tensor.dtype == embedding.dtype and tensor.shape == (n + len(ids), HIDDEN), model
+        assert torch.equal(tensor[:n], prefix.to(tensor.dtype)), f"{model}: the first rows are not the patch"
+        assert torch.equal(tensor[n:], embedding[ids]), f"{model}: the other rows are not the templated prompt"
+        assert body["model"] == STUB_MODEL and body["max_tokens"] == 7 and body["seed"] == 3 and body["stream"] is True
+        assert reply.choices[0].message.content == f"ok rows={n + len(ids)}"
+        assert reply.choices[0].finish_reason == "length"
+        usage = reply.usage.model_extra
+        assert reply.usage.prompt_tokens == len(ids) and usage["prefix_tokens"] == n
+        assert raw.headers["x-patchkit-patches"] == (",".join(f"{p['name']}@{p['version']}={p['digest']}" for p in usage["patches"])
+                                                     or "none")
+
+    chunks = list(client.chat.completions.create(model="bc", messages=msg, max_tokens=5, stream=True,
+                                                 stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == f"ok rows={10 + len(ids)}"
+    assert chunks[-1].usage is not None and [p["name"] for p in chunks[-1].usage.model_extra["patches"]] == ["acme/b", "acme/c"]
+
+    done = client.completions.create(model="a", prompt="The nurse said", max_tokens=4, stop=["\n"])
+    raw_ids = encode(tok, ["The nurse said"], chat=False)["input_ids"][0]
+    assert torch.equal(stub.seen[-1]["tensor"][4:], embedding[raw_ids]) and stub.seen[-1]["body"]["stop"] == ["\n"]
+    assert done.choices[0].text == f"ok rows={4 + len(raw_ids)}"
+
+    before = len(stub.seen)
+    with pytest.raises(openai.NotFoundError) as info:
+        client.chat.completions.create(model="tiny+acme/nope@1", messages=msg)
+    assert info.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.AuthenticationError):
+        server.client(api_key="wrong").chat.completions.create(model="tiny", messages=msg)
+    assert len(stub.seen) == before  # refusals happen at the gateway: nothing reached vLLM
+
+
+def test_upstream_failures_become_502_pieces(stub: VLLMStub, serve_model: Path) -> None:
+    import asyncio
+
+    import torch
+
+    from patchkit.serve.jobs import FINISH_ERROR, Job
+    from patchkit.serve.patches import PatchSet
+    from patchkit.serve.vllm import VLLMEngine, load_input_embeddings
+
+    embedding = load_input_embeddings(serve_model)
+    assert torch.equal(embedding, _tensor(serve_model / "model.safetensors", "model.embed_tokens.weight"))
+
+    async def last_piece(url: str, served: str | None) -> Any:
+        engine = VLLMEngine.load(serve_model, url, served_model=served, max_concurrent=2, timeout_s=10)
+        engine.start()
+        pieces = [p async for p in engine.stream(Job((1, 2, 3), PatchSet("x", ()), max_tokens=3))]
+        await engine.aclose()
+        return pieces[-1]
+
+    wrong_model = asyncio.run(last_piece(stub.url, "not-served-here"))  # vLLM answers 404
+    assert wrong_model.finish_reason == FINISH_ERROR and wrong_model.extra["status"] == 502 and "404" in wrong_model.error
+    down = asyncio.run(last_piece("http://127.0.0.1:9", None))  # nothing listens there
+    assert down.finish_reason == FINISH_ERROR and down.extra["status"] == 502
