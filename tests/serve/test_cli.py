@@ -29,7 +29,9 @@ def test_non_loopback_without_a_key_is_refused_in_a_real_process(tmp_path: Path,
     r = subprocess.run([sys.executable, "-c", RUNNER, "serve", "--model", str(model), "--host", "0.0.0.0", "--json"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "without an API key" in r.stderr and "PATCHKIT_API_KEY" in r.stderr
-    assert json.loads(r.stdout) == {"ok": False, "error": "usage", "reason": json.loads(r.stdout)["reason"], "exit_code": 2}
+    doc = json.loads(r.stdout)
+    assert doc == {"ok": False, "error": "usage", "reason": doc["reason"], "hint": doc["hint"], "exit_code": 2}
+    assert "PATCHKIT_API_KEY" in doc["hint"]
     assert "HEAVY=\n" in r.stderr, r.stderr  # refused before torch or the web stack loaded
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import openai
 import pytest
-from patchkit.registry.apply import apply
+from patchkit.registry.customer import apply
 
 from patchkit.registry.client import publish
 from patchkit.runtime.resolve import resolve_patches
