@@ -17,9 +17,9 @@ from typing import Any
 
 import openai
 import pytest
-from patchkit.registry.customer import apply
 
 from patchkit.registry.client import publish
+from patchkit.registry.customer import apply
 from patchkit.runtime.resolve import resolve_patches
 from tests.helpers import pk
 from tests.runtime._support import Kit, home
