@@ -76,11 +76,11 @@ def make_patches(tmp: Path, mdir: Path, registry: str) -> tuple[list[Path], Path
     import torch
     from safetensors.torch import save_file
 
-    from patchkit.build import build_artifact
+    from patchkit.artifact.build import build_artifact
+    from patchkit.artifact.sign import sign_artifact
     from patchkit.keys import generate_keypair
     from patchkit.registry.client import publish
     from patchkit.runtime.loader import load_base
-    from patchkit.sign import sign_artifact
     from patchkit.trust import trust_add
 
     generate_keypair(tmp / "keys")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit._io import atomic_write_text
+from patchkit._internal.files import atomic_write_text
 from patchkit.errors import NotFoundError, PatchkitError
 
 SMOLLM2_DIR = "smollm2-135m-instruct"

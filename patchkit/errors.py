@@ -5,7 +5,7 @@ Every error carries a one-line message (what is wrong) and a hint (how to fix it
 
 from __future__ import annotations
 
-from patchkit._redact import redact
+from patchkit._internal.redact import redact
 
 
 class PatchkitError(Exception):

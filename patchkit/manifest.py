@@ -14,8 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from patchkit import __version__
-from patchkit._io import read_regular
-from patchkit._json import dumps_canonical, loads_strict
+from patchkit._internal.files import read_regular
+from patchkit._internal.jsonio import dumps_canonical, loads_strict
 from patchkit.errors import CompatibilityError, InvalidInputError
 from patchkit.version import Version, in_range, is_semver, parse_range
 
@@ -277,3 +277,10 @@ def json_schema() -> dict[str, Any]:
     schema["$id"] = "https://patchkit.dev/schemas/patchkit-manifest-1.schema.json"
     schema["title"] = "patchkit manifest, schema 1.x"
     return schema
+
+
+if __name__ == "__main__":  # `python -m patchkit.manifest > manifests/patchkit-manifest-1.schema.json`
+    import json
+    import sys
+
+    sys.stdout.write(json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from patchkit import constants
-from patchkit._io import atomic_write_text, file_lock, lock_for, read_regular
+from patchkit._internal.files import atomic_write_text, file_lock, lock_for, read_regular
 from patchkit.errors import InvalidInputError, NotFoundError, TrustError, UsageError
 from patchkit.keys import PublicKey, keyid_of, load_public_key, parse_public_key, public_pem
 

@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from patchkit import constants
-from patchkit._redact import redact
+from patchkit._internal.redact import redact
 from patchkit.errors import PatchkitError
 
 

@@ -34,10 +34,13 @@ def run_verify(
     """Return the exit code; PatchkitErrors in plain mode propagate to the CLI's one handler."""
     if (target is None) == (lock is None):
         raise UsageError("verify takes DIR_OR_REF or --lock FILE (one of them)", "e.g. `patchkit verify ./patch` or `patchkit verify --lock patchkit.lock`")
+    from patchkit.verifying import VerificationPolicy
+
+    policy = VerificationPolicy.build(trust, base_model=base_model)
     if lock is not None:
         from patchkit.registry.customer import verify_lock
 
-        summary = verify_lock(lock, trust=trust, registry=registry, base_model=base_model)
+        summary = verify_lock(lock, policy, registry=registry)
         _warn(summary.warnings)
         _emit(json_mode, summary.to_dict(), summary.summary_line())
         if not summary.ok and not json_mode:
@@ -47,7 +50,7 @@ def run_verify(
 
     assert target is not None
     try:
-        r, warnings = verify_target(target, trust=trust, base_model=base_model, registry=registry)
+        r, warnings = verify_target(target, policy, registry=registry)
     except PatchkitError as exc:
         if not json_mode:
             raise

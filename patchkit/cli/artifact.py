@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from patchkit.cli._common import JsonOpt, KeyOpt, PassphraseEnvOpt, RegistryOpt, TrustOpt, emit
+from patchkit.cli._common import JsonOpt, KeyOpt, PassphraseEnvOpt, RegistryOpt, TrustOpt, emit, trust_store
 
 
 def build(
@@ -29,7 +29,7 @@ def build(
     json_: JsonOpt = False,
 ) -> None:
     """Write an unsigned patch artifact directory."""
-    from patchkit.build import build_artifact, load_build_spec
+    from patchkit.artifact.build import build_artifact, load_build_spec
 
     sp = load_build_spec(spec) if spec else {}
 
@@ -69,7 +69,7 @@ def sign(
     json_: JsonOpt = False,
 ) -> None:
     """Sign every file of an artifact (writes DIR/patchkit.sig)."""
-    from patchkit.sign import sign_artifact
+    from patchkit.artifact.sign import sign_artifact
 
     res = sign_artifact(directory, key, passphrase_env)
     emit(json_, res, f"signed {res['name']}@{res['version']} with key {res['keyid'][:16]}… -> {res['signature']}")
@@ -104,11 +104,12 @@ def inspect(
     from patchkit.registry.targets import resolve_target
     from patchkit.verifying import verify_artifact
 
-    path = resolve_target(target, registry=registry, trust=trust)
+    store = trust_store(trust)
+    path = resolve_target(target, registry=registry, trust=store)
     m = load_manifest(path / constants.MANIFEST_FILE)
     signer, reason = "", ""
     try:
-        signer = verify_artifact(path, trust=trust).signer
+        signer = verify_artifact(path, store).signer
     except PatchkitError as exc:
         reason = exc.one_line()
     verified = not reason

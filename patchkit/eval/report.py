@@ -12,7 +12,7 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from patchkit._io import atomic_write_text
+from patchkit._internal.files import atomic_write_text
 
 if TYPE_CHECKING:
     from patchkit.eval.runner import EvalResult

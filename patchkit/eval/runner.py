@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from patchkit._io import atomic_write_text
+from patchkit._internal.files import atomic_write_text
 from patchkit.errors import InvalidInputError, NotFoundError, UsageError
 from patchkit.eval import bias as bias_mod
 from patchkit.eval.backend import Backend, Completion, load_model_dir
@@ -376,8 +376,9 @@ def _reference_config(ref: str, base: Backend | None, batch_size: int, prompt_fo
 def _check_patches(model_dir: Path, patches: Sequence[str], trust: Path | None, registry: str | None) -> list[Any]:
     """Resolve and verify every patch against the model before any weights load (as `load` does)."""
     from patchkit.runtime.resolve import resolve_patches
+    from patchkit.verifying import VerificationPolicy
 
-    return resolve_patches(model_dir, list(patches), trust=trust, verify=True, registry=registry)
+    return resolve_patches(model_dir, list(patches), VerificationPolicy.build(trust), verify=True, registry=registry)
 
 
 def _patched_config(model_dir: Path, patches: Sequence[str], loaded: Sequence[Any], batch_size: int,

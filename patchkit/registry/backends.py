@@ -18,8 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit._io import atomic_write_bytes, atomic_write_text, confined, file_lock, open_regular, read_regular
-from patchkit._json import dumps_canonical, loads_strict
+from patchkit._internal.files import (
+    atomic_write_bytes,
+    atomic_write_text,
+    confined,
+    file_lock,
+    open_regular,
+    read_regular,
+)
+from patchkit._internal.jsonio import dumps_canonical, loads_strict
 from patchkit.config import get_value
 from patchkit.errors import EndlessDataError, InvalidInputError, NotFoundError, RegistryError, UsageError
 from patchkit.manifest import validate_name

@@ -131,9 +131,12 @@ def resolve_fetch(ref_name: str, spec: Spec, reg: Registry, trust: TrustStore) -
     return fetch(reg, ref_name, entry, trust, repaired=warnings), warnings
 
 
-def pull(ref: str, *, registry: str | None = None, trust: TrustStore | Path | str | None = None) -> PullResult:
-    """Resolve `NS/NAME@SPEC`, download by commit, verify, and cache; the path is the verified copy."""
-    store = TrustStore.coerce(trust)
+def pull(ref: str, *, registry: str | None = None, trust: TrustStore | None = None) -> PullResult:
+    """Resolve `NS/NAME@SPEC`, download by commit, verify, and cache; the path is the verified copy.
+
+    `trust` defaults to the user's trust store.
+    """
+    store = trust if trust is not None else TrustStore.load()
     name, spec = resolve_ref(ref, store)
     reg = open_registry(registry)
     fetched, warnings = resolve_fetch(name, spec, reg, store)
@@ -160,8 +163,8 @@ def fetch_pinned(name: str, version: str, commit: str, digest: str, reg: Registr
     return fetch(reg, name, entry, trust, repaired=repaired)
 
 
-def versions(name: str, *, registry: str | None = None, trust: TrustStore | Path | str | None = None) -> dict[str, Any]:
-    store = TrustStore.coerce(trust)
+def versions(name: str, *, registry: str | None = None, trust: TrustStore | None = None) -> dict[str, Any]:
+    store = trust if trust is not None else TrustStore.load()
     name = qualify(name, store)
     reg = open_registry(registry)
     index = load_index(reg, name, store)
@@ -284,7 +287,7 @@ def publish(directory: Path, key_path: Path, *, registry: str | None = None, pas
         raise NotFoundError(f"{directory} is not a patch artifact ({constants.MANIFEST_FILE} is missing)", "build and sign it first")
     name = parse_manifest(manifest_path.read_bytes(), source=str(manifest_path)).name
     try:
-        vr = verify_artifact(directory, trust=_publisher_trust(key, name))
+        vr = verify_artifact(directory, _publisher_trust(key, name))
     except TrustError:
         raise TrustError(f"{directory} is not signed by the key given with --key",
                          "sign it with `patchkit sign DIR --key PRIVATE_PEM` using the same key") from None

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from patchkit._io import is_real_dir
+from patchkit._internal.files import is_real_dir
 from patchkit.errors import (
     CompatibilityError,
     FreezeError,
@@ -38,7 +38,7 @@ from patchkit.registry.lock import Lock, LockEntry, default_lock_path, lock_guar
 from patchkit.registry.names import resolve_ref
 from patchkit.registry.spec import parse_spec
 from patchkit.trust import TrustStore
-from patchkit.verifying import VerifyResult, verify_artifact
+from patchkit.verifying import VerificationPolicy, VerifyResult, check_base, verify_artifact
 from patchkit.version import Version
 
 
@@ -50,18 +50,9 @@ def _model_fingerprint(model_dir: Path, expected: str) -> str:
     return fingerprint(model_dir, algorithm=algorithm)
 
 
-def check_base(result: VerifyResult, model_dir: Path, *, allow_mismatch: bool, warnings: list[str]) -> str:
-    """Wrong-software check: the patch must be for these weights. Returns the model's fingerprint."""
-    from patchkit.fingerprinting import digests_equal
-
-    expected = result.manifest.base_model.digest
-    actual = _model_fingerprint(model_dir, expected)
-    if not digests_equal(actual, expected):
-        msg = (f"{result.name}@{result.version} was built for base {expected}, but {model_dir} is {actual}")
-        if not allow_mismatch:
-            raise CompatibilityError(msg, "apply it to the model it was trained for, or pass --allow-base-mismatch if you accept the risk")
-        warnings.append(msg + "; applied anyway (--allow-base-mismatch): its behaviour on this model is untested")
-    return actual
+def _check_base(result: VerifyResult, model_dir: Path, policy: VerificationPolicy, warnings: list[str]) -> str:
+    return check_base(result.manifest, model_dir, allow_mismatch=policy.allow_base_mismatch, warnings=warnings,
+                      override="--allow-base-mismatch")
 
 
 def _writable_lock(lock_path: Path) -> None:
@@ -113,8 +104,9 @@ def _yank_note(index: Index, version: str) -> str | None:
     return f"{version} is yanked: {e.yank_reason or 'no reason given'}" if e is not None and e.yanked else None
 
 
-def _run(jobs: list[_Job], model_dir: Path, lock_path: Path, *, locked: bool, allow_base_mismatch: bool,
-         trust: TrustStore, locked_hint: str) -> ApplyResult:
+def _run(jobs: list[_Job], model_dir: Path, lock_path: Path, policy: VerificationPolicy, *, locked: bool,
+         locked_hint: str) -> ApplyResult:
+    trust = policy.trust
     regs: dict[str, Registry] = {}
     fetched: list[tuple[_Job, Fetched, Registry, str, Index]] = []
     warnings: list[str] = []
@@ -129,7 +121,7 @@ def _run(jobs: list[_Job], model_dir: Path, lock_path: Path, *, locked: bool, al
             warnings += w
             f = fetch(reg, job.name, chosen, trust, repaired=warnings)
             fetched.append((job, f, reg, "", index))  # registered first, so a refusal below still discards it
-            fp = check_base(f.result, model_dir, allow_mismatch=allow_base_mismatch, warnings=warnings)
+            fp = _check_base(f.result, model_dir, policy, warnings)
             fetched[-1] = (job, f, reg, fp, index)
         with lock_guard(lock_path):
             old = read_lock(lock_path) if lock_path.exists() else Lock([], lock_path)
@@ -163,17 +155,20 @@ def _run(jobs: list[_Job], model_dir: Path, lock_path: Path, *, locked: bool, al
             f.discard()
 
 
-def apply(refs: list[str], model_dir: Path, *, lock_path: Path | None = None, locked: bool = False, frozen: bool = False,
-          allow_base_mismatch: bool = False, trust: TrustStore | Path | str | None = None,
-          registry: str | None = None) -> ApplyResult:
-    """Resolve, pull, verify, check the base fingerprint, and record the patches in the lock."""
+def apply(refs: list[str], model_dir: Path, policy: VerificationPolicy | None = None, *, lock_path: Path | None = None,
+          locked: bool = False, frozen: bool = False, registry: str | None = None) -> ApplyResult:
+    """Resolve, pull, verify, check the base fingerprint, and record the patches in the lock.
+
+    `policy` defaults to the user's trust store, with no base mismatch allowed.
+    """
     if locked and frozen:
         raise UsageError("--locked and --frozen exclude each other", "--frozen already implies --locked")
     model_dir = require_model_dir(model_dir)
     lock_path = Path(lock_path) if lock_path is not None else default_lock_path(model_dir)
-    store = TrustStore.coerce(trust)
+    policy = policy or VerificationPolicy.build()
+    store = policy.trust
     if frozen:
-        return _frozen(refs, model_dir, lock_path, allow_base_mismatch=allow_base_mismatch, trust=store, registry=registry)
+        return _frozen(refs, model_dir, lock_path, policy, registry=registry)
     if not refs:
         raise UsageError("apply needs at least one NS/NAME@SPEC", "e.g. `patchkit apply acme/tox@^1.0 --model ./model`")
     jobs: list[_Job] = []
@@ -182,13 +177,14 @@ def apply(refs: list[str], model_dir: Path, *, lock_path: Path | None = None, lo
         if any(j.name == name for j in jobs):
             raise UsageError(f"{name} is named twice", "give each patch once")
         jobs.append(_Job(name, spec.text.strip() or "latest", registry))
-    return _run(jobs, model_dir, lock_path, locked=locked, allow_base_mismatch=allow_base_mismatch, trust=store,
+    return _run(jobs, model_dir, lock_path, policy, locked=locked,
                 locked_hint="run without --locked to update the lock, or use --frozen to install it as is")
 
 
-def _frozen(refs: list[str], model_dir: Path, lock_path: Path, *, allow_base_mismatch: bool, trust: TrustStore,
+def _frozen(refs: list[str], model_dir: Path, lock_path: Path, policy: VerificationPolicy, *,
             registry: str | None) -> ApplyResult:
     """Install exactly what the lock says, resolving nothing."""
+    trust = policy.trust
     lock = read_lock(lock_path)
     for ref in refs:
         name, spec = resolve_ref(ref, trust)
@@ -208,7 +204,7 @@ def _frozen(refs: list[str], model_dir: Path, lock_path: Path, *, allow_base_mis
             if isinstance(got, Fetched):
                 staged.append(got)
             res = got.result if isinstance(got, Fetched) else got
-            check_base(res, model_dir, allow_mismatch=allow_base_mismatch, warnings=warnings)
+            _check_base(res, model_dir, policy, warnings)
             results.append((e, got))
         for e, got in results:
             paths[e.name] = got.publish() if isinstance(got, Fetched) else got.path
@@ -246,9 +242,8 @@ def remove(name: str, model_dir: Path, *, lock_path: Path | None = None) -> dict
             "patches": [x.to_dict() for x in lock]}
 
 
-def upgrade(model_dir: Path, *, names: list[str] | None = None, lock_path: Path | None = None, locked: bool = False,
-            allow_base_mismatch: bool = False, trust: TrustStore | Path | str | None = None,
-            registry: str | None = None) -> ApplyResult:
+def upgrade(model_dir: Path, policy: VerificationPolicy | None = None, *, names: list[str] | None = None,
+            lock_path: Path | None = None, locked: bool = False, registry: str | None = None) -> ApplyResult:
     """Re-resolve each locked patch within the spec it was applied with."""
     model_dir = require_model_dir(model_dir)
     lock_path = Path(lock_path) if lock_path is not None else default_lock_path(model_dir)
@@ -257,8 +252,8 @@ def upgrade(model_dir: Path, *, names: list[str] | None = None, lock_path: Path 
     jobs = [_Job(e.name, e.spec, registry or e.registry) for e in lock if not wanted or e.name in wanted]
     for j in jobs:
         parse_spec(j.spec)
-    return _run(jobs, model_dir, lock_path, locked=locked, allow_base_mismatch=allow_base_mismatch,
-                trust=TrustStore.coerce(trust), locked_hint="run `patchkit upgrade` without --locked to update the lock")
+    return _run(jobs, model_dir, lock_path, policy or VerificationPolicy.build(), locked=locked,
+                locked_hint="run `patchkit upgrade` without --locked to update the lock")
 
 
 # -- one check per pin: verify --lock, status and the runtime ------------------------------------
@@ -325,7 +320,7 @@ def _verify_copy(e: LockEntry, trust: TrustStore, lock_path: Path, path: Path) -
     by the cache path.
     """
     try:
-        result = verify_artifact(path, trust=trust)
+        result = verify_artifact(path, trust)
     except TrustError as exc:
         raise TrustError(f"{_about(e, lock_path)}: {exc.message.replace(str(path), 'the cached copy')}", exc.hint) from None
     if (result.name, result.version) != (e.name, e.version) or result.digest != e.digest:
@@ -498,17 +493,17 @@ def _check_lock(lock_path: Path, *, trust: TrustStore, registry: str | None, bas
     return LockVerifySummary(lock_path, rows)
 
 
-def verify_lock(lock_path: Path, *, trust: TrustStore | Path | str | None = None, registry: str | None = None,
-                base_model: Path | str | None = None) -> LockVerifySummary:
+def verify_lock(lock_path: Path, policy: VerificationPolicy | None = None, *, registry: str | None = None) -> LockVerifySummary:
     """Verify every pin of a lock (the cache, else the registry by pinned commit); CI runs this.
 
-    With `base_model`, the weights must be the ones the lock was applied to.
+    With the policy's `base_model`, the weights must be the ones the lock was applied to.
     """
-    base = require_model_dir(base_model) if base_model is not None else None
-    return _check_lock(Path(lock_path), trust=TrustStore.coerce(trust), registry=registry, base_model=base, offline=False)
+    policy = policy or VerificationPolicy.build()
+    base = require_model_dir(policy.base_model) if policy.base_model is not None else None
+    return _check_lock(Path(lock_path), trust=policy.trust, registry=registry, base_model=base, offline=False)
 
 
-def status(model_dir: Path, *, lock_path: Path | None = None, trust: TrustStore | Path | str | None = None) -> LockVerifySummary | None:
+def status(model_dir: Path, policy: VerificationPolicy | None = None, *, lock_path: Path | None = None) -> LockVerifySummary | None:
     """What `verify --lock --base-model MODEL` would say, from this machine alone (no network).
 
     None when the model has no lock (nothing applied).
@@ -517,16 +512,17 @@ def status(model_dir: Path, *, lock_path: Path | None = None, trust: TrustStore 
     lock_path = Path(lock_path) if lock_path is not None else default_lock_path(model_dir)
     if not lock_path.exists():
         return None
-    return _check_lock(lock_path, trust=TrustStore.coerce(trust), registry=None, base_model=model_dir, offline=True)
+    trust = (policy or VerificationPolicy.build()).trust
+    return _check_lock(lock_path, trust=trust, registry=None, base_model=model_dir, offline=True)
 
 
-def locked_artifacts(model_dir: Path, *, lock_path: Path | None = None, trust: TrustStore | Path | str | None = None,
+def locked_artifacts(model_dir: Path, trust: TrustStore, *, lock_path: Path | None = None,
                      registry: str | None = None) -> list[Path]:
     """The verified artifact directories a model's lock pins, in order ([] without a lock)."""
     lock_path = Path(lock_path) if lock_path is not None else default_lock_path(Path(model_dir))
     if not lock_path.exists():
         return []
-    summary = _check_lock(lock_path, trust=TrustStore.coerce(trust), registry=registry, base_model=None, offline=False)
+    summary = _check_lock(lock_path, trust=trust, registry=registry, base_model=None, offline=False)
     for r in summary.rows:
         if r.error is not None:
             raise r.error

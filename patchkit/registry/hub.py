@@ -22,8 +22,8 @@ from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 from patchkit import __version__, constants
-from patchkit._json import loads_strict
-from patchkit._redact import redact, strip_userinfo
+from patchkit._internal.jsonio import loads_strict
+from patchkit._internal.redact import redact, strip_userinfo
 from patchkit.errors import EndlessDataError, InvalidInputError, NotFoundError, PatchkitError, RegistryError, UsageError
 from patchkit.registry.backends import Refs, Registry, Stream
 from patchkit.registry.ids import commit_id

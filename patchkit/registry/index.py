@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit._io import atomic_write_bytes, atomic_write_text, file_lock, read_regular
-from patchkit._json import dumps_canonical, loads_strict
+from patchkit._internal.files import atomic_write_bytes, atomic_write_text, file_lock, read_regular
+from patchkit._internal.jsonio import dumps_canonical, loads_strict
 from patchkit.errors import FreezeError, IntegrityError, InvalidInputError, ReadOnlyError, RollbackError
 from patchkit.keys import PrivateKey
 from patchkit.registry.ids import commit_id, file_name

@@ -17,7 +17,7 @@ from patchkit.errors import InvalidInputError, NotFoundError
 from patchkit.registry.names import parse_any_ref
 from patchkit.registry.spec import Spec
 from patchkit.trust import TrustStore
-from patchkit.verifying import VerifyResult, verify_artifact
+from patchkit.verifying import VerificationPolicy, VerifyResult, check_base, verify_artifact
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def parse_target(value: str | os.PathLike[str]) -> Target:
 
 
 def resolve_target(value: str | os.PathLike[str], *, registry: str | None = None,
-                   trust: TrustStore | Path | str | None = None, warnings: list[str] | None = None) -> Path:
+                   trust: TrustStore | None = None, warnings: list[str] | None = None) -> Path:
     """The directory a target names: a path as given, or a ref pulled (verified) from a registry.
 
     The caller verifies a plain path itself; a pulled ref has been verified against the
@@ -84,13 +84,15 @@ def resolve_target(value: str | os.PathLike[str], *, registry: str | None = None
         raise
 
 
-def verify_target(path_or_ref: str | os.PathLike[str], *, trust: TrustStore | Path | str | None = None,
-                  base_model: Path | str | None = None, registry: str | None = None) -> tuple[VerifyResult, list[str]]:
-    """Verify a directory or a registry ref; also return the warnings a ref carries (a yank)."""
-    store = TrustStore.coerce(trust)
+def verify_target(path_or_ref: str | os.PathLike[str], policy: VerificationPolicy, *,
+                  registry: str | None = None) -> tuple[VerifyResult, list[str]]:
+    """Verify a directory or a registry ref under `policy`; also return the warnings a ref carries (a yank)."""
     warnings: list[str] = []
-    path = resolve_target(path_or_ref, registry=registry, trust=store, warnings=warnings)
-    result = verify_artifact(path, trust=store, base_model=base_model)
+    path = resolve_target(path_or_ref, registry=registry, trust=policy.trust, warnings=warnings)
+    result = verify_artifact(path, policy.trust)
+    if policy.base_model is not None:
+        check_base(result.manifest, policy.base_model)
+        result.base_model_checked = True
     result.warnings.extend(warnings)
     return result, warnings
 
@@ -101,7 +103,7 @@ def verify(path_or_ref: str | os.PathLike[str], trust: TrustStore | Path | str |
 
     Warnings (a yanked version pinned exactly) are in the result's `warnings`.
     """
-    return verify_target(path_or_ref, trust=trust, base_model=base_model, registry=registry)[0]
+    return verify_target(path_or_ref, VerificationPolicy.build(trust, base_model=base_model), registry=registry)[0]
 
 
 __all__ = ["Target", "parse_target", "resolve_target", "verify", "verify_target", "written_as_path"]

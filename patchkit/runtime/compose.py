@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from patchkit.artifact import PrefixTensor
+from patchkit.artifact.layout import PrefixTensor
 from patchkit.runtime.resolve import LoadedPatch, check_composable
 
 TORCH_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}

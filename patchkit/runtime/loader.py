@@ -11,6 +11,7 @@ from patchkit.errors import InvalidInputError, UsageError
 from patchkit.runtime.patched import PatchedModel, PositionMode
 from patchkit.runtime.resolve import LoadedPatch, PatchSpec, resolve_patches
 from patchkit.trust import TrustStore
+from patchkit.verifying import VerificationPolicy
 
 
 def _pick_device(device: Any) -> Any:
@@ -90,8 +91,8 @@ def load(
     """
     model_dir = Path(model_dir).expanduser()
     specs: Sequence[PatchSpec] | None = [patches] if isinstance(patches, (str, Path)) else patches
-    loaded = resolve_patches(model_dir, specs, trust=trust, verify=verify, allow_base_mismatch=allow_base_mismatch,
-                             token_budget=token_budget, registry=registry)
+    policy = VerificationPolicy.build(trust, allow_base_mismatch=allow_base_mismatch, token_budget=token_budget)
+    loaded = resolve_patches(model_dir, specs, policy, verify=verify, registry=registry)
     return build_patched(model_dir, loaded, device=device, dtype=dtype, kv_reuse=kv_reuse, positions=positions)
 
 

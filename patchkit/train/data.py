@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from patchkit._json import loads_strict
+from patchkit._internal.jsonio import loads_strict
 from patchkit.errors import InvalidInputError, NotFoundError, PatchkitError
 
 

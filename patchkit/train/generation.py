@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit._io import atomic_write_text
-from patchkit._json import loads_strict
+from patchkit._internal.files import atomic_write_text
+from patchkit._internal.jsonio import loads_strict
 from patchkit.errors import PatchkitError
 
 CACHE_FORMAT = 1

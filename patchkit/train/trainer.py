@@ -16,8 +16,8 @@ import torch
 
 import patchkit
 from patchkit import constants
-from patchkit._io import atomic_write_bytes, atomic_write_text
-from patchkit._json import dumps_canonical
+from patchkit._internal.files import atomic_write_bytes, atomic_write_text
+from patchkit._internal.jsonio import dumps_canonical
 from patchkit.errors import InvalidInputError, NotFoundError, UsageError
 from patchkit.manifest import validate_domain
 from patchkit.train import checkpoint as ckpt

@@ -102,8 +102,8 @@ class Vendor:
 
     def artifact(self, version: str, *, name: str = "acme/tox", base_model: Path | None = None,
                  seed: int | None = None, sign: bool = True) -> Path:
-        from patchkit.build import build_artifact
-        from patchkit.sign import sign_artifact
+        from patchkit.artifact.build import build_artifact
+        from patchkit.artifact.sign import sign_artifact
 
         seed = seed if seed is not None else len(self.made)
         src = write_prefix(self.root / f"src-{len(self.made)}.safetensors", tokens=4, hidden=64, seed=seed)

@@ -29,6 +29,7 @@ from patchkit.errors import (
 )
 from patchkit.registry import apply, pull, read_lock, refresh, versions, yank
 from patchkit.registry.cache import cache_root, entry_dir
+from patchkit.verifying import VerificationPolicy
 from tests.helpers import pk
 from tests.registry.conftest import Attacker, Vendor
 from tests.registry.hubserver import FakeHub
@@ -490,7 +491,7 @@ def test_upper_case_commit_ids_are_normalized(vendor: Vendor, hub: FakeHub, mode
 
 def test_upper_case_commit_ids_in_a_lock_are_accepted(vendor: Vendor, registry_url: str, model_dir: Path) -> None:
     vendor.publish("1.0.0", registry_url)
-    apply(["acme/tox@1"], model_dir, registry=registry_url, allow_base_mismatch=True)
+    apply(["acme/tox@1"], model_dir, VerificationPolicy.build(allow_base_mismatch=True), registry=registry_url)
     lock = model_dir / constants.LOCK_FILE
     pin = read_lock(lock).patches[0]
     lock.write_text(lock.read_text().replace(pin.commit, pin.commit.upper()))
@@ -557,7 +558,7 @@ def test_redirect_https_to_http_is_refused() -> None:
 
 
 def test_lock_files_never_follow_symlinks(vendor: Vendor, registry_url: str, model_dir: Path, tmp_path: Path) -> None:
-    from patchkit._io import lock_for
+    from patchkit._internal.files import lock_for
 
     vendor.publish("1.0.0", registry_url)
     target = tmp_path / "nologin"

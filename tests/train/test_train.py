@@ -217,7 +217,7 @@ def test_outputs_load_in_peft_and_training_json(tiny_model_factory: Any, tmp_pat
     TrainingInfo.model_validate({k: training[k] for k in ("method", "reference", "hyperparameters", "seed", "data", "patchkit_version")})
 
     # `patchkit build` takes the directory as SOURCE and fills the manifest's training block.
-    from patchkit.build import build_artifact
+    from patchkit.artifact.build import build_artifact
 
     manifest = build_artifact(out, tmp_path / "artifact", name="acme/safe", version="1.0.0", domain="harmfulness", base_model=base)
     assert manifest.training.method == "sft+dpo" and manifest.training.reference == "synthetic reference policy"

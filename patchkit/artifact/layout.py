@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit._io import make_staging_dir, publish_dir
-from patchkit._json import dumps_canonical, loads_strict
-from patchkit._safetensors import FLOAT_DTYPES, all_finite, parse_header_bytes, serialize
+from patchkit._internal.files import make_staging_dir, publish_dir
+from patchkit._internal.jsonio import dumps_canonical, loads_strict
+from patchkit._internal.tensors import FLOAT_DTYPES, all_finite, parse_header_bytes, serialize
 from patchkit.errors import InvalidInputError, UsageError
 from patchkit.manifest import Manifest
 
