@@ -7,13 +7,14 @@ a newer minor version intact (they are covered by the signature like every other
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from patchkit import __version__
+from patchkit._internal.clock import utc_stamp
 from patchkit._internal.files import read_regular
 from patchkit._internal.jsonio import dumps_canonical, loads_strict
 from patchkit.errors import CompatibilityError, InvalidInputError
@@ -157,7 +158,7 @@ class Manifest(_Model):
     description: str = ""
     license: str = "unknown"
     publisher: str = ""
-    created_at: str = Field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    created_at: str = Field(default_factory=utc_stamp)
     base_model: BaseModelInfo
     prefix: PrefixInfo
     training: TrainingInfo = Field(default_factory=TrainingInfo)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from patchkit import constants
+from patchkit._internal.clock import utc_stamp
 from patchkit._internal.files import atomic_write_text, file_lock, lock_for, read_regular
 from patchkit.errors import InvalidInputError, NotFoundError, TrustError, UsageError
 from patchkit.keys import PublicKey, keyid_of, load_public_key, parse_public_key, public_pem
@@ -126,8 +127,6 @@ def _lock(path: Path) -> Path:
 
 
 def trust_add(public_pem_path: Path, scopes: list[str], label: str | None = None, path: Path | None = None) -> TrustEntry:
-    from datetime import UTC, datetime
-
     if not scopes:
         raise UsageError("trust add needs at least one --scope", SCOPE_HINT)
     scopes = [_validate_scope(s) for s in scopes]
@@ -146,7 +145,7 @@ def trust_add(public_pem_path: Path, scopes: list[str], label: str | None = None
             if label and any(e.label == label for e in store.entries):
                 raise UsageError(f"a publisher named {label!r} is already trusted", "pick another --name")
             entry = TrustEntry(kid, public_pem(key).decode(), sorted(set(scopes)), label or "",
-                               datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+                               utc_stamp())
             store.entries.append(entry)
         store.save()
     return entry

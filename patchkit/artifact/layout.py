@@ -18,8 +18,6 @@ from patchkit._internal.tensors import FLOAT_DTYPES, all_finite, parse_header_by
 from patchkit.errors import InvalidInputError, UsageError
 from patchkit.manifest import Manifest
 
-TORCH_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64"}
-
 
 @dataclass(frozen=True)
 class PrefixTensor:

@@ -19,10 +19,10 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from patchkit._internal.clock import utc_stamp
 from patchkit._internal.files import atomic_write_text
 from patchkit.errors import InvalidInputError, NotFoundError, UsageError
 from patchkit.eval import bias as bias_mod
@@ -511,7 +511,7 @@ def run_eval(
         "seed": seed,
         "limit": limit,
         "toxic_threshold": TOXIC_THRESHOLD if suite == "toxicity" else None,
-        "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created_at": utc_stamp(),
         "seconds": round(time.perf_counter() - started, 3),
         "patchkit_version": _version(),
     }

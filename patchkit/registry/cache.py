@@ -32,7 +32,7 @@ from patchkit.errors import (
     ReadOnlyError,
 )
 from patchkit.manifest import validate_name
-from patchkit.registry.backends import Registry
+from patchkit.registry.base import Registry
 from patchkit.registry.ids import commit_id
 from patchkit.registry.index import IndexEntry
 from patchkit.trust import TrustStore

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
+from patchkit._internal.clock import utc_stamp
 from patchkit.errors import IntegrityError, InvalidInputError, NotFoundError, RollbackError, TrustError, UsageError
 from patchkit.keys import PrivateKey, keyid_of, load_private_key, public_pem
 from patchkit.manifest import parse_manifest
-from patchkit.registry.backends import Refs, Registry, open_registry
+from patchkit.registry.backends import open_registry
+from patchkit.registry.base import Refs, Registry
 from patchkit.registry.cache import Fetched, fetch
 from patchkit.registry.index import (
     DEFAULT_EXPIRES_DAYS,
@@ -22,8 +24,6 @@ from patchkit.registry.index import (
     IndexEntry,
     check_and_record,
     check_fresh,
-    fmt_time,
-    now_utc,
     remember_index,
     seen_version,
     sign_index,
@@ -318,7 +318,7 @@ def publish(directory: Path, key_path: Path, *, registry: str | None = None, pas
             reg.tag(name, tag, commit)
             parent = commit
         new = index.next(expires_days=expires_days)
-        new.versions[version] = IndexEntry(version, commit, vr.digest, fmt_time(now_utc()),
+        new.versions[version] = IndexEntry(version, commit, vr.digest, utc_stamp(),
                                            {f: len(b) for f, b in files.items()})
         _write_index(reg, name, new, key, parent, f"index {new.index_version}: publish {version}")
     return {"name": name, "version": version, "commit": commit, "tag": tag, "digest": vr.digest, "registry": reg.url,

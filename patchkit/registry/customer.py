@@ -30,7 +30,8 @@ from patchkit.errors import (
     UsageError,
 )
 from patchkit.modeldir import require_model_dir
-from patchkit.registry.backends import Registry, open_registry
+from patchkit.registry.backends import open_registry
+from patchkit.registry.base import Registry
 from patchkit.registry.cache import Fetched, entry_dir, fetch
 from patchkit.registry.client import choose, load_index
 from patchkit.registry.index import Index, IndexEntry, remembered_index

@@ -25,7 +25,7 @@ from patchkit import __version__, constants
 from patchkit._internal.jsonio import loads_strict
 from patchkit._internal.redact import redact, strip_userinfo
 from patchkit.errors import EndlessDataError, InvalidInputError, NotFoundError, PatchkitError, RegistryError, UsageError
-from patchkit.registry.backends import Refs, Registry, Stream
+from patchkit.registry.base import Refs, Registry, Stream
 from patchkit.registry.ids import commit_id
 
 MAX_API_BYTES = 4 * 1024 * 1024

@@ -18,11 +18,12 @@ import contextlib
 import hashlib
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from patchkit import constants
+from patchkit._internal.clock import fmt_time, now_utc, parse_time
 from patchkit._internal.files import atomic_write_bytes, atomic_write_text, file_lock, read_regular
 from patchkit._internal.jsonio import dumps_canonical, loads_strict
 from patchkit.errors import FreezeError, IntegrityError, InvalidInputError, ReadOnlyError, RollbackError
@@ -36,21 +37,10 @@ INDEX_SCHEMA = "patchkit-index/1"
 DEFAULT_EXPIRES_DAYS = 30
 MAX_INDEX_BYTES = 16 * 1024 * 1024
 MAX_INDEX_SIG_BYTES = 1024 * 1024
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
-
-
-def fmt_time(t: datetime) -> str:
-    return t.astimezone(UTC).strftime(TIME_FORMAT)
-
-
-def parse_time(text: str, what: str) -> datetime:
+def _expiry(text: str, what: str) -> datetime:
     try:
-        return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC)
-    except (TypeError, ValueError):
+        return parse_time(text)
+    except ValueError:
         raise IntegrityError(f"{what}: {text!r} is not a UTC time like 2025-01-31T12:00:00Z", "the index is corrupt") from None
 
 
@@ -116,7 +106,7 @@ class Index:
         return sorted(self.versions.values(), key=lambda e: Version.parse(e.version))
 
     def expiry(self) -> datetime:
-        return parse_time(self.expires, f"index of {self.name}")
+        return _expiry(self.expires, f"index of {self.name}")
 
     def next(self, *, expires_days: int = DEFAULT_EXPIRES_DAYS) -> Index:
         """A copy with `index_version` + 1, a fresh expiry, and this index appended to the history."""

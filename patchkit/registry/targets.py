@@ -2,9 +2,10 @@
 
 A ref is a ref and a path is a path. A string that parses as a ref always means the registry,
 even when a directory of that name happens to exist (a checkout can plant `acme/tox@2.0.0/`
-holding some other signed patch). A directory is written as a path: a `pathlib.Path`, or a
-string that starts with `.`, `/` or `~`, or has a `/` beyond the one in `NS/NAME`, or simply
-does not parse as a ref.
+holding some other signed patch). A ref is `NS/NAME[@SPEC]`, or `NAME@SPEC` (a name without a
+namespace needs its `@`, so a bare word such as `art` stays what it looks like, a directory).
+A directory is written as a path: a `pathlib.Path`, or a string that starts with `.`, `/` or
+`~`, or has a `/` beyond the one in `NS/NAME`, or simply does not parse as a ref.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def parse_target(value: str | os.PathLike[str]) -> Target:
     if isinstance(value, os.PathLike):
         return Target(os.fspath(value), path=Path(value).expanduser())
     text = str(value)
-    if written_as_path(text):
+    if written_as_path(text) or ("/" not in text and "@" not in text):
         return Target(text, path=Path(text).expanduser())
     try:
         name, spec = parse_any_ref(text)

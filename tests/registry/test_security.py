@@ -303,6 +303,18 @@ def test_ref_yanked_version_is_not_served_from_a_local_directory(
     assert json.loads(r.stdout)["version"] == "1.0.0"  # resolved by the index, which skips the yank
 
 
+def test_ref_bare_word_is_a_directory_and_name_at_spec_a_ref(vendor: Vendor, tmp_path: Path) -> None:
+    from patchkit.registry.targets import parse_target
+
+    assert parse_target("art").path is not None  # a bare word: what it looks like, a directory
+    assert parse_target("llama3-tox@1.2").name == "llama3-tox"  # a short name needs its @SPEC
+    assert parse_target("acme/tox").name == "acme/tox" and parse_target("./acme/tox").path is not None
+    art = vendor.artifact("1.0.0")
+    os.rename(art, tmp_path / "art")
+    r = pk("verify", "art", "--json", cwd=tmp_path)
+    assert r.returncode == 0 and json.loads(r.stdout)["name"] == "acme/tox"
+
+
 def test_ref_inspect_says_unverified_unless_it_verified(vendor: Vendor) -> None:
     art = vendor.artifact("1.0.0")
     manifest = json.loads((art / constants.MANIFEST_FILE).read_text())
