@@ -208,7 +208,12 @@ def _load_rtp(src: _Source) -> list[Item]:
             continue
         category = Path(path).stem.removeprefix("rtp_")
         items.extend(Item(p, {"category": category}) for p in _lines(src.read(path) or b"", path))
-    return items
+    # A prompt can sit in two category files: keep its first occurrence, so no prompt is
+    # counted twice in a split (its one text always falls in one split anyway).
+    first: dict[str, Item] = {}
+    for it in items:
+        first.setdefault(it.prompt, it)
+    return list(first.values())
 
 
 def _load_crows(src: _Source) -> list[Item]:
