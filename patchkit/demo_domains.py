@@ -104,12 +104,13 @@ class DomainDemo(Demo):
         from patchkit.eval.backend import Backend, load_model_dir
 
         model, tok = load_model_dir(self.model_dir, what="model")
-        return Backend(model, tok, batch_size=self.cfg.eval_batch_size)
+        return Backend(model, tok, batch_size=int(self.spec.extra.get("reference_batch", self.cfg.eval_batch_size)))
 
     def write_reference(self) -> None:
         backend = self._backend()
         prompts = self._train_prompts()
-        cap = self.spec.recipe.train_max_new_tokens if self.cfg.model is None else self.cfg.train_max_new_tokens
+        real = self.cfg.model is None
+        cap = self.spec.recipe.train_max_new_tokens if real else self.cfg.train_max_new_tokens
         if self.spec.domain == "toxicity":
             from patchkit.domains.toxicity import best_of_n_rows
             from patchkit.eval.toxicity import make_scorer
@@ -122,7 +123,10 @@ class DomainDemo(Demo):
             rows = reference_rows(backend, prompts, max_new_tokens=cap, seed=self.cfg.seed)
         # M's own answers to benign prompts, so the patch keeps answering them.
         benign = self._load(f"{self.cfg.benign}:train")
-        answers = backend.generate(benign, max_new_tokens=cap, seed=self.cfg.seed, temperature=0.0, desc="M's benign answers")
+        limit = self.spec.extra.get("benign_limit")
+        benign = benign[: int(limit)] if limit else benign
+        tokens = int(self.spec.extra.get("benign_tokens", cap)) if real else cap
+        answers = backend.generate(benign, max_new_tokens=tokens, seed=self.cfg.seed, temperature=0.0, desc="M's benign answers")
         rows += [{"prompt": p, "response": a.text} for p, a in zip(benign, answers, strict=True)]
         from patchkit._io import atomic_write_text
 

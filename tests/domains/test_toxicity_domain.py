@@ -59,3 +59,4 @@ def test_rtp_splits_are_disjoint_and_distinct(fake_wheels: Path) -> None:
     assert len(t.train_prompts(2)) == 2
     everything = load_dataset("realtoxicityprompts").prompts
     assert len(everything) == len(set(everything)) == 9
+    assert len(load_dataset("realtoxicityprompts:train").prompts) + len(test) == 9
