@@ -162,8 +162,13 @@ class Bench:
             base = Backend(model, tok, batch_size=batch)
             if "fixed_prompt" not in configs:  # the harmfulness demo skips it to save time
                 cfgs.append(ModelConfig("fixed_prompt", "M + fixed prompt", base, system=spec.fixed_prompt))
+            # run_eval's metric rows follow its `patched` configuration: the first patch run under
+            # that name and is renamed back (the demo already scored M itself).
+            renamed: dict[str, str] = {}
             for name, patches in extra[d].items():
-                cfgs.append(ModelConfig(name, f"M + {', '.join(p.name for p in patches)}", self._patched(model, tok, patches)))
+                as_name = "patched" if not renamed else name
+                renamed[as_name] = name
+                cfgs.append(ModelConfig(as_name, f"M + {', '.join(p.name for p in patches)}", self._patched(model, tok, patches)))
             if cfgs:
                 t0 = time.perf_counter()
                 _log(f"[safety] evaluating {', '.join(c.name for c in cfgs)} on {d} …")
@@ -173,7 +178,7 @@ class Bench:
                                seed=demo["settings"]["seed"], batch_size=demo["settings"]["decoding"]["batch_size"],
                                temperature=plan.temperature, samples=plan.samples)
                 self.timings[f"eval {d}"] = time.perf_counter() - t0
-                configs.update(res.configs)
+                configs.update({renamed.get(k, k): v for k, v in res.configs.items()})
             results[d] = {"configs": configs, "settings": demo["settings"], "datasets": demo.get("datasets", {})}
         self._perplexities(model, tok, results)
         return results

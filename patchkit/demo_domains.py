@@ -49,7 +49,9 @@ class DomainDemo(Demo):
         title = "Vendor: convert SmolLM2-135M-Instruct to safetensors" if self.cfg.model is None else f"Vendor: use the model in {self.model_dir}"
         self.step(title, lambda: (self.model_dir / "config.json").exists(), self.convert)
         self.step(f"Vendor: load the {s.title.lower()} prompt sets (train/test)", self.data_ready, self.fetch_data)
-        self.step(f"Vendor: build the reference ({s.reference_label}, filtered by the domain's scorer)",
+        how = {"toxicity": "best-of-n from M, by the toxicity scorer",
+               "bias": "M under a neutrality prompt, rewritten gender-neutral"}.get(s.domain, s.reference_label)
+        self.step(f"Vendor: build the reference M' ({how})",
                   lambda: (self.w / "reference.jsonl").exists(), self.write_reference)
         self.step(f"Vendor: train the patch (SFT then DPO, {self.cfg.tokens} tokens, text init)",
                   lambda: (self.w / "train" / constants.TRAINING_FILE).exists(), self.train)
