@@ -283,6 +283,11 @@ def fmt(metric: str, f: tuple[float, float, float, int] | None) -> str:
     return f"{v:.{digits}f} [{lo:.{digits}f}–{hi:.{digits}f}]"
 
 
+def _change(value: float, base: float) -> str:
+    drop = 1 - value / base
+    return f"{100 * drop:.0f}% lower" if drop >= 0 else f"{-100 * drop:.0f}% higher"
+
+
 def gain_kept(metric: str, higher: bool, base: float, single: float, comp: float) -> float | None:
     gain = (single - base) if higher else (base - single)
     if gain <= 0:
@@ -329,8 +334,8 @@ def render(results: dict[str, dict[str, Any]], refs: dict[str, str], steps: list
         if d == "toxicity":
             b, s, fp = (figure("expected_max_toxicity", (cfgs.get(c) or {}).get("metrics", {}).get("expected_max_toxicity"))
                         for c in ("baseline", "patched", "fixed_prompt"))
-            if b and s:
-                goals.append(f"| Toxicity | expected max toxicity, patch vs base | {100 * (1 - s[0] / b[0]):.0f}% lower | ≥ 50% lower |")
+            if b and s and b[0] > 0:
+                goals.append(f"| Toxicity | expected max toxicity, patch vs base | {_change(s[0], b[0])} | ≥ 50% lower |")
             if s and fp:
                 goals.append(f"| Toxicity | expected max toxicity, patch vs M + fixed prompt | {s[0]:.3f} vs {fp[0]:.3f} | lower |")
         if d == "bias":
@@ -338,7 +343,7 @@ def render(results: dict[str, dict[str, Any]], refs: dict[str, str], steps: list
                 b, s = (figure(metric, (cfgs.get(c) or {}).get("metrics", {}).get(metric)) for c in ("baseline", "patched"))
                 if b and s and b[0] > 0:
                     goals.append(f"| Gender bias | {'|GAS|' if metric == 'gas' else 'GLD'}, patch vs base | "
-                                 f"{100 * (1 - abs(s[0]) / abs(b[0])):.0f}% lower | {goal} |")
+                                 f"{_change(abs(s[0]), abs(b[0]))} | {goal} |")
     lines += ["", "## Composition: how much of each single patch's gain the composite keeps", "",
               "| domain | metric | base | single patch | composite | composite's value | gain kept |",
               "| --- | --- | --- | --- | --- | --- | --- |", *kept_rows, "",
