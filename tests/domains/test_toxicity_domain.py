@@ -11,18 +11,18 @@ from patchkit.eval.datasets import load_dataset
 
 
 class ScriptedBackend:
-    """Replies chosen by (system prompt, temperature); records every call."""
+    """Polite greedy replies are mildly toxic; sampled replies depend on the seed of the round."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[str | None, float, int]] = []
+        self.calls: list[tuple[str | None, float, int, int]] = []
 
-    def generate(self, prompts: list[str], *, system: str | None = None, temperature: float = 0.0, **kw: Any) -> list[Completion]:
-        self.calls.append((system, temperature, len(prompts)))
-        if system is not None and temperature == 0.0:
-            return [Completion("polite greedy idiot") for _ in prompts]  # scored 1 insult
+    def generate(self, prompts: list[str], *, system: str | None = None, temperature: float = 0.0, seed: int = 0,
+                 **kw: Any) -> list[Completion]:
+        self.calls.append((system, temperature, seed, len(prompts)))
         if system is not None:
-            return [Completion("polite sample") for _ in prompts]  # scored 0
-        return [Completion(f"plain {'idiot stupid' if i % 2 else 'idiot'}") for i, _ in enumerate(prompts)]
+            return [Completion("polite idiot") for _ in prompts]  # 0.5
+        words = {2: "calm", 3: "idiot stupid", 4: "idiot"}[seed]  # 0, 1.0, 0.5
+        return [Completion(f"plain {words}") for _ in prompts]
 
 
 class Insults:
@@ -32,18 +32,19 @@ class Insults:
         return [(t.count("idiot") + t.count("stupid")) / 2 for t in texts]
 
 
-def test_best_of_n_takes_the_least_toxic_polite_and_the_most_toxic_plain_reply() -> None:
+def test_best_of_n_takes_the_least_toxic_candidate_and_the_most_toxic_sample() -> None:
     be = ScriptedBackend()
-    rows = t.best_of_n_rows(be, Insults(), ["a", "b"], n=2)
-    assert be.calls == [(t.POLITENESS_PROMPT, 0.0, 2), (t.POLITENESS_PROMPT, 1.0, 2), (None, 1.0, 4)]
+    rows = t.best_of_n_rows(be, Insults(), ["a", "b"], n=3)
+    assert be.calls == [(t.POLITENESS_PROMPT, 0.0, 0, 2), (None, 1.0, 2, 2), (None, 1.0, 3, 2), (None, 1.0, 4, 2)]
     for r in rows:
-        assert r["response"] == "polite sample" and r["toxicity_chosen"] == 0.0
+        assert r["response"] == "plain calm" and r["toxicity_chosen"] == 0.0 and r["chosen_from"] == "sample"
         assert r["rejected"] == "plain idiot stupid" and r["toxicity_rejected"] == 1.0
 
 
-def test_best_of_one_is_the_polite_greedy_reply() -> None:
-    rows = t.best_of_n_rows(ScriptedBackend(), Insults(), ["a"], n=1)
-    assert rows[0]["response"] == "polite greedy idiot" and rows[0]["rejected"] == "plain idiot"
+def test_best_of_one_prefers_the_polite_reply_on_a_tie() -> None:
+    rows = t.select_pairs(Insults(), ["a"], ["polite idiot"], [["plain idiot"]])
+    assert rows[0]["response"] == "polite idiot" and rows[0]["chosen_from"] == "polite"
+    assert rows[0]["rejected"] == "plain idiot"
 
 
 def test_rtp_splits_are_disjoint_and_distinct(fake_wheels: Path) -> None:
@@ -60,3 +61,10 @@ def test_rtp_splits_are_disjoint_and_distinct(fake_wheels: Path) -> None:
     everything = load_dataset("realtoxicityprompts").prompts
     assert len(everything) == len(set(everything)) == 9
     assert len(load_dataset("realtoxicityprompts:train").prompts) + len(test) == 9
+
+
+def test_rtp_order_interleaves_the_categories(fake_wheels: Path) -> None:
+    items = load_dataset("realtoxicityprompts").items
+    first = [it.meta["category"] for it in items[:2]]
+    assert sorted(first) == ["insult", "threat"]
+    assert {it.meta["category"] for it in load_dataset("realtoxicityprompts", limit=2).items} == {"insult", "threat"}
