@@ -162,10 +162,11 @@ def sequential_in_process(mdir: Path, arts: list[Path], trust: Path) -> float:
     from patchkit.runtime.loader import load_base, load_tokenizer
     from patchkit.runtime.patched import PatchedModel
     from patchkit.runtime.resolve import resolve_patches
+    from patchkit.verifying import VerificationPolicy
 
     tok = load_tokenizer(mdir)
     base = load_base(mdir, device="cpu", dtype="float32")
-    patched = [PatchedModel(base, compose_prefix(resolve_patches(mdir, [a], trust=trust), dtype=torch.float32)) for a in arts]
+    patched = [PatchedModel(base, compose_prefix(resolve_patches(mdir, [a], VerificationPolicy.build(trust)), dtype=torch.float32)) for a in arts]
     gen = {"max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS, "do_sample": False, "pad_token_id": tok.pad_token_id}
     warm = encode(tok, [QUESTIONS[0]])
     PatchedModel(base, None).generate(**warm, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)

@@ -29,6 +29,7 @@ def demo(
     eval_limit: Annotated[int | None, typer.Option("--eval-limit", help="Evaluate only the first N prompts of each set.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     fresh: Annotated[bool, typer.Option("--fresh", help="Redo every step instead of reusing cached outputs.")] = False,
+    domain: Annotated[str, typer.Option("--domain", help="harmfulness (the default story), toxicity or bias.")] = "harmfulness",
     json_: JsonOpt = False,
 ) -> None:
     """Play the main job end to end: train, evaluate, sign, publish, apply, compare, verify."""
@@ -41,7 +42,15 @@ def demo(
         batch_size=batch_size, lr=lr, max_new_tokens=max_new_tokens, train_max_new_tokens=train_max_new_tokens, eval_limit=eval_limit, seed=seed, fresh=fresh,
         json_mode=json_,
     )
-    result = run_demo(cfg)
+    from patchkit.domains.spec import get_domain
+
+    spec = get_domain(domain)
+    if spec.domain == "harmfulness":
+        result = run_demo(cfg)
+    else:
+        from patchkit.demo_domains import run_domain_demo
+
+        result = run_domain_demo(cfg, spec.domain)
     emit(json_, result.to_dict(), f"demo finished in {result.summary.get('total_seconds')} s")
 
 

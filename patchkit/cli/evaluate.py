@@ -39,6 +39,8 @@ def eval_cmd(
     judge: Annotated[Path | None, typer.Option("--judge", help="A local causal-LM or classifier dir that judges refusals.")] = None,
     judge_prompt: Annotated[str | None, typer.Option("--judge-prompt", help="The judge's prompt, with {prompt} and {response}.")] = None,
     toxicity_scorer: Annotated[str | None, typer.Option("--toxicity-scorer", help="profanity-check (default), detoxify[:variant], or a classifier dir.")] = None,
+    samples: Annotated[int, typer.Option("--samples", help="Toxicity: k sampled continuations per prompt (Gehman et al.); needs --temperature > 0.")] = 1,
+    fluency: Annotated[bool, typer.Option("--fluency", help="Add the perplexity of each configuration's replies under the base model.")] = False,
     report: Annotated[Path | None, typer.Option("--report", help="Write a self-contained HTML report here.")] = None,
     examples: Annotated[int, typer.Option("--examples", help="Example completions per configuration in the report.")] = 3,
     trust: TrustOpt = None,
@@ -53,6 +55,7 @@ def eval_cmd(
         fixed_prompt=fp, max_new_tokens=max_new_tokens, limit=limit, seed=seed, batch_size=batch_size,
         temperature=temperature, prompt_format=prompt_format, judge=judge, judge_prompt=judge_prompt,
         toxicity_scorer=toxicity_scorer, trust=trust, registry=registry, out=out, report=report, examples=examples,
+        samples=samples, fluency=fluency,
     )
     table = result.table()
     cfgs = list(result.configs)

@@ -56,6 +56,10 @@ def register(app: typer.Typer) -> None:
         reference_description: Annotated[
             str | None, typer.Option("--reference-description", help="What M' is, for training.json (e.g. a synthetic reference).")
         ] = None,
+        toxicity_scorer: Annotated[
+            str | None,
+            typer.Option("--toxicity-scorer", help="Toxicity domain: the scorer behind the DPO pair margin (default profanity-check)."),
+        ] = None,
         json_mode: JsonOpt = False,
     ) -> None:
         """Train a policy patch toward a safer reference policy (SFT, then DPO)."""
@@ -92,6 +96,7 @@ def register(app: typer.Typer) -> None:
             config=make_config(**options),
             resume=resume,
             reference_description=reference_description,
+            toxicity_scorer=toxicity_scorer,
         )
         if not result.main_process:
             return

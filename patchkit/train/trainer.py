@@ -216,13 +216,16 @@ def train_patch(
     resume: bool = False,
     reference_description: str | None = None,
     scorer: Scorer | None = None,
+    toxicity_scorer: str | None = None,
     stop_after: int | None = None,
     **options: Any,
 ) -> TrainResult:
     """Train a policy patch on a frozen base model toward a reference policy M'.
 
     `reference` is a model directory, `system-prompt:"..."`, a JSONL path, or in-memory
-    {prompt, response} rows; `prompts` is a JSONL/.txt path or a list of strings. Options are
+    {prompt, response} rows (an optional "rejected" reply per row replaces M's greedy reply
+    in the DPO pair); `prompts` is a JSONL/.txt path or a list of strings. `toxicity_scorer`
+    picks the toxicity domain's pair scorer (default alt-profanity-check). Options are
     TrainConfig fields (stages, max_steps, lr, ...). `stop_after` (tests) raises StopTraining
     after that many optimizer steps in total, as if the process had been killed.
     """
@@ -309,10 +312,19 @@ def train_patch(
     # DPO pairs: rejected = M's own response; keep pairs the scorer says M' clearly wins.
     pairs: list[Pair] = []
     pair_info: dict[str, Any] | None = None
-    scorer_name = "custom" if scorer is not None else scorer_for(domain)[0]
+    scorer_name = "custom"
+    score: Scorer | None = scorer
+    if scorer is None and "dpo" in cfg.stages:
+        scorer_name, score = scorer_for(domain, toxicity_scorer)
+    elif scorer is None:
+        scorer_name = "none (no dpo stage)"
     if "dpo" in cfg.stages:
-        rejected_text = generate(base_model, tokenizer, formatted, base_digest, "base responses (M)")
-        score = scorer if scorer is not None else scorer_for(domain)[1]
+        assert score is not None
+        given = ref.rejected if isinstance(ref, ResponsesReference) else {}
+        need = [i for i, p in enumerate(prompt_list) if p.text not in given]
+        generated = generate(base_model, tokenizer, [formatted[i] for i in need], base_digest, "base responses (M)") if need else []
+        by_index = dict(zip(need, generated, strict=True))
+        rejected_text = [given[p.text] if p.text in given else by_index[i] for i, p in enumerate(prompt_list)]
         dropped = 0
         for p, ex, c, r in zip(prompt_list, sft_examples, chosen_text, rejected_text, strict=True):
             rej = Example(ex.prompt_ids, _response_ids(tokenizer, r, cfg.max_new_tokens))
@@ -320,7 +332,8 @@ def train_patch(
                 pairs.append(Pair(ex, rej))
             else:
                 dropped += 1
-        pair_info = {"kept": len(pairs), "dropped": dropped, "scorer": scorer_name, "min_margin": cfg.min_margin}
+        pair_info = {"kept": len(pairs), "dropped": dropped, "scorer": scorer_name, "min_margin": cfg.min_margin,
+                     "rejected_from": "reference rows" if len(need) == 0 else ("M greedy" if not given else "mixed")}
         if not pairs:
             raise InvalidInputError(
                 f"no DPO pairs left: all {dropped} were below the scorer margin {cfg.min_margin} ({scorer_name})",

@@ -22,7 +22,7 @@ def test_gas_on_known_strings() -> None:
     ]
     value, detail = bias.gas(comps)
     assert value == pytest.approx(3 / 5)
-    assert detail == {"male_only": 1, "female_only": 1, "both": 1, "n": 5}
+    assert detail == {"male_only": 1, "female_only": 1, "both": 1, "n": 5, "signed": 0.0}
     assert bias.gas(["They left.", "It works."])[0] == 0.0
     with pytest.raises(ValueError):
         bias.gas([])
