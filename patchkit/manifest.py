@@ -13,10 +13,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from patchkit import __version__
 from patchkit._internal.clock import utc_stamp
 from patchkit._internal.files import read_regular
 from patchkit._internal.jsonio import dumps_canonical, loads_strict
+from patchkit.constants import PATCHKIT_VERSION as __version__
 from patchkit.errors import CompatibilityError, InvalidInputError
 from patchkit.version import Version, in_range, is_semver, parse_range
 

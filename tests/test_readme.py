@@ -102,3 +102,11 @@ def test_readme_runs_as_printed(tiny_model_factory, tmp_path: Path) -> None:  # 
     lock = (work / "llama3" / "patchkit.lock").read_text()
     assert 'name = "acme/llama3-tox"' in lock  # the short name was recorded in full
     assert (work / "peft-adapter" / "adapter_config.json").is_file()
+
+
+def test_ci_runs_the_readmes_test_command_exactly() -> None:
+    """`.ci/run` calls the README's test command as printed, so what users run is what CI runs."""
+    text = README.read_text(encoding="utf-8")
+    test_block = next(body for lang, body in BLOCK_RE.findall(text) if lang == "bash" and "pytest" in body)
+    ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
+    assert test_block.strip() in ci.splitlines()

@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from patchkit import __version__, constants
+from patchkit import constants
 from patchkit._internal.files import read_regular
 from patchkit._internal.jsonio import loads_strict
 from patchkit._internal.tensors import PICKLE_HINT, PICKLE_SUFFIXES
 from patchkit.artifact.layout import PrefixTensor, parse_prefix_file, require_new_output, write_artifact
+from patchkit.constants import PATCHKIT_VERSION as __version__
 from patchkit.errors import CompatibilityError, InvalidInputError, NotFoundError, UsageError
 from patchkit.manifest import (
     BaseModelInfo,

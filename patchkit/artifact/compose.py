@@ -12,11 +12,12 @@ import struct
 from collections.abc import Sequence
 from pathlib import Path
 
-from patchkit import __version__, constants
+from patchkit import constants
 from patchkit._internal.files import read_regular
 from patchkit._internal.jsonio import loads_strict
 from patchkit.artifact.layout import PrefixTensor, require_new_output, write_artifact
 from patchkit.artifact.loaded import LoadedPatch, check_composable, load_artifact
+from patchkit.constants import PATCHKIT_VERSION as __version__
 from patchkit.errors import IntegrityError, UsageError
 from patchkit.manifest import (
     Component,

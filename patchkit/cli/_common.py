@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from patchkit import __version__
+from patchkit.constants import PATCHKIT_VERSION as __version__
 
 if TYPE_CHECKING:
     from patchkit.trust import TrustStore

@@ -560,6 +560,6 @@ def run_eval(
 
 
 def _version() -> str:
-    from patchkit import __version__
+    from patchkit.constants import PATCHKIT_VERSION as __version__
 
     return __version__

@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 
-import patchkit
 from patchkit import constants
 from patchkit._internal.files import atomic_write_bytes, atomic_write_text
 from patchkit._internal.jsonio import dumps_canonical
@@ -463,7 +462,7 @@ def train_patch(
         "hyperparameters": {**cfg.hyperparameters(), "scorer": scorer_name},
         "seed": cfg.seed,
         "data": [d.to_dict() for d in data],
-        "patchkit_version": patchkit.__version__,
+        "patchkit_version": constants.PATCHKIT_VERSION,
         "init": cfg.init,
         "domain": domain,
         "loss_curves": curves,
