@@ -161,7 +161,7 @@ def check_base(manifest: Manifest, model_dir: Path, *, allow_mismatch: bool = Fa
             hint += f", or pass {override} if you accept the risk"
         raise CompatibilityError(msg, hint)
     if warnings is not None:
-        warnings.append(msg + "; applied anyway (base mismatch allowed): its behaviour on this model is untested")
+        warnings.append(msg + f"; applied anyway ({override or 'base mismatch allowed'}): its behaviour on this model is untested")
     return actual
 
 

@@ -44,8 +44,8 @@ def publish(
     from patchkit.registry.client import publish as do_publish
 
     r = do_publish(directory, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days)
-    emit(json_, r, f"published {r['name']}@{r['version']} to {r['registry']} (commit {r['commit'][:12]}, "
-                   f"tag {r['tag']}, index v{r['index_version']}, expires {r['expires']})")
+    emit(json_, r.to_dict(), f"published {r.name}@{r.version} to {r.registry} (commit {r.commit[:12]}, "
+                             f"tag {r.tag}, index v{r.index_version}, expires {r.expires})")
 
 
 def yank(
@@ -61,7 +61,7 @@ def yank(
     from patchkit.registry.client import yank as do_yank
 
     r = do_yank(ref, reason, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days)
-    emit(json_, r, f"yanked {r['name']}@{r['version']} ({r['reason']}); index v{r['index_version']}")
+    emit(json_, r.to_dict(), f"yanked {r.name}@{r.version} ({r.reason}); index v{r.index_version}")
 
 
 def unyank(
@@ -76,7 +76,7 @@ def unyank(
     from patchkit.registry.client import unyank as do_unyank
 
     r = do_unyank(ref, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days)
-    emit(json_, r, f"unyanked {r['name']}@{r['version']}; index v{r['index_version']}")
+    emit(json_, r.to_dict(), f"unyanked {r.name}@{r.version}; index v{r.index_version}")
 
 
 def versions(
@@ -89,10 +89,10 @@ def versions(
     from patchkit.registry.client import versions as do_versions
 
     r = do_versions(name, registry=registry, trust=trust_store(trust))
-    lines = [f"{r['name']} in {r['registry']} (index v{r['index_version']}, expires {r['expires']})"]
-    for v in r["versions"]:
-        lines.append(f"  {v['version']:<16} {v['digest'][:19]}…" + (f"  YANKED: {v['reason']}" if v["yanked"] else ""))
-    emit(json_, r, "\n".join(lines))
+    lines = [f"{r.name} in {r.registry} (index v{r.index_version}, expires {r.expires})"]
+    for v in r.versions:
+        lines.append(f"  {v.version:<16} {v.digest[:19]}…" + (f"  YANKED: {v.reason}" if v.yanked else ""))
+    emit(json_, r.to_dict(), "\n".join(lines))
 
 
 def refresh(
@@ -107,7 +107,7 @@ def refresh(
     from patchkit.registry.client import refresh as do_refresh
 
     r = do_refresh(name, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days)
-    emit(json_, r, f"re-signed the index of {r['name']}: v{r['index_version']}, expires {r['expires']}")
+    emit(json_, r.to_dict(), f"re-signed the index of {r.name}: v{r.index_version}, expires {r.expires}")
 
 
 def pull(
@@ -190,7 +190,7 @@ def remove(
     from patchkit.registry.customer import remove as do_remove
 
     r = do_remove(name, model, lock_path=lock)
-    emit(json_, r, f"removed {r['removed']['name']}@{r['removed']['version']} from {r['lock']}")
+    emit(json_, r.to_dict(), f"removed {r.removed.ref} from {r.lock}")
 
 
 def upgrade(

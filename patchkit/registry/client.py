@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -163,23 +163,69 @@ def fetch_pinned(name: str, version: str, commit: str, digest: str, reg: Registr
     return fetch(reg, name, entry, trust, repaired=repaired)
 
 
-def versions(name: str, *, registry: str | None = None, trust: TrustStore | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class VersionInfo:
+    version: str
+    yanked: bool
+    reason: str | None
+    digest: str
+    commit: str
+    published_at: str
+
+
+@dataclass(frozen=True)
+class VersionList:
+    """What `patchkit versions` shows: the verified index, oldest version first."""
+
+    name: str
+    registry: str
+    index_version: int
+    expires: str
+    versions: list[VersionInfo]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": True}
+
+
+def versions(name: str, *, registry: str | None = None, trust: TrustStore | None = None) -> VersionList:
     store = trust if trust is not None else TrustStore.load()
     name = qualify(name, store)
     reg = open_registry(registry)
     index = load_index(reg, name, store)
-    return {
-        "ok": True,
-        "name": name,
-        "registry": reg.url,
-        "index_version": index.index_version,
-        "expires": index.expires,
-        "versions": [
-            {"version": e.version, "yanked": e.yanked, "reason": e.yank_reason, "digest": e.digest, "commit": e.commit,
-             "published_at": e.published_at}
-            for e in index.sorted_entries()
-        ],
-    }
+    return VersionList(name, reg.url, index.index_version, index.expires,
+                       [VersionInfo(e.version, e.yanked, e.yank_reason, e.digest, e.commit, e.published_at)
+                        for e in index.sorted_entries()])
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    name: str
+    version: str
+    commit: str
+    tag: str
+    digest: str
+    registry: str
+    index_version: int
+    expires: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class IndexUpdate:
+    """A re-signed index: a yank, an unyank or a refresh (`version` is None for a refresh)."""
+
+    name: str
+    version: str | None
+    action: str
+    registry: str
+    index_version: int
+    expires: str
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 # -- publisher side ------------------------------------------------------------------------------
@@ -277,7 +323,7 @@ def _check_expiry_days(days: int) -> int:
 
 
 def publish(directory: Path, key_path: Path, *, registry: str | None = None, passphrase_env: str | None = None,
-            expires_days: int = DEFAULT_EXPIRES_DAYS) -> dict[str, Any]:
+            expires_days: int = DEFAULT_EXPIRES_DAYS) -> PublishResult:
     """Verify the artifact (signed by --key), commit it, tag `v<version>`, re-sign the index."""
     directory = Path(directory)
     _check_expiry_days(expires_days)
@@ -321,12 +367,11 @@ def publish(directory: Path, key_path: Path, *, registry: str | None = None, pas
         new.versions[version] = IndexEntry(version, commit, vr.digest, utc_stamp(),
                                            {f: len(b) for f, b in files.items()})
         _write_index(reg, name, new, key, parent, f"index {new.index_version}: publish {version}")
-    return {"name": name, "version": version, "commit": commit, "tag": tag, "digest": vr.digest, "registry": reg.url,
-            "index_version": new.index_version, "expires": new.expires}
+    return PublishResult(name, version, commit, tag, vr.digest, reg.url, new.index_version, new.expires)
 
 
 def _update_index(ref: str, key_path: Path, *, registry: str | None, passphrase_env: str | None, expires_days: int,
-                  action: str, change: Callable[[Index], str | None]) -> dict[str, Any]:
+                  action: str, change: Callable[[Index], str | None], reason: str | None = None) -> IndexUpdate:
     _check_expiry_days(expires_days)
     name, _, _ = ref.partition("@")
     from patchkit.manifest import validate_name
@@ -339,8 +384,7 @@ def _update_index(ref: str, key_path: Path, *, registry: str | None, passphrase_
         new = index.next(expires_days=expires_days)
         version = change(new)
         _write_index(reg, name, new, key, head, f"index {new.index_version}: {action}{' ' + version if version else ''}")
-    return {"name": name, "version": version, "action": action, "registry": reg.url, "index_version": new.index_version,
-            "expires": new.expires}
+    return IndexUpdate(name, version, action, reg.url, new.index_version, new.expires, reason)
 
 
 def _exact_version(ref: str, what: str) -> str:
@@ -366,7 +410,7 @@ def _entry_for(index: Index, version: str) -> IndexEntry:
 
 
 def yank(ref: str, reason: str, key_path: Path, *, registry: str | None = None, passphrase_env: str | None = None,
-         expires_days: int = DEFAULT_EXPIRES_DAYS) -> dict[str, Any]:
+         expires_days: int = DEFAULT_EXPIRES_DAYS) -> IndexUpdate:
     version = _exact_version(ref, "yank")
     if not reason.strip():
         raise UsageError("yank needs a --reason", "say why users should not install this version")
@@ -376,14 +420,12 @@ def yank(ref: str, reason: str, key_path: Path, *, registry: str | None = None, 
         e.yanked, e.yank_reason = True, reason.strip()
         return e.version
 
-    out = _update_index(ref, key_path, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
-                        action="yank", change=change)
-    out["reason"] = reason.strip()
-    return out
+    return _update_index(ref, key_path, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
+                         action="yank", change=change, reason=reason.strip())
 
 
 def unyank(ref: str, key_path: Path, *, registry: str | None = None, passphrase_env: str | None = None,
-           expires_days: int = DEFAULT_EXPIRES_DAYS) -> dict[str, Any]:
+           expires_days: int = DEFAULT_EXPIRES_DAYS) -> IndexUpdate:
     version = _exact_version(ref, "unyank")
 
     def change(index: Index) -> str:
@@ -396,10 +438,10 @@ def unyank(ref: str, key_path: Path, *, registry: str | None = None, passphrase_
 
 
 def refresh(name: str, key_path: Path, *, registry: str | None = None, passphrase_env: str | None = None,
-            expires_days: int = DEFAULT_EXPIRES_DAYS) -> dict[str, Any]:
+            expires_days: int = DEFAULT_EXPIRES_DAYS) -> IndexUpdate:
     """Re-sign the index with a new expiry (and index_version + 1), changing nothing else."""
     return _update_index(name, key_path, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
                          action="refresh", change=lambda index: None)
 
 
-__all__ = ["PullResult", "choose", "fetch_pinned", "load_index", "publish", "pull", "refresh", "unyank", "versions", "yank"]
+__all__ = ["IndexUpdate", "PublishResult", "PullResult", "VersionInfo", "VersionList", "choose", "fetch_pinned", "load_index", "publish", "pull", "refresh", "unyank", "versions", "yank"]

@@ -229,7 +229,19 @@ def _find(lock: Lock, name: str, lock_path: Path) -> LockEntry:
     return e
 
 
-def remove(name: str, model_dir: Path, *, lock_path: Path | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RemoveResult:
+    model: Path
+    lock: Path
+    removed: LockEntry
+    patches: list[LockEntry]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": True, "model": str(self.model), "lock": str(self.lock), "removed": self.removed.to_dict(),
+                "patches": [x.to_dict() for x in self.patches]}
+
+
+def remove(name: str, model_dir: Path, *, lock_path: Path | None = None) -> RemoveResult:
     """Drop a patch from the lock (the cache keeps the artifact)."""
     model_dir = require_model_dir(model_dir)
     lock_path = Path(lock_path) if lock_path is not None else default_lock_path(model_dir)
@@ -239,8 +251,7 @@ def remove(name: str, model_dir: Path, *, lock_path: Path | None = None) -> dict
         e = _find(lock, name.partition("@")[0], lock_path)
         lock.patches.remove(e)
         write_lock(lock_path, lock.renumbered())
-    return {"ok": True, "model": str(model_dir), "lock": str(lock_path), "removed": e.to_dict(),
-            "patches": [x.to_dict() for x in lock]}
+    return RemoveResult(model_dir, lock_path, e, list(lock.patches))
 
 
 def upgrade(model_dir: Path, policy: VerificationPolicy | None = None, *, names: list[str] | None = None,
@@ -530,5 +541,5 @@ def locked_artifacts(model_dir: Path, trust: TrustStore, *, lock_path: Path | No
     return [r.path for r in summary.rows if r.path is not None]
 
 
-__all__ = ["ApplyResult", "LockVerifySummary", "PinCheck", "apply", "check_pin", "locked_artifacts", "remove", "status",
+__all__ = ["ApplyResult", "LockVerifySummary", "PinCheck", "RemoveResult", "apply", "check_pin", "locked_artifacts", "remove", "status",
            "upgrade", "verify_lock"]

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from patchkit.registry.client import PublishResult
 from tests.helpers import ZERO_DIGEST, write_fake_model, write_prefix
 from tests.registry.hubserver import FakeHub
 
@@ -116,7 +117,7 @@ class Vendor:
         self.made.append(out)
         return out
 
-    def publish(self, version: str, registry: str, **kw: object) -> dict[str, object]:
+    def publish(self, version: str, registry: str, **kw: object) -> PublishResult:
         from patchkit.registry import publish
 
         return publish(self.artifact(version, **kw), self.key, registry=registry)  # type: ignore[arg-type]

@@ -349,7 +349,7 @@ def test_version_build_metadata_twins_in_an_index_are_selected_exactly(
     second = vendor.publish("1.1.0", registry_url)  # a real second artifact, relabelled below as build.2
     raw = json.loads(attacker.main_files(constants.INDEX_FILE)[constants.INDEX_FILE])
     b2 = raw["versions"]["1.1.0"]
-    assert b2["commit"] == second["commit"]
+    assert b2["commit"] == second.commit
 
     def edit(index: dict[str, Any]) -> None:  # an index from before twins were refused
         index["versions"] = {"1.0.0+build.1": {**b1, "yanked": True, "yank_reason": "bad build"},
@@ -366,9 +366,9 @@ def test_version_build_metadata_twins_in_an_index_are_selected_exactly(
     with pytest.raises(InvalidInputError, match="ambiguous"):
         pull("acme/tox@1.0.0", registry=registry_url)
     out = yank("acme/tox@1.0.0+build.2", "also bad", vendor.key, registry=registry_url)
-    assert out["version"] == "1.0.0+build.2"
-    listing = {v["version"]: v for v in versions("acme/tox", registry=registry_url)["versions"]}
-    assert listing["1.0.0+build.2"]["yanked"] and listing["1.0.0+build.1"]["reason"] == "bad build"
+    assert out.version == "1.0.0+build.2"
+    listing = {v.version: v for v in versions("acme/tox", registry=registry_url).versions}
+    assert listing["1.0.0+build.2"].yanked and listing["1.0.0+build.1"].reason == "bad build"
     with pytest.raises(PatchkitError, match="is not published") as info:
         yank("acme/tox@1.0.0", "x", vendor.key, registry=registry_url)
     assert info.value.hint is not None and "did you mean 1.0.0+build.1, 1.0.0+build.2" in info.value.hint
@@ -407,7 +407,7 @@ def test_requires_is_enforced_on_pull(vendor: Vendor, registry_url: str, attacke
 
     sign_directory(art, load_private_key(vendor.key), name="acme/tox@1.0.0")
     files = {p.name: p.read_bytes() for p in art.iterdir()}
-    attacker.replace_commit_files(str(published["commit"]), files)
+    attacker.replace_commit_files(published.commit, files)
 
     def edit(raw: dict[str, Any]) -> None:  # the publisher lists it honestly: sizes and digest match
         import hashlib
