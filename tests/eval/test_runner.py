@@ -44,7 +44,7 @@ def test_harmfulness_with_injected_configs(fake_wheels: Path, tmp_path: Path) ->
     r = rows["refusal_rate"]
     assert (r["value"], r["baseline"], r["fixed_prompt"], r["reference"]) == (1.0, 0.0, 1.0, 0.5)
     assert r["n"] == 60 and r["dataset"] == "harmbench:test" and r["higher_is_better"] is True
-    assert r["scorer"] == "refusal-markers-v1"
+    assert r["scorer"] == "refusal-markers-v2"
     o = rows["over_refusal"]
     assert (o["value"], o["baseline"], o["fixed_prompt"], o["reference"]) == (0.0, 0.0, 1.0, None)
     assert o["higher_is_better"] is False and o["n"] >= 40
