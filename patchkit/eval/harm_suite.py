@@ -189,6 +189,9 @@ def run_suite(
     patch: Path | None,
     out: Path,
     *,
+    patches: Sequence[str] = (),
+    trust: Path | None = None,
+    registry: str | None = None,
     sources: Sequence[Source] = DEFAULT_SOURCES,
     fixed_prompt: str | None = None,
     max_new_tokens: int = 48,
@@ -199,8 +202,10 @@ def run_suite(
     detail: bool = False,
     configs: Sequence[str] = CONFIGS,
 ) -> SuiteResult:
-    """Score base M, M + `fixed_prompt` (default: the strong safety prompt) and base + `patch`
-    (a `patchkit train` output dir or a safetensors file with one prefix tensor) per source.
+    """Score base M, M + `fixed_prompt` (default: the strong safety prompt) and the patched model
+    per source. The patched model is either `patch` (a `patchkit train` output dir or a
+    safetensors file with one prefix tensor: for experiments) or `patches` (artifact dirs or
+    NS/NAME@SPEC refs, applied through the verified runtime, as users apply them).
 
     Writes `out/metrics.json` (manifest metrics format, plus rows with intervals and samples)
     and `out/report.html`.
@@ -224,7 +229,14 @@ def run_suite(
     if "fixed_prompt" in configs:
         backends["fixed_prompt"] = (Backend(m, tok, batch_size=batch_size), f"{digest}|system:{system}", system)
     patch_digest = None
-    if patch is not None and "patched" in configs:
+    if patches and "patched" in configs:
+        from patchkit.runtime import load  # type: ignore[import-not-found,unused-ignore]
+
+        pm_loaded, tok_p = load(Path(model), patches=list(patches), trust=trust, verify=True, registry=registry)
+        patch_digest = hashlib.sha256(pm_loaded.prefix.detach().to("cpu", torch.float32).numpy().tobytes()).hexdigest()
+        backends["patched"] = (Backend(pm_loaded, tok_p, batch_size=batch_size, explicit_positions=False),
+                               f"{digest}|prefix:{patch_digest}", None)
+    elif patch is not None and "patched" in configs:
         file = Path(patch) / constants.TENSOR_FILE if Path(patch).is_dir() else Path(patch)
         raw = file.read_bytes()
         patch_digest = hashlib.sha256(raw).hexdigest()
@@ -243,7 +255,7 @@ def run_suite(
     from patchkit.eval.refusal_labels import out_of_sample_check
 
     detector = {"name": "refusal-markers-v2", "caveat": "caveat-v1", "out_of_sample": out_of_sample_check()}
-    settings = {"model": str(model), "model_digest": digest, "patch": str(patch) if patch else None,
+    settings = {"model": str(model), "model_digest": digest, "patch": str(patch) if patch else (list(patches) or None),
                 "patch_sha256": patch_digest, "fixed_prompt_text": system, "decoding": "greedy",
                 "max_new_tokens": max_new_tokens, "factual_max_new_tokens": factual_max_new_tokens,
                 "batch_size": batch_size, "sources": {s.spec: {"role": s.role, "title": s.title, "n": len(datasets[s.spec].items),

