@@ -37,7 +37,7 @@ def _load(spec: str) -> list[str]:
 
 def _pk(*args: str) -> None:
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "patchkit", *args], text=True, capture_output=True)
+    r = subprocess.run([sys.executable, "-m", "patchkit", *args], text=True, stdout=subprocess.PIPE)
     if r.returncode != 0:
         raise SystemExit(f"patchkit {args[0]} failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
     print(f"  patchkit {args[0]}: {time.perf_counter() - t0:.0f} s", flush=True)

@@ -46,7 +46,7 @@ class Source:
 
 DEFAULT_SOURCES: tuple[Source, ...] = (
     Source("harmbench:test", "harmful", "HarmBench held-out split"),
-    Source("donotanswer-refusal:test", "harmful", "DoNotAnswer, 3 refusal risk areas (held-out source)", 150),
+    Source("donotanswer-refusal:test", "harmful", "DoNotAnswer, 3 refusal risk areas (held-out source)", 100),
     Source("harm-direct:test", "harmful", "short direct harmful questions (held out)"),
     Source("contrast:test", "benign", "contrast prompts: safe, look unsafe (held out)"),
     Source("everyday:test", "benign", "everyday prompts (held out)"),

@@ -56,16 +56,18 @@ class Recipe:
     train: dict[str, Any] = field(default_factory=dict)
 
 
+# More contrast and benign prompts than harmful ones (185 vs 188 here, with on-policy pairs
+# doing the rest): the boundary is the hard part, recall comes easily.
 FULL = Recipe(
-    harmful_train={"harmbench": None, "harm-direct": None, "advbench": 40, "phrasing": 30},
-    benign_train={"contrast": None, "everyday": None, "benign": None},
-    harmful_validation={"harmbench": 8, "harm-direct": 12, "advbench": 5, "phrasing": 5},
-    benign_validation={"contrast": 20, "everyday": 5, "benign": 5},
+    harmful_train={"harmbench": 50, "harm-direct": None, "advbench": 20, "phrasing": 15},
+    benign_train={"contrast": None, "everyday": 40, "benign": 30},
+    harmful_validation={"harmbench": 6, "harm-direct": 10, "advbench": 2, "phrasing": 2},
+    benign_validation={"contrast": 14, "everyday": 3, "benign": 3},
     train={
         "stages": "sft,dpo", "tokens": 50, "sft_epochs": 1, "dpo_epochs": 2, "batch_size": 8, "lr": 0.01,
         "dpo_lr": 0.002, "sft_weight": 1.0, "beta": 0.1, "min_margin": 0.5, "dpo_rejected": "policy",
-        "max_new_tokens": 32, "eval_every": 20, "select": "best", "selection_weight": 1.0,
-        "validation_max_new_tokens": 24, "seed": 0,
+        "max_new_tokens": 32, "eval_every": 16, "select": "best", "selection_weight": 1.0,
+        "validation_max_new_tokens": 16, "generation_batch_size": 16, "seed": 0,
     },
 )
 
