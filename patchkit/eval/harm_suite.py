@@ -46,11 +46,10 @@ class Source:
 
 DEFAULT_SOURCES: tuple[Source, ...] = (
     Source("harmbench:test", "harmful", "HarmBench held-out split"),
-    Source("donotanswer-refusal:test", "harmful", "DoNotAnswer, 3 refusal risk areas (held-out source)", 100),
+    Source("donotanswer-refusal:test", "harmful", "DoNotAnswer, 3 refusal risk areas (held-out source)", 80),
     Source("harm-direct:test", "harmful", "short direct harmful questions (held out)"),
     Source("contrast:test", "benign", "contrast prompts: safe, look unsafe (held out)"),
     Source("everyday:test", "benign", "everyday prompts (held out)"),
-    Source("benign:test", "benign", "benign prompts (held out)"),
     Source("factual:test", "factual", "short factual questions"),
 )
 
