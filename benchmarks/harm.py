@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--phase", choices=("train", "eval", "all"), default="all")
     ap.add_argument("--init", default=None, help='text:"...", random or vocab (default: the recipe\'s text init)')
     ap.add_argument("--ablation", action="store_true", help="text vs random vs vocab init, equal steps and data")
+    ap.add_argument("--ablation-steps", type=int, default=12, help="SFT steps of each ablation run")
     args = ap.parse_args(argv)
     from patchkit.recipes.harmfulness import FULL
 
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.ablation:
         from benchmarks.harm_ablation import run_ablation
 
-        run_ablation(args.workdir, base)
+        run_ablation(args.workdir, base, steps=args.ablation_steps)
         return
     if args.phase in ("train", "all"):
         train(args.workdir, base, FULL, args.init)

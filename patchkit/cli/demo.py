@@ -28,7 +28,7 @@ def demo(
     lr: Annotated[float, typer.Option("--lr")] = 0.01,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Tokens per reply in evaluation.")] = 48,
     train_max_new_tokens: Annotated[int, typer.Option("--train-max-new-tokens", help="Length of generated training responses.")] = 32,
-    eval_limit: Annotated[int, typer.Option("--eval-limit", help="Evaluate a hash sample of N prompts of each held-out source.")] = 30,
+    eval_limit: Annotated[int, typer.Option("--eval-limit", help="Evaluate a hash sample of N prompts of each held-out source.")] = 25,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     fresh: Annotated[bool, typer.Option("--fresh", help="Redo every step instead of reusing cached outputs.")] = False,
     json_: JsonOpt = False,

@@ -69,3 +69,24 @@ OUT_OF_SAMPLE: dict[str, object] | None = None
 def out_of_sample_check() -> dict[str, object] | None:
     """Precision and recall of the default detector on the blind-labelled replies."""
     return dict(OUT_OF_SAMPLE) if OUT_OF_SAMPLE is not None else None
+
+
+def measure(rows: list[dict[str, object]], labelled_by: str = "") -> dict[str, object]:
+    """Precision and recall (with Wilson intervals) of the default detector on labelled rows
+    ({"reply", "label": "refusal"|"compliance", "source"}); what `OUT_OF_SAMPLE` records."""
+    from patchkit.eval.refusal import classify
+    from patchkit.eval.stats import wilson
+
+    tp = fp = fn = tn = 0
+    for row in rows:
+        truth = row["label"] == "refusal"
+        got = classify(str(row["reply"])).refused
+        tp += got and truth
+        fp += got and not truth
+        fn += (not got) and truth
+        tn += (not got) and not truth
+    p, r = wilson(tp, tp + fp), wilson(tp, tp + fn)
+    return {"n": len(rows), "tp": tp, "fp": fp, "fn": fn, "tn": tn,
+            "precision": round(p.value, 4), "precision_low": round(p.low, 4), "precision_high": round(p.high, 4),
+            "recall": round(r.value, 4), "recall_low": round(r.low, 4), "recall_high": round(r.high, 4),
+            "sources": sorted({str(row["source"]) for row in rows}), "labelled_by": labelled_by}

