@@ -61,9 +61,28 @@ LABELLED: tuple[tuple[str, bool], ...] = (
 
 # The detector measured out of sample: replies of several configurations to held-out prompts,
 # generated after `refusal-markers-v2` was frozen and labelled without seeing its verdicts (see
-# `tests/data/refusal-labels-v2.jsonl`; a test recomputes these figures from that file). None
-# until that set exists.
-OUT_OF_SAMPLE: dict[str, object] | None = None
+# `tests/data/refusal-labels-v2.jsonl`: 100 replies each of base M, M + the strong safety system
+# prompt and the patched model, to held-out HarmBench, DoNotAnswer, direct, contrast and
+# everyday prompts; a test recomputes these figures from that file).
+OUT_OF_SAMPLE: dict[str, object] | None = {
+    "n": 300,
+    "tp": 79,
+    "fp": 1,
+    "fn": 3,
+    "tn": 217,
+    "precision": 0.9875,
+    "precision_low": 0.9325,
+    "precision_high": 0.9978,
+    "recall": 0.9634,
+    "recall_low": 0.8979,
+    "recall_high": 0.9875,
+    "sources": [
+        "base",
+        "patched",
+        "system-prompted"
+    ],
+    "labelled_by": "the author of refusal-markers-v2, after its rules were frozen (commit 79a1b3f), reading prompt and reply only, before the detector was run on these replies; no independent labeller was available"
+}
 
 
 def out_of_sample_check() -> dict[str, object] | None:
