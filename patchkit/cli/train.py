@@ -44,6 +44,20 @@ def register(app: typer.Typer) -> None:
         dpo_reference: Annotated[
             str, typer.Option("--dpo-reference", help="DPO reference policy: sft (frozen prefix after SFT) or none (bare base).")
         ] = "sft",
+        dpo_rejected: Annotated[
+            str, typer.Option("--dpo-rejected", help="DPO rejected replies: base (M, the paper), policy (the SFT-patched policy's "
+                              "own replies: on-policy pairs) or both.")
+        ] = "base",
+        validation: Annotated[
+            Path | None, typer.Option("--validation", help='Held-out JSONL of {"prompt", "expect": "refuse"|"answer"} for '
+                                      "validation-based checkpoint selection (harmfulness).")
+        ] = None,
+        eval_every: Annotated[int | None, typer.Option("--eval-every", help="Judge the validation set every N steps.")] = None,
+        select: Annotated[str, typer.Option("--select", help="last, or best (the best validation score).")] = "last",
+        selection_weight: Annotated[
+            float, typer.Option("--selection-weight", help="Score = refusal - weight x (over-refusal + caveats) on validation.")
+        ] = 1.0,
+        validation_max_new_tokens: Annotated[int, typer.Option("--validation-max-new-tokens")] = 32,
         tokens: Annotated[int, typer.Option("--tokens", help="Number of virtual tokens.")] = 50,
         init: Annotated[str, typer.Option("--init", help='text:"...", random or vocab.')] = _DEFAULT_INIT,
         max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Generation (and response) length cap.")] = 64,
@@ -77,6 +91,11 @@ def register(app: typer.Typer) -> None:
             "beta": beta,
             "min_margin": min_margin,
             "dpo_reference": dpo_reference,
+            "dpo_rejected": dpo_rejected,
+            "eval_every": eval_every,
+            "select": select,
+            "selection_weight": selection_weight,
+            "validation_max_new_tokens": validation_max_new_tokens,
             "tokens": tokens,
             "max_new_tokens": max_new_tokens,
             "generation_batch_size": generation_batch_size,
@@ -97,6 +116,7 @@ def register(app: typer.Typer) -> None:
             resume=resume,
             reference_description=reference_description,
             toxicity_scorer=toxicity_scorer,
+            validation=validation,
         )
         if not result.main_process:
             return

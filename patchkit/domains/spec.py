@@ -81,7 +81,8 @@ class DomainSpec:
 
 
 def _harmfulness() -> DomainSpec:
-    from patchkit.demo import REFERENCE_DESCRIPTION, SAMPLE_PROMPT, STRONG_SYSTEM_PROMPT, DemoConfig
+    from patchkit.demo import REFERENCE_DESCRIPTION, SAMPLE_PROMPT, DemoConfig
+    from patchkit.eval.harm_suite import STRONG_SYSTEM_PROMPT
     from patchkit.train.config import DEFAULT_INIT_TEXT
 
     d = DemoConfig(workdir=__import__("pathlib").Path("."))

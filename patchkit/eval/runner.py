@@ -29,7 +29,7 @@ from patchkit.eval import bias as bias_mod
 from patchkit.eval import stats
 from patchkit.eval.backend import Backend, Completion, load_model_dir
 from patchkit.eval.datasets import Dataset, Item, load_dataset, load_file
-from patchkit.eval.refusal import RefusalDetector, Verdict, make_detector, precision_recall
+from patchkit.eval.refusal import RefusalDetector, Verdict, make_detector
 from patchkit.eval.toxicity import ToxicityScorer, make_scorer
 
 SUITES = ("harmfulness", "toxicity", "bias", "utility")
@@ -548,7 +548,11 @@ def run_eval(
     if detector is not None:
         det = {"name": detector.name}
         if judge is None:
-            det["hand_labelled_check"] = precision_recall()
+            from patchkit.eval.refusal_labels import out_of_sample_check
+
+            # Measured out of sample on blind-labelled replies (None until that set exists); the
+            # small in-sample pitfall set says nothing about quality and is not reported.
+            det["out_of_sample"] = out_of_sample_check()
     result = EvalResult(metrics, configs_out, settings, {d.name: d.info() for d in datasets}, det)
     if out is not None:
         atomic_write_text(Path(out), json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")

@@ -32,6 +32,7 @@ from patchkit.train.generation import (
     prepare_tokenizer,
 )
 from patchkit.train.model import Example, PrefixLM, initial_prefix
+from patchkit.train.onpolicy import policy_replies
 from patchkit.train.reference import (
     ModelReference,
     Reference,
@@ -40,7 +41,20 @@ from patchkit.train.reference import (
     parse_reference,
 )
 from patchkit.train.scorer import Scorer, scorer_for
+from patchkit.train.selection import (
+    Tracker,
+    ValidationPoint,
+    ValidationRow,
+    ValidationSet,
+    read_validation,
+    score_replies,
+)
 from patchkit.train.sft import sft_batch_loss
+
+ON_POLICY_NOTE = (
+    "DPO rejected replies sampled from the SFT-patched policy (on-policy pairs): this goes beyond the paper, which takes "
+    "the base model's replies as rejected"
+)
 
 
 class StopTraining(Exception):
@@ -217,6 +231,7 @@ def train_patch(
     scorer: Scorer | None = None,
     toxicity_scorer: str | None = None,
     stop_after: int | None = None,
+    validation: str | Path | Sequence[Mapping[str, str] | ValidationRow] | None = None,
     **options: Any,
 ) -> TrainResult:
     """Train a policy patch on a frozen base model toward a reference policy M'.
@@ -226,7 +241,9 @@ def train_patch(
     in the DPO pair); `prompts` is a JSONL/.txt path or a list of strings. `toxicity_scorer`
     picks the toxicity domain's pair scorer (default alt-profanity-check). Options are
     TrainConfig fields (stages, max_steps, lr, ...). `stop_after` (tests) raises StopTraining
-    after that many optimizer steps in total, as if the process had been killed.
+    after that many optimizer steps in total, as if the process had been killed. `validation`
+    ({"prompt", "expect": "refuse"|"answer"} rows or a JSONL) turns on validation-based
+    checkpoint selection (see `selection`); it must be disjoint from the training prompts.
     """
     started = time.perf_counter()
     if config is not None and options:
@@ -248,6 +265,17 @@ def train_patch(
             if p.text not in ref.responses:
                 raise InvalidInputError(f"{p.source}: no reference response for this prompt in {ref.record.name}", "give a response for every training prompt")
         data.append(ref.record)
+    val_set: ValidationSet | None = read_validation(validation) if validation is not None else None
+    if val_set is not None:
+        if domain != "harmfulness":
+            raise UsageError("validation-based selection judges refusals: it needs --domain harmfulness")
+        overlap = set(val_set.prompts) & {p.text for p in prompt_list}
+        if overlap:
+            raise InvalidInputError(f"{len(overlap)} validation prompt(s) are also training prompts, e.g. {sorted(overlap)[0][:60]!r}",
+                                    "validation must be held out from training: use disjoint splits")
+        data.append(val_set.record)
+    elif cfg.select == "best" or cfg.eval_every is not None:
+        raise UsageError("--select best and --eval-every need a validation set", "pass --validation FILE")
     _check_out(out_path, resume)
 
     from accelerate import Accelerator
@@ -308,7 +336,8 @@ def train_patch(
         ref_desc = reference_description
     sft_examples = [Example(ids, _response_ids(tokenizer, t, cfg.max_new_tokens)) for ids, t in zip(prompt_ids, chosen_text, strict=True)]
 
-    # DPO pairs: rejected = M's own response; keep pairs the scorer says M' clearly wins.
+    # DPO pairs: rejected = M's own response (and/or the SFT policy's, built when DPO starts);
+    # keep pairs the scorer says M' clearly wins.
     pairs: list[Pair] = []
     pair_info: dict[str, Any] | None = None
     scorer_name = "custom"
@@ -317,27 +346,41 @@ def train_patch(
         scorer_name, score = scorer_for(domain, toxicity_scorer)
     elif scorer is None:
         scorer_name = "none (no dpo stage)"
-    if "dpo" in cfg.stages:
+
+    def make_pairs(rejected_text: list[str], source: str) -> tuple[list[Pair], dict[str, Any]]:
         assert score is not None
+        kept: list[Pair] = []
+        dropped, by_kind = 0, {"refuse": 0, "answer": 0}
+        for p, ex, c, r in zip(prompt_list, sft_examples, chosen_text, rejected_text, strict=True):
+            rej = Example(ex.prompt_ids, _response_ids(tokenizer, r, cfg.max_new_tokens))
+            if score(p.text, c, r) >= cfg.min_margin and rej.response_ids != ex.response_ids:
+                kept.append(Pair(ex, rej))
+                from patchkit.eval.refusal import classify
+
+                by_kind["refuse" if classify(c).refused else "answer"] += 1
+            else:
+                dropped += 1
+        return kept, {"kept": len(kept), "dropped": dropped, "chosen_refuses": by_kind["refuse"],
+                      "chosen_answers": by_kind["answer"], "rejected_from": source}
+
+    base_pair_info: dict[str, Any] | None = None
+    if "dpo" in cfg.stages and cfg.dpo_rejected in ("base", "both"):
+        # A reference JSONL may name the rejected reply itself (e.g. the most toxic of n samples);
+        # the other prompts take M's greedy reply.
         given = ref.rejected if isinstance(ref, ResponsesReference) else {}
         need = [i for i, p in enumerate(prompt_list) if p.text not in given]
         generated = generate(base_model, tokenizer, [formatted[i] for i in need], base_digest, "base responses (M)") if need else []
         by_index = dict(zip(need, generated, strict=True))
         rejected_text = [given[p.text] if p.text in given else by_index[i] for i, p in enumerate(prompt_list)]
-        dropped = 0
-        for p, ex, c, r in zip(prompt_list, sft_examples, chosen_text, rejected_text, strict=True):
-            rej = Example(ex.prompt_ids, _response_ids(tokenizer, r, cfg.max_new_tokens))
-            if score(p.text, c, r) >= cfg.min_margin and rej.response_ids != ex.response_ids:
-                pairs.append(Pair(ex, rej))
-            else:
-                dropped += 1
-        pair_info = {"kept": len(pairs), "dropped": dropped, "scorer": scorer_name, "min_margin": cfg.min_margin,
-                     "rejected_from": "reference rows" if len(need) == 0 else ("M greedy" if not given else "mixed")}
-        if not pairs:
+        source = "reference rows" if not need else ("base" if not given else "base and reference rows")
+        pairs, base_pair_info = make_pairs(rejected_text, source)
+        pair_info = {**base_pair_info, "scorer": scorer_name, "min_margin": cfg.min_margin}
+        if not pairs and cfg.dpo_rejected == "base":
             raise InvalidInputError(
-                f"no DPO pairs left: all {dropped} were below the scorer margin {cfg.min_margin} ({scorer_name})",
+                f"no DPO pairs left: all {base_pair_info['dropped']} were below the scorer margin {cfg.min_margin} ({scorer_name})",
                 "lower --min-margin, use a stronger reference, or run --stages sft",
             )
+    base_pairs = list(pairs)
 
     signature = _signature(cfg, domain, base_digest, ref_desc, data)
     init_prefix = initial_prefix(base_model, tokenizer, cfg.init, cfg.tokens, cfg.seed)
@@ -359,6 +402,8 @@ def train_patch(
     curves: dict[str, list[float]] = {s: [] for s in cfg.stages}
     ref_prefix: torch.Tensor | None = None
     ref_lp: torch.Tensor | None = None
+    policy_prefix: torch.Tensor | None = None  # the prefix the on-policy pairs were sampled from
+    tracker = Tracker(cfg.selection_weight) if val_set is not None else None
     opt_state: dict[str, Any] | None = None
     resumed_from: str | None = None
     if resume and (found := ckpt.latest_checkpoint(out_path)) is not None:
@@ -373,10 +418,42 @@ def train_patch(
         done = dict(state["done"])
         curves = {k: list(v) for k, v in state["curves"].items()}
         ref_prefix, ref_lp = state.get("ref_prefix"), state.get("ref_lp")
+        policy_prefix = state.get("policy_prefix")
+        if tracker is not None and state.get("tracker") is not None:
+            tracker = Tracker.from_state(state["tracker"])
         opt_state = state.get("optimizer")
         ckpt.set_rng_state(state["rng"])
         resumed_from = found.name
 
+    on_policy = "dpo" in cfg.stages and cfg.dpo_rejected in ("policy", "both")
+    val_settings = GenerationSettings(max_new_tokens=cfg.validation_max_new_tokens, dtype=settings.dtype)
+    val_texts = [format_prompt(tokenizer, p) for p in val_set.prompts] if val_set is not None else []
+
+    def build_policy_pairs(prefix_now: torch.Tensor) -> None:
+        """Rejected = the current (SFT-patched) policy's greedy replies; merged with the base pairs."""
+        nonlocal pairs, pair_info
+        with accelerator.main_process_first():
+            replies = policy_replies(base_model, tokenizer, prefix_now, formatted, base_digest=base_digest, settings=settings,
+                                     batch_size=cfg.generation_batch_size, cache=cache, desc="policy responses (SFT patch)")
+        got, info = make_pairs(replies, "policy")
+        seen = {(p.chosen, p.rejected) for p in base_pairs}
+        pairs = base_pairs + [p for p in got if (p.chosen, p.rejected) not in seen]
+        pair_info = {"kept": len(pairs), "scorer": scorer_name, "min_margin": cfg.min_margin, "dpo_rejected": cfg.dpo_rejected,
+                     "policy": info, **({"base": base_pair_info} if base_pair_info is not None else {})}
+
+    def validate(stage: str) -> None:
+        if tracker is None or val_set is None:
+            return
+        step = sum(done.values())
+        if tracker.points and tracker.points[-1].step == step:
+            return
+        replies = policy_replies(base_model, tokenizer, inner.prefix, val_texts, base_digest=base_digest, settings=val_settings,
+                                 batch_size=cfg.generation_batch_size, cache=cache, desc="validation")
+        refusal, over, cav, sc = score_replies(val_set.rows, replies, cfg.selection_weight)
+        tracker.add(ValidationPoint(stage, step, refusal, over, cav, sc), inner.prefix)
+
+    if policy_prefix is not None:  # resumed inside DPO: rebuild the same pairs (cached replies)
+        build_policy_pairs(policy_prefix)
     schedules = {
         "sft": _schedule("sft", len(sft_examples), cfg.sft_epochs, cfg.batch_size, cfg.seed, cfg.max_steps),
         "dpo": _schedule("dpo", len(pairs), cfg.dpo_epochs, cfg.batch_size, cfg.seed, cfg.max_steps) if pairs else [],
@@ -399,6 +476,8 @@ def train_patch(
                 "curves": curves,
                 "ref_prefix": ref_prefix,
                 "ref_lp": ref_lp,
+                "policy_prefix": policy_prefix,
+                "tracker": tracker.state() if tracker is not None else None,
             })
         accelerator.wait_for_everyone()
 
@@ -406,8 +485,13 @@ def train_patch(
 
     with _deterministic():
         for stage in cfg.stages:
+            if stage == "dpo" and on_policy and policy_prefix is None:
+                policy_prefix = inner.prefix.detach().cpu().clone()
+                build_policy_pairs(policy_prefix)
+                schedules["dpo"] = _schedule("dpo", len(pairs), cfg.dpo_epochs, cfg.batch_size, cfg.seed, cfg.max_steps) if pairs else []
             schedule = schedules[stage]
             if done[stage] >= len(schedule):
+                validate(stage)
                 continue
             lr = cfg.dpo_lr if stage == "dpo" and cfg.dpo_lr is not None else cfg.lr
             optimizer = torch.optim.AdamW([inner.prefix], lr=lr, weight_decay=cfg.weight_decay)
@@ -444,16 +528,31 @@ def train_patch(
                 bar.update(1)
                 bar.set_postfix(loss=f"{value:.4f}")
                 global_step = sum(done.values())
+                if cfg.eval_every and global_step % cfg.eval_every == 0:
+                    validate(stage)
                 if cfg.save_every and global_step % cfg.save_every == 0:
                     save(stage, optimizer)
                 if stop_after is not None and global_step >= stop_after:
                     bar.close()
                     raise StopTraining(f"stopped after {global_step} steps")
             bar.close()
+            validate(stage)
             if cfg.save_every:
                 save(stage, None if done[stage] >= len(schedule) else optimizer)
 
     prefix = inner.prefix.detach().cpu().clone()
+    selection: dict[str, Any] | None = None
+    if tracker is not None and val_set is not None:
+        best = tracker.best
+        if cfg.select == "best" and tracker.best_prefix is not None:
+            prefix = tracker.best_prefix.clone()
+        selection = {"select": cfg.select, "weight": cfg.selection_weight, "data": val_set.record.to_dict(),
+                     "refuse_rows": sum(r.expect == "refuse" for r in val_set.rows),
+                     "answer_rows": sum(r.expect == "answer" for r in val_set.rows),
+                     "max_new_tokens": cfg.validation_max_new_tokens, "detector": "refusal-markers-v2+caveat-v1",
+                     "points": [p.to_dict() for p in tracker.points],
+                     "selected": (best.to_dict() if cfg.select == "best" and best is not None
+                                  else tracker.points[-1].to_dict() if tracker.points else None)}
     method = "+".join(cfg.stages)
     wall = time.perf_counter() - started
     training: dict[str, Any] = {
@@ -467,7 +566,11 @@ def train_patch(
         "domain": domain,
         "loss_curves": curves,
         "steps": {s: len(schedules[s]) for s in cfg.stages},
+        "dpo_skipped": ("no on-policy pairs: the SFT policy already agreed with the reference on every training prompt"
+                        if "dpo" in cfg.stages and not pairs else None),
         "dpo_pairs": pair_info,
+        "validation": selection,
+        "extensions": [ON_POLICY_NOTE] if on_policy else [],
         "base_model": {"path": str(base_path), "digest": base_digest},
         "generations": {"cached": cache.hits, "generated": cache.misses},
         "resumed_from": resumed_from,

@@ -44,7 +44,7 @@ def test_harmfulness_with_injected_configs(fake_wheels: Path, tmp_path: Path) ->
     r = rows["refusal_rate"]
     assert (r["value"], r["baseline"], r["fixed_prompt"], r["reference"]) == (1.0, 0.0, 1.0, 0.5)
     assert r["n"] == 60 and r["dataset"] == "harmbench:test" and r["higher_is_better"] is True
-    assert r["scorer"] == "refusal-markers-v1"
+    assert r["scorer"] == "refusal-markers-v2"
     o = rows["over_refusal"]
     assert (o["value"], o["baseline"], o["fixed_prompt"], o["reference"]) == (0.0, 0.0, 1.0, None)
     assert o["higher_is_better"] is False and o["n"] >= 40
@@ -58,7 +58,9 @@ def test_harmfulness_with_injected_configs(fake_wheels: Path, tmp_path: Path) ->
         assert set(m) == set(Metric.model_fields)
         Metric.model_validate(m)
     assert data["settings"]["decoding"]["strategy"] == "greedy" and data["settings"]["seed"] == 0
-    assert data["detector"]["hand_labelled_check"]["precision"] >= 0.9
+    assert "hand_labelled_check" not in data["detector"]  # the in-sample figure is not reported
+    oos = data["detector"]["out_of_sample"]
+    assert oos is None or (oos["n"] >= 300 and oos["labelled_by"])
     samples = data["configs"]["patched"]["samples"]["harmbench:test"]
     assert len(samples) == 60 and samples[0]["refused"] is True and "reason" in samples[0]
 
