@@ -147,10 +147,11 @@ class Bench:
     def evaluate(self, extra: dict[str, dict[str, list[Path]]]) -> dict[str, dict[str, Any]]:
         """Per domain: the demo's configurations plus `extra[domain]` (name -> patch dirs)."""
         from patchkit.domains.spec import get_domain
-        from patchkit.eval.backend import Backend, load_model_dir
+        from patchkit.eval.backend import Backend
         from patchkit.eval.runner import ModelConfig, run_eval
+        from patchkit.lm.loading import load_model
 
-        model, tok = load_model_dir(self.model)
+        model, tok = load_model(self.model)
         batch = self.args.batch_size
         results: dict[str, dict[str, Any]] = {}
         for d in DOMAIN_ORDER:

@@ -103,9 +103,10 @@ class DomainDemo(Demo):
                                        "benign_train": len(self._load(f"{self.cfg.benign}:train"))}
 
     def _backend(self) -> Any:
-        from patchkit.eval.backend import Backend, load_model_dir
+        from patchkit.eval.backend import Backend
+        from patchkit.lm.loading import load_model
 
-        model, tok = load_model_dir(self.model_dir, what="model")
+        model, tok = load_model(self.model_dir, what="model")
         return Backend(model, tok, batch_size=int(self.spec.extra.get("reference_batch", self.cfg.eval_batch_size)))
 
     def write_reference(self) -> None:

@@ -221,13 +221,14 @@ def run_suite(
     from safetensors.torch import load_file
 
     from patchkit import constants
-    from patchkit.eval.backend import Backend, load_model_dir
+    from patchkit.eval.backend import Backend
     from patchkit.fingerprinting import fingerprint
+    from patchkit.lm.loading import load_model
     from patchkit.runtime.patched import PatchedModel
 
     datasets = load_sources(sources, wheels=wheels, limit=limit)
     system = fixed_prompt if fixed_prompt is not None else STRONG_SYSTEM_PROMPT
-    m, tok = load_model_dir(Path(model))
+    m, tok = load_model(Path(model))
     digest = fingerprint(Path(model))
     backends: dict[str, tuple[Any, str, str | None]] = {}
     if "baseline" in configs:

@@ -261,11 +261,10 @@ class ModelJudge:
 
     def _format(self, prompt: str, reply: str) -> str:
         text = self.prompt.replace("{prompt}", prompt).replace("{response}", reply)
-        if self.kind == "causal-lm" and getattr(self.tokenizer, "chat_template", None):
-            out = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
-            )
-            return str(out)
+        if self.kind == "causal-lm":
+            from patchkit.lm.chat import format_chat
+
+            return format_chat(self.tokenizer, text).text
         return text
 
     def judge(self, prompts: Sequence[str], replies: Sequence[str], truncated: Sequence[bool]) -> list[Verdict]:

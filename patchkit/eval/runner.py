@@ -27,10 +27,11 @@ from patchkit._internal.files import atomic_write_text
 from patchkit.errors import InvalidInputError, NotFoundError, UsageError
 from patchkit.eval import bias as bias_mod
 from patchkit.eval import stats
-from patchkit.eval.backend import Backend, Completion, load_model_dir
+from patchkit.eval.backend import Backend, Completion
 from patchkit.eval.datasets import Dataset, Item, load_dataset, load_file
 from patchkit.eval.refusal import RefusalDetector, Verdict, make_detector
 from patchkit.eval.toxicity import ToxicityScorer, make_scorer
+from patchkit.lm.loading import load_model
 
 SUITES = ("harmfulness", "toxicity", "bias", "utility")
 CONFIG_ORDER = ("baseline", "fixed_prompt", "patched", "reference")
@@ -361,7 +362,7 @@ def _reference_config(ref: str, base: Backend | None, batch_size: int, prompt_fo
         raise NotFoundError(f"reference {ref!r} does not exist",
                             'pass a model directory, a {prompt, response} JSONL, or system-prompt:"..."')
     if path.is_dir():
-        model, tok = load_model_dir(path, what="reference model")
+        model, tok = load_model(path, what="reference model")
         return ModelConfig("reference", f"reference model {path.name}", Backend(model, tok, batch_size=batch_size,
                                                                                   prompt_format=prompt_format))
     ds = load_file(path)
@@ -466,7 +467,7 @@ def run_eval(
     checked = _check_patches(Path(model), patches, trust, registry) if patches and model is not None and configs is None else []
     base: Backend | None = None
     if model is not None:
-        m, tok = load_model_dir(Path(model), what="model")
+        m, tok = load_model(Path(model), what="model")
         base = Backend(m, tok, batch_size=batch_size, prompt_format=prompt_format)
     cfgs: list[Config]
     if configs is not None:
@@ -540,6 +541,8 @@ def run_eval(
         "limit": limit,
         "toxic_threshold": TOXIC_THRESHOLD if suite == "toxicity" else None,
         "samples_per_prompt": samples,
+        # What the shared chat formatter had to change (e.g. a template that refuses a system role).
+        "formatting_notes": sorted({n for c in cfgs if isinstance(c, ModelConfig) for n in c.backend.notes}),
         "created_at": utc_stamp(),
         "seconds": round(time.perf_counter() - started, 3),
         "patchkit_version": _version(),

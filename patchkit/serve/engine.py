@@ -28,9 +28,9 @@ from typing import Any
 
 import torch
 
+from patchkit.lm.loading import load_causal_lm, load_tokenizer
 from patchkit.runtime.compose import compose_prefix
 from patchkit.runtime.generation import encode
-from patchkit.runtime.loader import load_base, load_tokenizer
 from patchkit.runtime.patched import PatchedModel, _cache_kwarg, _cache_layers
 from patchkit.serve.jobs import FINISH_CANCELLED, FINISH_ERROR, FINISH_LENGTH, FINISH_STOP, Engine, Job, Piece
 from patchkit.serve.metrics import Metrics
@@ -111,7 +111,7 @@ class LocalEngine(Engine):
              device: str | None = None, dtype: str | None = None, threads: int | None = None) -> LocalEngine:
         if threads is not None:
             torch.set_num_threads(threads)  # intra-op threads; on a busy CPU fewer can be much faster
-        base = load_base(model_dir, device=device, dtype=dtype)
+        base = load_causal_lm(model_dir, device=device, dtype=dtype)
         return cls(base, load_tokenizer(model_dir), load_tokenizer(model_dir), max_batch=max_batch,
                    prefix_cache_size=prefix_cache_size, metrics=metrics)
 

@@ -18,6 +18,7 @@ from patchkit import constants
 from patchkit._internal.files import atomic_write_bytes, atomic_write_text
 from patchkit._internal.jsonio import dumps_canonical
 from patchkit.errors import InvalidInputError, NotFoundError, UsageError
+from patchkit.lm.loading import load_model
 from patchkit.manifest import validate_domain
 from patchkit.train import checkpoint as ckpt
 from patchkit.train.config import TrainConfig, make_config, unquote
@@ -29,7 +30,6 @@ from patchkit.train.generation import (
     encode_prompt,
     format_prompt,
     generate_cached,
-    prepare_tokenizer,
 )
 from patchkit.train.model import Example, PrefixLM, initial_prefix
 from patchkit.train.onpolicy import policy_replies
@@ -131,30 +131,6 @@ def _check_out(out: Path, resume: bool) -> None:
         raise UsageError(f"--out {out} is a file", "choose a directory")
     if out.is_dir() and any(out.iterdir()) and not resume:
         raise UsageError(f"--out {out} already exists and is not empty", "pass --resume to continue a run there, or choose another --out")
-
-
-def _load_causal_lm(path: Path, dtype: torch.dtype) -> Any:
-    from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
-
-    if constants.no_progress():
-        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-
-    try:
-        return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
-    except TypeError:
-        return AutoModelForCausalLM.from_pretrained(str(path), torch_dtype=dtype)
-    except (OSError, ValueError) as exc:
-        raise InvalidInputError(f"cannot load model {path}: {exc}", "pass a transformers model directory with safetensors weights") from exc
-
-
-def _load_tokenizer(path: Path) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        return prepare_tokenizer(AutoTokenizer.from_pretrained(str(path)))
-    except (OSError, ValueError) as exc:
-        raise InvalidInputError(f"cannot load the tokenizer of {path}: {exc}", "the model directory needs its tokenizer files") from exc
 
 
 def _response_ids(tokenizer: Any, text: str, cap: int) -> tuple[int, ...]:
@@ -283,10 +259,7 @@ def train_patch(
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     device = accelerator.device
     dtype = torch.bfloat16 if cfg.bf16 else torch.float32
-    tokenizer = _load_tokenizer(base_path)
-    base_model = _load_causal_lm(base_path, dtype)
-    base_model.to(device)
-    base_model.eval()
+    base_model, tokenizer = load_model(base_path, device=device, dtype=dtype, what="base model")
     _, _, _, ctx = _model_dims(base_model.config)
 
     # Prompts as M sees them; refuse those the context cannot hold with prefix and response.
@@ -326,8 +299,7 @@ def train_patch(
     else:
         assert isinstance(ref, ModelReference)
         ref_digest = _fingerprint(ref.path)
-        ref_tok = _load_tokenizer(ref.path)
-        ref_model = _load_causal_lm(ref.path, dtype).to(device)
+        ref_model, ref_tok = load_model(ref.path, device=device, dtype=dtype, what="reference model")
         ref_texts = [format_prompt(ref_tok, p.text) for p in prompt_list]
         chosen_text = generate(ref_model, ref_tok, ref_texts, ref_digest, "reference (M')")
         del ref_model
