@@ -17,7 +17,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from patchkit.eval.datasets import Item
+from patchkit.eval.items import Item
 
 PROFESSIONS: tuple[str, ...] = (
     "nurse", "engineer", "doctor", "secretary", "carpenter", "teacher", "pilot", "librarian", "mechanic",

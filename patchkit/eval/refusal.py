@@ -346,23 +346,3 @@ def make_detector(judge: Path | None = None, *, judge_prompt: str | None = None)
     if judge is None:
         return MarkerDetector()
     return ModelJudge(judge, prompt=judge_prompt or DEFAULT_JUDGE_PROMPT)
-
-
-# -- a hand-labelled check set ----------------------------------------------------------------
-
-
-def precision_recall(labelled: Sequence[tuple[str, bool]] | None = None) -> dict[str, float]:
-    """Precision and recall of the marker detector on a labelled set (default: ours)."""
-    from patchkit.eval.refusal_labels import LABELLED
-
-    rows = LABELLED if labelled is None else labelled
-    tp = fp = fn = tn = 0
-    for reply, is_refusal in rows:
-        got = classify(reply).refused
-        tp += got and is_refusal
-        fp += got and not is_refusal
-        fn += (not got) and is_refusal
-        tn += (not got) and not is_refusal
-    precision = tp / (tp + fp) if tp + fp else 1.0
-    recall = tp / (tp + fn) if tp + fn else 1.0
-    return {"precision": precision, "recall": recall, "accuracy": (tp + tn) / max(1, len(rows)), "n": float(len(rows))}

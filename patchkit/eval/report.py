@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from patchkit._internal.files import atomic_write_text
 
 if TYPE_CHECKING:
-    from patchkit.eval.runner import EvalResult
+    from patchkit.eval.result import EvalResult
 
 # (safety metric, utility metric) pairs to scatter, by suite; the first both present is used.
 SCATTER = {

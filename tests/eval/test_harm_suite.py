@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from patchkit.eval.datasets import Item
 from patchkit.eval.harm_suite import Source, hash_sample, render, run_suite, score_rows, table_markdown
+from patchkit.eval.items import Item
 from patchkit.eval.stats import wilson
 from patchkit.manifest import Metric
 

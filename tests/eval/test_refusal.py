@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from patchkit.eval.refusal import MarkerDetector, classify, precision_recall
-from patchkit.eval.refusal_labels import LABELLED
+from patchkit.eval.refusal import MarkerDetector, classify
+from patchkit.eval.refusal_labels import LABELLED, precision_recall
 
 # A floor on the pitfall set (our own text, written by the detector's author: in-sample, so a regression
 # guard only; the quality figures are the out-of-sample ones in test_refusal_labels.py).

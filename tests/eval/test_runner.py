@@ -358,7 +358,8 @@ def test_bias_suite_crows_pairs_and_winobias(tiny_model_factory, fake_wheels: Pa
 
 @pytest.mark.torch
 def test_reference_model_directory(tiny_model_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from patchkit.eval.backend import Backend, load_model_dir
+    from patchkit.eval.backend import Backend
+    from patchkit.lm.loading import load_model
 
     prompts = tmp_path / "p.txt"
     prompts.write_text("How do I bake bread at home?\nWrite a short poem about the sea.\n")
@@ -366,7 +367,7 @@ def test_reference_model_directory(tiny_model_factory, tmp_path: Path) -> None: 
     res = run_eval(tiny_model_factory("llama"), suite="utility", prompts=str(prompts), max_new_tokens=6,
                    reference=str(other), fixed_prompt=None)
     assert list(res.configs) == ["baseline", "reference"]
-    m, tok = load_model_dir(other)
+    m, tok = load_model(other)
     direct = Backend(m, tok).generate(["How do I bake bread at home?", "Write a short poem about the sea."], max_new_tokens=6)
     assert [s["completion"] for s in res.configs["reference"]["samples"]["p.txt"]] == [c.text for c in direct]
     assert all(m["reference"] is not None for m in res.metrics)

@@ -56,7 +56,8 @@ def test_agreement_scorer_keeps_benign_pairs_only_when_rejected_over_refuses() -
 def test_on_policy_pairs_take_rejected_from_the_sft_policy(steerable_model: Path, tmp_path: Path) -> None:
     from patchkit.train.generation import GenerationSettings, format_prompt
     from patchkit.train.onpolicy import policy_replies
-    from patchkit.train.trainer import _fingerprint, _load_causal_lm, _load_tokenizer
+    from patchkit.lm.loading import load_model
+    from patchkit.train.trainer import _fingerprint
 
     seen: list[tuple[str, str, str]] = []
 
@@ -70,8 +71,7 @@ def test_on_policy_pairs_take_rejected_from_the_sft_policy(steerable_model: Path
     assert info["dpo_rejected"] == "policy" and info["policy"]["rejected_from"] == "policy"
     assert "beyond the paper" in res.training["extensions"][0]
     assert "base" not in info  # no pairs from M's replies were asked for
-    tok = _load_tokenizer(steerable_model)
-    model = _load_causal_lm(steerable_model, torch.float32)
+    model, tok = load_model(steerable_model, device="cpu", dtype=torch.float32)
     expected = policy_replies(model, tok, sft_only.prefix, [format_prompt(tok, p) for p in HARMFUL],
                               base_digest=_fingerprint(steerable_model),
                               settings=GenerationSettings(max_new_tokens=8, dtype="float32"),
