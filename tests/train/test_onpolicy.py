@@ -54,9 +54,9 @@ def test_agreement_scorer_keeps_benign_pairs_only_when_rejected_over_refuses() -
 
 
 def test_on_policy_pairs_take_rejected_from_the_sft_policy(steerable_model: Path, tmp_path: Path) -> None:
+    from patchkit.lm.loading import load_model
     from patchkit.train.generation import GenerationSettings, format_prompt
     from patchkit.train.onpolicy import policy_replies
-    from patchkit.lm.loading import load_model
     from patchkit.train.trainer import _fingerprint
 
     seen: list[tuple[str, str, str]] = []
