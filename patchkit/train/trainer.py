@@ -17,11 +17,12 @@ import torch
 from patchkit import constants
 from patchkit._internal.files import atomic_write_bytes, atomic_write_text
 from patchkit._internal.jsonio import dumps_canonical
+from patchkit.artifact.layout import prompt_tuning_config
 from patchkit.errors import InvalidInputError, NotFoundError, UsageError
 from patchkit.lm.loading import load_model
 from patchkit.manifest import validate_domain
 from patchkit.train import checkpoint as ckpt
-from patchkit.train.config import TrainConfig, make_config, unquote
+from patchkit.train.config import TrainConfig, make_config
 from patchkit.train.data import DataRecord, Prompt, prompts_from_list, read_prompts
 from patchkit.train.dpo import Pair, dpo_batch_loss, reference_logprobs
 from patchkit.train.generation import (
@@ -160,28 +161,15 @@ def _write_outputs(
     tensor = prefix.detach().to("cpu", torch.float32).contiguous()
     atomic_write_bytes(out / constants.TENSOR_FILE, save({constants.PREFIX_KEY: tensor}))
     _, heads, layers, _ = _model_dims(model_config)
-    init_kind, init_text = "RANDOM", None
-    if cfg.init == "vocab":
-        init_kind = "SAMPLE_VOCAB"
-    elif cfg.init.startswith("text:"):
-        init_kind, init_text = "TEXT", unquote(cfg.init[len("text:") :])
-    adapter = {
-        "peft_type": "PROMPT_TUNING",
-        "task_type": "CAUSAL_LM",
-        "num_virtual_tokens": int(tensor.shape[0]),
-        "token_dim": int(tensor.shape[1]),
-        "num_transformer_submodules": 1,
-        "num_attention_heads": heads,
-        "num_layers": layers,
-        "base_model_name_or_path": str(base),
-        "revision": None,
-        "prompt_tuning_init": init_kind,
-        "prompt_tuning_init_text": init_text,
-        "tokenizer_name_or_path": str(base) if init_text is not None else None,
-        "tokenizer_kwargs": None,
-        "inference_mode": True,
-        "auto_mapping": None,
-    }
+    adapter = prompt_tuning_config(
+        num_virtual_tokens=int(tensor.shape[0]),
+        token_dim=int(tensor.shape[1]),
+        base_id=str(base),
+        revision=None,
+        init=cfg.init,
+        heads=heads,
+        layers=layers,
+    )
     atomic_write_text(out / constants.ADAPTER_CONFIG_FILE, dumps_canonical(adapter))
     atomic_write_text(out / constants.TRAINING_FILE, dumps_canonical(training))
 

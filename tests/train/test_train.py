@@ -226,6 +226,12 @@ def test_outputs_load_in_peft_and_training_json(tiny_model_factory: Any, tmp_pat
 
     adapter = json.loads((out / "adapter_config.json").read_text())
     assert adapter["peft_type"] == "PROMPT_TUNING" and adapter["num_virtual_tokens"] == 8 and adapter["token_dim"] == 64
+    # One writer: the training output and the built artifact say the same, except where the
+    # artifact names the base by its manifest id and revision.
+    built = json.loads((tmp_path / "artifact" / "adapter_config.json").read_text())
+    names = ("base_model_name_or_path", "revision", "tokenizer_name_or_path")
+    assert {k: v for k, v in adapter.items() if k not in names} == {k: v for k, v in built.items() if k not in names}
+    assert adapter["prompt_tuning_init"] == "TEXT" and adapter["prompt_tuning_init_text"] == training["init"][len('text:"') : -1]
     peft_model = PeftModel.from_pretrained(load_causal_lm(base, device="cpu", dtype=torch.float32), str(out))
     assert torch.equal(peft_model.prompt_encoder["default"].embedding.weight.detach(), res.prefix)
 
