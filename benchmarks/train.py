@@ -113,10 +113,10 @@ class _Timer:
 
 def _trl(kind: str, model_dir: Path, rows: list[dict[str, str]], steps: int, out: Path) -> list[float]:
     import torch
-    from datasets import Dataset  # type: ignore[import-untyped]
+    from datasets import Dataset
     from peft import PromptTuningConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer  # type: ignore[attr-defined]
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     if tok.pad_token is None:
