@@ -114,9 +114,15 @@ class Bench:
         hp = {k: (tuple(v) if k == "stages" else v) for k, v in recorded["hyperparameters"].items() if k in fields}
         import shutil
 
+        # The twin sees the same validation set as its trained sibling, so "best checkpoint"
+        # selects the same way; a domain trained without one keeps its last step.
+        validation = d / "validation.jsonl" if (d / "validation.jsonl").exists() else None
+        if validation is None:
+            hp.update(select="last", eval_every=None)
         shutil.rmtree(out, ignore_errors=True)
         train_patch(self.model, d / "reference.jsonl", d / "prompts.jsonl", domain=domain, out=out,
-                    config=make_config(**hp, init="random"), reference_description=recorded.get("reference"))
+                    config=make_config(**hp, init="random"), reference_description=recorded.get("reference"),
+                    validation=validation)
         name = f"acme/{'tiny' if self.tiny else 'smollm2'}-{_short(domain)}-random"
         shutil.rmtree(art, ignore_errors=True)
         self.pk("build", out, "--name", name, "--version", "0.0.0-random", "--domain", domain, "--base-model", self.model,

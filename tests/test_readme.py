@@ -5,7 +5,9 @@ command itself, and `tests/integration/test_demo.py` runs the main job (`patchki
 block runs in a fresh PATCHKIT_HOME, as on a CI runner, and must pass there. A `toml` block is a
 file, written under the name its first comment gives. A block that starts `patchkit serve` runs
 in the background until the blocks after it are done, then must drain on SIGTERM and exit 0.
-(`text` blocks are not commands: the README says which machine they need.)
+(`text` blocks are not commands: the README says which machine they need. `shell` blocks need
+the real model and the domain demos' published patches, the main job's output;
+tests/integration/test_demo_domains.py runs the same apply and `verify --lock` on the tiny model.)
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ def check_against_model(patches: Sequence[LoadedPatch], model_dir: Path, policy:
     for p in patches:
         mismatch: list[str] = []
         check_base(p.manifest, model_dir, allow_mismatch=policy.allow_base_mismatch, warnings=mismatch,
-                   override="--allow-base-mismatch")
+                   override="--allow-base-mismatch (allow_base_mismatch=True in Python)")
         for m in mismatch:
             warn_loudly(m)
 
