@@ -332,7 +332,7 @@ def _load_judge(path: Path) -> tuple[str, Any, Any]:
         raise InvalidInputError(
             f"judge {path} could not be loaded as a model ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})",
             "pass a local transformers causal-LM or sequence-classifier directory with its tokenizer",
-        ) from None
+        ) from exc
     model.eval()
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
