@@ -119,6 +119,8 @@ class Backend:
         """log p(continuation | prefix), summed over the continuation's tokens."""
         import torch
 
+        from patchkit.lm.prefix import positions_from_mask
+
         pairs = []
         for pre, cont in zip(prefixes, continuations, strict=True):
             p_ids = self.tokenizer(pre, add_special_tokens=add_special)["input_ids"]
@@ -137,7 +139,7 @@ class Backend:
             kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
             if self.explicit_positions:
                 # Left padding must not shift absolute positions (GPT-2 style embeddings).
-                kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+                kwargs["position_ids"] = positions_from_mask(mask)
             with torch.no_grad():
                 logits = self.model(**kwargs).logits.float()
             logp = torch.log_softmax(logits, -1)
