@@ -150,8 +150,14 @@ class Bench:
         return out
 
     # -- 4. evaluation -------------------------------------------------------------------------
-    def evaluate(self, extra: dict[str, dict[str, list[Path]]]) -> dict[str, dict[str, Any]]:
-        """Per domain: the demo's configurations plus `extra[domain]` (name -> patch dirs)."""
+    def evaluate(self, extra: dict[str, dict[str, list[Path]]], singles: dict[str, Path]) -> dict[str, dict[str, Any]]:
+        """Per domain: the demo's configurations plus `extra[domain]` (name -> patch dirs).
+
+        A demo whose metrics are per source (the harmfulness demo's held-out-source suite) has
+        no configurations in the table's shape: then every column of that domain, base M and
+        its published patch included, is scored here with the domain's plan, so the row
+        compares like with like.
+        """
         from patchkit.domains.spec import get_domain
         from patchkit.eval.backend import Backend
         from patchkit.eval.runner import ModelConfig, run_eval
@@ -163,29 +169,40 @@ class Bench:
         for d in DOMAIN_ORDER:
             spec = get_domain(d)
             demo = json.loads((self.domain_dir(d) / "eval" / "metrics.json").read_text())
-            configs: dict[str, Any] = dict(demo["configs"])
             plan = spec.plan
             cfgs: list[Any] = []
             base = Backend(model, tok, batch_size=batch)
-            if "fixed_prompt" not in configs:  # the harmfulness demo skips it to save time
+            rescore = "configs" not in demo
+            configs: dict[str, Any] = {} if rescore else dict(demo["configs"])
+            todo = dict(extra[d])
+            if rescore:
+                cfgs.append(ModelConfig("baseline", "base M", base))
+                todo = {"patched": [singles[d]], **todo}
+                limit = self.args.eval_limit or plan.limit
+                decoding = {"max_new_tokens": plan.max_new_tokens, "batch_size": batch}
+                seed = self.args.seed
+            else:
+                limit = demo["settings"].get("limit") or plan.limit
+                decoding, seed = demo["settings"]["decoding"], demo["settings"]["seed"]
+            if "fixed_prompt" not in configs:
                 cfgs.append(ModelConfig("fixed_prompt", "M + fixed prompt", base, system=spec.fixed_prompt))
             # run_eval's metric rows follow its `patched` configuration: the first patch run under
-            # that name and is renamed back (the demo already scored M itself).
+            # that name and is renamed back (unless it is the demo's own patch, re-scored).
             renamed: dict[str, str] = {}
-            for name, patches in extra[d].items():
+            for name, patches in todo.items():
                 as_name = "patched" if not renamed else name
                 renamed[as_name] = name
                 cfgs.append(ModelConfig(as_name, f"M + {', '.join(p.name for p in patches)}", self._patched(model, tok, patches)))
             if cfgs:
                 t0 = time.perf_counter()
                 _log(f"[safety] evaluating {', '.join(c.name for c in cfgs)} on {d} …")
-                limit = demo["settings"].get("limit") or plan.limit
                 res = run_eval(self.model, suite=plan.suite, configs=cfgs, prompts=plan.prompts, benign=plan.benign,
-                               max_new_tokens=demo["settings"]["decoding"]["max_new_tokens"], limit=limit,
-                               seed=demo["settings"]["seed"], batch_size=demo["settings"]["decoding"]["batch_size"],
-                               temperature=plan.temperature, samples=plan.samples)
+                               max_new_tokens=decoding["max_new_tokens"], limit=limit, seed=seed,
+                               batch_size=decoding["batch_size"], temperature=plan.temperature, samples=plan.samples)
                 self.timings[f"eval {d}"] = time.perf_counter() - t0
                 configs.update({renamed.get(k, k): v for k, v in res.configs.items()})
+                if rescore:
+                    demo = {"settings": res.settings, "datasets": res.datasets}
             results[d] = {"configs": configs, "settings": demo["settings"], "datasets": demo.get("datasets", {})}
         self._perplexities(model, tok, results)
         return results
@@ -232,7 +249,7 @@ class Bench:
             extra[d] = {"random": [twins[d]], "composite_a": [comps["composite_a"]], "composite_b": [comps["composite_b"]]}
             if self.args.cross:
                 extra[d].update({f"single_{o}": [singles[o]] for o in DOMAIN_ORDER if o != d})
-        results = self.evaluate(extra)
+        results = self.evaluate(extra, singles)
         total = time.perf_counter() - started
         out = Path(self.args.out)
         text = render(results, refs, self.steps, self.timings, total, self.args, self.model)
@@ -398,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(Path(__file__).with_name("SAFETY.md")))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--eval-limit", type=int, default=None,
+                    help="cap on prompts per set for the columns scored here (default: the domain plan's)")
     ap.add_argument("--cross", action=argparse.BooleanOptionalAction, default=True,
                     help="also evaluate each single patch on the other domains' suites")
     ap.add_argument("--demo-arg", action="append", default=[], help="extra `patchkit demo` flag (with --model)")

@@ -55,7 +55,7 @@ def test_domain_demos_compose_and_the_safety_table(tiny_model: Path, pk_home: Pa
     import subprocess
 
     r2 = subprocess.run([sys.executable, "-m", "benchmarks.safety", "--model", str(tiny_model), "--workdir", str(work),
-                         "--out", str(table), "--no-cross", "--batch-size", "4",
+                         "--out", str(table), "--no-cross", "--batch-size", "4", "--eval-limit", "4",
                          *[f"--demo-arg={a}" for a in TINY]], capture_output=True, text=True, timeout=900,
                         cwd=Path(__file__).resolve().parents[2])
     assert r2.returncode == 0, r2.stderr[-3000:]
