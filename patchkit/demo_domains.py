@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit.demo import Demo, DemoConfig, DemoResult, _say
+from patchkit.demo import Demo, DemoConfig, DemoResult, Step, _say
 from patchkit.domains.spec import DomainSpec, get_domain
 from patchkit.errors import NotFoundError, PatchkitError
 
@@ -36,35 +36,26 @@ class DomainDemo(Demo):
     def vendor_trust(self) -> Path:
         return self.root / "vendor-trust.toml"
 
-    def run(self) -> DemoResult:
-        import time
-
-        self.w.mkdir(parents=True, exist_ok=True)
-        if self.cfg.fresh:
-            for sub in ("train", "eval-artifact", "eval", "dist", "reference.jsonl", "prompts.jsonl"):
-                p = self.w / sub
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-        t0 = time.perf_counter()
+    def steps(self) -> list[Step]:
         s = self.spec
         title = "Vendor: convert SmolLM2-135M-Instruct to safetensors" if self.cfg.model is None else f"Vendor: use the model in {self.model_dir}"
-        self.step(title, lambda: (self.model_dir / "config.json").exists(), self.convert)
-        self.step(f"Vendor: load the {s.title.lower()} prompt sets (train/test)", self.data_ready, self.fetch_data)
         how = {"toxicity": "best-of-n from M, by the toxicity scorer",
                "bias": "M under a neutrality prompt, rewritten gender-neutral"}.get(s.domain, s.reference_label)
-        self.step(f"Vendor: build the reference M' ({how})",
-                  lambda: (self.w / "reference.jsonl").exists(), self.write_reference)
-        self.step(f"Vendor: train the patch (SFT then DPO, {self.cfg.tokens} tokens, text init)",
-                  lambda: (self.w / "train" / constants.TRAINING_FILE).exists(), self.train)
-        self.step("Vendor: evaluate M, M + the fixed prompt, the reference and the patched model on held-out prompts",
-                  lambda: (self.w / "eval" / "metrics.json").exists(), self.evaluate)
-        self.step("Vendor: build, sign and publish to the local registry", self.published, self.publish)
-        self.step("Customer: trust the vendor key and apply the patch", self.applied, self.apply)
-        self.step("Customer: compare before and after", lambda: False, self.compare)
-        self.step("CI: verify the lock", lambda: False, self.ci_verify)
-        self.step("CI: a tampered copy is refused", lambda: False, self.ci_tamper)
-        self.result.summary["total_seconds"] = round(time.perf_counter() - t0, 1)
-        self.result.summary["domain"] = s.domain
-        return self.result
+        return [
+            (title, lambda: (self.model_dir / "config.json").exists(), self.convert),
+            (f"Vendor: load the {s.title.lower()} prompt sets (train/test)", self.data_ready, self.fetch_data),
+            (f"Vendor: build the reference M' ({how})", lambda: (self.w / "reference.jsonl").exists(), self.write_reference),
+            (f"Vendor: train the patch (SFT then DPO, {self.cfg.tokens} tokens, text init)",
+             lambda: (self.w / "train" / constants.TRAINING_FILE).exists(), self.train),
+            ("Vendor: evaluate M, M + the fixed prompt, the reference and the patched model on held-out prompts",
+             lambda: (self.w / "eval" / "metrics.json").exists(), self.evaluate),
+            *self.customer_steps(),
+        ]
+
+    def run(self) -> DemoResult:
+        result = super().run()
+        result.summary["domain"] = self.spec.domain
+        return result
 
     # -- data and reference ----------------------------------------------------------------
     def _train_prompts(self) -> list[str]:
@@ -154,7 +145,8 @@ class DomainDemo(Demo):
         ]
         if self.cfg.max_steps:
             args += ["--max-steps", str(self.cfg.max_steps)]
-        self.pk(*args)
+        self.pk(*args, live=True)
+        self.say_losses(out)
 
     def evaluate(self) -> None:
         self._vendor_key()
@@ -180,13 +172,8 @@ class DomainDemo(Demo):
         os.replace(ev / "metrics.json.partial", ev / "metrics.json")
 
     def publish(self) -> None:
-        from patchkit.version import Version
-
         self._vendor_key()
-        versions = self._published_versions()
-        if versions:
-            top = max(Version.parse(v) for v in versions)
-            self.version = f"{top.major}.{top.minor}.{top.patch + 1}"
+        self._version = self.next_version()
         art = self.artifact_dir
         shutil.rmtree(art, ignore_errors=True)
         self.pk("build", self.w / "train", "--name", self.name, "--version", self.version, "--domain", self.spec.domain,

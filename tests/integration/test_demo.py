@@ -22,6 +22,9 @@ def test_demo_story_on_tiny_model(tiny_model: Path, pk_home: Path) -> None:
     out = json.loads(r.stdout)
     names = [s["name"] for s in out["steps"]]
     assert len(names) == 10 and not any(s["cached"] for s in out["steps"][2:])
+    # Progress: numbered against the real step count, and the training step shows its losses.
+    assert "[1/10]" in r.stderr and "[10/10]" in r.stderr and "[11/" not in r.stderr
+    assert "SFT loss" in r.stderr and "DPO loss" in r.stderr, r.stderr[-2000:]
     # The vendor side produced a trained, evaluated, signed and published patch.
     rows = {(row["metric"], row["dataset"]): row for row in out["table"]}
     assert {("refusal_rate", "harmbench:test"), ("refusal_rate", "donotanswer-refusal:test"),
