@@ -63,6 +63,8 @@ def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
     import huggingface_hub.constants as hf_constants
 
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    # huggingface_hub reads HF_ENDPOINT once, at import; a user sets it before starting Python.
+    monkeypatch.setattr(hf_constants, "ENDPOINT", server.url)
     yield server
     server.stop()
 
