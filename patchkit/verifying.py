@@ -83,7 +83,7 @@ def verify_artifact(
     if constants.MANIFEST_FILE not in files:
         raise IntegrityError(f"{path}: {constants.MANIFEST_FILE} is missing", "this is not a patch artifact")
     manifest = parse_manifest(files[constants.MANIFEST_FILE], source=str(path / constants.MANIFEST_FILE))
-    store.authorize(statement.keyid, manifest.name)
+    store.authorize(statement.keyid, manifest.name, entry=entry, digest=artifact_digest(statement.root_digest))
     check_content(path, manifest, files)
     result = VerifyResult(
         ok=True,
