@@ -12,6 +12,7 @@ from patchkit import constants
 from patchkit.errors import IntegrityError, InvalidInputError, NotFoundError, RollbackError, TrustError, UsageError
 from patchkit.keys import PrivateKey, keyid_of, load_private_key, public_pem
 from patchkit.manifest import parse_manifest
+from patchkit.registry import keylog
 from patchkit.registry.backends import Refs, Registry, open_registry
 from patchkit.registry.cache import Fetched, fetch
 from patchkit.registry.index import (
@@ -80,12 +81,14 @@ def _read_index_raw(reg: Registry, name: str) -> tuple[bytes, bytes | None, str]
 
 
 def load_index(reg: Registry, name: str, trust: TrustStore) -> Index:
-    """The verified, fresh, not-rolled-back index of `name`."""
+    """The verified, fresh, not-rolled-back index of `name` (its namespace's key statements followed first)."""
     data, sig, _ = _read_index_raw(reg, name)
     where = f"{reg.url} {name}"
-    index, _ = verify_index(data, sig, trust, name, where=where)
+    keys = keylog.refresh(reg, name, trust)
+    index, signed = verify_index(data, sig, trust, name, where=where)
     check_fresh(index, where=where)
     check_and_record(index, data, reg.ident, where=where)
+    keylog.admit(index, signed, keys, trust, where=where)
     remember_index(reg.ident, name, data, sig)
     return index
 
@@ -206,7 +209,7 @@ def _verified_at(reg: Registry, name: str, rev: str, key: PrivateKey, where: str
         raise IntegrityError(f"{where}: no {constants.INDEX_FILE} at {rev[:12]}", "the registry is damaged or tampered with")
     sig = reg.read(name, rev, constants.INDEX_SIG_FILE, MAX_INDEX_SIG_BYTES)
     try:
-        index, _ = verify_index(data, sig, _publisher_trust(key, name), name, where=where)
+        index, _ = verify_index(data, sig, keylog.publisher_trust(reg, name, key), name, where=where)
     except TrustError:
         raise TrustError(f"the index of {name} in {reg.url} is signed by another key than --key",
                          "use the key that publishes this patch") from None
@@ -260,6 +263,7 @@ def _current_index(reg: Registry, name: str, key: PrivateKey, *, allow_missing: 
 
 
 def _write_index(reg: Registry, name: str, index: Index, key: PrivateKey, parent: str | None, message: str) -> str:
+    index.keys = keylog.bound_statements(reg, name)
     data, sig = sign_index(index, key)
     commit = reg.commit(name, {constants.INDEX_FILE: data, constants.INDEX_SIG_FILE: sig}, message, parent=parent)
     check_and_record(index, data, reg.ident, where=f"{reg.url} {name}")
@@ -283,6 +287,8 @@ def publish(directory: Path, key_path: Path, *, registry: str | None = None, pas
     if not manifest_path.is_file():
         raise NotFoundError(f"{directory} is not a patch artifact ({constants.MANIFEST_FILE} is missing)", "build and sign it first")
     name = parse_manifest(manifest_path.read_bytes(), source=str(manifest_path)).name
+    if keylog.is_reserved(name):
+        raise UsageError(f"{name} is reserved: {keylog.KEYLOG_REPO} holds a namespace's key log", "choose another name")
     try:
         vr = verify_artifact(directory, trust=_publisher_trust(key, name))
     except TrustError:

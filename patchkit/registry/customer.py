@@ -24,12 +24,15 @@ from patchkit.errors import (
     IntegrityError,
     NotFoundError,
     PatchkitError,
+    PolicyError,
     ReadOnlyError,
     RegistryError,
     TrustError,
     UsageError,
 )
 from patchkit.modeldir import require_model_dir
+from patchkit.policy import Policy
+from patchkit.registry import keylog
 from patchkit.registry.backends import Registry, open_registry
 from patchkit.registry.cache import Fetched, entry_dir, fetch
 from patchkit.registry.client import choose, load_index
@@ -277,14 +280,15 @@ def _pinned(e: LockEntry, trust: TrustStore, regs: dict[str, Registry], registry
     """A lock pin: the signed index must still list exactly this commit and digest (yanks are
     reported), and the artifact comes from the cache when it verifies there, else by its pinned commit.
 
-    When the index cannot be read but the cached copy verifies, the pin still holds (the lock
-    names its digest); the warning says the yank state is unknown.
+    The index is read first: key rotations and revocations arrive with it, and its publish
+    times date the signatures. When it cannot be read but the cached copy verifies, the pin
+    still holds (the lock names its digest); the warning says the yank state is unknown.
     """
     reg = _open(regs, registry or e.registry)
-    cached = _cached(e, trust, lock_path)
     try:
         index = load_index(reg, e.name, trust)
     except (FreezeError, RegistryError, NotFoundError) as exc:
+        cached = _cached(e, trust, lock_path)
         if cached is not None:
             # The pin holds by its signature and the digest the lock names; only its yank state is unknown.
             warnings.append(f"{e.ref}: could not read the current index ({exc.message}); its yank state is unknown")
@@ -296,10 +300,12 @@ def _pinned(e: LockEntry, trust: TrustStore, regs: dict[str, Registry], registry
         if isinstance(exc, NotFoundError):
             raise NotFoundError(f"{_about(e, lock_path)}: {exc.message}", exc.hint) from None
         raise
+    cached = _cached(e, trust, lock_path)
     entry = index.versions.get(e.version)
     if entry is None:
         raise NotFoundError(f"{_about(e, lock_path)} is no longer in the index of {reg.url}",
                             "the publisher removed it; run `patchkit upgrade` to move to a published version")
+    keylog.check_resigned(reg, e, entry, trust)
     _same_pin(e, entry, reg.url)
     if entry.yanked:
         warnings.append(f"{e.ref} is yanked: {entry.yank_reason or 'no reason given'}")
@@ -353,7 +359,10 @@ def _cached(e: LockEntry, trust: TrustStore, lock_path: Path) -> VerifyResult | 
 
 
 def _offline(e: LockEntry, trust: TrustStore, lock_path: Path, warnings: list[str]) -> VerifyResult:
-    """The same pin check from the cache and the last verified index only (no network)."""
+    """The same pin check from the cache and the last verified index only (no network).
+
+    The remembered index is read first, so its publish times date the cached signature.
+    """
     path = entry_dir(e.name, e.commit)
     if not os.path.lexists(path):
         raise NotFoundError(f"{_about(e, lock_path)} is not cached on this machine",
@@ -361,6 +370,7 @@ def _offline(e: LockEntry, trust: TrustStore, lock_path: Path, warnings: list[st
     if not is_real_dir(path):
         raise IntegrityError(f"the cached copy of {_about(e, lock_path)} was replaced by something that is not a directory",
                              "`patchkit apply --frozen --model DIR` downloads it again")
+    index = remembered_index(open_registry(e.registry).ident, e.name, trust)
     try:
         result = _verify_copy(e, trust, lock_path, path)
     except _EditedLock:
@@ -369,7 +379,6 @@ def _offline(e: LockEntry, trust: TrustStore, lock_path: Path, warnings: list[st
         raise IntegrityError(f"the cached copy of {_about(e, lock_path)} was altered: "
                              f"{exc.message.replace(str(path), 'the cache entry')}",
                              "`patchkit apply --frozen --model DIR` downloads it again") from None
-    index = remembered_index(open_registry(e.registry).ident, e.name, trust)
     if index is not None and (entry := index.versions.get(e.version)) is not None:
         _same_pin(e, entry, e.registry)
         if entry.yanked:
@@ -386,6 +395,7 @@ class PinCheck:
     base_ok: bool | None = None
     warnings: list[str] = field(default_factory=list)
     error: PatchkitError | None = None
+    signer: str = ""
 
     @property
     def ok(self) -> bool:
@@ -397,7 +407,8 @@ class PinCheck:
             **self.entry.to_dict(),
             "ok": self.ok,
             "cached": self.path is not None,
-            "verified": self.path is not None and (e is None or isinstance(e, CompatibilityError)),
+            "verified": self.path is not None and (e is None or isinstance(e, CompatibilityError | PolicyError)),
+            "signer": self.signer or None,
             "path": str(self.path) if self.path else None,
             "base_ok": self.base_ok,
             "yanked": any(w.startswith(f"{self.entry.ref} is yanked") for w in self.warnings),
@@ -410,8 +421,9 @@ class PinCheck:
 
 
 def check_pin(e: LockEntry, trust: TrustStore, lock_path: Path, *, regs: dict[str, Registry], registry: str | None,
-              base_model: Path | None, offline: bool) -> PinCheck:
-    """Every check a pin must pass: index, cache, signature, trust, identity, and the base weights."""
+              base_model: Path | None, offline: bool, policy: Policy | None = None) -> PinCheck:
+    """Every check a pin must pass: index, cache, signature, trust, identity, the base weights, and the
+    policy on what its signed manifest promises."""
     row = PinCheck(e)
     try:
         if offline:
@@ -426,8 +438,11 @@ def check_pin(e: LockEntry, trust: TrustStore, lock_path: Path, *, regs: dict[st
             result = got.result
         else:
             row.path, result = got.path, got
+        row.signer = result.signer
         if base_model is not None:
             _check_pinned_base(e, result, base_model, row)
+        if policy:
+            policy.check(result.manifest)
     except PatchkitError as exc:
         row.error = exc
     return row
@@ -451,6 +466,7 @@ def _check_pinned_base(e: LockEntry, result: VerifyResult, base_model: Path, row
 class LockVerifySummary:
     lock: Path
     rows: list[PinCheck]
+    policy: Policy | None = None
 
     @property
     def ok(self) -> bool:
@@ -477,8 +493,11 @@ class LockVerifySummary:
         return [r.to_dict() for r in self.rows]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "lock": str(self.lock), "patches": self.patches, "verified": self.verified,
-                "failed": self.failed, "exit_code": self.exit_code, "warnings": self.warnings}
+        out = {"ok": self.ok, "lock": str(self.lock), "patches": self.patches, "verified": self.verified,
+               "failed": self.failed, "exit_code": self.exit_code, "warnings": self.warnings}
+        if self.policy:
+            out["policy"] = self.policy.to_dict()
+        return out
 
     def summary_line(self) -> str:
         n = len(self.rows)
@@ -490,25 +509,28 @@ class LockVerifySummary:
 
 
 def _check_lock(lock_path: Path, *, trust: TrustStore, registry: str | None, base_model: Path | None,
-                offline: bool) -> LockVerifySummary:
+                offline: bool, policy: Policy | None = None) -> LockVerifySummary:
     lock = read_lock(lock_path)
     regs: dict[str, Registry] = {}
-    rows = [check_pin(e, trust, lock_path, regs=regs, registry=registry, base_model=base_model, offline=offline)
-            for e in lock.patches]
-    return LockVerifySummary(lock_path, rows)
+    rows = [check_pin(e, trust, lock_path, regs=regs, registry=registry, base_model=base_model, offline=offline,
+                      policy=policy) for e in lock.patches]
+    return LockVerifySummary(lock_path, rows, policy)
 
 
 def verify_lock(lock_path: Path, *, trust: TrustStore | Path | str | None = None, registry: str | None = None,
-                base_model: Path | str | None = None) -> LockVerifySummary:
+                base_model: Path | str | None = None, policy: Policy | None = None) -> LockVerifySummary:
     """Verify every pin of a lock (the cache, else the registry by pinned commit); CI runs this.
 
-    With `base_model`, the weights must be the ones the lock was applied to.
+    With `base_model`, the weights must be the ones the lock was applied to; with `policy`, each
+    signed manifest must meet it.
     """
     base = require_model_dir(base_model) if base_model is not None else None
-    return _check_lock(Path(lock_path), trust=TrustStore.coerce(trust), registry=registry, base_model=base, offline=False)
+    return _check_lock(Path(lock_path), trust=TrustStore.coerce(trust), registry=registry, base_model=base, offline=False,
+                       policy=policy)
 
 
-def status(model_dir: Path, *, lock_path: Path | None = None, trust: TrustStore | Path | str | None = None) -> LockVerifySummary | None:
+def status(model_dir: Path, *, lock_path: Path | None = None, trust: TrustStore | Path | str | None = None,
+           policy: Policy | None = None) -> LockVerifySummary | None:
     """What `verify --lock --base-model MODEL` would say, from this machine alone (no network).
 
     None when the model has no lock (nothing applied).
@@ -517,7 +539,8 @@ def status(model_dir: Path, *, lock_path: Path | None = None, trust: TrustStore 
     lock_path = Path(lock_path) if lock_path is not None else default_lock_path(model_dir)
     if not lock_path.exists():
         return None
-    return _check_lock(lock_path, trust=TrustStore.coerce(trust), registry=None, base_model=model_dir, offline=True)
+    return _check_lock(lock_path, trust=TrustStore.coerce(trust), registry=None, base_model=model_dir, offline=True,
+                       policy=policy)
 
 
 def locked_artifacts(model_dir: Path, *, lock_path: Path | None = None, trust: TrustStore | Path | str | None = None,
