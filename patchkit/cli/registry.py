@@ -8,10 +8,12 @@ from typing import Annotated
 import typer
 
 from patchkit.cli._common import (
+    CertificateChainOpt,
     JsonOpt,
     KeyOpt,
     ModelOpt,
     PassphraseEnvOpt,
+    PolicyOpt,
     RegistryOpt,
     TrustOpt,
     emit,
@@ -108,6 +110,24 @@ def refresh(
     emit(json_, r, f"re-signed the index of {r['name']}: v{r['index_version']}, expires {r['expires']}")
 
 
+def resign(
+    ref: Annotated[str, typer.Argument(metavar="NS/NAME@X.Y.Z")],
+    key: KeyOpt,
+    registry: RegistryOpt = None,
+    certificate_chain: CertificateChainOpt = None,
+    passphrase_env: PassphraseEnvOpt = None,
+    expires_days: ExpiresOpt = 30,
+    json_: JsonOpt = False,
+) -> None:
+    """Re-sign a published version with --key: the same files (same digest), a new signature, a new index."""
+    from patchkit.registry.resign import resign as do_resign
+
+    r = do_resign(ref, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
+                  certificate_chain=certificate_chain)
+    emit(json_, r, f"re-signed {r['name']}@{r['version']} ({r['digest'][:19]}…) with key {r['keyid'][:16]}…: commit "
+                   f"{r['commit'][:12]} replaces {r['previous_commit'][:12]}; index v{r['index_version']}")
+
+
 def pull(
     ref: RefArg,
     trust: TrustOpt = None,
@@ -149,16 +169,18 @@ def status(
     model: ModelOpt,
     lock: LockOpt = None,
     trust: TrustOpt = None,
+    policy: PolicyOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Check the locked patches on this machine (no network): what `verify --lock --base-model` would say.
 
     Exits non-zero, with the failing check's code, whenever it says NOT OK.
     """
+    from patchkit.policy import policy_for
     from patchkit.registry.customer import status as do_status
     from patchkit.registry.lock import default_lock_path
 
-    r = do_status(model, lock_path=lock, trust=trust)
+    r = do_status(model, lock_path=lock, trust=trust, policy=policy_for(trust=trust, policy_file=policy))
     if r is None:
         where = lock or default_lock_path(model)
         emit(json_, {"model": str(model), "lock": str(where), "locked": False, "patches": []},
@@ -215,6 +237,7 @@ def register(app: typer.Typer) -> None:
     app.command("publish")(publish)
     app.command("yank")(yank)
     app.command("unyank")(unyank)
+    app.command("resign")(resign)
     app.command("versions")(versions)
     app.command("pull")(pull)
     app.command("apply")(apply)
