@@ -38,12 +38,14 @@ def publish(
     registry: RegistryOpt = None,
     passphrase_env: PassphraseEnvOpt = None,
     expires_days: ExpiresOpt = 30,
+    certificate_chain: CertificateChainOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Publish a signed version: one commit, tag v<version>, re-signed index."""
     from patchkit.registry.client import publish as do_publish
 
-    r = do_publish(directory, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days)
+    r = do_publish(directory, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
+                   certificate_chain=certificate_chain)
     emit(json_, r, f"published {r['name']}@{r['version']} to {r['registry']} (commit {r['commit'][:12]}, "
                    f"tag {r['tag']}, index v{r['index_version']}, expires {r['expires']})")
 
@@ -55,12 +57,14 @@ def yank(
     registry: RegistryOpt = None,
     passphrase_env: PassphraseEnvOpt = None,
     expires_days: ExpiresOpt = 30,
+    certificate_chain: CertificateChainOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Mark a version yanked: ranges skip it; an exact pin still installs it, with a warning."""
     from patchkit.registry.client import yank as do_yank
 
-    r = do_yank(ref, reason, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days)
+    r = do_yank(ref, reason, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
+                certificate_chain=certificate_chain)
     emit(json_, r, f"yanked {r['name']}@{r['version']} ({r['reason']}); index v{r['index_version']}")
 
 
@@ -70,12 +74,14 @@ def unyank(
     registry: RegistryOpt = None,
     passphrase_env: PassphraseEnvOpt = None,
     expires_days: ExpiresOpt = 30,
+    certificate_chain: CertificateChainOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Undo a yank."""
     from patchkit.registry.client import unyank as do_unyank
 
-    r = do_unyank(ref, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days)
+    r = do_unyank(ref, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
+                  certificate_chain=certificate_chain)
     emit(json_, r, f"unyanked {r['name']}@{r['version']}; index v{r['index_version']}")
 
 
@@ -101,12 +107,14 @@ def refresh(
     registry: RegistryOpt = None,
     passphrase_env: PassphraseEnvOpt = None,
     expires_days: ExpiresOpt = 30,
+    certificate_chain: CertificateChainOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Re-sign the index with a new expiry: clients refuse an expired index (freeze protection)."""
     from patchkit.registry.client import refresh as do_refresh
 
-    r = do_refresh(name, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days)
+    r = do_refresh(name, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
+                   certificate_chain=certificate_chain)
     emit(json_, r, f"re-signed the index of {r['name']}: v{r['index_version']}, expires {r['expires']}")
 
 

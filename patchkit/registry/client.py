@@ -262,9 +262,10 @@ def _current_index(reg: Registry, name: str, key: PrivateKey, *, allow_missing: 
     return index, refs.main
 
 
-def _write_index(reg: Registry, name: str, index: Index, key: PrivateKey, parent: str | None, message: str) -> str:
+def _write_index(reg: Registry, name: str, index: Index, key: PrivateKey, parent: str | None, message: str, *,
+                 chain: list[bytes] | None = None) -> str:
     index.keys = keylog.bound_statements(reg, name)
-    data, sig = sign_index(index, key)
+    data, sig = sign_index(index, key, chain=chain)
     commit = reg.commit(name, {constants.INDEX_FILE: data, constants.INDEX_SIG_FILE: sig}, message, parent=parent)
     check_and_record(index, data, reg.ident, where=f"{reg.url} {name}")
     reg.tag(name, index_tag(index.index_version), commit)
@@ -277,12 +278,22 @@ def _check_expiry_days(days: int) -> int:
     return days
 
 
+def signer_chain(key: PrivateKey, certificate_chain: Path | None) -> list[bytes] | None:
+    """The certificate chain to sign indexes with (`--certificate-chain`), checked against the key."""
+    if certificate_chain is None:
+        return None
+    from patchkit.certificates import signing_chain
+
+    return signing_chain(certificate_chain, key)
+
+
 def publish(directory: Path, key_path: Path, *, registry: str | None = None, passphrase_env: str | None = None,
-            expires_days: int = DEFAULT_EXPIRES_DAYS) -> dict[str, Any]:
+            expires_days: int = DEFAULT_EXPIRES_DAYS, certificate_chain: Path | None = None) -> dict[str, Any]:
     """Verify the artifact (signed by --key), commit it, tag `v<version>`, re-sign the index."""
     directory = Path(directory)
     _check_expiry_days(expires_days)
     key = load_private_key(key_path, passphrase_env)
+    chain = signer_chain(key, certificate_chain)
     manifest_path = directory / constants.MANIFEST_FILE
     if not manifest_path.is_file():
         raise NotFoundError(f"{directory} is not a patch artifact ({constants.MANIFEST_FILE} is missing)", "build and sign it first")
@@ -323,25 +334,27 @@ def publish(directory: Path, key_path: Path, *, registry: str | None = None, pas
         new = index.next(expires_days=expires_days)
         new.versions[version] = IndexEntry(version, commit, vr.digest, fmt_time(now_utc()),
                                            {f: len(b) for f, b in files.items()})
-        _write_index(reg, name, new, key, parent, f"index {new.index_version}: publish {version}")
+        _write_index(reg, name, new, key, parent, f"index {new.index_version}: publish {version}", chain=chain)
     return {"name": name, "version": version, "commit": commit, "tag": tag, "digest": vr.digest, "registry": reg.url,
             "index_version": new.index_version, "expires": new.expires}
 
 
 def _update_index(ref: str, key_path: Path, *, registry: str | None, passphrase_env: str | None, expires_days: int,
-                  action: str, change: Callable[[Index], str | None]) -> dict[str, Any]:
+                  action: str, change: Callable[[Index], str | None], certificate_chain: Path | None = None) -> dict[str, Any]:
     _check_expiry_days(expires_days)
     name, _, _ = ref.partition("@")
     from patchkit.manifest import validate_name
 
     validate_name(name)
     key = load_private_key(key_path, passphrase_env)
+    chain = signer_chain(key, certificate_chain)
     reg = open_registry(registry)
     with reg.writer_lock(name):
         index, head = _current_index(reg, name, key, allow_missing=False)
         new = index.next(expires_days=expires_days)
         version = change(new)
-        _write_index(reg, name, new, key, head, f"index {new.index_version}: {action}{' ' + version if version else ''}")
+        _write_index(reg, name, new, key, head, f"index {new.index_version}: {action}{' ' + version if version else ''}",
+                     chain=chain)
     return {"name": name, "version": version, "action": action, "registry": reg.url, "index_version": new.index_version,
             "expires": new.expires}
 
@@ -369,7 +382,7 @@ def _entry_for(index: Index, version: str) -> IndexEntry:
 
 
 def yank(ref: str, reason: str, key_path: Path, *, registry: str | None = None, passphrase_env: str | None = None,
-         expires_days: int = DEFAULT_EXPIRES_DAYS) -> dict[str, Any]:
+         expires_days: int = DEFAULT_EXPIRES_DAYS, certificate_chain: Path | None = None) -> dict[str, Any]:
     version = _exact_version(ref, "yank")
     if not reason.strip():
         raise UsageError("yank needs a --reason", "say why users should not install this version")
@@ -380,13 +393,13 @@ def yank(ref: str, reason: str, key_path: Path, *, registry: str | None = None, 
         return e.version
 
     out = _update_index(ref, key_path, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
-                        action="yank", change=change)
+                        action="yank", change=change, certificate_chain=certificate_chain)
     out["reason"] = reason.strip()
     return out
 
 
 def unyank(ref: str, key_path: Path, *, registry: str | None = None, passphrase_env: str | None = None,
-           expires_days: int = DEFAULT_EXPIRES_DAYS) -> dict[str, Any]:
+           expires_days: int = DEFAULT_EXPIRES_DAYS, certificate_chain: Path | None = None) -> dict[str, Any]:
     version = _exact_version(ref, "unyank")
 
     def change(index: Index) -> str:
@@ -395,14 +408,14 @@ def unyank(ref: str, key_path: Path, *, registry: str | None = None, passphrase_
         return e.version
 
     return _update_index(ref, key_path, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
-                         action="unyank", change=change)
+                         action="unyank", change=change, certificate_chain=certificate_chain)
 
 
 def refresh(name: str, key_path: Path, *, registry: str | None = None, passphrase_env: str | None = None,
-            expires_days: int = DEFAULT_EXPIRES_DAYS) -> dict[str, Any]:
+            expires_days: int = DEFAULT_EXPIRES_DAYS, certificate_chain: Path | None = None) -> dict[str, Any]:
     """Re-sign the index with a new expiry (and index_version + 1), changing nothing else."""
     return _update_index(name, key_path, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
-                         action="refresh", change=lambda index: None)
+                         action="refresh", change=lambda index: None, certificate_chain=certificate_chain)
 
 
 __all__ = ["PullResult", "choose", "fetch_pinned", "load_index", "publish", "pull", "refresh", "unyank", "versions", "yank"]

@@ -248,10 +248,11 @@ def parse_index(data: bytes, *, where: str) -> Index:
     return idx
 
 
-def sign_index(index: Index, key: PrivateKey) -> tuple[bytes, bytes]:
-    """(index bytes, signature bytes): a model-signing bundle over the one index file."""
+def sign_index(index: Index, key: PrivateKey, *, chain: list[bytes] | None = None) -> tuple[bytes, bytes]:
+    """(index bytes, signature bytes): a model-signing bundle over the one index file (with `chain`,
+    in the certificate method, so customers who trust only the organisation's CA can verify it)."""
     data = index.to_bytes()
-    return data, sign_blobs(index.name, {constants.INDEX_FILE: data}, key, sig_name=constants.INDEX_SIG_FILE)
+    return data, sign_blobs(index.name, {constants.INDEX_FILE: data}, key, sig_name=constants.INDEX_SIG_FILE, chain=chain)
 
 
 def _stated_time(files: Mapping[str, bytes]) -> datetime | None:

@@ -24,7 +24,14 @@ from patchkit.keys import keyid_of, load_private_key, public_pem
 from patchkit.manifest import parse_manifest, validate_name
 from patchkit.registry.backends import open_registry
 from patchkit.registry.cache import MAX_ARTIFACT_BYTES
-from patchkit.registry.client import _check_expiry_days, _current_index, _entry_for, _exact_version, _write_index
+from patchkit.registry.client import (
+    _check_expiry_days,
+    _current_index,
+    _entry_for,
+    _exact_version,
+    _write_index,
+    signer_chain,
+)
 from patchkit.registry.index import DEFAULT_EXPIRES_DAYS, fmt_time, now_utc
 from patchkit.signing import check_files, open_bundle, root_digest, sign_digests
 from patchkit.trust import TrustEntry, TrustStore
@@ -36,11 +43,7 @@ def resign(ref: str, key_path: Path, *, registry: str | None = None, passphrase_
     _check_expiry_days(expires_days)
     name = validate_name(ref.partition("@")[0])
     key = load_private_key(key_path, passphrase_env)
-    chain = None
-    if certificate_chain is not None:
-        from patchkit.certificates import signing_chain
-
-        chain = signing_chain(certificate_chain, key)
+    chain = signer_chain(key, certificate_chain)
     reg = open_registry(registry)
     with reg.writer_lock(name):
         index, head = _current_index(reg, name, key, allow_missing=False)
@@ -78,7 +81,7 @@ def resign(ref: str, key_path: Path, *, registry: str | None = None, passphrase_
         previous = e.commit
         e.commit, e.signed_at = commit, fmt_time(now_utc())
         e.files[constants.SIGNATURE_FILE] = len(sig)
-        _write_index(reg, name, new, key, commit, f"index {new.index_version}: resign {entry.version}")
+        _write_index(reg, name, new, key, commit, f"index {new.index_version}: resign {entry.version}", chain=chain)
     return {"name": name, "version": entry.version, "digest": entry.digest, "commit": commit, "previous_commit": previous,
             "keyid": keyid_of(key.public_key()), "registry": reg.url, "index_version": new.index_version,
             "expires": new.expires, "signed_at": e.signed_at}
