@@ -111,8 +111,9 @@ class Revoked:
             return other
         return self
 
-    def refuses(self, signed_at: datetime | None) -> bool:
-        return self.compromised_since is None or signed_at is None or signed_at >= self.compromised_since
+    def refuses(self, signed_by: datetime) -> bool:
+        """Every signature, or with `compromised_since`, one that may have been made after it."""
+        return self.compromised_since is None or signed_by > self.compromised_since
 
     def to_dict(self) -> dict[str, Any]:
         return {"reason": self.reason, "statement": self.statement, "signer": self.signer, "issued_at": self.issued_at,
@@ -322,8 +323,10 @@ class TrustStore:
                 "the key signed outside its scope; ask the publisher, or widen the scope with `patchkit trust add`",
             )
         when = signed_at if signed_at is not None else self.signing_time(digest)
+        # A signature that exists now was made by now: without a trusted date, now is its latest time.
+        now = now_utc()
         revoked = self.revocations.get(keyid)
-        if revoked is not None and revoked.refuses(None if dated_by_signer else when):
+        if revoked is not None and revoked.refuses(now if dated_by_signer or when is None else when):
             since = (f" (compromised since {fmt_time(revoked.compromised_since)}; this signature is "
                      + (f"dated {fmt_time(when)} by the signer itself" if dated_by_signer and when else
                         f"dated {fmt_time(when)}" if when else "undated") + ")") if revoked.compromised_since else ""
@@ -333,7 +336,7 @@ class TrustStore:
                 "do not use it; ask the publisher for a version re-signed with its new key (`patchkit resign`)",
             )
         handover = entry.handover_for(name)
-        if handover is not None and (when is None or when >= handover.effective):
+        if handover is not None and (when if when is not None else now) > handover.effective:
             successor = self.find(handover.to)
             shown = successor.display if successor else handover.to[:16]
             dated = (f"signed {fmt_time(when)}" if when else

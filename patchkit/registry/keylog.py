@@ -7,8 +7,8 @@ publisher with no saved state still notices a `main` moved back.
 
 A client reads the key log of a name's namespace before it trusts that name's index
 (`refresh`), so it learns rotations and revocations with the index:
-- it refuses a key log that lacks a statement it saw before (rollback protection of its own:
-  the digests seen per (registry, namespace) are kept in `$PATCHKIT_HOME/state/key-logs.json`,
+- it refuses a key log that lacks a statement it saw stand before (rollback protection of its
+  own: those digests, per (registry, namespace), are kept in `$PATCHKIT_HOME/state/key-logs.json`,
   and revocations once verified are kept for good in `state/revocations.json`);
 - it follows standing rotations in its trust store (within the old key's scopes, never wider,
   recorded in the trust store file) and records standing revocations;
@@ -88,6 +88,11 @@ class KeyLog:
     def digests(self) -> list[str]:
         return [e.digest for e in self.envelopes]
 
+    @property
+    def standing(self) -> list[str]:
+        """The statements that stand: what a client remembers, and refuses to see dropped."""
+        return [s.digest for s in [*self.judged.rotations, *self.judged.revocations]]
+
 
 def read_log(reg: Registry, namespace: str, *, verified: set[str] | frozenset[str] = frozenset()) -> KeyLog:
     """The key log of `namespace` at `main`, judged; an empty log when the registry has none."""
@@ -165,7 +170,7 @@ def refresh(reg: Registry, name: str, trust: TrustStore) -> KeyLog:
         key = f"{reg.ident} {namespace}"
         log = read_log(reg, namespace, verified=frozenset(state["verified"]))
         _check_no_rollback(log, set(state["logs"].get(key, [])), f"{reg.url} {log_name(namespace)}")
-        _remember(key, log.digests, log.judged.verified)
+        _remember(key, log.standing, log.judged.verified & set(log.standing))
         _refreshed[reg][namespace] = log
     found = [r.record() for r in log.judged.revocations]
     if any(trust.revocations.get(r.keyid) != (trust.revocations[r.keyid].stricter(r) if r.keyid in trust.revocations else r)
@@ -253,7 +258,8 @@ def _append(reg: Registry, namespace: str, envelope: Envelope, what: str) -> dic
             raise TrustError(f"{where}: the new {what} would make an earlier statement fall: {fell[0]}", "nothing was changed")
         commit = reg.commit(name, {KEYLOG_FILE: dumps_log(namespace, envelopes)}, f"keys: {what}", parent=log.head)
         reg.tag(name, f"keys-v{len(envelopes)}", commit)
-        _remember(f"{reg.ident} {namespace}", [e.digest for e in envelopes], judged.verified)
+        standing = [s.digest for s in [*judged.rotations, *judged.revocations]]
+        _remember(f"{reg.ident} {namespace}", standing, judged.verified & set(standing))
     return {"namespace": namespace, "statement": envelope.digest, "registry": reg.url, "changed": True, "commit": commit}
 
 
