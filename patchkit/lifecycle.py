@@ -289,6 +289,11 @@ class Judged:
     refused: dict[str, tuple[Statement, str]] = field(default_factory=dict)  # digest -> (statement, reason)
     verified: set[str] = field(default_factory=set)  # digests whose signatures checked out
 
+    @property
+    def standing(self) -> list[str]:
+        """The digests of the statements that stand."""
+        return [r.digest for r in self.rotations] + [r.digest for r in self.revocations]
+
     def successors(self, keyid: str) -> set[str]:
         """Every key reachable from `keyid` through standing rotations."""
         seen: set[str] = set()

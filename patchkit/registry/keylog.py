@@ -91,7 +91,7 @@ class KeyLog:
     @property
     def standing(self) -> list[str]:
         """The statements that stand: what a client remembers, and refuses to see dropped."""
-        return [s.digest for s in [*self.judged.rotations, *self.judged.revocations]]
+        return self.judged.standing
 
 
 def read_log(reg: Registry, namespace: str, *, verified: set[str] | frozenset[str] = frozenset()) -> KeyLog:
@@ -258,8 +258,7 @@ def _append(reg: Registry, namespace: str, envelope: Envelope, what: str) -> dic
             raise TrustError(f"{where}: the new {what} would make an earlier statement fall: {fell[0]}", "nothing was changed")
         commit = reg.commit(name, {KEYLOG_FILE: dumps_log(namespace, envelopes)}, f"keys: {what}", parent=log.head)
         reg.tag(name, f"keys-v{len(envelopes)}", commit)
-        standing = [s.digest for s in [*judged.rotations, *judged.revocations]]
-        _remember(f"{reg.ident} {namespace}", standing, judged.verified & set(standing))
+        _remember(f"{reg.ident} {namespace}", judged.standing, judged.verified & set(judged.standing))
     return {"namespace": namespace, "statement": envelope.digest, "registry": reg.url, "changed": True, "commit": commit}
 
 
