@@ -44,11 +44,16 @@ def trust_text(home: Path) -> str:
 
 
 def state_of(home: Path) -> dict[str, bytes]:
-    """Every file of a home that records trust: the trust store and the state directory."""
+    """What a home trusts: the trust store, the revocations it keeps, and the index versions it saw.
+
+    (The key-log memory is left out: it notes valid statements a log served, including ones that
+    do not concern this trust store.)
+    """
     out = {}
-    for p in [home / "trust.toml", *sorted((home / "state").rglob("*"))]:
-        if p.is_file() and not p.name.endswith(".lock"):
-            out[str(p.relative_to(home))] = p.read_bytes()
+    for name in ("trust.toml", "state/revocations.json", "state/index-versions.json"):
+        p = home / name
+        if p.is_file():
+            out[name] = p.read_bytes()
     return out
 
 

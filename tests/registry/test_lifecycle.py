@@ -11,8 +11,8 @@ import pytest
 
 from patchkit.errors import IntegrityError, TrustError
 from patchkit.registry import pull, refresh, verify_lock
-from patchkit.registry.client import load_index
 from patchkit.registry.backends import open_registry
+from patchkit.registry.client import load_index
 from patchkit.registry.keylog import revoke, rotate
 from patchkit.registry.resign import resign
 from patchkit.trust import TrustStore, trust_add
