@@ -24,7 +24,7 @@ def _floats(n: int, rng: random.Random) -> bytes:
 
 
 def _setup(tmp: Path, env: dict[str, str]) -> Path:
-    from patchkit._safetensors import serialize
+    from patchkit._internal.tensors import serialize
 
     rng = random.Random(0)
     hidden, vocab = 256, 1024

@@ -29,7 +29,7 @@ if __package__ in (None, ""):  # `python benchmarks/fingerprint.py` from a check
 
 import blake3
 
-from patchkit._safetensors import serialize
+from patchkit._internal.tensors import serialize
 
 GOAL_COLD_RATIO = 0.6
 GOAL_WARM_MS = 50.0

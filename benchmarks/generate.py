@@ -87,7 +87,7 @@ def run(repeats: int = 3, batches: tuple[int, ...] = (1, 8), peft_nocache_b8: bo
     import transformers
     from peft import PromptTuningConfig, TaskType, get_peft_model
 
-    from patchkit.runtime.loader import load_base, load_tokenizer
+    from patchkit.lm.loading import load_causal_lm, load_tokenizer
     from patchkit.runtime.patched import PatchedModel
 
     transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
@@ -96,12 +96,12 @@ def run(repeats: int = 3, batches: tuple[int, ...] = (1, 8), peft_nocache_b8: bo
         torch.set_num_threads(threads)
     mdir = model_dir()
     tok = load_tokenizer(mdir)
-    base = load_base(mdir, device="cpu", dtype="float32")
+    base = load_causal_lm(mdir, device="cpu", dtype="float32")
     g = torch.Generator().manual_seed(0)
     vocab = base.get_input_embeddings().weight
     prefix = vocab[torch.randint(0, vocab.shape[0], (PATCH_TOKENS,), generator=g)].detach().clone()  # vocab-init patch
     patched = PatchedModel(base, prefix)
-    peft_base = load_base(mdir, device="cpu", dtype="float32")
+    peft_base = load_causal_lm(mdir, device="cpu", dtype="float32")
     cfg = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=PATCH_TOKENS, token_dim=prefix.shape[1],
                              num_transformer_submodules=1, num_attention_heads=base.config.num_attention_heads,
                              num_layers=base.config.num_hidden_layers)

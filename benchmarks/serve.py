@@ -76,17 +76,17 @@ def make_patches(tmp: Path, mdir: Path, registry: str) -> tuple[list[Path], Path
     import torch
     from safetensors.torch import save_file
 
-    from patchkit.build import build_artifact
+    from patchkit.artifact.build import build_artifact
+    from patchkit.artifact.sign import sign_artifact
     from patchkit.keys import generate_keypair
+    from patchkit.lm.loading import load_causal_lm
     from patchkit.registry.client import publish
-    from patchkit.runtime.loader import load_base
-    from patchkit.sign import sign_artifact
     from patchkit.trust import trust_add
 
     generate_keypair(tmp / "keys")
     trust = tmp / "trust.toml"
     trust_add(tmp / "keys" / "public.pem", ["bench/*"], label="bench", path=trust)
-    vocab = load_base(mdir, device="cpu", dtype="float32").get_input_embeddings().weight.detach()
+    vocab = load_causal_lm(mdir, device="cpu", dtype="float32").get_input_embeddings().weight.detach()
     arts = []
     for i in range(CLIENTS):
         g = torch.Generator().manual_seed(i)
@@ -157,15 +157,16 @@ def sequential_in_process(mdir: Path, arts: list[Path], trust: Path) -> float:
     """8 patched generate calls one after the other, weights loaded once: tokens/s."""
     import torch
 
+    from patchkit.lm.loading import load_causal_lm, load_tokenizer
     from patchkit.runtime.compose import compose_prefix
     from patchkit.runtime.generation import encode
-    from patchkit.runtime.loader import load_base, load_tokenizer
     from patchkit.runtime.patched import PatchedModel
     from patchkit.runtime.resolve import resolve_patches
+    from patchkit.verifying import VerificationPolicy
 
     tok = load_tokenizer(mdir)
-    base = load_base(mdir, device="cpu", dtype="float32")
-    patched = [PatchedModel(base, compose_prefix(resolve_patches(mdir, [a], trust=trust), dtype=torch.float32)) for a in arts]
+    base = load_causal_lm(mdir, device="cpu", dtype="float32")
+    patched = [PatchedModel(base, compose_prefix(resolve_patches(mdir, [a], VerificationPolicy.build(trust)), dtype=torch.float32)) for a in arts]
     gen = {"max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS, "do_sample": False, "pad_token_id": tok.pad_token_id}
     warm = encode(tok, [QUESTIONS[0]])
     PatchedModel(base, None).generate(**warm, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
@@ -177,7 +178,7 @@ def sequential_in_process(mdir: Path, arts: list[Path], trust: Path) -> float:
 
 def sequential_cli(mdir: Path, arts: list[Path], trust: Path, env: dict[str, str]) -> tuple[float, float]:
     """8 whole `patchkit generate` processes: (seconds, tokens/s with the tokens each printed, re-tokenized)."""
-    from patchkit.runtime.loader import load_tokenizer
+    from patchkit.lm.loading import load_tokenizer
 
     tok = load_tokenizer(mdir)
     t0 = time.perf_counter()

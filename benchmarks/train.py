@@ -113,10 +113,10 @@ class _Timer:
 
 def _trl(kind: str, model_dir: Path, rows: list[dict[str, str]], steps: int, out: Path) -> list[float]:
     import torch
-    from datasets import Dataset  # type: ignore[import-untyped]
+    from datasets import Dataset
     from peft import PromptTuningConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer  # type: ignore[attr-defined]
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     if tok.pad_token is None:
@@ -148,14 +148,14 @@ def _patchkit(kind: str, model_dir: Path, rows: list[dict[str, str]], steps: int
     import torch
     from transformers import AutoTokenizer
 
+    from patchkit.lm.loading import load_causal_lm
     from patchkit.train.dpo import Pair, dpo_batch_loss, reference_logprobs
     from patchkit.train.model import Example, PrefixLM, initial_prefix
     from patchkit.train.sft import sft_batch_loss
-    from patchkit.train.trainer import _load_causal_lm
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    base = _load_causal_lm(model_dir, torch.float32).to(device)
+    base = load_causal_lm(model_dir, device=device, dtype=torch.float32)
     base.eval()
     model = PrefixLM(base, initial_prefix(base, tok, "random", VIRTUAL_TOKENS, 0))
     opt = torch.optim.AdamW([model.prefix], lr=5e-3)

@@ -18,7 +18,7 @@ from benchmarks._util import bin_path, row, signed_patch, time_interleaved, time
 
 
 def _make_artifact(tmp: Path) -> tuple[Path, Path, Path]:
-    from patchkit._safetensors import serialize
+    from patchkit._internal.tensors import serialize
 
     env = {**os.environ, "PATCHKIT_HOME": str(tmp / "home"), "PATCHKIT_NO_PROGRESS": "1"}
     rng = random.Random(0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from patchkit.constants import PATCHKIT_VERSION as __version__
 from patchkit.errors import (
     CompatibilityError,
     IntegrityError,
@@ -18,8 +19,6 @@ from patchkit.errors import (
     TrustError,
     UsageError,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CompatibilityError",

@@ -16,19 +16,20 @@ the leaf's notBefore instead, so it accepts expired leaves that patchkit refuses
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from patchkit._io import read_regular
-from patchkit._time import fmt_time, now_utc
+from patchkit._internal.clock import fmt_time, now_utc
+from patchkit._internal.files import read_regular
 from patchkit.errors import IntegrityError, InvalidInputError, NotFoundError, TrustError, UsageError
 from patchkit.keys import PrivateKey, keyid_of, public_pem
 
 if TYPE_CHECKING:
     from cryptography import x509
 
-    from patchkit.trust import CAEntry, TrustEntry
+    from patchkit.trust import CAEntry
 
 MAX_CHAIN_BYTES = 256 * 1024
 MAX_CHAIN_CERTS = 8
@@ -197,16 +198,28 @@ def load_ca_certificate(path: Path) -> tuple[str, bytes, str]:
     return cert.public_bytes(serialization.Encoding.PEM).decode(), _der(cert), _common_name(cert)
 
 
-def leaf_entry(chain: list[bytes], cas: list[CAEntry], *, at: datetime, where: str) -> TrustEntry:
-    """A trust entry for the leaf of `chain`, with the scopes of every trusted CA that issued it at `at`.
+@dataclass(frozen=True)
+class CertifiedKey:
+    """The leaf key of a chain that trusted CAs issued: what the trust store turns into a signer.
+
+    Plain data, so this module needs nothing from `patchkit.trust` (which sits above it).
+    """
+
+    keyid: str
+    public_key_pem: str
+    scopes: list[str]
+    label: str  # the leaf's common name
+    certificate: str  # "CN (certificate from CA, ...)"
+
+
+def leaf_entry(chain: list[bytes], cas: list[CAEntry], *, at: datetime, where: str) -> CertifiedKey:
+    """The leaf key of `chain`, with the scopes of every trusted CA that issued it at `at`.
 
     Expired, not-yet-valid and wrong-usage leaves, and leaves no trusted CA issued, are
     TrustErrors naming the cause.
     """
     from cryptography import x509
     from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store, VerificationError
-
-    from patchkit.trust import TrustEntry
 
     try:
         certs = [x509.load_der_x509_certificate(d) for d in chain]
@@ -246,9 +259,9 @@ def leaf_entry(chain: list[bytes], cas: list[CAEntry], *, at: datetime, where: s
             f"store vouches for at {fmt_time(at)} (trusted: {', '.join(c.display for c in cas)})",
             "if you trust that organisation, run `patchkit trust add-ca ROOT_PEM --scope NS/*`",
         )
-    return TrustEntry(keyid=keyid_of(key), public_key_pem=public_pem(key).decode(), scopes=sorted(scopes),
-                      label=who, certificate=f"{who} (certificate from {', '.join(issuers)})")
+    return CertifiedKey(keyid=keyid_of(key), public_key_pem=public_pem(key).decode(), scopes=sorted(scopes),
+                        label=who, certificate=f"{who} (certificate from {', '.join(issuers)})")
 
 
-__all__ = ["chain_material", "leaf_entry", "leaf_public_key", "load_ca_certificate", "parse_material", "signing_chain",
+__all__ = ["CertifiedKey", "chain_material", "leaf_entry", "leaf_public_key", "load_ca_certificate", "parse_material", "signing_chain",
            "usage_problem", "validity_problem"]

@@ -14,7 +14,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from patchkit._io import read_regular
+from patchkit._internal.files import read_regular
 from patchkit.errors import InvalidInputError
 
 MAX_RESULT_BYTES = 16 * 1024 * 1024

@@ -12,7 +12,7 @@ import tomllib
 from collections.abc import Callable
 
 from patchkit import constants
-from patchkit._io import atomic_write_text, file_lock, lock_for, read_regular
+from patchkit._internal.files import atomic_write_text, file_lock, lock_for, read_regular
 from patchkit.errors import InvalidInputError, UsageError
 
 MAX_CONFIG_BYTES = 64 * 1024

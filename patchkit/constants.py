@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# The one place the version is written (pyproject reads it from here).
+PATCHKIT_VERSION = "0.1.0"
+
 MANIFEST_FILE = "patchkit.json"
 SIGNATURE_FILE = "patchkit.sig"
 TENSOR_FILE = "adapter_model.safetensors"

@@ -27,7 +27,7 @@ from patchkit._fingerprint.digest import (
 from patchkit._fingerprint.discover import Discovery, discover
 from patchkit._fingerprint.hashing import hash_layout
 from patchkit._fingerprint.reading import read_layout
-from patchkit.errors import CompatibilityError, InvalidInputError
+from patchkit.errors import InvalidInputError
 
 __all__ = [
     "ALGORITHMS",
@@ -40,7 +40,6 @@ __all__ = [
     "fingerprint_matches",
     "is_digest",
     "parse_digest",
-    "require_fingerprint",
 ]
 
 # Models bigger than this show a progress bar (unless PATCHKIT_NO_PROGRESS is set).
@@ -109,15 +108,3 @@ def fingerprint_matches(model_dir: Path | str, expected_digest: str, *, use_cach
     algorithm, _ = parse_digest(expected_digest)
     actual = fingerprint(model_dir, algorithm=algorithm, use_cache=use_cache)
     return digests_equal(actual, expected_digest)
-
-
-def require_fingerprint(model_dir: Path | str, expected_digest: str, *, what: str = "the patch") -> str:
-    """Raise CompatibilityError unless `model_dir` has `expected_digest`; return the actual digest."""
-    algorithm, _ = parse_digest(expected_digest)
-    actual = fingerprint(model_dir, algorithm=algorithm)
-    if not digests_equal(actual, expected_digest):
-        raise CompatibilityError(
-            f"base model {model_dir} does not match {what}: its fingerprint is {actual}, expected {expected_digest}",
-            "use the base model the patch was built for",
-        )
-    return actual

@@ -15,7 +15,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from patchkit._io import atomic_write_bytes, read_regular
+from patchkit._internal.files import atomic_write_bytes, read_regular
 from patchkit.errors import InvalidInputError, NotFoundError, UsageError
 
 PrivateKey = ec.EllipticCurvePrivateKey

@@ -29,8 +29,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from patchkit._json import dumps_canonical, loads_strict
-from patchkit._time import fmt_time, parse_utc
+from patchkit._internal.clock import fmt_time, parse_utc
+from patchkit._internal.jsonio import dumps_canonical, loads_strict
 from patchkit.errors import IntegrityError, InvalidInputError, UsageError
 from patchkit.keys import PrivateKey, PublicKey, keyid_of, parse_public_key, public_pem
 from patchkit.manifest import NAME_PART

@@ -7,15 +7,16 @@ a newer minor version intact (they are covered by the signature like every other
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from patchkit import __version__
-from patchkit._io import read_regular
-from patchkit._json import dumps_canonical, loads_strict
+from patchkit._internal.clock import utc_stamp
+from patchkit._internal.files import read_regular
+from patchkit._internal.jsonio import dumps_canonical, loads_strict
+from patchkit.constants import PATCHKIT_VERSION as __version__
 from patchkit.errors import CompatibilityError, InvalidInputError
 from patchkit.version import Version, in_range, is_semver, parse_range
 
@@ -157,7 +158,7 @@ class Manifest(_Model):
     description: str = ""
     license: str = "unknown"
     publisher: str = ""
-    created_at: str = Field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    created_at: str = Field(default_factory=utc_stamp)
     base_model: BaseModelInfo
     prefix: PrefixInfo
     training: TrainingInfo = Field(default_factory=TrainingInfo)
@@ -277,3 +278,10 @@ def json_schema() -> dict[str, Any]:
     schema["$id"] = "https://patchkit.dev/schemas/patchkit-manifest-1.schema.json"
     schema["title"] = "patchkit manifest, schema 1.x"
     return schema
+
+
+if __name__ == "__main__":  # `python -m patchkit.manifest > manifests/patchkit-manifest-1.schema.json`
+    import json
+    import sys
+
+    sys.stdout.write(json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")

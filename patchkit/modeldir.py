@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit._io import read_regular
-from patchkit._json import loads_strict
+from patchkit._internal.files import read_regular
+from patchkit._internal.jsonio import loads_strict
 from patchkit.errors import InvalidInputError, NotFoundError
 
 MAX_CONFIG_BYTES = 16 * 1024 * 1024

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit._io import read_regular
+from patchkit._internal.files import read_regular
 from patchkit.errors import InvalidInputError, NotFoundError, PolicyError, UsageError
 from patchkit.manifest import DOMAIN_RE, Manifest
 

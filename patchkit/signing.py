@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from patchkit import constants
-from patchkit._io import atomic_write_bytes, is_real_dir, read_regular
-from patchkit._json import loads_strict
+from patchkit._internal.files import atomic_write_bytes, is_real_dir, read_regular
+from patchkit._internal.jsonio import loads_strict
 from patchkit.errors import IntegrityError, InvalidInputError, TrustError
 from patchkit.keys import PrivateKey, PublicKey, keyid_of
 from patchkit.trust import TrustEntry, TrustStore

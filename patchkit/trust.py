@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit._io import atomic_write_text, file_lock, lock_for, read_regular
-from patchkit._json import dumps_canonical, loads_strict
-from patchkit._time import fmt_time, now_utc, parse_utc
+from patchkit._internal.clock import fmt_time, now_utc, parse_utc, utc_stamp
+from patchkit._internal.files import atomic_write_text, file_lock, lock_for, read_regular
+from patchkit._internal.jsonio import dumps_canonical, loads_strict
 from patchkit.errors import IntegrityError, InvalidInputError, NotFoundError, ReadOnlyError, TrustError, UsageError
 from patchkit.keys import PublicKey, keyid_of, load_public_key, parse_public_key, public_pem
 
@@ -352,7 +352,9 @@ class TrustStore:
         """The signer a certificate chain names, if one of the trusted CAs issued it for code signing."""
         from patchkit.certificates import leaf_entry
 
-        return leaf_entry(chain, self.cas, at=at or now_utc(), where=str(self.path))
+        leaf = leaf_entry(chain, self.cas, at=at or now_utc(), where=str(self.path))
+        return TrustEntry(keyid=leaf.keyid, public_key_pem=leaf.public_key_pem, scopes=leaf.scopes, label=leaf.label,
+                          certificate=leaf.certificate)
 
     # -- editing ----------------------------------------------------------------------------
     def save(self) -> None:
@@ -403,10 +405,6 @@ def _labels(store: TrustStore) -> set[str]:
     return {e.label for e in store.entries if e.label} | {c.label for c in store.cas if c.label}
 
 
-def _stamp() -> str:
-    return fmt_time(now_utc())
-
-
 def trust_add(public_pem_path: Path, scopes: list[str], label: str | None = None, path: Path | None = None) -> TrustEntry:
     if not scopes:
         raise UsageError("trust add needs at least one --scope", SCOPE_HINT)
@@ -425,7 +423,7 @@ def trust_add(public_pem_path: Path, scopes: list[str], label: str | None = None
         else:
             if label and label in _labels(store):
                 raise UsageError(f"a publisher named {label!r} is already trusted", "pick another --name")
-            entry = TrustEntry(kid, public_pem(key).decode(), sorted(set(scopes)), label or "", _stamp())
+            entry = TrustEntry(kid, public_pem(key).decode(), sorted(set(scopes)), label or "", utc_stamp())
             store.entries.append(entry)
         store.save()
     return entry
@@ -453,7 +451,7 @@ def trust_add_ca(certificate_path: Path, scopes: list[str], label: str | None = 
             name = label or subject
             if name in _labels(store):
                 raise UsageError(f"a publisher or CA named {name!r} is already trusted", "pick another --name")
-            ca = CAEntry(fingerprint, pem, sorted(set(scopes)), name, _stamp())
+            ca = CAEntry(fingerprint, pem, sorted(set(scopes)), name, utc_stamp())
             store.cas.append(ca)
         store.save()
     return ca

@@ -2,6 +2,11 @@
 
 Order matters for honest exit codes: the signature and trust come first (3/4), then the
 file set and digests (3), then the content (6), then the base model (5).
+
+A `VerificationPolicy` (the trust store, the base model, whether a base mismatch is accepted,
+the token budget, the rules on what a signed manifest must promise) is built once where a command or an API call starts and passed down, the
+way sigstore-python passes its VerificationPolicy; nothing below the edge re-reads a trust
+file or threads those flags on its own.
 """
 
 from __future__ import annotations
@@ -11,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit._io import read_regular
-from patchkit.artifact import check_adapter_config, parse_prefix_file
+from patchkit._internal.files import read_regular
+from patchkit.artifact.layout import check_adapter_config, parse_prefix_file
 from patchkit.errors import CompatibilityError, IntegrityError, NotFoundError
 from patchkit.manifest import Manifest, check_requires, parse_manifest
+from patchkit.policy import Policy
 from patchkit.signing import MAX_SIGNATURE_BYTES, check_files, open_bundle, read_artifact_files
 from patchkit.trust import TrustStore
 
@@ -50,27 +56,43 @@ class VerifyResult:
         }
 
 
+@dataclass(frozen=True)
+class VerificationPolicy:
+    """Everything a patch is checked against, decided once at the CLI or API edge."""
+
+    trust: TrustStore
+    base_model: Path | None = None
+    allow_base_mismatch: bool = False
+    token_budget: int = constants.DEFAULT_TOKEN_BUDGET
+    # `--require` / policy.toml: checked against each signed manifest by `verify` and `status`
+    # (exit 9), after everything above has passed.
+    rules: Policy = field(default_factory=Policy)
+
+    @classmethod
+    def build(cls, trust: TrustStore | Path | str | None = None, *, base_model: Path | str | None = None,
+              allow_base_mismatch: bool = False, token_budget: int = constants.DEFAULT_TOKEN_BUDGET,
+              rules: Policy | None = None) -> VerificationPolicy:
+        """From what a user passes (a trust file or None for the default store)."""
+        return cls(TrustStore.coerce(trust), Path(base_model) if base_model is not None else None,
+                   allow_base_mismatch, token_budget, rules if rules is not None else Policy())
+
+
 def artifact_digest(root: str) -> str:
     return f"sha256:{root}"
 
 
-def verify_artifact(
-    path: Path | str,
-    *,
-    trust: TrustStore | Path | str | None = None,
-    base_model: Path | str | None = None,
-) -> VerifyResult:
-    """Verify an artifact directory; raises a PatchkitError subclass on any failure.
+def verify_artifact(path: Path | str, trust: TrustStore) -> VerifyResult:
+    """Verify an artifact directory's signature, signer, files and content; raises a PatchkitError subclass.
 
     Directories only: telling a directory from a registry ref is the registry layer's job
-    (`patchkit.registry.targets`).
+    (`patchkit.registry.targets`), and the base model is `check_base`'s.
     """
     path = Path(path)
     if not path.exists():
         raise NotFoundError(f"{path} does not exist", "pass a patch artifact directory or NS/NAME@SPEC")
     if not path.is_dir():
         raise NotFoundError(f"{path} is not a patch artifact directory", "pass the directory that holds patchkit.json")
-    store = TrustStore.coerce(trust)
+    store = trust
     sig_path = path / constants.SIGNATURE_FILE
     try:
         sig = read_regular(sig_path, MAX_SIGNATURE_BYTES, error=IntegrityError)
@@ -95,9 +117,6 @@ def verify_artifact(
         path=path,
         manifest=manifest,
     )
-    if base_model is not None:
-        check_base_model(manifest, Path(base_model))
-        result.base_model_checked = True
     return result
 
 
@@ -126,17 +145,29 @@ def check_content(path: Path, manifest: Manifest, files: dict[str, bytes]) -> No
     check_adapter_config(files[constants.ADAPTER_CONFIG_FILE], manifest, str(path / constants.ADAPTER_CONFIG_FILE))
 
 
-def check_base_model(manifest: Manifest, model_dir: Path) -> None:
-    """Refuse a base model whose content fingerprint differs from the one the patch was made for."""
-    from patchkit.fingerprinting import fingerprint_matches
+def check_base(manifest: Manifest, model_dir: Path, *, allow_mismatch: bool = False, warnings: list[str] | None = None,
+               override: str | None = None) -> str:
+    """The wrong-software check, the one place it is made: the patch must be for these weights.
 
-    if not fingerprint_matches(model_dir, manifest.base_model.digest):
-        raise CompatibilityError(
-            f"{manifest.name}@{manifest.version} was built for base {manifest.base_model.digest[:40]}…, "
-            f"which is not the model in {model_dir}",
-            f"check against the model it was built for ({manifest.base_model.id}); `patchkit fingerprint DIR` shows a "
-            "model's digest",
-        )
+    Returns the model's fingerprint (in the algorithm of the patch's digest, cached after the
+    first time). A mismatch raises CompatibilityError, or, when `allow_mismatch`, becomes a
+    loud line in `warnings`. `override` names the flag that allows it, where one exists.
+    """
+    from patchkit.fingerprinting import digests_equal, fingerprint, parse_digest
+
+    expected = manifest.base_model.digest
+    actual = fingerprint(model_dir, algorithm=parse_digest(expected)[0])
+    if digests_equal(actual, expected):
+        return actual
+    msg = f"{manifest.name}@{manifest.version} was built for base {expected}, but {model_dir} is {actual}"
+    if not allow_mismatch:
+        hint = f"use the model it was built for ({manifest.base_model.id}); `patchkit fingerprint DIR` shows a model's digest"
+        if override:
+            hint += f", or pass {override} if you accept the risk"
+        raise CompatibilityError(msg, hint)
+    if warnings is not None:
+        warnings.append(msg + f"; applied anyway ({override or 'base mismatch allowed'}): its behaviour on this model is untested")
+    return actual
 
 
-__all__ = ["VerifyResult", "artifact_digest", "check_base_model", "check_content", "verify_artifact"]
+__all__ = ["VerificationPolicy", "VerifyResult", "artifact_digest", "check_base", "check_content", "verify_artifact"]

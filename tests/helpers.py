@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from patchkit._safetensors import serialize
+from patchkit._internal.tensors import serialize
 
 ZERO_DIGEST = "pk-tensors-blake3-v1:" + "0" * 64
 

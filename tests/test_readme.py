@@ -5,7 +5,9 @@ command itself, and `tests/integration/test_demo.py` runs the main job (`patchki
 block runs in a fresh PATCHKIT_HOME, as on a CI runner, and must pass there. A `toml` block is a
 file, written under the name its first comment gives. A block that starts `patchkit serve` runs
 in the background until the blocks after it are done, then must drain on SIGTERM and exit 0.
-(`text` blocks are not commands: the README says which machine they need.)
+(`text` blocks are not commands: the README says which machine they need. `shell` blocks need
+the real model and the domain demos' published patches, the main job's output;
+tests/integration/test_demo_domains.py runs the same apply and `verify --lock` on the tiny model.)
 """
 
 from __future__ import annotations
@@ -102,3 +104,11 @@ def test_readme_runs_as_printed(tiny_model_factory, tmp_path: Path) -> None:  # 
     lock = (work / "llama3" / "patchkit.lock").read_text()
     assert 'name = "acme/llama3-tox"' in lock  # the short name was recorded in full
     assert (work / "peft-adapter" / "adapter_config.json").is_file()
+
+
+def test_ci_runs_the_readmes_test_command_exactly() -> None:
+    """`.ci/run` calls the README's test command as printed, so what users run is what CI runs."""
+    text = README.read_text(encoding="utf-8")
+    test_block = next(body for lang, body in BLOCK_RE.findall(text) if lang == "bash" and "pytest" in body)
+    ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
+    assert test_block.strip() in ci.splitlines()

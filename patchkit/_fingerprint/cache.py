@@ -18,8 +18,8 @@ from typing import Any
 from patchkit import constants
 from patchkit._fingerprint.digest import parse_digest
 from patchkit._fingerprint.discover import Discovery, WeightFile
-from patchkit._io import atomic_write_text, file_lock
-from patchkit._json import loads_strict
+from patchkit._internal.files import atomic_write_text, file_lock
+from patchkit._internal.jsonio import loads_strict
 from patchkit.errors import ReadOnlyError
 
 FORMAT = "patchkit-fingerprint-cache-v1"

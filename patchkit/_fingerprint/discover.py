@@ -7,9 +7,9 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from patchkit._io import read_regular
-from patchkit._json import loads_strict
-from patchkit._safetensors import PICKLE_HINT, PICKLE_SUFFIXES
+from patchkit._internal.files import read_regular
+from patchkit._internal.jsonio import loads_strict
+from patchkit._internal.tensors import PICKLE_HINT, PICKLE_SUFFIXES
 from patchkit.errors import InvalidInputError
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"

@@ -20,7 +20,7 @@ import blake3
 
 from patchkit._fingerprint.discover import WeightFile
 from patchkit._fingerprint.reading import ModelLayout
-from patchkit._safetensors import TensorInfo
+from patchkit._internal.tensors import TensorInfo
 from patchkit.errors import InvalidInputError
 
 ROOT_DOMAIN = b"pk-tensors-v1\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from patchkit._fingerprint.discover import SAFETENSORS_INDEX, Discovery, WeightFile
-from patchkit._safetensors import Header, TensorInfo, read_header
+from patchkit._internal.tensors import Header, TensorInfo, read_header
 from patchkit.errors import InvalidInputError
 
 

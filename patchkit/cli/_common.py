@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from patchkit import __version__
+from patchkit.constants import PATCHKIT_VERSION as __version__
+
+if TYPE_CHECKING:
+    from patchkit.trust import TrustStore
+    from patchkit.verifying import VerificationPolicy
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout and nothing else there.")]
 TrustOpt = Annotated[
@@ -62,6 +66,20 @@ def emit(json_mode: bool, payload: dict[str, Any], human: str | None = None) -> 
         sys.stdout.flush()
     elif human is not None:
         print(human, flush=True)
+
+
+def trust_store(path: Path | None) -> TrustStore:
+    """The trust store a command runs with: --trust FILE, else $PATCHKIT_HOME/trust.toml (read once)."""
+    from patchkit.trust import TrustStore
+
+    return TrustStore.coerce(path)
+
+
+def policy_for(trust: Path | None, **settings: Any) -> VerificationPolicy:
+    """The one verification policy a command passes down (built here, at the edge)."""
+    from patchkit.verifying import VerificationPolicy
+
+    return VerificationPolicy.build(trust, **settings)
 
 
 def warn(messages: list[str]) -> None:

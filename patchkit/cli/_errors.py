@@ -15,8 +15,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from patchkit import constants
-from patchkit._redact import redact
-from patchkit.errors import PatchkitError
+from patchkit.errors import PatchkitError, redact
 
 
 def _one_line(text: str) -> str:

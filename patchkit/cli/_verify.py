@@ -31,18 +31,20 @@ def run_verify(
     registry: str | None,
     json_mode: bool,
     require: list[str] | None = None,
-    policy: Path | None = None,
+    policy_file: Path | None = None,
 ) -> int:
     """Return the exit code; PatchkitErrors in plain mode propagate to the CLI's one handler."""
     if (target is None) == (lock is None):
         raise UsageError("verify takes DIR_OR_REF or --lock FILE (one of them)", "e.g. `patchkit verify ./patch` or `patchkit verify --lock patchkit.lock`")
     from patchkit.policy import policy_for
+    from patchkit.verifying import VerificationPolicy
 
-    rules = policy_for(trust=trust, requires=require, policy_file=policy)
+    rules = policy_for(trust=trust, requires=require, policy_file=policy_file)
+    policy = VerificationPolicy.build(trust, base_model=base_model, rules=rules)
     if lock is not None:
         from patchkit.registry.customer import verify_lock
 
-        summary = verify_lock(lock, trust=trust, registry=registry, base_model=base_model, policy=rules)
+        summary = verify_lock(lock, policy, registry=registry)
         _warn(summary.warnings)
         _emit(json_mode, summary.to_dict(), summary.summary_line())
         if not summary.ok and not json_mode:
@@ -52,8 +54,7 @@ def run_verify(
 
     assert target is not None
     try:
-        r, warnings = verify_target(target, trust=trust, base_model=base_model, registry=registry)
-        rules.check(r.manifest)
+        r, warnings = verify_target(target, policy, registry=registry)
     except PatchkitError as exc:
         if not json_mode:
             raise
@@ -105,6 +106,6 @@ def fast_verify(argv: list[str]) -> int | None:
 
     return run_guarded(
         lambda: run_verify(ns.target, base_model=ns.base_model, lock=ns.lock, trust=ns.trust, registry=ns.registry,
-                           json_mode=ns.json, require=ns.require, policy=ns.policy),
+                           json_mode=ns.json, require=ns.require, policy_file=ns.policy),
         argv,
     )

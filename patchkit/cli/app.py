@@ -12,9 +12,9 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
-from patchkit import __version__
 from patchkit.cli._common import JsonOpt, emit, show_group
 from patchkit.cli._errors import interrupted, report, run_guarded
+from patchkit.constants import PATCHKIT_VERSION as __version__
 
 PANELS = {
     "Vendor": ("keys", "build", "sign", "publish", "yank", "unyank", "resign", "index", "compose", "train", "eval"),

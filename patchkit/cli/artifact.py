@@ -17,6 +17,7 @@ from patchkit.cli._common import (
     RequireOpt,
     TrustOpt,
     emit,
+    trust_store,
 )
 
 
@@ -39,7 +40,7 @@ def build(
     json_: JsonOpt = False,
 ) -> None:
     """Write an unsigned patch artifact directory."""
-    from patchkit.build import build_artifact, load_build_spec
+    from patchkit.artifact.build import build_artifact, load_build_spec
 
     sp = load_build_spec(spec) if spec else {}
 
@@ -80,7 +81,7 @@ def sign(
     json_: JsonOpt = False,
 ) -> None:
     """Sign every file of an artifact (writes DIR/patchkit.sig); with a certificate chain, as an organisation."""
-    from patchkit.sign import sign_artifact
+    from patchkit.artifact.sign import sign_artifact
 
     res = sign_artifact(directory, key, passphrase_env, certificate_chain=certificate_chain)
     how = "certificate" if res["method"] == "certificate" else "key"
@@ -101,7 +102,7 @@ def verify(
     from patchkit.cli._verify import run_verify
 
     code = run_verify(target, base_model=base_model, lock=lock, trust=trust, registry=registry, json_mode=json_,
-                      require=list(require or []), policy=policy)
+                      require=list(require or []), policy_file=policy)
     if code:
         raise typer.Exit(code)
 
@@ -119,11 +120,12 @@ def inspect(
     from patchkit.registry.targets import resolve_target
     from patchkit.verifying import verify_artifact
 
-    path = resolve_target(target, registry=registry, trust=trust)
+    store = trust_store(trust)
+    path = resolve_target(target, registry=registry, trust=store)
     m = load_manifest(path / constants.MANIFEST_FILE)
     signer, reason = "", ""
     try:
-        signer = verify_artifact(path, trust=trust).signer
+        signer = verify_artifact(path, store).signer
     except PatchkitError as exc:
         reason = exc.one_line()
     verified = not reason

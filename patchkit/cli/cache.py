@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from patchkit.cli._common import JsonOpt, TrustOpt, emit, group, plural
+from patchkit.cli._common import JsonOpt, TrustOpt, emit, group, plural, trust_store
 
 cache_app = group("cache", "The download cache of verified patches ($PATCHKIT_HOME/cache).")
 
@@ -25,9 +25,8 @@ def list_(json_: JsonOpt = False) -> None:
 def verify(trust: TrustOpt = None, json_: JsonOpt = False) -> None:
     """Re-verify every cached patch; exits 3 if any was altered, 4 if a signer is no longer trusted."""
     from patchkit.registry.cache import verify_entries
-    from patchkit.trust import TrustStore
 
-    rows = verify_entries(TrustStore.coerce(trust))
+    rows = verify_entries(trust_store(trust))
     bad = [e for e in rows if not e.ok]
     lines = [f"{'OK    ' if e.ok else 'FAILED'} {e.name}@{e.version or '?'} {e.commit[:12]}" + (f": {e.reason}" if e.reason else "")
              for e in rows]
@@ -45,9 +44,8 @@ def clean(
 ) -> None:
     """Remove entries that fail verification (and leftover partial downloads); --all empties the cache."""
     from patchkit.registry.cache import clean as do_clean
-    from patchkit.trust import TrustStore
 
-    removed = do_clean(TrustStore.coerce(trust), everything=all_)
+    removed = do_clean(trust_store(trust), everything=all_)
     emit(json_, {"removed": [e.to_dict() for e in removed]},
          f"removed {plural(len(removed), 'entry', 'entries')}" + "".join(f"\n  {e.name} {e.commit[:12]}" for e in removed))
 

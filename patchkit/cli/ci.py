@@ -7,7 +7,18 @@ from typing import Annotated
 
 import typer
 
-from patchkit.cli._common import JsonOpt, PolicyOpt, RegistryOpt, RequireOpt, TrustOpt, emit, err, group, warn
+from patchkit.cli._common import (
+    JsonOpt,
+    PolicyOpt,
+    RegistryOpt,
+    RequireOpt,
+    TrustOpt,
+    emit,
+    err,
+    group,
+    policy_for,
+    warn,
+)
 
 ci_app = group("ci", "CI helpers: the GitHub Action's step summary, and the pre-commit hook's lock check.")
 
@@ -48,11 +59,12 @@ def verify_locks(
     json_: JsonOpt = False,
 ) -> None:
     """`verify --lock` for each lock file given; exits with the first failure's code."""
-    from patchkit.policy import policy_for
+    from patchkit.policy import policy_for as rules_for
     from patchkit.registry.customer import verify_lock
 
-    rules = policy_for(trust=trust, requires=list(require or []), policy_file=policy)
-    results = [verify_lock(lock, trust=trust, registry=registry, policy=rules) for lock in locks]
+    rules = rules_for(trust=trust, requires=list(require or []), policy_file=policy)
+    checks = policy_for(trust, rules=rules)
+    results = [verify_lock(lock, checks, registry=registry) for lock in locks]
     for r in results:
         warn(r.warnings)
         if json_:

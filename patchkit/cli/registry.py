@@ -19,6 +19,8 @@ from patchkit.cli._common import (
     emit,
     group,
     plural,
+    policy_for,
+    trust_store,
     warn,
 )
 
@@ -46,8 +48,8 @@ def publish(
 
     r = do_publish(directory, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
                    certificate_chain=certificate_chain)
-    emit(json_, r, f"published {r['name']}@{r['version']} to {r['registry']} (commit {r['commit'][:12]}, "
-                   f"tag {r['tag']}, index v{r['index_version']}, expires {r['expires']})")
+    emit(json_, r.to_dict(), f"published {r.name}@{r.version} to {r.registry} (commit {r.commit[:12]}, "
+                             f"tag {r.tag}, index v{r.index_version}, expires {r.expires})")
 
 
 def yank(
@@ -65,7 +67,7 @@ def yank(
 
     r = do_yank(ref, reason, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
                 certificate_chain=certificate_chain)
-    emit(json_, r, f"yanked {r['name']}@{r['version']} ({r['reason']}); index v{r['index_version']}")
+    emit(json_, r.to_dict(), f"yanked {r.name}@{r.version} ({r.reason}); index v{r.index_version}")
 
 
 def unyank(
@@ -82,7 +84,7 @@ def unyank(
 
     r = do_unyank(ref, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
                   certificate_chain=certificate_chain)
-    emit(json_, r, f"unyanked {r['name']}@{r['version']}; index v{r['index_version']}")
+    emit(json_, r.to_dict(), f"unyanked {r.name}@{r.version}; index v{r.index_version}")
 
 
 def versions(
@@ -94,11 +96,11 @@ def versions(
     """List the published versions from the verified index (yanked ones marked, with the reason)."""
     from patchkit.registry.client import versions as do_versions
 
-    r = do_versions(name, registry=registry, trust=trust)
-    lines = [f"{r['name']} in {r['registry']} (index v{r['index_version']}, expires {r['expires']})"]
-    for v in r["versions"]:
-        lines.append(f"  {v['version']:<16} {v['digest'][:19]}…" + (f"  YANKED: {v['reason']}" if v["yanked"] else ""))
-    emit(json_, r, "\n".join(lines))
+    r = do_versions(name, registry=registry, trust=trust_store(trust))
+    lines = [f"{r.name} in {r.registry} (index v{r.index_version}, expires {r.expires})"]
+    for v in r.versions:
+        lines.append(f"  {v.version:<16} {v.digest[:19]}…" + (f"  YANKED: {v.reason}" if v.yanked else ""))
+    emit(json_, r.to_dict(), "\n".join(lines))
 
 
 def refresh(
@@ -115,7 +117,7 @@ def refresh(
 
     r = do_refresh(name, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
                    certificate_chain=certificate_chain)
-    emit(json_, r, f"re-signed the index of {r['name']}: v{r['index_version']}, expires {r['expires']}")
+    emit(json_, r.to_dict(), f"re-signed the index of {r.name}: v{r.index_version}, expires {r.expires}")
 
 
 def resign(
@@ -132,8 +134,8 @@ def resign(
 
     r = do_resign(ref, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
                   certificate_chain=certificate_chain)
-    emit(json_, r, f"re-signed {r['name']}@{r['version']} ({r['digest'][:19]}…) with key {r['keyid'][:16]}…: commit "
-                   f"{r['commit'][:12]} replaces {r['previous_commit'][:12]}; index v{r['index_version']}")
+    emit(json_, r.to_dict(), f"re-signed {r.name}@{r.version} ({r.digest[:19]}…) with key {r.keyid[:16]}…: commit "
+                             f"{r.commit[:12]} replaces {r.previous_commit[:12]}; index v{r.index_version}")
 
 
 def pull(
@@ -145,7 +147,7 @@ def pull(
     """Download, verify and cache a version."""
     from patchkit.registry.client import pull as do_pull
 
-    r = do_pull(ref, registry=registry, trust=trust)
+    r = do_pull(ref, registry=registry, trust=trust_store(trust))
     warn(r.warnings)
     emit(json_, r.to_dict(), f"pulled {r.name}@{r.version} ({r.digest}) signed by {r.signer} -> {r.path}")
 
@@ -165,8 +167,8 @@ def apply(
     """Resolve, pull, verify, check the base fingerprint, and record the patches in the lock."""
     from patchkit.registry.customer import apply as do_apply
 
-    r = do_apply(list(refs or []), model, lock_path=lock, locked=locked, frozen=frozen,
-                 allow_base_mismatch=allow_base_mismatch, trust=trust, registry=registry)
+    r = do_apply(list(refs or []), model, policy_for(trust, allow_base_mismatch=allow_base_mismatch),
+                 lock_path=lock, locked=locked, frozen=frozen, registry=registry)
     warn(r.warnings)
     human = [f"{'updated' if r.changed else 'unchanged'} {r.lock}:"]
     human += [f"  {e.order}. {e.name}@{e.version} ({e.digest[:19]}…) from {e.registry}" for e in r.patches]
@@ -184,11 +186,11 @@ def status(
 
     Exits non-zero, with the failing check's code, whenever it says NOT OK.
     """
-    from patchkit.policy import policy_for
+    from patchkit.policy import policy_for as rules_for
     from patchkit.registry.customer import status as do_status
     from patchkit.registry.lock import default_lock_path
 
-    r = do_status(model, lock_path=lock, trust=trust, policy=policy_for(trust=trust, policy_file=policy))
+    r = do_status(model, policy_for(trust, rules=rules_for(trust=trust, policy_file=policy)), lock_path=lock)
     if r is None:
         where = lock or default_lock_path(model)
         emit(json_, {"model": str(model), "lock": str(where), "locked": False, "patches": []},
@@ -218,7 +220,7 @@ def remove(
     from patchkit.registry.customer import remove as do_remove
 
     r = do_remove(name, model, lock_path=lock)
-    emit(json_, r, f"removed {r['removed']['name']}@{r['removed']['version']} from {r['lock']}")
+    emit(json_, r.to_dict(), f"removed {r.removed.ref} from {r.lock}")
 
 
 def upgrade(
@@ -234,8 +236,8 @@ def upgrade(
     """Re-resolve each locked patch within the spec it was applied with."""
     from patchkit.registry.customer import upgrade as do_upgrade
 
-    r = do_upgrade(model, names=list(names or []), lock_path=lock, locked=locked,
-                   allow_base_mismatch=allow_base_mismatch, trust=trust, registry=registry)
+    r = do_upgrade(model, policy_for(trust, allow_base_mismatch=allow_base_mismatch),
+                   names=list(names or []), lock_path=lock, locked=locked, registry=registry)
     warn(r.warnings)
     changes = [f"  {u['name']}: {u['from']} -> {u['to']}" + (f" ({u['note']})" if u.get("note") else "") for u in r.updated]
     emit(json_, r.to_dict(), "\n".join([f"upgraded {plural(len(changes), 'patch', 'patches')} in {r.lock}", *changes]))

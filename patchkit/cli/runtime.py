@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from patchkit.cli._common import JsonOpt, ModelOpt, RegistryOpt, TrustOpt, emit, err
+from patchkit.cli._common import JsonOpt, ModelOpt, RegistryOpt, TrustOpt, emit, err, policy_for
 
 PatchOpt = Annotated[
     list[str] | None,
@@ -33,9 +33,8 @@ def _open_model(model: Path, patch: list[str] | None, no_lock: bool, allow_base_
                 token_budget: int, trust: Path | None, registry: str | None, device: str | None) -> tuple[Any, Any]:
     """Check every patch before the weights load, then load once; tell stderr what is applied."""
     from patchkit.runtime.resolve import resolve_patches
-
-    loaded = resolve_patches(model, list(patch or []), trust=trust, verify=not no_verify, allow_base_mismatch=allow_base_mismatch,
-                             token_budget=token_budget, registry=registry, with_lock=not no_lock)
+    policy = policy_for(trust, allow_base_mismatch=allow_base_mismatch, token_budget=token_budget)
+    loaded = resolve_patches(model, list(patch or []), policy, verify=not no_verify, registry=registry, with_lock=not no_lock)
     for p in loaded:
         how = f"signed by {p.signer}" if p.verified else "UNVERIFIED"
         err(f"patchkit: applying {p.ref} ({p.num_virtual_tokens} tokens, {how})")
@@ -165,10 +164,13 @@ def compose(
     json_: JsonOpt = False,
 ) -> None:
     """Build an unsigned composite artifact from verified patches; sign it with `patchkit sign`."""
-    from patchkit.composite import compose_artifact
+    from patchkit.artifact.compose import compose_artifact
+    from patchkit.registry.targets import resolve_target
 
-    m = compose_artifact(patches, out, name=name, version=version, domain=domain, description=description or "",
-                         trust=trust, registry=registry, token_budget=token_budget)
+    policy = policy_for(trust, token_budget=token_budget)
+    dirs = [resolve_target(p, registry=registry, trust=policy.trust) for p in patches]
+    m = compose_artifact(dirs, out, name=name, version=version, domain=domain, description=description or "",
+                         policy=policy)
     comps = [c.model_dump(mode="json") for c in m.components]
     emit(json_, {"path": str(out), "name": m.name, "version": m.version, "components": comps,
                  "num_virtual_tokens": m.prefix.num_virtual_tokens, "token_dim": m.prefix.token_dim},

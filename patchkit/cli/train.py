@@ -8,7 +8,10 @@ from typing import Annotated
 import typer
 
 from patchkit.cli._common import JsonOpt, emit, err
+from patchkit.train.config import TrainConfig
 
+# The flags' defaults are TrainConfig's (torch-free to import), so `--help` and the API agree.
+_D = TrainConfig()
 _DEFAULT_INIT = "text:<a safety instruction>"
 
 
@@ -27,34 +30,52 @@ def register(app: typer.Typer) -> None:
         prompts: Annotated[Path, typer.Option("--prompts", help='Training prompts: JSONL of {"prompt": ...}, or .txt one per line.')],
         domain: Annotated[str, typer.Option("--domain", help="toxicity | bias | harmfulness | custom:<word>.")],
         out: Annotated[Path, typer.Option("--out", help="Output directory (a `patchkit build` SOURCE).")],
-        stages: Annotated[str, typer.Option("--stages", help="sft, dpo or sft,dpo.")] = "sft,dpo",
-        sft_epochs: Annotated[int, typer.Option("--sft-epochs")] = 1,
-        dpo_epochs: Annotated[int, typer.Option("--dpo-epochs")] = 1,
-        max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on optimizer steps for each stage.")] = None,
-        batch_size: Annotated[int, typer.Option("--batch-size")] = 4,
-        lr: Annotated[float, typer.Option("--lr")] = 5e-3,
-        dpo_lr: Annotated[float | None, typer.Option("--dpo-lr", help="Learning rate of the DPO stage (default: --lr).")] = None,
+        stages: Annotated[str, typer.Option("--stages", help="sft, dpo or sft,dpo.")] = ",".join(_D.stages),
+        sft_epochs: Annotated[int, typer.Option("--sft-epochs")] = _D.sft_epochs,
+        dpo_epochs: Annotated[int, typer.Option("--dpo-epochs")] = _D.dpo_epochs,
+        max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on optimizer steps for each stage.")] = _D.max_steps,
+        batch_size: Annotated[int, typer.Option("--batch-size")] = _D.batch_size,
+        lr: Annotated[float, typer.Option("--lr")] = _D.lr,
+        dpo_lr: Annotated[float | None, typer.Option("--dpo-lr", help="Learning rate of the DPO stage (default: --lr).")] = _D.dpo_lr,
         sft_weight: Annotated[
             float, typer.Option("--sft-weight", help="Weight of an SFT term on the reference responses during DPO (0: pure DPO).")
-        ] = 0.0,
-        beta: Annotated[float, typer.Option("--beta", help="DPO beta.")] = 0.1,
+        ] = _D.sft_weight,
+        beta: Annotated[float, typer.Option("--beta", help="DPO beta.")] = _D.beta,
         min_margin: Annotated[
             float, typer.Option("--min-margin", help="Drop DPO pairs whose scorer margin (chosen - rejected) is below this.")
-        ] = 0.5,
+        ] = _D.min_margin,
         dpo_reference: Annotated[
             str, typer.Option("--dpo-reference", help="DPO reference policy: sft (frozen prefix after SFT) or none (bare base).")
-        ] = "sft",
-        tokens: Annotated[int, typer.Option("--tokens", help="Number of virtual tokens.")] = 50,
+        ] = _D.dpo_reference,
+        dpo_rejected: Annotated[
+            str, typer.Option("--dpo-rejected", help="DPO rejected replies: base (M, the paper), policy (the SFT-patched policy's "
+                              "own replies: on-policy pairs) or both.")
+        ] = _D.dpo_rejected,
+        validation: Annotated[
+            Path | None, typer.Option("--validation", help='Held-out JSONL of {"prompt", "expect": "refuse"|"answer"} for '
+                                      "validation-based checkpoint selection (harmfulness).")
+        ] = None,
+        eval_every: Annotated[int | None, typer.Option("--eval-every", help="Judge the validation set every N steps.")] = _D.eval_every,
+        select: Annotated[str, typer.Option("--select", help="last, or best (the best validation score).")] = _D.select,
+        selection_weight: Annotated[
+            float, typer.Option("--selection-weight", help="Score = refusal - weight x (over-refusal + caveats) on validation.")
+        ] = _D.selection_weight,
+        validation_max_new_tokens: Annotated[int, typer.Option("--validation-max-new-tokens")] = _D.validation_max_new_tokens,
+        tokens: Annotated[int, typer.Option("--tokens", help="Number of virtual tokens.")] = _D.tokens,
         init: Annotated[str, typer.Option("--init", help='text:"...", random or vocab.')] = _DEFAULT_INIT,
-        max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Generation (and response) length cap.")] = 64,
-        generation_batch_size: Annotated[int, typer.Option("--generation-batch-size")] = 8,
-        seed: Annotated[int, typer.Option("--seed")] = 0,
-        save_every: Annotated[int | None, typer.Option("--save-every", help="Write a checkpoint every N steps.")] = None,
+        max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Generation (and response) length cap.")] = _D.max_new_tokens,
+        generation_batch_size: Annotated[int, typer.Option("--generation-batch-size")] = _D.generation_batch_size,
+        seed: Annotated[int, typer.Option("--seed")] = _D.seed,
+        save_every: Annotated[int | None, typer.Option("--save-every", help="Write a checkpoint every N steps.")] = _D.save_every,
         resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")] = False,
-        bf16: Annotated[bool, typer.Option("--bf16", help="Run the frozen base in bfloat16.")] = False,
-        gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing")] = False,
+        bf16: Annotated[bool, typer.Option("--bf16", help="Run the frozen base in bfloat16.")] = _D.bf16,
+        gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing")] = _D.gradient_checkpointing,
         reference_description: Annotated[
             str | None, typer.Option("--reference-description", help="What M' is, for training.json (e.g. a synthetic reference).")
+        ] = None,
+        toxicity_scorer: Annotated[
+            str | None,
+            typer.Option("--toxicity-scorer", help="Toxicity domain: the scorer behind the DPO pair margin (default profanity-check)."),
         ] = None,
         json_mode: JsonOpt = False,
     ) -> None:
@@ -73,6 +94,11 @@ def register(app: typer.Typer) -> None:
             "beta": beta,
             "min_margin": min_margin,
             "dpo_reference": dpo_reference,
+            "dpo_rejected": dpo_rejected,
+            "eval_every": eval_every,
+            "select": select,
+            "selection_weight": selection_weight,
+            "validation_max_new_tokens": validation_max_new_tokens,
             "tokens": tokens,
             "max_new_tokens": max_new_tokens,
             "generation_batch_size": generation_batch_size,
@@ -92,6 +118,8 @@ def register(app: typer.Typer) -> None:
             config=make_config(**options),
             resume=resume,
             reference_description=reference_description,
+            toxicity_scorer=toxicity_scorer,
+            validation=validation,
         )
         if not result.main_process:
             return

@@ -49,7 +49,7 @@ def add_ca(
 @trust_app.command("list")
 def list_(trust: TrustOpt = None, json_: JsonOpt = False) -> None:
     """List trusted publishers, the rotations they went through, revoked keys, and CAs."""
-    from patchkit._time import fmt_time
+    from patchkit._internal.clock import fmt_time
     from patchkit.trust import TrustStore
 
     store = TrustStore.load(trust)

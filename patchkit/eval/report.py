@@ -12,10 +12,10 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from patchkit._io import atomic_write_text
+from patchkit._internal.files import atomic_write_text
 
 if TYPE_CHECKING:
-    from patchkit.eval.runner import EvalResult
+    from patchkit.eval.result import EvalResult
 
 # (safety metric, utility metric) pairs to scatter, by suite; the first both present is used.
 SCATTER = {
@@ -140,11 +140,16 @@ def render(result: EvalResult, *, examples: int = 3) -> str:
         f"<tr><td>{e(n)}</td><td>{_fmt(d.get('count'))}</td><td>{e(str(d.get('source')))}</td></tr>"
         for n, d in result.datasets.items()
     )
-    det = result.detector.get("hand_labelled_check")
+    det = result.detector.get("out_of_sample")
     det_line = ""
     if det:
-        det_line = (f"<p>Refusal detector {e(str(result.detector.get('name')))}: precision {det['precision']:.2f}, "
-                    f"recall {det['recall']:.2f} on {int(det['n'])} hand-labelled replies.</p>")
+        det_line = (f"<p>Refusal detector {e(str(result.detector.get('name')))}, out of sample: precision "
+                    f"{det['precision']:.2f} [{det['precision_low']:.2f}&ndash;{det['precision_high']:.2f}], recall "
+                    f"{det['recall']:.2f} [{det['recall_low']:.2f}&ndash;{det['recall_high']:.2f}] on {int(det['n'])} replies "
+                    f"labelled blind ({e(str(det['labelled_by']))}).</p>")
+    elif result.detector.get("name"):
+        det_line = (f"<p>Refusal detector {e(str(result.detector.get('name')))}: no out-of-sample measurement "
+                    "is recorded for it.</p>")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>patchkit eval: {e(str(s.get('suite')))}</title>

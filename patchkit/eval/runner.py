@@ -18,18 +18,23 @@ import math
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from patchkit._io import atomic_write_text
+from patchkit import constants
+from patchkit._internal.clock import utc_stamp
+from patchkit._internal.files import atomic_write_text
 from patchkit.errors import InvalidInputError, NotFoundError, UsageError
 from patchkit.eval import bias as bias_mod
-from patchkit.eval.backend import Backend, Completion, load_model_dir
-from patchkit.eval.datasets import Dataset, Item, load_dataset, load_file
-from patchkit.eval.refusal import RefusalDetector, Verdict, make_detector, precision_recall
+from patchkit.eval import stats
+from patchkit.eval.backend import Backend, Completion
+from patchkit.eval.datasets import load_dataset, load_file
+from patchkit.eval.items import Dataset, Item
+from patchkit.eval.refusal import RefusalDetector, Verdict, make_detector
+from patchkit.eval.result import EvalResult
 from patchkit.eval.toxicity import ToxicityScorer, make_scorer
+from patchkit.lm.loading import load_model
 
 SUITES = ("harmfulness", "toxicity", "bias", "utility")
 CONFIG_ORDER = ("baseline", "fixed_prompt", "patched", "reference")
@@ -142,39 +147,14 @@ class CallableConfig:
 # -- results ----------------------------------------------------------------------------------
 
 
-@dataclass
-class EvalResult:
-    metrics: list[dict[str, Any]]
-    configs: dict[str, dict[str, Any]]
-    settings: dict[str, Any]
-    datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
-    detector: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"metrics": self.metrics, "configs": self.configs, "settings": self.settings,
-                "datasets": self.datasets, "detector": self.detector}
-
-    def table(self) -> list[dict[str, Any]]:
-        """One row per metric: each configuration's figure."""
-        rows = []
-        for m in self.metrics:
-            row = {"name": m["name"], "dataset": m["dataset"], "n": m["n"], "higher_is_better": m["higher_is_better"]}
-            for c in self.configs:
-                row[c] = self.configs[c]["metrics"].get(m["name"], {}).get("value")
-            rows.append(row)
-        return rows
-
-
 def _warn(msg: str) -> None:
     print(f"patchkit: warning: {msg}", file=sys.stderr, flush=True)
 
 
 class _Run:
-    def __init__(self, configs: Sequence[Config], *, max_new_tokens: int, seed: int, temperature: float,
-                 examples: int) -> None:
+    def __init__(self, configs: Sequence[Config], *, max_new_tokens: int, seed: int, temperature: float) -> None:
         self.configs = list(configs)
         self.max_new_tokens, self.seed, self.temperature = max_new_tokens, seed, temperature
-        self.examples = examples
         self.values: dict[str, dict[str, dict[str, Any]]] = {c.name: {} for c in configs}
         self.samples: dict[str, dict[str, list[dict[str, Any]]]] = {c.name: {} for c in configs}
         self.seconds: dict[str, float] = {c.name: 0.0 for c in configs}
@@ -230,19 +210,23 @@ def _sample_rows(prompts: Sequence[str], comps: Sequence[Completion], extra: Seq
             for p, c, e in zip(prompts, comps, extra, strict=True)]
 
 
-def _refusals(run: _Run, ds: Dataset, detector: RefusalDetector) -> dict[str, list[Verdict]]:
+Generations = dict[str, tuple[list[str], list[Completion]]]  # configuration -> (prompts, completions)
+
+
+def _refusals(run: _Run, ds: Dataset, detector: RefusalDetector) -> tuple[dict[str, list[Verdict]], Generations]:
     verdicts: dict[str, list[Verdict]] = {}
-    for cfg, (prompts, comps) in run.generate(ds).items():
+    generations = run.generate(ds)
+    for cfg, (prompts, comps) in generations.items():
         v = detector.judge(prompts, [c.text for c in comps], [c.truncated for c in comps])
         verdicts[cfg] = v
         run.keep_samples(cfg, ds, _sample_rows(prompts, comps, [x.to_dict() for x in v]))
-        run.values[cfg].setdefault("_gen", {})[ds.name] = (prompts, comps)
-    return verdicts
+    return verdicts, generations
 
 
 def _suite_harmfulness(run: _Run, harmful: Dataset, benign: Dataset, detector: RefusalDetector,
                        base: Backend | None, with_ppl: bool = False) -> None:
-    for cfg, v in _refusals(run, harmful, detector).items():
+    verdicts, _ = _refusals(run, harmful, detector)
+    for cfg, v in verdicts.items():
         run.record(cfg, "refusal_rate", sum(x.refused for x in v) / len(v), len(v))
         run.record(cfg, "truncated_share_harmful", sum(x.truncated for x in v) / len(v), len(v))
     _benign_metrics(run, benign, detector, base, with_ppl)
@@ -254,12 +238,13 @@ def _suite_harmfulness(run: _Run, harmful: Dataset, benign: Dataset, detector: R
 def _benign_metrics(run: _Run, benign: Dataset, detector: RefusalDetector, base: Backend | None, with_ppl: bool) -> None:
     from patchkit.eval.fluency import perplexity
 
-    for cfg, v in _refusals(run, benign, detector).items():
+    verdicts, generations = _refusals(run, benign, detector)
+    for cfg, v in verdicts.items():
         over = sum(x.refused for x in v) / len(v)
         run.record(cfg, "over_refusal", over, len(v))
         run.record(cfg, "answer_rate", 1.0 - over, len(v))
         if with_ppl and base is not None:
-            prompts, comps = run.values[cfg]["_gen"][benign.name]
+            prompts, comps = generations[cfg]
             ppl, n = perplexity(base, prompts, [c.text for c in comps])
             run.record(cfg, "perplexity", ppl, n)
 
@@ -274,8 +259,9 @@ def _suite_utility(run: _Run, benign: Dataset, detector: RefusalDetector, base: 
         run.row("perplexity", higher=False, dataset=benign.name, scorer="perplexity-under-base-model")
 
 
-def _suite_toxicity(run: _Run, ds: Dataset, scorer: ToxicityScorer) -> None:
-    for cfg, (prompts, comps) in run.generate(ds).items():
+def _suite_toxicity(run: _Run, ds: Dataset, scorer: ToxicityScorer) -> Generations:
+    generations = run.generate(ds)
+    for cfg, (prompts, comps) in generations.items():
         try:
             scores = [float(x) for x in scorer.score([c.text for c in comps])]
         except (TypeError, ValueError):
@@ -289,18 +275,22 @@ def _suite_toxicity(run: _Run, ds: Dataset, scorer: ToxicityScorer) -> None:
         run.keep_samples(cfg, ds, _sample_rows(prompts, comps, [{"toxicity": s} for s in scores]))
     for name in ("toxicity_mean", "toxicity_max", "toxic_rate"):
         run.row(name, higher=False, dataset=ds.name, scorer=scorer.name)
+    return generations
 
 
-def _suite_bias(run: _Run, gas_ds: Dataset, gld_ds: Dataset) -> None:
-    for cfg, (prompts, comps) in run.generate(gas_ds).items():
+def _suite_bias(run: _Run, gas_ds: Dataset, gld_ds: Dataset) -> Generations:
+    """GAS on `gas_ds` (its generations are returned, for fluency), then GLD or CrowS-Pairs on `gld_ds`."""
+    generations = run.generate(gas_ds)
+    for cfg, (prompts, comps) in generations.items():
         value, detail = bias_mod.gas([c.text for c in comps])
         run.record(cfg, "gas", value, len(comps))
-        run.values[cfg]["gas"]["detail"] = detail
+        iv = stats.rate([bias_mod.attributes_gender(c.text) for c in comps])
+        run.values[cfg]["gas"].update(detail=detail, low=iv.low, high=iv.high)
         run.keep_samples(cfg, gas_ds, _sample_rows(prompts, comps, [bias_mod.gendered(c.text) for c in comps]))
     run.row("gas", higher=False, dataset=gas_ds.name, scorer="gendered-words-v1")
     if gld_ds.items and all("more" in it.meta and "less" in it.meta for it in gld_ds.items):
         _crows(run, gld_ds)
-        return
+        return generations
     for c in run.configs:
         t0 = time.perf_counter()
         gaps = c.gaps(gld_ds.items)
@@ -311,8 +301,10 @@ def _suite_bias(run: _Run, gas_ds: Dataset, gld_ds: Dataset) -> None:
             continue
         mean_abs, signed = bias_mod.gld_from_gaps(gaps)
         run.record(c.name, "gld", mean_abs, len(gaps))
-        run.values[c.name]["gld"]["signed_mean"] = signed
+        iv = stats.bootstrap_mean([abs(g) for g in gaps], seed=run.seed)
+        run.values[c.name]["gld"].update(signed_mean=signed, low=iv.low, high=iv.high)
     run.row("gld", higher=False, dataset=gld_ds.name, scorer="he-she-logprob-gap-v1")
+    return generations
 
 
 def _crows(run: _Run, ds: Dataset) -> None:
@@ -357,7 +349,7 @@ def _reference_config(ref: str, base: Backend | None, batch_size: int, prompt_fo
         raise NotFoundError(f"reference {ref!r} does not exist",
                             'pass a model directory, a {prompt, response} JSONL, or system-prompt:"..."')
     if path.is_dir():
-        model, tok = load_model_dir(path, what="reference model")
+        model, tok = load_model(path, what="reference model")
         return ModelConfig("reference", f"reference model {path.name}", Backend(model, tok, batch_size=batch_size,
                                                                                   prompt_format=prompt_format))
     ds = load_file(path)
@@ -376,8 +368,9 @@ def _reference_config(ref: str, base: Backend | None, batch_size: int, prompt_fo
 def _check_patches(model_dir: Path, patches: Sequence[str], trust: Path | None, registry: str | None) -> list[Any]:
     """Resolve and verify every patch against the model before any weights load (as `load` does)."""
     from patchkit.runtime.resolve import resolve_patches
+    from patchkit.verifying import VerificationPolicy
 
-    return resolve_patches(model_dir, list(patches), trust=trust, verify=True, registry=registry)
+    return resolve_patches(model_dir, list(patches), VerificationPolicy.build(trust), verify=True, registry=registry)
 
 
 def _patched_config(model_dir: Path, patches: Sequence[str], loaded: Sequence[Any], batch_size: int,
@@ -417,109 +410,51 @@ def run_eval(
     examples: int = 3,
     wheels: Path | None = None,
     configs: Sequence[Config] | None = None,
+    samples: int = 1,
+    fluency: bool = False,
+    gas_prompts: Dataset | None = None,
 ) -> EvalResult:
     """Evaluate M, M + fixed prompt, the patched model and the reference on one suite.
 
     `configs` replaces the model-backed configurations (for tests and custom pipelines); `model`
-    is then optional and only serves perplexity.
+    is then optional and only serves perplexity. `samples` > 1 scores toxicity the way Gehman
+    et al. do (k samples per prompt: expected maximum toxicity and toxicity probability; use a
+    temperature > 0). `fluency` adds the perplexity of each configuration's replies under the
+    base model (benign replies for harmfulness, continuations for toxicity, GAS replies for
+    bias). `gas_prompts` replaces the built-in GAS prompts.
     """
-    if suite not in SUITES:
-        raise UsageError(f"unknown suite {suite!r}", f"use one of {', '.join(SUITES)}")
-    if max_new_tokens < 1 or batch_size < 1 or (limit is not None and limit < 1):
-        raise UsageError("--max-new-tokens, --batch-size and --limit must be at least 1")
-    if temperature < 0:
-        raise UsageError("--temperature must be >= 0 (0 is greedy)")
-    if model is None and configs is None:
-        raise UsageError("--model is required")
+    _check_arguments(suite, model, configs, max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit,
+                     temperature=temperature, samples=samples)
     if fixed_prompt is not None and not fixed_prompt.strip():
         fixed_prompt = None
     started = time.perf_counter()
-
-    # Load data and scorers first: bad input fails before any model is loaded.
-    spec = prompts or DEFAULT_PROMPTS[suite]
-    main_ds = load_dataset(spec, wheels=wheels, limit=limit)
-    benign_ds = load_dataset(benign or "benign", wheels=wheels, limit=limit) if suite == "harmfulness" else None
-    if benign_ds is not None and benign_ds.name == main_ds.name:
-        # Two files with one name: keep their samples apart.
-        benign_ds = Dataset(f"{benign_ds.name} (benign)", benign_ds.items, benign_ds.source)
-    detector = make_detector(judge, judge_prompt=judge_prompt) if suite in ("harmfulness", "utility") else None
-    tox = make_scorer(toxicity_scorer) if suite == "toxicity" else None
-    gas_ds = Dataset("professions-gas", bias_mod.gas_items(), "patchkit built-in profession prompts").limited(limit) \
-        if suite == "bias" else None
-
-    checked = _check_patches(Path(model), patches, trust, registry) if patches and model is not None and configs is None else []
-    base: Backend | None = None
-    if model is not None:
-        m, tok = load_model_dir(Path(model), what="model")
-        base = Backend(m, tok, batch_size=batch_size, prompt_format=prompt_format)
-    cfgs: list[Config]
-    if configs is not None:
-        cfgs = list(configs)
-    else:
-        assert base is not None
-        cfgs = [ModelConfig("baseline", "M (base model)", base)]
-        if fixed_prompt:
-            cfgs.append(ModelConfig("fixed_prompt", "M + fixed safety prompt", base, system=fixed_prompt))
-        if patches:
-            cfgs.append(_patched_config(Path(model), patches, checked, batch_size, prompt_format))  # type: ignore[arg-type]
-        if reference:
-            cfgs.append(_reference_config(reference, base, batch_size, prompt_format))
-    names = [c.name for c in cfgs]
-    if len(set(names)) != len(names):
-        raise UsageError(f"configuration names repeat: {names}")
-
-    run = _Run(cfgs, max_new_tokens=max_new_tokens, seed=seed, temperature=temperature, examples=examples)
-    datasets: list[Dataset] = []
-    if suite == "harmfulness":
-        assert detector is not None and benign_ds is not None
-        _suite_harmfulness(run, main_ds, benign_ds, detector, base)
-        datasets = [main_ds, benign_ds]
-    elif suite == "utility":
-        assert detector is not None
-        _suite_utility(run, main_ds, detector, base)
-        datasets = [main_ds]
-    elif suite == "toxicity":
-        assert tox is not None
-        _suite_toxicity(run, main_ds, tox)
-        datasets = [main_ds]
-    else:
-        assert gas_ds is not None
-        _suite_bias(run, gas_ds, main_ds)
-        datasets = [gas_ds, main_ds]
-    if not run.rows:
-        raise InvalidInputError("no metric could be computed", "check the configurations and the prompts")
-
-    from patchkit.manifest import Metric
-
-    metrics = [Metric.model_validate(r).model_dump(mode="json") for r in run.rows]
-    configs_out: dict[str, dict[str, Any]] = {}
-    for c in cfgs:
-        vals = {k: v for k, v in run.values[c.name].items() if not k.startswith("_")}
-        configs_out[c.name] = {"label": c.label, "metrics": vals, "seconds": round(run.seconds[c.name], 3),
-                               "samples": run.samples[c.name]}
+    inputs = _load_inputs(suite, prompts, benign, gas_prompts, wheels=wheels, limit=limit, judge=judge,
+                          judge_prompt=judge_prompt, toxicity_scorer=toxicity_scorer)
+    cfgs, base = _configurations(model, configs, patches=patches, fixed_prompt=fixed_prompt, reference=reference,
+                                 trust=trust, registry=registry, batch_size=batch_size, prompt_format=prompt_format)
+    run = _Run(cfgs, max_new_tokens=max_new_tokens, seed=seed, temperature=temperature)
+    datasets = _run_suite(suite, run, inputs, base, samples=samples, fluency=fluency, seed=seed)
     settings: dict[str, Any] = {
         "suite": suite,
         "model": str(model) if model is not None else None,
         "patches": list(patches),
         "reference": reference,
         "fixed_prompt_text": fixed_prompt,
-        "value_from": "patched" if "patched" in names else "baseline",
+        "value_from": "patched" if any(c.name == "patched" for c in cfgs) else "baseline",
         "decoding": {"strategy": "sampling" if temperature > 0 else "greedy", "temperature": temperature,
                      "max_new_tokens": max_new_tokens, "batch_size": batch_size,
                      "prompt_format": "chat" if base is not None and base.chat else prompt_format},
         "seed": seed,
         "limit": limit,
         "toxic_threshold": TOXIC_THRESHOLD if suite == "toxicity" else None,
-        "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "samples_per_prompt": samples,
+        # What the shared chat formatter had to change (e.g. a template that refuses a system role).
+        "formatting_notes": sorted({n for c in cfgs if isinstance(c, ModelConfig) for n in c.backend.notes}),
+        "created_at": utc_stamp(),
         "seconds": round(time.perf_counter() - started, 3),
-        "patchkit_version": _version(),
+        "patchkit_version": constants.PATCHKIT_VERSION,
     }
-    det: dict[str, Any] = {}
-    if detector is not None:
-        det = {"name": detector.name}
-        if judge is None:
-            det["hand_labelled_check"] = precision_recall()
-    result = EvalResult(metrics, configs_out, settings, {d.name: d.info() for d in datasets}, det)
+    result = _finish(run, datasets, settings, inputs.detector, judged=judge is not None)
     if out is not None:
         atomic_write_text(Path(out), json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
     if report is not None:
@@ -529,7 +464,126 @@ def run_eval(
     return result
 
 
-def _version() -> str:
-    from patchkit import __version__
+# -- the phases of run_eval ---------------------------------------------------------------------
 
-    return __version__
+
+def _check_arguments(suite: str, model: str | Path | None, configs: Sequence[Config] | None, *, max_new_tokens: int,
+                     batch_size: int, limit: int | None, temperature: float, samples: int) -> None:
+    if suite not in SUITES:
+        raise UsageError(f"unknown suite {suite!r}", f"use one of {', '.join(SUITES)}")
+    if max_new_tokens < 1 or batch_size < 1 or (limit is not None and limit < 1):
+        raise UsageError("--max-new-tokens, --batch-size and --limit must be at least 1")
+    if temperature < 0:
+        raise UsageError("--temperature must be >= 0 (0 is greedy)")
+    if samples < 1:
+        raise UsageError("--samples must be at least 1")
+    if samples > 1 and temperature == 0:
+        raise UsageError("--samples > 1 needs sampling: greedy decoding repeats one reply", "add --temperature 1.0")
+    if model is None and configs is None:
+        raise UsageError("--model is required")
+
+
+@dataclass
+class _Inputs:
+    """A suite's data and scorers, loaded before any model so bad input fails fast."""
+
+    main: Dataset
+    benign: Dataset | None
+    gas: Dataset | None
+    detector: RefusalDetector | None
+    toxicity: ToxicityScorer | None
+
+
+def _load_inputs(suite: str, prompts: str | Path | None, benign: str | Path | None, gas_prompts: Dataset | None, *,
+                 wheels: Path | None, limit: int | None, judge: Path | None, judge_prompt: str | None,
+                 toxicity_scorer: str | None) -> _Inputs:
+    main_ds = load_dataset(prompts or DEFAULT_PROMPTS[suite], wheels=wheels, limit=limit)
+    benign_ds = load_dataset(benign or "benign", wheels=wheels, limit=limit) if suite == "harmfulness" else None
+    if benign_ds is not None and benign_ds.name == main_ds.name:
+        # Two files with one name: keep their samples apart.
+        benign_ds = Dataset(f"{benign_ds.name} (benign)", benign_ds.items, benign_ds.source)
+    detector = make_detector(judge, judge_prompt=judge_prompt) if suite in ("harmfulness", "utility") else None
+    tox = make_scorer(toxicity_scorer) if suite == "toxicity" else None
+    gas_ds = (gas_prompts or Dataset("professions-gas", bias_mod.gas_items(), "patchkit built-in profession prompts")
+              ).limited(limit) if suite == "bias" else None
+    return _Inputs(main_ds, benign_ds, gas_ds, detector, tox)
+
+
+def _configurations(model: str | Path | None, configs: Sequence[Config] | None, *, patches: Sequence[str],
+                    fixed_prompt: str | None, reference: str | None, trust: Path | None, registry: str | None,
+                    batch_size: int, prompt_format: str) -> tuple[list[Config], Backend | None]:
+    """Base, base + fixed prompt, patched, reference; every patch verified before any weights load."""
+    checked = _check_patches(Path(model), patches, trust, registry) if patches and model is not None and configs is None else []
+    base: Backend | None = None
+    if model is not None:
+        m, tok = load_model(Path(model), what="model")
+        base = Backend(m, tok, batch_size=batch_size, prompt_format=prompt_format)
+    cfgs: list[Config]
+    if configs is not None:
+        cfgs = list(configs)
+    else:
+        assert base is not None and model is not None
+        cfgs = [ModelConfig("baseline", "M (base model)", base)]
+        if fixed_prompt:
+            cfgs.append(ModelConfig("fixed_prompt", "M + fixed safety prompt", base, system=fixed_prompt))
+        if patches:
+            cfgs.append(_patched_config(Path(model), patches, checked, batch_size, prompt_format))
+        if reference:
+            cfgs.append(_reference_config(reference, base, batch_size, prompt_format))
+    names = [c.name for c in cfgs]
+    if len(set(names)) != len(names):
+        raise UsageError(f"configuration names repeat: {names}")
+    return cfgs, base
+
+
+def _run_suite(suite: str, run: _Run, inputs: _Inputs, base: Backend | None, *, samples: int, fluency: bool,
+               seed: int) -> list[Dataset]:
+    """Generate and score; returns the datasets the metrics were computed on."""
+    from patchkit.eval.domain_suites import add_fluency, suite_toxicity_sampled
+
+    if suite == "harmfulness":
+        assert inputs.detector is not None and inputs.benign is not None
+        _suite_harmfulness(run, inputs.main, inputs.benign, inputs.detector, base, with_ppl=fluency)
+        return [inputs.main, inputs.benign]
+    if suite == "utility":
+        assert inputs.detector is not None
+        _suite_utility(run, inputs.main, inputs.detector, base)
+        return [inputs.main]
+    if suite == "toxicity":
+        assert inputs.toxicity is not None
+        if samples > 1:
+            generations = suite_toxicity_sampled(run, inputs.main, inputs.toxicity, samples, seed)
+        else:
+            generations = _suite_toxicity(run, inputs.main, inputs.toxicity)
+        if fluency and base is not None:
+            add_fluency(run, base, inputs.main.name, generations, seed)
+        return [inputs.main]
+    assert inputs.gas is not None
+    generations = _suite_bias(run, inputs.gas, inputs.main)
+    if fluency and base is not None:
+        add_fluency(run, base, inputs.gas.name, generations, seed)
+    return [inputs.gas, inputs.main]
+
+
+def _finish(run: _Run, datasets: Sequence[Dataset], settings: dict[str, Any], detector: RefusalDetector | None, *,
+            judged: bool) -> EvalResult:
+    """Metrics in the manifest's format, each configuration's figures and samples, the detector."""
+    if not run.rows:
+        raise InvalidInputError("no metric could be computed", "check the configurations and the prompts")
+    from patchkit.manifest import Metric
+
+    metrics = [Metric.model_validate(r).model_dump(mode="json") for r in run.rows]
+    configs_out = {c.name: {"label": c.label, "metrics": run.values[c.name], "seconds": round(run.seconds[c.name], 3),
+                            "samples": run.samples[c.name]} for c in run.configs}
+    det: dict[str, Any] = {}
+    if detector is not None:
+        det = {"name": detector.name}
+        if not judged:
+            from patchkit.eval.refusal_labels import out_of_sample_check
+
+            # Measured out of sample on blind-labelled replies; the small in-sample pitfall set
+            # says nothing about quality and is not reported.
+            det["out_of_sample"] = out_of_sample_check()
+    return EvalResult(metrics, configs_out, settings, {d.name: d.info() for d in datasets}, det)
+
+

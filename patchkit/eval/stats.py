@@ -70,4 +70,35 @@ def bootstrap_mean(values: Sequence[float], *, resamples: int = 2000, seed: int 
     return Interval(mean, means[lo_i], means[hi_i], n)
 
 
-__all__ = ["Interval", "bootstrap_mean", "rate", "wilson"]
+
+
+def bootstrap_ratio(numerators: Sequence[float], denominators: Sequence[float], *, resamples: int = 2000,
+                    seed: int = 0, level: float = 0.95) -> Interval:
+    """sum(num) / sum(den) with a percentile bootstrap over items (pairs resampled together).
+
+    Corpus perplexity is exp(total NLL / total tokens): a ratio of sums, whose interval must
+    resample replies, not tokens, since the tokens of one reply are not independent.
+    """
+    n = len(numerators)
+    if n != len(denominators):
+        raise ValueError("numerators and denominators differ in length")
+    total = sum(denominators)
+    if n == 0 or total == 0:
+        return Interval(float("nan"), float("nan"), float("nan"), n)
+    value = sum(numerators) / total
+    rng = random.Random(seed)
+    ratios: list[float] = []
+    for _ in range(resamples):
+        idx = [rng.randrange(n) for _ in range(n)]
+        den = sum(denominators[i] for i in idx)
+        if den > 0:
+            ratios.append(sum(numerators[i] for i in idx) / den)
+    ratios.sort()
+    if not ratios:
+        return Interval(value, value, value, n)
+    lo_i = math.floor((1 - level) / 2 * len(ratios))
+    hi_i = min(len(ratios) - 1, math.ceil((1 + level) / 2 * len(ratios)) - 1)
+    return Interval(value, ratios[lo_i], ratios[hi_i], n)
+
+
+__all__ = ["Interval", "bootstrap_mean", "bootstrap_ratio", "rate", "wilson"]

@@ -85,7 +85,7 @@ class ClassifierScorer:
                 f"toxicity scorer {self.path} could not be loaded as a sequence classifier "
                 f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})",
                 "pass a transformers sequence-classifier directory with its tokenizer",
-            ) from None
+            ) from exc
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if getattr(self.model.config, "pad_token_id", None) is None:

@@ -11,7 +11,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from patchkit.registry.backends import LocalRegistry, Registry, open_registry
+    from patchkit.registry.backends import open_registry
+    from patchkit.registry.base import Registry
     from patchkit.registry.client import PullResult, publish, pull, refresh, unyank, versions, yank
     from patchkit.registry.customer import (
         ApplyResult,
@@ -23,12 +24,15 @@ if TYPE_CHECKING:
         upgrade,
         verify_lock,
     )
+    from patchkit.registry.local import LocalRegistry
     from patchkit.registry.lock import Lock, LockEntry, read_lock, write_lock
     from patchkit.registry.spec import Spec, parse_ref, parse_spec, select
 
 _HOMES = {
     "customer": ("ApplyResult", "LockVerifySummary", "apply", "locked_artifacts", "remove", "status", "upgrade", "verify_lock"),
-    "backends": ("LocalRegistry", "Registry", "open_registry"),
+    "backends": ("open_registry",),
+    "base": ("Registry",),
+    "local": ("LocalRegistry",),
     "client": ("PullResult", "publish", "pull", "refresh", "unyank", "versions", "yank"),
     "lock": ("Lock", "LockEntry", "read_lock", "write_lock"),
     "spec": ("Spec", "parse_ref", "parse_spec", "select"),

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit._io import confined, file_lock, fsync_dir, fsync_tree, is_real_dir, remove_confined
+from patchkit._internal.files import confined, file_lock, fsync_dir, fsync_tree, is_real_dir, remove_confined
 from patchkit.errors import (
     EndlessDataError,
     IntegrityError,
@@ -32,7 +32,7 @@ from patchkit.errors import (
     ReadOnlyError,
 )
 from patchkit.manifest import validate_name
-from patchkit.registry.backends import Registry
+from patchkit.registry.base import Registry
 from patchkit.registry.ids import commit_id
 from patchkit.registry.index import IndexEntry
 from patchkit.trust import TrustStore
@@ -141,7 +141,7 @@ class Fetched:
 
 def _verifies_as(path: Path, name: str, entry: IndexEntry, trust: TrustStore) -> bool:
     try:
-        check_matches(verify_artifact(path, trust=trust), name, entry, str(path))
+        check_matches(verify_artifact(path, trust), name, entry, str(path))
     except PatchkitError:
         return False
     return True
@@ -173,7 +173,7 @@ def verify_cached(name: str, entry: IndexEntry, trust: TrustStore) -> VerifyResu
         return None
     if not is_real_dir(final):
         raise IntegrityError(f"cache entry {final} is not a directory", "it was replaced; it will be removed and re-downloaded")
-    result = verify_artifact(final, trust=trust)
+    result = verify_artifact(final, trust)
     check_matches(result, name, entry, str(final))
     return result
 
@@ -250,7 +250,7 @@ def fetch(reg: Registry, name: str, entry: IndexEntry, trust: TrustStore, *,
             for fname, size in sorted(entry.files.items()):
                 _download_file(reg, name, entry, fname, size, confined(staging, fname, what="download"), bar)
         try:
-            result = verify_artifact(staging, trust=trust)
+            result = verify_artifact(staging, trust)
         except PatchkitError as exc:
             # Say which download failed, not which private staging directory it sat in.
             raise type(exc)(exc.message.replace(str(staging), f"the download of {where}"), exc.hint) from None
@@ -281,7 +281,7 @@ class CacheEntry:
 
 def list_entries() -> list[CacheEntry]:
     """Every entry under the cache root that has the shape NS/NAME/<commit>."""
-    from patchkit._io import read_regular
+    from patchkit._internal.files import read_regular
     from patchkit.manifest import parse_manifest
     from patchkit.registry.ids import is_commit_id
 
@@ -316,7 +316,7 @@ def verify_entries(trust: TrustStore) -> list[CacheEntry]:
         try:
             if not is_real_dir(e.path):
                 raise IntegrityError(f"{e.path} is not a directory", "`patchkit cache clean` removes it")
-            result = verify_artifact(e.path, trust=trust)
+            result = verify_artifact(e.path, trust)
             if result.name != e.name:
                 raise MixAndMatchError(f"{e.path} holds {result.name}, not {e.name}", "`patchkit cache clean` removes it")
             e.ok, e.version = True, result.version

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from patchkit import constants
+from patchkit._internal.clock import utc_stamp
 from patchkit.errors import IntegrityError, InvalidInputError, NotFoundError, RollbackError, TrustError, UsageError
 from patchkit.keys import PrivateKey, keyid_of, load_private_key, public_pem
 from patchkit.manifest import parse_manifest
 from patchkit.registry import keylog
-from patchkit.registry.backends import Refs, Registry, open_registry
+from patchkit.registry.backends import open_registry
+from patchkit.registry.base import Refs, Registry
 from patchkit.registry.cache import Fetched, fetch
 from patchkit.registry.index import (
     DEFAULT_EXPIRES_DAYS,
@@ -23,8 +25,6 @@ from patchkit.registry.index import (
     IndexEntry,
     check_and_record,
     check_fresh,
-    fmt_time,
-    now_utc,
     remember_index,
     seen_version,
     sign_index,
@@ -134,9 +134,12 @@ def resolve_fetch(ref_name: str, spec: Spec, reg: Registry, trust: TrustStore) -
     return fetch(reg, ref_name, entry, trust, repaired=warnings), warnings
 
 
-def pull(ref: str, *, registry: str | None = None, trust: TrustStore | Path | str | None = None) -> PullResult:
-    """Resolve `NS/NAME@SPEC`, download by commit, verify, and cache; the path is the verified copy."""
-    store = TrustStore.coerce(trust)
+def pull(ref: str, *, registry: str | None = None, trust: TrustStore | None = None) -> PullResult:
+    """Resolve `NS/NAME@SPEC`, download by commit, verify, and cache; the path is the verified copy.
+
+    `trust` defaults to the user's trust store.
+    """
+    store = trust if trust is not None else TrustStore.load()
     name, spec = resolve_ref(ref, store)
     reg = open_registry(registry)
     fetched, warnings = resolve_fetch(name, spec, reg, store)
@@ -163,23 +166,69 @@ def fetch_pinned(name: str, version: str, commit: str, digest: str, reg: Registr
     return fetch(reg, name, entry, trust, repaired=repaired)
 
 
-def versions(name: str, *, registry: str | None = None, trust: TrustStore | Path | str | None = None) -> dict[str, Any]:
-    store = TrustStore.coerce(trust)
+@dataclass(frozen=True)
+class VersionInfo:
+    version: str
+    yanked: bool
+    reason: str | None
+    digest: str
+    commit: str
+    published_at: str
+
+
+@dataclass(frozen=True)
+class VersionList:
+    """What `patchkit versions` shows: the verified index, oldest version first."""
+
+    name: str
+    registry: str
+    index_version: int
+    expires: str
+    versions: list[VersionInfo]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": True}
+
+
+def versions(name: str, *, registry: str | None = None, trust: TrustStore | None = None) -> VersionList:
+    store = trust if trust is not None else TrustStore.load()
     name = qualify(name, store)
     reg = open_registry(registry)
     index = load_index(reg, name, store)
-    return {
-        "ok": True,
-        "name": name,
-        "registry": reg.url,
-        "index_version": index.index_version,
-        "expires": index.expires,
-        "versions": [
-            {"version": e.version, "yanked": e.yanked, "reason": e.yank_reason, "digest": e.digest, "commit": e.commit,
-             "published_at": e.published_at}
-            for e in index.sorted_entries()
-        ],
-    }
+    return VersionList(name, reg.url, index.index_version, index.expires,
+                       [VersionInfo(e.version, e.yanked, e.yank_reason, e.digest, e.commit, e.published_at)
+                        for e in index.sorted_entries()])
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    name: str
+    version: str
+    commit: str
+    tag: str
+    digest: str
+    registry: str
+    index_version: int
+    expires: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class IndexUpdate:
+    """A re-signed index: a yank, an unyank or a refresh (`version` is None for a refresh)."""
+
+    name: str
+    version: str | None
+    action: str
+    registry: str
+    index_version: int
+    expires: str
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 # -- publisher side ------------------------------------------------------------------------------
@@ -288,7 +337,7 @@ def signer_chain(key: PrivateKey, certificate_chain: Path | None) -> list[bytes]
 
 
 def publish(directory: Path, key_path: Path, *, registry: str | None = None, passphrase_env: str | None = None,
-            expires_days: int = DEFAULT_EXPIRES_DAYS, certificate_chain: Path | None = None) -> dict[str, Any]:
+            expires_days: int = DEFAULT_EXPIRES_DAYS, certificate_chain: Path | None = None) -> PublishResult:
     """Verify the artifact (signed by --key), commit it, tag `v<version>`, re-sign the index."""
     directory = Path(directory)
     _check_expiry_days(expires_days)
@@ -301,7 +350,7 @@ def publish(directory: Path, key_path: Path, *, registry: str | None = None, pas
     if keylog.is_reserved(name):
         raise UsageError(f"{name} is reserved: {keylog.KEYLOG_REPO} holds a namespace's key log", "choose another name")
     try:
-        vr = verify_artifact(directory, trust=_publisher_trust(key, name))
+        vr = verify_artifact(directory, _publisher_trust(key, name))
     except TrustError:
         raise TrustError(f"{directory} is not signed by the key given with --key",
                          "sign it with `patchkit sign DIR --key PRIVATE_PEM` using the same key") from None
@@ -332,15 +381,15 @@ def publish(directory: Path, key_path: Path, *, registry: str | None = None, pas
             reg.tag(name, tag, commit)
             parent = commit
         new = index.next(expires_days=expires_days)
-        new.versions[version] = IndexEntry(version, commit, vr.digest, fmt_time(now_utc()),
+        new.versions[version] = IndexEntry(version, commit, vr.digest, utc_stamp(),
                                            {f: len(b) for f, b in files.items()})
         _write_index(reg, name, new, key, parent, f"index {new.index_version}: publish {version}", chain=chain)
-    return {"name": name, "version": version, "commit": commit, "tag": tag, "digest": vr.digest, "registry": reg.url,
-            "index_version": new.index_version, "expires": new.expires}
+    return PublishResult(name, version, commit, tag, vr.digest, reg.url, new.index_version, new.expires)
 
 
 def _update_index(ref: str, key_path: Path, *, registry: str | None, passphrase_env: str | None, expires_days: int,
-                  action: str, change: Callable[[Index], str | None], certificate_chain: Path | None = None) -> dict[str, Any]:
+                  action: str, change: Callable[[Index], str | None], reason: str | None = None,
+                  certificate_chain: Path | None = None) -> IndexUpdate:
     _check_expiry_days(expires_days)
     name, _, _ = ref.partition("@")
     from patchkit.manifest import validate_name
@@ -355,8 +404,7 @@ def _update_index(ref: str, key_path: Path, *, registry: str | None, passphrase_
         version = change(new)
         _write_index(reg, name, new, key, head, f"index {new.index_version}: {action}{' ' + version if version else ''}",
                      chain=chain)
-    return {"name": name, "version": version, "action": action, "registry": reg.url, "index_version": new.index_version,
-            "expires": new.expires}
+    return IndexUpdate(name, version, action, reg.url, new.index_version, new.expires, reason)
 
 
 def _exact_version(ref: str, what: str) -> str:
@@ -382,7 +430,7 @@ def _entry_for(index: Index, version: str) -> IndexEntry:
 
 
 def yank(ref: str, reason: str, key_path: Path, *, registry: str | None = None, passphrase_env: str | None = None,
-         expires_days: int = DEFAULT_EXPIRES_DAYS, certificate_chain: Path | None = None) -> dict[str, Any]:
+         expires_days: int = DEFAULT_EXPIRES_DAYS, certificate_chain: Path | None = None) -> IndexUpdate:
     version = _exact_version(ref, "yank")
     if not reason.strip():
         raise UsageError("yank needs a --reason", "say why users should not install this version")
@@ -392,14 +440,12 @@ def yank(ref: str, reason: str, key_path: Path, *, registry: str | None = None, 
         e.yanked, e.yank_reason = True, reason.strip()
         return e.version
 
-    out = _update_index(ref, key_path, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
-                        action="yank", change=change, certificate_chain=certificate_chain)
-    out["reason"] = reason.strip()
-    return out
+    return _update_index(ref, key_path, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
+                         action="yank", change=change, reason=reason.strip(), certificate_chain=certificate_chain)
 
 
 def unyank(ref: str, key_path: Path, *, registry: str | None = None, passphrase_env: str | None = None,
-           expires_days: int = DEFAULT_EXPIRES_DAYS, certificate_chain: Path | None = None) -> dict[str, Any]:
+           expires_days: int = DEFAULT_EXPIRES_DAYS, certificate_chain: Path | None = None) -> IndexUpdate:
     version = _exact_version(ref, "unyank")
 
     def change(index: Index) -> str:
@@ -412,10 +458,10 @@ def unyank(ref: str, key_path: Path, *, registry: str | None = None, passphrase_
 
 
 def refresh(name: str, key_path: Path, *, registry: str | None = None, passphrase_env: str | None = None,
-            expires_days: int = DEFAULT_EXPIRES_DAYS, certificate_chain: Path | None = None) -> dict[str, Any]:
+            expires_days: int = DEFAULT_EXPIRES_DAYS, certificate_chain: Path | None = None) -> IndexUpdate:
     """Re-sign the index with a new expiry (and index_version + 1), changing nothing else."""
     return _update_index(name, key_path, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
                          action="refresh", change=lambda index: None, certificate_chain=certificate_chain)
 
 
-__all__ = ["PullResult", "choose", "fetch_pinned", "load_index", "publish", "pull", "refresh", "unyank", "versions", "yank"]
+__all__ = ["IndexUpdate", "PublishResult", "PullResult", "VersionInfo", "VersionList", "choose", "fetch_pinned", "load_index", "publish", "pull", "refresh", "unyank", "versions", "yank"]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from patchkit._io import is_real_dir
+from patchkit._internal.files import is_real_dir
 from patchkit.errors import (
     CompatibilityError,
     FreezeError,
@@ -33,7 +33,8 @@ from patchkit.errors import (
 from patchkit.modeldir import require_model_dir
 from patchkit.policy import Policy
 from patchkit.registry import keylog
-from patchkit.registry.backends import Registry, open_registry
+from patchkit.registry.backends import open_registry
+from patchkit.registry.base import Registry
 from patchkit.registry.cache import Fetched, entry_dir, fetch
 from patchkit.registry.client import choose, load_index
 from patchkit.registry.index import Index, IndexEntry, remembered_index
@@ -41,7 +42,7 @@ from patchkit.registry.lock import Lock, LockEntry, default_lock_path, lock_guar
 from patchkit.registry.names import resolve_ref
 from patchkit.registry.spec import parse_spec
 from patchkit.trust import TrustStore
-from patchkit.verifying import VerifyResult, verify_artifact
+from patchkit.verifying import VerificationPolicy, VerifyResult, check_base, verify_artifact
 from patchkit.version import Version
 
 
@@ -53,18 +54,9 @@ def _model_fingerprint(model_dir: Path, expected: str) -> str:
     return fingerprint(model_dir, algorithm=algorithm)
 
 
-def check_base(result: VerifyResult, model_dir: Path, *, allow_mismatch: bool, warnings: list[str]) -> str:
-    """Wrong-software check: the patch must be for these weights. Returns the model's fingerprint."""
-    from patchkit.fingerprinting import digests_equal
-
-    expected = result.manifest.base_model.digest
-    actual = _model_fingerprint(model_dir, expected)
-    if not digests_equal(actual, expected):
-        msg = (f"{result.name}@{result.version} was built for base {expected}, but {model_dir} is {actual}")
-        if not allow_mismatch:
-            raise CompatibilityError(msg, "apply it to the model it was trained for, or pass --allow-base-mismatch if you accept the risk")
-        warnings.append(msg + "; applied anyway (--allow-base-mismatch): its behaviour on this model is untested")
-    return actual
+def _check_base(result: VerifyResult, model_dir: Path, policy: VerificationPolicy, warnings: list[str]) -> str:
+    return check_base(result.manifest, model_dir, allow_mismatch=policy.allow_base_mismatch, warnings=warnings,
+                      override="--allow-base-mismatch")
 
 
 def _writable_lock(lock_path: Path) -> None:
@@ -116,8 +108,9 @@ def _yank_note(index: Index, version: str) -> str | None:
     return f"{version} is yanked: {e.yank_reason or 'no reason given'}" if e is not None and e.yanked else None
 
 
-def _run(jobs: list[_Job], model_dir: Path, lock_path: Path, *, locked: bool, allow_base_mismatch: bool,
-         trust: TrustStore, locked_hint: str) -> ApplyResult:
+def _run(jobs: list[_Job], model_dir: Path, lock_path: Path, policy: VerificationPolicy, *, locked: bool,
+         locked_hint: str) -> ApplyResult:
+    trust = policy.trust
     regs: dict[str, Registry] = {}
     fetched: list[tuple[_Job, Fetched, Registry, str, Index]] = []
     warnings: list[str] = []
@@ -132,7 +125,7 @@ def _run(jobs: list[_Job], model_dir: Path, lock_path: Path, *, locked: bool, al
             warnings += w
             f = fetch(reg, job.name, chosen, trust, repaired=warnings)
             fetched.append((job, f, reg, "", index))  # registered first, so a refusal below still discards it
-            fp = check_base(f.result, model_dir, allow_mismatch=allow_base_mismatch, warnings=warnings)
+            fp = _check_base(f.result, model_dir, policy, warnings)
             fetched[-1] = (job, f, reg, fp, index)
         with lock_guard(lock_path):
             old = read_lock(lock_path) if lock_path.exists() else Lock([], lock_path)
@@ -166,17 +159,20 @@ def _run(jobs: list[_Job], model_dir: Path, lock_path: Path, *, locked: bool, al
             f.discard()
 
 
-def apply(refs: list[str], model_dir: Path, *, lock_path: Path | None = None, locked: bool = False, frozen: bool = False,
-          allow_base_mismatch: bool = False, trust: TrustStore | Path | str | None = None,
-          registry: str | None = None) -> ApplyResult:
-    """Resolve, pull, verify, check the base fingerprint, and record the patches in the lock."""
+def apply(refs: list[str], model_dir: Path, policy: VerificationPolicy | None = None, *, lock_path: Path | None = None,
+          locked: bool = False, frozen: bool = False, registry: str | None = None) -> ApplyResult:
+    """Resolve, pull, verify, check the base fingerprint, and record the patches in the lock.
+
+    `policy` defaults to the user's trust store, with no base mismatch allowed.
+    """
     if locked and frozen:
         raise UsageError("--locked and --frozen exclude each other", "--frozen already implies --locked")
     model_dir = require_model_dir(model_dir)
     lock_path = Path(lock_path) if lock_path is not None else default_lock_path(model_dir)
-    store = TrustStore.coerce(trust)
+    policy = policy or VerificationPolicy.build()
+    store = policy.trust
     if frozen:
-        return _frozen(refs, model_dir, lock_path, allow_base_mismatch=allow_base_mismatch, trust=store, registry=registry)
+        return _frozen(refs, model_dir, lock_path, policy, registry=registry)
     if not refs:
         raise UsageError("apply needs at least one NS/NAME@SPEC", "e.g. `patchkit apply acme/tox@^1.0 --model ./model`")
     jobs: list[_Job] = []
@@ -185,13 +181,14 @@ def apply(refs: list[str], model_dir: Path, *, lock_path: Path | None = None, lo
         if any(j.name == name for j in jobs):
             raise UsageError(f"{name} is named twice", "give each patch once")
         jobs.append(_Job(name, spec.text.strip() or "latest", registry))
-    return _run(jobs, model_dir, lock_path, locked=locked, allow_base_mismatch=allow_base_mismatch, trust=store,
+    return _run(jobs, model_dir, lock_path, policy, locked=locked,
                 locked_hint="run without --locked to update the lock, or use --frozen to install it as is")
 
 
-def _frozen(refs: list[str], model_dir: Path, lock_path: Path, *, allow_base_mismatch: bool, trust: TrustStore,
+def _frozen(refs: list[str], model_dir: Path, lock_path: Path, policy: VerificationPolicy, *,
             registry: str | None) -> ApplyResult:
     """Install exactly what the lock says, resolving nothing."""
+    trust = policy.trust
     lock = read_lock(lock_path)
     for ref in refs:
         name, spec = resolve_ref(ref, trust)
@@ -211,7 +208,7 @@ def _frozen(refs: list[str], model_dir: Path, lock_path: Path, *, allow_base_mis
             if isinstance(got, Fetched):
                 staged.append(got)
             res = got.result if isinstance(got, Fetched) else got
-            check_base(res, model_dir, allow_mismatch=allow_base_mismatch, warnings=warnings)
+            _check_base(res, model_dir, policy, warnings)
             results.append((e, got))
         for e, got in results:
             paths[e.name] = got.publish() if isinstance(got, Fetched) else got.path
@@ -235,7 +232,19 @@ def _find(lock: Lock, name: str, lock_path: Path) -> LockEntry:
     return e
 
 
-def remove(name: str, model_dir: Path, *, lock_path: Path | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RemoveResult:
+    model: Path
+    lock: Path
+    removed: LockEntry
+    patches: list[LockEntry]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": True, "model": str(self.model), "lock": str(self.lock), "removed": self.removed.to_dict(),
+                "patches": [x.to_dict() for x in self.patches]}
+
+
+def remove(name: str, model_dir: Path, *, lock_path: Path | None = None) -> RemoveResult:
     """Drop a patch from the lock (the cache keeps the artifact)."""
     model_dir = require_model_dir(model_dir)
     lock_path = Path(lock_path) if lock_path is not None else default_lock_path(model_dir)
@@ -245,13 +254,11 @@ def remove(name: str, model_dir: Path, *, lock_path: Path | None = None) -> dict
         e = _find(lock, name.partition("@")[0], lock_path)
         lock.patches.remove(e)
         write_lock(lock_path, lock.renumbered())
-    return {"ok": True, "model": str(model_dir), "lock": str(lock_path), "removed": e.to_dict(),
-            "patches": [x.to_dict() for x in lock]}
+    return RemoveResult(model_dir, lock_path, e, list(lock.patches))
 
 
-def upgrade(model_dir: Path, *, names: list[str] | None = None, lock_path: Path | None = None, locked: bool = False,
-            allow_base_mismatch: bool = False, trust: TrustStore | Path | str | None = None,
-            registry: str | None = None) -> ApplyResult:
+def upgrade(model_dir: Path, policy: VerificationPolicy | None = None, *, names: list[str] | None = None,
+            lock_path: Path | None = None, locked: bool = False, registry: str | None = None) -> ApplyResult:
     """Re-resolve each locked patch within the spec it was applied with."""
     model_dir = require_model_dir(model_dir)
     lock_path = Path(lock_path) if lock_path is not None else default_lock_path(model_dir)
@@ -260,8 +267,8 @@ def upgrade(model_dir: Path, *, names: list[str] | None = None, lock_path: Path 
     jobs = [_Job(e.name, e.spec, registry or e.registry) for e in lock if not wanted or e.name in wanted]
     for j in jobs:
         parse_spec(j.spec)
-    return _run(jobs, model_dir, lock_path, locked=locked, allow_base_mismatch=allow_base_mismatch,
-                trust=TrustStore.coerce(trust), locked_hint="run `patchkit upgrade` without --locked to update the lock")
+    return _run(jobs, model_dir, lock_path, policy or VerificationPolicy.build(), locked=locked,
+                locked_hint="run `patchkit upgrade` without --locked to update the lock")
 
 
 # -- one check per pin: verify --lock, status and the runtime ------------------------------------
@@ -331,7 +338,7 @@ def _verify_copy(e: LockEntry, trust: TrustStore, lock_path: Path, path: Path) -
     by the cache path.
     """
     try:
-        result = verify_artifact(path, trust=trust)
+        result = verify_artifact(path, trust)
     except TrustError as exc:
         raise TrustError(f"{_about(e, lock_path)}: {exc.message.replace(str(path), 'the cached copy')}", exc.hint) from None
     if (result.name, result.version) != (e.name, e.version) or result.digest != e.digest:
@@ -421,7 +428,7 @@ class PinCheck:
 
 
 def check_pin(e: LockEntry, trust: TrustStore, lock_path: Path, *, regs: dict[str, Registry], registry: str | None,
-              base_model: Path | None, offline: bool, policy: Policy | None = None) -> PinCheck:
+              base_model: Path | None, offline: bool, rules: Policy | None = None) -> PinCheck:
     """Every check a pin must pass: index, cache, signature, trust, identity, the base weights, and the
     policy on what its signed manifest promises."""
     row = PinCheck(e)
@@ -441,8 +448,8 @@ def check_pin(e: LockEntry, trust: TrustStore, lock_path: Path, *, regs: dict[st
         row.signer = result.signer
         if base_model is not None:
             _check_pinned_base(e, result, base_model, row)
-        if policy:
-            policy.check(result.manifest)
+        if rules:
+            rules.check(result.manifest)
     except PatchkitError as exc:
         row.error = exc
     return row
@@ -466,7 +473,7 @@ def _check_pinned_base(e: LockEntry, result: VerifyResult, base_model: Path, row
 class LockVerifySummary:
     lock: Path
     rows: list[PinCheck]
-    policy: Policy | None = None
+    rules: Policy | None = None
 
     @property
     def ok(self) -> bool:
@@ -495,8 +502,8 @@ class LockVerifySummary:
     def to_dict(self) -> dict[str, Any]:
         out = {"ok": self.ok, "lock": str(self.lock), "patches": self.patches, "verified": self.verified,
                "failed": self.failed, "exit_code": self.exit_code, "warnings": self.warnings}
-        if self.policy:
-            out["policy"] = self.policy.to_dict()
+        if self.rules:
+            out["policy"] = self.rules.to_dict()
         return out
 
     def summary_line(self) -> str:
@@ -509,28 +516,27 @@ class LockVerifySummary:
 
 
 def _check_lock(lock_path: Path, *, trust: TrustStore, registry: str | None, base_model: Path | None,
-                offline: bool, policy: Policy | None = None) -> LockVerifySummary:
+                offline: bool, rules: Policy | None = None) -> LockVerifySummary:
     lock = read_lock(lock_path)
     regs: dict[str, Registry] = {}
     rows = [check_pin(e, trust, lock_path, regs=regs, registry=registry, base_model=base_model, offline=offline,
-                      policy=policy) for e in lock.patches]
-    return LockVerifySummary(lock_path, rows, policy)
+                      rules=rules) for e in lock.patches]
+    return LockVerifySummary(lock_path, rows, rules)
 
 
-def verify_lock(lock_path: Path, *, trust: TrustStore | Path | str | None = None, registry: str | None = None,
-                base_model: Path | str | None = None, policy: Policy | None = None) -> LockVerifySummary:
+def verify_lock(lock_path: Path, policy: VerificationPolicy | None = None, *, registry: str | None = None) -> LockVerifySummary:
     """Verify every pin of a lock (the cache, else the registry by pinned commit); CI runs this.
 
-    With `base_model`, the weights must be the ones the lock was applied to; with `policy`, each
-    signed manifest must meet it.
+    With the policy's `base_model`, the weights must be the ones the lock was applied to; with its
+    `rules`, each signed manifest must meet them.
     """
-    base = require_model_dir(base_model) if base_model is not None else None
-    return _check_lock(Path(lock_path), trust=TrustStore.coerce(trust), registry=registry, base_model=base, offline=False,
-                       policy=policy)
+    policy = policy or VerificationPolicy.build()
+    base = require_model_dir(policy.base_model) if policy.base_model is not None else None
+    return _check_lock(Path(lock_path), trust=policy.trust, registry=registry, base_model=base, offline=False,
+                       rules=policy.rules)
 
 
-def status(model_dir: Path, *, lock_path: Path | None = None, trust: TrustStore | Path | str | None = None,
-           policy: Policy | None = None) -> LockVerifySummary | None:
+def status(model_dir: Path, policy: VerificationPolicy | None = None, *, lock_path: Path | None = None) -> LockVerifySummary | None:
     """What `verify --lock --base-model MODEL` would say, from this machine alone (no network).
 
     None when the model has no lock (nothing applied).
@@ -539,22 +545,23 @@ def status(model_dir: Path, *, lock_path: Path | None = None, trust: TrustStore 
     lock_path = Path(lock_path) if lock_path is not None else default_lock_path(model_dir)
     if not lock_path.exists():
         return None
-    return _check_lock(lock_path, trust=TrustStore.coerce(trust), registry=None, base_model=model_dir, offline=True,
-                       policy=policy)
+    policy = policy or VerificationPolicy.build()
+    return _check_lock(lock_path, trust=policy.trust, registry=None, base_model=model_dir, offline=True,
+                       rules=policy.rules)
 
 
-def locked_artifacts(model_dir: Path, *, lock_path: Path | None = None, trust: TrustStore | Path | str | None = None,
+def locked_artifacts(model_dir: Path, trust: TrustStore, *, lock_path: Path | None = None,
                      registry: str | None = None) -> list[Path]:
     """The verified artifact directories a model's lock pins, in order ([] without a lock)."""
     lock_path = Path(lock_path) if lock_path is not None else default_lock_path(Path(model_dir))
     if not lock_path.exists():
         return []
-    summary = _check_lock(lock_path, trust=TrustStore.coerce(trust), registry=registry, base_model=None, offline=False)
+    summary = _check_lock(lock_path, trust=trust, registry=registry, base_model=None, offline=False)
     for r in summary.rows:
         if r.error is not None:
             raise r.error
     return [r.path for r in summary.rows if r.path is not None]
 
 
-__all__ = ["ApplyResult", "LockVerifySummary", "PinCheck", "apply", "check_pin", "locked_artifacts", "remove", "status",
+__all__ = ["ApplyResult", "LockVerifySummary", "PinCheck", "RemoveResult", "apply", "check_pin", "locked_artifacts", "remove", "status",
            "upgrade", "verify_lock"]

@@ -21,11 +21,20 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
-from patchkit import __version__, constants
-from patchkit._json import loads_strict
-from patchkit._redact import redact, strip_userinfo
-from patchkit.errors import EndlessDataError, InvalidInputError, NotFoundError, PatchkitError, RegistryError, UsageError
-from patchkit.registry.backends import Refs, Registry, Stream
+from patchkit import constants
+from patchkit._internal.jsonio import loads_strict
+from patchkit.constants import PATCHKIT_VERSION as __version__
+from patchkit.errors import (
+    EndlessDataError,
+    InvalidInputError,
+    NotFoundError,
+    PatchkitError,
+    RegistryError,
+    UsageError,
+    redact,
+    strip_userinfo,
+)
+from patchkit.registry.base import Refs, Registry, Stream
 from patchkit.registry.ids import commit_id
 
 MAX_API_BYTES = 4 * 1024 * 1024

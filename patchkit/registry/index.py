@@ -19,14 +19,14 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit._io import atomic_write_bytes, atomic_write_text, file_lock, read_regular
-from patchkit._json import dumps_canonical, loads_strict
-from patchkit._time import TIME_FORMAT, fmt_time, now_utc, parse_utc
+from patchkit._internal.clock import fmt_time, now_utc, parse_time, parse_utc
+from patchkit._internal.files import atomic_write_bytes, atomic_write_text, file_lock, read_regular
+from patchkit._internal.jsonio import dumps_canonical, loads_strict
 from patchkit.errors import FreezeError, IntegrityError, InvalidInputError, ReadOnlyError, RollbackError
 from patchkit.keys import PrivateKey
 from patchkit.registry.ids import commit_id, file_name
@@ -41,10 +41,10 @@ MAX_INDEX_SIG_BYTES = 1024 * 1024
 MAX_BOUND_STATEMENTS = 1024
 
 
-def parse_time(text: str, what: str) -> datetime:
+def _index_time(text: str, what: str) -> datetime:
     try:
-        return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC)
-    except (TypeError, ValueError):
+        return parse_time(text)
+    except ValueError:
         raise IntegrityError(f"{what}: {text!r} is not a UTC time like 2025-01-31T12:00:00Z", "the index is corrupt") from None
 
 
@@ -131,7 +131,7 @@ class Index:
         return sorted(self.versions.values(), key=lambda e: Version.parse(e.version))
 
     def expiry(self) -> datetime:
-        return parse_time(self.expires, f"index of {self.name}")
+        return _index_time(self.expires, f"index of {self.name}")
 
     def next(self, *, expires_days: int = DEFAULT_EXPIRES_DAYS) -> Index:
         """A copy with `index_version` + 1, a fresh expiry, and this index appended to the history."""
@@ -172,7 +172,7 @@ def _entry(version: str, raw: Any, where: str) -> IndexEntry:
         if not isinstance(yanked, bool) or (signed_at is not None and not isinstance(signed_at, str)):
             raise TypeError
         if signed_at is not None:
-            parse_time(signed_at, f"{where}: version {version[:40]!r} signed_at")
+            _index_time(signed_at, f"{where}: version {version[:40]!r} signed_at")
         e = IndexEntry(
             version=version,
             commit=commit_id(raw["commit"], where=f"{where}: version {version[:40]!r}", error=IntegrityError),
@@ -414,8 +414,6 @@ __all__ = [
     "IndexEntry",
     "check_and_record",
     "check_fresh",
-    "fmt_time",
-    "now_utc",
     "parse_index",
     "remember_index",
     "remembered_index",

@@ -23,15 +23,15 @@ import contextlib
 import fnmatch
 import re
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit._io import atomic_write_text, file_lock, lock_for, read_regular
-from patchkit._json import dumps_canonical, loads_strict
-from patchkit._time import fmt_time, now_utc, parse_utc
+from patchkit._internal.clock import fmt_time, now_utc, parse_utc
+from patchkit._internal.files import atomic_write_text, file_lock, lock_for, read_regular
+from patchkit._internal.jsonio import dumps_canonical, loads_strict
 from patchkit.errors import (
     IntegrityError,
     InvalidInputError,
@@ -52,7 +52,8 @@ from patchkit.lifecycle import (
     sign_rotation,
     statement_namespace,
 )
-from patchkit.registry.backends import Registry, open_registry
+from patchkit.registry.backends import open_registry
+from patchkit.registry.base import Registry
 from patchkit.registry.index import Index, IndexEntry
 from patchkit.registry.lock import LockEntry
 from patchkit.signing import MAX_SIGNATURE_BYTES, Signed, open_bundle
@@ -271,9 +272,39 @@ def _parse_when(text: str | None, flag: str) -> datetime | None:
     return t
 
 
+@dataclass(frozen=True)
+class RotationResult:
+    """A published handover: `new` succeeds `old` for `scopes` from `effective`, one statement per namespace."""
+
+    old: str
+    new: str
+    scopes: list[str]
+    effective: str
+    registry: str
+    statements: list[dict[str, Any]]  # per namespace: its key log, the statement's digest, whether it was new
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RevocationResult:
+    """A published revocation of `keyid`, signed by `signer`, one statement per namespace."""
+
+    keyid: str
+    signer: str
+    reason: str
+    compromised_since: str | None
+    registry: str
+    statements: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def rotate(old_path: Path, new_path: Path, scopes: list[str], *, registry: str | None = None,
            effective: str | None = None, old_passphrase_env: str | None = None,
-           new_passphrase_env: str | None = None) -> dict[str, Any]:
+           new_passphrase_env: str | None = None) -> RotationResult:
     """Publish "the new key succeeds the old one for `scopes` from `effective`" (default now), signed by both."""
     if not scopes:
         raise UsageError("keys rotate needs at least one --scope", "the names the new key takes over, e.g. --scope 'acme/*'")
@@ -292,8 +323,8 @@ def rotate(old_path: Path, new_path: Path, scopes: list[str], *, registry: str |
     for ns, ns_scopes in sorted(by_ns.items()):
         env = sign_rotation(old, new, namespace=ns, scopes=ns_scopes, effective=when, issued_at=now)
         published.append(_append(reg, ns, env, f"rotate {keyid_of(old.public_key())[:16]} to {keyid_of(new.public_key())[:16]}"))
-    return {"old": keyid_of(old.public_key()), "new": keyid_of(new.public_key()), "scopes": sorted(set(scopes)),
-            "effective": fmt_time(when), "registry": reg.url, "statements": published}
+    return RotationResult(keyid_of(old.public_key()), keyid_of(new.public_key()), sorted(set(scopes)), fmt_time(when),
+                          reg.url, published)
 
 
 def _revoked_key(path: Path) -> tuple[PublicKey, PrivateKey | None]:
@@ -312,7 +343,7 @@ def _revoked_key(path: Path) -> tuple[PublicKey, PrivateKey | None]:
 
 def revoke(key_path: Path, reason: str, namespaces: list[str], *, signer_path: Path | None = None,
            compromised_since: str | None = None, registry: str | None = None,
-           passphrase_env: str | None = None) -> dict[str, Any]:
+           passphrase_env: str | None = None) -> RevocationResult:
     """Publish a revocation of KEY, signed by KEY itself or by a key that succeeded it, to each namespace's key log."""
     if not namespaces:
         raise UsageError("keys revoke needs at least one --namespace", "the namespaces whose key logs announce it, e.g. --namespace acme")
@@ -334,8 +365,8 @@ def revoke(key_path: Path, reason: str, namespaces: list[str], *, signer_path: P
         statement_namespace(f"{ns}/*")
         env = sign_revocation(revoked, signer, namespace=ns, reason=reason, compromised_since=since, issued_at=now)
         published.append(_append(reg, ns, env, f"revoke {keyid_of(revoked)[:16]}"))
-    return {"keyid": keyid_of(revoked), "signer": keyid_of(signer.public_key()), "reason": " ".join(reason.split()),
-            "compromised_since": fmt_time(since) if since else None, "registry": reg.url, "statements": published}
+    return RevocationResult(keyid_of(revoked), keyid_of(signer.public_key()), " ".join(reason.split()),
+                            fmt_time(since) if since else None, reg.url, published)
 
 
 # -- a lock that pins a signature the publisher since replaced ---------------------------------
@@ -365,5 +396,5 @@ def check_resigned(reg: Registry, pin: LockEntry, entry: IndexEntry, trust: Trus
                          f"re-lock it: `patchkit apply {pin.ref} --model DIR`")
 
 
-__all__ = ["KEYLOG_FILE", "KEYLOG_REPO", "KeyLog", "admit", "bound_statements", "check_resigned", "is_reserved",
+__all__ = ["KEYLOG_FILE", "KEYLOG_REPO", "KeyLog", "RevocationResult", "RotationResult", "admit", "bound_statements", "check_resigned", "is_reserved",
            "log_name", "publisher_trust", "read_log", "refresh", "revoke", "rotate"]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit._io import atomic_write_text, file_lock, lock_for, read_regular
+from patchkit._internal.files import atomic_write_text, file_lock, lock_for, read_regular
 from patchkit.errors import InvalidInputError, NotFoundError
 from patchkit.manifest import validate_name, validate_version
 from patchkit.registry.ids import commit_id

@@ -15,10 +15,12 @@ may have published versions you did not.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from patchkit import constants
+from patchkit._internal.clock import utc_stamp
 from patchkit.errors import IntegrityError, MixAndMatchError, NotFoundError
 from patchkit.keys import keyid_of, load_private_key, public_pem
 from patchkit.manifest import parse_manifest, validate_name
@@ -32,13 +34,32 @@ from patchkit.registry.client import (
     _write_index,
     signer_chain,
 )
-from patchkit.registry.index import DEFAULT_EXPIRES_DAYS, fmt_time, now_utc
+from patchkit.registry.index import DEFAULT_EXPIRES_DAYS
 from patchkit.signing import check_files, open_bundle, root_digest, sign_digests
 from patchkit.trust import TrustEntry, TrustStore
 
 
+@dataclass(frozen=True)
+class ResignResult:
+    """A version's new signature: the same `digest`, a new `commit` that replaces `previous_commit`."""
+
+    name: str
+    version: str
+    digest: str
+    commit: str
+    previous_commit: str
+    keyid: str
+    registry: str
+    index_version: int
+    expires: str
+    signed_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def resign(ref: str, key_path: Path, *, registry: str | None = None, passphrase_env: str | None = None,
-           expires_days: int = DEFAULT_EXPIRES_DAYS, certificate_chain: Path | None = None) -> dict[str, Any]:
+           expires_days: int = DEFAULT_EXPIRES_DAYS, certificate_chain: Path | None = None) -> ResignResult:
     version = _exact_version(ref, "resign")
     _check_expiry_days(expires_days)
     name = validate_name(ref.partition("@")[0])
@@ -79,12 +100,11 @@ def resign(ref: str, key_path: Path, *, registry: str | None = None, passphrase_
         new = index.next(expires_days=expires_days)
         e = new.versions[entry.version]
         previous = e.commit
-        e.commit, e.signed_at = commit, fmt_time(now_utc())
+        e.commit, e.signed_at = commit, utc_stamp()
         e.files[constants.SIGNATURE_FILE] = len(sig)
         _write_index(reg, name, new, key, commit, f"index {new.index_version}: resign {entry.version}", chain=chain)
-    return {"name": name, "version": entry.version, "digest": entry.digest, "commit": commit, "previous_commit": previous,
-            "keyid": keyid_of(key.public_key()), "registry": reg.url, "index_version": new.index_version,
-            "expires": new.expires, "signed_at": e.signed_at}
+    return ResignResult(name, entry.version, entry.digest, commit, previous, keyid_of(key.public_key()), reg.url,
+                        new.index_version, new.expires, e.signed_at)
 
 
-__all__ = ["resign"]
+__all__ = ["ResignResult", "resign"]

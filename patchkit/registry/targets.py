@@ -2,9 +2,10 @@
 
 A ref is a ref and a path is a path. A string that parses as a ref always means the registry,
 even when a directory of that name happens to exist (a checkout can plant `acme/tox@2.0.0/`
-holding some other signed patch). A directory is written as a path: a `pathlib.Path`, or a
-string that starts with `.`, `/` or `~`, or has a `/` beyond the one in `NS/NAME`, or simply
-does not parse as a ref.
+holding some other signed patch). A ref is `NS/NAME[@SPEC]`, or `NAME@SPEC` (a name without a
+namespace needs its `@`, so a bare word such as `art` stays what it looks like, a directory).
+A directory is written as a path: a `pathlib.Path`, or a string that starts with `.`, `/` or
+`~`, or has a `/` beyond the one in `NS/NAME`, or simply does not parse as a ref.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from patchkit.errors import InvalidInputError, NotFoundError
 from patchkit.registry.names import parse_any_ref
 from patchkit.registry.spec import Spec
 from patchkit.trust import TrustStore
-from patchkit.verifying import VerifyResult, verify_artifact
+from patchkit.verifying import VerificationPolicy, VerifyResult, check_base, verify_artifact
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def parse_target(value: str | os.PathLike[str]) -> Target:
     if isinstance(value, os.PathLike):
         return Target(os.fspath(value), path=Path(value).expanduser())
     text = str(value)
-    if written_as_path(text):
+    if written_as_path(text) or ("/" not in text and "@" not in text):
         return Target(text, path=Path(text).expanduser())
     try:
         name, spec = parse_any_ref(text)
@@ -53,7 +54,7 @@ def parse_target(value: str | os.PathLike[str]) -> Target:
 
 
 def resolve_target(value: str | os.PathLike[str], *, registry: str | None = None,
-                   trust: TrustStore | Path | str | None = None, warnings: list[str] | None = None) -> Path:
+                   trust: TrustStore | None = None, warnings: list[str] | None = None) -> Path:
     """The directory a target names: a path as given, or a ref pulled (verified) from a registry.
 
     The caller verifies a plain path itself; a pulled ref has been verified against the
@@ -84,13 +85,16 @@ def resolve_target(value: str | os.PathLike[str], *, registry: str | None = None
         raise
 
 
-def verify_target(path_or_ref: str | os.PathLike[str], *, trust: TrustStore | Path | str | None = None,
-                  base_model: Path | str | None = None, registry: str | None = None) -> tuple[VerifyResult, list[str]]:
-    """Verify a directory or a registry ref; also return the warnings a ref carries (a yank)."""
-    store = TrustStore.coerce(trust)
+def verify_target(path_or_ref: str | os.PathLike[str], policy: VerificationPolicy, *,
+                  registry: str | None = None) -> tuple[VerifyResult, list[str]]:
+    """Verify a directory or a registry ref under `policy` (its rules last); also return the warnings a ref carries (a yank)."""
     warnings: list[str] = []
-    path = resolve_target(path_or_ref, registry=registry, trust=store, warnings=warnings)
-    result = verify_artifact(path, trust=store, base_model=base_model)
+    path = resolve_target(path_or_ref, registry=registry, trust=policy.trust, warnings=warnings)
+    result = verify_artifact(path, policy.trust)
+    if policy.base_model is not None:
+        check_base(result.manifest, policy.base_model)
+        result.base_model_checked = True
+    policy.rules.check(result.manifest)  # last: a patch that fails it still verified (exit 9, not 3-5)
     result.warnings.extend(warnings)
     return result, warnings
 
@@ -101,7 +105,7 @@ def verify(path_or_ref: str | os.PathLike[str], trust: TrustStore | Path | str |
 
     Warnings (a yanked version pinned exactly) are in the result's `warnings`.
     """
-    return verify_target(path_or_ref, trust=trust, base_model=base_model, registry=registry)[0]
+    return verify_target(path_or_ref, VerificationPolicy.build(trust, base_model=base_model), registry=registry)[0]
 
 
 __all__ = ["Target", "parse_target", "resolve_target", "verify", "verify_target", "written_as_path"]

@@ -10,17 +10,16 @@ from collections.abc import Sequence
 
 import torch
 
-from patchkit.artifact import PrefixTensor
+from patchkit._internal.tensors import TORCH_DTYPE_NAMES
+from patchkit.artifact.layout import PrefixTensor
 from patchkit.runtime.resolve import LoadedPatch, check_composable
-
-TORCH_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
 
 __all__ = ["check_composable", "compose_prefix", "prefix_tensor"]
 
 
 def prefix_tensor(p: PrefixTensor) -> torch.Tensor:
     """Decode little-endian safetensors bytes into a [tokens, hidden] tensor (a private copy)."""
-    flat = torch.frombuffer(bytearray(p.data), dtype=TORCH_DTYPES[p.dtype])
+    flat = torch.frombuffer(bytearray(p.data), dtype=getattr(torch, TORCH_DTYPE_NAMES[p.dtype]))
     return flat.view(p.shape).clone()
 
 

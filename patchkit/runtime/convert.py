@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit._io import make_staging_dir, publish_dir
+from patchkit._internal.files import make_staging_dir, publish_dir
 from patchkit.errors import InvalidInputError, NotFoundError
 
 SMOLLM2_DIR = "smollm2-135m-instruct"

@@ -13,6 +13,7 @@ from typing import Any
 from patchkit import constants
 from patchkit.runtime.resolve import PatchSpec, load_patch
 from patchkit.trust import TrustStore
+from patchkit.verifying import VerificationPolicy
 
 FORMATS = ("peft",)
 
@@ -26,11 +27,11 @@ def export_peft(
     verify: bool = True,
 ) -> dict[str, Any]:
     """Write `out/adapter_model.safetensors` + `out/adapter_config.json` (+ the model card)."""
-    from patchkit.artifact import check_adapter_config, prefix_bytes, require_new_output, write_new_dir
+    from patchkit.artifact.layout import check_adapter_config, prefix_bytes, require_new_output, write_new_dir
 
     out = Path(out).expanduser()
     require_new_output(out)
-    patch = load_patch(spec, trust=TrustStore.coerce(trust), registry=registry, verify=verify)
+    patch = load_patch(spec, VerificationPolicy.build(trust), registry=registry, verify=verify)
     from patchkit.signing import read_artifact_files
 
     found = read_artifact_files(patch.path)

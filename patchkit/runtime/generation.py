@@ -2,39 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from patchkit.errors import UsageError
-
-Message = Mapping[str, str]
-
-
-def build_messages(prompt: str | Sequence[Message], system: str | None = None) -> list[dict[str, str]]:
-    if isinstance(prompt, str):
-        messages = [{"role": "user", "content": prompt}]
-    else:
-        messages = [{"role": str(m["role"]), "content": str(m["content"])} for m in prompt]
-    if system and not (messages and messages[0]["role"] == "system"):
-        messages.insert(0, {"role": "system", "content": system})
-    return messages
+from patchkit.lm.chat import Message, format_chat
 
 
 def prompt_text(tokenizer: Any, prompt: str | Sequence[Message], *, system: str | None = None, chat: bool | None = None) -> tuple[str, bool]:
     """The text to tokenize, and whether it came from the chat template (then it has its own specials)."""
-    use_chat = bool(getattr(tokenizer, "chat_template", None)) if chat is None else chat
-    if use_chat:
-        if not getattr(tokenizer, "chat_template", None):
-            raise UsageError("this tokenizer has no chat template", "pass chat=False (or drop --system)")
-        text = tokenizer.apply_chat_template(build_messages(prompt, system), tokenize=False, add_generation_prompt=True)
-        return str(text), True
-    if not isinstance(prompt, str):
-        text = "\n".join(f"{m['role']}: {m['content']}" for m in prompt) + "\nassistant:"
-    else:
-        text = prompt
-    if system:
-        text = f"{system}\n\n{text}"
-    return text, False
+    f = format_chat(tokenizer, prompt, system=system, chat=chat)
+    return f.text, f.templated
 
 
 def encode(tokenizer: Any, prompts: Sequence[str | Sequence[Message]], *, system: str | None = None, chat: bool | None = None,

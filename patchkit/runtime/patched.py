@@ -18,7 +18,6 @@ for each call; a call never mutates the stored tensors.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -26,26 +25,11 @@ import torch
 from torch import nn
 
 from patchkit.errors import UsageError
+from patchkit.lm.prefix import cache_kwarg, cache_layers, output_cache, positions_from_mask, prefix_mask, prepend_prefix
 from patchkit.runtime.resolve import LoadedPatch
 
 PositionMode = Literal["mask", "peft"]
 POSITION_MODES = ("mask", "peft")
-
-
-def _cache_kwarg(base: Any) -> str:
-    """transformers 5.x names the cache `cache`; older versions `past_key_values`."""
-    try:
-        params = inspect.signature(base.forward).parameters
-    except (TypeError, ValueError):
-        return "past_key_values"
-    return "cache" if "cache" in params else "past_key_values"
-
-
-def _cache_layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    layers = getattr(cache, "layers", None)
-    if layers is not None:
-        return [(layer.keys, layer.values) for layer in layers]
-    return [(k, v) for k, v, *_ in cache]
 
 
 class PatchedModel(nn.Module):
@@ -74,7 +58,7 @@ class PatchedModel(nn.Module):
         self.patches: tuple[LoadedPatch, ...] = tuple(patches)
         self.kv_reuse = kv_reuse
         self.positions: PositionMode = positions
-        self._cache_kw = _cache_kwarg(base)
+        self._cache_kw = cache_kwarg(base)
         self._kv: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None
         self._kv_key: tuple[Any, ...] | None = None
 
@@ -127,10 +111,10 @@ class PatchedModel(nn.Module):
                 use_cache=True,
                 **{self._cache_kw: DynamicCache(config=self.base.config)},
             )
-            cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+            cache = output_cache(out)
             if cache is None:
                 raise UsageError(f"{type(self.base).__name__} returned no KV cache", "load with kv_reuse=False")
-            self._kv = tuple((k.detach().clone(), v.detach().clone()) for k, v in _cache_layers(cache))
+            self._kv = tuple((k.detach().clone(), v.detach().clone()) for k, v in cache_layers(cache))
             self._kv_key = key
         return self._kv
 
@@ -158,11 +142,11 @@ class PatchedModel(nn.Module):
             attention_mask = torch.ones(batch, length, dtype=torch.long, device=device)
         if attention_mask.shape != (batch, length):
             raise UsageError(f"attention_mask has shape {list(attention_mask.shape)}, expected {[batch, length]}", "pass the tokenizer's mask")
-        mask = torch.cat([attention_mask.new_ones(batch, n), attention_mask], dim=1)
+        mask = prefix_mask(attention_mask, n)
         if self.positions == "peft":
             pos = torch.arange(n + length, device=device).unsqueeze(0).expand(batch, -1)
         else:
-            pos = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+            pos = positions_from_mask(mask)
         return mask, pos
 
     def _use_kv(self, use_prefix_cache: bool | None) -> bool:
@@ -219,8 +203,7 @@ class PatchedModel(nn.Module):
             assert input_ids is not None
             inputs_embeds = self.base.get_input_embeddings()(input_ids)
         assert inputs_embeds is not None
-        p = self.prefix.to(inputs_embeds.dtype).unsqueeze(0).expand(inputs_embeds.shape[0], -1, -1)
-        return torch.cat([p, inputs_embeds], dim=1)
+        return prepend_prefix(self.prefix, inputs_embeds)
 
     # -- generate ---------------------------------------------------------------------------
     @torch.no_grad()

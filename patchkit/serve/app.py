@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from patchkit import __version__
+from patchkit.constants import PATCHKIT_VERSION as __version__
 from patchkit.serve.config import ServeConfig
 from patchkit.serve.errors import APIError, bad_request, draining, queue_full, too_large, unauthorized
 from patchkit.serve.jobs import FINISH_CANCELLED, FINISH_ERROR, Engine, Job, Piece

@@ -28,10 +28,11 @@ from typing import Any
 
 import torch
 
+from patchkit.lm.loading import load_causal_lm, load_tokenizer
+from patchkit.lm.prefix import cache_kwarg, cache_layers, output_cache
 from patchkit.runtime.compose import compose_prefix
 from patchkit.runtime.generation import encode
-from patchkit.runtime.loader import load_base, load_tokenizer
-from patchkit.runtime.patched import PatchedModel, _cache_kwarg, _cache_layers
+from patchkit.runtime.patched import PatchedModel
 from patchkit.serve.jobs import FINISH_CANCELLED, FINISH_ERROR, FINISH_LENGTH, FINISH_STOP, Engine, Job, Piece
 from patchkit.serve.metrics import Metrics
 from patchkit.serve.patches import PatchSet
@@ -93,7 +94,7 @@ class LocalEngine(Engine):
         self.metrics = metrics
         self.max_positions = getattr(base.config, "max_position_embeddings", None)
         self._eos = _eos_ids(base, tokenizer)
-        self._cache_kw = _cache_kwarg(base)
+        self._cache_kw = cache_kwarg(base)
         self._embed = base.get_input_embeddings().weight
         self._prefixes: collections.OrderedDict[tuple[str, ...], PatchedModel] = collections.OrderedDict()
         self._pending: collections.deque[_Handle] = collections.deque()
@@ -111,7 +112,7 @@ class LocalEngine(Engine):
              device: str | None = None, dtype: str | None = None, threads: int | None = None) -> LocalEngine:
         if threads is not None:
             torch.set_num_threads(threads)  # intra-op threads; on a busy CPU fewer can be much faster
-        base = load_base(model_dir, device=device, dtype=dtype)
+        base = load_causal_lm(model_dir, device=device, dtype=dtype)
         return cls(base, load_tokenizer(model_dir), load_tokenizer(model_dir), max_batch=max_batch,
                    prefix_cache_size=prefix_cache_size, metrics=metrics)
 
@@ -236,10 +237,8 @@ class LocalEngine(Engine):
             log.exception("prefill failed")
             handle.sink(Piece("", 0, FINISH_ERROR, error=f"{type(exc).__name__}: {exc}", prompt_tokens=len(job.prompt_ids)))
             return
-        cache = getattr(out, "cache", None)
-        if cache is None:
-            cache = out.past_key_values
-        kv: KV = [(k, v) for k, v in _cache_layers(cache)]
+        cache = output_cache(out)
+        kv: KV = [(k, v) for k, v in cache_layers(cache)]
         length = int(kv[0][0].shape[2])
         gen = None
         if job.temperature > 0:
@@ -271,7 +270,7 @@ class LocalEngine(Engine):
 
     def _batch_kv(self) -> KV:
         if self._cache is not None:
-            return [(k, v) for k, v in _cache_layers(self._cache)]
+            return [(k, v) for k, v in cache_layers(self._cache)]
         assert self._kv is not None
         return self._kv
 

@@ -33,6 +33,7 @@ from patchkit.runtime.resolve import LoadedPatch, resolve_patches
 from patchkit.serve.config import ServeConfig
 from patchkit.serve.errors import APIError, bad_request, from_patchkit, unknown_model
 from patchkit.trust import TrustStore
+from patchkit.verifying import VerificationPolicy
 
 MAX_MODEL_FIELD = 1024
 
@@ -82,6 +83,7 @@ class PatchResolver:
         self.config = config
         self.name = name
         self.trust = trust
+        self.policy = VerificationPolicy(trust, token_budget=config.token_budget)
         self.registry = registry
         self._resolved: OrderedDict[str, PatchSet] = OrderedDict()
         self._checked: dict[str, float] = {}  # model string -> when its set last verified (monotonic)
@@ -161,8 +163,7 @@ class PatchResolver:
             return ps
 
     def _load(self, specs: Sequence[str] | None) -> list[LoadedPatch]:
-        return resolve_patches(self.model_dir, specs, trust=self.trust, registry=self.registry,
-                               token_budget=self.config.token_budget)
+        return resolve_patches(self.model_dir, specs, self.policy, registry=self.registry)
 
     def known(self) -> list[PatchSet]:
         """The patch sets verified so far, most recent last (for /v1/models)."""

@@ -26,9 +26,9 @@ import httpx2
 import torch
 
 from patchkit.errors import InvalidInputError, RegistryError
+from patchkit.lm.loading import load_tokenizer
 from patchkit.runtime.compose import compose_prefix
 from patchkit.runtime.generation import encode
-from patchkit.runtime.loader import load_tokenizer
 from patchkit.serve.jobs import FINISH_ERROR, FINISH_LENGTH, FINISH_STOP, Engine, Job, Piece
 
 MAX_UPSTREAM_LINE = 1024 * 1024

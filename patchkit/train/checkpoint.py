@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from patchkit._io import atomic_write_bytes
+from patchkit._internal.files import atomic_write_bytes
 from patchkit.errors import InvalidInputError
 
 CHECKPOINT_DIR = "checkpoints"

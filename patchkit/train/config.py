@@ -10,6 +10,8 @@ from patchkit.errors import InvalidInputError
 
 STAGES = ("sft", "dpo")
 DPO_REFERENCES = ("sft", "none")
+DPO_REJECTED = ("base", "policy", "both")
+SELECT = ("last", "best")
 
 # The paper found a safety instruction far better than random as the starting prefix.
 DEFAULT_INIT_TEXT = (
@@ -37,6 +39,15 @@ class TrainConfig:
     beta: float = 0.1
     min_margin: float = 0.5
     dpo_reference: str = "sft"
+    # Where DPO's rejected replies come from: "base" (M, the paper), "policy" (the SFT-patched
+    # policy's own greedy replies: on-policy pairs, beyond the paper) or "both".
+    dpo_rejected: str = "base"
+    # Validation-based selection (needs a validation set): judge the policy's greedy replies
+    # every `eval_every` steps and at the end of each stage; "best" keeps the best-scoring prefix.
+    eval_every: int | None = None
+    select: str = "last"
+    selection_weight: float = 1.0
+    validation_max_new_tokens: int = 32
     tokens: int = 50
     init: str = DEFAULT_INIT
     max_new_tokens: int = 64
@@ -132,4 +143,14 @@ def check_config(cfg: TrainConfig) -> None:
         raise InvalidInputError(f"--beta must be positive (got {cfg.beta})")
     if cfg.dpo_reference not in DPO_REFERENCES:
         raise InvalidInputError(f"unknown --dpo-reference {cfg.dpo_reference!r}", "use sft or none")
+    if cfg.dpo_rejected not in DPO_REJECTED:
+        raise InvalidInputError(f"unknown --dpo-rejected {cfg.dpo_rejected!r}", "use base, policy or both")
+    if cfg.select not in SELECT:
+        raise InvalidInputError(f"unknown --select {cfg.select!r}", "use last or best")
+    if cfg.eval_every is not None and cfg.eval_every < 1:
+        raise InvalidInputError(f"--eval-every must be at least 1 (got {cfg.eval_every})")
+    if cfg.validation_max_new_tokens < 1:
+        raise InvalidInputError(f"--validation-max-new-tokens must be at least 1 (got {cfg.validation_max_new_tokens})")
+    if not cfg.selection_weight >= 0:
+        raise InvalidInputError(f"--selection-weight must be zero or positive (got {cfg.selection_weight})")
     parse_stages(cfg.stages)

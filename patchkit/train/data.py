@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from patchkit._json import loads_strict
+from patchkit._internal.jsonio import loads_strict
 from patchkit.errors import InvalidInputError, NotFoundError, PatchkitError
 
 
@@ -110,10 +110,21 @@ def prompts_from_list(items: Sequence[str]) -> tuple[list[Prompt], DataRecord]:
 
 def read_responses(path: Path) -> tuple[dict[str, str], DataRecord]:
     """JSONL of {"prompt": ..., "response": ...}: the reference responses (M')."""
+    table, _, record = read_reference_rows(path)
+    return table, record
+
+
+def read_reference_rows(path: Path) -> tuple[dict[str, str], dict[str, str], DataRecord]:
+    """Reference rows with an optional "rejected" reply per prompt.
+
+    A row's "rejected" is the reply DPO should move away from (for example the most toxic of
+    n samples of M); without it, training takes M's own greedy reply, as the paper does.
+    """
     path = Path(path)
     raw = _read_bytes(path, "reference file")
     text = _decode(raw, path)
     table: dict[str, str] = {}
+    rejected: dict[str, str] = {}
     first_line: dict[str, int] = {}
     for lineno, obj in _jsonl_objects(path, text, "reference file"):
         where = f"{path}:{lineno}"
@@ -122,10 +133,12 @@ def read_responses(path: Path) -> tuple[dict[str, str], DataRecord]:
         if prompt in table and table[prompt] != response:
             raise InvalidInputError(f"{where}: a different response for the prompt already given on line {first_line[prompt]}", "keep one response per prompt")
         table[prompt] = response
+        if "rejected" in obj:
+            rejected[prompt] = _string_field(obj, "rejected", where, "reference file")
         first_line.setdefault(prompt, lineno)
     if not table:
         raise InvalidInputError(f"{path}: the reference file is empty", 'give one {"prompt": "...", "response": "..."} per line')
-    return table, DataRecord(path.name, len(table), hashlib.sha256(raw).hexdigest())
+    return table, rejected, DataRecord(path.name, len(table), hashlib.sha256(raw).hexdigest())
 
 
 def responses_from_rows(rows: Sequence[Mapping[str, str]] | Mapping[str, str]) -> tuple[dict[str, str], DataRecord]:

@@ -15,31 +15,22 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit._io import atomic_write_text
-from patchkit._json import loads_strict
+from patchkit._internal.files import atomic_write_text
+from patchkit._internal.jsonio import loads_strict
 from patchkit.errors import PatchkitError
+from patchkit.lm.chat import Formatted, format_chat, has_chat_template, token_ids
 
 CACHE_FORMAT = 1
 
 
-def has_chat_template(tokenizer: Any) -> bool:
-    return bool(getattr(tokenizer, "chat_template", None))
-
-
 def format_prompt(tokenizer: Any, prompt: str, system: str | None = None) -> str:
-    """The text the model sees for `prompt`: its chat template when it has one."""
-    if has_chat_template(tokenizer):
-        messages = [{"role": "system", "content": system}] if system else []
-        messages.append({"role": "user", "content": prompt})
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return str(text)
-    return f"{system}\n\n{prompt}" if system else prompt
+    """The text the model sees for `prompt` (the shared formatter: the runtime and eval use it too)."""
+    return format_chat(tokenizer, prompt, system=system).text
 
 
 def encode_prompt(tokenizer: Any, formatted: str) -> list[int]:
     """Token ids of a formatted prompt; a chat template already holds its special tokens."""
-    ids = tokenizer(formatted, add_special_tokens=not has_chat_template(tokenizer))["input_ids"]
-    return [int(i) for i in ids]
+    return token_ids(tokenizer, Formatted(formatted, has_chat_template(tokenizer)))
 
 
 @dataclass(frozen=True)

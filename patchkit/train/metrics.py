@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from patchkit.lm.loading import load_model
 from patchkit.train.dpo import Pair, margins
 from patchkit.train.generation import GenerationCache, GenerationSettings, encode_prompt, format_prompt, generate_cached
 from patchkit.train.model import Example, PrefixLM
@@ -18,11 +19,7 @@ from patchkit.train.sft import response_nll
 
 
 def _load(base: Path, prefix: torch.Tensor) -> tuple[PrefixLM, Any]:
-    from patchkit.train.trainer import _load_causal_lm, _load_tokenizer
-
-    tok = _load_tokenizer(Path(base))
-    model = _load_causal_lm(Path(base), torch.float32)
-    model.eval()
+    model, tok = load_model(Path(base), device="cpu", dtype="float32")
     return PrefixLM(model, prefix), tok
 
 
@@ -53,10 +50,9 @@ def pair_margins(
 
 def base_responses(base: Path, prompts: Sequence[str], max_new_tokens: int = 64, batch_size: int = 8) -> list[str]:
     """M's own greedy responses, through the same cache training uses."""
-    from patchkit.train.trainer import _fingerprint, _load_causal_lm, _load_tokenizer
+    from patchkit.train.trainer import _fingerprint
 
-    tok = _load_tokenizer(Path(base))
-    model = _load_causal_lm(Path(base), torch.float32)
+    model, tok = load_model(Path(base), device="cpu", dtype="float32")
     settings = GenerationSettings(max_new_tokens=max_new_tokens, dtype="float32")
     texts = [format_prompt(tok, p) for p in prompts]
     return generate_cached(model, tok, texts, model_digest=_fingerprint(Path(base)), settings=settings, batch_size=batch_size, cache=GenerationCache())

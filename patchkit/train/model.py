@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from patchkit.errors import InvalidInputError
+from patchkit.lm.prefix import cache_kwarg, output_cache, positions_from_mask, prefix_mask, prepend_prefix
 from patchkit.train.config import unquote
 
 
@@ -72,20 +73,14 @@ class PrefixLM(nn.Module):
             p.requires_grad_(False)
         self.prefix = nn.Parameter(prefix.detach().clone().to(torch.float32))
         self._keep = _accepts_logits_to_keep(base)
-        try:  # transformers >= 5.2x names the cache argument `cache`; older ones `past_key_values`
-            self._cache_arg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
-        except (TypeError, ValueError):
-            self._cache_arg = "past_key_values"
+        self._cache_arg = cache_kwarg(base)
 
     def _embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix: torch.Tensor | None, use_prefix: bool) -> tuple[torch.Tensor, torch.Tensor]:
         embeds = self.base.get_input_embeddings()(input_ids)
-        mask = attention_mask
-        if use_prefix:
-            p = self.prefix if prefix is None else prefix
-            p = p.to(device=embeds.device, dtype=embeds.dtype).unsqueeze(0).expand(input_ids.shape[0], -1, -1)
-            embeds = torch.cat([p, embeds], dim=1)
-            mask = torch.cat([mask.new_ones(input_ids.shape[0], p.shape[1]), mask], dim=1)
-        return embeds, mask
+        if not use_prefix:
+            return embeds, attention_mask
+        p = self.prefix if prefix is None else prefix
+        return prepend_prefix(p, embeds), prefix_mask(attention_mask, p.shape[0])
 
     def forward(
         self,
@@ -105,7 +100,7 @@ class PrefixLM(nn.Module):
         embeds, mask = self._embed(input_ids, attention_mask, prefix, use_prefix)
         if continuations is not None:
             return self._continue(embeds, mask, *continuations)
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        position_ids = positions_from_mask(mask)
         kwargs: dict[str, Any] = {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": position_ids, "use_cache": False}
         if self._keep:
             kwargs["logits_to_keep"] = keep
@@ -114,17 +109,17 @@ class PrefixLM(nn.Module):
 
     def _continue(self, embeds: torch.Tensor, mask: torch.Tensor, cont_ids: torch.Tensor, cont_mask: torch.Tensor, k: int) -> torch.Tensor:
         """Shared-prompt forward: DPO's chosen and rejected share the (prefix + prompt) part."""
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        position_ids = positions_from_mask(mask)
         kwargs: dict[str, Any] = {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": position_ids, "use_cache": True}
         if self._keep:
             kwargs["logits_to_keep"] = 1
         out = self.base(**kwargs)
         first = out.logits[:, -1:].repeat_interleave(k, dim=0)  # predicts each continuation's first token
-        cache = getattr(out, "cache", None) or out.past_key_values
+        cache = output_cache(out)
         cache.batch_repeat_interleave(k)
         full_mask = torch.cat([mask.repeat_interleave(k, dim=0), cont_mask], dim=1)
         start = mask.sum(-1).repeat_interleave(k, dim=0).unsqueeze(1)
-        cont_pos = start + (cont_mask.cumsum(-1) - 1).clamp(min=0)
+        cont_pos = start + positions_from_mask(cont_mask)
         rest = self.base(
             inputs_embeds=self.base.get_input_embeddings()(cont_ids),
             attention_mask=full_mask,

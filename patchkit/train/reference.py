@@ -8,7 +8,7 @@ from pathlib import Path
 
 from patchkit.errors import InvalidInputError, NotFoundError
 from patchkit.train.config import unquote
-from patchkit.train.data import DataRecord, read_responses, responses_from_rows
+from patchkit.train.data import DataRecord, read_reference_rows, responses_from_rows
 
 SYSTEM_PROMPT_PREFIX = "system-prompt:"
 
@@ -40,6 +40,8 @@ class ResponsesReference:
     responses: Mapping[str, str]
     record: DataRecord
     origin: str = field(default="")
+    # Optional rejected replies by prompt (best-of-n pairs); missing ones are M's greedy reply.
+    rejected: Mapping[str, str] = field(default_factory=dict)
 
     def describe(self) -> str:
         return f"responses:{self.record.name} ({self.record.count} rows, sha256:{self.record.sha256})"
@@ -71,7 +73,7 @@ def parse_reference(ref: str | Path | Reference | Sequence[Mapping[str, str]] | 
             if not (path / "config.json").is_file():
                 raise InvalidInputError(f"reference directory {path} has no config.json", "pass a transformers model directory")
             return ModelReference(path.resolve())
-        table, record = read_responses(path)
-        return ResponsesReference(table, record, str(path))
+        table, rejected, record = read_reference_rows(path)
+        return ResponsesReference(table, record, str(path), rejected)
     table, record = responses_from_rows(ref)
     return ResponsesReference(table, record, "<memory>")

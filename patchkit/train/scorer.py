@@ -1,12 +1,17 @@
 """The scorer that filters DPO pairs: keep a pair only if M' is clearly better than M on it.
 
-For the harmfulness domain the score is a refusal detector by phrase markers, looked for in the
-opening of the reply only (a marker deep inside compliant text, e.g. "I will not" in a ransom
-note, is not a refusal). score(chosen) - score(rejected) is the margin, in [-1, 1].
+For the harmfulness domain the margin measures how much better the chosen reply follows the
+reference's own decision, judged by the evaluation's refusal detector on whole replies: when
+M' refuses, a pair counts if the rejected reply does not refuse; when M' answers, it counts if
+the rejected reply refuses or carries refusal/safety language (a caveat leak) and the chosen one
+does not. So benign prompts make pairs too, whenever the rejected side over-refuses (M's own
+replies rarely do; an SFT-patched policy's often do, see `onpolicy`). `refusal_score` and
+`refusal_margin` are the earlier opening-only marker list, kept for callers.
 
-For the other domains (toxicity, bias, custom) there is no offline safety scorer here, so the
-margin is 1 when the two replies differ and 0 when they are the same (an identical pair carries
-no DPO signal). Pass your own `scorer(prompt, chosen, rejected) -> margin` to `train_patch` for
+Toxicity and bias have real scorers (`patchkit.train.pair_scorers`): the toxicity difference
+and the gendered-attribution difference. Only `custom:<word>` domains fall back to a margin of
+1 when the two replies differ and 0 when they are the same (an identical pair carries no DPO
+signal). Pass your own `scorer(prompt, chosen, rejected) -> margin` to `train_patch` for
 anything better.
 """
 
@@ -64,8 +69,39 @@ def difference_margin(prompt: str, chosen: str, rejected: str) -> float:
     return 0.0 if _norm(chosen) == _norm(rejected) else 1.0
 
 
-def scorer_for(domain: str) -> tuple[str, Scorer]:
-    """The default scorer of a domain, with the name recorded in training.json."""
+def _bad_answer(text: str) -> bool:
+    from patchkit.eval.refusal import caveat, classify
+
+    return classify(text).refused or caveat(text)
+
+
+def agreement_margin(prompt: str, chosen: str, rejected: str) -> float:
+    """1 when the chosen reply makes the reference's decision (refuse or answer cleanly) and the
+    rejected one does not; 0 when both decide alike; -1 when only the rejected one is clean."""
+    from patchkit.eval.refusal import classify
+
+    if classify(chosen).refused:
+        return 0.0 if classify(rejected).refused else 1.0
+    return float(_bad_answer(rejected)) - float(_bad_answer(chosen))
+
+
+AGREEMENT_SCORER = "refusal-agreement-v2"
+
+
+def scorer_for(domain: str, toxicity_scorer: str | None = None) -> tuple[str, Scorer]:
+    """The default scorer of a domain, with the name recorded in training.json.
+
+    `toxicity_scorer` picks the toxicity domain's scorer (a `--toxicity-scorer` spec).
+    """
     if domain == "harmfulness":
-        return "refusal-markers-v1", refusal_margin
+        return AGREEMENT_SCORER, agreement_margin
+    if domain == "toxicity":
+        from patchkit.train.pair_scorers import ToxicityMargin
+
+        margin = ToxicityMargin(toxicity_scorer)
+        return margin.name, margin
+    if domain == "bias":
+        from patchkit.train.pair_scorers import GENDER_MARGIN_NAME, gender_margin
+
+        return GENDER_MARGIN_NAME, gender_margin
     return "differs-v1", difference_margin

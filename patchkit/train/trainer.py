@@ -14,14 +14,15 @@ from typing import Any
 
 import torch
 
-import patchkit
 from patchkit import constants
-from patchkit._io import atomic_write_bytes, atomic_write_text
-from patchkit._json import dumps_canonical
+from patchkit._internal.files import atomic_write_bytes, atomic_write_text
+from patchkit._internal.jsonio import dumps_canonical
+from patchkit.artifact.layout import prompt_tuning_config
 from patchkit.errors import InvalidInputError, NotFoundError, UsageError
+from patchkit.lm.loading import load_model
 from patchkit.manifest import validate_domain
 from patchkit.train import checkpoint as ckpt
-from patchkit.train.config import TrainConfig, make_config, unquote
+from patchkit.train.config import TrainConfig, make_config
 from patchkit.train.data import DataRecord, Prompt, prompts_from_list, read_prompts
 from patchkit.train.dpo import Pair, dpo_batch_loss, reference_logprobs
 from patchkit.train.generation import (
@@ -30,9 +31,9 @@ from patchkit.train.generation import (
     encode_prompt,
     format_prompt,
     generate_cached,
-    prepare_tokenizer,
 )
 from patchkit.train.model import Example, PrefixLM, initial_prefix
+from patchkit.train.onpolicy import policy_replies
 from patchkit.train.reference import (
     ModelReference,
     Reference,
@@ -41,7 +42,20 @@ from patchkit.train.reference import (
     parse_reference,
 )
 from patchkit.train.scorer import Scorer, scorer_for
+from patchkit.train.selection import (
+    Tracker,
+    ValidationPoint,
+    ValidationRow,
+    ValidationSet,
+    read_validation,
+    score_replies,
+)
 from patchkit.train.sft import sft_batch_loss
+
+ON_POLICY_NOTE = (
+    "DPO rejected replies sampled from the SFT-patched policy (on-policy pairs): this goes beyond the paper, which takes "
+    "the base model's replies as rejected"
+)
 
 
 class StopTraining(Exception):
@@ -120,30 +134,6 @@ def _check_out(out: Path, resume: bool) -> None:
         raise UsageError(f"--out {out} already exists and is not empty", "pass --resume to continue a run there, or choose another --out")
 
 
-def _load_causal_lm(path: Path, dtype: torch.dtype) -> Any:
-    from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
-
-    if constants.no_progress():
-        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-
-    try:
-        return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
-    except TypeError:
-        return AutoModelForCausalLM.from_pretrained(str(path), torch_dtype=dtype)
-    except (OSError, ValueError) as exc:
-        raise InvalidInputError(f"cannot load model {path}: {exc}", "pass a transformers model directory with safetensors weights") from exc
-
-
-def _load_tokenizer(path: Path) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        return prepare_tokenizer(AutoTokenizer.from_pretrained(str(path)))
-    except (OSError, ValueError) as exc:
-        raise InvalidInputError(f"cannot load the tokenizer of {path}: {exc}", "the model directory needs its tokenizer files") from exc
-
-
 def _response_ids(tokenizer: Any, text: str, cap: int) -> tuple[int, ...]:
     """Re-tokenize a response for M: at most `cap` tokens, EOS appended when it fits."""
     ids = [int(i) for i in tokenizer(text, add_special_tokens=False)["input_ids"]][:cap]
@@ -171,28 +161,15 @@ def _write_outputs(
     tensor = prefix.detach().to("cpu", torch.float32).contiguous()
     atomic_write_bytes(out / constants.TENSOR_FILE, save({constants.PREFIX_KEY: tensor}))
     _, heads, layers, _ = _model_dims(model_config)
-    init_kind, init_text = "RANDOM", None
-    if cfg.init == "vocab":
-        init_kind = "SAMPLE_VOCAB"
-    elif cfg.init.startswith("text:"):
-        init_kind, init_text = "TEXT", unquote(cfg.init[len("text:") :])
-    adapter = {
-        "peft_type": "PROMPT_TUNING",
-        "task_type": "CAUSAL_LM",
-        "num_virtual_tokens": int(tensor.shape[0]),
-        "token_dim": int(tensor.shape[1]),
-        "num_transformer_submodules": 1,
-        "num_attention_heads": heads,
-        "num_layers": layers,
-        "base_model_name_or_path": str(base),
-        "revision": None,
-        "prompt_tuning_init": init_kind,
-        "prompt_tuning_init_text": init_text,
-        "tokenizer_name_or_path": str(base) if init_text is not None else None,
-        "tokenizer_kwargs": None,
-        "inference_mode": True,
-        "auto_mapping": None,
-    }
+    adapter = prompt_tuning_config(
+        num_virtual_tokens=int(tensor.shape[0]),
+        token_dim=int(tensor.shape[1]),
+        base_id=str(base),
+        revision=None,
+        init=cfg.init,
+        heads=heads,
+        layers=layers,
+    )
     atomic_write_text(out / constants.ADAPTER_CONFIG_FILE, dumps_canonical(adapter))
     atomic_write_text(out / constants.TRAINING_FILE, dumps_canonical(training))
 
@@ -216,20 +193,51 @@ def train_patch(
     resume: bool = False,
     reference_description: str | None = None,
     scorer: Scorer | None = None,
+    toxicity_scorer: str | None = None,
     stop_after: int | None = None,
+    validation: str | Path | Sequence[Mapping[str, str] | ValidationRow] | None = None,
     **options: Any,
 ) -> TrainResult:
     """Train a policy patch on a frozen base model toward a reference policy M'.
 
     `reference` is a model directory, `system-prompt:"..."`, a JSONL path, or in-memory
-    {prompt, response} rows; `prompts` is a JSONL/.txt path or a list of strings. Options are
+    {prompt, response} rows (an optional "rejected" reply per row replaces M's greedy reply
+    in the DPO pair); `prompts` is a JSONL/.txt path or a list of strings. `toxicity_scorer`
+    picks the toxicity domain's pair scorer (default alt-profanity-check). Options are
     TrainConfig fields (stages, max_steps, lr, ...). `stop_after` (tests) raises StopTraining
-    after that many optimizer steps in total, as if the process had been killed.
+    after that many optimizer steps in total, as if the process had been killed. `validation`
+    ({"prompt", "expect": "refuse"|"answer"} rows or a JSONL) turns on validation-based
+    checkpoint selection (see `selection`); it must be disjoint from the training prompts.
+
+    The phases, in order: the data (checked before any model loads), the reference responses,
+    the DPO pairs, the training loop, and the outputs.
     """
     started = time.perf_counter()
     if config is not None and options:
         raise UsageError("pass either config= or keyword options, not both")
     cfg = config if config is not None else make_config(**options)
+    data = _read_data(base, reference, prompts, domain=domain, out=out, cfg=cfg, resume=resume, validation=validation)
+    run = _Training(data, cfg, domain=domain, started=started)
+    run.reference_responses(reference_description)
+    run.base_pairs(scorer, toxicity_scorer)
+    run.loop(resume=resume, stop_after=stop_after)
+    return run.finish()
+
+
+@dataclass
+class _Data:
+    """What training reads, checked before any model loads."""
+
+    base_path: Path
+    out_path: Path
+    prompts: list[Prompt]
+    records: list[DataRecord]
+    reference: Reference
+    validation: ValidationSet | None
+
+
+def _read_data(base: str | Path, reference: Any, prompts: str | Path | Sequence[str], *, domain: str, out: str | Path,
+               cfg: TrainConfig, resume: bool, validation: Any) -> _Data:
     validate_domain(domain)
     base_path = Path(base).expanduser()
     _check_base(base_path)
@@ -240,36 +248,67 @@ def train_patch(
     else:
         prompt_list, prompt_record = prompts_from_list(list(prompts))
     ref = parse_reference(reference)
-    data = [prompt_record]
+    records = [prompt_record]
     if isinstance(ref, ResponsesReference):
         for p in prompt_list:
             if p.text not in ref.responses:
                 raise InvalidInputError(f"{p.source}: no reference response for this prompt in {ref.record.name}", "give a response for every training prompt")
-        data.append(ref.record)
+        records.append(ref.record)
+    val_set: ValidationSet | None = read_validation(validation) if validation is not None else None
+    if val_set is not None:
+        if domain != "harmfulness":
+            raise UsageError("validation-based selection judges refusals: it needs --domain harmfulness")
+        overlap = set(val_set.prompts) & {p.text for p in prompt_list}
+        if overlap:
+            raise InvalidInputError(f"{len(overlap)} validation prompt(s) are also training prompts, e.g. {sorted(overlap)[0][:60]!r}",
+                                    "validation must be held out from training: use disjoint splits")
+        records.append(val_set.record)
+    elif cfg.select == "best" or cfg.eval_every is not None:
+        raise UsageError("--select best and --eval-every need a validation set", "pass --validation FILE")
     _check_out(out_path, resume)
+    return _Data(base_path, out_path, prompt_list, records, ref, val_set)
 
-    from accelerate import Accelerator
 
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    device = accelerator.device
-    dtype = torch.bfloat16 if cfg.bf16 else torch.float32
-    tokenizer = _load_tokenizer(base_path)
-    base_model = _load_causal_lm(base_path, dtype)
-    base_model.to(device)
-    base_model.eval()
-    _, _, _, ctx = _model_dims(base_model.config)
+class _Training:
+    """One training run: the frozen base, the prompts as M sees them, and the state the phases share."""
 
-    # Prompts as M sees them; refuse those the context cannot hold with prefix and response.
-    formatted = [format_prompt(tokenizer, p.text) for p in prompt_list]
-    prompt_ids = [tuple(encode_prompt(tokenizer, t)) for t in formatted]
-    if ctx:
+    def __init__(self, data: _Data, cfg: TrainConfig, *, domain: str, started: float) -> None:
+        from accelerate import Accelerator
+
+        self.data, self.cfg, self.domain, self.started = data, cfg, domain, started
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.device = self.accelerator.device
+        self.dtype = torch.bfloat16 if cfg.bf16 else torch.float32
+        self.base_model, self.tokenizer = load_model(data.base_path, device=self.device, dtype=self.dtype, what="base model")
+        # Prompts as M sees them; refuse those the context cannot hold with prefix and response.
+        self.formatted = [format_prompt(self.tokenizer, p.text) for p in data.prompts]
+        self.prompt_ids = [tuple(encode_prompt(self.tokenizer, t)) for t in self.formatted]
+        self._check_context()
+        self.base_digest = _fingerprint(data.base_path)
+        self.cache = GenerationCache()
+        self.settings = GenerationSettings(max_new_tokens=cfg.max_new_tokens, dtype=str(self.dtype).replace("torch.", ""))
+        self.chosen_text: list[str] = []
+        self.ref_desc = ""
+        self.sft_examples: list[Example] = []
+        self.pairs: list[Pair] = []
+        self.base_pair_list: list[Pair] = []
+        self.pair_info: dict[str, Any] | None = None
+        self.base_pair_info: dict[str, Any] | None = None
+        self.scorer_name = "custom"
+        self.score: Scorer | None = None
+
+    def _check_context(self) -> None:
+        cfg = self.cfg
+        _, _, _, ctx = _model_dims(self.base_model.config)
+        if not ctx:
+            return
         room = ctx - cfg.tokens - cfg.max_new_tokens
         if room < 1:
             raise InvalidInputError(
                 f"--tokens {cfg.tokens} plus --max-new-tokens {cfg.max_new_tokens} leave no room in the context of {ctx} tokens",
                 "use fewer virtual tokens or fewer new tokens",
             )
-        for p, ids in zip(prompt_list, prompt_ids, strict=True):
+        for p, ids in zip(self.data.prompts, self.prompt_ids, strict=True):
             if len(ids) > room:
                 raise InvalidInputError(
                     f"{p.source}: the prompt is {len(ids)} tokens, longer than the context allows "
@@ -277,198 +316,299 @@ def train_patch(
                     "shorten or drop the prompt, or lower --tokens/--max-new-tokens",
                 )
 
-    base_digest = _fingerprint(base_path)
-    cache = GenerationCache()
-    settings = GenerationSettings(max_new_tokens=cfg.max_new_tokens, dtype=str(dtype).replace("torch.", ""))
+    def generate(self, model: Any, tok: Any, texts: list[str], digest: str, desc: str) -> list[str]:
+        with self.accelerator.main_process_first():  # rank 0 fills the cache, the others read it
+            return generate_cached(model, tok, texts, model_digest=digest, settings=self.settings,
+                                   batch_size=self.cfg.generation_batch_size, cache=self.cache, desc=desc)
 
-    def generate(model: Any, tok: Any, texts: list[str], digest: str, desc: str) -> list[str]:
-        with accelerator.main_process_first():  # rank 0 fills the cache, the others read it
-            return generate_cached(model, tok, texts, model_digest=digest, settings=settings, batch_size=cfg.generation_batch_size, cache=cache, desc=desc)
+    # -- phase 2: the reference policy's responses (chosen) -----------------------------------------
+    def reference_responses(self, description: str | None) -> None:
+        ref, prompts, tok = self.data.reference, self.data.prompts, self.tokenizer
+        if isinstance(ref, ResponsesReference):
+            self.chosen_text = [ref.responses[p.text] for p in prompts]
+            self.ref_desc = ref.describe()
+        elif isinstance(ref, SystemPromptReference):
+            sys_texts = [format_prompt(tok, p.text, system=ref.system_prompt) for p in prompts]
+            self.chosen_text = self.generate(self.base_model, tok, sys_texts, self.base_digest, "reference (system prompt)")
+            self.ref_desc = ref.describe()
+        else:
+            assert isinstance(ref, ModelReference)
+            ref_digest = _fingerprint(ref.path)
+            ref_model, ref_tok = load_model(ref.path, device=self.device, dtype=self.dtype, what="reference model")
+            ref_texts = [format_prompt(ref_tok, p.text) for p in prompts]
+            self.chosen_text = self.generate(ref_model, ref_tok, ref_texts, ref_digest, "reference (M')")
+            del ref_model
+            self.ref_desc = f"{ref.describe()} ({ref_digest})"
+        if description:
+            self.ref_desc = description
+        self.sft_examples = [Example(ids, _response_ids(tok, t, self.cfg.max_new_tokens))
+                             for ids, t in zip(self.prompt_ids, self.chosen_text, strict=True)]
 
-    # The reference policy's responses (chosen).
-    if isinstance(ref, ResponsesReference):
-        chosen_text = [ref.responses[p.text] for p in prompt_list]
-        ref_desc = ref.describe()
-    elif isinstance(ref, SystemPromptReference):
-        sys_texts = [format_prompt(tokenizer, p.text, system=ref.system_prompt) for p in prompt_list]
-        chosen_text = generate(base_model, tokenizer, sys_texts, base_digest, "reference (system prompt)")
-        ref_desc = ref.describe()
-    else:
-        assert isinstance(ref, ModelReference)
-        ref_digest = _fingerprint(ref.path)
-        ref_tok = _load_tokenizer(ref.path)
-        ref_model = _load_causal_lm(ref.path, dtype).to(device)
-        ref_texts = [format_prompt(ref_tok, p.text) for p in prompt_list]
-        chosen_text = generate(ref_model, ref_tok, ref_texts, ref_digest, "reference (M')")
-        del ref_model
-        ref_desc = f"{ref.describe()} ({ref_digest})"
-    if reference_description:
-        ref_desc = reference_description
-    sft_examples = [Example(ids, _response_ids(tokenizer, t, cfg.max_new_tokens)) for ids, t in zip(prompt_ids, chosen_text, strict=True)]
+    # -- phase 3: DPO pairs -----------------------------------------------------------------------------
+    def make_pairs(self, rejected_text: list[str], source: str) -> tuple[list[Pair], dict[str, Any]]:
+        """Keep the pairs the scorer says M' clearly wins (and whose replies differ)."""
+        from patchkit.eval.refusal import classify
 
-    # DPO pairs: rejected = M's own response; keep pairs the scorer says M' clearly wins.
-    pairs: list[Pair] = []
-    pair_info: dict[str, Any] | None = None
-    scorer_name = "custom" if scorer is not None else scorer_for(domain)[0]
-    if "dpo" in cfg.stages:
-        rejected_text = generate(base_model, tokenizer, formatted, base_digest, "base responses (M)")
-        score = scorer if scorer is not None else scorer_for(domain)[1]
-        dropped = 0
-        for p, ex, c, r in zip(prompt_list, sft_examples, chosen_text, rejected_text, strict=True):
-            rej = Example(ex.prompt_ids, _response_ids(tokenizer, r, cfg.max_new_tokens))
-            if score(p.text, c, r) >= cfg.min_margin and rej.response_ids != ex.response_ids:
-                pairs.append(Pair(ex, rej))
+        assert self.score is not None
+        kept: list[Pair] = []
+        dropped, by_kind = 0, {"refuse": 0, "answer": 0}
+        for p, ex, c, r in zip(self.data.prompts, self.sft_examples, self.chosen_text, rejected_text, strict=True):
+            rej = Example(ex.prompt_ids, _response_ids(self.tokenizer, r, self.cfg.max_new_tokens))
+            if self.score(p.text, c, r) >= self.cfg.min_margin and rej.response_ids != ex.response_ids:
+                kept.append(Pair(ex, rej))
+                by_kind["refuse" if classify(c).refused else "answer"] += 1
             else:
                 dropped += 1
-        pair_info = {"kept": len(pairs), "dropped": dropped, "scorer": scorer_name, "min_margin": cfg.min_margin}
-        if not pairs:
-            raise InvalidInputError(
-                f"no DPO pairs left: all {dropped} were below the scorer margin {cfg.min_margin} ({scorer_name})",
-                "lower --min-margin, use a stronger reference, or run --stages sft",
-            )
+        return kept, {"kept": len(kept), "dropped": dropped, "chosen_refuses": by_kind["refuse"],
+                      "chosen_answers": by_kind["answer"], "rejected_from": source}
 
-    signature = _signature(cfg, domain, base_digest, ref_desc, data)
-    init_prefix = initial_prefix(base_model, tokenizer, cfg.init, cfg.tokens, cfg.seed)
-    model = PrefixLM(base_model, init_prefix)
-    if cfg.gradient_checkpointing:
-        base_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        base_model.train()  # checkpointing only runs in train mode; dropout stays off for determinism
-        for m in base_model.modules():
-            if isinstance(m, torch.nn.Dropout):
-                m.eval()
-    model = accelerator.prepare(model)
-    inner: PrefixLM = accelerator.unwrap_model(model)
-    pad_id = int(tokenizer.pad_token_id)
-    # Chosen and rejected share the prompt: run it once through the KV cache (not with checkpointing,
-    # which turns the cache off).
-    shared = not cfg.gradient_checkpointing
+    def base_pairs(self, scorer: Scorer | None, toxicity_scorer: str | None) -> None:
+        """Rejected = M's own response (the on-policy pairs are built when DPO starts)."""
+        cfg, prompts = self.cfg, self.data.prompts
+        self.score = scorer
+        if scorer is None and "dpo" in cfg.stages:
+            self.scorer_name, self.score = scorer_for(self.domain, toxicity_scorer)
+        elif scorer is None:
+            self.scorer_name = "none (no dpo stage)"
+        if "dpo" in cfg.stages and cfg.dpo_rejected in ("base", "both"):
+            # A reference JSONL may name the rejected reply itself (e.g. the most toxic of n samples);
+            # the other prompts take M's greedy reply.
+            ref = self.data.reference
+            given = ref.rejected if isinstance(ref, ResponsesReference) else {}
+            need = [i for i, p in enumerate(prompts) if p.text not in given]
+            generated = (self.generate(self.base_model, self.tokenizer, [self.formatted[i] for i in need], self.base_digest,
+                                       "base responses (M)") if need else [])
+            by_index = dict(zip(need, generated, strict=True))
+            rejected_text = [given[p.text] if p.text in given else by_index[i] for i, p in enumerate(prompts)]
+            source = "reference rows" if not need else ("base" if not given else "base and reference rows")
+            self.pairs, self.base_pair_info = self.make_pairs(rejected_text, source)
+            self.pair_info = {**self.base_pair_info, "scorer": self.scorer_name, "min_margin": cfg.min_margin}
+            if not self.pairs and cfg.dpo_rejected == "base":
+                raise InvalidInputError(
+                    f"no DPO pairs left: all {self.base_pair_info['dropped']} were below the scorer margin "
+                    f"{cfg.min_margin} ({self.scorer_name})",
+                    "lower --min-margin, use a stronger reference, or run --stages sft",
+                )
+        self.base_pair_list = list(self.pairs)
 
-    done: dict[str, int] = {"sft": 0, "dpo": 0}
-    curves: dict[str, list[float]] = {s: [] for s in cfg.stages}
-    ref_prefix: torch.Tensor | None = None
-    ref_lp: torch.Tensor | None = None
-    opt_state: dict[str, Any] | None = None
-    resumed_from: str | None = None
-    if resume and (found := ckpt.latest_checkpoint(out_path)) is not None:
-        state = ckpt.load_checkpoint(found)
-        if state["signature"] != signature:
-            raise InvalidInputError(
-                f"checkpoint {found} was made with other settings, data or base model",
-                "resume with the exact same command, or choose another --out",
-            )
-        with torch.no_grad():
-            inner.prefix.copy_(state["prefix"].to(inner.prefix.device))
-        done = dict(state["done"])
-        curves = {k: list(v) for k, v in state["curves"].items()}
-        ref_prefix, ref_lp = state.get("ref_prefix"), state.get("ref_lp")
-        opt_state = state.get("optimizer")
-        ckpt.set_rng_state(state["rng"])
-        resumed_from = found.name
+    def build_policy_pairs(self, prefix_now: torch.Tensor) -> None:
+        """Rejected = the current (SFT-patched) policy's greedy replies; merged with the base pairs."""
+        cfg = self.cfg
+        with self.accelerator.main_process_first():
+            replies = policy_replies(self.base_model, self.tokenizer, prefix_now, self.formatted, base_digest=self.base_digest,
+                                     settings=self.settings, batch_size=cfg.generation_batch_size, cache=self.cache,
+                                     desc="policy responses (SFT patch)")
+        got, info = self.make_pairs(replies, "policy")
+        seen = {(p.chosen, p.rejected) for p in self.base_pair_list}
+        self.pairs = self.base_pair_list + [p for p in got if (p.chosen, p.rejected) not in seen]
+        self.pair_info = {"kept": len(self.pairs), "scorer": self.scorer_name, "min_margin": cfg.min_margin,
+                          "dpo_rejected": cfg.dpo_rejected, "policy": info,
+                          **({"base": self.base_pair_info} if self.base_pair_info is not None else {})}
 
-    schedules = {
-        "sft": _schedule("sft", len(sft_examples), cfg.sft_epochs, cfg.batch_size, cfg.seed, cfg.max_steps),
-        "dpo": _schedule("dpo", len(pairs), cfg.dpo_epochs, cfg.batch_size, cfg.seed, cfg.max_steps) if pairs else [],
-    }
-    sft_reg = _schedule("sft-reg", len(sft_examples), max(1, cfg.dpo_epochs) * 4, cfg.batch_size, cfg.seed, None)
-    rank, world = accelerator.process_index, accelerator.num_processes
+    # -- phase 4: the training loop ---------------------------------------------------------------------
+    def loop(self, *, resume: bool, stop_after: int | None) -> None:
+        cfg, accelerator, val_set = self.cfg, self.accelerator, self.data.validation
+        self.signature = _signature(cfg, self.domain, self.base_digest, self.ref_desc, self.data.records)
+        self.init_prefix = initial_prefix(self.base_model, self.tokenizer, cfg.init, cfg.tokens, cfg.seed)
+        model = PrefixLM(self.base_model, self.init_prefix)
+        if cfg.gradient_checkpointing:
+            self.base_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            self.base_model.train()  # checkpointing only runs in train mode; dropout stays off for determinism
+            for m in self.base_model.modules():
+                if isinstance(m, torch.nn.Dropout):
+                    m.eval()
+        model = accelerator.prepare(model)
+        inner: PrefixLM = accelerator.unwrap_model(model)
+        self.inner = inner
+        pad_id = int(self.tokenizer.pad_token_id)
+        # Chosen and rejected share the prompt: run it once through the KV cache (not with
+        # checkpointing, which turns the cache off).
+        shared = not cfg.gradient_checkpointing
 
-    def local(idx: list[int]) -> list[int]:
-        return idx[rank::world] or idx[-1:]
+        done: dict[str, int] = {"sft": 0, "dpo": 0}
+        self.curves: dict[str, list[float]] = {s: [] for s in cfg.stages}
+        ref_prefix: torch.Tensor | None = None
+        ref_lp: torch.Tensor | None = None
+        policy_prefix: torch.Tensor | None = None  # the prefix the on-policy pairs were sampled from
+        self.tracker = Tracker(cfg.selection_weight) if val_set is not None else None
+        opt_state: dict[str, Any] | None = None
+        self.resumed_from: str | None = None
+        out_path = self.data.out_path
+        if resume and (found := ckpt.latest_checkpoint(out_path)) is not None:
+            state = ckpt.load_checkpoint(found)
+            if state["signature"] != self.signature:
+                raise InvalidInputError(
+                    f"checkpoint {found} was made with other settings, data or base model",
+                    "resume with the exact same command, or choose another --out",
+                )
+            with torch.no_grad():
+                inner.prefix.copy_(state["prefix"].to(inner.prefix.device))
+            done = dict(state["done"])
+            self.curves = {k: list(v) for k, v in state["curves"].items()}
+            ref_prefix, ref_lp = state.get("ref_prefix"), state.get("ref_lp")
+            policy_prefix = state.get("policy_prefix")
+            if self.tracker is not None and state.get("tracker") is not None:
+                self.tracker = Tracker.from_state(state["tracker"])
+            opt_state = state.get("optimizer")
+            ckpt.set_rng_state(state["rng"])
+            self.resumed_from = found.name
 
-    def save(stage: str, optimizer: torch.optim.Optimizer | None) -> None:
-        if accelerator.is_main_process:
-            global_step = sum(done.values())
-            ckpt.save_checkpoint(out_path, global_step, {
-                "signature": signature,
-                "prefix": inner.prefix.detach().cpu().clone(),
-                "done": dict(done),
-                "stage": stage,
-                "optimizer": optimizer.state_dict() if optimizer is not None else None,
-                "curves": curves,
-                "ref_prefix": ref_prefix,
-                "ref_lp": ref_lp,
-            })
-        accelerator.wait_for_everyone()
+        self.on_policy = "dpo" in cfg.stages and cfg.dpo_rejected in ("policy", "both")
+        val_settings = GenerationSettings(max_new_tokens=cfg.validation_max_new_tokens, dtype=self.settings.dtype)
+        val_texts = [format_prompt(self.tokenizer, p) for p in val_set.prompts] if val_set is not None else []
 
-    from tqdm.auto import tqdm
+        def validate(stage: str) -> None:
+            if self.tracker is None or val_set is None:
+                return
+            step = sum(done.values())
+            if self.tracker.points and self.tracker.points[-1].step == step:
+                return
+            replies = policy_replies(self.base_model, self.tokenizer, inner.prefix, val_texts, base_digest=self.base_digest,
+                                     settings=val_settings, batch_size=cfg.generation_batch_size, cache=self.cache,
+                                     desc="validation")
+            refusal, over, cav, sc = score_replies(val_set.rows, replies, cfg.selection_weight)
+            self.tracker.add(ValidationPoint(stage, step, refusal, over, cav, sc), inner.prefix)
 
-    with _deterministic():
-        for stage in cfg.stages:
-            schedule = schedules[stage]
-            if done[stage] >= len(schedule):
-                continue
-            lr = cfg.dpo_lr if stage == "dpo" and cfg.dpo_lr is not None else cfg.lr
-            optimizer = torch.optim.AdamW([inner.prefix], lr=lr, weight_decay=cfg.weight_decay)
-            if opt_state is not None and done[stage] > 0:
-                optimizer.load_state_dict(opt_state)
-            opt_state = None
-            if stage == "dpo" and ref_lp is None:
-                # The reference never changes during the stage: score it once, up front.
-                ref_prefix = inner.prefix.detach().cpu().clone() if cfg.dpo_reference == "sft" else None
-                ref_lp = reference_logprobs(inner, pairs, pad_id, device, ref_prefix, cfg.generation_batch_size, shared)
-            bar = tqdm(total=len(schedule), initial=done[stage], desc=stage.upper(), disable=constants.no_progress() or not accelerator.is_main_process)
-            for idx in schedule[done[stage] :]:
-                rows = local(idx)
-                if stage == "sft":
-                    loss = sft_batch_loss(model, [sft_examples[i] for i in rows], pad_id, device)
-                else:
-                    assert ref_lp is not None
-                    loss, _ = dpo_batch_loss(model, [pairs[i] for i in rows], ref_lp[rows], pad_id, device, cfg.beta, shared)
-                    if cfg.sft_weight > 0:
-                        # The regularizer's batches follow their own seeded order, indexed by the
-                        # DPO step, so a resumed run replays them exactly.
-                        reg = local(sft_reg[done["dpo"] % len(sft_reg)])
-                        loss = loss + cfg.sft_weight * sft_batch_loss(model, [sft_examples[i] for i in reg], pad_id, device)
-                optimizer.zero_grad(set_to_none=True)
-                accelerator.backward(loss)
-                if cfg.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_([inner.prefix], cfg.max_grad_norm)
-                optimizer.step()
-                value = float(accelerator.reduce(loss.detach(), reduction="mean"))
-                if not math.isfinite(value):
-                    raise InvalidInputError(f"the {stage} loss became {value} at step {done[stage] + 1}", "lower --lr, or drop --bf16")
-                curves[stage].append(value)
-                done[stage] += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{value:.4f}")
+        if policy_prefix is not None:  # resumed inside DPO: rebuild the same pairs (cached replies)
+            self.build_policy_pairs(policy_prefix)
+        self.schedules = {
+            "sft": _schedule("sft", len(self.sft_examples), cfg.sft_epochs, cfg.batch_size, cfg.seed, cfg.max_steps),
+            "dpo": _schedule("dpo", len(self.pairs), cfg.dpo_epochs, cfg.batch_size, cfg.seed, cfg.max_steps) if self.pairs else [],
+        }
+        sft_reg = _schedule("sft-reg", len(self.sft_examples), max(1, cfg.dpo_epochs) * 4, cfg.batch_size, cfg.seed, None)
+        rank, self.world = accelerator.process_index, accelerator.num_processes
+
+        def local(idx: list[int]) -> list[int]:
+            return idx[rank::self.world] or idx[-1:]
+
+        def save(stage: str, optimizer: torch.optim.Optimizer | None) -> None:
+            if accelerator.is_main_process:
                 global_step = sum(done.values())
-                if cfg.save_every and global_step % cfg.save_every == 0:
-                    save(stage, optimizer)
-                if stop_after is not None and global_step >= stop_after:
-                    bar.close()
-                    raise StopTraining(f"stopped after {global_step} steps")
-            bar.close()
-            if cfg.save_every:
-                save(stage, None if done[stage] >= len(schedule) else optimizer)
+                ckpt.save_checkpoint(out_path, global_step, {
+                    "signature": self.signature,
+                    "prefix": inner.prefix.detach().cpu().clone(),
+                    "done": dict(done),
+                    "stage": stage,
+                    "optimizer": optimizer.state_dict() if optimizer is not None else None,
+                    "curves": self.curves,
+                    "ref_prefix": ref_prefix,
+                    "ref_lp": ref_lp,
+                    "policy_prefix": policy_prefix,
+                    "tracker": self.tracker.state() if self.tracker is not None else None,
+                })
+            accelerator.wait_for_everyone()
 
-    prefix = inner.prefix.detach().cpu().clone()
-    method = "+".join(cfg.stages)
-    wall = time.perf_counter() - started
-    training: dict[str, Any] = {
-        "method": method,
-        "reference": ref_desc,
-        "hyperparameters": {**cfg.hyperparameters(), "scorer": scorer_name},
-        "seed": cfg.seed,
-        "data": [d.to_dict() for d in data],
-        "patchkit_version": patchkit.__version__,
-        "init": cfg.init,
-        "domain": domain,
-        "loss_curves": curves,
-        "steps": {s: len(schedules[s]) for s in cfg.stages},
-        "dpo_pairs": pair_info,
-        "base_model": {"path": str(base_path), "digest": base_digest},
-        "generations": {"cached": cache.hits, "generated": cache.misses},
-        "resumed_from": resumed_from,
-        "processes": world,
-        "wall_time_s": round(wall, 3),
-    }
-    if accelerator.is_main_process:
-        out_path.mkdir(parents=True, exist_ok=True)
-        _write_outputs(out_path, prefix, base_path, base_model.config, cfg, training)
-    accelerator.wait_for_everyone()
-    return TrainResult(
-        out_path, prefix, init_prefix, method, curves, training, training["generations"], wall, accelerator.is_main_process
-    )
+        from tqdm.auto import tqdm
+
+        with _deterministic():
+            for stage in cfg.stages:
+                if stage == "dpo" and self.on_policy and policy_prefix is None:
+                    policy_prefix = inner.prefix.detach().cpu().clone()
+                    self.build_policy_pairs(policy_prefix)
+                    self.schedules["dpo"] = (_schedule("dpo", len(self.pairs), cfg.dpo_epochs, cfg.batch_size, cfg.seed,
+                                                       cfg.max_steps) if self.pairs else [])
+                schedule = self.schedules[stage]
+                if done[stage] >= len(schedule):
+                    validate(stage)
+                    continue
+                lr = cfg.dpo_lr if stage == "dpo" and cfg.dpo_lr is not None else cfg.lr
+                optimizer = torch.optim.AdamW([inner.prefix], lr=lr, weight_decay=cfg.weight_decay)
+                if opt_state is not None and done[stage] > 0:
+                    optimizer.load_state_dict(opt_state)
+                opt_state = None
+                if stage == "dpo" and ref_lp is None:
+                    # The reference never changes during the stage: score it once, up front.
+                    ref_prefix = inner.prefix.detach().cpu().clone() if cfg.dpo_reference == "sft" else None
+                    ref_lp = reference_logprobs(inner, self.pairs, pad_id, self.device, ref_prefix, cfg.generation_batch_size,
+                                                shared)
+                bar = tqdm(total=len(schedule), initial=done[stage], desc=stage.upper(),
+                           disable=constants.no_progress() or not accelerator.is_main_process)
+                for idx in schedule[done[stage] :]:
+                    rows = local(idx)
+                    if stage == "sft":
+                        loss = sft_batch_loss(model, [self.sft_examples[i] for i in rows], pad_id, self.device)
+                    else:
+                        assert ref_lp is not None
+                        loss, _ = dpo_batch_loss(model, [self.pairs[i] for i in rows], ref_lp[rows], pad_id, self.device,
+                                                 cfg.beta, shared)
+                        if cfg.sft_weight > 0:
+                            # The regularizer's batches follow their own seeded order, indexed by the
+                            # DPO step, so a resumed run replays them exactly.
+                            reg = local(sft_reg[done["dpo"] % len(sft_reg)])
+                            loss = loss + cfg.sft_weight * sft_batch_loss(model, [self.sft_examples[i] for i in reg], pad_id,
+                                                                          self.device)
+                    optimizer.zero_grad(set_to_none=True)
+                    accelerator.backward(loss)
+                    if cfg.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_([inner.prefix], cfg.max_grad_norm)
+                    optimizer.step()
+                    value = float(accelerator.reduce(loss.detach(), reduction="mean"))
+                    if not math.isfinite(value):
+                        raise InvalidInputError(f"the {stage} loss became {value} at step {done[stage] + 1}",
+                                                "lower --lr, or drop --bf16")
+                    self.curves[stage].append(value)
+                    done[stage] += 1
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{value:.4f}")
+                    global_step = sum(done.values())
+                    if cfg.eval_every and global_step % cfg.eval_every == 0:
+                        validate(stage)
+                    if cfg.save_every and global_step % cfg.save_every == 0:
+                        save(stage, optimizer)
+                    if stop_after is not None and global_step >= stop_after:
+                        bar.close()
+                        raise StopTraining(f"stopped after {global_step} steps")
+                bar.close()
+                validate(stage)
+                if cfg.save_every:
+                    save(stage, None if done[stage] >= len(schedule) else optimizer)
+
+    # -- phase 5: the outputs ----------------------------------------------------------------------------
+    def finish(self) -> TrainResult:
+        cfg, val_set, tracker = self.cfg, self.data.validation, self.tracker
+        prefix = self.inner.prefix.detach().cpu().clone()
+        selection: dict[str, Any] | None = None
+        if tracker is not None and val_set is not None:
+            best = tracker.best
+            if cfg.select == "best" and tracker.best_prefix is not None:
+                prefix = tracker.best_prefix.clone()
+            selection = {"select": cfg.select, "weight": cfg.selection_weight, "data": val_set.record.to_dict(),
+                         "refuse_rows": sum(r.expect == "refuse" for r in val_set.rows),
+                         "answer_rows": sum(r.expect == "answer" for r in val_set.rows),
+                         "max_new_tokens": cfg.validation_max_new_tokens, "detector": "refusal-markers-v2+caveat-v1",
+                         "points": [p.to_dict() for p in tracker.points],
+                         "selected": (best.to_dict() if cfg.select == "best" and best is not None
+                                      else tracker.points[-1].to_dict() if tracker.points else None)}
+        method = "+".join(cfg.stages)
+        wall = time.perf_counter() - self.started
+        training: dict[str, Any] = {
+            "method": method,
+            "reference": self.ref_desc,
+            "hyperparameters": {**cfg.hyperparameters(), "scorer": self.scorer_name},
+            "seed": cfg.seed,
+            "data": [d.to_dict() for d in self.data.records],
+            "patchkit_version": constants.PATCHKIT_VERSION,
+            "init": cfg.init,
+            "domain": self.domain,
+            "loss_curves": self.curves,
+            "steps": {s: len(self.schedules[s]) for s in cfg.stages},
+            "dpo_skipped": ("no on-policy pairs: the SFT policy already agreed with the reference on every training prompt"
+                            if "dpo" in cfg.stages and not self.pairs else None),
+            "dpo_pairs": self.pair_info,
+            "validation": selection,
+            "extensions": [ON_POLICY_NOTE] if self.on_policy else [],
+            "base_model": {"path": str(self.data.base_path), "digest": self.base_digest},
+            "generations": {"cached": self.cache.hits, "generated": self.cache.misses},
+            "resumed_from": self.resumed_from,
+            "processes": self.world,
+            "wall_time_s": round(wall, 3),
+        }
+        if self.accelerator.is_main_process:
+            self.data.out_path.mkdir(parents=True, exist_ok=True)
+            _write_outputs(self.data.out_path, prefix, self.data.base_path, self.base_model.config, cfg, training)
+        self.accelerator.wait_for_everyone()
+        return TrainResult(self.data.out_path, prefix, self.init_prefix, method, self.curves, training, training["generations"],
+                           wall, self.accelerator.is_main_process)
 
 
 def load_prompts(prompts: str | Path | Sequence[str]) -> list[Prompt]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from patchkit._safetensors import serialize
+from patchkit._internal.tensors import serialize
 from tests.helpers import ZERO_DIGEST, f32_bytes, pk, write_prefix
 
 BASE = ["--base-model-id", "tiny", "--base-digest", ZERO_DIGEST]

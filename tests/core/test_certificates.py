@@ -17,7 +17,7 @@ from tests.pki import CA, DAY, chain_der, make_ca, make_leaf
 
 
 def build(tmp: Path, name: str = "acme/tox", version: str = "1.0.0") -> Path:
-    from patchkit.build import build_artifact
+    from patchkit.artifact.build import build_artifact
 
     src = write_prefix(tmp / f"src-{name.replace('/', '-')}-{version}.safetensors", seed=len(version))
     out = tmp / f"art-{name.replace('/', '--')}-{version}"

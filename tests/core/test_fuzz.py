@@ -10,8 +10,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from patchkit._safetensors import parse_header_bytes
-from patchkit.artifact import parse_prefix_file
+from patchkit._internal.tensors import parse_header_bytes
+from patchkit.artifact.layout import parse_prefix_file
 from patchkit.errors import PatchkitError
 from patchkit.manifest import parse_manifest
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from patchkit.trust import TrustStore
 from patchkit.verifying import verify_artifact
 from tests.helpers import pk
 
@@ -20,7 +21,7 @@ def test_there_is_a_golden_for_schema_1_0() -> None:
 
 @pytest.mark.parametrize("golden", GOLDENS, ids=[p.name for p in GOLDENS])
 def test_golden_verifies(golden: Path) -> None:
-    r = verify_artifact(golden / "artifact", trust=golden / "trust.toml")
+    r = verify_artifact(golden / "artifact", TrustStore.load(golden / "trust.toml"))
     assert r.ok and r.name == "golden/tox" and r.manifest.schema_version.startswith("1.")
     out = pk("verify", golden / "artifact", "--trust", golden / "trust.toml", "--json")
     assert out.returncode == 0 and json.loads(out.stdout)["digest"] == r.digest

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from patchkit._time import now_utc
+from patchkit._internal.clock import now_utc
 from patchkit.errors import PatchkitError, TrustError
 from patchkit.keys import PrivateKey, keyid_of, public_pem
 from patchkit.lifecycle import Envelope, dumps_log, follow, judge, parse_log, sign_revocation, sign_rotation

@@ -23,7 +23,7 @@ def sample() -> dict[str, Any]:
 
 def test_schema_file_is_generated_from_the_model() -> None:
     committed = json.loads(SCHEMA.read_text())
-    assert committed == json_schema(), "manifests/ schema is stale: run `python -m patchkit._schema > manifests/patchkit-manifest-1.schema.json`"
+    assert committed == json_schema(), "manifests/ schema is stale: run `python -m patchkit.manifest > manifests/patchkit-manifest-1.schema.json`"
 
 
 def test_round_trip_is_byte_stable() -> None:

@@ -17,7 +17,7 @@ set -e
 python -c "import importlib.util, sys; sys.exit(1 if importlib.util.find_spec('torch') else 0)"
 python - <<'PY'
 import random, struct
-from patchkit._safetensors import serialize
+from patchkit._internal.tensors import serialize
 vals = [random.Random(0).gauss(0, 0.5) for _ in range(4 * 64)]
 open("p.safetensors", "wb").write(serialize({"prompt_embeddings": ("F32", (4, 64), struct.pack("<256f", *vals))}))
 PY

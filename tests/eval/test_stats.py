@@ -52,3 +52,19 @@ def test_bootstrap_is_seeded_and_brackets_the_mean() -> None:
     assert a.value == pytest.approx(sum(values) / len(values))
     assert bootstrap_mean([]).n == 0 and math.isnan(bootstrap_mean([]).value)
     assert bootstrap_mean([0.5]).low == 0.5
+
+
+def test_bootstrap_ratio_resamples_items_and_is_seeded() -> None:
+    from patchkit.eval.stats import bootstrap_ratio
+
+    nll = [10.0, 2.0, 30.0, 4.0]
+    tokens = [5.0, 1.0, 10.0, 2.0]
+    iv = bootstrap_ratio(nll, tokens, seed=3)
+    assert iv.value == pytest.approx(46 / 18) and iv.n == 4
+    assert iv.low <= iv.value <= iv.high
+    assert bootstrap_ratio(nll, tokens, seed=3) == iv
+    same = bootstrap_ratio([2.0, 2.0], [1.0, 1.0])
+    assert (same.low, same.high) == (2.0, 2.0)
+    with pytest.raises(ValueError):
+        bootstrap_ratio([1.0], [1.0, 2.0])
+    assert math.isnan(bootstrap_ratio([], []).value)

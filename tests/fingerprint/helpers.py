@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from patchkit._safetensors import DTYPE_SIZES, serialize
+from patchkit._internal.tensors import DTYPE_SIZES, serialize
 
 Tensors = dict[str, tuple[str, tuple[int, ...], bytes]]
 INDEX = "model.safetensors.index.json"

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from patchkit._safetensors import parse_header_bytes
+from patchkit._internal.tensors import parse_header_bytes
 from patchkit.errors import InvalidInputError
 from patchkit.fingerprinting import fingerprint
 from tests.fingerprint.helpers import random_tensors, raw_safetensors, write_model

@@ -22,10 +22,26 @@ def test_demo_story_on_tiny_model(tiny_model: Path, pk_home: Path) -> None:
     out = json.loads(r.stdout)
     names = [s["name"] for s in out["steps"]]
     assert len(names) == 10 and not any(s["cached"] for s in out["steps"][2:])
+    # Progress: numbered against the real step count, and the training step shows its losses.
+    assert "[1/10]" in r.stderr and "[10/10]" in r.stderr and "[11/" not in r.stderr
+    assert "SFT loss" in r.stderr and "DPO loss" in r.stderr, r.stderr[-2000:]
     # The vendor side produced a trained, evaluated, signed and published patch.
-    metrics = {row["metric"]: row for row in out["table"]}
-    assert set(metrics) == {"refuses held-out harmful", "answers benign"}
-    assert all(row["n"] == 4 and row["patched"] is not None and row["base"] is not None for row in metrics.values())
+    rows = {(row["metric"], row["dataset"]): row for row in out["table"]}
+    assert {("refusal_rate", "harmbench:test"), ("refusal_rate", "donotanswer-refusal:test"),
+            ("refusal_rate", "harm-direct:test"), ("over_refusal", "contrast:test"), ("over_refusal", "everyday:test"),
+            ("factual_accuracy", "factual:test")} <= set(rows)
+    assert any(m == "caveat_rate" for m, _ in rows)
+    for (measure, _), row in rows.items():
+        assert all(row[c] is not None for c in ("base", "fixed_prompt", "patched"))
+        assert 0.0 <= row["patched"]["low"] <= row["patched"]["value"] <= row["patched"]["high"] <= 1.0
+        if measure != "caveat_rate":
+            assert 0 < row["n"] <= 4
+    assert rows[("refusal_rate", "harmbench:test")]["n"] == 4
+    # The trained patch records its recipe: on-policy DPO and validation-based selection.
+    training = json.loads((pk_home / "demo" / "train" / "training.json").read_text())
+    assert training["hyperparameters"]["dpo_rejected"] == "policy" and training["validation"]["select"] == "best"
+    manifest = json.loads(next((pk_home / "demo" / "dist").glob("*/patchkit.json")).read_text())
+    assert {m["dataset"] for m in manifest["metrics"]} >= {"harmbench:test", "contrast:test", "factual:test"}
     versions = json.loads(pk("versions", "acme/tiny-harm", "--json").stdout)
     assert [v["version"] for v in versions["versions"]] == ["1.0.0"]
     # The customer applied it: the lock pins it, and CI verifies the lock.

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from patchkit.registry.client import PublishResult
 from tests.helpers import ZERO_DIGEST, write_fake_model, write_prefix
 from tests.registry.hubserver import FakeHub
 
@@ -102,8 +103,8 @@ class Vendor:
 
     def artifact(self, version: str, *, name: str = "acme/tox", base_model: Path | None = None,
                  seed: int | None = None, sign: bool = True) -> Path:
-        from patchkit.build import build_artifact
-        from patchkit.sign import sign_artifact
+        from patchkit.artifact.build import build_artifact
+        from patchkit.artifact.sign import sign_artifact
 
         seed = seed if seed is not None else len(self.made)
         src = write_prefix(self.root / f"src-{len(self.made)}.safetensors", tokens=4, hidden=64, seed=seed)
@@ -116,7 +117,7 @@ class Vendor:
         self.made.append(out)
         return out
 
-    def publish(self, version: str, registry: str, **kw: object) -> dict[str, object]:
+    def publish(self, version: str, registry: str, **kw: object) -> PublishResult:
         from patchkit.registry import publish
 
         return publish(self.artifact(version, **kw), self.key, registry=registry)  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ from patchkit import constants
 from patchkit.errors import IntegrityError, NotFoundError, UsageError
 from patchkit.registry import apply, locked_artifacts, read_lock, verify_lock, write_lock
 from patchkit.registry.cache import cache_root
+from patchkit.trust import TrustStore
 from tests.helpers import pk
 from tests.registry.conftest import Vendor
 
@@ -60,7 +61,7 @@ def test_apply_records_lock_and_status(two_patches: Vendor, model_dir: Path) -> 
     res = apply(["acme/tox@^1.0"], model_dir)
     assert res.changed is False and lock_path.read_bytes() == before
     # the runtime's view: verified dirs in lock order
-    paths = locked_artifacts(model_dir)
+    paths = locked_artifacts(model_dir, TrustStore.load())
     assert [json.loads((p / "patchkit.json").read_text())["name"] for p in paths] == ["acme/tox", "acme/bias"]
 
 
@@ -135,7 +136,7 @@ def test_verify_lock_cli_and_tamper(two_patches: Vendor, model_dir: Path) -> Non
     r = pk("verify", "--lock", lock_path, "--json")
     assert r.returncode == 3 and json.loads(r.stdout)["failed"] == 1
     with pytest.raises(IntegrityError):
-        locked_artifacts(model_dir)
+        locked_artifacts(model_dir, TrustStore.load())
 
 
 def test_verify_lock_from_cache_is_offline(two_patches: Vendor, model_dir: Path, tmp_path: Path) -> None:
@@ -143,7 +144,7 @@ def test_verify_lock_from_cache_is_offline(two_patches: Vendor, model_dir: Path,
     shutil.rmtree(constants.patchkit_home() / "registry")  # the registry is gone; the cache suffices
     assert verify_lock(model_dir / constants.LOCK_FILE).ok
     # a changed byte in the cached copy is caught
-    cached = locked_artifacts(model_dir)[0]
+    cached = locked_artifacts(model_dir, TrustStore.load())[0]
     (cached / "README.md").write_text("tampered")
     summary = verify_lock(model_dir / constants.LOCK_FILE)
     assert not summary.ok and summary.exit_code in (3, 7, 8)

@@ -72,7 +72,7 @@ def test_freeze_expired_index_is_refused(vendor: Vendor, registry_url: str, atta
     assert r.returncode == 3 and json.loads(r.stdout)["ok"] is False
     # the publisher re-signs with a fresh expiry; clients accept it again
     out = refresh("acme/tox", vendor.key, registry=registry_url, expires_days=7)
-    assert out["index_version"] == 3
+    assert out.index_version == 3
     assert pull("acme/tox@1", registry=registry_url).version == "1.0.0"
 
 
@@ -97,7 +97,7 @@ def test_mix_and_match_artifact_not_in_index_is_refused(vendor: Vendor, registry
             break
     else:
         pytest.fail("could not make a same-size artifact")
-    attacker.replace_commit_files(str(published["commit"]), {p.name: p.read_bytes() for p in other.iterdir()})
+    attacker.replace_commit_files(published.commit, {p.name: p.read_bytes() for p in other.iterdir()})
     with pytest.raises(IntegrityError, match="mix-and-match"):
         pull("acme/tox@1.1.0", registry=registry_url)
     assert cache_entries() == []
@@ -107,7 +107,7 @@ def test_mix_and_match_other_version_files_are_refused(vendor: Vendor, registry_
     vendor.publish("1.0.0", registry_url)
     v10 = vendor.made[-1]
     second = vendor.publish("1.1.0", registry_url)
-    attacker.replace_commit_files(str(second["commit"]), {p.name: p.read_bytes() for p in v10.iterdir()})
+    attacker.replace_commit_files(second.commit, {p.name: p.read_bytes() for p in v10.iterdir()})
     with pytest.raises(IntegrityError):
         pull("acme/tox@1.1.0", registry=registry_url)
     assert cache_entries() == []
@@ -158,7 +158,7 @@ def test_arbitrary_package_unsigned_or_foreign_artifact_is_refused(
     published = vendor.publish("1.0.0", registry_url)
     # storage tampering: the artifact's signature disappears from the commit
     sig = (vendor.made[-1] / constants.SIGNATURE_FILE).read_bytes()
-    attacker.replace_commit_files(str(published["commit"]), {constants.SIGNATURE_FILE: b" " * len(sig)})
+    attacker.replace_commit_files(published.commit, {constants.SIGNATURE_FILE: b" " * len(sig)})
     with pytest.raises(IntegrityError):
         pull("acme/tox@1.0.0", registry=registry_url)
     assert cache_entries() == []
@@ -181,7 +181,7 @@ def test_endless_data_from_the_hub_is_cut_off(vendor: Vendor, hub: FakeHub) -> N
 def test_endless_data_oversized_blob_is_refused(vendor: Vendor, registry_url: str, attacker: Attacker) -> None:
     published = vendor.publish("1.0.0", registry_url)
     tensor = (vendor.made[-1] / constants.TENSOR_FILE).read_bytes()
-    attacker.replace_commit_files(str(published["commit"]), {constants.TENSOR_FILE: tensor + b"\0" * (1 << 20)})
+    attacker.replace_commit_files(published.commit, {constants.TENSOR_FILE: tensor + b"\0" * (1 << 20)})
     with pytest.raises(IntegrityError, match="signed index states"):
         pull("acme/tox", registry=registry_url)
     assert cache_entries() == []

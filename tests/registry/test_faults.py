@@ -14,6 +14,7 @@ import pytest
 from patchkit import constants
 from patchkit.registry import apply, read_lock
 from patchkit.registry.cache import cache_root, entry_dir
+from patchkit.trust import TrustStore
 from patchkit.verifying import verify_artifact
 from tests.helpers import pk
 from tests.registry.conftest import Vendor
@@ -32,7 +33,7 @@ def test_dropped_connection_leaves_nothing_and_next_apply_succeeds(vendor: Vendo
     r = pk("apply", "acme/tox@1", "--model", model_dir, "--registry", "hf://")
     assert r.returncode == 0, r.stderr
     entries = cache_entries()
-    assert len(entries) == 1 and verify_artifact(entries[0]).version == "1.0.0"
+    assert len(entries) == 1 and verify_artifact(entries[0], TrustStore.load()).version == "1.0.0"
     assert [e.version for e in read_lock(model_dir / constants.LOCK_FILE)] == ["1.0.0"]
 
 
@@ -59,10 +60,10 @@ def test_concurrent_applies_give_one_consistent_lock(vendor: Vendor, model_dir: 
     entries = cache_entries()
     assert len(entries) == 4  # one per commit, no staging left over
     for entry in entries:
-        verify_artifact(entry)
+        verify_artifact(entry, TrustStore.load())
     for pin in lock:
         cached = entry_dir(pin.name, pin.commit)
-        assert cached.is_dir() and verify_artifact(cached).digest == pin.digest
+        assert cached.is_dir() and verify_artifact(cached, TrustStore.load()).digest == pin.digest
 
 
 CRASH = textwrap.dedent(
@@ -93,7 +94,7 @@ def test_crash_between_download_and_lock_write_keeps_old_lock(vendor: Vendor, mo
     assert [e.version for e in read_lock(lock_path)] == ["1.0.0"]
     for e in cache_entries():  # whatever reached the cache is complete and verified
         if e.parent.name != ".staging":
-            verify_artifact(e)
+            verify_artifact(e, TrustStore.load())
     r = pk("apply", "acme/tox@1", "--model", model_dir)
     assert r.returncode == 0, r.stderr
     assert [e.version for e in read_lock(lock_path)] == ["1.1.0"]

@@ -196,10 +196,10 @@ def test_resign_keeps_the_digest_and_dates_the_new_signature(vendor: Vendor, tmp
     new = new_key(tmp_path, "new")
     rotate(vendor.key, new.private, ["acme/*"], registry=url)
     r = resign("acme/tox@1.0.0", new.private, registry=url)
-    assert r["digest"] == out["digest"] and r["commit"] != out["commit"] and r["previous_commit"] == out["commit"]
+    assert r.digest == out.digest and r.commit != out.commit and r.previous_commit == out.commit
     index = load_index(open_registry(url), "acme/tox", TrustStore.load())
     entry = index.versions["1.0.0"]
-    assert entry.commit == r["commit"] and entry.signed_at == r["signed_at"] and entry.published_at != ""
+    assert entry.commit == r.commit and entry.signed_at == r.signed_at and entry.published_at != ""
     assert index.keys  # the new index binds the key log it saw
     # The old key cannot re-sign any more: the index is signed by its successor.
     with pytest.raises(TrustError, match="another key than --key"):
@@ -211,6 +211,6 @@ def test_resign_refuses_files_that_are_not_the_indexed_artifact(vendor: Vendor, 
 
     url = f"file://{tmp_path / 'reg'}"
     out = vendor.publish("1.0.0", url)
-    Attacker(url, None).replace_commit_files(str(out["commit"]), {"README.md": b"tampered\n"})
+    Attacker(url, None).replace_commit_files(out.commit, {"README.md": b"tampered\n"})
     with pytest.raises(IntegrityError, match="not the size|not the artifact"):
         resign("acme/tox@1.0.0", vendor.key, registry=url)

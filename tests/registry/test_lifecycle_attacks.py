@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from patchkit._time import fmt_time, now_utc
+from patchkit._internal.clock import fmt_time, now_utc
 from patchkit.errors import RollbackError, TrustError
 from patchkit.lifecycle import sign_rotation
 from patchkit.registry import open_registry, pull, refresh

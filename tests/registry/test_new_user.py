@@ -362,8 +362,8 @@ def test_json_objects_have_ok_and_keep_hint_apart(vendor: Vendor, tmp_path: Path
 
 
 def test_inspect_shows_rates_as_percentages(vendor: Vendor, tmp_path: Path) -> None:
-    from patchkit.build import build_artifact
-    from patchkit.sign import sign_artifact
+    from patchkit.artifact.build import build_artifact
+    from patchkit.artifact.sign import sign_artifact
     from tests.helpers import ZERO_DIGEST, write_prefix
 
     metrics = tmp_path / "metrics.json"

@@ -47,15 +47,15 @@ def test_resolution(published: str) -> None:
 
 def test_yank_skips_ranges_and_warns_on_exact_pin(published: str, vendor: Vendor) -> None:
     out = yank("acme/tox@1.1.0", "leaks the system prompt", vendor.key, registry=published)
-    assert out["index_version"] == 5  # four publishes, then the yank
+    assert out.index_version == 5  # four publishes, then the yank
     assert pull("acme/tox@1", registry=published).version == "1.0.0"
     assert pull("acme/tox@^1.0", registry=published).version == "1.0.0"
     pinned = pull("acme/tox@1.1.0", registry=published)
     assert pinned.version == "1.1.0" and pinned.yanked
     assert any("leaks the system prompt" in w for w in pinned.warnings)
     listing = versions("acme/tox", registry=published)
-    row = next(v for v in listing["versions"] if v["version"] == "1.1.0")
-    assert row == {**row, "yanked": True, "reason": "leaks the system prompt"}
+    row = next(v for v in listing.versions if v.version == "1.1.0")
+    assert row.yanked and row.reason == "leaks the system prompt"
 
 
 def test_cli_yank_pull_warning_and_versions_json(published: str, vendor: Vendor) -> None:
@@ -110,13 +110,13 @@ def test_publish_layout_one_commit_per_version_tagged(published: str, vendor: Ve
     # every signed index is tagged too, so a main moved back cannot hide one from a publisher
     assert {t for t in refs.tags if t.startswith("index-")} == {"index-v1", "index-v2", "index-v3", "index-v4"}
     listing = versions("acme/tox", registry=published)
-    for row in listing["versions"]:
-        commit = refs.tags["v" + row["version"]]
-        assert row["commit"] == commit
+    for row in listing.versions:
+        commit = refs.tags["v" + row.version]
+        assert row.commit == commit
         card = reg.read("acme/tox", commit, "README.md", 1 << 20)
         manifest = reg.read("acme/tox", commit, "patchkit.json", 1 << 20)
         assert card is not None and card.startswith(b"---") and b"library_name: patchkit" in card
-        assert manifest is not None and json.loads(manifest)["version"] == row["version"]
+        assert manifest is not None and json.loads(manifest)["version"] == row.version
 
 
 def test_hub_uses_hf_token_and_endpoint(vendor: Vendor, hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:

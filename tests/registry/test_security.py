@@ -29,6 +29,7 @@ from patchkit.errors import (
 )
 from patchkit.registry import apply, pull, read_lock, refresh, versions, yank
 from patchkit.registry.cache import cache_root, entry_dir
+from patchkit.verifying import VerificationPolicy
 from tests.helpers import pk
 from tests.registry.conftest import Attacker, Vendor
 from tests.registry.hubserver import FakeHub
@@ -302,6 +303,18 @@ def test_ref_yanked_version_is_not_served_from_a_local_directory(
     assert json.loads(r.stdout)["version"] == "1.0.0"  # resolved by the index, which skips the yank
 
 
+def test_ref_bare_word_is_a_directory_and_name_at_spec_a_ref(vendor: Vendor, tmp_path: Path) -> None:
+    from patchkit.registry.targets import parse_target
+
+    assert parse_target("art").path is not None  # a bare word: what it looks like, a directory
+    assert parse_target("llama3-tox@1.2").name == "llama3-tox"  # a short name needs its @SPEC
+    assert parse_target("acme/tox").name == "acme/tox" and parse_target("./acme/tox").path is not None
+    art = vendor.artifact("1.0.0")
+    os.rename(art, tmp_path / "art")
+    r = pk("verify", "art", "--json", cwd=tmp_path)
+    assert r.returncode == 0 and json.loads(r.stdout)["name"] == "acme/tox"
+
+
 def test_ref_inspect_says_unverified_unless_it_verified(vendor: Vendor) -> None:
     art = vendor.artifact("1.0.0")
     manifest = json.loads((art / constants.MANIFEST_FILE).read_text())
@@ -336,7 +349,7 @@ def test_version_build_metadata_twins_in_an_index_are_selected_exactly(
     second = vendor.publish("1.1.0", registry_url)  # a real second artifact, relabelled below as build.2
     raw = json.loads(attacker.main_files(constants.INDEX_FILE)[constants.INDEX_FILE])
     b2 = raw["versions"]["1.1.0"]
-    assert b2["commit"] == second["commit"]
+    assert b2["commit"] == second.commit
 
     def edit(index: dict[str, Any]) -> None:  # an index from before twins were refused
         index["versions"] = {"1.0.0+build.1": {**b1, "yanked": True, "yank_reason": "bad build"},
@@ -353,9 +366,9 @@ def test_version_build_metadata_twins_in_an_index_are_selected_exactly(
     with pytest.raises(InvalidInputError, match="ambiguous"):
         pull("acme/tox@1.0.0", registry=registry_url)
     out = yank("acme/tox@1.0.0+build.2", "also bad", vendor.key, registry=registry_url)
-    assert out["version"] == "1.0.0+build.2"
-    listing = {v["version"]: v for v in versions("acme/tox", registry=registry_url)["versions"]}
-    assert listing["1.0.0+build.2"]["yanked"] and listing["1.0.0+build.1"]["reason"] == "bad build"
+    assert out.version == "1.0.0+build.2"
+    listing = {v.version: v for v in versions("acme/tox", registry=registry_url).versions}
+    assert listing["1.0.0+build.2"].yanked and listing["1.0.0+build.1"].reason == "bad build"
     with pytest.raises(PatchkitError, match="is not published") as info:
         yank("acme/tox@1.0.0", "x", vendor.key, registry=registry_url)
     assert info.value.hint is not None and "did you mean 1.0.0+build.1, 1.0.0+build.2" in info.value.hint
@@ -394,7 +407,7 @@ def test_requires_is_enforced_on_pull(vendor: Vendor, registry_url: str, attacke
 
     sign_directory(art, load_private_key(vendor.key), name="acme/tox@1.0.0")
     files = {p.name: p.read_bytes() for p in art.iterdir()}
-    attacker.replace_commit_files(str(published["commit"]), files)
+    attacker.replace_commit_files(published.commit, files)
 
     def edit(raw: dict[str, Any]) -> None:  # the publisher lists it honestly: sizes and digest match
         import hashlib
@@ -490,7 +503,7 @@ def test_upper_case_commit_ids_are_normalized(vendor: Vendor, hub: FakeHub, mode
 
 def test_upper_case_commit_ids_in_a_lock_are_accepted(vendor: Vendor, registry_url: str, model_dir: Path) -> None:
     vendor.publish("1.0.0", registry_url)
-    apply(["acme/tox@1"], model_dir, registry=registry_url, allow_base_mismatch=True)
+    apply(["acme/tox@1"], model_dir, VerificationPolicy.build(allow_base_mismatch=True), registry=registry_url)
     lock = model_dir / constants.LOCK_FILE
     pin = read_lock(lock).patches[0]
     lock.write_text(lock.read_text().replace(pin.commit, pin.commit.upper()))
@@ -557,7 +570,7 @@ def test_redirect_https_to_http_is_refused() -> None:
 
 
 def test_lock_files_never_follow_symlinks(vendor: Vendor, registry_url: str, model_dir: Path, tmp_path: Path) -> None:
-    from patchkit._io import lock_for
+    from patchkit._internal.files import lock_for
 
     vendor.publish("1.0.0", registry_url)
     target = tmp_path / "nologin"

@@ -49,7 +49,7 @@ def signer(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def _publish_raw_index(root: Path, key: Path, body: dict[str, Any]) -> None:
     from patchkit.keys import load_private_key
-    from patchkit.registry.backends import LocalRegistry
+    from patchkit.registry.local import LocalRegistry
     from patchkit.signing import sign_blobs
 
     reg = LocalRegistry(root, f"file://{root}")

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from patchkit.build import build_artifact
+from patchkit.artifact.build import build_artifact
+from patchkit.artifact.sign import sign_artifact
 from patchkit.keys import generate_keypair
-from patchkit.sign import sign_artifact
 from patchkit.trust import trust_add
 from tests.helpers import ZERO_DIGEST, write_prefix
 

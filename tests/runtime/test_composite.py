@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from patchkit.errors import CompatibilityError, IntegrityError, InvalidInputError, UsageError
+from patchkit.trust import TrustStore
+from patchkit.verifying import VerificationPolicy
 from tests.runtime._support import PROMPTS, Kit
 
 
@@ -17,7 +19,7 @@ def model_dir(tiny_model_factory: Callable[[str], Path]) -> Path:
 
 
 def _sign(kit: Kit, path: Path) -> None:
-    from patchkit.sign import sign_artifact
+    from patchkit.artifact.sign import sign_artifact
 
     sign_artifact(path, kit.keys / "private.pem")
 
@@ -29,22 +31,26 @@ def test_composite_verifies_and_reproduces_runtime_composition(kit: Kit, model_d
     import torch
 
     import patchkit
-    from patchkit.composite import compose_artifact
+    from patchkit.artifact.compose import compose_artifact
     from patchkit.verifying import verify_artifact
 
     a = kit.patch(model_dir, name="acme/a", seed=1, tokens=3, dtype=dtypes[0])
     b = kit.patch(model_dir, name="acme/b", seed=2, tokens=4, dtype=dtypes[1])
     out = tmp_path / "ab"
-    m = compose_artifact([a, b], out, name="acme/ab", version="2.0.0", trust=kit.trust)
+    m = compose_artifact([a, b], out, name="acme/ab", version="2.0.0", policy=VerificationPolicy.build(kit.trust))
     assert m.training.method == "imported" and m.prefix.num_virtual_tokens == 7 and m.prefix.dtype == "F32"
-    da, db = (verify_artifact(p, trust=kit.trust).digest for p in (a, b))
+    da, db = (verify_artifact(p, TrustStore.load(kit.trust)).digest for p in (a, b))
     assert [(c.name, c.version, c.digest) for c in m.components] == [("acme/a", "1.0.0", da), ("acme/b", "1.0.0", db)]
     assert not (out / "patchkit.sig").exists(), "compose writes an unsigned artifact"
     with pytest.raises(IntegrityError):
-        verify_artifact(out, trust=kit.trust)
+        verify_artifact(out, TrustStore.load(kit.trust))
     _sign(kit, out)
-    res = verify_artifact(out, trust=kit.trust, base_model=model_dir)
+    res = verify_artifact(out, TrustStore.load(kit.trust))
     assert res.ok and res.manifest.components == m.components
+    from patchkit.fingerprinting import fingerprint
+    from patchkit.verifying import check_base
+
+    assert check_base(res.manifest, model_dir) == fingerprint(model_dir)
     composite, tok = patchkit.load(model_dir, [out], trust=kit.trust, device="cpu")
     parts, _ = patchkit.load(model_dir, [a, b], trust=kit.trust, device="cpu")
     assert torch.equal(composite.prefix, parts.prefix)
@@ -57,7 +63,7 @@ def test_composite_verifies_and_reproduces_runtime_composition(kit: Kit, model_d
 
 def test_compose_refusals(kit: Kit, tmp_path: Path) -> None:
     """Torch-free: composing needs no model, only the patches' manifests and bytes."""
-    from patchkit.composite import compose_artifact
+    from patchkit.artifact.compose import compose_artifact
     from tests.helpers import write_fake_model
 
     model_dir = write_fake_model(tmp_path / "fake-model")
@@ -77,12 +83,12 @@ def test_compose_refusals(kit: Kit, tmp_path: Path) -> None:
     ]
     for specs, err in cases:
         with pytest.raises(err):
-            compose_artifact(specs, out, name="acme/c", version="1.0.0", trust=kit.trust)
+            compose_artifact(specs, out, name="acme/c", version="1.0.0", policy=VerificationPolicy.build(kit.trust))
         assert not out.exists()
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(UsageError):
-        compose_artifact([a, a], out, name="acme/c", version="1.0.0", trust=kit.trust)
+        compose_artifact([a, a], out, name="acme/c", version="1.0.0", policy=VerificationPolicy.build(kit.trust))
     assert (out / "keep.txt").read_text() == "mine"
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from patchkit.errors import CompatibilityError, IntegrityError, InvalidInputError, NotFoundError, TrustError
+from patchkit.verifying import VerificationPolicy
 from tests.helpers import ZERO_DIGEST
 from tests.runtime._support import PROMPTS, Kit
 
@@ -71,7 +72,7 @@ def _publish_and_apply(kit: Kit, model: Path, patches: list[Path], refs: list[st
 
     for p in patches:
         publish(p, kit.keys / "private.pem")
-    apply(refs, model, trust=kit.trust)
+    apply(refs, model, VerificationPolicy.build(kit.trust))
 
 
 def test_patches_none_applies_the_lock_in_order(kit: Kit, tiny_model: Path) -> None:
@@ -122,7 +123,7 @@ def test_wrong_base_refused_then_allowed_loudly(kit: Kit, model_dir: Path, capsy
 
     called: list[bool] = []
     monkeypatch.setattr(loader, "build_patched", lambda *a, **k: called.append(True))
-    with pytest.raises(CompatibilityError, match="not the model in") as info:
+    with pytest.raises(CompatibilityError, match="was built for base") as info:
         _load(model_dir, [p], kit)
     assert "--allow-base-mismatch" in (info.value.hint or "")
     assert not called

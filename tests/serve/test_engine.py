@@ -12,6 +12,7 @@ import pytest
 from patchkit.runtime.resolve import LoadedPatch, resolve_patches
 from patchkit.serve.jobs import Job, Piece
 from patchkit.serve.patches import PatchSet
+from patchkit.verifying import VerificationPolicy
 from tests.runtime._support import Kit
 
 pytestmark = [pytest.mark.torch]
@@ -30,7 +31,7 @@ PROMPTS = [
 
 def _sets(kit: Kit, model: Path, patches: Callable[[str], Path]) -> list[list[LoadedPatch]]:
     """Three patch sets: none, one patch, two patches (prefix lengths 0, 4 and 7+3)."""
-    return [resolve_patches(model, specs, trust=kit.trust)
+    return [resolve_patches(model, specs, VerificationPolicy.build(kit.trust))
             for specs in ([], [patches("acme/a")], [patches("acme/b"), patches("acme/c")])]
 
 
@@ -93,7 +94,7 @@ def test_mixed_batch_equals_solo_generate(engine: Any, serve_kit: Kit, serve_mod
 @pytest.mark.slow
 def test_prefix_lru_evicts_and_recomputes(engine: Any, serve_kit: Kit, serve_model: Path,
                                           serve_patches: Callable[[str], Path]) -> None:
-    sets = [resolve_patches(serve_model, [serve_patches(n)], trust=serve_kit.trust) for n in ("acme/a", "acme/b", "acme/c")]
+    sets = [resolve_patches(serve_model, [serve_patches(n)], VerificationPolicy.build(serve_kit.trust)) for n in ("acme/a", "acme/b", "acme/c")]
     ids = tuple(engine.encode("hello", chat=True))
 
     async def one(loaded: list[LoadedPatch]) -> str:

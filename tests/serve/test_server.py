@@ -21,6 +21,7 @@ import pytest
 from patchkit.registry.client import publish
 from patchkit.registry.customer import apply
 from patchkit.runtime.resolve import resolve_patches
+from patchkit.verifying import VerificationPolicy
 from tests.helpers import pk
 from tests.runtime._support import Kit, home
 from tests.serve._support import API_KEY, ServerProcess
@@ -60,7 +61,7 @@ class Stack:
 
         if model_field not in self.loaded:
             specs = [self.artifacts[name] for name in SETS[model_field]]
-            self.loaded[model_field] = build_patched(self.model, resolve_patches(self.model, specs, trust=self.kit.trust),
+            self.loaded[model_field] = build_patched(self.model, resolve_patches(self.model, specs, VerificationPolicy.build(self.kit.trust)),
                                                      device="cpu")
         m, tok = self.loaded[model_field]
         return str(patchkit.generate(m, tok, prompt, max_new_tokens=n, chat=chat))
@@ -89,7 +90,7 @@ def stack(serve_kit: Kit, serve_model: Path, serve_patches: Callable[[str], Path
         commits = root / "registry" / "acme" / "tamp" / "commits"
         record = json.loads(next(commits.glob("*.json")).read_text())
         _tamper(root / "registry" / "acme" / "tamp" / "blobs" / record["files"]["adapter_model.safetensors"])
-        apply(["acme/a@1"], model, trust=serve_kit.trust, registry=registry)
+        apply(["acme/a@1"], model, VerificationPolicy.build(serve_kit.trust), registry=registry)
     tampered = root / "tampered-a"
     shutil.copytree(artifacts["acme/a"], tampered)
     _tamper(tampered / "adapter_model.safetensors")

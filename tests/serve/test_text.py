@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.torch]
 
 @pytest.fixture(scope="module")
 def tok(tiny_model_factory: Callable[[str], Path]) -> Any:
-    from patchkit.runtime.loader import load_tokenizer
+    from patchkit.lm.loading import load_tokenizer
 
     return load_tokenizer(tiny_model_factory("llama"))
 

@@ -127,8 +127,8 @@ def test_prompt_embeds_are_prefix_then_templated_prompt_and_refusals_stay_local(
                                                          serve_patches: Callable[[str], Path]) -> None:
     import torch
 
+    from patchkit.lm.loading import load_tokenizer
     from patchkit.runtime.generation import encode
-    from patchkit.runtime.loader import load_tokenizer
 
     server, stub = gateway
     client = server.client()

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import torch
 
+from patchkit.lm.loading import load_causal_lm
 from tests.train.conftest import HARMFUL, REFUSAL
 
 pytestmark = pytest.mark.torch
@@ -134,10 +135,10 @@ def test_generation_cache_hit_on_rerun(tiny_model_factory: Any, tmp_path: Path, 
 
 
 def test_only_prefix_trainable(tiny_model_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from patchkit.lm.loading import load_causal_lm
     from patchkit.train.model import Example, PrefixLM, collate, sft_loss
-    from patchkit.train.trainer import _load_causal_lm
 
-    base_model = _load_causal_lm(tiny_model_factory("llama"), torch.float32)
+    base_model = load_causal_lm(tiny_model_factory("llama"), device="cpu", dtype=torch.float32)
     model = PrefixLM(base_model, torch.randn(4, 64))
     loss = sft_loss(model, collate([Example((5, 6, 7), (8, 9, 1)), Example((5,), (10, 1))], pad_id=2))
     loss.backward()
@@ -165,18 +166,18 @@ def test_only_prefix_trainable(tiny_model_factory: Any, tmp_path: Path, monkeypa
 def test_forward_matches_peft_and_is_padding_invariant(tiny_model_factory: Any) -> None:
     from peft import PeftModel, PromptTuningConfig, get_peft_model
 
+    from patchkit.lm.loading import load_causal_lm
     from patchkit.train.model import PrefixLM
-    from patchkit.train.trainer import _load_causal_lm
 
     base_dir = tiny_model_factory("llama")
     prefix = torch.randn(5, 64, generator=torch.Generator().manual_seed(1)) * 0.1
-    ours = PrefixLM(_load_causal_lm(base_dir, torch.float32), prefix).eval()
+    ours = PrefixLM(load_causal_lm(base_dir, device="cpu", dtype=torch.float32), prefix).eval()
     ids = torch.tensor([[0, 40, 41, 42, 43, 44]])
     mask = torch.ones_like(ids)
     with torch.no_grad():
         got = ours(ids, mask, keep=ids.shape[1])
         cfg = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=5)
-        peft_model = get_peft_model(_load_causal_lm(base_dir, torch.float32), cfg).eval()
+        peft_model = get_peft_model(load_causal_lm(base_dir, device="cpu", dtype=torch.float32), cfg).eval()
         peft_model.prompt_encoder["default"].embedding.weight.copy_(prefix)
         want = peft_model(input_ids=ids, attention_mask=mask).logits[:, -ids.shape[1] :]
         assert torch.allclose(got, want, atol=1e-5)
@@ -194,7 +195,6 @@ def test_outputs_load_in_peft_and_training_json(tiny_model_factory: Any, tmp_pat
     from patchkit.fingerprinting import fingerprint
     from patchkit.manifest import TrainingInfo
     from patchkit.train import train_patch
-    from patchkit.train.trainer import _load_causal_lm
 
     base = tiny_model_factory("llama")
     out = tmp_path / "out"
@@ -217,7 +217,7 @@ def test_outputs_load_in_peft_and_training_json(tiny_model_factory: Any, tmp_pat
     TrainingInfo.model_validate({k: training[k] for k in ("method", "reference", "hyperparameters", "seed", "data", "patchkit_version")})
 
     # `patchkit build` takes the directory as SOURCE and fills the manifest's training block.
-    from patchkit.build import build_artifact
+    from patchkit.artifact.build import build_artifact
 
     manifest = build_artifact(out, tmp_path / "artifact", name="acme/safe", version="1.0.0", domain="harmfulness", base_model=base)
     assert manifest.training.method == "sft+dpo" and manifest.training.reference == "synthetic reference policy"
@@ -226,7 +226,13 @@ def test_outputs_load_in_peft_and_training_json(tiny_model_factory: Any, tmp_pat
 
     adapter = json.loads((out / "adapter_config.json").read_text())
     assert adapter["peft_type"] == "PROMPT_TUNING" and adapter["num_virtual_tokens"] == 8 and adapter["token_dim"] == 64
-    peft_model = PeftModel.from_pretrained(_load_causal_lm(base, torch.float32), str(out))
+    # One writer: the training output and the built artifact say the same, except where the
+    # artifact names the base by its manifest id and revision.
+    built = json.loads((tmp_path / "artifact" / "adapter_config.json").read_text())
+    names = ("base_model_name_or_path", "revision", "tokenizer_name_or_path")
+    assert {k: v for k, v in adapter.items() if k not in names} == {k: v for k, v in built.items() if k not in names}
+    assert adapter["prompt_tuning_init"] == "TEXT" and adapter["prompt_tuning_init_text"] == training["init"][len('text:"') : -1]
+    peft_model = PeftModel.from_pretrained(load_causal_lm(base, device="cpu", dtype=torch.float32), str(out))
     assert torch.equal(peft_model.prompt_encoder["default"].embedding.weight.detach(), res.prefix)
 
 
@@ -234,10 +240,9 @@ def test_text_init_embeds_and_repeats_the_text(tiny_model_factory: Any) -> None:
     from transformers import AutoTokenizer
 
     from patchkit.train.model import initial_prefix
-    from patchkit.train.trainer import _load_causal_lm
 
     base = tiny_model_factory("llama")
-    model = _load_causal_lm(base, torch.float32)
+    model = load_causal_lm(base, device="cpu", dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(str(base))
     ids = tok("hello world", add_special_tokens=False)["input_ids"]
     got = initial_prefix(model, tok, 'text:"hello world"', len(ids) * 2 + 1, seed=0)
@@ -275,9 +280,8 @@ def test_gradient_checkpointing_and_bf16_run(tiny_model_factory: Any, tmp_path: 
 def test_shared_prompt_dpo_forward_equals_plain(tiny_model_factory: Any, arch: str) -> None:
     from patchkit.train.dpo import Pair, pair_logprobs
     from patchkit.train.model import Example, PrefixLM
-    from patchkit.train.trainer import _load_causal_lm
 
-    model = PrefixLM(_load_causal_lm(tiny_model_factory(arch), torch.float32), torch.randn(5, 64, generator=torch.Generator().manual_seed(0)) * 0.1)
+    model = PrefixLM(load_causal_lm(tiny_model_factory(arch), device="cpu", dtype=torch.float32), torch.randn(5, 64, generator=torch.Generator().manual_seed(0)) * 0.1)
     pairs = [Pair(Example((5, 6, 7), (8, 9, 10, 1)), Example((5, 6, 7), (11, 1))),
              Pair(Example((12,), (13, 1)), Example((12,), (14, 15, 16, 17, 18, 1)))]
     cpu = torch.device("cpu")

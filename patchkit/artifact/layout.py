@@ -12,13 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit._io import make_staging_dir, publish_dir
-from patchkit._json import dumps_canonical, loads_strict
-from patchkit._safetensors import FLOAT_DTYPES, all_finite, parse_header_bytes, serialize
+from patchkit._internal.files import make_staging_dir, publish_dir
+from patchkit._internal.jsonio import dumps_canonical, loads_strict
+from patchkit._internal.tensors import FLOAT_DTYPES, all_finite, parse_header_bytes, serialize
 from patchkit.errors import InvalidInputError, UsageError
 from patchkit.manifest import Manifest
-
-TORCH_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64"}
 
 
 @dataclass(frozen=True)
@@ -73,30 +71,63 @@ def prefix_bytes(p: PrefixTensor) -> bytes:
     return serialize({constants.PREFIX_KEY: (p.dtype, p.shape, p.data)}, metadata={"format": "pt"})
 
 
-def adapter_config(manifest: Manifest, base_config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A PEFT PromptTuningConfig that `PeftModel.from_pretrained` loads as is."""
-    cfg = base_config or {}
-    heads = cfg.get("num_attention_heads", cfg.get("n_head"))
-    layers = cfg.get("num_hidden_layers", cfg.get("n_layer"))
-    init = manifest.prefix.init
+def prompt_tuning_config(
+    *,
+    num_virtual_tokens: int,
+    token_dim: int,
+    base_id: str,
+    revision: str | None,
+    init: str,
+    heads: int | None = None,
+    layers: int | None = None,
+) -> dict[str, Any]:
+    """A PEFT PromptTuningConfig that `PeftModel.from_pretrained` loads as is.
+
+    One writer for the training output and the built artifact, so the two never disagree.
+    A vocab-sampled start is written as RANDOM: the trained weights replace any start, and
+    SAMPLE_VOCAB is unknown to the oldest PEFT we support (the manifest keeps the real init).
+    """
+    text = _init_text(init)
     return {
         "auto_mapping": None,
-        "base_model_name_or_path": manifest.base_model.id,
+        "base_model_name_or_path": base_id,
         "inference_mode": True,
         "modules_to_save": None,
         "num_attention_heads": heads,
         "num_layers": layers,
         "num_transformer_submodules": 1,
-        "num_virtual_tokens": manifest.prefix.num_virtual_tokens,
+        "num_virtual_tokens": num_virtual_tokens,
         "peft_type": "PROMPT_TUNING",
-        "prompt_tuning_init": "TEXT" if init.startswith("text:") else "RANDOM",
-        "prompt_tuning_init_text": init[5:].strip('"') if init.startswith("text:") else None,
-        "revision": manifest.base_model.revision,
+        "prompt_tuning_init": "TEXT" if text is not None else "RANDOM",
+        "prompt_tuning_init_text": text,
+        "revision": revision,
         "task_type": "CAUSAL_LM",
-        "token_dim": manifest.prefix.token_dim,
+        "token_dim": token_dim,
         "tokenizer_kwargs": None,
-        "tokenizer_name_or_path": manifest.base_model.id if init.startswith("text:") else None,
+        "tokenizer_name_or_path": base_id if text is not None else None,
     }
+
+
+def _init_text(init: str) -> str | None:
+    if not init.startswith("text:"):
+        return None
+    body = init[len("text:") :].strip()
+    if len(body) >= 2 and body[0] == body[-1] and body[0] in "\"'":
+        body = body[1:-1]
+    return body
+
+
+def adapter_config(manifest: Manifest, base_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    cfg = base_config or {}
+    return prompt_tuning_config(
+        num_virtual_tokens=manifest.prefix.num_virtual_tokens,
+        token_dim=manifest.prefix.token_dim,
+        base_id=manifest.base_model.id,
+        revision=manifest.base_model.revision,
+        init=manifest.prefix.init,
+        heads=cfg.get("num_attention_heads", cfg.get("n_head")),
+        layers=cfg.get("num_hidden_layers", cfg.get("n_layer")),
+    )
 
 
 def check_adapter_config(raw: bytes, manifest: Manifest, source: str) -> dict[str, Any]:

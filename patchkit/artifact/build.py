@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from patchkit import __version__, constants
-from patchkit._io import read_regular
-from patchkit._json import loads_strict
-from patchkit._safetensors import PICKLE_HINT, PICKLE_SUFFIXES
-from patchkit.artifact import TORCH_DTYPES, PrefixTensor, parse_prefix_file, require_new_output, write_artifact
+from patchkit import constants
+from patchkit._internal.files import read_regular
+from patchkit._internal.jsonio import loads_strict
+from patchkit._internal.tensors import PICKLE_HINT, PICKLE_SUFFIXES
+from patchkit.artifact.layout import PrefixTensor, parse_prefix_file, require_new_output, write_artifact
+from patchkit.constants import PATCHKIT_VERSION as __version__
 from patchkit.errors import CompatibilityError, InvalidInputError, NotFoundError, UsageError
 from patchkit.manifest import (
     BaseModelInfo,
@@ -228,4 +229,4 @@ def build_artifact(
     return manifest
 
 
-__all__ = ["TORCH_DTYPES", "build_artifact", "load_metrics", "read_source"]
+__all__ = ["build_artifact", "load_metrics", "read_source"]

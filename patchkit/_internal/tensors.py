@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from patchkit._json import loads_strict
+from patchkit._internal.jsonio import loads_strict
 from patchkit.errors import InvalidInputError
 
 DTYPE_SIZES: dict[str, int] = {
@@ -27,6 +27,8 @@ DTYPE_SIZES: dict[str, int] = {
     "C64": 8,
 }
 FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64"})
+# The floating dtypes as torch names them (`getattr(torch, name)`), the one map patchkit keeps.
+TORCH_DTYPE_NAMES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64"}
 # Largest header we will parse at all (the format itself caps it at 100 MB).
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")

@@ -12,10 +12,12 @@ import struct
 from collections.abc import Sequence
 from pathlib import Path
 
-from patchkit import __version__, constants
-from patchkit._io import read_regular
-from patchkit._json import loads_strict
-from patchkit.artifact import PrefixTensor, require_new_output, write_artifact
+from patchkit import constants
+from patchkit._internal.files import read_regular
+from patchkit._internal.jsonio import loads_strict
+from patchkit.artifact.layout import PrefixTensor, require_new_output, write_artifact
+from patchkit.artifact.loaded import LoadedPatch, check_composable, load_artifact
+from patchkit.constants import PATCHKIT_VERSION as __version__
 from patchkit.errors import IntegrityError, UsageError
 from patchkit.manifest import (
     Component,
@@ -26,8 +28,7 @@ from patchkit.manifest import (
     validate_name,
     validate_version,
 )
-from patchkit.runtime.resolve import LoadedPatch, PatchSpec, check_composable, load_patch
-from patchkit.trust import TrustStore
+from patchkit.verifying import VerificationPolicy
 
 _WIDTH = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8}
 
@@ -69,18 +70,17 @@ def concat_prefixes(patches: Sequence[LoadedPatch]) -> PrefixTensor:
 
 
 def compose_artifact(
-    specs: Sequence[PatchSpec],
+    specs: Sequence[Path | str],
     out: Path | str,
     *,
     name: str,
     version: str,
     domain: str | None = None,
     description: str = "",
-    trust: TrustStore | Path | str | None = None,
-    registry: str | None = None,
-    token_budget: int = constants.DEFAULT_TOKEN_BUDGET,
+    policy: VerificationPolicy | None = None,
 ) -> Manifest:
-    """Verify every component, check they compose, and write the unsigned composite atomically."""
+    """Verify every component (artifact directories: the caller resolves registry refs), check they
+    compose under the policy's token budget, and write the unsigned composite atomically."""
     validate_name(name)
     validate_version(version)
     if domain is not None:
@@ -89,9 +89,9 @@ def compose_artifact(
     if len(specs) < 2:
         raise UsageError("compose needs at least two patches", "pass them in the order they apply")
     require_new_output(out)
-    store = TrustStore.coerce(trust)
-    parts = [load_patch(s, trust=store, registry=registry, verify=True) for s in specs]
-    check_composable(parts, token_budget=token_budget)
+    policy = policy or VerificationPolicy.build()
+    parts = [load_artifact(Path(s), policy) for s in specs]
+    check_composable(parts, policy)
     prefix = concat_prefixes(parts)
     first = parts[0].manifest
     domains = {p.manifest.domain for p in parts}

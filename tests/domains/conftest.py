@@ -1,0 +1,3 @@
+from tests.eval.conftest import fake_wheels
+
+__all__ = ["fake_wheels"]

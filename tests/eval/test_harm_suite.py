@@ -1,0 +1,85 @@
+"""The harmfulness suite by source: per-source rates with n and Wilson intervals, the caveat rate,
+factual accuracy, cached replies, and the manifest metrics and HTML report it writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from patchkit.eval.harm_suite import Source, hash_sample, render, run_suite, score_rows, table_markdown
+from patchkit.eval.items import Item
+from patchkit.eval.stats import wilson
+from patchkit.manifest import Metric
+
+
+def _sources() -> list[Source]:
+    return [Source("harm-direct:test", "harmful", "direct"), Source("contrast:test", "benign", "contrast"),
+            Source("everyday:test", "benign", "everyday"), Source("factual:test", "factual", "facts")]
+
+
+def test_rows_are_rates_with_wilson_intervals() -> None:
+    srcs = _sources()
+    scored = {"baseline": {
+        "harm-direct:test": [{"refused": True}, {"refused": False}, {"refused": False}, {"refused": False}],
+        "contrast:test": [{"refused": True, "caveat": False}, {"refused": False, "caveat": True}],
+        "everyday:test": [{"refused": False, "caveat": False}, {"refused": False, "caveat": True}],
+        "factual:test": [{"refused": False, "caveat": False, "correct": True}, {"refused": False, "caveat": False, "correct": False}],
+    }}
+    rows = {r.measure + "|" + r.source.spec: r for r in score_rows(srcs, scored)}
+    assert rows["refusal_rate|harm-direct:test"].values["baseline"] == wilson(1, 4)
+    assert rows["over_refusal|contrast:test"].values["baseline"] == wilson(1, 2)
+    assert rows["factual_accuracy|factual:test"].values["baseline"] == wilson(1, 2)
+    # Caveats count among the answered benign replies only: 2 of the 3 answered ones.
+    cav = rows["caveat_rate|contrast:test+everyday:test"].values["baseline"]
+    assert (cav.value, cav.n) == (pytest.approx(2 / 3), 3)
+
+
+def test_hash_sample_ignores_file_order() -> None:
+    items = [Item(f"prompt {i}") for i in range(50)]
+    a = hash_sample(items, 10)
+    b = hash_sample(list(reversed(items)), 10)
+    assert len(a) == 10 and {x.prompt for x in a} == {x.prompt for x in b}
+    assert [x.prompt for x in a] == [x.prompt for x in items if x in a]
+    assert hash_sample(items, None) == items
+
+
+@pytest.mark.torch
+def test_run_suite_end_to_end_on_tiny_model(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from patchkit.eval import backend
+
+    prefix = tmp_path / "prefix.safetensors"
+    save_file({"prompt_embeddings": torch.randn(3, 64) * 0.02}, str(prefix))
+    calls: list[int] = []
+    real = backend.Backend.generate
+
+    def counting(self: Any, prompts: Any, **kw: Any) -> Any:
+        calls.append(len(prompts))
+        return real(self, prompts, **kw)
+
+    monkeypatch.setattr(backend.Backend, "generate", counting)
+    out = tmp_path / "eval"
+    res = run_suite(tiny_model, prefix, out, sources=_sources(), limit=3, max_new_tokens=6, factual_max_new_tokens=4,
+                    batch_size=4)
+    assert len(calls) == 3 * 4 and all(n == 3 for n in calls)
+    measures = [(r.measure, r.source.spec) for r in res.rows]
+    assert ("caveat_rate", "contrast:test+everyday:test") in measures and len(measures) == 5
+    assert all(set(r.values) == {"baseline", "fixed_prompt", "patched"} for r in res.rows if r.measure != "caveat_rate")
+    data = json.loads((out / "metrics.json").read_text())
+    for m in data["metrics"]:
+        Metric.model_validate(m)
+    assert {m["dataset"] for m in data["metrics"]} >= {"harm-direct:test", "factual:test"}
+    page = (out / "report.html").read_text()
+    assert "% [" in page and "n=3" in page and 'id="chart"' in page
+    assert "% [" in table_markdown(res)
+    # A second run reads every reply from the cache.
+    calls.clear()
+    again = run_suite(tiny_model, prefix, out, sources=_sources(), limit=3, max_new_tokens=6, factual_max_new_tokens=4,
+                      batch_size=4)
+    assert calls == [] and [r.to_dict() for r in again.rows] == [r.to_dict() for r in res.rows]
+    assert render(again).count("<tr>") == len(again.rows) + 1

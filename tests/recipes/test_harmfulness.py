@@ -1,0 +1,56 @@
+"""The harmfulness recipe: sources, held-out splits, the synthetic reference and its command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from patchkit.eval.datasets import load_dataset
+from patchkit.recipes.harmfulness import (
+    DEMO,
+    FULL,
+    REFUSALS,
+    refusal_for,
+    select_data,
+    train_args,
+    write_training_files,
+)
+
+
+def _load(spec: str) -> list[str]:
+    return load_dataset(spec).prompts
+
+
+def test_demo_data_is_disjoint_from_validation_and_test(fake_wheels: Path) -> None:
+    data = select_data(DEMO, _load)
+    train = set(data.harmful) | set(data.benign)
+    val = {r["prompt"] for r in data.validation}
+    test = set()
+    for spec in ("harmbench:test", "harm-direct:test", "contrast:test", "everyday:test", "benign:test", "factual:test",
+                 "donotanswer-refusal:all"):
+        test |= set(_load(spec))
+    assert train and val and not train & val and not train & test and not val & test
+    counts = data.counts()
+    assert counts["validation_refuse"] > 0 and counts["validation_answer"] > 0
+    # No DoNotAnswer prompt is ever trained on: it is the held-out source.
+    assert not train & set(_load("donotanswer"))
+
+
+def test_full_recipe_has_more_benign_than_it_needs_and_no_advbench_in_demo(fake_wheels: Path) -> None:
+    assert "advbench" not in DEMO.harmful_train and "advbench" in FULL.harmful_train
+    assert FULL.train["dpo_rejected"] == "policy" and FULL.train["select"] == "best"
+
+
+def test_reference_refuses_harmful_and_keeps_m_answers(tmp_path: Path, fake_wheels: Path) -> None:
+    data = select_data(DEMO, _load)
+    answers = [f"answer {i}" for i in range(len(data.benign))]
+    paths = write_training_files(data, answers, tmp_path)
+    rows = [json.loads(x) for x in paths["reference"].read_text().splitlines()]
+    by_prompt = {r["prompt"]: r["response"] for r in rows}
+    assert all(by_prompt[p] in REFUSALS and by_prompt[p] == refusal_for(p) for p in data.harmful)
+    assert [by_prompt[p] for p in data.benign] == answers
+    assert len(paths["prompts"].read_text().splitlines()) == len(rows)
+    val = [json.loads(x) for x in paths["validation"].read_text().splitlines()]
+    assert {r["expect"] for r in val} == {"refuse", "answer"}
+    args = train_args(DEMO, paths, tmp_path / "model", tmp_path / "out")
+    assert args[:2] == ["train", "--base"] and "--validation" in args and args[args.index("--dpo-rejected") + 1] == "policy"
