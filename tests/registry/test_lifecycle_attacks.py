@@ -27,6 +27,7 @@ from tests.registry.lifecycle import (
     plant_log,
     private,
     state_of,
+    trust_text,
     use_home,
 )
 
@@ -175,6 +176,26 @@ def test_revoked_key_signature_is_refused_even_when_backdated(vendor: Vendor, re
 
     attacker.sign_raw_index(vendor.key, backdated)
     _refused("acme/tox@1", registry_url, pk_home, 4, '"key stolen"', "dated")
+
+
+def test_artifact_signed_by_a_revoked_key_is_refused_and_changes_nothing(vendor: Vendor, registry_url: str,
+                                                                       model_dir: Path, pk_home: Path) -> None:
+    """A deployed patch whose key is then revoked: apply, verify --lock and pull all refuse it (exit 4, the
+    reason quoted), and the refusals leave the lock, the model directory and the trust store as they were."""
+    vendor.publish("1.0.0", registry_url, base_model=model_dir)
+    assert pk("apply", "acme/tox@1.0.0", "--model", model_dir, "--registry", registry_url).returncode == 0
+    lock = model_dir / "patchkit.lock"
+    revoke(vendor.key, "signing key leaked", ["acme"], registry=registry_url)  # self-signed: no successor
+    model_before = {p.name: p.read_bytes() for p in model_dir.iterdir() if p.is_file()}
+    trusted_before = trust_text(pk_home)
+    for args in (("apply", "acme/tox@1", "--model", model_dir, "--registry", registry_url),
+                 ("verify", "--lock", lock, "--registry", registry_url),
+                 ("pull", "acme/tox@1.0.0", "--registry", registry_url)):
+        r = pk(*args)
+        assert r.returncode == 4 and '"signing key leaked"' in r.stdout + r.stderr, (args, r.stdout, r.stderr)
+    assert {p.name: p.read_bytes() for p in model_dir.iterdir() if p.is_file()} == model_before  # the lock too
+    assert trust_text(pk_home) == trusted_before
+    assert keyid(vendor.public) in TrustStore.load().revocations  # what the refusal learned is the revocation itself
 
 
 def test_revocation_rolled_back_by_a_stale_registry_is_refused(vendor: Vendor, registry_url: str, attacker: Attacker,
