@@ -31,14 +31,15 @@ def time_process(argv: Sequence[str], runs: int = 10, env: dict[str, str] | None
     return statistics.median(times)
 
 
-def time_interleaved(a: Sequence[str], b: Sequence[str], runs: int = 10) -> tuple[float, float]:
+def time_interleaved(a: Sequence[str], b: Sequence[str], runs: int = 10, *, env_a: dict[str, str] | None = None,
+                     env_b: dict[str, str] | None = None) -> tuple[float, float]:
     """Median wall seconds of two whole processes, run alternately so both see the same machine."""
     ta: list[float] = []
     tb: list[float] = []
     for i in range(runs + 1):
-        for argv, out in ((a, ta), (b, tb)):
+        for argv, out, env in ((a, ta, env_a), (b, tb, env_b)):
             t0 = time.perf_counter()
-            r = subprocess.run(list(argv), capture_output=True)
+            r = subprocess.run(list(argv), capture_output=True, env={**os.environ, **(env or {})})
             dt = time.perf_counter() - t0
             if r.returncode:
                 raise RuntimeError(f"{argv[0]} exited {r.returncode}: {r.stderr.decode()[-500:]}")

@@ -97,6 +97,18 @@ def no_progress() -> bool:
     return _truthy(os.environ.get("PATCHKIT_NO_PROGRESS")) or not sys.stderr.isatty()
 
 
+def github_step_summary() -> Path | None:
+    """`GITHUB_STEP_SUMMARY`: the Markdown file a GitHub Actions step appends its summary to."""
+    raw = os.environ.get("GITHUB_STEP_SUMMARY")
+    return Path(raw) if raw else None
+
+
+def github_output() -> Path | None:
+    """`GITHUB_OUTPUT`: the file a GitHub Actions step appends its outputs to."""
+    raw = os.environ.get("GITHUB_OUTPUT")
+    return Path(raw) if raw else None
+
+
 def api_key() -> str | None:
     """`PATCHKIT_API_KEY`: the Bearer token `patchkit serve` requires of every client (unset or empty: none)."""
     raw = os.environ.get("PATCHKIT_API_KEY")

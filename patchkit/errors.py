@@ -133,6 +133,13 @@ class RegistryError(PatchkitError):
     kind = "registry"
 
 
+class PolicyError(PatchkitError):
+    """A verified patch whose signed manifest falls below the policy (`--require`, policy.toml)."""
+
+    exit_code = 9
+    kind = "policy"
+
+
 EXIT_CODES: dict[int, str] = {
     0: "success",
     1: "an unexpected error (a bug: please report it)",
@@ -143,4 +150,5 @@ EXIT_CODES: dict[int, str] = {
     6: "invalid input",
     7: "not found",
     8: "registry or network failure",
+    9: "policy: a verified patch does not meet the required metrics or fields",
 }

@@ -14,8 +14,9 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from patchkit import constants
 from patchkit._internal.files import atomic_write_bytes, is_real_dir, read_regular
 from patchkit._internal.jsonio import loads_strict
 from patchkit.errors import IntegrityError, InvalidInputError, TrustError
-from patchkit.keys import PrivateKey, keyid_of
+from patchkit.keys import PrivateKey, PublicKey, keyid_of
 from patchkit.trust import TrustEntry, TrustStore
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -83,13 +84,20 @@ def _statement(name: str, resources: Mapping[str, str], ignore: list[str]) -> by
     return json.dumps(body, indent=2, sort_keys=False).encode("utf-8")
 
 
-def sign_digests(name: str, resources: Mapping[str, str], key: PrivateKey, ignore: list[str]) -> bytes:
-    """A bundle over precomputed file digests."""
+def sign_digests(name: str, resources: Mapping[str, str], key: PrivateKey, ignore: list[str], *,
+                 chain: list[bytes] | None = None) -> bytes:
+    """A bundle over precomputed file digests; with `chain` (DER, leaf first), in the certificate method."""
     payload = _statement(name, resources, ignore)
     sig = key.sign(pae(payload), ec.ECDSA(hashes.SHA256()))
+    if chain:
+        from patchkit.certificates import chain_material
+
+        material = chain_material(chain)
+    else:
+        material = {"publicKey": {"hint": keyid_of(key.public_key())}, "tlogEntries": []}
     bundle = {
         "mediaType": BUNDLE_MEDIA_TYPE,
-        "verificationMaterial": {"publicKey": {"hint": keyid_of(key.public_key())}, "tlogEntries": []},
+        "verificationMaterial": material,
         "dsseEnvelope": {
             "payload": base64.b64encode(payload).decode(),
             "payloadType": PAYLOAD_TYPE,
@@ -99,9 +107,10 @@ def sign_digests(name: str, resources: Mapping[str, str], key: PrivateKey, ignor
     return (json.dumps(bundle, separators=(",", ":")) + "\n").encode("utf-8")
 
 
-def sign_blobs(name: str, files: Mapping[str, bytes], key: PrivateKey, *, sig_name: str = constants.INDEX_SIG_FILE) -> bytes:
+def sign_blobs(name: str, files: Mapping[str, bytes], key: PrivateKey, *, sig_name: str = constants.INDEX_SIG_FILE,
+               chain: list[bytes] | None = None) -> bytes:
     """Sign in-memory files (the registry index) in the same format."""
-    return sign_digests(name, {n: hashlib.sha256(b).hexdigest() for n, b in files.items()}, key, [sig_name])
+    return sign_digests(name, {n: hashlib.sha256(b).hexdigest() for n, b in files.items()}, key, [sig_name], chain=chain)
 
 
 def read_artifact_files(directory: Path, *, exclude: tuple[str, ...] = (constants.SIGNATURE_FILE,)) -> dict[str, bytes]:
@@ -139,7 +148,7 @@ def read_artifact_files(directory: Path, *, exclude: tuple[str, ...] = (constant
     return out
 
 
-def sign_directory(directory: Path, key: PrivateKey, *, name: str | None = None) -> bytes:
+def sign_directory(directory: Path, key: PrivateKey, *, name: str | None = None, chain: list[bytes] | None = None) -> bytes:
     """Sign every file of an artifact directory and write `patchkit.sig` atomically."""
     files = read_artifact_files(directory)
     bundle = sign_digests(
@@ -147,6 +156,7 @@ def sign_directory(directory: Path, key: PrivateKey, *, name: str | None = None)
         {n: hashlib.sha256(b).hexdigest() for n, b in files.items()},
         key,
         [constants.SIGNATURE_FILE],
+        chain=chain,
     )
     atomic_write_bytes(Path(directory) / constants.SIGNATURE_FILE, bundle)
     return bundle
@@ -164,8 +174,9 @@ def _b64(value: Any, what: str) -> bytes:
 def open_bundle(data: bytes, trust: TrustStore, *, source: str) -> tuple[Statement, TrustEntry]:
     """Check a bundle's signature against the trusted key it names; return its statement.
 
-    An unknown key is a trust failure (exit 4); a bad signature or malformed bundle is an
-    integrity failure (exit 3).
+    The key is named by a public-key hint, or by a certificate chain whose leaf a trusted CA
+    issued (or whose leaf key is trusted itself). An unknown key is a trust failure (exit 4);
+    a bad signature or malformed bundle is an integrity failure (exit 3).
     """
     if len(data) > MAX_SIGNATURE_BYTES:
         raise IntegrityError(f"{source} is larger than a signature can be", "the signature is corrupt")
@@ -175,8 +186,16 @@ def open_bundle(data: bytes, trust: TrustStore, *, source: str) -> tuple[Stateme
         raise IntegrityError(f"{source} is corrupt: {exc.message}", "re-sign the patch") from None
     if not isinstance(bundle, dict) or bundle.get("mediaType") != BUNDLE_MEDIA_TYPE:
         raise IntegrityError(f"{source} is not a Sigstore bundle v0.3", "re-sign with `patchkit sign`")
+    chain: list[bytes] | None = None
     try:
-        keyid = bundle["verificationMaterial"]["publicKey"]["hint"]
+        material = bundle["verificationMaterial"]
+        if isinstance(material, dict) and "x509CertificateChain" in material:
+            from patchkit.certificates import parse_material
+
+            chain = parse_material(material, source)
+            keyid = ""
+        else:
+            keyid = material["publicKey"]["hint"]
         env = bundle["dsseEnvelope"]
         sigs = env["signatures"]
     except (KeyError, TypeError):
@@ -187,17 +206,30 @@ def open_bundle(data: bytes, trust: TrustStore, *, source: str) -> tuple[Stateme
         raise IntegrityError(f"{source}: unexpected DSSE payload type {env.get('payloadType')!r}", "re-sign with `patchkit sign`")
     payload = _b64(env.get("payload"), "payload")
     sig = _b64(sigs[0].get("sig"), "signature")
-    entry = trust.find(keyid)
-    if entry is None:
-        raise TrustError(
-            f"{source} was signed by key {keyid[:16]}…, which is not in the trust store ({trust.path})",
-            "if you trust this publisher, run `patchkit trust add PUBLIC_PEM --scope NS/*`",
-        )
+    key: PublicKey
+    if chain is not None:
+        from patchkit.certificates import leaf_public_key
+
+        key = leaf_public_key(chain, source)
+        keyid = keyid_of(key)
+        entry = trust.find(keyid)  # a leaf key trusted as such (the publisher's own check) needs no CA
+    else:
+        entry = trust.find(keyid)
+        if entry is None:
+            raise TrustError(
+                f"{source} was signed by key {keyid[:16]}…, which is not in the trust store ({trust.path})"
+                + (f"; {trust.notes[keyid]}" if keyid in trust.notes else ""),
+                "if you trust this publisher, run `patchkit trust add PUBLIC_PEM --scope NS/*`",
+            )
+        key = entry.public_key()
     try:
-        entry.public_key().verify(sig, pae(payload), ec.ECDSA(hashes.SHA256()))
+        key.verify(sig, pae(payload), ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
         raise IntegrityError(f"{source}: the signature does not match its content", "the patch or its signature was altered; do not use it") from None
     statement = _parse_statement(payload, keyid, source)
+    if entry is None:
+        assert chain is not None
+        entry = trust.certificate_entry(chain, at=trust.signing_time(f"sha256:{statement.root_digest}"))
     return statement, entry
 
 
@@ -236,9 +268,15 @@ def check_files(statement: Statement, files: Mapping[str, bytes], *, where: str)
             raise IntegrityError(f"{where}: {name} does not match its signed digest", "the file was modified; re-download the patch")
 
 
-def verify_blobs(sig: bytes, files: Mapping[str, bytes], trust: TrustStore, name: str, *, source: str = constants.INDEX_SIG_FILE) -> Signed:
-    """Verify in-memory files (e.g. the registry index) signed for patch `name`."""
+def verify_blobs(sig: bytes, files: Mapping[str, bytes], trust: TrustStore, name: str, *, source: str = constants.INDEX_SIG_FILE,
+                 dated: Callable[[Mapping[str, bytes]], datetime | None] | None = None) -> Signed:
+    """Verify in-memory files (e.g. the registry index) signed for patch `name`.
+
+    `dated` reads the time the signed files themselves state (an index's `updated_at`): a
+    retired key's signature is judged by it, a revoked key's never.
+    """
     statement, entry = open_bundle(sig, trust, source=source)
-    trust.authorize(statement.keyid, name)
     check_files(statement, files, where=source)
+    when = dated(files) if dated is not None else None
+    trust.authorize(statement.keyid, name, entry=entry, signed_at=when, dated_by_signer=dated is not None)
     return Signed(statement.keyid, entry.display, statement.root_digest, entry)

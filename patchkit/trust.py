@@ -1,25 +1,52 @@
-"""The trust store: which publisher keys may sign which patch names.
+"""The trust store: which publisher keys (and organisation CAs) may sign which patch names, and until when.
 
-A TOML file (`$PATCHKIT_HOME/trust.toml`, or `--trust FILE` in CI). Each `[[publisher]]`
-entry holds a public key and the fnmatch-style name patterns (scopes) it may sign.
+A TOML file (`$PATCHKIT_HOME/trust.toml`, or `--trust FILE` in CI). Each `[[publisher]]` entry
+holds a public key and the fnmatch-style name patterns (scopes) it may sign. A publisher that
+rotated its key keeps its entry, with a `[[publisher.handover]]` saying which key took over
+which scopes from when; the successor's entry says whom it `succeeds`. Each `[[ca]]` entry is
+an organisation CA whose code-signing leaves may sign within its scopes.
+
+Revocations are not kept here: they are facts about keys, learned from the registry and kept
+in `$PATCHKIT_HOME/state/revocations.json`, where they only ever accumulate (a stale registry
+cannot take one back). `authorize` applies both: a revoked key, or a retired key signing after
+its handover, is refused unless the signature's time is established and allowed.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import tomllib
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from patchkit import constants
-from patchkit._internal.clock import utc_stamp
+from patchkit._internal.clock import fmt_time, now_utc, parse_utc, utc_stamp
 from patchkit._internal.files import atomic_write_text, file_lock, lock_for, read_regular
-from patchkit.errors import InvalidInputError, NotFoundError, TrustError, UsageError
+from patchkit._internal.jsonio import dumps_canonical, loads_strict
+from patchkit.errors import IntegrityError, InvalidInputError, NotFoundError, ReadOnlyError, TrustError, UsageError
 from patchkit.keys import PublicKey, keyid_of, load_public_key, parse_public_key, public_pem
 
 SCOPE_HINT = "scopes look like acme/* or acme/llama3-tox"
 MAX_TRUST_BYTES = 4 * 1024 * 1024
+MAX_REVOCATIONS_BYTES = 16 * 1024 * 1024
+_GLOB = set("*?[")
+
+
+@dataclass
+class Handover:
+    """A rotation this trust store followed: `to` signs `scopes` from `effective` on, in place of this key."""
+
+    to: str
+    scopes: list[str]
+    effective: datetime
+    statement: str  # sha256 of the rotation statement's payload
+
+    def covers(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.scopes)
 
 
 @dataclass
@@ -29,57 +56,223 @@ class TrustEntry:
     scopes: list[str]
     label: str = ""
     added_at: str = ""
+    succeeds: str = ""  # the keyid this key took over from, when it was added by following a rotation
+    handovers: list[Handover] = field(default_factory=list)
+    certificate: str = ""  # for a leaf a trusted CA issued: "CN (serial) via CA-label"; not stored
 
     def covers(self, name: str) -> bool:
         return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.scopes)
 
     @property
     def display(self) -> str:
-        return self.label or self.keyid[:16]
+        return self.certificate or self.label or self.keyid[:16]
 
     def public_key(self) -> PublicKey:
         return parse_public_key(self.public_key_pem.encode(), f"trust entry {self.display}")
 
+    def handover_for(self, name: str) -> Handover | None:
+        return next((h for h in self.handovers if h.covers(name)), None)
 
-def _validate_scope(pattern: str) -> str:
+
+@dataclass
+class CAEntry:
+    """An organisation CA: every code-signing leaf it issued may sign within `scopes`."""
+
+    fingerprint: str  # sha256 of the certificate's DER
+    certificate_pem: str
+    scopes: list[str]
+    label: str = ""
+    added_at: str = ""
+
+    def covers(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.scopes)
+
+    @property
+    def display(self) -> str:
+        return self.label or self.fingerprint[:16]
+
+
+@dataclass(frozen=True)
+class Revoked:
+    """A verified revocation: `keyid` signs nothing (or nothing dated from `compromised_since` on)."""
+
+    keyid: str
+    reason: str
+    compromised_since: datetime | None
+    statement: str  # sha256 of the revocation statement's payload
+    signer: str  # the keyid that signed it: the key itself or its successor
+    issued_at: str = ""
+
+    def stricter(self, other: Revoked) -> Revoked:
+        """Of two revocations of one key, the one that refuses more (none is ever relaxed)."""
+        if self.compromised_since is None:
+            return self
+        if other.compromised_since is None or other.compromised_since < self.compromised_since:
+            return other
+        return self
+
+    def refuses(self, signed_by: datetime) -> bool:
+        """Every signature, or with `compromised_since`, one that may have been made after it."""
+        return self.compromised_since is None or signed_by > self.compromised_since
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reason": self.reason, "statement": self.statement, "signer": self.signer, "issued_at": self.issued_at,
+                "compromised_since": fmt_time(self.compromised_since) if self.compromised_since else None}
+
+
+def validate_scope(pattern: str) -> str:
     if not pattern or pattern.count("/") != 1 or any(c.isspace() for c in pattern) or pattern != pattern.lower():
         raise UsageError(f"invalid scope {pattern!r}", SCOPE_HINT)
     return pattern
+
+
+
+def _part_within(inner: str, outer: str) -> bool:
+    return inner == outer or outer == "*" or (not (_GLOB & set(inner)) and fnmatch.fnmatchcase(inner, outer))
+
+
+def scope_within(inner: str, outer: str) -> bool:
+    """True only if every name `inner` matches, `outer` matches too (sound, not complete)."""
+    if inner == outer:
+        return True
+    i_ns, _, i_name = inner.partition("/")
+    o_ns, _, o_name = outer.partition("/")
+    return _part_within(i_ns, o_ns) and _part_within(i_name, o_name)
+
+
+def narrow_scopes(claimed: list[str], granted: list[str]) -> list[str]:
+    """The part of `claimed` that `granted` covers: each claimed scope inside a granted one, and each
+    granted scope inside a claimed one. Never wider than `granted`; partial overlaps give nothing."""
+    out: set[str] = set()
+    for c in claimed:
+        for g in granted:
+            if scope_within(c, g):
+                out.add(c)
+            elif scope_within(g, c):
+                out.add(g)
+    return sorted(out)
+
+
+def _when(raw: Any, what: str, path: Path) -> datetime:
+    t = parse_utc(raw)
+    if t is None:
+        raise InvalidInputError(f"trust store {path}: {what} {raw!r} is not a UTC time", "re-add the publisher with `patchkit trust add`")
+    return t
+
+
+def _entry(raw: Any, i: int, p: Path) -> TrustEntry:
+    try:
+        entry = TrustEntry(
+            keyid=str(raw["keyid"]),
+            public_key_pem=str(raw["public_key"]),
+            scopes=[str(s) for s in raw["scopes"]],
+            label=str(raw.get("name", "")),
+            added_at=str(raw.get("added_at", "")),
+            succeeds=str(raw.get("succeeds", "")),
+            handovers=[Handover(str(h["to"]), [str(s) for s in h["scopes"]], _when(h.get("from"), "handover time", p),
+                                str(h.get("statement", ""))) for h in raw.get("handover", [])],
+        )
+    except (KeyError, TypeError, AttributeError):
+        raise InvalidInputError(f"trust store {p}: publisher #{i + 1} lacks keyid, public_key or scopes", "re-add it with `patchkit trust add`") from None
+    if keyid_of(entry.public_key()) != entry.keyid:
+        raise InvalidInputError(f"trust store {p}: publisher {entry.display} keyid does not match its key", "re-add it with `patchkit trust add`")
+    return entry
+
+
+def _ca(raw: Any, i: int, p: Path) -> CAEntry:
+    try:
+        ca = CAEntry(fingerprint=str(raw["fingerprint"]), certificate_pem=str(raw["certificate"]),
+                     scopes=[str(s) for s in raw["scopes"]], label=str(raw.get("name", "")),
+                     added_at=str(raw.get("added_at", "")))
+    except (KeyError, TypeError, AttributeError):
+        raise InvalidInputError(f"trust store {p}: CA #{i + 1} lacks fingerprint, certificate or scopes",
+                                "re-add it with `patchkit trust add-ca`") from None
+    return ca
+
+
+# -- revocations: learned from registries, kept in state, never forgotten ------------------------
+
+
+def revocations_path() -> Path:
+    return constants.patchkit_home() / "state" / "revocations.json"
+
+
+def read_revocations() -> dict[str, Revoked]:
+    path = revocations_path()
+    try:
+        data = read_regular(path, MAX_REVOCATIONS_BYTES, error=IntegrityError)
+    except FileNotFoundError:
+        return {}
+    try:
+        raw = loads_strict(data, what=str(path))
+        out: dict[str, Revoked] = {}
+        for keyid, r in raw["keys"].items():
+            since = r.get("compromised_since")
+            out[str(keyid)] = Revoked(str(keyid), str(r["reason"]), None if since is None else _strict_time(since),
+                                      str(r["statement"]), str(r["signer"]), str(r.get("issued_at", "")))
+        return out
+    except (InvalidInputError, KeyError, TypeError, AttributeError, ValueError):
+        raise IntegrityError(f"{path} is corrupt", "restore it; it records key revocations and must not be dropped") from None
+
+
+def _strict_time(raw: Any) -> datetime:
+    t = parse_utc(raw)
+    if t is None:
+        raise ValueError(raw)
+    return t
+
+
+def record_revocations(found: list[Revoked]) -> dict[str, Revoked]:
+    """Merge `found` into the cache (the stricter of two revocations wins); return the merged set.
+
+    A read-only PATCHKIT_HOME keeps them for this run only.
+    """
+    path = revocations_path()
+    try:
+        with file_lock(path.with_name(path.name + ".lock")):
+            current = read_revocations()
+            merged = dict(current)
+            for r in found:
+                merged[r.keyid] = merged[r.keyid].stricter(r) if r.keyid in merged else r
+            if merged != current:
+                atomic_write_text(path, dumps_canonical({"schema": "patchkit-revocations/1",
+                                                         "keys": {k: v.to_dict() for k, v in sorted(merged.items())}}),
+                                  mode=0o600)
+            return merged
+    except (ReadOnlyError, OSError):
+        merged = read_revocations()
+        for r in found:
+            merged[r.keyid] = merged[r.keyid].stricter(r) if r.keyid in merged else r
+        return merged
 
 
 @dataclass
 class TrustStore:
     path: Path | None = None
     entries: list[TrustEntry] = field(default_factory=list)
+    cas: list[CAEntry] = field(default_factory=list)
+    revocations: dict[str, Revoked] = field(default_factory=dict)
+    # In memory only: when the signed index of a verified registry says an artifact (by digest) was
+    # published, and which key signed that index; and why a key statement about a key was refused.
+    signing_times: dict[str, tuple[datetime, str]] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path | None = None) -> TrustStore:
         explicit = path is not None
         p = Path(path) if path is not None else constants.default_trust_file()
+        revoked = read_revocations()
         if not p.exists():
             if explicit:
                 raise NotFoundError(f"trust store {p} does not exist", "create it with `patchkit trust add PUBLIC_PEM --scope NS/* --trust FILE`")
-            return cls(p, [])
+            return cls(p, [], revocations=revoked)
         try:
             data = tomllib.loads(read_regular(p, MAX_TRUST_BYTES, what=f"trust store {p}").decode("utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise InvalidInputError(f"trust store {p} is not valid TOML: {exc}", "fix or recreate it with `patchkit trust add`") from None
-        entries: list[TrustEntry] = []
-        for i, raw in enumerate(data.get("publisher", [])):
-            try:
-                entry = TrustEntry(
-                    keyid=str(raw["keyid"]),
-                    public_key_pem=str(raw["public_key"]),
-                    scopes=[str(s) for s in raw["scopes"]],
-                    label=str(raw.get("name", "")),
-                    added_at=str(raw.get("added_at", "")),
-                )
-            except (KeyError, TypeError):
-                raise InvalidInputError(f"trust store {p}: publisher #{i + 1} lacks keyid, public_key or scopes", "re-add it with `patchkit trust add`") from None
-            if keyid_of(entry.public_key()) != entry.keyid:
-                raise InvalidInputError(f"trust store {p}: publisher {entry.display} keyid does not match its key", "re-add it with `patchkit trust add`")
-            entries.append(entry)
-        return cls(p, entries)
+        entries = [_entry(raw, i, p) for i, raw in enumerate(data.get("publisher", []))]
+        cas = [_ca(raw, i, p) for i, raw in enumerate(data.get("ca", []))]
+        return cls(p, entries, cas, revoked)
 
     @classmethod
     def coerce(cls, trust: TrustStore | Path | str | None) -> TrustStore:
@@ -90,12 +283,38 @@ class TrustStore:
     def find(self, keyid: str) -> TrustEntry | None:
         return next((e for e in self.entries if e.keyid == keyid), None)
 
-    def authorize(self, keyid: str, name: str) -> TrustEntry:
-        """The entry for `keyid` if it may sign `name`; TrustError otherwise (fail closed)."""
-        entry = self.find(keyid)
+    def _note(self, keyid: str) -> str:
+        note = self.notes.get(keyid)
+        return f"; {note}" if note else ""
+
+    # -- signing times ------------------------------------------------------------------------
+    def attest(self, digest: str, published_at: datetime, by: str) -> None:
+        """Record what a verified index (signed by `by`) says about when an artifact was published."""
+        known = self.signing_times.get(digest)
+        if known is None or published_at < known[0]:
+            self.signing_times[digest] = (published_at, by)
+
+    def signing_time(self, digest: str | None) -> datetime | None:
+        """The artifact's publish time, as an index signed by a key in good standing attests it; None if unknown."""
+        if digest is None or digest not in self.signing_times:
+            return None
+        when, by = self.signing_times[digest]
+        return None if by in self.revocations else when
+
+    # -- the decision ---------------------------------------------------------------------------
+    def authorize(self, keyid: str, name: str, *, entry: TrustEntry | None = None, digest: str | None = None,
+                  signed_at: datetime | None = None, dated_by_signer: bool = False) -> TrustEntry:
+        """The entry for `keyid` if it may sign `name` at the signature's time; TrustError otherwise (fail closed).
+
+        The time is `signed_at` (for an index: the time it states, `dated_by_signer`), else what a
+        verified index attests for `digest` (an artifact). A time the signer states itself is
+        accepted for a retired key's handover but never against a revocation: a compromised key
+        can date its signatures as it likes.
+        """
+        entry = entry if entry is not None else self.find(keyid)
         if entry is None:
             raise TrustError(
-                f"signer {keyid[:16]}… is not in the trust store ({self.path})",
+                f"signer {keyid[:16]}… is not in the trust store ({self.path}){self._note(keyid)}",
                 "if you trust this publisher, run `patchkit trust add PUBLIC_PEM --scope NS/*`",
             )
         if not entry.covers(name):
@@ -103,7 +322,39 @@ class TrustStore:
                 f"signer {entry.display} is trusted only for {', '.join(entry.scopes)}, not {name}",
                 "the key signed outside its scope; ask the publisher, or widen the scope with `patchkit trust add`",
             )
+        when = signed_at if signed_at is not None else self.signing_time(digest)
+        # A signature that exists now was made by now: without a trusted date, now is its latest time.
+        now = now_utc()
+        revoked = self.revocations.get(keyid)
+        if revoked is not None and revoked.refuses(now if dated_by_signer or when is None else when):
+            since = (f" (compromised since {fmt_time(revoked.compromised_since)}; this signature is "
+                     + (f"dated {fmt_time(when)} by the signer itself" if dated_by_signer and when else
+                        f"dated {fmt_time(when)}" if when else "undated") + ")") if revoked.compromised_since else ""
+            raise TrustError(
+                f"{name} is signed by key {entry.display} ({keyid[:16]}…), which its publisher revoked: "
+                f"{json.dumps(revoked.reason)}{since}",
+                "do not use it; ask the publisher for a version re-signed with its new key (`patchkit resign`)",
+            )
+        handover = entry.handover_for(name)
+        if handover is not None and (when if when is not None else now) > handover.effective:
+            successor = self.find(handover.to)
+            shown = successor.display if successor else handover.to[:16]
+            dated = (f"signed {fmt_time(when)}" if when else
+                     "undated (a directory does not show when it was signed; its registry's signed index does)")
+            raise TrustError(
+                f"{name} is signed by key {entry.display}, which handed {', '.join(handover.scopes)} over to {shown} "
+                f"from {fmt_time(handover.effective)}; this signature is {dated}",
+                "verify it by its registry ref (NS/NAME@VERSION), or ask the publisher to re-sign it with the new key",
+            )
         return entry
+
+    def certificate_entry(self, chain: list[bytes], *, at: datetime | None) -> TrustEntry:
+        """The signer a certificate chain names, if one of the trusted CAs issued it for code signing."""
+        from patchkit.certificates import leaf_entry
+
+        leaf = leaf_entry(chain, self.cas, at=at or now_utc(), where=str(self.path))
+        return TrustEntry(keyid=leaf.keyid, public_key_pem=leaf.public_key_pem, scopes=leaf.scopes, label=leaf.label,
+                          certificate=leaf.certificate)
 
     # -- editing ----------------------------------------------------------------------------
     def save(self) -> None:
@@ -116,7 +367,27 @@ class TrustStore:
                 f"keyid = {json.dumps(e.keyid)}",
                 f"scopes = [{', '.join(json.dumps(s) for s in e.scopes)}]",
                 f"added_at = {json.dumps(e.added_at)}",
-                f'public_key = """\n{e.public_key_pem.strip()}\n"""',
+            ]
+            if e.succeeds:
+                lines.append(f"succeeds = {json.dumps(e.succeeds)}")
+            lines += [f'public_key = """\n{e.public_key_pem.strip()}\n"""', ""]
+            for h in e.handovers:
+                lines += [
+                    "[[publisher.handover]]",
+                    f"to = {json.dumps(h.to)}",
+                    f"scopes = [{', '.join(json.dumps(s) for s in h.scopes)}]",
+                    f"from = {json.dumps(fmt_time(h.effective))}",
+                    f"statement = {json.dumps(h.statement)}",
+                    "",
+                ]
+        for ca in self.cas:
+            lines += [
+                "[[ca]]",
+                f"name = {json.dumps(ca.label)}",
+                f"fingerprint = {json.dumps(ca.fingerprint)}",
+                f"scopes = [{', '.join(json.dumps(s) for s in ca.scopes)}]",
+                f"added_at = {json.dumps(ca.added_at)}",
+                f'certificate = """\n{ca.certificate_pem.strip()}\n"""',
                 "",
             ]
         atomic_write_text(self.path, "\n".join(lines), mode=0o644)
@@ -126,12 +397,20 @@ def _lock(path: Path) -> Path:
     return lock_for(path)
 
 
+def _target(path: Path | None) -> Path:
+    return Path(path) if path is not None else constants.default_trust_file()
+
+
+def _labels(store: TrustStore) -> set[str]:
+    return {e.label for e in store.entries if e.label} | {c.label for c in store.cas if c.label}
+
+
 def trust_add(public_pem_path: Path, scopes: list[str], label: str | None = None, path: Path | None = None) -> TrustEntry:
     if not scopes:
         raise UsageError("trust add needs at least one --scope", SCOPE_HINT)
-    scopes = [_validate_scope(s) for s in scopes]
+    scopes = [validate_scope(s) for s in scopes]
     key = load_public_key(public_pem_path)
-    target = Path(path) if path is not None else constants.default_trust_file()
+    target = _target(path)
     with file_lock(_lock(target)):
         store = TrustStore.load(target) if target.exists() else TrustStore(target, [])
         kid = keyid_of(key)
@@ -142,24 +421,62 @@ def trust_add(public_pem_path: Path, scopes: list[str], label: str | None = None
                 existing.label = label
             entry = existing
         else:
-            if label and any(e.label == label for e in store.entries):
+            if label and label in _labels(store):
                 raise UsageError(f"a publisher named {label!r} is already trusted", "pick another --name")
-            entry = TrustEntry(kid, public_pem(key).decode(), sorted(set(scopes)), label or "",
-                               utc_stamp())
+            entry = TrustEntry(kid, public_pem(key).decode(), sorted(set(scopes)), label or "", utc_stamp())
             store.entries.append(entry)
         store.save()
     return entry
 
 
-def trust_remove(key: str, path: Path | None = None) -> TrustEntry:
-    target = Path(path) if path is not None else constants.default_trust_file()
+def trust_add_ca(certificate_path: Path, scopes: list[str], label: str | None = None, path: Path | None = None) -> CAEntry:
+    """Trust an organisation CA (a self-signed root, or an intermediate) for the given name patterns."""
+    from patchkit.certificates import load_ca_certificate
+
+    if not scopes:
+        raise UsageError("trust add-ca needs at least one --scope", SCOPE_HINT)
+    scopes = [validate_scope(s) for s in scopes]
+    pem, der, subject = load_ca_certificate(certificate_path)
+    fingerprint = hashlib.sha256(der).hexdigest()
+    target = _target(path)
+    with file_lock(_lock(target)):
+        store = TrustStore.load(target) if target.exists() else TrustStore(target, [])
+        existing = next((c for c in store.cas if c.fingerprint == fingerprint), None)
+        if existing is not None:
+            existing.scopes = sorted(set(existing.scopes) | set(scopes))
+            if label:
+                existing.label = label
+            ca = existing
+        else:
+            name = label or subject
+            if name in _labels(store):
+                raise UsageError(f"a publisher or CA named {name!r} is already trusted", "pick another --name")
+            ca = CAEntry(fingerprint, pem, sorted(set(scopes)), name, utc_stamp())
+            store.cas.append(ca)
+        store.save()
+    return ca
+
+
+def trust_remove(key: str, path: Path | None = None) -> TrustEntry | CAEntry:
+    target = _target(path)
     with file_lock(_lock(target)):
         store = TrustStore.load(target)
-        matches = [e for e in store.entries if e.label == key or e.keyid == key or (len(key) >= 8 and e.keyid.startswith(key))]
+        matches: list[TrustEntry | CAEntry] = [
+            e for e in store.entries if e.label == key or e.keyid == key or (len(key) >= 8 and e.keyid.startswith(key))]
+        matches += [c for c in store.cas
+                    if c.label == key or c.fingerprint == key or (len(key) >= 8 and c.fingerprint.startswith(key))]
         if not matches:
-            raise NotFoundError(f"no trusted publisher matches {key!r}", "see `patchkit trust list`")
+            raise NotFoundError(f"no trusted publisher or CA matches {key!r}", "see `patchkit trust list`")
         if len(matches) > 1:
-            raise UsageError(f"{key!r} matches {len(matches)} publishers", "give the full keyid")
-        store.entries.remove(matches[0])
+            raise UsageError(f"{key!r} matches {len(matches)} trust entries", "give the full keyid or fingerprint")
+        found = matches[0]
+        if isinstance(found, TrustEntry):
+            store.entries.remove(found)
+        else:
+            store.cas.remove(found)
         store.save()
-    return matches[0]
+    return found
+
+
+__all__ = ["CAEntry", "Handover", "Revoked", "TrustEntry", "TrustStore", "narrow_scopes", "read_revocations",
+           "record_revocations", "scope_within", "trust_add", "trust_add_ca", "trust_remove", "validate_scope"]

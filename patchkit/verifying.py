@@ -4,7 +4,7 @@ Order matters for honest exit codes: the signature and trust come first (3/4), t
 file set and digests (3), then the content (6), then the base model (5).
 
 A `VerificationPolicy` (the trust store, the base model, whether a base mismatch is accepted,
-the token budget) is built once where a command or an API call starts and passed down, the
+the token budget, the rules on what a signed manifest must promise) is built once where a command or an API call starts and passed down, the
 way sigstore-python passes its VerificationPolicy; nothing below the edge re-reads a trust
 file or threads those flags on its own.
 """
@@ -20,6 +20,7 @@ from patchkit._internal.files import read_regular
 from patchkit.artifact.layout import check_adapter_config, parse_prefix_file
 from patchkit.errors import CompatibilityError, IntegrityError, NotFoundError
 from patchkit.manifest import Manifest, check_requires, parse_manifest
+from patchkit.policy import Policy
 from patchkit.signing import MAX_SIGNATURE_BYTES, check_files, open_bundle, read_artifact_files
 from patchkit.trust import TrustStore
 
@@ -63,13 +64,17 @@ class VerificationPolicy:
     base_model: Path | None = None
     allow_base_mismatch: bool = False
     token_budget: int = constants.DEFAULT_TOKEN_BUDGET
+    # `--require` / policy.toml: checked against each signed manifest by `verify` and `status`
+    # (exit 9), after everything above has passed.
+    rules: Policy = field(default_factory=Policy)
 
     @classmethod
     def build(cls, trust: TrustStore | Path | str | None = None, *, base_model: Path | str | None = None,
-              allow_base_mismatch: bool = False, token_budget: int = constants.DEFAULT_TOKEN_BUDGET) -> VerificationPolicy:
+              allow_base_mismatch: bool = False, token_budget: int = constants.DEFAULT_TOKEN_BUDGET,
+              rules: Policy | None = None) -> VerificationPolicy:
         """From what a user passes (a trust file or None for the default store)."""
         return cls(TrustStore.coerce(trust), Path(base_model) if base_model is not None else None,
-                   allow_base_mismatch, token_budget)
+                   allow_base_mismatch, token_budget, rules if rules is not None else Policy())
 
 
 def artifact_digest(root: str) -> str:
@@ -100,7 +105,7 @@ def verify_artifact(path: Path | str, trust: TrustStore) -> VerifyResult:
     if constants.MANIFEST_FILE not in files:
         raise IntegrityError(f"{path}: {constants.MANIFEST_FILE} is missing", "this is not a patch artifact")
     manifest = parse_manifest(files[constants.MANIFEST_FILE], source=str(path / constants.MANIFEST_FILE))
-    store.authorize(statement.keyid, manifest.name)
+    store.authorize(statement.keyid, manifest.name, entry=entry, digest=artifact_digest(statement.root_digest))
     check_content(path, manifest, files)
     result = VerifyResult(
         ok=True,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 def now_utc() -> datetime:
@@ -27,4 +29,17 @@ def parse_time(text: str) -> datetime:
     return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC)
 
 
-__all__ = ["TIME_FORMAT", "fmt_time", "now_utc", "parse_time", "utc_stamp"]
+def parse_utc(text: object) -> datetime | None:
+    """Lenient reading of a time in a signed statement, where a bad value is a refusal, not a crash:
+    `YYYY-MM-DDTHH:MM:SSZ` (or a bare date, meaning its midnight UTC); None for anything else."""
+    if not isinstance(text, str):
+        return None
+    try:
+        if _DATE_RE.match(text):
+            return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+        return parse_time(text)
+    except ValueError:
+        return None
+
+
+__all__ = ["TIME_FORMAT", "fmt_time", "now_utc", "parse_time", "parse_utc", "utc_stamp"]

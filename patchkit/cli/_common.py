@@ -36,6 +36,22 @@ PassphraseEnvOpt = Annotated[
     typer.Option("--passphrase-env", metavar="VAR", help="Name of the environment variable holding the key's passphrase."),
 ]
 ModelOpt = Annotated[Path, typer.Option("--model", metavar="DIR", help="Local transformers model directory.")]
+CertificateChainOpt = Annotated[
+    Path | None,
+    typer.Option("--certificate-chain", metavar="CHAIN_PEM",
+                 help="Sign as an organisation: the X.509 leaf issued for --key, then its intermediates (PEM)."),
+]
+RequireOpt = Annotated[
+    list[str] | None,
+    typer.Option("--require", metavar="RULE", help="A policy rule the signed manifest must meet, e.g. "
+                                                   "'harmfulness.refusal_rate>=0.9' or 'domain in {harmfulness,toxicity}' "
+                                                   "(repeatable; exit 9 if not met)."),
+]
+PolicyOpt = Annotated[
+    Path | None,
+    typer.Option("--policy", metavar="FILE", help="Policy file (default: policy.toml beside the trust store, if any).",
+                 show_default=False),
+]
 
 
 def err(message: str) -> None:

@@ -30,13 +30,17 @@ def run_verify(
     trust: Path | None,
     registry: str | None,
     json_mode: bool,
+    require: list[str] | None = None,
+    policy_file: Path | None = None,
 ) -> int:
     """Return the exit code; PatchkitErrors in plain mode propagate to the CLI's one handler."""
     if (target is None) == (lock is None):
         raise UsageError("verify takes DIR_OR_REF or --lock FILE (one of them)", "e.g. `patchkit verify ./patch` or `patchkit verify --lock patchkit.lock`")
+    from patchkit.policy import policy_for
     from patchkit.verifying import VerificationPolicy
 
-    policy = VerificationPolicy.build(trust, base_model=base_model)
+    rules = policy_for(trust=trust, requires=require, policy_file=policy_file)
+    policy = VerificationPolicy.build(trust, base_model=base_model, rules=rules)
     if lock is not None:
         from patchkit.registry.customer import verify_lock
 
@@ -60,8 +64,10 @@ def run_verify(
         return exc.exit_code
     _warn(warnings)
     extra = " and base model" if r.base_model_checked else ""
-    _emit(json_mode, {**r.to_dict(), "warnings": warnings, "yanked": any("is yanked" in w for w in warnings)},
-          f"OK {r.name}@{r.version} signed by {r.signer}; digest {r.digest}; files{extra} verified")
+    checked = f"; policy ({len(rules.rules)} rules) met" if rules else ""
+    _emit(json_mode, {**r.to_dict(), "warnings": warnings, "yanked": any("is yanked" in w for w in warnings),
+                      **({"policy": rules.to_dict()} if rules else {})},
+          f"OK {r.name}@{r.version} signed by {r.signer}; digest {r.digest}; files{extra} verified{checked}")
     return 0
 
 
@@ -89,6 +95,8 @@ def fast_verify(argv: list[str]) -> int | None:
     p.add_argument("--lock", type=Path)
     p.add_argument("--trust", type=Path)
     p.add_argument("--registry")
+    p.add_argument("--require", action="append")
+    p.add_argument("--policy", type=Path)
     p.add_argument("--json", action="store_true")
     try:
         ns = p.parse_args(argv[1:])
@@ -98,6 +106,6 @@ def fast_verify(argv: list[str]) -> int | None:
 
     return run_guarded(
         lambda: run_verify(ns.target, base_model=ns.base_model, lock=ns.lock, trust=ns.trust, registry=ns.registry,
-                           json_mode=ns.json),
+                           json_mode=ns.json, require=ns.require, policy_file=ns.policy),
         argv,
     )

@@ -17,10 +17,10 @@ from patchkit.cli._errors import interrupted, report, run_guarded
 from patchkit.constants import PATCHKIT_VERSION as __version__
 
 PANELS = {
-    "Vendor": ("keys", "build", "sign", "publish", "yank", "unyank", "index", "compose", "train", "eval"),
+    "Vendor": ("keys", "build", "sign", "publish", "yank", "unyank", "resign", "index", "compose", "train", "eval"),
     "Customer": ("trust", "pull", "apply", "status", "remove", "upgrade", "generate", "chat", "export", "serve", "cache",
                  "config"),
-    "CI": ("verify", "inspect", "versions", "fingerprint"),
+    "CI": ("verify", "inspect", "versions", "fingerprint", "ci"),
     "Data": ("data", "demo"),
 }
 _PANEL_OF = {name: panel for panel, names in PANELS.items() for name in names}
@@ -142,6 +142,7 @@ def _register() -> None:
     from patchkit.cli import (
         artifact,
         cache,
+        ci,
         config,
         demo,
         evaluate,
@@ -154,7 +155,7 @@ def _register() -> None:
         trust,
     )
 
-    for module in (keys, trust, artifact, fingerprint, runtime, serve, registry, cache, config, train, evaluate, demo):
+    for module in (keys, trust, artifact, fingerprint, runtime, serve, registry, cache, config, ci, train, evaluate, demo):
         module.register(app)
     _file_commands(app)
 

@@ -7,7 +7,18 @@ from typing import Annotated
 
 import typer
 
-from patchkit.cli._common import JsonOpt, KeyOpt, PassphraseEnvOpt, RegistryOpt, TrustOpt, emit, trust_store
+from patchkit.cli._common import (
+    CertificateChainOpt,
+    JsonOpt,
+    KeyOpt,
+    PassphraseEnvOpt,
+    PolicyOpt,
+    RegistryOpt,
+    RequireOpt,
+    TrustOpt,
+    emit,
+    trust_store,
+)
 
 
 def build(
@@ -65,14 +76,16 @@ def build(
 def sign(
     directory: Annotated[Path, typer.Argument(help="An artifact directory from `patchkit build` or `compose`.")],
     key: KeyOpt,
+    certificate_chain: CertificateChainOpt = None,
     passphrase_env: PassphraseEnvOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Sign every file of an artifact (writes DIR/patchkit.sig)."""
+    """Sign every file of an artifact (writes DIR/patchkit.sig); with a certificate chain, as an organisation."""
     from patchkit.artifact.sign import sign_artifact
 
-    res = sign_artifact(directory, key, passphrase_env)
-    emit(json_, res, f"signed {res['name']}@{res['version']} with key {res['keyid'][:16]}… -> {res['signature']}")
+    res = sign_artifact(directory, key, passphrase_env, certificate_chain=certificate_chain)
+    how = "certificate" if res["method"] == "certificate" else "key"
+    emit(json_, res, f"signed {res['name']}@{res['version']} with {how} {res['keyid'][:16]}… -> {res['signature']}")
 
 
 def verify(
@@ -81,12 +94,15 @@ def verify(
     lock: Annotated[Path | None, typer.Option("--lock", help="Verify every patch a patchkit.lock pins.")] = None,
     trust: TrustOpt = None,
     registry: RegistryOpt = None,
+    require: RequireOpt = None,
+    policy: PolicyOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Verify signature, trust, digests, manifest and tensor (exit 0 only if all pass)."""
+    """Verify signature, trust, digests, manifest and tensor, then the policy (exit 0 only if all pass)."""
     from patchkit.cli._verify import run_verify
 
-    code = run_verify(target, base_model=base_model, lock=lock, trust=trust, registry=registry, json_mode=json_)
+    code = run_verify(target, base_model=base_model, lock=lock, trust=trust, registry=registry, json_mode=json_,
+                      require=list(require or []), policy_file=policy)
     if code:
         raise typer.Exit(code)
 

@@ -8,10 +8,12 @@ from typing import Annotated
 import typer
 
 from patchkit.cli._common import (
+    CertificateChainOpt,
     JsonOpt,
     KeyOpt,
     ModelOpt,
     PassphraseEnvOpt,
+    PolicyOpt,
     RegistryOpt,
     TrustOpt,
     emit,
@@ -38,12 +40,14 @@ def publish(
     registry: RegistryOpt = None,
     passphrase_env: PassphraseEnvOpt = None,
     expires_days: ExpiresOpt = 30,
+    certificate_chain: CertificateChainOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Publish a signed version: one commit, tag v<version>, re-signed index."""
     from patchkit.registry.client import publish as do_publish
 
-    r = do_publish(directory, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days)
+    r = do_publish(directory, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
+                   certificate_chain=certificate_chain)
     emit(json_, r.to_dict(), f"published {r.name}@{r.version} to {r.registry} (commit {r.commit[:12]}, "
                              f"tag {r.tag}, index v{r.index_version}, expires {r.expires})")
 
@@ -55,12 +59,14 @@ def yank(
     registry: RegistryOpt = None,
     passphrase_env: PassphraseEnvOpt = None,
     expires_days: ExpiresOpt = 30,
+    certificate_chain: CertificateChainOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Mark a version yanked: ranges skip it; an exact pin still installs it, with a warning."""
     from patchkit.registry.client import yank as do_yank
 
-    r = do_yank(ref, reason, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days)
+    r = do_yank(ref, reason, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
+                certificate_chain=certificate_chain)
     emit(json_, r.to_dict(), f"yanked {r.name}@{r.version} ({r.reason}); index v{r.index_version}")
 
 
@@ -70,12 +76,14 @@ def unyank(
     registry: RegistryOpt = None,
     passphrase_env: PassphraseEnvOpt = None,
     expires_days: ExpiresOpt = 30,
+    certificate_chain: CertificateChainOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Undo a yank."""
     from patchkit.registry.client import unyank as do_unyank
 
-    r = do_unyank(ref, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days)
+    r = do_unyank(ref, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
+                  certificate_chain=certificate_chain)
     emit(json_, r.to_dict(), f"unyanked {r.name}@{r.version}; index v{r.index_version}")
 
 
@@ -101,13 +109,33 @@ def refresh(
     registry: RegistryOpt = None,
     passphrase_env: PassphraseEnvOpt = None,
     expires_days: ExpiresOpt = 30,
+    certificate_chain: CertificateChainOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Re-sign the index with a new expiry: clients refuse an expired index (freeze protection)."""
     from patchkit.registry.client import refresh as do_refresh
 
-    r = do_refresh(name, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days)
+    r = do_refresh(name, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
+                   certificate_chain=certificate_chain)
     emit(json_, r.to_dict(), f"re-signed the index of {r.name}: v{r.index_version}, expires {r.expires}")
+
+
+def resign(
+    ref: Annotated[str, typer.Argument(metavar="NS/NAME@X.Y.Z")],
+    key: KeyOpt,
+    registry: RegistryOpt = None,
+    certificate_chain: CertificateChainOpt = None,
+    passphrase_env: PassphraseEnvOpt = None,
+    expires_days: ExpiresOpt = 30,
+    json_: JsonOpt = False,
+) -> None:
+    """Re-sign a published version with --key: the same files (same digest), a new signature, a new index."""
+    from patchkit.registry.resign import resign as do_resign
+
+    r = do_resign(ref, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
+                  certificate_chain=certificate_chain)
+    emit(json_, r.to_dict(), f"re-signed {r.name}@{r.version} ({r.digest[:19]}…) with key {r.keyid[:16]}…: commit "
+                             f"{r.commit[:12]} replaces {r.previous_commit[:12]}; index v{r.index_version}")
 
 
 def pull(
@@ -151,16 +179,18 @@ def status(
     model: ModelOpt,
     lock: LockOpt = None,
     trust: TrustOpt = None,
+    policy: PolicyOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Check the locked patches on this machine (no network): what `verify --lock --base-model` would say.
 
     Exits non-zero, with the failing check's code, whenever it says NOT OK.
     """
+    from patchkit.policy import policy_for as rules_for
     from patchkit.registry.customer import status as do_status
     from patchkit.registry.lock import default_lock_path
 
-    r = do_status(model, policy_for(trust), lock_path=lock)
+    r = do_status(model, policy_for(trust, rules=rules_for(trust=trust, policy_file=policy)), lock_path=lock)
     if r is None:
         where = lock or default_lock_path(model)
         emit(json_, {"model": str(model), "lock": str(where), "locked": False, "patches": []},
@@ -217,6 +247,7 @@ def register(app: typer.Typer) -> None:
     app.command("publish")(publish)
     app.command("yank")(yank)
     app.command("unyank")(unyank)
+    app.command("resign")(resign)
     app.command("versions")(versions)
     app.command("pull")(pull)
     app.command("apply")(apply)

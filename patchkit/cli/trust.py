@@ -1,22 +1,24 @@
-"""`patchkit trust …`: which publishers may sign which patch names."""
+"""`patchkit trust …`: which publishers (keys, organisation CAs) may sign which patch names."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from patchkit.cli._common import JsonOpt, TrustOpt, emit, group
 
-trust_app = group("trust", "Manage the trust store of publisher keys and their scopes.")
+trust_app = group("trust", "Manage the trust store of publisher keys, organisation CAs and their scopes.")
+ScopeOpt = Annotated[list[str], typer.Option("--scope", metavar="PATTERN", help="Name pattern it may sign, e.g. acme/* (repeatable).")]
+LabelOpt = Annotated[str | None, typer.Option("--name", metavar="LABEL", help="A label for this publisher.")]
 
 
 @trust_app.command("add")
 def add(
     public_pem: Annotated[Path, typer.Argument(metavar="PUBLIC_PEM", help="The publisher's public.pem.")],
-    scope: Annotated[list[str], typer.Option("--scope", metavar="PATTERN", help="Name pattern the key may sign, e.g. acme/* (repeatable).")],
-    name: Annotated[str | None, typer.Option("--name", metavar="LABEL", help="A label for this publisher.")] = None,
+    scope: ScopeOpt,
+    name: LabelOpt = None,
     trust: TrustOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -28,28 +30,58 @@ def add(
          f"trusted {e.display} ({e.keyid[:16]}…) for {', '.join(e.scopes)}")
 
 
+@trust_app.command("add-ca")
+def add_ca(
+    certificate: Annotated[Path, typer.Argument(metavar="CA_PEM", help="The organisation's root (or intermediate) CA certificate.")],
+    scope: ScopeOpt,
+    name: LabelOpt = None,
+    trust: TrustOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Trust every code-signing certificate this CA issued, for the given name patterns."""
+    from patchkit.trust import trust_add_ca
+
+    ca = trust_add_ca(certificate, scope, name, trust)
+    emit(json_, {"fingerprint": ca.fingerprint, "name": ca.label, "scopes": ca.scopes},
+         f"trusted CA {ca.display} (sha256 {ca.fingerprint[:16]}…) for {', '.join(ca.scopes)}")
+
+
 @trust_app.command("list")
 def list_(trust: TrustOpt = None, json_: JsonOpt = False) -> None:
-    """List trusted publishers."""
+    """List trusted publishers, the rotations they went through, revoked keys, and CAs."""
+    from patchkit._internal.clock import fmt_time
     from patchkit.trust import TrustStore
 
     store = TrustStore.load(trust)
-    rows = [{"keyid": e.keyid, "name": e.label, "scopes": e.scopes, "added_at": e.added_at} for e in store.entries]
-    human = "\n".join(f"{e.keyid[:16]}  {e.label or '-':<16} {', '.join(e.scopes)}" for e in store.entries) or "no trusted publishers"
-    emit(json_, {"path": str(store.path), "publishers": rows}, human)
+    rows: list[dict[str, Any]] = []
+    lines: list[str] = []
+    for e in store.entries:
+        revoked = store.revocations.get(e.keyid)
+        rows.append({"keyid": e.keyid, "name": e.label, "scopes": e.scopes, "added_at": e.added_at,
+                     "succeeds": e.succeeds or None, "revoked": revoked.to_dict() if revoked else None,
+                     "handovers": [{"to": h.to, "scopes": h.scopes, "from": fmt_time(h.effective)} for h in e.handovers]})
+        flags = [f"succeeds {e.succeeds[:16]}" if e.succeeds else ""]
+        flags += [f"handed {', '.join(h.scopes)} to {h.to[:16]} from {fmt_time(h.effective)}" for h in e.handovers]
+        flags += [f"REVOKED: {revoked.reason}" if revoked else ""]
+        shown = "; ".join(f for f in flags if f)
+        lines.append(f"{e.keyid[:16]}  {e.label or '-':<16} {', '.join(e.scopes)}" + (f"  ({shown})" if shown else ""))
+    cas = [{"fingerprint": c.fingerprint, "name": c.label, "scopes": c.scopes, "added_at": c.added_at} for c in store.cas]
+    lines += [f"CA {c.fingerprint[:16]}  {c.label or '-':<16} {', '.join(c.scopes)}" for c in store.cas]
+    emit(json_, {"path": str(store.path), "publishers": rows, "cas": cas}, "\n".join(lines) or "no trusted publishers")
 
 
 @trust_app.command("remove")
 def remove(
-    key: Annotated[str, typer.Argument(metavar="KEYID|LABEL", help="KEYID (or a unique prefix) or LABEL.")],
+    key: Annotated[str, typer.Argument(metavar="KEYID|LABEL", help="KEYID or CA fingerprint (or a unique prefix), or LABEL.")],
     trust: TrustOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Stop trusting a publisher."""
-    from patchkit.trust import trust_remove
+    """Stop trusting a publisher key or a CA."""
+    from patchkit.trust import TrustEntry, trust_remove
 
     e = trust_remove(key, trust)
-    emit(json_, {"removed": e.keyid, "name": e.label}, f"removed {e.display} ({e.keyid[:16]}…)")
+    ident = e.keyid if isinstance(e, TrustEntry) else e.fingerprint
+    emit(json_, {"removed": ident, "name": e.label}, f"removed {e.display} ({ident[:16]}…)")
 
 
 def register(app: typer.Typer) -> None:

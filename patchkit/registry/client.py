@@ -13,6 +13,7 @@ from patchkit._internal.clock import utc_stamp
 from patchkit.errors import IntegrityError, InvalidInputError, NotFoundError, RollbackError, TrustError, UsageError
 from patchkit.keys import PrivateKey, keyid_of, load_private_key, public_pem
 from patchkit.manifest import parse_manifest
+from patchkit.registry import keylog
 from patchkit.registry.backends import open_registry
 from patchkit.registry.base import Refs, Registry
 from patchkit.registry.cache import Fetched, fetch
@@ -80,12 +81,14 @@ def _read_index_raw(reg: Registry, name: str) -> tuple[bytes, bytes | None, str]
 
 
 def load_index(reg: Registry, name: str, trust: TrustStore) -> Index:
-    """The verified, fresh, not-rolled-back index of `name`."""
+    """The verified, fresh, not-rolled-back index of `name` (its namespace's key statements followed first)."""
     data, sig, _ = _read_index_raw(reg, name)
     where = f"{reg.url} {name}"
-    index, _ = verify_index(data, sig, trust, name, where=where)
+    keys = keylog.refresh(reg, name, trust)
+    index, signed = verify_index(data, sig, trust, name, where=where)
     check_fresh(index, where=where)
     check_and_record(index, data, reg.ident, where=where)
+    keylog.admit(index, signed, keys, trust, where=where)
     remember_index(reg.ident, name, data, sig)
     return index
 
@@ -255,7 +258,7 @@ def _verified_at(reg: Registry, name: str, rev: str, key: PrivateKey, where: str
         raise IntegrityError(f"{where}: no {constants.INDEX_FILE} at {rev[:12]}", "the registry is damaged or tampered with")
     sig = reg.read(name, rev, constants.INDEX_SIG_FILE, MAX_INDEX_SIG_BYTES)
     try:
-        index, _ = verify_index(data, sig, _publisher_trust(key, name), name, where=where)
+        index, _ = verify_index(data, sig, keylog.publisher_trust(reg, name, key), name, where=where)
     except TrustError:
         raise TrustError(f"the index of {name} in {reg.url} is signed by another key than --key",
                          "use the key that publishes this patch") from None
@@ -308,8 +311,10 @@ def _current_index(reg: Registry, name: str, key: PrivateKey, *, allow_missing: 
     return index, refs.main
 
 
-def _write_index(reg: Registry, name: str, index: Index, key: PrivateKey, parent: str | None, message: str) -> str:
-    data, sig = sign_index(index, key)
+def _write_index(reg: Registry, name: str, index: Index, key: PrivateKey, parent: str | None, message: str, *,
+                 chain: list[bytes] | None = None) -> str:
+    index.keys = keylog.bound_statements(reg, name)
+    data, sig = sign_index(index, key, chain=chain)
     commit = reg.commit(name, {constants.INDEX_FILE: data, constants.INDEX_SIG_FILE: sig}, message, parent=parent)
     check_and_record(index, data, reg.ident, where=f"{reg.url} {name}")
     reg.tag(name, index_tag(index.index_version), commit)
@@ -322,16 +327,28 @@ def _check_expiry_days(days: int) -> int:
     return days
 
 
+def signer_chain(key: PrivateKey, certificate_chain: Path | None) -> list[bytes] | None:
+    """The certificate chain to sign indexes with (`--certificate-chain`), checked against the key."""
+    if certificate_chain is None:
+        return None
+    from patchkit.certificates import signing_chain
+
+    return signing_chain(certificate_chain, key)
+
+
 def publish(directory: Path, key_path: Path, *, registry: str | None = None, passphrase_env: str | None = None,
-            expires_days: int = DEFAULT_EXPIRES_DAYS) -> PublishResult:
+            expires_days: int = DEFAULT_EXPIRES_DAYS, certificate_chain: Path | None = None) -> PublishResult:
     """Verify the artifact (signed by --key), commit it, tag `v<version>`, re-sign the index."""
     directory = Path(directory)
     _check_expiry_days(expires_days)
     key = load_private_key(key_path, passphrase_env)
+    chain = signer_chain(key, certificate_chain)
     manifest_path = directory / constants.MANIFEST_FILE
     if not manifest_path.is_file():
         raise NotFoundError(f"{directory} is not a patch artifact ({constants.MANIFEST_FILE} is missing)", "build and sign it first")
     name = parse_manifest(manifest_path.read_bytes(), source=str(manifest_path)).name
+    if keylog.is_reserved(name):
+        raise UsageError(f"{name} is reserved: {keylog.KEYLOG_REPO} holds a namespace's key log", "choose another name")
     try:
         vr = verify_artifact(directory, _publisher_trust(key, name))
     except TrustError:
@@ -366,24 +383,27 @@ def publish(directory: Path, key_path: Path, *, registry: str | None = None, pas
         new = index.next(expires_days=expires_days)
         new.versions[version] = IndexEntry(version, commit, vr.digest, utc_stamp(),
                                            {f: len(b) for f, b in files.items()})
-        _write_index(reg, name, new, key, parent, f"index {new.index_version}: publish {version}")
+        _write_index(reg, name, new, key, parent, f"index {new.index_version}: publish {version}", chain=chain)
     return PublishResult(name, version, commit, tag, vr.digest, reg.url, new.index_version, new.expires)
 
 
 def _update_index(ref: str, key_path: Path, *, registry: str | None, passphrase_env: str | None, expires_days: int,
-                  action: str, change: Callable[[Index], str | None], reason: str | None = None) -> IndexUpdate:
+                  action: str, change: Callable[[Index], str | None], reason: str | None = None,
+                  certificate_chain: Path | None = None) -> IndexUpdate:
     _check_expiry_days(expires_days)
     name, _, _ = ref.partition("@")
     from patchkit.manifest import validate_name
 
     validate_name(name)
     key = load_private_key(key_path, passphrase_env)
+    chain = signer_chain(key, certificate_chain)
     reg = open_registry(registry)
     with reg.writer_lock(name):
         index, head = _current_index(reg, name, key, allow_missing=False)
         new = index.next(expires_days=expires_days)
         version = change(new)
-        _write_index(reg, name, new, key, head, f"index {new.index_version}: {action}{' ' + version if version else ''}")
+        _write_index(reg, name, new, key, head, f"index {new.index_version}: {action}{' ' + version if version else ''}",
+                     chain=chain)
     return IndexUpdate(name, version, action, reg.url, new.index_version, new.expires, reason)
 
 
@@ -410,7 +430,7 @@ def _entry_for(index: Index, version: str) -> IndexEntry:
 
 
 def yank(ref: str, reason: str, key_path: Path, *, registry: str | None = None, passphrase_env: str | None = None,
-         expires_days: int = DEFAULT_EXPIRES_DAYS) -> IndexUpdate:
+         expires_days: int = DEFAULT_EXPIRES_DAYS, certificate_chain: Path | None = None) -> IndexUpdate:
     version = _exact_version(ref, "yank")
     if not reason.strip():
         raise UsageError("yank needs a --reason", "say why users should not install this version")
@@ -421,11 +441,11 @@ def yank(ref: str, reason: str, key_path: Path, *, registry: str | None = None, 
         return e.version
 
     return _update_index(ref, key_path, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
-                         action="yank", change=change, reason=reason.strip())
+                         action="yank", change=change, reason=reason.strip(), certificate_chain=certificate_chain)
 
 
 def unyank(ref: str, key_path: Path, *, registry: str | None = None, passphrase_env: str | None = None,
-           expires_days: int = DEFAULT_EXPIRES_DAYS) -> IndexUpdate:
+           expires_days: int = DEFAULT_EXPIRES_DAYS, certificate_chain: Path | None = None) -> IndexUpdate:
     version = _exact_version(ref, "unyank")
 
     def change(index: Index) -> str:
@@ -434,14 +454,14 @@ def unyank(ref: str, key_path: Path, *, registry: str | None = None, passphrase_
         return e.version
 
     return _update_index(ref, key_path, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
-                         action="unyank", change=change)
+                         action="unyank", change=change, certificate_chain=certificate_chain)
 
 
 def refresh(name: str, key_path: Path, *, registry: str | None = None, passphrase_env: str | None = None,
-            expires_days: int = DEFAULT_EXPIRES_DAYS) -> IndexUpdate:
+            expires_days: int = DEFAULT_EXPIRES_DAYS, certificate_chain: Path | None = None) -> IndexUpdate:
     """Re-sign the index with a new expiry (and index_version + 1), changing nothing else."""
     return _update_index(name, key_path, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
-                         action="refresh", change=lambda index: None)
+                         action="refresh", change=lambda index: None, certificate_chain=certificate_chain)
 
 
 __all__ = ["IndexUpdate", "PublishResult", "PullResult", "VersionInfo", "VersionList", "choose", "fetch_pinned", "load_index", "publish", "pull", "refresh", "unyank", "versions", "yank"]

@@ -24,12 +24,15 @@ from patchkit.errors import (
     IntegrityError,
     NotFoundError,
     PatchkitError,
+    PolicyError,
     ReadOnlyError,
     RegistryError,
     TrustError,
     UsageError,
 )
 from patchkit.modeldir import require_model_dir
+from patchkit.policy import Policy
+from patchkit.registry import keylog
 from patchkit.registry.backends import open_registry
 from patchkit.registry.base import Registry
 from patchkit.registry.cache import Fetched, entry_dir, fetch
@@ -284,14 +287,15 @@ def _pinned(e: LockEntry, trust: TrustStore, regs: dict[str, Registry], registry
     """A lock pin: the signed index must still list exactly this commit and digest (yanks are
     reported), and the artifact comes from the cache when it verifies there, else by its pinned commit.
 
-    When the index cannot be read but the cached copy verifies, the pin still holds (the lock
-    names its digest); the warning says the yank state is unknown.
+    The index is read first: key rotations and revocations arrive with it, and its publish
+    times date the signatures. When it cannot be read but the cached copy verifies, the pin
+    still holds (the lock names its digest); the warning says the yank state is unknown.
     """
     reg = _open(regs, registry or e.registry)
-    cached = _cached(e, trust, lock_path)
     try:
         index = load_index(reg, e.name, trust)
     except (FreezeError, RegistryError, NotFoundError) as exc:
+        cached = _cached(e, trust, lock_path)
         if cached is not None:
             # The pin holds by its signature and the digest the lock names; only its yank state is unknown.
             warnings.append(f"{e.ref}: could not read the current index ({exc.message}); its yank state is unknown")
@@ -303,10 +307,12 @@ def _pinned(e: LockEntry, trust: TrustStore, regs: dict[str, Registry], registry
         if isinstance(exc, NotFoundError):
             raise NotFoundError(f"{_about(e, lock_path)}: {exc.message}", exc.hint) from None
         raise
+    cached = _cached(e, trust, lock_path)
     entry = index.versions.get(e.version)
     if entry is None:
         raise NotFoundError(f"{_about(e, lock_path)} is no longer in the index of {reg.url}",
                             "the publisher removed it; run `patchkit upgrade` to move to a published version")
+    keylog.check_resigned(reg, e, entry, trust)
     _same_pin(e, entry, reg.url)
     if entry.yanked:
         warnings.append(f"{e.ref} is yanked: {entry.yank_reason or 'no reason given'}")
@@ -360,7 +366,10 @@ def _cached(e: LockEntry, trust: TrustStore, lock_path: Path) -> VerifyResult | 
 
 
 def _offline(e: LockEntry, trust: TrustStore, lock_path: Path, warnings: list[str]) -> VerifyResult:
-    """The same pin check from the cache and the last verified index only (no network)."""
+    """The same pin check from the cache and the last verified index only (no network).
+
+    The remembered index is read first, so its publish times date the cached signature.
+    """
     path = entry_dir(e.name, e.commit)
     if not os.path.lexists(path):
         raise NotFoundError(f"{_about(e, lock_path)} is not cached on this machine",
@@ -368,6 +377,7 @@ def _offline(e: LockEntry, trust: TrustStore, lock_path: Path, warnings: list[st
     if not is_real_dir(path):
         raise IntegrityError(f"the cached copy of {_about(e, lock_path)} was replaced by something that is not a directory",
                              "`patchkit apply --frozen --model DIR` downloads it again")
+    index = remembered_index(open_registry(e.registry).ident, e.name, trust)
     try:
         result = _verify_copy(e, trust, lock_path, path)
     except _EditedLock:
@@ -376,7 +386,6 @@ def _offline(e: LockEntry, trust: TrustStore, lock_path: Path, warnings: list[st
         raise IntegrityError(f"the cached copy of {_about(e, lock_path)} was altered: "
                              f"{exc.message.replace(str(path), 'the cache entry')}",
                              "`patchkit apply --frozen --model DIR` downloads it again") from None
-    index = remembered_index(open_registry(e.registry).ident, e.name, trust)
     if index is not None and (entry := index.versions.get(e.version)) is not None:
         _same_pin(e, entry, e.registry)
         if entry.yanked:
@@ -393,6 +402,7 @@ class PinCheck:
     base_ok: bool | None = None
     warnings: list[str] = field(default_factory=list)
     error: PatchkitError | None = None
+    signer: str = ""
 
     @property
     def ok(self) -> bool:
@@ -404,7 +414,8 @@ class PinCheck:
             **self.entry.to_dict(),
             "ok": self.ok,
             "cached": self.path is not None,
-            "verified": self.path is not None and (e is None or isinstance(e, CompatibilityError)),
+            "verified": self.path is not None and (e is None or isinstance(e, CompatibilityError | PolicyError)),
+            "signer": self.signer or None,
             "path": str(self.path) if self.path else None,
             "base_ok": self.base_ok,
             "yanked": any(w.startswith(f"{self.entry.ref} is yanked") for w in self.warnings),
@@ -417,8 +428,9 @@ class PinCheck:
 
 
 def check_pin(e: LockEntry, trust: TrustStore, lock_path: Path, *, regs: dict[str, Registry], registry: str | None,
-              base_model: Path | None, offline: bool) -> PinCheck:
-    """Every check a pin must pass: index, cache, signature, trust, identity, and the base weights."""
+              base_model: Path | None, offline: bool, rules: Policy | None = None) -> PinCheck:
+    """Every check a pin must pass: index, cache, signature, trust, identity, the base weights, and the
+    policy on what its signed manifest promises."""
     row = PinCheck(e)
     try:
         if offline:
@@ -433,8 +445,11 @@ def check_pin(e: LockEntry, trust: TrustStore, lock_path: Path, *, regs: dict[st
             result = got.result
         else:
             row.path, result = got.path, got
+        row.signer = result.signer
         if base_model is not None:
             _check_pinned_base(e, result, base_model, row)
+        if rules:
+            rules.check(result.manifest)
     except PatchkitError as exc:
         row.error = exc
     return row
@@ -458,6 +473,7 @@ def _check_pinned_base(e: LockEntry, result: VerifyResult, base_model: Path, row
 class LockVerifySummary:
     lock: Path
     rows: list[PinCheck]
+    rules: Policy | None = None
 
     @property
     def ok(self) -> bool:
@@ -484,8 +500,11 @@ class LockVerifySummary:
         return [r.to_dict() for r in self.rows]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "lock": str(self.lock), "patches": self.patches, "verified": self.verified,
-                "failed": self.failed, "exit_code": self.exit_code, "warnings": self.warnings}
+        out = {"ok": self.ok, "lock": str(self.lock), "patches": self.patches, "verified": self.verified,
+               "failed": self.failed, "exit_code": self.exit_code, "warnings": self.warnings}
+        if self.rules:
+            out["policy"] = self.rules.to_dict()
+        return out
 
     def summary_line(self) -> str:
         n = len(self.rows)
@@ -497,22 +516,24 @@ class LockVerifySummary:
 
 
 def _check_lock(lock_path: Path, *, trust: TrustStore, registry: str | None, base_model: Path | None,
-                offline: bool) -> LockVerifySummary:
+                offline: bool, rules: Policy | None = None) -> LockVerifySummary:
     lock = read_lock(lock_path)
     regs: dict[str, Registry] = {}
-    rows = [check_pin(e, trust, lock_path, regs=regs, registry=registry, base_model=base_model, offline=offline)
-            for e in lock.patches]
-    return LockVerifySummary(lock_path, rows)
+    rows = [check_pin(e, trust, lock_path, regs=regs, registry=registry, base_model=base_model, offline=offline,
+                      rules=rules) for e in lock.patches]
+    return LockVerifySummary(lock_path, rows, rules)
 
 
 def verify_lock(lock_path: Path, policy: VerificationPolicy | None = None, *, registry: str | None = None) -> LockVerifySummary:
     """Verify every pin of a lock (the cache, else the registry by pinned commit); CI runs this.
 
-    With the policy's `base_model`, the weights must be the ones the lock was applied to.
+    With the policy's `base_model`, the weights must be the ones the lock was applied to; with its
+    `rules`, each signed manifest must meet them.
     """
     policy = policy or VerificationPolicy.build()
     base = require_model_dir(policy.base_model) if policy.base_model is not None else None
-    return _check_lock(Path(lock_path), trust=policy.trust, registry=registry, base_model=base, offline=False)
+    return _check_lock(Path(lock_path), trust=policy.trust, registry=registry, base_model=base, offline=False,
+                       rules=policy.rules)
 
 
 def status(model_dir: Path, policy: VerificationPolicy | None = None, *, lock_path: Path | None = None) -> LockVerifySummary | None:
@@ -524,8 +545,9 @@ def status(model_dir: Path, policy: VerificationPolicy | None = None, *, lock_pa
     lock_path = Path(lock_path) if lock_path is not None else default_lock_path(model_dir)
     if not lock_path.exists():
         return None
-    trust = (policy or VerificationPolicy.build()).trust
-    return _check_lock(lock_path, trust=trust, registry=None, base_model=model_dir, offline=True)
+    policy = policy or VerificationPolicy.build()
+    return _check_lock(lock_path, trust=policy.trust, registry=None, base_model=model_dir, offline=True,
+                       rules=policy.rules)
 
 
 def locked_artifacts(model_dir: Path, trust: TrustStore, *, lock_path: Path | None = None,

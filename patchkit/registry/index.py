@@ -17,13 +17,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit._internal.clock import fmt_time, now_utc, parse_time
+from patchkit._internal.clock import fmt_time, now_utc, parse_time, parse_utc
 from patchkit._internal.files import atomic_write_bytes, atomic_write_text, file_lock, read_regular
 from patchkit._internal.jsonio import dumps_canonical, loads_strict
 from patchkit.errors import FreezeError, IntegrityError, InvalidInputError, ReadOnlyError, RollbackError
@@ -37,7 +38,10 @@ INDEX_SCHEMA = "patchkit-index/1"
 DEFAULT_EXPIRES_DAYS = 30
 MAX_INDEX_BYTES = 16 * 1024 * 1024
 MAX_INDEX_SIG_BYTES = 1024 * 1024
-def _expiry(text: str, what: str) -> datetime:
+MAX_BOUND_STATEMENTS = 1024
+
+
+def _index_time(text: str, what: str) -> datetime:
     try:
         return parse_time(text)
     except ValueError:
@@ -53,13 +57,19 @@ class IndexEntry:
     files: dict[str, int]  # file name -> size in bytes (the download bound)
     yanked: bool = False
     yank_reason: str | None = None
+    signed_at: str | None = None  # when the current signature was made, if after publishing (`patchkit resign`)
 
     @property
     def total_size(self) -> int:
         return sum(self.files.values())
 
+    @property
+    def signature_time(self) -> str:
+        """What this index attests about when the version's signature was made."""
+        return self.signed_at or self.published_at
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "commit": self.commit,
             "digest": self.digest,
             "published_at": self.published_at,
@@ -67,6 +77,9 @@ class IndexEntry:
             "yanked": self.yanked,
             "yank_reason": self.yank_reason,
         }
+        if self.signed_at is not None:
+            out["signed_at"] = self.signed_at
+        return out
 
 
 @dataclass(frozen=True)
@@ -85,9 +98,12 @@ class Index:
     versions: dict[str, IndexEntry] = field(default_factory=dict)
     updated_at: str = ""
     history: list[HistoryEntry] = field(default_factory=list)
+    # The key statements (sha256 of each payload) of the namespace's key log when this index was
+    # signed: a registry that serves this index must serve them too (see registry.keylog).
+    keys: list[str] = field(default_factory=list)
 
     def to_bytes(self) -> bytes:
-        body = {
+        body: dict[str, Any] = {
             "schema": INDEX_SCHEMA,
             "name": self.name,
             "index_version": self.index_version,
@@ -96,17 +112,26 @@ class Index:
             "versions": {v: e.to_dict() for v, e in sorted(self.versions.items(), key=lambda kv: Version.parse(kv[0]))},
             "history": [{"index_version": h.index_version, "sha256": h.sha256} for h in self.history],
         }
+        if self.keys:
+            body["keys"] = sorted(self.keys)
         return dumps_canonical(body).encode("utf-8")
 
     def digest_at(self, index_version: int) -> str | None:
         """The sha256 this index records for an earlier index_version, if its history reaches it."""
         return next((h.sha256 for h in self.history if h.index_version == index_version), None)
 
+    def attest_to(self, trust: TrustStore, signer: str) -> None:
+        """Tell `trust` when this index (signed by `signer`) says each artifact was signed."""
+        for e in self.versions.values():
+            when = parse_utc(e.signature_time)
+            if when is not None:
+                trust.attest(e.digest, when, signer)
+
     def sorted_entries(self) -> list[IndexEntry]:
         return sorted(self.versions.values(), key=lambda e: Version.parse(e.version))
 
     def expiry(self) -> datetime:
-        return _expiry(self.expires, f"index of {self.name}")
+        return _index_time(self.expires, f"index of {self.name}")
 
     def next(self, *, expires_days: int = DEFAULT_EXPIRES_DAYS) -> Index:
         """A copy with `index_version` + 1, a fresh expiry, and this index appended to the history."""
@@ -143,8 +168,11 @@ def _entry(version: str, raw: Any, where: str) -> IndexEntry:
             raise TypeError
         reason = raw.get("yank_reason")
         yanked = raw["yanked"]
-        if not isinstance(yanked, bool):
+        signed_at = raw.get("signed_at")
+        if not isinstance(yanked, bool) or (signed_at is not None and not isinstance(signed_at, str)):
             raise TypeError
+        if signed_at is not None:
+            _index_time(signed_at, f"{where}: version {version[:40]!r} signed_at")
         e = IndexEntry(
             version=version,
             commit=commit_id(raw["commit"], where=f"{where}: version {version[:40]!r}", error=IntegrityError),
@@ -154,6 +182,7 @@ def _entry(version: str, raw: Any, where: str) -> IndexEntry:
                    for k, n in files.items()},
             yanked=yanked,
             yank_reason=str(reason) if reason is not None else None,
+            signed_at=signed_at,
         )
     except (KeyError, TypeError, AttributeError, InvalidInputError):
         raise IntegrityError(f"{where}: malformed entry for version {version[:40]!r}",
@@ -180,6 +209,16 @@ def _history(raw: Any, index_version: int, where: str) -> list[HistoryEntry]:
     return out
 
 
+def _bound_keys(raw: Any, where: str) -> list[str]:
+    """The key statements an index binds; absent before patchkit 0.2."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or len(raw) > MAX_BOUND_STATEMENTS or not all(
+            isinstance(d, str) and _SHA256_RE.match(d) for d in raw):
+        raise IntegrityError(f"{where}: malformed key statement list", "the index is corrupt")
+    return list(raw)
+
+
 def parse_index(data: bytes, *, where: str) -> Index:
     try:
         raw = loads_strict(data, what=where)
@@ -201,6 +240,7 @@ def parse_index(data: bytes, *, where: str) -> Index:
             versions={v: _entry(v, e, where) for v, e in versions.items()},
             updated_at=str(raw.get("updated_at", "")),
             history=_history(raw.get("history"), iv, where),
+            keys=_bound_keys(raw.get("keys"), where),
         )
     except (KeyError, TypeError, AttributeError):
         raise IntegrityError(f"{where}: malformed index", "the index is corrupt; ask the publisher to re-sign it") from None
@@ -208,10 +248,20 @@ def parse_index(data: bytes, *, where: str) -> Index:
     return idx
 
 
-def sign_index(index: Index, key: PrivateKey) -> tuple[bytes, bytes]:
-    """(index bytes, signature bytes): a model-signing bundle over the one index file."""
+def sign_index(index: Index, key: PrivateKey, *, chain: list[bytes] | None = None) -> tuple[bytes, bytes]:
+    """(index bytes, signature bytes): a model-signing bundle over the one index file (with `chain`,
+    in the certificate method, so customers who trust only the organisation's CA can verify it)."""
     data = index.to_bytes()
-    return data, sign_blobs(index.name, {constants.INDEX_FILE: data}, key, sig_name=constants.INDEX_SIG_FILE)
+    return data, sign_blobs(index.name, {constants.INDEX_FILE: data}, key, sig_name=constants.INDEX_SIG_FILE, chain=chain)
+
+
+def _stated_time(files: Mapping[str, bytes]) -> datetime | None:
+    """The `updated_at` a signed index states: the only time it carries for its own signature."""
+    try:
+        raw = loads_strict(files[constants.INDEX_FILE], what="index")
+    except InvalidInputError:
+        return None
+    return parse_utc(raw.get("updated_at")) if isinstance(raw, dict) else None
 
 
 def verify_index(data: bytes, sig: bytes | None, trust: TrustStore, name: str, *, where: str) -> tuple[Index, Signed]:
@@ -219,7 +269,8 @@ def verify_index(data: bytes, sig: bytes | None, trust: TrustStore, name: str, *
     if sig is None:
         raise IntegrityError(f"{where}: the index is not signed ({constants.INDEX_SIG_FILE} is missing)",
                              "refusing an unsigned index; ask the publisher to run `patchkit index refresh`")
-    signed = verify_blobs(sig, {constants.INDEX_FILE: data}, trust, name, source=f"{where} {constants.INDEX_SIG_FILE}")
+    signed = verify_blobs(sig, {constants.INDEX_FILE: data}, trust, name, source=f"{where} {constants.INDEX_SIG_FILE}",
+                          dated=_stated_time)
     index = parse_index(data, where=where)
     if index.name != name:
         raise IntegrityError(f"{where}: the index is for {index.name!r}, not {name!r}", "the registry served another patch's index")
@@ -290,10 +341,11 @@ def remembered_index(registry_id: str, name: str, trust: TrustStore) -> Index | 
         sig = read_regular(sig_path, MAX_INDEX_SIG_BYTES, error=IntegrityError)
     except FileNotFoundError:
         return None
-    index, _ = verify_index(data, sig, trust, name, where=f"the remembered index of {name}")
+    index, signed = verify_index(data, sig, trust, name, where=f"the remembered index of {name}")
     seen = _read_state(_state_path()).get(_state_key(registry_id, name))
     if not isinstance(seen, dict) or seen.get("sha256") != hashlib.sha256(data).hexdigest():
         return None
+    index.attest_to(trust, signed.keyid)
     return index
 
 

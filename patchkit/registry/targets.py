@@ -87,13 +87,14 @@ def resolve_target(value: str | os.PathLike[str], *, registry: str | None = None
 
 def verify_target(path_or_ref: str | os.PathLike[str], policy: VerificationPolicy, *,
                   registry: str | None = None) -> tuple[VerifyResult, list[str]]:
-    """Verify a directory or a registry ref under `policy`; also return the warnings a ref carries (a yank)."""
+    """Verify a directory or a registry ref under `policy` (its rules last); also return the warnings a ref carries (a yank)."""
     warnings: list[str] = []
     path = resolve_target(path_or_ref, registry=registry, trust=policy.trust, warnings=warnings)
     result = verify_artifact(path, policy.trust)
     if policy.base_model is not None:
         check_base(result.manifest, policy.base_model)
         result.base_model_checked = True
+    policy.rules.check(result.manifest)  # last: a patch that fails it still verified (exit 9, not 3-5)
     result.warnings.extend(warnings)
     return result, warnings
 

@@ -52,6 +52,8 @@ class ServeConfig(BaseModel):
     aliases: Annotated[dict[str, list[str]], Field(description="alias -> ordered patch refs or artifact dirs.")] = {}
     prefix_cache_size: Annotated[int, Field(ge=1, description="Patch sets whose prefix KV stays in memory (LRU).")] = 16
     resolved_cache_size: Annotated[int, Field(ge=1, description="Verified `model` strings remembered (LRU).")] = 256
+    recheck_s: Annotated[float, Field(gt=0, description="How long a verified patch set is served before it is verified "
+                                                        "again (revocations and yanks reach the server within this).")] = 300.0
     token_budget: Annotated[int, Field(ge=1, description="Most virtual tokens one patch set may add.")] = constants.DEFAULT_TOKEN_BUDGET
     drain_timeout_s: Annotated[float, Field(gt=0, description="After SIGTERM, how long in-flight requests may take.")] = 60.0
     vllm_model: Annotated[str | None, Field(description="--engine vllm: the model name the vLLM server serves (default: its first).")] = None

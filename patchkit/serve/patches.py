@@ -12,13 +12,16 @@ operator's file), never in a request, so a client cannot make the server read it
 
 Resolution goes through the runtime's `resolve_patches` (pull, signature, trust scope,
 composability, base fingerprint), so the server refuses exactly what `patchkit generate` refuses.
-A refusal caches nothing: the next request for that string is checked again from scratch.
+A refusal caches nothing: the next request for that string is checked again from scratch. A set
+that verified is verified again once it is older than `recheck_s`, so a key revocation (or a
+yank) published to the registry reaches a long-running server.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,6 +86,7 @@ class PatchResolver:
         self.policy = VerificationPolicy(trust, token_budget=config.token_budget)
         self.registry = registry
         self._resolved: OrderedDict[str, PatchSet] = OrderedDict()
+        self._checked: dict[str, float] = {}  # model string -> when its set last verified (monotonic)
         self._lock = threading.Lock()  # one resolution at a time: registry cache writes and index state stay serial
 
     # -- parsing (no I/O) -------------------------------------------------------------------
@@ -117,33 +121,45 @@ class PatchResolver:
         return specs
 
     # -- resolving (registry, crypto, fingerprint; run it off the event loop) ---------------
+    def _fresh(self, model: str) -> bool:
+        return time.monotonic() - self._checked.get(model, float("-inf")) < self.config.recheck_s
+
     def cached(self, model: str) -> PatchSet | None:
-        """A patch set verified earlier, without waiting for a resolution in progress (a dict read is atomic)."""
-        return self._resolved.get(model)
+        """A patch set verified recently, without waiting for a resolution in progress (dict reads are atomic)."""
+        hit = self._resolved.get(model)
+        return hit if hit is not None and self._fresh(model) else None
 
     def resolve(self, model: str) -> PatchSet:
         """The verified patch set for `model`; an `APIError` with the refusal's reason otherwise."""
         specs = self.parse(model)
         with self._lock:
             hit = self._resolved.get(model)
-            if hit is not None:
+            if hit is not None and self._fresh(model):
                 self._resolved.move_to_end(model)
                 return hit
             try:
                 loaded = self._load(specs)
             except PatchkitError as exc:
+                self._resolved.pop(model, None)  # a set that no longer verifies is not served again
+                self._checked.pop(model, None)
                 raise from_patchkit(exc) from None
             ps = PatchSet(model, tuple(loaded))
-            self._resolved[model] = ps
-            while len(self._resolved) > self.config.resolved_cache_size:
-                self._resolved.popitem(last=False)
+            self._remember(model, ps)
             return ps
+
+    def _remember(self, model: str, ps: PatchSet) -> None:
+        self._resolved[model] = ps
+        self._resolved.move_to_end(model)
+        self._checked[model] = time.monotonic()
+        while len(self._resolved) > self.config.resolved_cache_size:
+            old, _ = self._resolved.popitem(last=False)
+            self._checked.pop(old, None)
 
     def preload(self) -> PatchSet:
         """The base name's patch set (the lock), verified at start-up; PatchkitError if the lock does not verify."""
         with self._lock:
             ps = PatchSet(self.name, tuple(self._load(None)))
-            self._resolved[self.name] = ps
+            self._remember(self.name, ps)
             return ps
 
     def _load(self, specs: Sequence[str] | None) -> list[LoadedPatch]:
