@@ -64,11 +64,14 @@ def _stand_in_for_the_domain_demos(work: Path, home: Path, env: dict[str, str], 
     if model.exists():
         return
     shutil.copytree(tiny, model)
+    # Signed by the vendor's current key: the README's rotation section, earlier, moved acme from
+    # keys/ to keys-2027/ and revoked the old key.
+    key = next(k for k in (work / "keys-2027" / "private.pem", work / "keys" / "private.pem") if k.is_file())
     for i, (name, domain) in enumerate((("acme/smollm2-tox", "toxicity"), ("acme/smollm2-harm", "harmfulness"))):
         src = write_prefix(work / f"stand-in-{i}.safetensors", tokens=4, hidden=64, seed=10 + i)
         art = work / "dist" / f"stand-in-{i}"
         for argv in (["build", src, "--name", name, "--version", "1.0.0", "--domain", domain, "--base-model", model, "--out", art],
-                     ["sign", art, "--key", "keys/private.pem"], ["publish", art, "--key", "keys/private.pem"]):
+                     ["sign", art, "--key", key], ["publish", art, "--key", key]):
             r = subprocess.run([sys.executable, "-m", "patchkit", *map(str, argv)], cwd=work, env=env, capture_output=True,
                                text=True, timeout=300)
             assert r.returncode == 0, (argv, r.stderr[-2000:])
@@ -95,27 +98,33 @@ def test_readme_runs_as_printed(tiny_model_factory, tmp_path: Path) -> None:  # 
     env.pop("PATCHKIT_REGISTRY", None)
     env.pop("PATCHKIT_NAMESPACE", None)
     server: subprocess.Popen[str] | None = None
-    for lang, body in blocks():
-        if lang == "toml":
-            name = body.splitlines()[0].lstrip("# ").split()[0]
-            (work / name).write_text(body)
-            continue
-        block_env = dict(env)
-        if "--trust ci-trust.toml" in body:  # a CI runner: nothing of the customer's home
-            ci_home = tmp_path / f"ci-home-{len(os.listdir(tmp_path))}"
-            ci_home.mkdir()
-            block_env["PATCHKIT_HOME"] = str(ci_home)
-        if lang == "shell":
-            _stand_in_for_the_domain_demos(work, home, block_env, tiny_model_factory("llama"))
-        cmd = [sys.executable, "-c", body] if lang == "python" else ["bash", "-c", "set -euo pipefail\n" + body]
-        if lang == "bash" and body.lstrip().startswith("patchkit serve"):
-            server_log = (tmp_path / "serve.log").open("w")
-            server = subprocess.Popen(["bash", "-c", "exec " + body.strip()], cwd=work, env=block_env, text=True,
-                                      stdout=server_log, stderr=subprocess.STDOUT)
-            _wait_healthy(server, "http://127.0.0.1:8000/health")
-            continue
-        r = subprocess.run(cmd, cwd=work, env=block_env, capture_output=True, text=True, timeout=900)
-        assert r.returncode == 0, f"README block failed:\n{body}\n--- stdout\n{r.stdout[-3000:]}\n--- stderr\n{r.stderr[-3000:]}"
+    try:
+        for lang, body in blocks():
+            if lang == "toml":
+                name = body.splitlines()[0].lstrip("# ").split()[0]
+                (work / name).write_text(body)
+                continue
+            block_env = dict(env)
+            if "--trust ci-trust.toml" in body:  # a CI runner: nothing of the customer's home
+                ci_home = tmp_path / f"ci-home-{len(os.listdir(tmp_path))}"
+                ci_home.mkdir()
+                block_env["PATCHKIT_HOME"] = str(ci_home)
+            if lang == "shell":
+                _stand_in_for_the_domain_demos(work, home, block_env, tiny_model_factory("llama"))
+            cmd = [sys.executable, "-c", body] if lang == "python" else ["bash", "-c", "set -euo pipefail\n" + body]
+            if lang == "bash" and body.lstrip().startswith("patchkit serve"):
+                server_log = (tmp_path / "serve.log").open("w")
+                server = subprocess.Popen(["bash", "-c", "exec " + body.strip()], cwd=work, env=block_env, text=True,
+                                          stdout=server_log, stderr=subprocess.STDOUT)
+                _wait_healthy(server, "http://127.0.0.1:8000/health")
+                continue
+            r = subprocess.run(cmd, cwd=work, env=block_env, capture_output=True, text=True, timeout=900)
+            assert r.returncode == 0, f"README block failed:\n{body}\n--- stdout\n{r.stdout[-3000:]}\n--- stderr\n{r.stderr[-3000:]}"
+    except BaseException:
+        if server is not None and server.poll() is None:  # a failed block must not leave port 8000 taken
+            server.kill()
+            server.wait(timeout=60)
+        raise
     assert server is not None, "the README's serve block was not found"
     import signal
 

@@ -341,9 +341,33 @@ def test_help_is_grouped_and_shows_no_python_types() -> None:
         subs = getattr(cmd, "commands", None)
         paths += [[name, s] for s in subs] if subs else [[name]]
     import re
+    import subprocess
+    import sys
 
+    # Every command's help through the users' entry point (`patchkit.cli.main`), in one process:
+    # one interpreter start instead of one per command.
+    script = (
+        "import contextlib, io, json, sys\n"
+        "from patchkit.cli import main\n"
+        "out = {}\n"
+        "for path in json.loads(sys.argv[1]):\n"
+        "    buf = io.StringIO()\n"
+        "    with contextlib.redirect_stdout(buf):\n"
+        "        try:\n"
+        "            main([*path, '--help'])\n"
+        "        except SystemExit as exc:\n"
+        "            assert exc.code in (0, None), (path, exc.code)\n"
+        "    out[' '.join(path)] = buf.getvalue()\n"
+        "print(json.dumps(out))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script, json.dumps(paths)], capture_output=True, text=True,
+                       env={**os.environ, "COLUMNS": "200"}, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    helps: dict[str, str] = json.loads(r.stdout)
+    assert len(helps) == len(paths) >= 30
     for path in paths:
-        text = pk(*path, "--help", env={"COLUMNS": "200"}).stdout
+        text = helps[" ".join(path)]
+        assert "Usage:" in text, path
         for bad in ("<list[", "<int", "<str>", "<path>", "<bool>", "<float", "[["):
             assert bad not in text, (path, bad)
         usage = next(line for line in text.splitlines() if "Usage:" in line)
