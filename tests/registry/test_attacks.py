@@ -121,6 +121,7 @@ def test_mix_and_match_other_version_files_are_refused(vendor: Vendor, registry_
     assert cache_entries() == []
     r = pk("pull", "acme/tox@1.1.0", "--registry", registry_url)
     assert r.returncode == 3, r.stderr
+    assert ".staging" not in r.stderr and "acme/tox" in r.stderr  # named by its ref, not a temp path
 
 
 def test_arbitrary_package_unsigned_index_is_refused(vendor: Vendor, registry_url: str, attacker: Attacker) -> None:

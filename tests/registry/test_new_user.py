@@ -173,6 +173,7 @@ def test_ci_lock_pinning_the_local_registry_says_what_to_do(vendor: Vendor, mode
     r = pk("verify", "--lock", model_dir / constants.LOCK_FILE, "--trust", trust, env=env)
     assert r.returncode == 7
     assert "--registry URL" in r.stderr and "local registry" in r.stderr
+    assert "lock" in r.stderr  # 13: a missing locked patch in a fresh home names the lock
 
 
 # -- 6: a read-only home, a read-only model directory -----------------------------------------------------------
@@ -291,6 +292,19 @@ def test_hints_name_things_that_exist(vendor: Vendor, shared_registry: str, mode
     (pk_home / "trust.toml").unlink()
     r = pk("verify", "--lock", lock)
     assert r.returncode == 4 and "pinned by" in r.stderr and str(entry_dir(pin.name, pin.commit)) not in r.stderr
+
+
+def test_token_budget_hint_names_the_flag(vendor: Vendor, model_dir: Path) -> None:
+    art = vendor.artifact("1.0.0", base_model=model_dir)
+    r = pk("generate", "--model", model_dir, "--patch", art, "--no-lock", "--token-budget", "2", "hello")
+    assert r.returncode != 0 and "--token-budget" in r.stderr, r.stderr
+
+
+def test_a_locked_patch_given_again_is_refused(vendor: Vendor, shared_registry: str, model_dir: Path) -> None:
+    """11: `generate --patch X` when X is already locked would apply X twice."""
+    _applied(vendor, shared_registry, model_dir)
+    r = pk("generate", "--model", model_dir, "--patch", "acme/tox@1.0.0", "--registry", shared_registry, "hello")
+    assert r.returncode == 2 and "applied twice" in r.stderr, r.stderr
 
 
 def test_cache_list_verify_clean(vendor: Vendor, shared_registry: str, model_dir: Path) -> None:
