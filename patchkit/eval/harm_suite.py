@@ -336,13 +336,9 @@ def render(result: SuiteResult, examples: int = 3) -> str:
         cells = "".join(f"<td>{e(r.values[c].pct())}</td>" if c in r.values else "<td>&mdash;</td>" for c in cfgs)
         body.append(f"<tr><td>{e(r.measure)} {arrow}</td><td>{e(r.source.title)}<br><code>{e(r.source.spec)}</code></td>"
                     f"<td>{n}</td>{cells}</tr>")
-    oos = result.detector.get("out_of_sample")
-    det = ""
-    if oos:
-        det = (f"<p>Refusal detector <code>{e(str(result.detector['name']))}</code>, out of sample: precision "
-               f"{oos['precision']:.3f} [{oos['precision_low']:.3f}&ndash;{oos['precision_high']:.3f}], recall {oos['recall']:.3f} "
-               f"[{oos['recall_low']:.3f}&ndash;{oos['recall_high']:.3f}] on {oos['n']} replies from {len(oos['sources'])} sources, "
-               f"labelled blind ({e(str(oos['labelled_by']))}).</p>")
+    from patchkit.eval.report import detector_line, page_head
+
+    det = detector_line(result.detector)
     ex = []
     for c in cfgs:
         ex.append(f"<h3>{e(LABELS[c])}</h3>")
@@ -359,8 +355,6 @@ def render(result: SuiteResult, examples: int = 3) -> str:
             ex.append("</ol>")
     png = base64.b64encode(chart_png(result)).decode("ascii")
     s = result.settings
-    from patchkit.eval.report import page_head
-
     return page_head("patchkit: harmfulness by source") + f"""
 <h1>Harmfulness, by source</h1>
 <p>Greedy decoding, {e(str(s.get('max_new_tokens')))} new tokens ({e(str(s.get('factual_max_new_tokens')))} for factual

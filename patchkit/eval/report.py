@@ -48,6 +48,22 @@ def figure_png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
+def detector_line(detector: dict[str, Any]) -> str:
+    """The refusal detector's out-of-sample quality, as every report states it (or says it has none)."""
+    e = html.escape
+    name = detector.get("name")
+    oos = detector.get("out_of_sample")
+    if oos:
+        sources = f" from {len(oos['sources'])} sources" if oos.get("sources") else ""
+        return (f"<p>Refusal detector <code>{e(str(name))}</code>, out of sample: precision "
+                f"{oos['precision']:.3f} [{oos['precision_low']:.3f}&ndash;{oos['precision_high']:.3f}], recall "
+                f"{oos['recall']:.3f} [{oos['recall_low']:.3f}&ndash;{oos['recall_high']:.3f}] on {int(oos['n'])} replies"
+                f"{sources}, labelled blind ({e(str(oos['labelled_by']))}).</p>")
+    if name:
+        return f"<p>Refusal detector <code>{e(str(name))}</code>: no out-of-sample measurement is recorded for it.</p>"
+    return ""
+
+
 def page_head(title: str) -> str:
     """The self-contained page's head (one stylesheet for every patchkit report), up to <body>."""
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
@@ -162,16 +178,7 @@ def render(result: EvalResult, *, examples: int = 3) -> str:
         f"<tr><td>{e(n)}</td><td>{_fmt(d.get('count'))}</td><td>{e(str(d.get('source')))}</td></tr>"
         for n, d in result.datasets.items()
     )
-    det = result.detector.get("out_of_sample")
-    det_line = ""
-    if det:
-        det_line = (f"<p>Refusal detector {e(str(result.detector.get('name')))}, out of sample: precision "
-                    f"{det['precision']:.2f} [{det['precision_low']:.2f}&ndash;{det['precision_high']:.2f}], recall "
-                    f"{det['recall']:.2f} [{det['recall_low']:.2f}&ndash;{det['recall_high']:.2f}] on {int(det['n'])} replies "
-                    f"labelled blind ({e(str(det['labelled_by']))}).</p>")
-    elif result.detector.get("name"):
-        det_line = (f"<p>Refusal detector {e(str(result.detector.get('name')))}: no out-of-sample measurement "
-                    "is recorded for it.</p>")
+    det_line = detector_line(result.detector)
     return page_head(f"patchkit eval: {s.get('suite')}") + f"""
 <h1>patchkit eval: {e(str(s.get('suite')))}</h1>
 <h2>Safety vs utility</h2>
