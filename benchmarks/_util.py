@@ -16,6 +16,25 @@ def bin_path(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
+def compile_patchkit() -> bool:
+    """Write patchkit's bytecode, as installing a wheel does; True when it had to be written.
+
+    The anchors run from site-packages, where pip compiled them at install time. An editable
+    checkout under `PYTHONDONTWRITEBYTECODE=1` (as on the development machine) would instead
+    recompile every patchkit module on every run, and a whole-process timing would measure
+    that. Python still reads bytecode under that setting, so writing it once levels the field.
+    """
+    import compileall
+    import importlib.util
+
+    import patchkit
+
+    root = Path(patchkit.__file__).parent
+    stale = any(not Path(importlib.util.cache_from_source(str(p))).exists() for p in root.rglob("*.py"))
+    compileall.compile_dir(str(root), quiet=1)
+    return stale
+
+
 def time_process(argv: Sequence[str], runs: int = 10, env: dict[str, str] | None = None, expect: int = 0) -> float:
     """Median wall seconds of a whole process, after one warm-up run."""
     full_env = {**os.environ, **(env or {})}
