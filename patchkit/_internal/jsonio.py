@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from patchkit.errors import InvalidInputError
+from patchkit._internal.files import read_regular
+from patchkit.errors import IntegrityError, InvalidInputError
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -47,3 +49,19 @@ def jsonl_objects(text: str, where: str, hint: str) -> Iterator[tuple[int, Any]]
             yield i, json.loads(line)
         except json.JSONDecodeError as exc:
             raise InvalidInputError(f"{where}: line {i} is not JSON ({exc.msg})", hint) from None
+
+
+def read_guard_state(path: Path, max_bytes: int, hint: str) -> Any | None:
+    """A state file that guards against rollback or forgetting: None when there is none yet.
+
+    A corrupt one is an IntegrityError, never a fresh start: starting over is what a rollback
+    or a dropped revocation would look like from here.
+    """
+    try:
+        data = read_regular(path, max_bytes, error=IntegrityError)
+    except FileNotFoundError:
+        return None
+    try:
+        return loads_strict(data, what=str(path))
+    except InvalidInputError:
+        raise IntegrityError(f"{path} is corrupt", hint) from None

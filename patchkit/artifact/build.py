@@ -153,10 +153,12 @@ def build_artifact(
     name: str,
     version: str,
     domain: str,
+    # the base model: a directory to fingerprint, or its id and digest given outright
     base_model: Path | None = None,
     base_model_id: str | None = None,
     base_digest: str | None = None,
     base_revision: str | None = None,
+    # what the manifest records about the patch
     metrics_file: Path | None = None,
     training_file: Path | None = None,
     description: str = "",
@@ -198,29 +200,12 @@ def build_artifact(
     arch = cfg.get("architectures", [None])[0] if isinstance(cfg.get("architectures"), list) else None
     dtype = cfg.get("torch_dtype", cfg.get("dtype"))
     manifest = Manifest(
-        name=name,
-        version=version,
-        domain=domain,
-        description=description,
-        license=license,
-        publisher=publisher,
-        base_model=BaseModelInfo(
-            id=model_id,
-            revision=base_revision,
-            digest=digest,
-            architecture=arch,
-            hidden_size=hidden,
-            vocab_size=vocab,
-            torch_dtype=str(dtype) if dtype else None,
-        ),
-        prefix=PrefixInfo(
-            num_virtual_tokens=src.prefix.num_virtual_tokens,
-            token_dim=src.prefix.token_dim,
-            dtype=src.prefix.dtype,  # type: ignore[arg-type]
-            file=constants.TENSOR_FILE,
-            sha256=src.prefix.sha256,
-            init=src.init,
-        ),
+        name=name, version=version, domain=domain, description=description, license=license, publisher=publisher,
+        base_model=BaseModelInfo(id=model_id, revision=base_revision, digest=digest, architecture=arch, hidden_size=hidden,
+                                 vocab_size=vocab, torch_dtype=str(dtype) if dtype else None),
+        prefix=PrefixInfo(num_virtual_tokens=src.prefix.num_virtual_tokens, token_dim=src.prefix.token_dim,
+                          dtype=src.prefix.dtype,  # type: ignore[arg-type]
+                          file=constants.TENSOR_FILE, sha256=src.prefix.sha256, init=src.init),
         training=_training_block(src, training_file),
         metrics=load_metrics(metrics_file) if metrics_file else [],
         requires=requires,

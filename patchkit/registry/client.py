@@ -10,6 +10,7 @@ from typing import Any
 
 from patchkit import constants
 from patchkit._internal.clock import utc_stamp
+from patchkit._internal.records import Record
 from patchkit.errors import IntegrityError, InvalidInputError, NotFoundError, RollbackError, TrustError, UsageError
 from patchkit.keys import PrivateKey, keyid_of, load_private_key, public_pem
 from patchkit.manifest import parse_manifest
@@ -201,7 +202,7 @@ def versions(name: str, *, registry: str | None = None, trust: TrustStore | None
 
 
 @dataclass(frozen=True)
-class PublishResult:
+class PublishResult(Record):
     name: str
     version: str
     commit: str
@@ -211,12 +212,9 @@ class PublishResult:
     index_version: int
     expires: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class IndexUpdate:
+class IndexUpdate(Record):
     """A re-signed index: a yank, an unyank or a refresh (`version` is None for a refresh)."""
 
     name: str
@@ -226,9 +224,6 @@ class IndexUpdate:
     index_version: int
     expires: str
     reason: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # -- publisher side ------------------------------------------------------------------------------

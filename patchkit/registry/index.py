@@ -26,7 +26,7 @@ from typing import Any
 from patchkit import constants
 from patchkit._internal.clock import fmt_time, now_utc, parse_time, parse_utc
 from patchkit._internal.files import atomic_write_bytes, atomic_write_text, file_lock, read_regular
-from patchkit._internal.jsonio import dumps_canonical, loads_strict
+from patchkit._internal.jsonio import dumps_canonical, loads_strict, read_guard_state
 from patchkit.errors import FreezeError, IntegrityError, InvalidInputError, ReadOnlyError, RollbackError
 from patchkit.keys import PrivateKey
 from patchkit.registry.ids import commit_id, file_name
@@ -302,14 +302,7 @@ MAX_STATE_BYTES = 64 * 1024 * 1024
 
 
 def _read_state(path: Path) -> dict[str, Any]:
-    try:
-        data = read_regular(path, MAX_STATE_BYTES, error=IntegrityError)
-    except FileNotFoundError:
-        return {}
-    try:
-        raw = loads_strict(data, what=str(path))
-    except InvalidInputError:
-        raise IntegrityError(f"{path} is corrupt", "remove it only if you know why it changed; it guards against rollback") from None
+    raw = read_guard_state(path, MAX_STATE_BYTES, "remove it only if you know why it changed; it guards against rollback")
     return raw if isinstance(raw, dict) else {}
 
 

@@ -23,15 +23,16 @@ import contextlib
 import fnmatch
 import re
 import weakref
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from patchkit import constants
 from patchkit._internal.clock import fmt_time, now_utc, parse_utc
-from patchkit._internal.files import atomic_write_text, file_lock, lock_for, read_regular
-from patchkit._internal.jsonio import dumps_canonical, loads_strict
+from patchkit._internal.files import atomic_write_text, file_lock, lock_for
+from patchkit._internal.jsonio import dumps_canonical, read_guard_state
+from patchkit._internal.records import Record
 from patchkit.errors import (
     IntegrityError,
     InvalidInputError,
@@ -120,14 +121,12 @@ def _memory_path() -> Path:
 
 def _read_memory() -> dict[str, Any]:
     path = _memory_path()
-    try:
-        raw = loads_strict(read_regular(path, MAX_MEMORY_BYTES, error=IntegrityError), what=str(path))
-    except FileNotFoundError:
+    hint = "restore it; it guards key logs against rollback"
+    raw = read_guard_state(path, MAX_MEMORY_BYTES, hint)
+    if raw is None:
         return {"logs": {}, "verified": []}
-    except InvalidInputError:
-        raise IntegrityError(f"{path} is corrupt", "restore it; it guards key logs against rollback") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("logs"), dict) or not isinstance(raw.get("verified"), list):
-        raise IntegrityError(f"{path} is corrupt", "restore it; it guards key logs against rollback")
+        raise IntegrityError(f"{path} is corrupt", hint)
     return raw
 
 
@@ -273,7 +272,7 @@ def _parse_when(text: str | None, flag: str) -> datetime | None:
 
 
 @dataclass(frozen=True)
-class RotationResult:
+class RotationResult(Record):
     """A published handover: `new` succeeds `old` for `scopes` from `effective`, one statement per namespace."""
 
     old: str
@@ -283,12 +282,9 @@ class RotationResult:
     registry: str
     statements: list[dict[str, Any]]  # per namespace: its key log, the statement's digest, whether it was new
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class RevocationResult:
+class RevocationResult(Record):
     """A published revocation of `keyid`, signed by `signer`, one statement per namespace."""
 
     keyid: str
@@ -297,9 +293,6 @@ class RevocationResult:
     compromised_since: str | None
     registry: str
     statements: list[dict[str, Any]]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def rotate(old_path: Path, new_path: Path, scopes: list[str], *, registry: str | None = None,

@@ -20,6 +20,7 @@ from typing import Any
 
 from patchkit import constants
 from patchkit._internal.files import atomic_write_text, file_lock, lock_for, read_regular
+from patchkit._internal.records import Record
 from patchkit.errors import InvalidInputError, NotFoundError
 from patchkit.manifest import validate_name, validate_version
 from patchkit.registry.ids import commit_id
@@ -31,7 +32,7 @@ _HINT = "regenerate it with `patchkit apply` (or restore it from version control
 
 
 @dataclass
-class LockEntry:
+class LockEntry(Record):
     name: str
     version: str
     registry: str
@@ -48,18 +49,6 @@ class LockEntry:
     def pin(self) -> tuple[str, str, str, str, str, str]:
         """What `--locked` compares: the resolved pin, not the spec text that led to it."""
         return (self.name, self.version, self.registry, self.commit, self.digest, self.base_fingerprint)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "version": self.version,
-            "spec": self.spec,
-            "registry": self.registry,
-            "commit": self.commit,
-            "digest": self.digest,
-            "base_fingerprint": self.base_fingerprint,
-            "order": self.order,
-        }
 
 
 @dataclass

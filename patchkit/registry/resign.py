@@ -15,12 +15,12 @@ may have published versions you did not.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from patchkit import constants
 from patchkit._internal.clock import utc_stamp
+from patchkit._internal.records import Record
 from patchkit.errors import IntegrityError, MixAndMatchError, NotFoundError
 from patchkit.keys import keyid_of, load_private_key, public_pem
 from patchkit.manifest import parse_manifest, validate_name
@@ -40,7 +40,7 @@ from patchkit.trust import TrustEntry, TrustStore
 
 
 @dataclass(frozen=True)
-class ResignResult:
+class ResignResult(Record):
     """A version's new signature: the same `digest`, a new `commit` that replaces `previous_commit`."""
 
     name: str
@@ -53,9 +53,6 @@ class ResignResult:
     index_version: int
     expires: str
     signed_at: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def resign(ref: str, key_path: Path, *, registry: str | None = None, passphrase_env: str | None = None,

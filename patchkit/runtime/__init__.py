@@ -6,7 +6,9 @@ Importing this package is torch-free; torch and transformers load on first use o
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from patchkit._internal.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from patchkit.runtime.generation import generate
@@ -23,11 +25,4 @@ _LAZY = {
     "resolve_patches": ("patchkit.runtime.resolve", "resolve_patches"),
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        module, attr = _LAZY[name]
-        return getattr(importlib.import_module(module), attr)
-    raise AttributeError(f"module 'patchkit.runtime' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
