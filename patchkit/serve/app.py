@@ -208,6 +208,39 @@ class _Call:
     created: int
 
 
+def _chat_opening(i: int) -> dict[str, Any]:
+    return {"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None, "logprobs": None}
+
+
+def _chat_delta(i: int, piece: Piece) -> dict[str, Any]:
+    return {"index": i, "delta": {"content": piece.text} if piece.text else {}, "finish_reason": piece.finish_reason,
+            "logprobs": None}
+
+
+def _chat_message(i: int, piece: Piece) -> dict[str, Any]:
+    return {"index": i, "message": {"role": "assistant", "content": piece.text}, "finish_reason": piece.finish_reason,
+            "logprobs": None}
+
+
+def _text_choice(i: int, piece: Piece) -> dict[str, Any]:
+    return {"index": i, "text": piece.text, "finish_reason": piece.finish_reason, "logprobs": None}
+
+
+@dataclass(frozen=True)
+class _Route:
+    """What differs between the two completion routes: the request body and the shape of a choice."""
+
+    path: str
+    body: type[ChatRequest] | type[CompletionRequest]
+    opening: Callable[[int], dict[str, Any]] | None  # streamed: choice i's first chunk, before any text (if any)
+    chunk: Callable[[int, Piece], dict[str, Any]]  # streamed: choice i's text (or its end)
+    choice: Callable[[int, Piece], dict[str, Any]]  # whole: choice i, complete
+
+
+_CHAT = _Route("/v1/chat/completions", ChatRequest, _chat_opening, _chat_delta, _chat_message)
+_TEXT = _Route("/v1/completions", CompletionRequest, None, _text_choice, _text_choice)
+
+
 def create_app(state: ServerState) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -352,15 +385,17 @@ def create_app(state: ServerState) -> FastAPI:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def stream_response(call: _Call, slot: _Slot, chunk: Callable[[int, Piece | None, bool], dict[str, Any]]) -> EventSourceResponse:
+    def stream_response(call: _Call, slot: _Slot, route: _Route) -> EventSourceResponse:
+        def chunk(choice: dict[str, Any]) -> dict[str, Any]:
+            return {**_envelope(call, "chunk"), "choices": [choice]}
+
         async def events() -> AsyncIterator[dict[str, str]]:
             got_first = False
             prompt = completion = 0
             try:
-                for i in range(len(call.jobs)):
-                    opening = chunk(i, None, True)
-                    if opening:
-                        yield _sse(opening)
+                if route.opening is not None:
+                    for i in range(len(call.jobs)):
+                        yield _sse(chunk(route.opening(i)))
                 async for i, piece in merged(call):
                     if piece.text and not got_first:
                         got_first = True
@@ -374,7 +409,7 @@ def create_app(state: ServerState) -> FastAPI:
                         prompt += piece.prompt_tokens
                         completion += piece.completion_tokens
                     if piece.text or piece.finish_reason is not None:
-                        yield _sse(chunk(i, piece, False))
+                        yield _sse(chunk(route.chunk(i, piece)))
                 if call.include_usage:
                     yield _sse({**_envelope(call, "chunk"), "choices": [], "usage": _usage(prompt, completion, call.patch_set)})
                 yield _sse("[DONE]")
@@ -386,7 +421,7 @@ def create_app(state: ServerState) -> FastAPI:
                                                                               "Cache-Control": "no-cache"})
 
     def _envelope(call: _Call, kind: str) -> dict[str, Any]:
-        if call.endpoint == "/v1/chat/completions":
+        if call.endpoint == _CHAT.path:
             obj = "chat.completion.chunk" if kind == "chunk" else "chat.completion"
         else:
             obj = "text_completion"
@@ -396,10 +431,10 @@ def create_app(state: ServerState) -> FastAPI:
             env["usage"] = None
         return env
 
-    async def start_call(request: Request, kind: type[ChatRequest] | type[CompletionRequest], endpoint: str) -> tuple[Any, _Call, _Slot]:
+    async def start_call(request: Request, route: _Route) -> tuple[_Call, _Slot]:
         slot = state.admit()
         try:
-            req = parse_body(kind, await _read_body(request, limits.max_body_bytes))
+            req = parse_body(route.body, await _read_body(request, limits.max_body_bytes))
             ps = await patch_set(req.model)
             n = max_new(req.requested_max_tokens())
             jobs: list[Job] = []
@@ -415,62 +450,34 @@ def create_app(state: ServerState) -> FastAPI:
                     ids = list(p) if isinstance(p, list) else await asyncio.to_thread(engine.encode, p, chat=False)
                     jobs.append(job(ids, ps, req, n, "prompt"))
             prefix = "chatcmpl-" if isinstance(req, ChatRequest) else "cmpl-"
-            call = _Call(endpoint, req.model, ps, jobs, bool(req.stream), req.include_usage(), time.perf_counter(),
+            call = _Call(route.path, req.model, ps, jobs, bool(req.stream), req.include_usage(), time.perf_counter(),
                          prefix + uuid.uuid4().hex, int(time.time()))
         except BaseException:
             slot.release()
             raise
-        return req, call, slot
+        return call, slot
 
-    # -- routes ----------------------------------------------------------------------------
-    @app.post("/v1/chat/completions", response_model=None)
-    async def chat_completions(request: Request) -> Response:
-        _, call, slot = await start_call(request, ChatRequest, "/v1/chat/completions")
+    async def complete(request: Request, route: _Route) -> Response:
+        """One completion request, streamed or whole, in the route's shapes; the slot is given back however it ends."""
+        call, slot = await start_call(request, route)
         if call.stream:
-            def chunk(i: int, piece: Piece | None, opening: bool) -> dict[str, Any]:
-                if opening:
-                    delta: dict[str, Any] = {"role": "assistant", "content": ""}
-                    finish = None
-                else:
-                    assert piece is not None
-                    delta = {"content": piece.text} if piece.text else {}
-                    finish = piece.finish_reason
-                return {**_envelope(call, "chunk"), "choices": [{"index": i, "delta": delta, "finish_reason": finish,
-                                                                 "logprobs": None}]}
-
-            return stream_response(call, slot, chunk)
+            return stream_response(call, slot, route)
         try:
             results = await run_whole(request, call)
         finally:
             slot.release()
-        piece = results[0]
-        body = {**_envelope(call, "whole"),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": piece.text},
-                             "finish_reason": piece.finish_reason, "logprobs": None}],
-                "usage": _usage(piece.prompt_tokens, piece.completion_tokens, call.patch_set)}
-        return JSONResponse(body, headers={PATCH_HEADER: call.patch_set.header()})
-
-    @app.post("/v1/completions", response_model=None)
-    async def completions(request: Request) -> Response:
-        _, call, slot = await start_call(request, CompletionRequest, "/v1/completions")
-        if call.stream:
-            def chunk(i: int, piece: Piece | None, opening: bool) -> dict[str, Any]:
-                if opening:
-                    return {}
-                assert piece is not None
-                return {**_envelope(call, "chunk"), "choices": [{"index": i, "text": piece.text,
-                                                                 "finish_reason": piece.finish_reason, "logprobs": None}]}
-
-            return stream_response(call, slot, chunk)
-        try:
-            results = await run_whole(request, call)
-        finally:
-            slot.release()
-        body = {**_envelope(call, "whole"),
-                "choices": [{"index": i, "text": p.text, "finish_reason": p.finish_reason, "logprobs": None}
-                            for i, p in enumerate(results)],
+        body = {**_envelope(call, "whole"), "choices": [route.choice(i, p) for i, p in enumerate(results)],
                 "usage": _usage(sum(p.prompt_tokens for p in results), sum(p.completion_tokens for p in results), call.patch_set)}
         return JSONResponse(body, headers={PATCH_HEADER: call.patch_set.header()})
+
+    # -- routes ----------------------------------------------------------------------------
+    @app.post(_CHAT.path, response_model=None)
+    async def chat_completions(request: Request) -> Response:
+        return await complete(request, _CHAT)
+
+    @app.post(_TEXT.path, response_model=None)
+    async def completions(request: Request) -> Response:
+        return await complete(request, _TEXT)
 
     def model_cards() -> list[dict[str, Any]]:
         created = int(state.started)

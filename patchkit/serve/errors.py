@@ -8,16 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from patchkit.errors import (
-    CompatibilityError,
-    IntegrityError,
-    InvalidInputError,
-    NotFoundError,
-    PatchkitError,
-    RegistryError,
-    TrustError,
-    UsageError,
-)
+from patchkit import errors
 
 
 class APIError(Exception):
@@ -66,18 +57,18 @@ def unknown_model(model: str, served: str) -> APIError:
 
 
 # status, type, code for each patchkit error class (the first match wins: subclasses first).
-_PATCH_ERRORS: tuple[tuple[type[PatchkitError], int, str, str], ...] = (
-    (NotFoundError, 404, "invalid_request_error", "model_not_found"),
-    (TrustError, 403, "permission_error", "patch_untrusted"),
-    (IntegrityError, 403, "permission_error", "patch_integrity_failed"),
-    (CompatibilityError, 400, "invalid_request_error", "patch_incompatible"),
-    (InvalidInputError, 400, "invalid_request_error", "invalid_patch"),
-    (UsageError, 400, "invalid_request_error", "invalid_value"),
-    (RegistryError, 502, "server_error", "registry_unavailable"),
+_PATCH_ERRORS: tuple[tuple[type[errors.PatchkitError], int, str, str], ...] = (
+    (errors.NotFoundError, 404, "invalid_request_error", "model_not_found"),
+    (errors.TrustError, 403, "permission_error", "patch_untrusted"),
+    (errors.IntegrityError, 403, "permission_error", "patch_integrity_failed"),
+    (errors.CompatibilityError, 400, "invalid_request_error", "patch_incompatible"),
+    (errors.InvalidInputError, 400, "invalid_request_error", "invalid_patch"),
+    (errors.UsageError, 400, "invalid_request_error", "invalid_value"),
+    (errors.RegistryError, 502, "server_error", "registry_unavailable"),
 )
 
 
-def from_patchkit(exc: PatchkitError, *, param: str | None = "model") -> APIError:
+def from_patchkit(exc: errors.PatchkitError, *, param: str | None = "model") -> APIError:
     """A refused patch (or any patchkit error) as the client should see it."""
     for cls, status, type_, code in _PATCH_ERRORS:
         if isinstance(exc, cls):
