@@ -119,7 +119,7 @@ class DomainDemo(Demo):
             "train", "--base", self.model_dir, "--reference", self.w / "reference.jsonl", "--prompts", self.w / "prompts.jsonl",
             "--domain", self.spec.domain, "--out", out, "--stages", "sft,dpo", "--init", self.spec.init,
             *(r.train_args() if real else [
-                "--tokens", str(self.cfg.tokens), "--batch-size", str(self.cfg.batch_size),
+                "--tokens", str(self.cfg.tokens), "--batch-size", str(self.cfg.train["batch_size"]),
                 "--max-new-tokens", str(self.cfg.train_max_new_tokens), "--min-margin", str(r.min_margin),
                 "--sft-weight", str(r.sft_weight)]),
             "--seed", str(self.cfg.seed), "--generation-batch-size", str(self.cfg.eval_batch_size),

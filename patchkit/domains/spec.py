@@ -10,6 +10,7 @@ and how to evaluate the domain on held-out prompts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from patchkit.errors import UsageError
 
@@ -83,11 +84,13 @@ class DomainSpec:
 def _harmfulness() -> DomainSpec:
     from patchkit.demo import REFERENCE_DESCRIPTION, SAMPLE_PROMPT, DemoConfig
     from patchkit.eval.harm_suite import STRONG_SYSTEM_PROMPT
+    from patchkit.recipes.harmfulness import DEMO
     from patchkit.train.config import DEFAULT_INIT_TEXT
 
-    d = DemoConfig(workdir=__import__("pathlib").Path("."))
-    recipe = Recipe(sft_epochs=d.sft_epochs, dpo_epochs=d.dpo_epochs, lr=d.lr, dpo_lr=d.dpo_lr, sft_weight=d.sft_weight,
-                    batch_size=d.batch_size, min_margin=0.5, train_max_new_tokens=d.train_max_new_tokens, tokens=d.tokens)
+    d = DemoConfig(workdir=Path("."))
+    t = DEMO.train
+    recipe = Recipe(sft_epochs=t["sft_epochs"], dpo_epochs=t["dpo_epochs"], lr=t["lr"], dpo_lr=t["dpo_lr"], sft_weight=t["sft_weight"],
+                    batch_size=t["batch_size"], min_margin=t["min_margin"], train_max_new_tokens=t["max_new_tokens"], tokens=t["tokens"])
     return DomainSpec(
         domain="harmfulness", short="harm", title="Harmfulness", init_text=DEFAULT_INIT_TEXT, fixed_prompt=DEFAULT_INIT_TEXT,
         reference_system=STRONG_SYSTEM_PROMPT, reference_label="M + a strong safety system prompt",

@@ -73,8 +73,10 @@ DEMO = Recipe(
     benign_validation={"contrast": 8, "everyday": 2, "benign": 2},
     train={**FULL.train, "sft_epochs": 2, "eval_every": 12},
 )
-# What the demo evaluates, per source (a hash sample of each held-out set).
+# What the demo evaluates, per source (a hash sample of each held-out set), and the length of
+# each reply it evaluates.
 DEMO_EVAL_LIMIT = 25
+DEMO_MAX_NEW_TOKENS = 48
 
 SpecLoader = Callable[[str], list[str]]
 
