@@ -7,6 +7,7 @@ or damaged one is an install problem and says so.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping, Sequence
 from importlib import resources
 
 from patchkit.errors import InvalidInputError, NotFoundError
@@ -37,4 +38,19 @@ def table_rows(name: str) -> list[list[str]]:
     return [line.split("\t") for line in _table_text(name).splitlines() if line.strip()]
 
 
-__all__ = ["MAX_TABLE_BYTES", "table_rows"]
+def grouped_prompts(name: str) -> dict[str, tuple[str, ...]]:
+    """A "group<TAB>prompt" table as {group: prompts}, groups and prompts in file order."""
+    groups: dict[str, list[str]] = {}
+    for row in table_rows(name):
+        if len(row) != 2:
+            raise InvalidInputError(f"patchkit/eval/data/{name}: a row has {len(row)} fields, not 2", _HINT)
+        groups.setdefault(row[0], []).append(row[1])
+    return {group: tuple(prompts) for group, prompts in groups.items()}
+
+
+def labelled(groups: Mapping[str, Sequence[str]]) -> list[tuple[str, str]]:
+    """(prompt, group) pairs, in order: the flat form of `grouped_prompts`."""
+    return [(p, group) for group, prompts in groups.items() for p in prompts]
+
+
+__all__ = ["MAX_TABLE_BYTES", "grouped_prompts", "labelled", "table_rows"]
