@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -127,12 +127,15 @@ _THEN_COMPLY = re.compile(r"\b(?:but|however|that said|anyway),? here(?:'s| is| 
 
 @dataclass(frozen=True)
 class Verdict:
+    """One reply judged: refused or not, the cue that decided it (`marker:...`, `deflects:...`,
+    `no-refusal-cue`, ...) and whether the reply was cut at the token cap."""
+
     refused: bool
     reason: str
     truncated: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"refused": self.refused, "reason": self.reason, "truncated": self.truncated}
+        return asdict(self)
 
 
 def normalize(text: str) -> str:

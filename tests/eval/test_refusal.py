@@ -132,3 +132,10 @@ def test_marker_lists_are_compiled_tuples() -> None:
     # Only the compliance cues match at line starts ("1. Gather ..." on any line).
     assert all(m.flags & re.MULTILINE for m in refusal.STRONG_COMPLIANCE)
     assert not any(m.flags & re.MULTILINE for ms in lists if ms is not refusal.STRONG_COMPLIANCE for m in ms)
+
+
+def test_verdict_to_dict_keeps_its_fields_and_order() -> None:
+    d = refusal.Verdict(True, "marker:x", True).to_dict()
+    assert d == {"refused": True, "reason": "marker:x", "truncated": True}
+    assert list(d) == ["refused", "reason", "truncated"]
+    assert classify("I can't help with that.").to_dict()["truncated"] is False
