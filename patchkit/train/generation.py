@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ class GenerationSettings:
     do_sample: bool = False
 
     def key_dict(self) -> dict[str, Any]:
-        return {"max_new_tokens": self.max_new_tokens, "dtype": self.dtype, "do_sample": self.do_sample}
+        return asdict(self)
 
 
 class GenerationCache:

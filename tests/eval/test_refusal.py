@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from patchkit.eval import refusal
 from patchkit.eval.refusal import MarkerDetector, classify
 from patchkit.eval.refusal_labels import LABELLED, precision_recall
 
@@ -120,3 +123,19 @@ def test_caveat_finds_refusal_and_safety_language_inside_answers() -> None:
 
 def test_default_detector_is_v2() -> None:
     assert MarkerDetector().name == "refusal-markers-v2"
+
+
+def test_marker_lists_are_compiled_tuples() -> None:
+    lists = (refusal.HARD_MARKERS, refusal.SOFT_MARKERS, refusal.STRONG_COMPLIANCE, refusal.WEAK_COMPLIANCE,
+             refusal.CAVEAT_MARKERS)
+    assert all(isinstance(ms, tuple) and ms and all(isinstance(m, re.Pattern) for m in ms) for ms in lists)
+    # Only the compliance cues match at line starts ("1. Gather ..." on any line).
+    assert all(m.flags & re.MULTILINE for m in refusal.STRONG_COMPLIANCE)
+    assert not any(m.flags & re.MULTILINE for ms in lists if ms is not refusal.STRONG_COMPLIANCE for m in ms)
+
+
+def test_verdict_to_dict_keeps_its_fields_and_order() -> None:
+    d = refusal.Verdict(True, "marker:x", True).to_dict()
+    assert d == {"refused": True, "reason": "marker:x", "truncated": True}
+    assert list(d) == ["refused", "reason", "truncated"]
+    assert classify("I can't help with that.").to_dict()["truncated"] is False
