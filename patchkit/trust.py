@@ -27,7 +27,7 @@ from patchkit import constants
 from patchkit._internal.clock import fmt_time, now_utc, parse_utc, utc_stamp
 from patchkit._internal.files import atomic_write_text, file_lock, lock_for, read_regular
 from patchkit._internal.jsonio import dumps_canonical, read_guard_state
-from patchkit.errors import IntegrityError, InvalidInputError, NotFoundError, ReadOnlyError, TrustError, UsageError
+from patchkit.errors import InvalidInputError, NotFoundError, ReadOnlyError, TrustError, UsageError
 from patchkit.keys import PublicKey, keyid_of, load_public_key, parse_public_key, public_pem
 
 SCOPE_HINT = "scopes look like acme/* or acme/llama3-tox"
@@ -198,20 +198,17 @@ def revocations_path() -> Path:
 
 
 def read_revocations() -> dict[str, Revoked]:
-    path = revocations_path()
-    hint = "restore it; it records key revocations and must not be dropped"
-    raw = read_guard_state(path, MAX_REVOCATIONS_BYTES, hint)
-    if raw is None:
-        return {}
-    try:
-        out: dict[str, Revoked] = {}
-        for keyid, r in raw["keys"].items():
-            since = r.get("compromised_since")
-            out[str(keyid)] = Revoked(str(keyid), str(r["reason"]), None if since is None else _strict_time(since),
-                                      str(r["statement"]), str(r["signer"]), str(r.get("issued_at", "")))
-        return out
-    except (InvalidInputError, KeyError, TypeError, AttributeError, ValueError):
-        raise IntegrityError(f"{path} is corrupt", hint) from None
+    return read_guard_state(revocations_path(), MAX_REVOCATIONS_BYTES, "restore it; it records key revocations and must not be dropped",
+                            missing={}, parse=_revocations)
+
+
+def _revocations(raw: Any) -> dict[str, Revoked]:
+    out: dict[str, Revoked] = {}
+    for keyid, r in raw["keys"].items():
+        since = r.get("compromised_since")
+        out[str(keyid)] = Revoked(str(keyid), str(r["reason"]), None if since is None else _strict_time(since),
+                                  str(r["statement"]), str(r["signer"]), str(r.get("issued_at", "")))
+    return out
 
 
 def _strict_time(raw: Any) -> datetime:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from patchkit._internal.files import read_regular
 from patchkit.errors import IntegrityError, InvalidInputError
+
+T = TypeVar("T")
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -51,17 +53,18 @@ def jsonl_objects(text: str, where: str, hint: str) -> Iterator[tuple[int, Any]]
             raise InvalidInputError(f"{where}: line {i} is not JSON ({exc.msg})", hint) from None
 
 
-def read_guard_state(path: Path, max_bytes: int, hint: str) -> Any | None:
-    """A state file that guards against rollback or forgetting: None when there is none yet.
+def read_guard_state(path: Path, max_bytes: int, hint: str, *, missing: T, parse: Callable[[Any], T]) -> T:
+    """A state file that guards against rollback or forgetting; `missing` when there is none yet.
 
-    A corrupt one is an IntegrityError, never a fresh start: starting over is what a rollback
-    or a dropped revocation would look like from here.
+    `parse` turns the JSON into its value and raises (KeyError, TypeError, ValueError, …) on a
+    wrong shape. A corrupt file is an IntegrityError, never a fresh start: starting over is what
+    a rollback or a dropped revocation would look like from here.
     """
     try:
         data = read_regular(path, max_bytes, error=IntegrityError)
     except FileNotFoundError:
-        return None
+        return missing
     try:
-        return loads_strict(data, what=str(path))
-    except InvalidInputError:
+        return parse(loads_strict(data, what=str(path)))
+    except (InvalidInputError, KeyError, TypeError, AttributeError, ValueError):
         raise IntegrityError(f"{path} is corrupt", hint) from None

@@ -302,8 +302,8 @@ MAX_STATE_BYTES = 64 * 1024 * 1024
 
 
 def _read_state(path: Path) -> dict[str, Any]:
-    raw = read_guard_state(path, MAX_STATE_BYTES, "remove it only if you know why it changed; it guards against rollback")
-    return raw if isinstance(raw, dict) else {}
+    return read_guard_state(path, MAX_STATE_BYTES, "remove it only if you know why it changed; it guards against rollback",
+                            missing={}, parse=lambda raw: raw if isinstance(raw, dict) else {})
 
 
 def _remembered_paths(registry_id: str, name: str) -> tuple[Path, Path]:

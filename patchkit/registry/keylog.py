@@ -119,15 +119,15 @@ def _memory_path() -> Path:
     return constants.patchkit_home() / "state" / "key-logs.json"
 
 
-def _read_memory() -> dict[str, Any]:
-    path = _memory_path()
-    hint = "restore it; it guards key logs against rollback"
-    raw = read_guard_state(path, MAX_MEMORY_BYTES, hint)
-    if raw is None:
-        return {"logs": {}, "verified": []}
+def _memory_shape(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict) or not isinstance(raw.get("logs"), dict) or not isinstance(raw.get("verified"), list):
-        raise IntegrityError(f"{path} is corrupt", hint)
+        raise TypeError("not a key-log memory")
     return raw
+
+
+def _read_memory() -> dict[str, Any]:
+    return read_guard_state(_memory_path(), MAX_MEMORY_BYTES, "restore it; it guards key logs against rollback",
+                            missing={"logs": {}, "verified": []}, parse=_memory_shape)
 
 
 def _remember(key: str, digests: list[str], verified: set[str]) -> None:
