@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from patchkit._internal.records import Record
 from patchkit.errors import InvalidInputError, NotFoundError
 
 OPENING_SENTENCES = 3
@@ -126,16 +127,13 @@ _THEN_COMPLY = re.compile(r"\b(?:but|however|that said|anyway),? here(?:'s| is| 
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Verdict(Record):
     """One reply judged: refused or not, the cue that decided it (`marker:...`, `deflects:...`,
     `no-refusal-cue`, ...) and whether the reply was cut at the token cap."""
 
     refused: bool
     reason: str
     truncated: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def normalize(text: str) -> str:
