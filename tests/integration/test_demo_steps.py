@@ -47,3 +47,19 @@ def test_the_loss_line_shows_each_stage(tmp_path: Path, capsys: pytest.CaptureFi
     _demo(tmp_path).say_losses(out)
     text = capsys.readouterr().out
     assert "SFT loss 5.000 → 1.000 over 3 steps" in text and "DPO loss 0.690 → 0.500 over 2 steps" in text
+
+
+def test_the_demo_trains_with_its_recipes_settings_and_the_flags_default_to_them(tmp_path: Path) -> None:
+    from typer.main import get_command
+
+    from patchkit.cli.app import app
+    from patchkit.recipes.harmfulness import DEMO, DEMO_EVAL_LIMIT, DEMO_MAX_NEW_TOKENS
+
+    cfg = DemoConfig(workdir=tmp_path)
+    assert cfg.train == DEMO.train and cfg.train is not DEMO.train  # a copy: one run cannot change the recipe
+    assert (cfg.tokens, cfg.train_max_new_tokens) == (DEMO.train["tokens"], DEMO.train["max_new_tokens"])
+    flags = {p.name: p.default for p in get_command(app).commands["demo"].params}  # type: ignore[attr-defined]
+    for flag in ("tokens", "sft_epochs", "dpo_epochs", "dpo_lr", "sft_weight", "batch_size", "lr", "seed"):
+        assert flags[flag] == DEMO.train[flag], flag
+    assert flags["train_max_new_tokens"] == DEMO.train["max_new_tokens"]
+    assert (flags["max_new_tokens"], flags["eval_limit"]) == (DEMO_MAX_NEW_TOKENS, DEMO_EVAL_LIMIT) == (cfg.max_new_tokens, cfg.eval_limit)
