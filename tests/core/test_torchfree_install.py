@@ -1,4 +1,7 @@
-"""The core installs and runs the whole vendor-to-customer path in a venv with no torch."""
+"""The core installs and runs the whole vendor-to-customer path in a venv with no torch.
+
+The install is a built wheel, not an editable checkout, so it also shows what the wheel ships.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ patchkit build p.safetensors --name acme/tox --version 1.0.0 --domain toxicity -
 patchkit sign art --key keys/private.pem
 patchkit verify ./art --json
 python -c "import sys, patchkit.verifying, patchkit.fingerprinting, patchkit.registry; assert 'torch' not in sys.modules"
+python -c "from patchkit.eval.packaged import table_rows; assert all(len(table_rows(t)) > 100 for t in ('factual.tsv', 'contrast.tsv', 'harm_direct.tsv'))"
 """
 
 
