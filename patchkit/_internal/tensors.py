@@ -174,11 +174,12 @@ _FINITE_MASKS: dict[str, int] = {"F16": 0x7C00, "BF16": 0x7F80, "F32": 0x7F80000
 # The top byte of each element holds the sign and the exponent's high bits: a table says, per
 # byte value, whether those bits are all ones. For F16 that settles it; for the wider types it
 # marks the only elements that can be Inf or NaN (beyond about 1.7e38), which get the bit test.
+_WIDE_TOP_BYTE = bytes(int(b & 0x7F == 0x7F) for b in range(256))
 _TOP_BYTE_TABLES: dict[str, bytes] = {
     "F16": bytes(int(b & 0x7C == 0x7C) for b in range(256)),
-    "BF16": bytes(int(b & 0x7F == 0x7F) for b in range(256)),
-    "F32": bytes(int(b & 0x7F == 0x7F) for b in range(256)),
-    "F64": bytes(int(b & 0x7F == 0x7F) for b in range(256)),
+    "BF16": _WIDE_TOP_BYTE,
+    "F32": _WIDE_TOP_BYTE,
+    "F64": _WIDE_TOP_BYTE,
 }
 
 
