@@ -11,6 +11,10 @@ from pathlib import Path
 
 # The one place the version is written (pyproject reads it from here).
 PATCHKIT_VERSION = "0.1.0"
+# The distribution's name on the package index (`pip install patchkit-llm`): `patchkit` there is
+# another project. The import package and the command stay `patchkit`. Hints that say which extra
+# to install use this name: `pip install 'patchkit-llm[serve]'`.
+DISTRIBUTION = "patchkit-llm"
 
 MANIFEST_FILE = "patchkit.json"
 SIGNATURE_FILE = "patchkit.sig"

@@ -84,3 +84,25 @@ def make_signed_patch(tmp: Path, *, name: str = "acme/tox", version: str = "1.0.
     r = pk("sign", out, "--key", keys / "private.pem")
     assert r.returncode == 0, r.stderr
     return out, keys
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def copy_checkout(dest: Path) -> Path:
+    """A copy of this checkout as a clone or a release tarball holds it: the files git tracks (and
+    new files it does not ignore), from the working tree, without build outputs or the venv."""
+    import shutil
+
+    r = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                       capture_output=True, timeout=60)
+    if r.returncode != 0:  # not a git checkout (e.g. an unpacked sdist): all but what git would ignore
+        shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(
+            ".git", ".venv", "__pycache__", "*.pyc", "*.egg-info", "build", "dist", ".*_cache", ".hypothesis"))
+        return dest
+    for rel in r.stdout.decode().split("\0"):
+        src = ROOT / rel
+        if rel and src.is_file():  # a tracked file deleted in the working tree is not copied
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest

@@ -1,10 +1,12 @@
 """The GitHub Action (`action.yml`) and the pre-commit hook (`.pre-commit-hooks.yaml`), run locally.
 
 The action's steps run as GitHub runs a composite action's bash steps (`bash --noprofile --norc
--eo pipefail`), with inputs and step outputs passed only through `env:`, and fake
-GITHUB_OUTPUT, GITHUB_STEP_SUMMARY, GITHUB_PATH and RUNNER_TEMP. The one step that needs PyPI
-(installing the pinned torch-free core) runs with a stand-in interpreter that records what pip
-was asked to install, and puts this checkout's patchkit where the venv's would be.
+-eo pipefail`, each script a file), in order, with `${{ inputs.* }}`, `${{ github.action_path }}`
+and `${{ steps.*.outputs.* }}` substituted into `env:` as the runner does, and the runner's
+GITHUB_ACTION_PATH, RUNNER_TEMP, GITHUB_PATH, GITHUB_OUTPUT and GITHUB_STEP_SUMMARY. The action
+path is a copy of this checkout, and the install step runs for real: a fresh venv, the
+hash-pinned dependencies from the package index (or pip's cache), patchkit from the copy with no
+index. The test's own venv is off PATH and PYTHONPATH is unset, so `patchkit` is the action's.
 """
 
 from __future__ import annotations
@@ -15,17 +17,25 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from patchkit import __version__
-from tests.helpers import make_signed_patch, pk, write_fake_model
+from tests.helpers import copy_checkout, make_signed_patch, pk, write_fake_model
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPR = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
+REQUIREMENTS = ROOT / ".github" / "action-requirements.txt"
 
 
 def _read_outputs(path: Path) -> dict[str, str]:
@@ -47,40 +57,46 @@ def _read_outputs(path: Path) -> dict[str, str]:
     return out
 
 
-def _fake_python(tmp: Path) -> Path:
-    """Stands in for the runner's python3: `-m venv DIR` makes a venv whose pip records its arguments
-    (there is no PyPI here) and whose `patchkit` is this checkout's."""
-    venv_python = tmp / "venv-python"
-    venv_python.write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$@" > {tmp / "pip-args.txt"}\n')
-    venv_patchkit = tmp / "venv-patchkit"
-    venv_patchkit.write_text(f'#!/usr/bin/env bash\nPYTHONPATH={ROOT} exec {sys.executable} -m patchkit "$@"\n')
-    script = tmp / "fake-python"
-    script.write_text(f"""#!/usr/bin/env bash
-set -euo pipefail
-[ "$1" = "-m" ] && [ "$2" = "venv" ] || exit 99
-mkdir -p "$3/bin"
-install -m 755 {venv_python} "$3/bin/python"
-install -m 755 {venv_patchkit} "$3/bin/patchkit"
-""")
-    script.chmod(0o755)
-    return script
+@dataclass
+class ActionRun:
+    code: int
+    outputs: dict[str, str]
+    summary: str
+    stderr: str  # of the step that failed, or of the last step
+    runner_temp: Path
+    path: list[str] = field(default_factory=list)  # what the steps added to GITHUB_PATH
+    ran: list[str] = field(default_factory=list)  # the names of the steps that ran
 
 
-def run_action(inputs: dict[str, str], tmp: Path, cwd: Path, env: dict[str, str]) -> tuple[int, dict[str, str], str, str]:
-    """(exit code, action outputs, step summary, pip's arguments) of running action.yml's steps."""
-    action = yaml.safe_load((ROOT / "action.yml").read_text())
+def _runner_env(home: Path) -> dict[str, str]:
+    """The environment a runner gives a job: no GITHUB_*/RUNNER_* of ours, no PYTHONPATH, and not
+    this test's venv on PATH (the action must bring its own patchkit); a fresh PATCHKIT_HOME."""
+    home.mkdir(parents=True, exist_ok=True)
+    ours = str(Path(sys.executable).parent)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("GITHUB_", "RUNNER_")) and k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PATH"] = ":".join(p for p in env["PATH"].split(":") if p and p != ours)
+    env.update({"PATCHKIT_HOME": str(home), "GITHUB_ACTIONS": "true", "CI": "true", "RUNNER_OS": "Linux"})
+    return env
+
+
+def run_action(inputs: dict[str, str], runner: Path, cwd: Path, env: dict[str, str], action_path: Path,
+               installed: ActionRun | None = None) -> ActionRun:
+    """Run action.yml's steps in order, as the runner runs a composite action. With `installed`, the
+    install step is not run again: the steps after it start from that run's GITHUB_PATH."""
+    action = yaml.safe_load((action_path / "action.yml").read_text())
     assert action["runs"]["using"] == "composite"
     values = {k: str(v.get("default", "")) for k, v in action["inputs"].items()}
     missing = [k for k, v in action["inputs"].items() if v.get("required") and k not in inputs]
     assert not missing, missing
+    unknown = set(inputs) - set(values)
+    assert not unknown, f"not inputs of the action: {unknown}"
     values.update(inputs)
-    tmp.mkdir(parents=True, exist_ok=True)
-    values["python"] = inputs.get("python") or str(_fake_python(tmp))
-    runner = tmp / "runner"
-    runner.mkdir()
+    temp = runner / "temp"
+    temp.mkdir(parents=True)
     summary, path_file = runner / "summary.md", runner / "path"
     summary.touch()
-    path_file.touch()
+    path_file.write_text("".join(p + "\n" for p in (installed.path if installed else [])))
     steps: dict[str, dict[str, str]] = {}
 
     def expand(text: str) -> str:
@@ -88,71 +104,89 @@ def run_action(inputs: dict[str, str], tmp: Path, cwd: Path, env: dict[str, str]
             expr = m.group(1)
             if expr.startswith("inputs."):
                 return values[expr[len("inputs."):]]
+            if expr == "github.action_path":
+                return str(action_path)
             parts = expr.split(".")
             assert parts[0] == "steps" and parts[2] == "outputs", f"unsupported expression {expr}"
             return steps.get(parts[1], {}).get(parts[3], "")
         return EXPR.sub(one, text)
 
-    code = 0
+    code, stderr, ran = 0, "", []
     for i, step in enumerate(action["runs"]["steps"]):
         assert step["shell"] == "bash"
         assert "${{" not in step["run"], f"step {step['name']!r} inlines an expression into its script"
+        if installed is not None and i == 0:
+            assert step["name"].startswith("Install"), step["name"]
+            continue
         out_file = runner / f"output-{i}"
         out_file.touch()
         extra = [p for p in path_file.read_text().splitlines() if p]
         step_env = {**env, "GITHUB_OUTPUT": str(out_file), "GITHUB_STEP_SUMMARY": str(summary),
-                    "GITHUB_PATH": str(path_file), "RUNNER_TEMP": str(runner), "GITHUB_ACTION_PATH": str(ROOT),
+                    "GITHUB_PATH": str(path_file), "RUNNER_TEMP": str(temp), "GITHUB_ACTION_PATH": str(action_path),
+                    "GITHUB_WORKSPACE": str(cwd), "PIP_LOG": str(runner / "pip.log"),
                     "PATH": ":".join([*reversed(extra), env["PATH"]])}
         step_env.update({k: expand(str(v)) for k, v in step.get("env", {}).items()})
         script = runner / f"step-{i}.sh"
         script.write_text(step["run"])
         r = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)], cwd=cwd, env=step_env,
-                           capture_output=True, text=True, timeout=300)
+                           capture_output=True, text=True, timeout=900)
+        ran.append(step["name"])
         steps[step.get("id", f"step{i}")] = _read_outputs(out_file)
+        stderr = r.stderr
         if r.returncode:
             code = r.returncode
             break
     outputs = {k: expand(v["value"]) for k, v in action["outputs"].items()}
-    pip = (tmp / "pip-args.txt").read_text() if (tmp / "pip-args.txt").exists() else ""
-    return code, outputs, summary.read_text(), pip
+    path = [p for p in path_file.read_text().splitlines() if p]
+    return ActionRun(code, outputs, summary.read_text(), stderr, installed.runner_temp if installed else temp, path, ran)
 
 
-@pytest.fixture
-def locks(tmp_path: Path) -> dict[str, Any]:
+@pytest.fixture(scope="module")
+def locks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A published patch applied to a model: a lock that verifies, and a copy that pins other bytes."""
-    url = f"file://{tmp_path / 'registry'}"
-    model = write_fake_model(tmp_path / "model")
-    art, keys = make_signed_patch(tmp_path, base_model=model)
-    assert pk("publish", art, "--key", keys / "private.pem", "--registry", url).returncode == 0
-    assert pk("apply", "acme/tox@1", "--model", model, "--registry", url).returncode == 0
-    work = tmp_path / "checkout"
-    (work / "models" / "bad").mkdir(parents=True)
-    good = work / "models" / "patchkit.lock"
-    good.write_text((model / "patchkit.lock").read_text())
-    bad = work / "models" / "bad" / "patchkit.lock"
-    text = good.read_text()
-    digest = re.search(r'digest = "sha256:([0-9a-f]{64})"', text)
-    assert digest is not None
-    bad.write_text(text.replace(digest.group(1), "0" * 64))
-    trust = work / "ci-trust.toml"
-    assert pk("trust", "add", keys / "public.pem", "--scope", "acme/*", "--trust", trust).returncode == 0
-    return {"work": work, "good": good, "bad": bad, "trust": trust}
+    tmp_path = tmp_path_factory.mktemp("locks")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PATCHKIT_HOME", str(tmp_path / "vendor-home"))
+        url = f"file://{tmp_path / 'registry'}"
+        model = write_fake_model(tmp_path / "model")
+        art, keys = make_signed_patch(tmp_path, base_model=model)
+        assert pk("publish", art, "--key", keys / "private.pem", "--registry", url).returncode == 0
+        assert pk("apply", "acme/tox@1", "--model", model, "--registry", url).returncode == 0
+        work = tmp_path / "checkout"
+        (work / "models" / "bad").mkdir(parents=True)
+        good = work / "models" / "patchkit.lock"
+        good.write_text((model / "patchkit.lock").read_text())
+        bad = work / "models" / "bad" / "patchkit.lock"
+        text = good.read_text()
+        digest = re.search(r'digest = "sha256:([0-9a-f]{64})"', text)
+        assert digest is not None
+        bad.write_text(text.replace(digest.group(1), "0" * 64))  # a tampered pin
+        trust = work / "ci-trust.toml"
+        assert pk("trust", "add", keys / "public.pem", "--scope", "acme/*", "--trust", trust).returncode == 0
+        yield {"work": work, "good": good, "bad": bad, "trust": trust}
 
 
-def _env(tmp_path: Path, label: str) -> dict[str, str]:
-    home = tmp_path / f"ci-home-{label}"  # a runner's fresh PATCHKIT_HOME
-    home.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "RUNNER_"))}
-    env["PATCHKIT_HOME"] = str(home)
-    return env
+@pytest.fixture(scope="module")
+def action_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the runner unpacks `uses: acme/patchkit@REF`: a copy of this checkout."""
+    return copy_checkout(tmp_path_factory.mktemp("actions") / "acme" / "patchkit" / f"v{__version__}")
 
 
-def test_action_passing_lock_writes_the_summary_and_outputs(locks: dict[str, Any], tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def passing_run(locks: dict[str, Any], action_path: Path, tmp_path_factory: pytest.TempPathFactory) -> ActionRun:
+    """The whole action, every step from the install on, for a lock that verifies."""
+    tmp = tmp_path_factory.mktemp("passing")
     inputs = {"lock": "models/patchkit.lock", "trust": "ci-trust.toml",
               "require": "domain in {toxicity}\nharmfulness.refusal_rate>=0.9"}
-    code, out, summary, pip = run_action(inputs, tmp_path / "run", locks["work"], _env(tmp_path, "good"))
-    assert code == 0, summary
-    assert pip.split() == ["-m", "pip", "install", "--disable-pip-version-check", "--quiet", f"patchkit=={__version__}"]
+    run = run_action(inputs, tmp / "runner", locks["work"], _runner_env(tmp / "home"), action_path)
+    assert run.code == 0, (run.ran, run.stderr[-3000:], run.summary)
+    return run
+
+
+@pytest.mark.slow
+def test_action_passing_lock_writes_the_summary_and_outputs(passing_run: ActionRun) -> None:
+    assert passing_run.ran == ["Install patchkit (torch-free core) from the action's checkout", "Verify the lock", "Report"]
+    out, summary = passing_run.outputs, passing_run.summary
     assert out["ok"] == "true" and out["exit-code"] == "0" and out["verified"] == "1" and out["failed"] == "0"
     assert json.loads(out["patches"])[0]["name"] == "acme/tox"
     assert "### patchkit verify --lock models/patchkit.lock: OK" in summary
@@ -161,26 +195,130 @@ def test_action_passing_lock_writes_the_summary_and_outputs(locks: dict[str, Any
     assert "`domain in {toxicity}`" in summary
 
 
-def test_action_failing_lock_fails_the_step_and_says_why(locks: dict[str, Any], tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_action_installs_patchkit_from_its_checkout_not_an_index(passing_run: ActionRun, action_path: Path) -> None:
+    """patchkit is the action's own copy (the ref pins it); no index is ever asked for patchkit."""
+    (bin_dir,) = passing_run.path
+    py = Path(bin_dir) / "python"
+    assert Path(bin_dir).parent == passing_run.runner_temp / "patchkit-venv"
+    probe = ("import json, sys, importlib.metadata as m, importlib.util as u, patchkit; d = m.distribution('patchkit-llm'); "
+             "print(json.dumps({'file': patchkit.__file__, 'version': d.version, 'url': d.read_text('direct_url.json'), "
+             "'torch': u.find_spec('torch') is not None, 'dists': sorted(x.metadata['Name'].lower() for x in m.distributions())}))")
+    r = subprocess.run([str(py), "-I", "-c", probe], capture_output=True, text=True, timeout=120, cwd=passing_run.runner_temp,
+                       env=_runner_env(action_path.parent / "probe-home"))
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    installed = Path(info["file"]).parent
+    assert installed.is_relative_to(passing_run.runner_temp / "patchkit-venv") and "site-packages" in installed.parts
+    assert info["version"] == __version__ and info["torch"] is False
+    assert json.loads(info["url"])["url"] == (passing_run.runner_temp / "patchkit-src").as_uri()
+    for rel in ("cli/app.py", "verifying.py", "constants.py", "eval/data/factual.tsv"):  # the checkout's bytes
+        assert (installed / rel).read_bytes() == (action_path / "patchkit" / rel).read_bytes(), rel
+    assert "patchkit" not in info["dists"]  # the other project of that name
+    # Every distribution in the venv is pinned in the requirements file, or is patchkit-llm or pip.
+    pinned = {canonicalize_name(n) for n in _pins(action_path / ".github" / "action-requirements.txt")}
+    assert {canonicalize_name(d) for d in info["dists"]} - pinned == {"patchkit-llm", "pip"}
+    log = (passing_run.runner_temp.parent / "pip.log").read_text()
+    assert re.search(r"Processing \S*patchkit-src", log), log[-3000:]
+    assert not re.search(r"/simple/patchkit|Collecting patchkit|Downloading \S*patchkit", log, re.I), \
+        [line for line in log.splitlines() if re.search(r"patchkit", line, re.I) and "src" not in line][:10]
+    r = subprocess.run([str(Path(bin_dir) / "patchkit"), "--version"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == f"patchkit {__version__}", r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_action_failing_lock_fails_the_step_and_says_why(passing_run: ActionRun, locks: dict[str, Any], action_path: Path,
+                                                         tmp_path: Path) -> None:
     inputs = {"lock": "models/bad/patchkit.lock", "trust": "ci-trust.toml"}
-    code, out, summary, _ = run_action(inputs, tmp_path / "run", locks["work"], _env(tmp_path, "bad"))
-    assert code == 3, summary
-    assert out["ok"] == "false" and out["exit-code"] == "3" and out["failed"] == "1"
-    assert ": FAILED" in summary and "❌ integrity (exit 3)" in summary
+    run = run_action(inputs, tmp_path / "run", locks["work"], _runner_env(tmp_path / "home"), action_path, passing_run)
+    assert run.code == 3, run.summary
+    assert run.ran == ["Verify the lock", "Report"]
+    assert "patchkit verify --lock failed with exit code 3 (see the job summary)" in run.stderr
+    assert run.outputs["ok"] == "false" and run.outputs["exit-code"] == "3"
+    assert run.outputs["verified"] == "0" and run.outputs["failed"] == "1"
+    assert ": FAILED" in run.summary and "❌ integrity (exit 3)" in run.summary
     inputs["fail"] = "false"  # report only
-    code, out, summary, _ = run_action(inputs, tmp_path / "again", locks["work"], _env(tmp_path, "again"))
-    assert code == 0 and out["ok"] == "false"
+    run = run_action(inputs, tmp_path / "again", locks["work"], _runner_env(tmp_path / "home-2"), action_path, passing_run)
+    assert run.code == 0 and run.outputs["ok"] == "false" and run.outputs["exit-code"] == "3"
 
 
-def test_action_inputs_never_reach_a_script_as_code(locks: dict[str, Any], tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_action_inputs_never_reach_a_script_as_code(passing_run: ActionRun, locks: dict[str, Any], action_path: Path,
+                                                    tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     inputs = {"lock": f"x.lock; touch {marker}", "trust": f"$(touch {marker})", "require": f"`touch {marker}`"}
-    code, out, summary, _ = run_action(inputs, tmp_path / "run", locks["work"], _env(tmp_path, "hostile"))
-    assert code != 0 and not marker.exists()
-    assert out["ok"] == "false"
-    bad_version = {**inputs, "patchkit-version": "0.1.0 torch"}
-    code, _, _, pip = run_action(bad_version, tmp_path / "v", locks["work"], _env(tmp_path, "version"))
-    assert code == 2 and pip == ""
+    run = run_action(inputs, tmp_path / "run", locks["work"], _runner_env(tmp_path / "home"), action_path, passing_run)
+    assert run.code != 0 and not marker.exists()
+    assert run.outputs["ok"] == "false"
+
+
+def test_action_refuses_the_removed_patchkit_version_input(locks: dict[str, Any], action_path: Path, tmp_path: Path) -> None:
+    """`patchkit-version` used to install patchkit==VERSION from an index: now it fails, saying what pins it."""
+    inputs = {"lock": "models/patchkit.lock", "trust": "ci-trust.toml", "patchkit-version": "0.1.0"}
+    run = run_action(inputs, tmp_path / "run", locks["work"], _runner_env(tmp_path / "home"), action_path)
+    assert run.code == 2 and run.ran == ["Install patchkit (torch-free core) from the action's checkout"]
+    assert "patchkit-version is gone" in run.stderr and "uses: …/patchkit@vX.Y.Z" in run.stderr
+    assert not (run.runner_temp / "patchkit-venv").exists()
+    assert run.outputs["ok"] == ""  # the report never ran
+
+
+def test_action_asks_pip_for_nothing_named_patchkit() -> None:
+    """Every pip command in the action: the requirements file with hashes, or the checkout with
+    --no-index; no requirement names patchkit (another project's name on the index) or patchkit-llm."""
+    action = yaml.safe_load((ROOT / "action.yml").read_text())
+    commands = [line.strip() for step in action["runs"]["steps"] for line in step["run"].splitlines()
+                if re.search(r"\binstall\b", line) and "pip" in line and not line.strip().startswith("#")]
+    assert len(commands) == 2, commands
+    deps, own = commands
+    assert "--require-hashes" in deps and "--no-deps" in deps and "--only-binary :all:" in deps
+    assert '-r "$PK_ACTION_PATH/.github/action-requirements.txt"' in deps
+    assert "--no-index" in own and "--no-deps" in own and own.endswith('"$src"')
+    for cmd in commands:
+        assert not re.search(r"patchkit(-llm)?\s*(==|\[|>|<|~|$|\s)", cmd.replace("patchkit-venv", "").replace("patchkit-src", "")), cmd
+    assert not {"patchkit", "patchkit-llm"} & {canonicalize_name(n) for n in _pins(REQUIREMENTS)}
+
+
+def _pins(path: Path) -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, hashes) of a pip-compile'd requirements file; every entry must be `==` with hashes."""
+    pins: dict[str, tuple[str, list[str]]] = {}
+    text = path.read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        req, *opts = line.split()
+        m = re.fullmatch(r"([A-Za-z0-9._-]+)==([A-Za-z0-9.+!-]+)", req)
+        assert m, f"{path.name}: not pinned exactly with ==: {line}"
+        hashes = [o.removeprefix("--hash=") for o in opts if o.startswith("--hash=")]
+        assert hashes and all(re.fullmatch(r"sha256:[0-9a-f]{64}", h) for h in hashes), f"{path.name}: {req} has no sha256 --hash"
+        assert len(opts) == len(hashes), f"{path.name}: {req}: only --hash options are expected: {opts}"
+        pins[m.group(1)] = (m.group(2), hashes)
+    return pins
+
+
+def test_action_requirements_pin_the_cores_closure_within_pyprojects_ranges() -> None:
+    pins = {canonicalize_name(n): v for n, (v, _) in _pins(REQUIREMENTS).items()}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    direct = [Requirement(r) for r in project["project"]["dependencies"]]
+    build = [Requirement(r) for r in project["build-system"]["requires"]]
+    for req in direct + build:  # each pin lies within pyproject's range
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{req.name} ({req}) is not in {REQUIREMENTS.name}"
+        assert req.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} is outside pyproject's {req}"
+    # The closure on a Linux runner, by name, from the installed distributions' metadata.
+    env = {**default_environment(), "extra": ""}
+    todo, seen = [canonicalize_name(r.name) for r in direct], set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        assert name in pins, f"{name}, which the core needs, is not pinned in {REQUIREMENTS.name}"
+        for spec in metadata.distribution(name).requires or []:
+            req = Requirement(spec)
+            if req.marker is None or req.marker.evaluate(env):
+                todo.append(canonicalize_name(req.name))
+    assert set(pins) - seen <= {canonicalize_name(r.name) for r in build}, f"pinned but not needed: {set(pins) - seen}"
 
 
 def test_action_asks_for_no_token() -> None:
@@ -198,7 +336,7 @@ def test_pre_commit_hook_checks_each_changed_lock(locks: dict[str, Any], tmp_pat
     assert files == ["models/patchkit.lock", "models/bad/patchkit.lock"]
     entry = shlex.split(hook["entry"])
     assert entry[0] == "patchkit"
-    env = _env(tmp_path, "hook")
+    env = _runner_env(tmp_path / "ci-home-hook")
 
     def run(*paths: str) -> subprocess.CompletedProcess[str]:
         # pre-commit runs entry + args + the changed files that match

@@ -142,3 +142,52 @@ def test_ci_runs_the_readmes_test_command_exactly() -> None:
     test_block = next(body for lang, body in BLOCK_RE.findall(text) if lang == "bash" and "pytest" in body)
     ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
     assert test_block.strip() in ci.splitlines()
+
+
+# -- the release the docs name ---------------------------------------------------------------------
+
+USES_RE = re.compile(r"uses:\s*[\w.-]+/patchkit@([^\s`'\"]+)")
+REV_RE = re.compile(r"repo:\s*\S+/patchkit\s*\n[\s#]*rev:\s*([^\s`'\"]+)")  # also in a YAML comment
+PIN_RE = re.compile(r"patchkit-llm==([^\s`'\"]+)")
+PLACEHOLDER = "vX.Y.Z"  # the README's "Releasing" section speaks of any version
+
+
+def _named_refs() -> dict[str, list[str]]:
+    """Every ref of patchkit the docs tell users to write: `uses: …/patchkit@REF`, pre-commit's
+    `rev: REF` under a patchkit repo, and `patchkit-llm==VERSION` (as `vVERSION`)."""
+    refs: dict[str, list[str]] = {}
+    for name in ("README.md", "action.yml", ".pre-commit-hooks.yaml"):
+        text = (README.parent / name).read_text(encoding="utf-8")
+        found = USES_RE.findall(text) + REV_RE.findall(text) + ["v" + v for v in PIN_RE.findall(text)]
+        refs[name] = [r for r in found if r != PLACEHOLDER]
+    return refs
+
+
+def test_docs_name_the_tag_of_the_current_version() -> None:
+    """`uses: acme/patchkit@vX.Y.Z` and `rev: vX.Y.Z` check out a tag: it must be this version's."""
+    from patchkit import __version__
+
+    refs = _named_refs()
+    readme = (README.read_text(encoding="utf-8"))
+    assert USES_RE.search(readme) and REV_RE.search(readme), "the README no longer shows the action and the hook"
+    assert refs["action.yml"] and refs[".pre-commit-hooks.yaml"], refs
+    wrong = {name: [r for r in found if r != f"v{__version__}"] for name, found in refs.items()}
+    assert not any(wrong.values()), f"refs that are not v{__version__} (patchkit/constants.py): {wrong}"
+
+
+def test_changelog_has_the_current_version_and_its_tag_exists_once_released() -> None:
+    """The version the docs name is released: CHANGELOG.md has its section, and in a checkout that
+    has tags, its annotated tag `vX.Y.Z` exists (README "Releasing")."""
+    from patchkit import __version__
+
+    changelog = (README.parent / "CHANGELOG.md").read_text(encoding="utf-8")
+    section = re.search(rf"^## \[{re.escape(__version__)}\](?: - (\d{{4}}-\d{{2}}-\d{{2}}))?\s*$", changelog, re.M)
+    assert section, f"CHANGELOG.md has no `## [{__version__}] - YYYY-MM-DD` section (README: Releasing)"
+    assert section.group(1), f"CHANGELOG.md's [{__version__}] section has no release date"
+    r = subprocess.run(["git", "tag", "-l"], cwd=README.parent, capture_output=True, text=True, timeout=60)
+    tags = r.stdout.split() if r.returncode == 0 else []
+    if tags:  # a clone with tags (not an sdist, not a tagless shallow clone): the release's tag is there
+        assert f"v{__version__}" in tags, f"no tag v{__version__} (git tag -a v{__version__}; README: Releasing)"
+        kind = subprocess.run(["git", "cat-file", "-t", f"v{__version__}"], cwd=README.parent, capture_output=True,
+                              text=True, timeout=60)
+        assert kind.stdout.strip() == "tag", f"v{__version__} is a lightweight tag; release tags are annotated (git tag -a)"

@@ -10,11 +10,12 @@ import functools
 from collections.abc import Mapping, Sequence
 from importlib import resources
 
+from patchkit.constants import DISTRIBUTION
 from patchkit.errors import InvalidInputError, NotFoundError
 
 # Our tables are tens of kilobytes; the bound keeps a damaged install from being read whole.
 MAX_TABLE_BYTES = 1024 * 1024
-_HINT = "reinstall patchkit: its package data is incomplete"
+_HINT = f"reinstall patchkit (pip install --force-reinstall {DISTRIBUTION}): its package data is incomplete"
 
 
 @functools.cache

@@ -137,7 +137,7 @@ def run_server(opts: ServeOptions) -> None:
         from patchkit.serve.metrics import Metrics
         from patchkit.serve.runner import DrainingServer
     except ImportError as exc:
-        raise UsageError(f"patchkit serve needs its extra ({exc.name} is missing)", "pip install 'patchkit[serve]'") from None
+        raise UsageError(f"patchkit serve needs its extra ({exc.name} is missing)", f"pip install '{constants.DISTRIBUTION}[serve]'") from None
     sock = bind_socket(opts.host, opts.port)
     port = int(sock.getsockname()[1])
     metrics = Metrics()
