@@ -29,6 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from patchkit.constants import PATCHKIT_VERSION as __version__
 from patchkit.errors import UsageError
@@ -195,6 +196,8 @@ async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
                 chunks.append(chunk)
     except TimeoutError:
         raise body_timeout(timeout_s) from None
+    except ClientDisconnect:
+        raise APIError(499, "the client closed the connection", code="client_closed") from None
     return b"".join(chunks)
 
 

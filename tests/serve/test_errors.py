@@ -170,6 +170,8 @@ def test_error_bodies_show_no_server_paths_or_cli_advice(world: dict[str, Any], 
     expect(_state(world, ScriptedEngine()), CHAT, _chat("safe"), 403, "patch_revoked")
 
     assert len(seen) == 18, seen
+    status, _, raw = asyncio.run(asgi_call(asgi(ok), "GET", "/v1/models", headers=AUTH))
+    assert status == 200 and not any(x in raw.decode() for x in secrets)  # an alias's directory is not shown either
     log = capsys.readouterr().err
     assert "patchkit trust add" in log and "laptop stolen" in log and str(world["registry"]) in log  # the operator still learns why
     assert str(secret) in log  # the engine's own text
