@@ -92,6 +92,10 @@ class Readiness:
                 problems.append({"component": "model", "model": model, "status": exc.status, "code": exc.code,
                                  "reason": exc.message})
                 details.append(f"model {model!r}: {exc.code}: {exc.detail or exc.message}")
+            except Exception as exc:  # a bug: not ready, said once in the log, and the check goes on
+                problems.append({"component": "model", "model": model, "status": 500, "code": "internal_error",
+                                 "reason": f"model {model!r}: the server failed to check it"})
+                details.append(f"model {model!r}: internal_error: {type(exc).__name__}: {exc}")
         report = Report(tuple(problems))
         self.last = report
         self._log(tuple(details))
