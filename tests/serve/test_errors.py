@@ -175,3 +175,25 @@ def test_error_bodies_show_no_server_paths_or_cli_advice(world: dict[str, Any], 
     log = capsys.readouterr().err
     assert "patchkit trust add" in log and "laptop stolen" in log and str(world["registry"]) in log  # the operator still learns why
     assert str(secret) in log  # the engine's own text
+
+
+def test_chat_template_that_refuses_the_messages_is_a_400(tmp_path: Path) -> None:
+    """A template's own `raise_exception` (e.g. roles that must alternate) is the client's 400, as vLLM answers it."""
+    from jinja2.exceptions import TemplateError
+
+    from tests.serve.test_app import NoLockResolver
+
+    class Strict(ScriptedEngine):
+        def encode(self, prompt: str | Sequence[dict[str, str]], *, chat: bool) -> list[int]:
+            if chat:
+                raise TemplateError("Conversation roles must alternate user/assistant/user/assistant/...")
+            return super().encode(prompt, chat=chat)
+
+    config = ServeConfig(name="tiny")
+    resolver = NoLockResolver(write_fake_model(tmp_path / "model"), config, name="tiny", trust=TrustStore.load(), registry=None)
+    state = ServerState(engine=Strict(), resolver=resolver, config=config, metrics=Metrics(), name="tiny")
+    status, doc = _ask(state, CHAT, _chat("tiny"), headers=[])
+    assert status == 400 and doc["error"]["code"] == "invalid_value" and doc["error"]["param"] == "messages"
+    assert doc["error"]["message"] == ("the model's chat template refused these messages: "
+                                       "Conversation roles must alternate user/assistant/user/assistant/...")
+    assert state.in_flight == 0
