@@ -101,6 +101,10 @@ class TrustError(PatchkitError, exit_code=4, kind="trust"):
     """The signer is unknown, not trusted, or out of its scope."""
 
 
+class RevokedError(TrustError):
+    """The signer's key was revoked by its publisher (a trust failure a server reports as such)."""
+
+
 class CompatibilityError(PatchkitError, exit_code=5, kind="compatibility"):
     """The base-model fingerprint or a shape does not match."""
 

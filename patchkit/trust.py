@@ -27,7 +27,7 @@ from patchkit import constants
 from patchkit._internal.clock import fmt_time, now_utc, parse_utc, utc_stamp
 from patchkit._internal.files import atomic_write_text, file_lock, lock_for, read_regular
 from patchkit._internal.jsonio import dumps_canonical, read_guard_state
-from patchkit.errors import InvalidInputError, NotFoundError, ReadOnlyError, TrustError, UsageError
+from patchkit.errors import InvalidInputError, NotFoundError, ReadOnlyError, RevokedError, TrustError, UsageError
 from patchkit.keys import PublicKey, keyid_of, load_public_key, parse_public_key, public_pem
 
 SCOPE_HINT = "scopes look like acme/* or acme/llama3-tox"
@@ -326,7 +326,7 @@ class TrustStore:
             since = (f" (compromised since {fmt_time(revoked.compromised_since)}; this signature is "
                      + (f"dated {fmt_time(when)} by the signer itself" if dated_by_signer and when else
                         f"dated {fmt_time(when)}" if when else "undated") + ")") if revoked.compromised_since else ""
-            raise TrustError(
+            raise RevokedError(
                 f"{name} is signed by key {entry.display} ({keyid[:16]}…), which its publisher revoked: "
                 f"{json.dumps(revoked.reason)}{since}",
                 "do not use it; ask the publisher for a version re-signed with its new key (`patchkit resign`)",

@@ -340,7 +340,7 @@ def _verify_copy(e: LockEntry, trust: TrustStore, lock_path: Path, path: Path) -
     try:
         result = verify_artifact(path, trust)
     except TrustError as exc:
-        raise TrustError(f"{_about(e, lock_path)}: {exc.message.replace(str(path), 'the cached copy')}", exc.hint) from None
+        raise type(exc)(f"{_about(e, lock_path)}: {exc.message.replace(str(path), 'the cached copy')}", exc.hint) from None  # keeps RevokedError
     if (result.name, result.version) != (e.name, e.version) or result.digest != e.digest:
         raise _EditedLock(f"the cached copy of {_about(e, lock_path)} holds {result.name}@{result.version} "
                           f"{result.digest}, but the lock pins {e.digest}",

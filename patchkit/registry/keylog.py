@@ -381,7 +381,7 @@ def check_resigned(reg: Registry, pin: LockEntry, entry: IndexEntry, trust: Trus
             try:
                 trust.authorize(statement.keyid, pin.name, entry=signer, digest=pin.digest)
             except TrustError as exc:
-                raise TrustError(f"{pin.ref}: the lock pins {source}, which its publisher replaced (re-signed at commit "
+                raise type(exc)(f"{pin.ref}: the lock pins {source}, which its publisher replaced (re-signed at commit "
                                  f"{entry.commit[:12]}): {exc.message}",
                                  f"re-lock the re-signed version: `patchkit apply {pin.ref} --model DIR`") from None
     raise IntegrityError(f"{pin.ref} was re-signed by its publisher (same files, new signature at commit {entry.commit[:12]}); "

@@ -1,9 +1,16 @@
 """The HTTP front end: OpenAI's routes on FastAPI, the same for both engines.
 
-A request goes: API key -> body size -> body -> draining / capacity (503, 429) -> the `model`
-field resolved to a verified patch set (404, 403, 400) -> tokens and limits (413, 400) ->
-the engine. The patch set's digests go back in the `X-Patchkit-Patches` header, in
-`usage.patches` and in `system_fingerprint`.
+A request goes: API key -> body size -> the whole body, read within `body_timeout_s` (408) and
+parsed (400) -> draining / capacity (503, 429) -> the `model` field resolved to a verified patch
+set (404, 403, 400) -> tokens and limits (413, 400) -> the engine. A capacity slot is taken only
+once the body is in and valid, so clients that send headers and trickle (or never finish) a body
+hold a connection for at most `body_timeout_s`, and never a slot. The patch set's digests go
+back in the `X-Patchkit-Patches` header, in `usage.patches` and in `system_fingerprint`.
+
+`/health` is liveness (200 while the process serves, 503 while draining) and says, without
+waiting, what the last readiness check found; `/ready` waits for a check (reused for
+`ready_interval_s`) and is 200 only if requests would be answered (see `readiness`).
+Error bodies carry a stable code and a short reason; paths and CLI hints go to the server log.
 """
 
 from __future__ import annotations
@@ -22,17 +29,21 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from patchkit.constants import PATCHKIT_VERSION as __version__
+from patchkit.errors import UsageError
 from patchkit.serve.config import ServeConfig
-from patchkit.serve.errors import APIError, bad_request, draining, queue_full, too_large, unauthorized
+from patchkit.serve.errors import APIError, bad_request, body_timeout, draining, queue_full, too_large, unauthorized
 from patchkit.serve.jobs import FINISH_CANCELLED, FINISH_ERROR, Engine, Job, Piece
 from patchkit.serve.metrics import Metrics
-from patchkit.serve.patches import PatchResolver, PatchSet
+from patchkit.serve.patches import PatchResolver, PatchSet, is_ref
 from patchkit.serve.protocol import ChatRequest, CompletionRequest, parse_body
+from patchkit.serve.readiness import Readiness, Report
 
 PATCH_HEADER = "X-Patchkit-Patches"
-OPEN_PATHS = ("/health",)
+OPEN_PATHS = ("/health", "/ready")
+ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/ready", "/metrics")
 DISCONNECT_POLL_S = 0.2
 
 Scope = MutableMapping[str, Any]
@@ -56,6 +67,11 @@ class ServerState:
     in_flight: int = 0
     started: float = field(default_factory=time.time)
     idle: asyncio.Event | None = None
+    readiness: Readiness | None = None
+
+    def __post_init__(self) -> None:
+        if self.readiness is None:
+            self.readiness = Readiness(self.engine, self.resolver, interval_s=self.config.ready_interval_s)
 
     @property
     def capacity(self) -> int:
@@ -116,6 +132,7 @@ class _SlotEventSource(EventSourceResponse):
 
 
 def _error_response(err: APIError) -> JSONResponse:
+    err.log()
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
@@ -131,7 +148,7 @@ class _Guard:
             await self.app(scope, receive, send)
             return
         path = str(scope.get("path", ""))
-        endpoint = path if path in ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics") else "other"
+        endpoint = path if path in ENDPOINTS else "other"
         status_seen: list[int] = []
 
         async def counting_send(message: Message) -> None:
@@ -166,15 +183,21 @@ class _Guard:
         return None
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, read in chunks and cut off past `limit` (a chunked upload has no Content-Length)."""
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The whole body within `timeout_s` (else 408), cut off past `limit` (a chunked upload has no Content-Length)."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large(f"the request body is over {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large(f"the request body is over {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise body_timeout(timeout_s) from None
+    except ClientDisconnect:
+        raise APIError(499, "the client closed the connection", code="client_closed") from None
     return b"".join(chunks)
 
 
@@ -184,9 +207,27 @@ def _usage(prompt: int, completion: int, ps: PatchSet) -> dict[str, Any]:
 
 
 def _generation_error(piece: Piece) -> APIError:
+    """What the client sees of a failed generation; the engine's own text (upstream URL, exception) is logged."""
     status = int(piece.extra.get("status", 500))
-    code = "upstream_failed" if status == 502 else "generation_failed"
-    return APIError(status, f"generation failed: {piece.error}", type_="server_error", code=code)
+    if status == 502:
+        return APIError(502, "generation failed: the inference backend did not answer", type_="server_error",
+                        code="upstream_failed", detail=piece.error)
+    return APIError(status, "generation failed", type_="server_error", code="generation_failed", detail=piece.error)
+
+
+def _encode_error(exc: Exception) -> APIError | None:
+    """A chat request the model's chat template cannot format: the client's 400, not the server's 500."""
+    if isinstance(exc, UsageError):
+        return APIError(400, "this model has no chat template: send the prompt as text to /v1/completions",
+                        code="chat_template_missing", param="messages", detail=exc.one_line())
+    try:
+        from jinja2.exceptions import TemplateError
+    except ImportError:
+        return None
+    if isinstance(exc, TemplateError):
+        return APIError(400, f"the model's chat template refused these messages: {exc}", code="invalid_value",
+                        param="messages", detail=f"{type(exc).__name__}: {exc}")
+    return None
 
 
 def _sse(payload: dict[str, Any] | str) -> dict[str, str]:
@@ -247,6 +288,8 @@ def create_app(state: ServerState) -> FastAPI:
         state.idle = asyncio.Event()
         state.idle.set()
         state.engine.start()
+        assert state.readiness is not None
+        await state.readiness.check()  # the first report, so /health has one from the start
         try:
             yield
         finally:
@@ -261,6 +304,12 @@ def create_app(state: ServerState) -> FastAPI:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
         return _error_response(exc)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # Starlette logs the traceback and re-raises after this answer; the client gets no internals.
+        return _error_response(APIError(500, "internal server error", type_="server_error", code="internal_error",
+                                        detail=f"{type(exc).__name__}: {exc}"))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -401,7 +450,9 @@ def create_app(state: ServerState) -> FastAPI:
                         got_first = True
                         metrics.ttft.labels(call.endpoint).observe(time.perf_counter() - call.started)
                     if piece.finish_reason == FINISH_ERROR:
-                        yield _sse(_generation_error(piece).body())
+                        err = _generation_error(piece)
+                        err.log()
+                        yield _sse(err.body())
                         break
                     if piece.finish_reason == FINISH_CANCELLED:
                         return
@@ -431,15 +482,27 @@ def create_app(state: ServerState) -> FastAPI:
             env["usage"] = None
         return env
 
+    async def encode(prompt: str | list[dict[str, str]], *, chat: bool) -> list[int]:
+        try:
+            return await asyncio.to_thread(engine.encode, prompt, chat=chat)
+        except Exception as exc:
+            err = _encode_error(exc) if chat else None
+            if err is None:
+                raise
+            raise err from None
+
     async def start_call(request: Request, route: _Route) -> tuple[_Call, _Slot]:
+        if state.draining:
+            raise draining()
+        # The body is read and parsed before a slot is taken: a slow or unfinished body holds no slot.
+        req = parse_body(route.body, await _read_body(request, limits.max_body_bytes, limits.body_timeout_s))
         slot = state.admit()
         try:
-            req = parse_body(route.body, await _read_body(request, limits.max_body_bytes))
             ps = await patch_set(req.model)
             n = max_new(req.requested_max_tokens())
             jobs: list[Job] = []
             if isinstance(req, ChatRequest):
-                ids = await asyncio.to_thread(engine.encode, req.chat_messages(), chat=True)
+                ids = await encode(req.chat_messages(), chat=True)
                 jobs.append(job(ids, ps, req, n, "messages"))
             else:
                 prompts = req.prompts()
@@ -447,7 +510,7 @@ def create_app(state: ServerState) -> FastAPI:
                     raise bad_request(f"{len(prompts)} prompts in one request; this server takes at most {limits.max_prompts}",
                                       param="prompt")
                 for p in prompts:
-                    ids = list(p) if isinstance(p, list) else await asyncio.to_thread(engine.encode, p, chat=False)
+                    ids = list(p) if isinstance(p, list) else await encode(p, chat=False)
                     jobs.append(job(ids, ps, req, n, "prompt"))
             prefix = "chatcmpl-" if isinstance(req, ChatRequest) else "cmpl-"
             call = _Call(route.path, req.model, ps, jobs, bool(req.stream), req.include_usage(), time.perf_counter(),
@@ -489,8 +552,9 @@ def create_app(state: ServerState) -> FastAPI:
                                                "owned_by": "patchkit", "root": state.name, "patches": None, "verified": False}
         out = [base]
         for alias, specs in state.config.aliases.items():
+            shown = [s if is_ref(s) else "(artifact directory)" for s in specs]  # the server's paths stay private
             out.append(cards.pop(alias) if alias in cards else {"id": alias, "object": "model", "created": created, "owned_by": "patchkit",
-                                                  "root": state.name, "alias_of": specs, "patches": None, "verified": False})
+                                                  "root": state.name, "alias_of": shown, "patches": None, "verified": False})
         return out + list(cards.values())
 
     @app.get("/v1/models")
@@ -506,11 +570,30 @@ def create_app(state: ServerState) -> FastAPI:
         return JSONResponse({"id": model, "object": "model", "created": int(state.started), "owned_by": "patchkit",
                              "root": state.name, "patches": None, "verified": False})
 
+    def health_body(report: Report | None) -> dict[str, Any]:
+        ready = report is not None and report.ready and not state.draining
+        status = "draining" if state.draining else "ok" if ready else "not_ready" if report is not None else "starting"
+        info = {k: v for k, v in engine.describe().items() if k != "vllm_url"}  # an open route: no internal URLs
+        return {"status": status, "live": True, "ready": ready,
+                "not_ready": list(report.problems) if report is not None else [],
+                "checked_s_ago": round(report.age(), 3) if report is not None else None,
+                "model": state.name, "running": engine.running, "waiting": engine.waiting, "in_flight": state.in_flight,
+                "capacity": state.capacity, **info}
+
     @app.get("/health")
     async def health() -> JSONResponse:
-        body = {"status": "draining" if state.draining else "ok", "model": state.name, "running": engine.running,
-                "waiting": engine.waiting, "in_flight": state.in_flight, **engine.describe()}
-        return JSONResponse(body, status_code=503 if state.draining else 200)
+        """Liveness: 200 while the process serves (503 draining); the body says what the last readiness check found."""
+        assert state.readiness is not None
+        state.readiness.kick()  # refresh in the background when stale; a liveness probe never waits on vLLM or a registry
+        return JSONResponse(health_body(state.readiness.last), status_code=503 if state.draining else 200)
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        """Readiness: 200 only if the engine answers and every served model still verifies; else 503 and what is not."""
+        assert state.readiness is not None
+        report = await state.readiness.check()
+        body = health_body(report)
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
     @app.get("/metrics")
     async def prometheus() -> Response:

@@ -35,11 +35,18 @@ class Limits(BaseModel):
     max_queue: Annotated[int, Field(ge=0, description="Requests waiting for a slot; one more gets 429.")] = 64
     max_patches: Annotated[int, Field(ge=0, description="Patches one request may compose.")] = 8
     max_prompts: Annotated[int, Field(ge=1, description="Prompts in one /v1/completions request.")] = 8
+    body_timeout_s: Annotated[float, Field(gt=0, le=3600, description="Time a client has to send its whole request body "
+                                           "(slower: 408); no capacity slot is held meanwhile.")] = 10.0
+    max_connections: Annotated[int, Field(ge=1, description="Open connections the server keeps at once (more: 503); "
+                                          "at least max_batch + max_queue.")] = 512
 
     @model_validator(mode="after")
     def _default_within_max(self) -> Limits:
         if self.default_max_tokens > self.max_tokens:
             raise ValueError(f"default_max_tokens ({self.default_max_tokens}) exceeds max_tokens ({self.max_tokens})")
+        if self.max_connections < self.max_batch + self.max_queue:
+            raise ValueError(f"max_connections ({self.max_connections}) is below max_batch + max_queue "
+                             f"({self.max_batch + self.max_queue}): the queue could never fill")
         return self
 
 
@@ -55,6 +62,8 @@ class ServeConfig(BaseModel):
     recheck_s: Annotated[float, Field(gt=0, description="How long a verified patch set is served before it is verified "
                                                         "again (revocations and yanks reach the server within this).")] = 300.0
     token_budget: Annotated[int, Field(ge=1, description="Most virtual tokens one patch set may add.")] = constants.DEFAULT_TOKEN_BUDGET
+    ready_interval_s: Annotated[float, Field(gt=0, description="How long a readiness check (/ready, /health) is reused "
+                                                               "before the engine and the served patches are checked again.")] = 5.0
     drain_timeout_s: Annotated[float, Field(gt=0, description="After SIGTERM, how long in-flight requests may take.")] = 60.0
     vllm_model: Annotated[str | None, Field(description="--engine vllm: the model name the vLLM server serves (default: its first).")] = None
     vllm_timeout_s: Annotated[float, Field(gt=0, description="--engine vllm: the timeout of one upstream request.")] = 600.0

@@ -137,6 +137,13 @@ class LocalEngine(Engine):
         return {"engine": self.kind, "max_batch": self.max_batch, "device": str(self._embed.device),
                 "dtype": str(self._embed.dtype).replace("torch.", "")}
 
+    async def probe(self) -> str | None:
+        if self._closing:
+            return "the engine is closed"
+        if self._thread is None or not self._thread.is_alive():
+            return "the batching thread is not running"
+        return None
+
     def submit(self, job: Job, sink: Callable[[Piece], None]) -> _Handle:
         handle = _Handle(job, sink)
         with self._cv:

@@ -78,5 +78,9 @@ class Engine(abc.ABC):
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Stop background work once every job is done."""
 
+    async def probe(self) -> str | None:
+        """Readiness: None if a job submitted now would run; else why not (for the server log)."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         return {"engine": self.kind}

@@ -7,8 +7,10 @@ Grammar (`NAME` is the served base name):
 A part of an exact version may carry SemVer build metadata (`ns/a@1.0.0+build.7`): a part with no
 `/` that is not an alias continues the version before it.
 
-Clients name registry refs only; artifact directories can appear in serve.toml's aliases (the
-operator's file), never in a request, so a client cannot make the server read its disk.
+Clients name registry refs only (`NS/NAME[@SPEC]`, resolved from the server's registry);
+artifact directories can appear in serve.toml's aliases (the operator's file), never in a
+request, so a client cannot make the server read its disk, nor learn what is on it: a part that
+is not a ref, or a ref the registry does not have, gets the same 404 whatever exists on disk.
 
 Resolution goes through the runtime's `resolve_patches` (pull, signature, trust scope,
 composability, base fingerprint), so the server refuses exactly what `patchkit generate` refuses.
@@ -28,10 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from patchkit.errors import InvalidInputError, PatchkitError
+from patchkit.errors import InvalidInputError, NotFoundError, PatchkitError
+from patchkit.registry.targets import parse_target
 from patchkit.runtime.resolve import LoadedPatch, resolve_patches
 from patchkit.serve.config import ServeConfig
-from patchkit.serve.errors import APIError, bad_request, from_patchkit, unknown_model
+from patchkit.serve.errors import bad_request, from_patchkit, unknown_model
 from patchkit.trust import TrustStore
 from patchkit.verifying import VerificationPolicy
 
@@ -71,8 +74,19 @@ class PatchSet:
                  "num_virtual_tokens": p.num_virtual_tokens} for p in self.patches]
 
 
-def _is_ref(part: str) -> bool:
-    return "/" in part and not part.startswith((".", "/", "~")) and part.count("/") == 1
+def is_ref(part: str) -> bool:
+    """`NS/NAME[@SPEC]` as the registry reads it (syntax only): never a path, whatever exists on disk."""
+    if "/" not in part:
+        return False
+    try:
+        return parse_target(part).is_ref
+    except PatchkitError:
+        return False
+
+
+def _alias_spec(spec: str) -> str | Path:
+    """An alias entry (the operator's): a registry ref, or else an artifact directory."""
+    return spec if is_ref(spec) else Path(spec).expanduser()
 
 
 class PatchResolver:
@@ -106,15 +120,14 @@ class PatchResolver:
         for part in rest.split("+"):
             if part in aliases:
                 specs.extend(aliases[part])
-            elif _is_ref(part):
+            elif is_ref(part):
                 specs.append(part)
-            elif part and specs and _is_ref(specs[-1]) and "@" in specs[-1]:
+            elif part and specs and is_ref(specs[-1]) and "@" in specs[-1] and is_ref(specs[-1] + "+" + part):
                 specs[-1] += "+" + part  # SemVer build metadata of the exact version before it
             elif not part:
                 raise bad_request(f"model {model!r} has an empty patch between '+' signs", param="model")
             else:
-                raise APIError(404, f"{part!r} in model {model!r} is neither a patch NS/NAME[@SPEC] nor an alias",
-                               code="model_not_found", param="model")
+                raise unknown_model(model, self.name)
         if len(specs) > self.config.limits.max_patches:
             raise bad_request(f"model {model!r} composes {len(specs)} patches; this server allows "
                               f"{self.config.limits.max_patches}", param="model")
@@ -142,7 +155,9 @@ class PatchResolver:
             except PatchkitError as exc:
                 self._resolved.pop(model, None)  # a set that no longer verifies is not served again
                 self._checked.pop(model, None)
-                raise from_patchkit(exc) from None
+                if isinstance(exc, NotFoundError):  # the same answer as a name this server never serves
+                    raise unknown_model(model, self.name, detail=exc.one_line()) from None
+                raise from_patchkit(exc, model=model) from None
             ps = PatchSet(model, tuple(loaded))
             self._remember(model, ps)
             return ps
@@ -163,7 +178,18 @@ class PatchResolver:
             return ps
 
     def _load(self, specs: Sequence[str] | None) -> list[LoadedPatch]:
-        return resolve_patches(self.model_dir, specs, self.policy, registry=self.registry)
+        # Every spec here is a ref (client or alias) or an alias's directory, made a Path so it is read as one.
+        return resolve_patches(self.model_dir, None if specs is None else [_alias_spec(s) for s in specs], self.policy,
+                               registry=self.registry)
+
+    def configured(self) -> list[str]:
+        """The model names the operator configured: the base name (its lock) and every alias."""
+        return [self.name, *self.config.aliases]
+
+    def served(self) -> list[str]:
+        """Every model string this server answers now: the configured ones, then the sets verified since."""
+        names = self.configured()
+        return names + [ps.model for ps in self.known() if ps.model not in names]
 
     def known(self) -> list[PatchSet]:
         """The patch sets verified so far, most recent last (for /v1/models)."""
@@ -174,7 +200,7 @@ class PatchResolver:
         """Refuse to start with an alias that names something that is neither a ref nor a directory."""
         for alias, specs in self.config.aliases.items():
             for s in specs:
-                if not _is_ref(s) and not Path(s).expanduser().is_dir():
+                if not is_ref(s) and not Path(s).expanduser().is_dir():
                     raise InvalidInputError(f"alias {alias!r}: {s!r} is neither NS/NAME[@SPEC] nor an artifact directory",
                                             "fix [aliases] in serve.toml")
         if self.name in self.config.aliases:

@@ -147,7 +147,8 @@ def run_server(opts: ServeOptions) -> None:
     host = f"[{opts.host}]" if ":" in opts.host else opts.host
     url = f"http://{host}:{port}"
     uconfig = uvicorn.Config(asgi(state), log_level=opts.log_level, access_log=opts.log_level in ("info", "debug", "trace"),
-                             lifespan="on", timeout_graceful_shutdown=5, timeout_keep_alive=5)
+                             lifespan="on", timeout_graceful_shutdown=5, timeout_keep_alive=5,
+                             limit_concurrency=config.limits.max_connections)
     server = DrainingServer(uconfig, state, lambda: _ready_line(opts, name, url, port, base, engine))
     try:
         server.run(sockets=[sock])

@@ -32,6 +32,7 @@ from patchkit.runtime.generation import encode
 from patchkit.serve.jobs import FINISH_ERROR, FINISH_LENGTH, FINISH_STOP, Engine, Job, Piece
 
 MAX_UPSTREAM_LINE = 1024 * 1024
+PROBE_TIMEOUT_S = 5.0  # readiness: a vLLM that takes longer to list its models is not answering
 EMBED_SUFFIXES = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "embed_in.weight")
 
 
@@ -148,6 +149,23 @@ class VLLMEngine(Engine):
         except (httpx2.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
             raise RegistryError(f"cannot list the models of the vLLM server at {self.url}: {exc}",
                                 "check --vllm-url, or set vllm_model in serve.toml") from None
+
+    async def probe(self) -> str | None:
+        """The vLLM server answers `/v1/models` (within PROBE_TIMEOUT_S) and lists the model requests go to."""
+        client = self._client
+        if client is None:
+            client = self._client = httpx2.AsyncClient(timeout=httpx2.Timeout(self.timeout_s, connect=10.0))
+        try:
+            r = await client.get(f"{self.url}/v1/models", timeout=min(PROBE_TIMEOUT_S, self.timeout_s))
+            r.raise_for_status()
+            served = [str(m["id"]) for m in r.json()["data"]]
+        except (httpx2.HTTPError, ValueError, KeyError, TypeError) as exc:
+            return f"the vLLM server at {self.url} does not answer /v1/models: {type(exc).__name__}: {exc}"
+        if not served:
+            return f"the vLLM server at {self.url} serves no model"
+        if self.served_model is not None and self.served_model not in served:
+            return f"the vLLM server at {self.url} does not serve {self.served_model!r} (it serves {', '.join(served)})"
+        return None
 
     async def aclose(self) -> None:
         if self._client is not None:

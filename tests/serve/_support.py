@@ -112,3 +112,48 @@ class ServerProcess:
                 self.proc.wait(10)
         self._log.close()
         return int(self.proc.returncode)
+
+
+# -- the app in process, over raw ASGI ---------------------------------------------------------
+
+async def asgi_call(app: Any, method: str, path: str, body: bytes = b"", *, headers: Sequence[tuple[str, str]] = (),
+                    stall: bool = False, length: int | None = None) -> tuple[int, dict[str, str], bytes]:
+    """One request over ASGI: status, headers, body (499: no answer).
+
+    `stall`: the client sends `body` and then nothing more, with a Content-Length of `length`
+    (a body that never finishes); otherwise the body comes whole and the client waits for the answer.
+    """
+    import asyncio
+
+    size = length if length is not None else len(body)
+    raw_headers = [(b"content-length", str(size).encode()), (b"content-type", b"application/json"),
+                   *((k.lower().encode(), v.encode()) for k, v in headers)] if method != "GET" else \
+        [(k.lower().encode(), v.encode()) for k, v in headers]
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "client": ("127.0.0.1", 5),
+             "server": ("127.0.0.1", 80), "headers": raw_headers}
+    done = asyncio.Event()
+    sent = False
+    messages: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": stall}
+        await done.wait()  # a stalled body never continues; either way the client waits for its answer
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            done.set()
+
+    try:
+        await app(scope, receive, send)
+    except RuntimeError:
+        pass  # an unhandled error: the app answered 500 and re-raised
+    start = next((m for m in messages if m["type"] == "http.response.start"), None)
+    status = int(start["status"]) if start else 499
+    out_headers = {k.decode().lower(): v.decode() for k, v in start["headers"]} if start else {}
+    return status, out_headers, b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")

@@ -216,12 +216,13 @@ def test_completions_stream_shape_two_prompts(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", [CHAT, TEXT])
-def test_generation_error_whole_gives_the_slot_back(tmp_path: Path, path: str) -> None:
+def test_generation_error_whole_gives_the_slot_back(tmp_path: Path, path: str, capsys: pytest.CaptureFixture[str]) -> None:
     body = {"model": "tiny", "messages": [{"role": "user", "content": "a b"}]} if path == CHAT else {"model": "tiny", "prompt": "a b"}
     status, _, raw = _run(_state(tmp_path, ScriptedEngine(FINISH_ERROR)), path, body)
     assert status == 500
-    assert json.loads(raw) == {"error": {"message": "generation failed: boom", "type": "server_error", "param": None,
+    assert json.loads(raw) == {"error": {"message": "generation failed", "type": "server_error", "param": None,
                                          "code": "generation_failed"}}
+    assert "patchkit: serve: 500 generation_failed: boom" in capsys.readouterr().err  # the engine's reason: the log only
 
 
 @pytest.mark.parametrize("path", [CHAT, TEXT])
@@ -231,12 +232,13 @@ def test_engine_exception_whole_gives_the_slot_back(tmp_path: Path, path: str) -
     assert status == 500
 
 
-def test_generation_error_streamed_is_an_error_event(tmp_path: Path) -> None:
+def test_generation_error_streamed_is_an_error_event(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status, _, raw = _run(_state(tmp_path, ScriptedEngine(FINISH_ERROR)), TEXT, {"model": "tiny", "prompt": "a", "stream": True})
     assert status == 200
     events = _events(raw)
-    assert events[-2:] == [{"error": {"message": "generation failed: boom", "type": "server_error", "param": None,
+    assert events[-2:] == [{"error": {"message": "generation failed", "type": "server_error", "param": None,
                                       "code": "generation_failed"}}, "[DONE]"]
+    assert "patchkit: serve: 500 generation_failed: boom" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("path", [CHAT, TEXT])

@@ -25,6 +25,9 @@ def test_defaults_and_a_full_file(tmp_path: Path) -> None:
     "[limits]\nmax_tokne = 5\n",  # a typo is refused, not ignored
     "[limits]\nmax_batch = 0\n",
     "[limits]\nmax_tokens = 10\ndefault_max_tokens = 20\n",
+    "[limits]\nmax_connections = 71\n",  # below max_batch + max_queue: the queue could never fill
+    "[limits]\nbody_timeout_s = 0\n",
+    "ready_interval_s = -1\n",
     '[aliases]\n"a+b" = []\n',
     '[aliases]\n"ns/x" = []\n',
     'schema_version = "2.0"\n',

@@ -69,3 +69,45 @@ def test_bad_aliases_refuse_to_start(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError):
         PatchResolver(write_fake_model(tmp_path / "m2"), ServeConfig(aliases={"tiny": []}), name="tiny",
                       trust=TrustStore.load(), registry=None).check_aliases()
+
+
+def test_client_cannot_load_or_probe_unpublished_directories_in_the_server_cwd(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attack: `model: "base+dist/draft"` loads a signed, trusted but unpublished directory from the server's cwd,
+    or at least tells the client which directories exist there. Only registry refs and aliases may be named."""
+    import asyncio
+    import json
+    import shutil
+
+    from patchkit.serve.app import ServerState, asgi
+    from patchkit.serve.metrics import Metrics
+    from tests.serve._support import asgi_call
+    from tests.serve.test_app import ScriptedEngine
+
+    model = write_fake_model(tmp_path / "model")
+    kit = Kit.create(tmp_path / "kit")
+    drafts = {"dist/draft": "acme/draft", "dist/Draft_2": "acme/draft2", "draft": "acme/draft3", "acme/tox@1.0.0": "acme/tox"}
+    with_drafts, empty = tmp_path / "with-drafts", tmp_path / "empty"
+    empty.mkdir()
+    for rel, name in drafts.items():
+        shutil.copytree(kit.patch(model, name=name), with_drafts / rel)  # each one signed by a trusted key, base matching
+    attempts = ["tiny+dist/draft", "tiny+dist/Draft_2", "tiny+./dist/draft", f"tiny+{with_drafts}/dist/draft", "tiny+draft",
+                "tiny+acme/tox@1.0.0", "tiny+dist/draft@1.0.0", "tiny+acme/x@1.0.0+dist", "dist/draft"]
+    config = ServeConfig(name="tiny")
+
+    def answers(cwd: Path) -> list[tuple[int, bytes]]:
+        monkeypatch.chdir(cwd)
+        resolver = PatchResolver(model, config, name="tiny", trust=TrustStore.load(kit.trust), registry=f"file://{tmp_path / 'reg'}")
+        state = ServerState(engine=ScriptedEngine(), resolver=resolver, config=config, metrics=Metrics(), name="tiny")
+        out = []
+        for m in attempts:
+            body = json.dumps({"model": m, "prompt": "a b"}).encode()
+            status, _, raw = asyncio.run(asgi_call(asgi(state), "POST", "/v1/completions", body))
+            out.append((status, raw))
+        assert resolver.known() == []  # nothing was loaded
+        return out
+
+    there, absent = answers(with_drafts), answers(empty)
+    for m, (status, raw) in zip(attempts, there, strict=True):
+        assert status == 404 and json.loads(raw)["error"]["code"] == "model_not_found", (m, raw)
+    assert there == absent  # byte for byte: the answer does not depend on what the server's disk holds

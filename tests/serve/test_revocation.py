@@ -1,6 +1,6 @@
 """`patchkit serve` honours key revocations through the same verification path as the CLI: a patch whose
-signing key was revoked is refused (403, the reason quoted), also after it was served, once its set is
-verified again (`recheck_s`)."""
+signing key was revoked is refused (403 `patch_revoked`; the publisher's reason in the server's log), also after
+it was served, once its set is verified again (`recheck_s`)."""
 
 from __future__ import annotations
 
@@ -37,8 +37,9 @@ def test_serve_refuses_a_patch_signed_by_a_revoked_key(tmp_path: Path) -> None:
     assert resolver.cached("tiny+acme/tox@1") is None  # then it must verify again
     with pytest.raises(APIError) as info:
         resolver.resolve("tiny+acme/tox@1")
-    assert (info.value.status, info.value.code) == (403, "patch_untrusted")
-    assert '"build server compromised"' in info.value.message
+    assert (info.value.status, info.value.code) == (403, "patch_revoked")
+    assert info.value.message == "model 'tiny+acme/tox@1': a patch is signed by a key its publisher revoked"
+    assert info.value.detail is not None and '"build server compromised"' in info.value.detail  # for the log
     with pytest.raises(APIError):  # a refusal is not cached: checked again, refused again
         resolver.resolve("tiny+acme/tox@1.0.0")
 

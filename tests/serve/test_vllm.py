@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -200,3 +201,36 @@ def test_upstream_failures_become_502_pieces(stub: VLLMStub, serve_model: Path) 
     assert wrong_model.finish_reason == FINISH_ERROR and wrong_model.extra["status"] == 502 and "404" in wrong_model.error
     down = asyncio.run(last_piece("http://127.0.0.1:9", None))  # nothing listens there
     assert down.finish_reason == FINISH_ERROR and down.extra["status"] == 502
+
+
+def test_ready_follows_vllm_and_health_does_not_say_ok_while_it_is_down(serve_kit: Kit, serve_model: Path,
+                                                                        tmp_path: Path) -> None:
+    """Issue 22, item 9: with vLLM down every request is a 502, yet /health said 200 "ok"."""
+    stub = VLLMStub()
+    config = tmp_path / "serve.toml"
+    config.write_text('name = "tiny"\nready_interval_s = 0.2\n')
+    server = ServerProcess(["--model", serve_model, "--config", config, "--trust", serve_kit.trust, "--engine", "vllm",
+                            "--vllm-url", stub.url],
+                           env={"PATCHKIT_HOME": str(tmp_path / "home"), "PATCHKIT_API_KEY": API_KEY, "PATCHKIT_NO_PROGRESS": "1"},
+                           log=tmp_path / "server.log")
+    try:
+        msg = [{"role": "user", "content": "hello"}]
+        with server.http(api_key=None) as h:
+            assert h.get("/ready").status_code == 200 and h.get("/health").json()["status"] == "ok"
+        assert server.client().chat.completions.create(model="tiny", messages=msg, max_tokens=3).choices[0].message.content
+        stub.close()  # vLLM goes away
+        time.sleep(0.3)
+        with server.http(api_key=None) as h:
+            ready = h.get("/ready")
+            health = h.get("/health")
+        assert ready.status_code == 503, ready.text
+        assert [(p["component"], p["code"]) for p in ready.json()["not_ready"]] == [("engine", "engine_unavailable")]
+        assert health.status_code == 200 and health.json()["status"] == "not_ready" and health.json()["live"] is True
+        with pytest.raises(openai.APIStatusError) as info:  # what /ready announced
+            server.client().chat.completions.create(model="tiny", messages=msg, max_tokens=3)
+        assert info.value.status_code == 502 and isinstance(info.value.body, dict) and info.value.body["code"] == "upstream_failed"
+        for text in (ready.text, health.text, json.dumps(info.value.body)):
+            assert stub.url not in text and "127.0.0.1" not in text  # the upstream's address stays in the log
+        assert stub.url in server.stderr()
+    finally:
+        server.stop()
