@@ -126,6 +126,7 @@ def _run(jobs: list[_Job], model_dir: Path, lock_path: Path, policy: Verificatio
             f = fetch(reg, job.name, chosen, trust, repaired=warnings)
             fetched.append((job, f, reg, "", index))  # registered first, so a refusal below still discards it
             fp = _check_base(f.result, model_dir, policy, warnings)
+            policy.rules.check(f.result.manifest)  # last; before anything reaches the cache or the lock
             fetched[-1] = (job, f, reg, fp, index)
         with lock_guard(lock_path):
             old = read_lock(lock_path) if lock_path.exists() else Lock([], lock_path)
@@ -169,7 +170,7 @@ def apply(refs: list[str], model_dir: Path, policy: VerificationPolicy | None = 
         raise UsageError("--locked and --frozen exclude each other", "--frozen already implies --locked")
     model_dir = require_model_dir(model_dir)
     lock_path = Path(lock_path) if lock_path is not None else default_lock_path(model_dir)
-    policy = policy or VerificationPolicy.build()
+    policy = policy or VerificationPolicy.load()
     store = policy.trust
     if frozen:
         return _frozen(refs, model_dir, lock_path, policy, registry=registry)
@@ -209,6 +210,7 @@ def _frozen(refs: list[str], model_dir: Path, lock_path: Path, policy: Verificat
                 staged.append(got)
             res = got.result if isinstance(got, Fetched) else got
             _check_base(res, model_dir, policy, warnings)
+            policy.rules.check(res.manifest)
             results.append((e, got))
         for e, got in results:
             paths[e.name] = got.publish() if isinstance(got, Fetched) else got.path
@@ -267,7 +269,7 @@ def upgrade(model_dir: Path, policy: VerificationPolicy | None = None, *, names:
     jobs = [_Job(e.name, e.spec, registry or e.registry) for e in lock if not wanted or e.name in wanted]
     for j in jobs:
         parse_spec(j.spec)
-    return _run(jobs, model_dir, lock_path, policy or VerificationPolicy.build(), locked=locked,
+    return _run(jobs, model_dir, lock_path, policy or VerificationPolicy.load(), locked=locked,
                 locked_hint="run `patchkit upgrade` without --locked to update the lock")
 
 
@@ -403,6 +405,7 @@ class PinCheck:
     warnings: list[str] = field(default_factory=list)
     error: PatchkitError | None = None
     signer: str = ""
+    verified: bool = False  # signature, trust, files and identity held (a later base or policy check may still fail)
 
     @property
     def ok(self) -> bool:
@@ -414,7 +417,7 @@ class PinCheck:
             **self.entry.to_dict(),
             "ok": self.ok,
             "cached": self.path is not None,
-            "verified": self.path is not None and (e is None or isinstance(e, CompatibilityError | PolicyError)),
+            "verified": self.verified and (e is None or isinstance(e, CompatibilityError | PolicyError)),
             "signer": self.signer or None,
             "path": str(self.path) if self.path else None,
             "base_ok": self.base_ok,
@@ -430,28 +433,31 @@ class PinCheck:
 def check_pin(e: LockEntry, trust: TrustStore, lock_path: Path, *, regs: dict[str, Registry], registry: str | None,
               base_model: Path | None, offline: bool, rules: Policy | None = None) -> PinCheck:
     """Every check a pin must pass: index, cache, signature, trust, identity, the base weights, and the
-    policy on what its signed manifest promises."""
+    policy on what its signed manifest promises. A download is made visible in the cache only once
+    all of them passed."""
     row = PinCheck(e)
+    staged: Fetched | None = None
     try:
         if offline:
             got: Fetched | VerifyResult = _offline(e, trust, lock_path, row.warnings)
         else:
             got = _pinned(e, trust, regs, registry, lock_path, row.warnings)
         if isinstance(got, Fetched):
-            try:
-                row.path = got.publish()
-            finally:
-                got.discard()
-            result = got.result
+            staged, result = got, got.result
         else:
             row.path, result = got.path, got
-        row.signer = result.signer
+        row.signer, row.verified = result.signer, True
         if base_model is not None:
             _check_pinned_base(e, result, base_model, row)
         if rules:
             rules.check(result.manifest)
+        if staged is not None:
+            row.path = staged.publish()
     except PatchkitError as exc:
         row.error = exc
+    finally:
+        if staged is not None:
+            staged.discard()
     return row
 
 
@@ -530,7 +536,7 @@ def verify_lock(lock_path: Path, policy: VerificationPolicy | None = None, *, re
     With the policy's `base_model`, the weights must be the ones the lock was applied to; with its
     `rules`, each signed manifest must meet them.
     """
-    policy = policy or VerificationPolicy.build()
+    policy = policy or VerificationPolicy.load()
     base = require_model_dir(policy.base_model) if policy.base_model is not None else None
     return _check_lock(Path(lock_path), trust=policy.trust, registry=registry, base_model=base, offline=False,
                        rules=policy.rules)
@@ -545,18 +551,22 @@ def status(model_dir: Path, policy: VerificationPolicy | None = None, *, lock_pa
     lock_path = Path(lock_path) if lock_path is not None else default_lock_path(model_dir)
     if not lock_path.exists():
         return None
-    policy = policy or VerificationPolicy.build()
+    policy = policy or VerificationPolicy.load()
     return _check_lock(lock_path, trust=policy.trust, registry=None, base_model=model_dir, offline=True,
                        rules=policy.rules)
 
 
 def locked_artifacts(model_dir: Path, trust: TrustStore, *, lock_path: Path | None = None,
-                     registry: str | None = None) -> list[Path]:
-    """The verified artifact directories a model's lock pins, in order ([] without a lock)."""
+                     registry: str | None = None, rules: Policy | None = None) -> list[Path]:
+    """The verified artifact directories a model's lock pins, in order ([] without a lock).
+
+    With `rules`, a pin whose signed manifest breaks them is refused (PolicyError) before a
+    download of it reaches the cache.
+    """
     lock_path = Path(lock_path) if lock_path is not None else default_lock_path(Path(model_dir))
     if not lock_path.exists():
         return []
-    summary = _check_lock(lock_path, trust=trust, registry=registry, base_model=None, offline=False)
+    summary = _check_lock(lock_path, trust=trust, registry=registry, base_model=None, offline=False, rules=rules)
     for r in summary.rows:
         if r.error is not None:
             raise r.error

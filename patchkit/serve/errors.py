@@ -65,6 +65,7 @@ _PATCH_ERRORS: tuple[tuple[type[errors.PatchkitError], int, str, str], ...] = (
     (errors.InvalidInputError, 400, "invalid_request_error", "invalid_patch"),
     (errors.UsageError, 400, "invalid_request_error", "invalid_value"),
     (errors.RegistryError, 502, "server_error", "registry_unavailable"),
+    (errors.PolicyError, 403, "permission_error", "patch_policy"),
 )
 
 
