@@ -88,7 +88,7 @@ def load_index(reg: Registry, name: str, trust: TrustStore) -> Index:
     where = f"{reg.url} {name}"
     keys = keylog.refresh(reg, name, trust)
     index, signed = verify_index(data, sig, trust, name, where=where)
-    check_fresh(index, where=where)
+    check_fresh(index, where=where, registry_url=reg.url)
     check_and_record(index, data, reg.ident, where=where)
     keylog.admit(index, signed, keys, trust, where=where)
     remember_index(reg.ident, name, data, sig)

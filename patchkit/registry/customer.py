@@ -37,7 +37,7 @@ from patchkit.registry.backends import open_registry
 from patchkit.registry.base import Registry
 from patchkit.registry.cache import Fetched, entry_dir, fetch
 from patchkit.registry.client import choose, load_index
-from patchkit.registry.index import Index, IndexEntry, remembered_index
+from patchkit.registry.index import Index, IndexEntry, fresh_evidence, remembered_index
 from patchkit.registry.lock import Lock, LockEntry, default_lock_path, lock_guard, read_lock, write_lock
 from patchkit.registry.names import resolve_ref
 from patchkit.registry.spec import parse_spec
@@ -290,17 +290,26 @@ def _pinned(e: LockEntry, trust: TrustStore, regs: dict[str, Registry], registry
     reported), and the artifact comes from the cache when it verifies there, else by its pinned commit.
 
     The index is read first: key rotations and revocations arrive with it, and its publish
-    times date the signatures. When it cannot be read but the cached copy verifies, the pin
-    still holds (the lock names its digest); the warning says the yank state is unknown.
+    times date the signatures. When the registry's current index cannot be had (the registry is
+    unreachable, gone, or serves only an expired index) but the cached copy verifies, the pin still
+    holds on the newest signed index this client has seen, and only while that index is unexpired
+    (one warning says so); after it expires the pin is refused (freeze protection, exit 3).
     """
     reg = _open(regs, registry or e.registry)
     try:
         index = load_index(reg, e.name, trust)
     except (FreezeError, RegistryError, NotFoundError) as exc:
+        why = ("the registry serves no newer one" if isinstance(exc, FreezeError)
+               else f"the registry cannot be reached: {exc.message}")
+        seen = remembered_index(reg.ident, e.name, trust)  # first: its publish times date the cached signature
         cached = _cached(e, trust, lock_path)
         if cached is not None:
-            # The pin holds by its signature and the digest the lock names; only its yank state is unknown.
-            warnings.append(f"{e.ref}: could not read the current index ({exc.message}); its yank state is unknown")
+            index = fresh_evidence(seen, name=e.name, registry_url=reg.url, where=_about(e, lock_path), cause=why)
+            listed = _listed(index, e, reg.url, lock_path)
+            warnings.append(f"{e.ref}: {why}; using the signed index seen last (index v{index.index_version}, expires "
+                            f"{index.expires}): offline use is accepted until then")
+            if listed.yanked:
+                warnings.append(f"{e.ref} is yanked: {listed.yank_reason or 'no reason given'}")
             return cached
         if isinstance(exc, NotFoundError) and _local_only(e, registry):
             raise NotFoundError(f"{_about(e, lock_path)} is not in this machine's local registry",
@@ -321,6 +330,17 @@ def _pinned(e: LockEntry, trust: TrustStore, regs: dict[str, Registry], registry
     if cached is not None:
         return cached
     return fetch(reg, e.name, entry, trust, repaired=warnings)
+
+
+def _listed(index: Index, e: LockEntry, where: str, lock_path: Path) -> IndexEntry:
+    """The pin's entry in a signed index seen earlier: it must list the same commit and digest."""
+    entry = index.versions.get(e.version)
+    if entry is None:
+        raise RegistryError(f"{_about(e, lock_path)} is not in the signed index of {index.name} this machine saw last "
+                            f"(index v{index.index_version}), and the registry's current one cannot be read",
+                            f"reach {where} once, so the current index can be verified")
+    _same_pin(e, entry, where)
+    return entry
 
 
 def _same_pin(e: LockEntry, entry: IndexEntry, where: str) -> None:
@@ -370,7 +390,8 @@ def _cached(e: LockEntry, trust: TrustStore, lock_path: Path) -> VerifyResult | 
 def _offline(e: LockEntry, trust: TrustStore, lock_path: Path, warnings: list[str]) -> VerifyResult:
     """The same pin check from the cache and the last verified index only (no network).
 
-    The remembered index is read first, so its publish times date the cached signature.
+    The remembered index is read first, so its publish times date the cached signature; it must
+    list the pin and be unexpired, as `verify --lock` requires when the registry cannot be reached.
     """
     path = entry_dir(e.name, e.commit)
     if not os.path.lexists(path):
@@ -379,7 +400,8 @@ def _offline(e: LockEntry, trust: TrustStore, lock_path: Path, warnings: list[st
     if not is_real_dir(path):
         raise IntegrityError(f"the cached copy of {_about(e, lock_path)} was replaced by something that is not a directory",
                              "`patchkit apply --frozen --model DIR` downloads it again")
-    index = remembered_index(open_registry(e.registry).ident, e.name, trust)
+    reg = open_registry(e.registry)
+    seen = remembered_index(reg.ident, e.name, trust)
     try:
         result = _verify_copy(e, trust, lock_path, path)
     except _EditedLock:
@@ -388,10 +410,12 @@ def _offline(e: LockEntry, trust: TrustStore, lock_path: Path, warnings: list[st
         raise IntegrityError(f"the cached copy of {_about(e, lock_path)} was altered: "
                              f"{exc.message.replace(str(path), 'the cache entry')}",
                              "`patchkit apply --frozen --model DIR` downloads it again") from None
-    if index is not None and (entry := index.versions.get(e.version)) is not None:
-        _same_pin(e, entry, e.registry)
-        if entry.yanked:
-            warnings.append(f"{e.ref} is yanked: {entry.yank_reason or 'no reason given'}")
+    index = fresh_evidence(seen, name=e.name, registry_url=reg.url, where=_about(e, lock_path),
+                           cause="`status` does not contact the registry",
+                           hint=f"`patchkit verify --lock {lock_path}` reads the current index from the registry")
+    entry = _listed(index, e, reg.url, lock_path)
+    if entry.yanked:
+        warnings.append(f"{e.ref} is yanked: {entry.yank_reason or 'no reason given'}")
     return result
 
 
