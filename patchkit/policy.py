@@ -160,11 +160,15 @@ def default_policy_file(trust: Path | None) -> Path:
     return store.parent / POLICY_FILE
 
 
-def policy_for(*, trust: Path | str | None, requires: list[str] | None = None, policy_file: Path | None = None) -> Policy:
-    """The rules that apply: `--policy FILE` (else policy.toml beside the trust store, if there), plus `--require`."""
+def policy_for(*, trust: Path | str | None, requires: list[str] | None = None, policy_file: Path | str | None = None,
+               beside: bool = True) -> Policy:
+    """The rules that apply: `--policy FILE` (else policy.toml beside the trust store, if there), plus `--require`.
+
+    `beside=False` is for a trust store held only in memory: no file is beside it.
+    """
     out = Policy()
     path = Path(policy_file) if policy_file is not None else default_policy_file(Path(trust) if trust is not None else None)
-    if policy_file is not None or path.is_file():
+    if policy_file is not None or (beside and path.is_file()):
         out.rules += load_policy_file(path)
         out.sources.append(str(path))
     if requires:

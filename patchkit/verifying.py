@@ -4,13 +4,17 @@ Order matters for honest exit codes: the signature and trust come first (3/4), t
 file set and digests (3), then the content (6), then the base model (5).
 
 A `VerificationPolicy` (the trust store, the base model, whether a base mismatch is accepted,
-the token budget, the rules on what a signed manifest must promise) is built once where a command or an API call starts and passed down, the
-way sigstore-python passes its VerificationPolicy; nothing below the edge re-reads a trust
-file or threads those flags on its own.
+the token budget, the rules on what a signed manifest must promise) is built once where a command
+or an API call starts and passed down, the way sigstore-python passes its VerificationPolicy;
+nothing below the edge re-reads a trust file or threads those flags on its own.
+`VerificationPolicy.load` is the one constructor: it reads the trust store and, with it, the
+`policy.toml` beside it (or `--policy FILE`) and `--require`, so every path that uses a patch
+(`verify`, `apply`, `pull`, `generate`, `chat`, `patchkit.load`, `serve`) enforces the same rules.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +24,7 @@ from patchkit._internal.files import read_regular
 from patchkit.artifact.layout import check_adapter_config, parse_prefix_file
 from patchkit.errors import CompatibilityError, IntegrityError, NotFoundError
 from patchkit.manifest import Manifest, check_requires, parse_manifest
-from patchkit.policy import Policy
+from patchkit.policy import Policy, policy_for
 from patchkit.signing import MAX_SIGNATURE_BYTES, check_files, open_bundle, read_artifact_files
 from patchkit.trust import TrustStore
 
@@ -58,23 +62,39 @@ class VerifyResult:
 
 @dataclass(frozen=True)
 class VerificationPolicy:
-    """Everything a patch is checked against, decided once at the CLI or API edge."""
+    """Everything a patch is checked against, decided once at the CLI or API edge (build it with `load`)."""
 
     trust: TrustStore
     base_model: Path | None = None
     allow_base_mismatch: bool = False
     token_budget: int = constants.DEFAULT_TOKEN_BUDGET
-    # `--require` / policy.toml: checked against each signed manifest by `verify` and `status`
-    # (exit 9), after everything above has passed.
+    # `--require` / policy.toml: checked against each signed manifest after everything else has
+    # passed (exit 9), and before a refused patch can reach the cache, a lock or the weights.
     rules: Policy = field(default_factory=Policy)
 
     @classmethod
-    def build(cls, trust: TrustStore | Path | str | None = None, *, base_model: Path | str | None = None,
-              allow_base_mismatch: bool = False, token_budget: int = constants.DEFAULT_TOKEN_BUDGET,
-              rules: Policy | None = None) -> VerificationPolicy:
-        """From what a user passes (a trust file or None for the default store)."""
-        return cls(TrustStore.coerce(trust), Path(base_model) if base_model is not None else None,
-                   allow_base_mismatch, token_budget, rules if rules is not None else Policy())
+    def load(cls, trust: TrustStore | Path | str | None = None, *, policy_file: Path | str | None = None,
+             require: Sequence[str] | None = None, rules: Policy | None = None, base_model: Path | str | None = None,
+             allow_base_mismatch: bool = False,
+             token_budget: int = constants.DEFAULT_TOKEN_BUDGET) -> VerificationPolicy:
+        """The one constructor: the trust store (a file, a loaded store, or None for the default one)
+        and the rules that apply with it.
+
+        The rules are `policy_file` (else the `policy.toml` beside the trust store's file, if there
+        is one) plus `require`; `rules`, when given, replaces both (a caller that already read them).
+        A store held only in memory has no file beside it: only `policy_file` and `require` apply.
+        """
+        store = TrustStore.coerce(trust)
+        if rules is None:
+            rules = policy_for(trust=store.path, requires=list(require or []), policy_file=policy_file,
+                               beside=store.path is not None)
+        return cls(store, Path(base_model) if base_model is not None else None, allow_base_mismatch, token_budget, rules)
+
+    build = load  # the name it had before it read the rules too; one constructor either way
+
+    def check_rules(self, manifest: Manifest) -> None:
+        """PolicyError (exit 9) naming the first rule a verified patch's signed manifest breaks."""
+        self.rules.check(manifest)
 
 
 def artifact_digest(root: str) -> str:

@@ -89,7 +89,7 @@ def compose_artifact(
     if len(specs) < 2:
         raise UsageError("compose needs at least two patches", "pass them in the order they apply")
     require_new_output(out)
-    policy = policy or VerificationPolicy.build()
+    policy = policy or VerificationPolicy.load()
     parts = [load_artifact(Path(s), policy) for s in specs]
     check_composable(parts, policy)
     prefix = concat_prefixes(parts)

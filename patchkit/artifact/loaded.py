@@ -81,16 +81,19 @@ def _read_tensor(path: Path, manifest: Manifest) -> PrefixTensor:
 
 
 def load_artifact(path: Path, policy: VerificationPolicy, *, verify: bool = True) -> LoadedPatch:
-    """Verify one artifact directory and read its tensor; with verify=False only the content checks run."""
+    """Verify one artifact directory, check its manifest against the policy's rules, and read its tensor;
+    with verify=False only the content checks and the rules run."""
     if verify:
         res = verify_artifact(path, policy.trust)
         manifest = res.manifest
+        policy.rules.check(manifest)
         return LoadedPatch(manifest.name, manifest.version, res.digest, path, manifest, _read_tensor(path, manifest),
                            res.signer, True)
     if not is_real_dir(path):
         raise NotFoundError(f"{path} is not a patch artifact directory", "pass the directory that holds patchkit.json")
     manifest = load_manifest(path / constants.MANIFEST_FILE)
     check_requires(manifest)
+    policy.rules.check(manifest)
     prefix = _read_tensor(path, manifest)
     warn_loudly(f"{manifest.name}@{manifest.version} ({path}) is applied WITHOUT signature or trust verification (verify=False)")
     return LoadedPatch(manifest.name, manifest.version, "", path, manifest, prefix, "", False)

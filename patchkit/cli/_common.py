@@ -76,10 +76,11 @@ def trust_store(path: Path | None) -> TrustStore:
 
 
 def policy_for(trust: Path | None, **settings: Any) -> VerificationPolicy:
-    """The one verification policy a command passes down (built here, at the edge)."""
+    """The one verification policy a command passes down (built here, at the edge): the trust store,
+    and the policy.toml beside it (or `policy_file=`) plus `require=`."""
     from patchkit.verifying import VerificationPolicy
 
-    return VerificationPolicy.build(trust, **settings)
+    return VerificationPolicy.load(trust, **settings)
 
 
 def warn(messages: list[str]) -> None:

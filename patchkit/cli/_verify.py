@@ -36,11 +36,10 @@ def run_verify(
     """Return the exit code; PatchkitErrors in plain mode propagate to the CLI's one handler."""
     if (target is None) == (lock is None):
         raise UsageError("verify takes DIR_OR_REF or --lock FILE (one of them)", "e.g. `patchkit verify ./patch` or `patchkit verify --lock patchkit.lock`")
-    from patchkit.policy import policy_for
     from patchkit.verifying import VerificationPolicy
 
-    rules = policy_for(trust=trust, requires=require, policy_file=policy_file)
-    policy = VerificationPolicy.build(trust, base_model=base_model, rules=rules)
+    policy = VerificationPolicy.load(trust, policy_file=policy_file, require=require, base_model=base_model)
+    rules = policy.rules
     if lock is not None:
         from patchkit.registry.customer import verify_lock
 

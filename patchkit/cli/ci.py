@@ -59,11 +59,9 @@ def verify_locks(
     json_: JsonOpt = False,
 ) -> None:
     """`verify --lock` for each lock file given; exits with the first failure's code."""
-    from patchkit.policy import policy_for as rules_for
     from patchkit.registry.customer import verify_lock
 
-    rules = rules_for(trust=trust, requires=list(require or []), policy_file=policy)
-    checks = policy_for(trust, rules=rules)
+    checks = policy_for(trust, require=list(require or []), policy_file=policy)
     results = [verify_lock(lock, checks, registry=registry) for lock in locks]
     for r in results:
         warn(r.warnings)

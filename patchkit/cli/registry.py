@@ -144,10 +144,11 @@ def pull(
     registry: RegistryOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Download, verify and cache a version."""
+    """Download, verify and cache a version (one that breaks the policy.toml beside the trust store is refused)."""
     from patchkit.registry.client import pull as do_pull
 
-    r = do_pull(ref, registry=registry, trust=trust_store(trust))
+    checks = policy_for(trust)
+    r = do_pull(ref, registry=registry, trust=checks.trust, rules=checks.rules)
     warn(r.warnings)
     emit(json_, r.to_dict(), f"pulled {r.name}@{r.version} ({r.digest}) signed by {r.signer} -> {r.path}")
 
@@ -186,11 +187,10 @@ def status(
 
     Exits non-zero, with the failing check's code, whenever it says NOT OK.
     """
-    from patchkit.policy import policy_for as rules_for
     from patchkit.registry.customer import status as do_status
     from patchkit.registry.lock import default_lock_path
 
-    r = do_status(model, policy_for(trust, rules=rules_for(trust=trust, policy_file=policy)), lock_path=lock)
+    r = do_status(model, policy_for(trust, policy_file=policy), lock_path=lock)
     if r is None:
         where = lock or default_lock_path(model)
         emit(json_, {"model": str(model), "lock": str(where), "locked": False, "patches": []},

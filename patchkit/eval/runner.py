@@ -370,7 +370,7 @@ def _check_patches(model_dir: Path, patches: Sequence[str], trust: Path | None, 
     from patchkit.runtime.resolve import resolve_patches
     from patchkit.verifying import VerificationPolicy
 
-    return resolve_patches(model_dir, list(patches), VerificationPolicy.build(trust), verify=True, registry=registry)
+    return resolve_patches(model_dir, list(patches), VerificationPolicy.load(trust), verify=True, registry=registry)
 
 
 def _patched_config(model_dir: Path, patches: Sequence[str], loaded: Sequence[Any], batch_size: int,

@@ -14,6 +14,7 @@ from patchkit._internal.records import Record
 from patchkit.errors import IntegrityError, InvalidInputError, NotFoundError, RollbackError, TrustError, UsageError
 from patchkit.keys import PrivateKey, keyid_of, load_private_key, public_pem
 from patchkit.manifest import parse_manifest
+from patchkit.policy import Policy
 from patchkit.registry import keylog
 from patchkit.registry.backends import open_registry
 from patchkit.registry.base import Refs, Registry
@@ -87,7 +88,7 @@ def load_index(reg: Registry, name: str, trust: TrustStore) -> Index:
     where = f"{reg.url} {name}"
     keys = keylog.refresh(reg, name, trust)
     index, signed = verify_index(data, sig, trust, name, where=where)
-    check_fresh(index, where=where)
+    check_fresh(index, where=where, registry_url=reg.url)
     check_and_record(index, data, reg.ident, where=where)
     keylog.admit(index, signed, keys, trust, where=where)
     remember_index(reg.ident, name, data, sig)
@@ -135,16 +136,20 @@ def resolve_fetch(ref_name: str, spec: Spec, reg: Registry, trust: TrustStore) -
     return fetch(reg, ref_name, entry, trust, repaired=warnings), warnings
 
 
-def pull(ref: str, *, registry: str | None = None, trust: TrustStore | None = None) -> PullResult:
+def pull(ref: str, *, registry: str | None = None, trust: TrustStore | None = None,
+         rules: Policy | None = None) -> PullResult:
     """Resolve `NS/NAME@SPEC`, download by commit, verify, and cache; the path is the verified copy.
 
-    `trust` defaults to the user's trust store.
+    `trust` defaults to the user's trust store. With `rules` (the policy that applies with it), a
+    version whose signed manifest breaks them is refused (PolicyError) and never reaches the cache.
     """
     store = trust if trust is not None else TrustStore.load()
     name, spec = resolve_ref(ref, store)
     reg = open_registry(registry)
     fetched, warnings = resolve_fetch(name, spec, reg, store)
     try:
+        if rules:
+            rules.check(fetched.result.manifest)
         fetched.publish()
     finally:
         fetched.discard()

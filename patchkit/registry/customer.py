@@ -37,7 +37,7 @@ from patchkit.registry.backends import open_registry
 from patchkit.registry.base import Registry
 from patchkit.registry.cache import Fetched, entry_dir, fetch
 from patchkit.registry.client import choose, load_index
-from patchkit.registry.index import Index, IndexEntry, remembered_index
+from patchkit.registry.index import Index, IndexEntry, fresh_evidence, remembered_index
 from patchkit.registry.lock import Lock, LockEntry, default_lock_path, lock_guard, read_lock, write_lock
 from patchkit.registry.names import resolve_ref
 from patchkit.registry.spec import parse_spec
@@ -126,6 +126,7 @@ def _run(jobs: list[_Job], model_dir: Path, lock_path: Path, policy: Verificatio
             f = fetch(reg, job.name, chosen, trust, repaired=warnings)
             fetched.append((job, f, reg, "", index))  # registered first, so a refusal below still discards it
             fp = _check_base(f.result, model_dir, policy, warnings)
+            policy.rules.check(f.result.manifest)  # last; before anything reaches the cache or the lock
             fetched[-1] = (job, f, reg, fp, index)
         with lock_guard(lock_path):
             old = read_lock(lock_path) if lock_path.exists() else Lock([], lock_path)
@@ -169,7 +170,7 @@ def apply(refs: list[str], model_dir: Path, policy: VerificationPolicy | None = 
         raise UsageError("--locked and --frozen exclude each other", "--frozen already implies --locked")
     model_dir = require_model_dir(model_dir)
     lock_path = Path(lock_path) if lock_path is not None else default_lock_path(model_dir)
-    policy = policy or VerificationPolicy.build()
+    policy = policy or VerificationPolicy.load()
     store = policy.trust
     if frozen:
         return _frozen(refs, model_dir, lock_path, policy, registry=registry)
@@ -209,6 +210,7 @@ def _frozen(refs: list[str], model_dir: Path, lock_path: Path, policy: Verificat
                 staged.append(got)
             res = got.result if isinstance(got, Fetched) else got
             _check_base(res, model_dir, policy, warnings)
+            policy.rules.check(res.manifest)
             results.append((e, got))
         for e, got in results:
             paths[e.name] = got.publish() if isinstance(got, Fetched) else got.path
@@ -267,7 +269,7 @@ def upgrade(model_dir: Path, policy: VerificationPolicy | None = None, *, names:
     jobs = [_Job(e.name, e.spec, registry or e.registry) for e in lock if not wanted or e.name in wanted]
     for j in jobs:
         parse_spec(j.spec)
-    return _run(jobs, model_dir, lock_path, policy or VerificationPolicy.build(), locked=locked,
+    return _run(jobs, model_dir, lock_path, policy or VerificationPolicy.load(), locked=locked,
                 locked_hint="run `patchkit upgrade` without --locked to update the lock")
 
 
@@ -288,17 +290,26 @@ def _pinned(e: LockEntry, trust: TrustStore, regs: dict[str, Registry], registry
     reported), and the artifact comes from the cache when it verifies there, else by its pinned commit.
 
     The index is read first: key rotations and revocations arrive with it, and its publish
-    times date the signatures. When it cannot be read but the cached copy verifies, the pin
-    still holds (the lock names its digest); the warning says the yank state is unknown.
+    times date the signatures. When the registry's current index cannot be had (the registry is
+    unreachable, gone, or serves only an expired index) but the cached copy verifies, the pin still
+    holds on the newest signed index this client has seen, and only while that index is unexpired
+    (one warning says so); after it expires the pin is refused (freeze protection, exit 3).
     """
     reg = _open(regs, registry or e.registry)
     try:
         index = load_index(reg, e.name, trust)
     except (FreezeError, RegistryError, NotFoundError) as exc:
+        why = ("the registry serves no newer one" if isinstance(exc, FreezeError)
+               else f"the registry cannot be reached: {exc.message}")
+        seen = remembered_index(reg.ident, e.name, trust)  # first: its publish times date the cached signature
         cached = _cached(e, trust, lock_path)
         if cached is not None:
-            # The pin holds by its signature and the digest the lock names; only its yank state is unknown.
-            warnings.append(f"{e.ref}: could not read the current index ({exc.message}); its yank state is unknown")
+            index = fresh_evidence(seen, name=e.name, registry_url=reg.url, where=_about(e, lock_path), cause=why)
+            listed = _listed(index, e, reg.url, lock_path)
+            warnings.append(f"{e.ref}: {why}; using the signed index seen last (index v{index.index_version}, expires "
+                            f"{index.expires}): offline use is accepted until then")
+            if listed.yanked:
+                warnings.append(f"{e.ref} is yanked: {listed.yank_reason or 'no reason given'}")
             return cached
         if isinstance(exc, NotFoundError) and _local_only(e, registry):
             raise NotFoundError(f"{_about(e, lock_path)} is not in this machine's local registry",
@@ -319,6 +330,17 @@ def _pinned(e: LockEntry, trust: TrustStore, regs: dict[str, Registry], registry
     if cached is not None:
         return cached
     return fetch(reg, e.name, entry, trust, repaired=warnings)
+
+
+def _listed(index: Index, e: LockEntry, where: str, lock_path: Path) -> IndexEntry:
+    """The pin's entry in a signed index seen earlier: it must list the same commit and digest."""
+    entry = index.versions.get(e.version)
+    if entry is None:
+        raise RegistryError(f"{_about(e, lock_path)} is not in the signed index of {index.name} this machine saw last "
+                            f"(index v{index.index_version}), and the registry's current one cannot be read",
+                            f"reach {where} once, so the current index can be verified")
+    _same_pin(e, entry, where)
+    return entry
 
 
 def _same_pin(e: LockEntry, entry: IndexEntry, where: str) -> None:
@@ -368,7 +390,8 @@ def _cached(e: LockEntry, trust: TrustStore, lock_path: Path) -> VerifyResult | 
 def _offline(e: LockEntry, trust: TrustStore, lock_path: Path, warnings: list[str]) -> VerifyResult:
     """The same pin check from the cache and the last verified index only (no network).
 
-    The remembered index is read first, so its publish times date the cached signature.
+    The remembered index is read first, so its publish times date the cached signature; it must
+    list the pin and be unexpired, as `verify --lock` requires when the registry cannot be reached.
     """
     path = entry_dir(e.name, e.commit)
     if not os.path.lexists(path):
@@ -377,7 +400,8 @@ def _offline(e: LockEntry, trust: TrustStore, lock_path: Path, warnings: list[st
     if not is_real_dir(path):
         raise IntegrityError(f"the cached copy of {_about(e, lock_path)} was replaced by something that is not a directory",
                              "`patchkit apply --frozen --model DIR` downloads it again")
-    index = remembered_index(open_registry(e.registry).ident, e.name, trust)
+    reg = open_registry(e.registry)
+    seen = remembered_index(reg.ident, e.name, trust)
     try:
         result = _verify_copy(e, trust, lock_path, path)
     except _EditedLock:
@@ -386,10 +410,12 @@ def _offline(e: LockEntry, trust: TrustStore, lock_path: Path, warnings: list[st
         raise IntegrityError(f"the cached copy of {_about(e, lock_path)} was altered: "
                              f"{exc.message.replace(str(path), 'the cache entry')}",
                              "`patchkit apply --frozen --model DIR` downloads it again") from None
-    if index is not None and (entry := index.versions.get(e.version)) is not None:
-        _same_pin(e, entry, e.registry)
-        if entry.yanked:
-            warnings.append(f"{e.ref} is yanked: {entry.yank_reason or 'no reason given'}")
+    index = fresh_evidence(seen, name=e.name, registry_url=reg.url, where=_about(e, lock_path),
+                           cause="`status` does not contact the registry",
+                           hint=f"`patchkit verify --lock {lock_path}` reads the current index from the registry")
+    entry = _listed(index, e, reg.url, lock_path)
+    if entry.yanked:
+        warnings.append(f"{e.ref} is yanked: {entry.yank_reason or 'no reason given'}")
     return result
 
 
@@ -403,6 +429,7 @@ class PinCheck:
     warnings: list[str] = field(default_factory=list)
     error: PatchkitError | None = None
     signer: str = ""
+    verified: bool = False  # signature, trust, files and identity held (a later base or policy check may still fail)
 
     @property
     def ok(self) -> bool:
@@ -414,7 +441,7 @@ class PinCheck:
             **self.entry.to_dict(),
             "ok": self.ok,
             "cached": self.path is not None,
-            "verified": self.path is not None and (e is None or isinstance(e, CompatibilityError | PolicyError)),
+            "verified": self.verified and (e is None or isinstance(e, CompatibilityError | PolicyError)),
             "signer": self.signer or None,
             "path": str(self.path) if self.path else None,
             "base_ok": self.base_ok,
@@ -430,28 +457,31 @@ class PinCheck:
 def check_pin(e: LockEntry, trust: TrustStore, lock_path: Path, *, regs: dict[str, Registry], registry: str | None,
               base_model: Path | None, offline: bool, rules: Policy | None = None) -> PinCheck:
     """Every check a pin must pass: index, cache, signature, trust, identity, the base weights, and the
-    policy on what its signed manifest promises."""
+    policy on what its signed manifest promises. A download is made visible in the cache only once
+    all of them passed."""
     row = PinCheck(e)
+    staged: Fetched | None = None
     try:
         if offline:
             got: Fetched | VerifyResult = _offline(e, trust, lock_path, row.warnings)
         else:
             got = _pinned(e, trust, regs, registry, lock_path, row.warnings)
         if isinstance(got, Fetched):
-            try:
-                row.path = got.publish()
-            finally:
-                got.discard()
-            result = got.result
+            staged, result = got, got.result
         else:
             row.path, result = got.path, got
-        row.signer = result.signer
+        row.signer, row.verified = result.signer, True
         if base_model is not None:
             _check_pinned_base(e, result, base_model, row)
         if rules:
             rules.check(result.manifest)
+        if staged is not None:
+            row.path = staged.publish()
     except PatchkitError as exc:
         row.error = exc
+    finally:
+        if staged is not None:
+            staged.discard()
     return row
 
 
@@ -530,7 +560,7 @@ def verify_lock(lock_path: Path, policy: VerificationPolicy | None = None, *, re
     With the policy's `base_model`, the weights must be the ones the lock was applied to; with its
     `rules`, each signed manifest must meet them.
     """
-    policy = policy or VerificationPolicy.build()
+    policy = policy or VerificationPolicy.load()
     base = require_model_dir(policy.base_model) if policy.base_model is not None else None
     return _check_lock(Path(lock_path), trust=policy.trust, registry=registry, base_model=base, offline=False,
                        rules=policy.rules)
@@ -545,18 +575,22 @@ def status(model_dir: Path, policy: VerificationPolicy | None = None, *, lock_pa
     lock_path = Path(lock_path) if lock_path is not None else default_lock_path(model_dir)
     if not lock_path.exists():
         return None
-    policy = policy or VerificationPolicy.build()
+    policy = policy or VerificationPolicy.load()
     return _check_lock(lock_path, trust=policy.trust, registry=None, base_model=model_dir, offline=True,
                        rules=policy.rules)
 
 
 def locked_artifacts(model_dir: Path, trust: TrustStore, *, lock_path: Path | None = None,
-                     registry: str | None = None) -> list[Path]:
-    """The verified artifact directories a model's lock pins, in order ([] without a lock)."""
+                     registry: str | None = None, rules: Policy | None = None) -> list[Path]:
+    """The verified artifact directories a model's lock pins, in order ([] without a lock).
+
+    With `rules`, a pin whose signed manifest breaks them is refused (PolicyError) before a
+    download of it reaches the cache.
+    """
     lock_path = Path(lock_path) if lock_path is not None else default_lock_path(Path(model_dir))
     if not lock_path.exists():
         return []
-    summary = _check_lock(lock_path, trust=trust, registry=registry, base_model=None, offline=False)
+    summary = _check_lock(lock_path, trust=trust, registry=registry, base_model=None, offline=False, rules=rules)
     for r in summary.rows:
         if r.error is not None:
             raise r.error

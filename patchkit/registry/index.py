@@ -27,7 +27,7 @@ from patchkit import constants
 from patchkit._internal.clock import fmt_time, now_utc, parse_time, parse_utc
 from patchkit._internal.files import atomic_write_bytes, atomic_write_text, file_lock, read_regular
 from patchkit._internal.jsonio import dumps_canonical, loads_strict, read_guard_state
-from patchkit.errors import FreezeError, IntegrityError, InvalidInputError, ReadOnlyError, RollbackError
+from patchkit.errors import FreezeError, IntegrityError, InvalidInputError, ReadOnlyError, RegistryError, RollbackError
 from patchkit.keys import PrivateKey
 from patchkit.registry.ids import commit_id, file_name
 from patchkit.signing import Signed, sign_blobs, verify_blobs
@@ -277,14 +277,48 @@ def verify_index(data: bytes, sig: bytes | None, trust: TrustStore, name: str, *
     return index, signed
 
 
-def check_fresh(index: Index, *, where: str, now: datetime | None = None) -> None:
+def refresh_hint(name: str, registry_url: str) -> str:
+    """What ends a freeze: a re-signed index, or reaching the registry again."""
+    return (f"the publisher must run `patchkit index refresh {name}`, or the registry is unreachable: reconnect to "
+            f"{registry_url} and run the command again (offline, a pin is accepted only until the last index seen expires)")
+
+
+def check_fresh(index: Index, *, where: str, now: datetime | None = None, registry_url: str | None = None) -> None:
     """Freeze attack: an index past its expiry is refused."""
     t = now or now_utc()
     if index.expiry() <= t:
         raise FreezeError(
-            f"{where}: the signed index of {index.name} expired at {index.expires} (freeze protection)",
+            f"{where}: the registry's signed index for {index.name} expired at {index.expires} (freeze protection)",
+            refresh_hint(index.name, registry_url) if registry_url else
             "the registry may be serving stale data; ask the publisher to run `patchkit index refresh`",
         )
+
+
+def fresh_evidence(index: Index | None, *, name: str, registry_url: str, where: str, cause: str,
+                   now: datetime | None = None, hint: str | None = None) -> Index:
+    """The evidence a pin needs when the registry's current index cannot be had: `index`, the newest
+    signed index this client verified for the pin's (registry, name) (`remembered_index`), still
+    unexpired at `now`. `cause` says, as a clause, why the current one cannot be had; `hint`, if
+    given, replaces the default remedy.
+
+    Offline use within that expiry is legitimate: the index is what the publisher last signed, and
+    its expiry bounds how long it may stand in for the current one. Past it, a revocation or a yank
+    may be hidden (a frozen registry, or one that is gone): FreezeError (exit 3). With no index ever
+    seen, nothing vouches for the pin's yank and revocation state: RegistryError (exit 8).
+    """
+    if index is None:
+        raise RegistryError(
+            f"{where}: {cause}, and this machine has never verified a signed index of {name} from {registry_url}",
+            hint or f"reach the registry once (`patchkit apply --frozen --model DIR` or `patchkit verify --lock FILE` while "
+            f"{registry_url} is reachable): a pin is accepted only with a current signed index, which says whether it was "
+            "yanked or its key revoked",
+        )
+    if index.expiry() <= (now or now_utc()):
+        raise FreezeError(
+            f"{where}: the registry's signed index for {name} expired at {index.expires} (freeze protection), and {cause}",
+            hint or refresh_hint(name, registry_url),
+        )
+    return index
 
 
 # -- the client's memory of index versions (rollback protection) ------------------------------
@@ -407,7 +441,9 @@ __all__ = [
     "IndexEntry",
     "check_and_record",
     "check_fresh",
+    "fresh_evidence",
     "parse_index",
+    "refresh_hint",
     "remember_index",
     "remembered_index",
     "seen_version",

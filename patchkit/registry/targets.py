@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from patchkit.errors import InvalidInputError, NotFoundError
+from patchkit.policy import Policy
 from patchkit.registry.names import parse_any_ref
 from patchkit.registry.spec import Spec
 from patchkit.trust import TrustStore
@@ -54,12 +55,13 @@ def parse_target(value: str | os.PathLike[str]) -> Target:
 
 
 def resolve_target(value: str | os.PathLike[str], *, registry: str | None = None,
-                   trust: TrustStore | None = None, warnings: list[str] | None = None) -> Path:
+                   trust: TrustStore | None = None, warnings: list[str] | None = None,
+                   rules: Policy | None = None) -> Path:
     """The directory a target names: a path as given, or a ref pulled (verified) from a registry.
 
     The caller verifies a plain path itself; a pulled ref has been verified against the
-    signed index and the trust store on the way into the cache. A pull's warnings (a yanked
-    version pinned exactly, a repaired cache copy) go to `warnings` when given.
+    signed index and the trust store (and `rules`, if given) on the way into the cache. A pull's
+    warnings (a yanked version pinned exactly, a repaired cache copy) go to `warnings` when given.
     """
     target = parse_target(value)
     if target.path is not None:
@@ -70,7 +72,7 @@ def resolve_target(value: str | os.PathLike[str], *, registry: str | None = None
     from patchkit.registry.client import pull
 
     try:
-        pulled = pull(target.text, registry=registry, trust=trust)
+        pulled = pull(target.text, registry=registry, trust=trust, rules=rules)
         if warnings is not None:
             warnings.extend(pulled.warnings)
         return pulled.path
@@ -87,9 +89,12 @@ def resolve_target(value: str | os.PathLike[str], *, registry: str | None = None
 
 def verify_target(path_or_ref: str | os.PathLike[str], policy: VerificationPolicy, *,
                   registry: str | None = None) -> tuple[VerifyResult, list[str]]:
-    """Verify a directory or a registry ref under `policy` (its rules last); also return the warnings a ref carries (a yank)."""
+    """Verify a directory or a registry ref under `policy` (its rules last); also return the warnings a ref carries (a yank).
+
+    A ref that breaks the rules is refused by its pull, before it reaches the cache.
+    """
     warnings: list[str] = []
-    path = resolve_target(path_or_ref, registry=registry, trust=policy.trust, warnings=warnings)
+    path = resolve_target(path_or_ref, registry=registry, trust=policy.trust, warnings=warnings, rules=policy.rules)
     result = verify_artifact(path, policy.trust)
     if policy.base_model is not None:
         check_base(result.manifest, policy.base_model)
@@ -103,9 +108,10 @@ def verify(path_or_ref: str | os.PathLike[str], trust: TrustStore | Path | str |
            base_model: Path | str | None = None, *, registry: str | None = None) -> VerifyResult:
     """Public API (`patchkit.verify`): verify a directory or a registry ref; raises PatchkitError subclasses.
 
-    Warnings (a yanked version pinned exactly) are in the result's `warnings`.
+    Warnings (a yanked version pinned exactly) are in the result's `warnings`. The policy.toml
+    beside the trust store applies, as it does for `patchkit verify`.
     """
-    return verify_target(path_or_ref, VerificationPolicy.build(trust, base_model=base_model), registry=registry)[0]
+    return verify_target(path_or_ref, VerificationPolicy.load(trust, base_model=base_model), registry=registry)[0]
 
 
 __all__ = ["Target", "parse_target", "resolve_target", "verify", "verify_target", "written_as_path"]

@@ -31,7 +31,7 @@ def export_peft(
 
     out = Path(out).expanduser()
     require_new_output(out)
-    patch = load_patch(spec, VerificationPolicy.build(trust), registry=registry, verify=verify)
+    patch = load_patch(spec, VerificationPolicy.load(trust), registry=registry, verify=verify)
     from patchkit.signing import read_artifact_files
 
     found = read_artifact_files(patch.path)

@@ -1,7 +1,7 @@
 """Torch-free half of `load`: resolve, verify and check patches before any weights are read.
 
-Everything that can refuse a patch (signature, trust, shape, base fingerprint, budget) runs
-here, so a bad patch costs milliseconds, not a model load.
+Everything that can refuse a patch (signature, trust, the policy on its signed manifest, shape,
+base fingerprint, budget) runs here, so a bad patch costs milliseconds, not a model load.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ __all__ = ["LoadedPatch", "PatchSpec", "check_against_model", "check_composable"
 def load_patch(spec: PatchSpec, policy: VerificationPolicy, *, registry: str | None = None,
                verify: bool = True) -> LoadedPatch:
     """Resolve a directory or registry ref, then verify it and read its tensor."""
-    return load_artifact(resolve_target(spec, registry=registry, trust=policy.trust), policy, verify=verify)
+    return load_artifact(resolve_target(spec, registry=registry, trust=policy.trust, rules=policy.rules), policy, verify=verify)
 
 
 def _refuse_twice(patches: Sequence[LoadedPatch], *, locked: bool) -> None:
@@ -81,7 +81,7 @@ def load_locked(model_dir: Path, policy: VerificationPolicy, *, registry: str | 
     if not lock_path.exists():
         return []
     lock = read_lock(lock_path)
-    paths = locked_artifacts(Path(model_dir), policy.trust, lock_path=lock_path, registry=registry)
+    paths = locked_artifacts(Path(model_dir), policy.trust, lock_path=lock_path, registry=registry, rules=policy.rules)
     out: list[LoadedPatch] = []
     for e, path in zip(lock.patches, paths, strict=True):
         lp = load_artifact(path, policy, verify=verify)

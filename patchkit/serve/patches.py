@@ -97,7 +97,8 @@ class PatchResolver:
         self.config = config
         self.name = name
         self.trust = trust
-        self.policy = VerificationPolicy(trust, token_budget=config.token_budget)
+        # The one constructor: the policy.toml beside the trust store applies to every patch served.
+        self.policy = VerificationPolicy.load(trust, token_budget=config.token_budget)
         self.registry = registry
         self._resolved: OrderedDict[str, PatchSet] = OrderedDict()
         self._checked: dict[str, float] = {}  # model string -> when its set last verified (monotonic)

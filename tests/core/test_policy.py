@@ -118,3 +118,32 @@ def test_policy_for_combines_the_file_and_the_flags(tmp_path: Path) -> None:
     assert [r.text for r in p.rules] == ["domain in {harmfulness}", "harmfulness.refusal_rate>=0.9"]
     assert p.sources == [str(tmp_path / "policy.toml"), "--require"]
     assert not policy_for(trust=tmp_path / "elsewhere" / "trust.toml")
+
+
+def test_one_constructor_reads_the_trust_store_and_the_rules_beside_it(tmp_path: Path, pk_home: Path) -> None:
+    """`VerificationPolicy.load` is where every command and API call gets its rules (issue 21, finding 6)."""
+    from patchkit.trust import TrustStore
+    from patchkit.verifying import VerificationPolicy
+
+    (pk_home / "policy.toml").write_text('require = ["domain in {harmfulness}"]\n')
+    default = VerificationPolicy.load()
+    assert [r.text for r in default.rules.rules] == ["domain in {harmfulness}"]
+    assert default.rules.sources == [str(pk_home / "policy.toml")]
+    assert [r.text for r in VerificationPolicy.build(TrustStore.load()).rules.rules] == ["domain in {harmfulness}"]
+    ci = tmp_path / "ci"
+    ci.mkdir()
+    (ci / "trust.toml").write_text("")
+    assert not VerificationPolicy.load(ci / "trust.toml").rules  # another store: the policy beside it (none)
+    assert not VerificationPolicy.load(TrustStore(None, [])).rules  # held in memory: nothing is beside it
+    both = VerificationPolicy.load(ci / "trust.toml", policy_file=pk_home / "policy.toml", require=["name == acme/x"])
+    assert [r.text for r in both.rules.rules] == ["domain in {harmfulness}", "name == acme/x"]
+
+
+def test_patchkit_verify_applies_the_policy_file_too(tmp_path: Path, pk_home: Path) -> None:
+    import patchkit
+
+    art = harm_patch(tmp_path)
+    assert patchkit.verify(art).name == "acme/harm"
+    (pk_home / "policy.toml").write_text('require = ["harmfulness.refusal_rate>=0.9"]\n')
+    with pytest.raises(PolicyError, match="refusal_rate is 0.82"):
+        patchkit.verify(art)
