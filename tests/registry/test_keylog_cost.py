@@ -15,8 +15,8 @@ from benchmarks.keylog import plant, planted_envelopes, planted_log
 from patchkit import lifecycle
 from patchkit.lifecycle import MAX_LOG_SCOPES, MAX_STATEMENTS, Envelope, dumps_log
 from patchkit.registry import pull
-from patchkit.registry.keylog import MAX_KEYLOG_BYTES, read_log
 from patchkit.registry.backends import open_registry
+from patchkit.registry.keylog import MAX_KEYLOG_BYTES, read_log
 from tests.helpers import pk
 from tests.registry.conftest import Vendor
 from tests.registry.lifecycle import state_of
