@@ -30,7 +30,7 @@ def _strict_json(text: str) -> object:
 @pytest.mark.parametrize("value", ["1e999", "-1e999", "NaN", "Infinity"])
 def test_build_with_metric_1e999_is_invalid_input_not_a_bug(tmp_path: Path, pk_home: Path, value: str) -> None:
     src = write_prefix(tmp_path / "p.safetensors")
-    (tmp_path / "metrics.json").write_text('{"metrics": [{"name": "refusal_rate", "value": %s}]}' % value)
+    (tmp_path / "metrics.json").write_text('{"metrics": [{"name": "refusal_rate", "value": ' + value + '}]}')
     out = tmp_path / "out"
     r = pk("build", src, "--name", "acme/tox", "--version", "1.0.0", "--domain", "harmfulness", "--base-model-id", "tiny",
            "--base-digest", ZERO_DIGEST, "--metrics", tmp_path / "metrics.json", "--out", out)
