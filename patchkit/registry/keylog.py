@@ -405,6 +405,8 @@ def check_resigned(reg: Registry, pin: LockEntry, entry: IndexEntry, trust: Trus
     if entry.commit == pin.commit or entry.digest != pin.digest:
         return
     source = f"the signature {pin.ref} had at commit {pin.commit[:12]}"
+    relock = (f"re-lock the re-signed version: `patchkit apply {pin.ref} --model DIR --registry {pin.registry}` "
+              f"(or `patchkit upgrade --model DIR`, which moves to the newest version its spec {pin.spec!r} allows)")
     sig = reg.read(pin.name, pin.commit, constants.SIGNATURE_FILE, MAX_SIGNATURE_BYTES)
     if sig is not None:
         statement, signer = open_bundle(sig, trust, source=source)
@@ -413,11 +415,9 @@ def check_resigned(reg: Registry, pin: LockEntry, entry: IndexEntry, trust: Trus
                 trust.authorize(statement.keyid, pin.name, entry=signer, digest=pin.digest)
             except TrustError as exc:
                 raise TrustError(f"{pin.ref}: the lock pins {source}, which its publisher replaced (re-signed at commit "
-                                 f"{entry.commit[:12]}): {exc.message}",
-                                 f"re-lock the re-signed version: `patchkit apply {pin.ref} --model DIR`") from None
+                                 f"{entry.commit[:12]}): {exc.message}", relock) from None
     raise IntegrityError(f"{pin.ref} was re-signed by its publisher (same files, new signature at commit {entry.commit[:12]}); "
-                         f"the lock pins the earlier signature at commit {pin.commit[:12]}",
-                         f"re-lock it: `patchkit apply {pin.ref} --model DIR`")
+                         f"the lock pins the earlier signature at commit {pin.commit[:12]}", relock)
 
 
 __all__ = ["KEYLOG_FILE", "KEYLOG_REPO", "KeyLog", "RevocationResult", "RotationResult", "admit", "bound_statements", "check_resigned", "is_reserved",
