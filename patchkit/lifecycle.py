@@ -36,7 +36,7 @@ from patchkit.errors import IntegrityError, InvalidInputError, UsageError
 from patchkit.keys import PrivateKey, PublicKey, keyid_of, parse_public_key, public_pem
 from patchkit.manifest import NAME_PART
 from patchkit.signing import pae
-from patchkit.trust import Handover, Revoked, TrustEntry, TrustStore, narrow_scopes, validate_scope
+from patchkit.trust import Handover, Revoked, TrustEntry, TrustStore, narrow_scopes, scopes_may_overlap, validate_scope
 
 PAYLOAD_TYPE = "application/vnd.patchkit.key-statement+json"
 STATEMENT_SCHEMA = "patchkit-key-statement/1"
@@ -270,15 +270,7 @@ def dumps_log(namespace: str, envelopes: list[Envelope]) -> bytes:
 # -- judging a log ----------------------------------------------------------------------------
 
 
-def _may_overlap(a: str, b: str) -> bool:
-    """Conservatively: could some name match both scopes?"""
-    def part(x: str, y: str) -> bool:
-        both_glob = bool(_GLOB & set(x)) and bool(_GLOB & set(y))
-        return x == y or both_glob or fnmatch.fnmatchcase(x, y) or fnmatch.fnmatchcase(y, x)
-
-    a_ns, _, a_name = a.partition("/")
-    b_ns, _, b_name = b.partition("/")
-    return part(a_ns, b_ns) and part(a_name, b_name)
+_may_overlap = scopes_may_overlap
 
 
 def overlaps(a: Iterable[str], b: Iterable[str]) -> bool:
