@@ -138,3 +138,38 @@ def test_planted_key_log_costs_linear_work(vendor: Vendor, tmp_path: Path, monke
     # the disjoint literal names are never compared pairwise (before: 2 matches per pair of names)
     assert full.matches <= 2 * max(half.matches, MAX_LOG_SCOPES), (half.matches, full.matches)
     assert full.matches < 4 * MAX_LOG_SCOPES, full.matches
+
+
+def _index_with_history(entries: int) -> bytes:
+    from patchkit.registry.index import Index
+
+    idx = Index.empty("acme/tox")
+    idx.index_version = entries + 1
+    idx.expires = "2999-01-01T00:00:00Z"
+    from patchkit.registry.index import HistoryEntry
+
+    idx.history = [HistoryEntry(i, f"{i:064x}") for i in range(1, entries + 1)]
+    return idx.to_bytes()
+
+
+def test_planted_index_history_over_the_cap_is_refused_and_parsing_is_linear(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The signed index's history, the other metadata a client reads in full: capped, and parsed in one pass."""
+    from patchkit.errors import IntegrityError
+    from patchkit.registry import index as index_mod
+
+    monkeypatch.setattr(index_mod, "MAX_HISTORY_ENTRIES", 2000)
+    with pytest.raises(IntegrityError, match="2001 entries, over the cap of 2000"):
+        index_mod.parse_index(_index_with_history(2001), where="reg")
+    calls = {"n": 0}
+    real = index_mod.HistoryEntry
+
+    def counted(*a: Any) -> Any:
+        calls["n"] += 1
+        return real(*a)
+
+    monkeypatch.setattr(index_mod, "HistoryEntry", counted)
+    for n in (1000, 2000):
+        data = _index_with_history(n)
+        calls["n"] = 0
+        assert len(index_mod.parse_index(data, where="reg").history) == n
+        assert calls["n"] == n  # one entry built per history entry, no re-parsing
