@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from patchkit._internal.files import read_regular
+from patchkit._internal.jsonio import dumps_line
 from patchkit.errors import InvalidInputError
 
 MAX_RESULT_BYTES = 16 * 1024 * 1024
@@ -86,7 +87,7 @@ def outputs(result: dict[str, Any], *, exit_code: int | None = None) -> dict[str
         "exit-code": str(code),
         "verified": str(sum(1 for p in patches if p.get("ok"))),
         "failed": str(sum(1 for p in patches if not p.get("ok"))),
-        "patches": json.dumps([{k: p.get(k) for k in ("name", "version", "signer", "digest", "ok", "reason")}
+        "patches": dumps_line([{k: p.get(k) for k in ("name", "version", "signer", "digest", "ok", "reason")}
                                for p in patches], separators=(",", ":")),
     }
 

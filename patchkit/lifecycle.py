@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import fnmatch
 import hashlib
+import heapq
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -35,13 +36,18 @@ from patchkit.errors import IntegrityError, InvalidInputError, UsageError
 from patchkit.keys import PrivateKey, PublicKey, keyid_of, parse_public_key, public_pem
 from patchkit.manifest import NAME_PART
 from patchkit.signing import pae
-from patchkit.trust import Handover, Revoked, TrustEntry, TrustStore, narrow_scopes, validate_scope
+from patchkit.trust import Handover, Revoked, TrustEntry, TrustStore, narrow_scopes, scopes_may_overlap, validate_scope
 
 PAYLOAD_TYPE = "application/vnd.patchkit.key-statement+json"
 STATEMENT_SCHEMA = "patchkit-key-statement/1"
 LOG_SCHEMA = "patchkit-keys/1"
 MAX_STATEMENT_BYTES = 64 * 1024
-MAX_STATEMENTS = 1024
+# Hard caps on one namespace's key log. A legitimate log holds a rotation or revocation every
+# few months, each naming a handful of scopes; these leave decades of room, and keep what a
+# planted log can cost a client bounded (judging is linear in the log, and the few pairwise
+# scope comparisons that remain are bounded by the scope cap).
+MAX_STATEMENTS = 256
+MAX_LOG_SCOPES = 512  # scopes named by all the rotations of one log together
 MAX_REASON_CHARS = 500
 _GLOB = set("*?[")
 _NAMESPACE_RE = re.compile(rf"^{NAME_PART}$")
@@ -264,20 +270,66 @@ def dumps_log(namespace: str, envelopes: list[Envelope]) -> bytes:
 # -- judging a log ----------------------------------------------------------------------------
 
 
-def _may_overlap(a: str, b: str) -> bool:
-    """Conservatively: could some name match both scopes?"""
-    def part(x: str, y: str) -> bool:
-        both_glob = bool(_GLOB & set(x)) and bool(_GLOB & set(y))
-        return x == y or both_glob or fnmatch.fnmatchcase(x, y) or fnmatch.fnmatchcase(y, x)
-
-    a_ns, _, a_name = a.partition("/")
-    b_ns, _, b_name = b.partition("/")
-    return part(a_ns, b_ns) and part(a_name, b_name)
+_may_overlap = scopes_may_overlap
 
 
 def overlaps(a: Iterable[str], b: Iterable[str]) -> bool:
-    bs = list(b)
-    return any(_may_overlap(x, y) for x in a for y in bs)
+    index = ScopeIndex()
+    for y in b:
+        index.add(y, "b")
+    return any(index.overlaps(x, "a") for x in a)
+
+
+def _is_glob(text: str) -> bool:
+    return bool(_GLOB & set(text))
+
+
+class ScopeIndex:
+    """Scopes, each held by an owner (a key), answering "could this scope overlap one held by another
+    owner?" as `_may_overlap` would, without comparing every pair.
+
+    Comparing every scope of every rotation with every other one made judging a planted key log
+    quadratic (a 130 KB log cost a client half a minute). Here a literal scope is one dict look-up,
+    a glob against the globs of its namespace is one count, and only a literal against the globs of
+    its namespace (or a glob against its literals) still scans, which the log's scope cap bounds.
+    """
+
+    def __init__(self) -> None:
+        self._literal: dict[str, dict[str, set[str]]] = {}  # namespace -> literal name -> owners
+        self._globs: dict[str, list[tuple[str, str]]] = {}  # namespace -> (glob name, owner)
+        self._glob_owners: dict[str, dict[str, int]] = {}  # namespace -> owner -> glob names held
+        self._wild: list[tuple[str, str]] = []  # (scope, owner) whose namespace is itself a glob
+
+    def add(self, scope: str, owner: str) -> None:
+        ns, _, name = scope.partition("/")
+        if _is_glob(ns):
+            self._wild.append((scope, owner))
+        elif _is_glob(name):
+            self._globs.setdefault(ns, []).append((name, owner))
+            counts = self._glob_owners.setdefault(ns, {})
+            counts[owner] = counts.get(owner, 0) + 1
+        else:
+            self._literal.setdefault(ns, {}).setdefault(name, set()).add(owner)
+
+    def overlaps(self, scope: str, owner: str) -> bool:
+        """True if `scope` may overlap a scope some other owner holds."""
+        ns, _, name = scope.partition("/")
+        if any(o != owner and _may_overlap(scope, s) for s, o in self._wild):
+            return True
+        if _is_glob(ns):
+            return any(o != owner and _may_overlap(scope, f"{n}/{x}")
+                       for n, names in self._literal.items() for x, owners in names.items() for o in owners) or any(
+                o != owner and _may_overlap(scope, f"{n}/{g}") for n, globs in self._globs.items() for g, o in globs)
+        literal = self._literal.get(ns, {})
+        globs = self._globs.get(ns, [])
+        if _is_glob(name):
+            counts = self._glob_owners.get(ns, {})
+            if len(counts) > 1 or (counts and owner not in counts):
+                return True  # two globs in one namespace may always overlap
+            return any(fnmatch.fnmatchcase(x, name) and owners - {owner} for x, owners in literal.items())
+        if literal.get(name, set()) - {owner}:
+            return True
+        return any(o != owner and fnmatch.fnmatchcase(name, g) for g, o in globs)
 
 
 @dataclass
@@ -288,6 +340,7 @@ class Judged:
     revocations: list[Revocation] = field(default_factory=list)
     refused: dict[str, tuple[Statement, str]] = field(default_factory=dict)  # digest -> (statement, reason)
     verified: set[str] = field(default_factory=set)  # digests whose signatures checked out
+    _reach: dict[str, set[str]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def standing(self) -> list[str]:
@@ -295,15 +348,20 @@ class Judged:
         return [r.digest for r in self.rotations] + [r.digest for r in self.revocations]
 
     def successors(self, keyid: str) -> set[str]:
-        """Every key reachable from `keyid` through standing rotations."""
+        """Every key reachable from `keyid` through standing rotations (memoised: judging asks per statement)."""
+        if keyid in self._reach:
+            return self._reach[keyid]
+        out_of: dict[str, list[str]] = {}
+        for r in self.rotations:
+            out_of.setdefault(r.old.keyid, []).append(r.new.keyid)
         seen: set[str] = set()
         todo = [keyid]
         while todo:
-            k = todo.pop()
-            for r in self.rotations:
-                if r.old.keyid == k and r.new.keyid not in seen:
-                    seen.add(r.new.keyid)
-                    todo.append(r.new.keyid)
+            for k in out_of.get(todo.pop(), []):
+                if k not in seen:
+                    seen.add(k)
+                    todo.append(k)
+        self._reach[keyid] = seen
         return seen
 
 
@@ -351,6 +409,10 @@ def judge(envelopes: list[Envelope], *, namespace: str, where: str, verified: se
                                            "(a replayed statement)")
             continue
         candidates.append((st, env))
+    scopes = sum(len(st.scopes) for st, _ in candidates if isinstance(st, Rotation))
+    if scopes > MAX_LOG_SCOPES:
+        raise IntegrityError(f"{where}: its rotations name {scopes} scopes, over the cap of {MAX_LOG_SCOPES} per key log",
+                             "the key log is corrupt or planted; tell the publisher")
     trusted = set(verified)
     rotations: list[Rotation] = []
     for st, env in candidates:
@@ -361,12 +423,21 @@ def judge(envelopes: list[Envelope], *, namespace: str, where: str, verified: se
             else:
                 out.verified.add(st.digest)
                 rotations.append(st)
+    by_old: dict[str, list[Rotation]] = {}
     for r in rotations:
-        rivals = [o for o in rotations if o is not r and o.old.keyid == r.old.keyid and o.new.keyid != r.new.keyid
-                  and overlaps(o.scopes, r.scopes)]
-        if rivals:
-            out.refused[r.digest] = (r, f"key {r.old.keyid[:16]}… also hands the same names to "
-                                        f"{rivals[0].new.keyid[:16]}… (a forked or replayed rotation)")
+        by_old.setdefault(r.old.keyid, []).append(r)
+    for group in by_old.values():
+        if len({r.new.keyid for r in group}) < 2:
+            continue
+        index = ScopeIndex()
+        for r in group:
+            for sc in r.scopes:
+                index.add(sc, r.new.keyid)
+        for r in group:
+            if any(index.overlaps(sc, r.new.keyid) for sc in r.scopes):
+                rival = next(o for o in group if o.new.keyid != r.new.keyid and overlaps(o.scopes, r.scopes))
+                out.refused[r.digest] = (r, f"key {r.old.keyid[:16]}… also hands the same names to "
+                                            f"{rival.new.keyid[:16]}… (a forked or replayed rotation)")
     out.rotations = [r for r in rotations if r.digest not in out.refused]
     revocations: list[Revocation] = []
     for st, env in candidates:
@@ -392,6 +463,7 @@ def judge(envelopes: list[Envelope], *, namespace: str, where: str, verified: se
             out.refused[r.digest] = (r, f"key {r.old.keyid[:16]}… was revoked, and this rotation does not lead to the key "
                                         "that revoked it")
     out.rotations = kept
+    out._reach.clear()  # the memo was of the rotations before revocations pruned them
     return out
 
 
@@ -414,34 +486,61 @@ def follow(store: TrustStore, judged: Judged) -> bool:
     for st, reason in judged.refused.values():
         if isinstance(st, Rotation):
             store.notes.setdefault(st.new.keyid, f"the key log of {st.namespace} has a {st.describe()}, refused: {reason}")
-    progress = True
-    while progress:
-        progress = False
-        for r in sorted(judged.rotations, key=lambda x: (x.effective, x.digest)):
-            old = store.find(r.old.keyid)
-            if old is None or any(h.statement == r.digest for h in old.handovers):
-                continue
-            grant = narrow_scopes(list(r.scopes), old.scopes)
-            if not grant:
-                continue
-            rival = next((h for h in old.handovers if h.to != r.new.keyid and overlaps(h.scopes, grant)), None)
-            if rival is not None:
-                store.notes[r.new.keyid] = (f"the {r.describe()} is refused: this trust store already follows the handover of "
-                                            f"those names to {rival.to[:16]}… (a forked or replayed rotation)")
-                continue
-            if r.new.keyid in store.revocations:
-                store.notes[r.new.keyid] = f"the {r.describe()} leads to a revoked key"
-                continue
-            new = store.find(r.new.keyid)
-            if new is None:
-                new = TrustEntry(r.new.keyid, r.new.pem, [], _successor_label(old), fmt_time(r.issued_at), succeeds=old.keyid)
-                store.entries.append(new)
-            new.scopes = sorted(set(new.scopes) | set(grant))
-            new.succeeds = new.succeeds or old.keyid
-            old.handovers.append(Handover(new.keyid, grant, r.effective, r.digest))
-            changed = progress = True
+    # A work list in time order rather than passes over the whole log until nothing changes (which
+    # is quadratic in a chain listed backwards): a rotation is considered once its old key is trusted.
+    out_of: dict[str, list[Rotation]] = {}
+    for r in judged.rotations:
+        out_of.setdefault(r.old.keyid, []).append(r)
+    entries = {e.keyid: e for e in store.entries}
+    handed: dict[str, ScopeIndex] = {}
+    queue: list[tuple[datetime, str, Rotation]] = []
+    applied: set[str] = set()
+
+    def enqueue(keyid: str) -> None:
+        """(Again) consider the rotations out of `keyid`: it became trusted, or its scopes grew."""
+        for r in out_of.get(keyid, []):
+            if r.digest not in applied:
+                heapq.heappush(queue, (r.effective, r.digest, r))
+
+    for keyid in list(entries):
+        enqueue(keyid)
+    while queue:
+        _, _, r = heapq.heappop(queue)
+        old = entries[r.old.keyid]
+        if r.digest in applied or any(h.statement == r.digest for h in old.handovers):
+            continue
+        grant = narrow_scopes(list(r.scopes), old.scopes)
+        if not grant:
+            continue
+        if old.keyid not in handed:
+            handed[old.keyid] = ScopeIndex()
+            for h in old.handovers:
+                for sc in h.scopes:
+                    handed[old.keyid].add(sc, h.to)
+        index = handed[old.keyid]
+        if any(index.overlaps(sc, r.new.keyid) for sc in grant):
+            rival = next(h for h in old.handovers if h.to != r.new.keyid and overlaps(h.scopes, grant))
+            store.notes[r.new.keyid] = (f"the {r.describe()} is refused: this trust store already follows the handover of "
+                                        f"those names to {rival.to[:16]}… (a forked or replayed rotation)")
+            continue
+        if r.new.keyid in store.revocations:
+            store.notes[r.new.keyid] = f"the {r.describe()} leads to a revoked key"
+            continue
+        new = entries.get(r.new.keyid)
+        if new is None:
+            new = TrustEntry(r.new.keyid, r.new.pem, [], _successor_label(old), fmt_time(r.issued_at), succeeds=old.keyid)
+            store.entries.append(new)
+            entries[new.keyid] = new
+        new.scopes = sorted(set(new.scopes) | set(grant))
+        new.succeeds = new.succeeds or old.keyid
+        old.handovers.append(Handover(new.keyid, grant, r.effective, r.digest))
+        for sc in grant:
+            index.add(sc, new.keyid)
+        applied.add(r.digest)
+        changed = True
+        enqueue(new.keyid)
     return changed
 
 
-__all__ = ["Envelope", "Judged", "KeyRef", "Revocation", "Rotation", "Statement", "decode", "dumps_log", "follow",
+__all__ = ["MAX_LOG_SCOPES", "MAX_STATEMENTS", "Envelope", "Judged", "KeyRef", "Revocation", "Rotation", "ScopeIndex", "Statement", "decode", "dumps_log", "follow",
            "judge", "overlaps", "parse_envelope", "parse_log", "sign_revocation", "sign_rotation", "statement_namespace"]

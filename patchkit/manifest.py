@@ -6,12 +6,13 @@ a newer minor version intact (they are covered by the signature like every other
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from patchkit._internal.clock import utc_stamp
 from patchkit._internal.files import read_regular
@@ -74,9 +75,30 @@ def _v(fn: Any) -> Any:
     return inner
 
 
+def non_finite(value: Any, path: str = "") -> str | None:
+    """The path of the first NaN or infinity inside `value` (dicts, lists, models), None if none."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path or "(value)")
+    if isinstance(value, BaseModel):
+        value = {**{k: getattr(value, k) for k in type(value).model_fields}, **(value.model_extra or {})}
+    if isinstance(value, dict):
+        return next((p for k, v in value.items() if (p := non_finite(v, f"{path}.{k}" if path else str(k)))), None)
+    if isinstance(value, list | tuple):
+        return next((p for i, v in enumerate(value) if (p := non_finite(v, f"{path}[{i}]"))), None)
+    return None
+
+
 class _Model(BaseModel):
     # Unknown fields are kept (and re-serialized) so a newer minor version round-trips intact.
-    model_config = ConfigDict(extra="allow", frozen=False, populate_by_name=True)
+    # NaN and infinity are refused: every `>=` rule passes on infinity, and they are not JSON.
+    model_config = ConfigDict(extra="allow", frozen=False, populate_by_name=True, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _finite(self) -> Any:
+        where = non_finite({**(self.model_extra or {}), **{k: v for k, v in vars(self).items() if not isinstance(v, BaseModel)}})
+        if where is not None:
+            raise ValueError(f"{where} is not a finite number (NaN and infinity are not allowed)")
+        return self
 
 
 class BaseModelInfo(_Model):

@@ -70,7 +70,8 @@ class Rule:
             return f"its signed manifest states no metric {self.subject}"
         assert self.number is not None
         compare = _NUMERIC[self.op]
-        bad = [x for x in found if not compare(x.value, self.number)]
+        # A non-finite value never meets a rule (every `>=` holds for infinity); manifests refuse them, this is the backstop.
+        bad = [x for x in found if not math.isfinite(x.value) or not compare(x.value, self.number)]
         if not bad:
             return None
         x = bad[0]

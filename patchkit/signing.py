@@ -27,8 +27,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from patchkit import constants
 from patchkit._internal.files import atomic_write_bytes, is_real_dir, read_regular
 from patchkit._internal.jsonio import loads_strict
-from patchkit.errors import IntegrityError, InvalidInputError, TrustError
+from patchkit.errors import IntegrityError, InvalidInputError, PatchkitError
 from patchkit.keys import PrivateKey, PublicKey, keyid_of
+from patchkit.manifest import validate_name
 from patchkit.trust import TrustEntry, TrustStore
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -216,11 +217,7 @@ def open_bundle(data: bytes, trust: TrustStore, *, source: str) -> tuple[Stateme
     else:
         entry = trust.find(keyid)
         if entry is None:
-            raise TrustError(
-                f"{source} was signed by key {keyid[:16]}…, which is not in the trust store ({trust.path})"
-                + (f"; {trust.notes[keyid]}" if keyid in trust.notes else ""),
-                "if you trust this publisher, run `patchkit trust add PUBLIC_PEM --scope NS/*`",
-            )
+            raise trust.unknown_signer(keyid, _claimed_name(payload, keyid, source), f"{source} was signed by key {keyid[:16]}…")
         key = entry.public_key()
     try:
         key.verify(sig, pae(payload), ec.ECDSA(hashes.SHA256()))
@@ -231,6 +228,16 @@ def open_bundle(data: bytes, trust: TrustStore, *, source: str) -> tuple[Stateme
         assert chain is not None
         entry = trust.certificate_entry(chain, at=trust.signing_time(f"sha256:{statement.root_digest}"))
     return statement, entry
+
+
+def _claimed_name(payload: bytes, keyid: str, source: str) -> str | None:
+    """The patch name an unverified statement claims (an artifact's subject is NAME@VERSION, an
+    index's NAME), only to word the error about its unknown signer."""
+    try:
+        name = _parse_statement(payload, keyid, source).subject_name.partition("@")[0]
+        return validate_name(name)
+    except PatchkitError:
+        return None
 
 
 def _parse_statement(payload: bytes, keyid: str, source: str) -> Statement:

@@ -140,6 +140,17 @@ def scope_within(inner: str, outer: str) -> bool:
     return _part_within(i_ns, o_ns) and _part_within(i_name, o_name)
 
 
+def scopes_may_overlap(a: str, b: str) -> bool:
+    """Conservatively: could some name match both scopes?"""
+    def part(x: str, y: str) -> bool:
+        both_glob = bool(_GLOB & set(x)) and bool(_GLOB & set(y))
+        return x == y or both_glob or fnmatch.fnmatchcase(x, y) or fnmatch.fnmatchcase(y, x)
+
+    a_ns, _, a_name = a.partition("/")
+    b_ns, _, b_name = b.partition("/")
+    return part(a_ns, b_ns) and part(a_name, b_name)
+
+
 def narrow_scopes(claimed: list[str], granted: list[str]) -> list[str]:
     """The part of `claimed` that `granted` covers: each claimed scope inside a granted one, and each
     granted scope inside a claimed one. Never wider than `granted`; partial overlaps give nothing."""
@@ -279,6 +290,33 @@ class TrustStore:
     def find(self, keyid: str) -> TrustEntry | None:
         return next((e for e in self.entries if e.keyid == keyid), None)
 
+    def owner_of(self, name: str) -> tuple[str, str] | None:
+        """(who, scope): the key or CA this store trusts for `name`, if any (for messages)."""
+        for e in self.entries:
+            scope = next((s for s in e.scopes if fnmatch.fnmatchcase(name, s)), None)
+            if scope is not None:
+                return f"key {e.display} ({e.keyid[:16]}…)", scope
+        for c in self.cas:
+            scope = next((s for s in c.scopes if fnmatch.fnmatchcase(name, s)), None)
+            if scope is not None:
+                return f"the certificates of CA {c.display}", scope
+        return None
+
+    def unknown_signer(self, keyid: str, name: str | None, lead: str) -> TrustError:
+        """`lead` ("X was signed by key K…") is not in this store. When another key is trusted for
+        `name`, say so: suggesting `trust add` there would talk the user into trusting whoever signed."""
+        note = self._note(keyid)
+        owner = self.owner_of(name) if name else None
+        if owner is None:
+            return TrustError(f"{lead}, which is not in the trust store ({self.path}){note}",
+                              "if you trust this publisher, run `patchkit trust add PUBLIC_PEM --scope NS/*`")
+        who, scope = owner
+        return TrustError(
+            f"{lead}, which is not in the trust store ({self.path}): it is not the key trusted for {name}, which is "
+            f"{who} (scope {scope}){note}",
+            "do not trust this key unchecked: ask the publisher whether it changed keys (a rotation it publishes is "
+            "followed when you pull) and compare with `patchkit trust list`")
+
     def _note(self, keyid: str) -> str:
         note = self.notes.get(keyid)
         return f"; {note}" if note else ""
@@ -309,10 +347,7 @@ class TrustStore:
         """
         entry = entry if entry is not None else self.find(keyid)
         if entry is None:
-            raise TrustError(
-                f"signer {keyid[:16]}… is not in the trust store ({self.path}){self._note(keyid)}",
-                "if you trust this publisher, run `patchkit trust add PUBLIC_PEM --scope NS/*`",
-            )
+            raise self.unknown_signer(keyid, name, f"{name} is signed by key {keyid[:16]}…")
         if not entry.covers(name):
             raise TrustError(
                 f"signer {entry.display} is trusted only for {', '.join(entry.scopes)}, not {name}",
@@ -401,15 +436,68 @@ def _labels(store: TrustStore) -> set[str]:
     return {e.label for e in store.entries if e.label} | {c.label for c in store.cas if c.label}
 
 
-def trust_add(public_pem_path: Path, scopes: list[str], label: str | None = None, path: Path | None = None) -> TrustEntry:
+def _chain(store: TrustStore, keyid: str) -> set[str]:
+    """`keyid` and every key linked to it by a followed rotation (its predecessors and successors)."""
+    linked = {keyid}
+    grew = True
+    while grew:
+        grew = False
+        for e in store.entries:
+            near = {e.succeeds, *(h.to for h in e.handovers)} - {""}
+            if (e.keyid not in linked and near & linked) or (e.keyid in linked and not near <= linked):
+                linked |= near | {e.keyid}
+                grew = True
+    return linked
+
+
+def shared_scopes(store: TrustStore, scopes: list[str], *, keyid: str = "", fingerprint: str = "") -> list[str]:
+    """One warning per other key or CA trusted for names these scopes also cover (rotation partners excepted)."""
+    linked = _chain(store, keyid) if keyid else set()
+    out = []
+    owners: list[tuple[str, str, list[str]]] = [
+        (f"key {e.display} ({e.keyid[:16]}…)", e.label or e.keyid, e.scopes) for e in store.entries if e.keyid not in linked]
+    owners += [(f"CA {c.display} ({c.fingerprint[:16]}…)", c.label or c.fingerprint, c.scopes)
+               for c in store.cas if c.fingerprint != fingerprint]
+    for who, handle, theirs in owners:
+        pairs = [(a, b) for a in scopes for b in theirs if scopes_may_overlap(a, b)]
+        if pairs:
+            mine, other = pairs[0]
+            out.append(f"warning: {mine} overlaps {other}, which this trust store already trusts to {who}: signatures by "
+                       f"either will be accepted for those names. That is expected while a publisher changes keys; "
+                       f"otherwise remove the other with `patchkit trust remove {handle}`")
+    return out
+
+
+def _refuse_revoked(store: TrustStore, kid: str, allow_revoked: bool, warnings: list[str] | None) -> None:
+    revoked = store.revocations.get(kid)
+    if revoked is None:
+        return
+    since = f", for signatures from {fmt_time(revoked.compromised_since)} on" if revoked.compromised_since else ""
+    what = (f"key {kid[:16]}… was revoked by its publisher{since}: {json.dumps(revoked.reason)} "
+            f"(revocation {revoked.statement[:12]}, signed by {revoked.signer[:16]}…)")
+    if not allow_revoked:
+        raise TrustError(what, "do not trust it: ask the publisher for its current key (a rotation it publishes is followed "
+                               "when you pull); --allow-revoked adds it anyway, and the revocation still applies")
+    if warnings is not None:
+        warnings.append(f"warning: {what}; added because of --allow-revoked, and its signatures are still refused as "
+                        "the revocation says")
+
+
+def trust_add(public_pem_path: Path, scopes: list[str], label: str | None = None, path: Path | None = None, *,
+              allow_revoked: bool = False, warnings: list[str] | None = None) -> TrustEntry:
+    """Trust a key for `scopes`. A key a known revocation names is refused (TrustError) unless
+    `allow_revoked`; names another key or CA is already trusted for add a warning to `warnings`."""
     if not scopes:
         raise UsageError("trust add needs at least one --scope", SCOPE_HINT)
     scopes = [validate_scope(s) for s in scopes]
     key = load_public_key(public_pem_path)
     target = _target(path)
     with file_lock(_lock(target)):
-        store = TrustStore.load(target) if target.exists() else TrustStore(target, [])
+        store = TrustStore.load(target) if target.exists() else TrustStore(target, [], revocations=read_revocations())
         kid = keyid_of(key)
+        _refuse_revoked(store, kid, allow_revoked, warnings)
+        if warnings is not None:
+            warnings.extend(shared_scopes(store, scopes, keyid=kid))
         existing = store.find(kid)
         if existing:
             existing.scopes = sorted(set(existing.scopes) | set(scopes))
@@ -425,7 +513,8 @@ def trust_add(public_pem_path: Path, scopes: list[str], label: str | None = None
     return entry
 
 
-def trust_add_ca(certificate_path: Path, scopes: list[str], label: str | None = None, path: Path | None = None) -> CAEntry:
+def trust_add_ca(certificate_path: Path, scopes: list[str], label: str | None = None, path: Path | None = None, *,
+                 warnings: list[str] | None = None) -> CAEntry:
     """Trust an organisation CA (a self-signed root, or an intermediate) for the given name patterns."""
     from patchkit.certificates import load_ca_certificate
 
@@ -437,6 +526,8 @@ def trust_add_ca(certificate_path: Path, scopes: list[str], label: str | None = 
     target = _target(path)
     with file_lock(_lock(target)):
         store = TrustStore.load(target) if target.exists() else TrustStore(target, [])
+        if warnings is not None:
+            warnings.extend(shared_scopes(store, scopes, fingerprint=fingerprint))
         existing = next((c for c in store.cas if c.fingerprint == fingerprint), None)
         if existing is not None:
             existing.scopes = sorted(set(existing.scopes) | set(scopes))
@@ -475,4 +566,4 @@ def trust_remove(key: str, path: Path | None = None) -> TrustEntry | CAEntry:
 
 
 __all__ = ["CAEntry", "Handover", "Revoked", "TrustEntry", "TrustStore", "narrow_scopes", "read_revocations",
-           "record_revocations", "scope_within", "trust_add", "trust_add_ca", "trust_remove", "validate_scope"]
+           "record_revocations", "scope_within", "scopes_may_overlap", "shared_scopes", "trust_add", "trust_add_ca", "trust_remove", "validate_scope"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,11 +27,20 @@ def _no_constant(name: str) -> Any:
     raise InvalidInputError(f"JSON contains {name}, which is not valid JSON", "use finite numbers")
 
 
+def _finite(text: str) -> float:
+    """A JSON number as a float; one too large for a float (`1e999`, read as infinity) is refused,
+    since every `>=` comparison with infinity holds and `json.dumps` cannot write it back as JSON."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise InvalidInputError(f"the number {text[:40]} is too large to be finite", "use finite numbers")
+    return value
+
+
 def loads_strict(data: bytes | str, *, what: str = "JSON") -> Any:
-    """Parse JSON, refusing duplicate keys, NaN/Infinity and bad UTF-8, as InvalidInputError."""
+    """Parse JSON, refusing duplicate keys, NaN/Infinity (also as `1e999`) and bad UTF-8, as InvalidInputError."""
     try:
         text = data.decode("utf-8") if isinstance(data, bytes | bytearray) else data
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_float=_finite)
     except InvalidInputError as exc:
         raise InvalidInputError(f"{what}: {exc.message}", exc.hint) from None
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -40,6 +50,23 @@ def loads_strict(data: bytes | str, *, what: str = "JSON") -> Any:
 def dumps_canonical(obj: Any) -> str:
     """Sorted keys, two-space indent, trailing newline: byte-stable for the same data."""
     return json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def json_safe(obj: Any) -> Any:
+    """`obj` with every NaN or infinity replaced by null: they are not JSON, and a reader of our
+    output (`jq`, a CI step, another language's parser) would choke on `Infinity`."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def dumps_line(obj: Any, **kw: Any) -> str:
+    """JSON for stdout or a report file: standard JSON only (`allow_nan=False`, non-finite numbers as null)."""
+    return json.dumps(json_safe(obj), allow_nan=False, **kw)
 
 
 def jsonl_objects(text: str, where: str, hint: str) -> Iterator[tuple[int, Any]]:

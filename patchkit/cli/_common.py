@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from patchkit._internal.jsonio import dumps_line
 from patchkit.constants import PATCHKIT_VERSION as __version__
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def err(message: str) -> None:
 def emit(json_mode: bool, payload: dict[str, Any], human: str | None = None) -> None:
     """One JSON object (always with `ok`) on stdout, or the human text."""
     if json_mode:
-        sys.stdout.write(json.dumps({"ok": True, **payload}, sort_keys=True, default=str) + "\n")
+        sys.stdout.write(dumps_line({"ok": True, **payload}, sort_keys=True, default=str) + "\n")
         sys.stdout.flush()
     elif human is not None:
         print(human, flush=True)

@@ -8,13 +8,13 @@ with no traceback.
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 
 from patchkit import constants
+from patchkit._internal.jsonio import dumps_line
 from patchkit.errors import PatchkitError, redact
 
 
@@ -27,7 +27,7 @@ def report(args: Sequence[str], kind: str, message: str, code: int, hint: str | 
     shown_hint = redact(_one_line(hint)) if hint else None
     print(f"patchkit: error: {reason}" + (f" (hint: {shown_hint})" if shown_hint else ""), file=sys.stderr, flush=True)
     if "--json" in args:
-        sys.stdout.write(json.dumps({"ok": False, "error": kind, "reason": reason, "hint": shown_hint,
+        sys.stdout.write(dumps_line({"ok": False, "error": kind, "reason": reason, "hint": shown_hint,
                                      "exit_code": code}) + "\n")
         sys.stdout.flush()
 

@@ -7,16 +7,16 @@ per-parameter validation costs about 0.1 s) and imports only the verification co
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from patchkit._internal.jsonio import dumps_line
 from patchkit.errors import PatchkitError, UsageError
 
 
 def _emit(json_mode: bool, payload: dict[str, object], human: str) -> None:
     if json_mode:
-        sys.stdout.write(json.dumps({"ok": True, **payload}, sort_keys=True, default=str) + "\n")
+        sys.stdout.write(dumps_line({"ok": True, **payload}, sort_keys=True, default=str) + "\n")
     else:
         print(human)
     sys.stdout.flush()

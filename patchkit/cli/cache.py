@@ -23,8 +23,9 @@ def list_(json_: JsonOpt = False) -> None:
 
 @cache_app.command("verify")
 def verify(trust: TrustOpt = None, json_: JsonOpt = False) -> None:
-    """Re-verify every cached patch; exits 3 if any was altered, 4 if a signer is no longer trusted."""
-    from patchkit.registry.cache import verify_entries
+    """Re-verify every cached patch; exits 3 if any copy was altered or damaged, otherwise 4 if a signer is
+    no longer trusted (revoked, handed over, or removed from the trust store)."""
+    from patchkit.registry.cache import verify_entries, verify_exit_code
 
     rows = verify_entries(trust_store(trust))
     bad = [e for e in rows if not e.ok]
@@ -33,7 +34,7 @@ def verify(trust: TrustOpt = None, json_: JsonOpt = False) -> None:
     lines.append(f"{plural(len(rows), 'entry', 'entries')}, {len(bad)} failed" + ("; `patchkit cache clean` removes them" if bad else ""))
     emit(json_, {"ok": not bad, "entries": [e.to_dict() for e in rows]}, "\n".join(lines))
     if bad:
-        raise typer.Exit(4 if all("trust" in e.reason or "trusted" in e.reason for e in bad) else 3)
+        raise typer.Exit(verify_exit_code(rows))
 
 
 @cache_app.command("clean")

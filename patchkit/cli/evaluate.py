@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from patchkit._internal.jsonio import dumps_line
 from patchkit.cli._common import JsonOpt, ModelOpt, RegistryOpt, TrustOpt, emit, err, group
 
 
@@ -78,7 +79,6 @@ def _harm_sources(model: Path, patches: list[str], out: Path, report: Path | Non
                   json_out: bool) -> None:
     """Harmfulness per source: refusal, over-refusal, caveat rate and factual accuracy, with n and
     95% intervals; base M, M + the strong safety prompt (or --fixed-prompt) and the patched model."""
-    import json
     import shutil
 
     from patchkit._internal.files import atomic_write_text
@@ -90,7 +90,7 @@ def _harm_sources(model: Path, patches: list[str], out: Path, report: Path | Non
     work = out.parent / f".{out.name}.work"
     result = run_suite(model, None, work, patches=patches, trust=trust, registry=registry, fixed_prompt=fixed_prompt,
                        max_new_tokens=max_new_tokens, limit=limit, batch_size=batch_size)
-    atomic_write_text(out, json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(out, dumps_line(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(work / "report.html", report)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from patchkit.cli._common import JsonOpt, TrustOpt, emit, group
+from patchkit.cli._common import JsonOpt, TrustOpt, emit, err, group
 
 trust_app = group("trust", "Manage the trust store of publisher keys, organisation CAs and their scopes.")
 ScopeOpt = Annotated[list[str], typer.Option("--scope", metavar="PATTERN", help="Name pattern it may sign, e.g. acme/* (repeatable).")]
@@ -20,13 +20,23 @@ def add(
     scope: ScopeOpt,
     name: LabelOpt = None,
     trust: TrustOpt = None,
+    allow_revoked: Annotated[bool, typer.Option(
+        "--allow-revoked", help="Add the key even though a known revocation names it (its signatures stay refused "
+                                "as the revocation says).")] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Trust a publisher key for the given name patterns."""
+    """Trust a publisher key for the given name patterns.
+
+    Refused (exit 4) for a key a known revocation names, unless --allow-revoked. Warns, naming the other
+    key and how to remove it, when another key or CA is already trusted for those names (expected
+    while a publisher changes keys)."""
     from patchkit.trust import trust_add
 
-    e = trust_add(public_pem, scope, name, trust)
-    emit(json_, {"keyid": e.keyid, "name": e.label, "scopes": e.scopes},
+    warnings: list[str] = []
+    e = trust_add(public_pem, scope, name, trust, allow_revoked=allow_revoked, warnings=warnings)
+    for w in warnings:
+        err(w)
+    emit(json_, {"keyid": e.keyid, "name": e.label, "scopes": e.scopes, "warnings": warnings},
          f"trusted {e.display} ({e.keyid[:16]}…) for {', '.join(e.scopes)}")
 
 
@@ -41,8 +51,11 @@ def add_ca(
     """Trust every code-signing certificate this CA issued, for the given name patterns."""
     from patchkit.trust import trust_add_ca
 
-    ca = trust_add_ca(certificate, scope, name, trust)
-    emit(json_, {"fingerprint": ca.fingerprint, "name": ca.label, "scopes": ca.scopes},
+    warnings: list[str] = []
+    ca = trust_add_ca(certificate, scope, name, trust, warnings=warnings)
+    for w in warnings:
+        err(w)
+    emit(json_, {"fingerprint": ca.fingerprint, "name": ca.label, "scopes": ca.scopes, "warnings": warnings},
          f"trusted CA {ca.display} (sha256 {ca.fingerprint[:16]}…) for {', '.join(ca.scopes)}")
 
 

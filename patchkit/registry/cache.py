@@ -30,6 +30,7 @@ from patchkit.errors import (
     NotFoundError,
     PatchkitError,
     ReadOnlyError,
+    TrustError,
 )
 from patchkit.manifest import validate_name
 from patchkit.registry.base import Registry
@@ -273,10 +274,13 @@ class CacheEntry:
     version: str | None = None
     ok: bool | None = None
     reason: str = ""
+    error: str | None = None  # the failure's kind ("integrity", "trust", …), as in `--json` errors
+    exit_code: int | None = None  # the failure's exit code: 3 altered, 4 signer no longer trusted, …
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "commit": self.commit, "path": str(self.path), "bytes": self.bytes,
-                "version": self.version, "ok": self.ok, "reason": self.reason}
+                "version": self.version, "ok": self.ok, "reason": self.reason, "error": self.error,
+                "exit_code": self.exit_code}
 
 
 def list_entries() -> list[CacheEntry]:
@@ -321,8 +325,21 @@ def verify_entries(trust: TrustStore) -> list[CacheEntry]:
                 raise MixAndMatchError(f"{e.path} holds {result.name}, not {e.name}", "`patchkit cache clean` removes it")
             e.ok, e.version = True, result.version
         except PatchkitError as exc:
-            e.ok, e.reason = False, exc.one_line()
+            e.ok, e.reason, e.error, e.exit_code = False, exc.one_line(), exc.kind, exc.exit_code
     return entries
+
+
+def verify_exit_code(entries: list[CacheEntry]) -> int:
+    """`cache verify`'s exit code: 0 when all verify; 3 if any copy was altered or damaged; else 4 if a
+    signer is no longer trusted (revoked, handed over, out of scope or removed); else the first failure's."""
+    codes = [e.exit_code or 1 for e in entries if e.ok is False]
+    if not codes:
+        return 0
+    if IntegrityError.exit_code in codes:
+        return IntegrityError.exit_code
+    if TrustError.exit_code in codes:
+        return TrustError.exit_code
+    return codes[0]
 
 
 def clean(trust: TrustStore, *, everything: bool = False) -> list[CacheEntry]:
@@ -340,4 +357,4 @@ def clean(trust: TrustStore, *, everything: bool = False) -> list[CacheEntry]:
 
 
 __all__ = ["CacheEntry", "Fetched", "cache_root", "check_matches", "clean", "entry_dir", "fetch", "list_entries",
-           "verify_cached", "verify_entries"]
+           "verify_cached", "verify_entries", "verify_exit_code"]

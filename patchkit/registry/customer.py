@@ -318,12 +318,16 @@ def _pinned(e: LockEntry, trust: TrustStore, regs: dict[str, Registry], registry
         if isinstance(exc, NotFoundError):
             raise NotFoundError(f"{_about(e, lock_path)}: {exc.message}", exc.hint) from None
         raise
-    cached = _cached(e, trust, lock_path)
     entry = index.versions.get(e.version)
+    if entry is not None:
+        # Before the cached copy is judged: a pin its publisher re-signed gets the same verdict, and the
+        # same remedy, whether or not this machine has the old signature cached (the facts are the
+        # registry's: the pinned signature, its signer's standing, and the re-signed entry).
+        keylog.check_resigned(reg, e, entry, trust)
+    cached = _cached(e, trust, lock_path)
     if entry is None:
         raise NotFoundError(f"{_about(e, lock_path)} is no longer in the index of {reg.url}",
                             "the publisher removed it; run `patchkit upgrade` to move to a published version")
-    keylog.check_resigned(reg, e, entry, trust)
     _same_pin(e, entry, reg.url)
     if entry.yanked:
         warnings.append(f"{e.ref} is yanked: {entry.yank_reason or 'no reason given'}")

@@ -39,6 +39,10 @@ DEFAULT_EXPIRES_DAYS = 30
 MAX_INDEX_BYTES = 16 * 1024 * 1024
 MAX_INDEX_SIG_BYTES = 1024 * 1024
 MAX_BOUND_STATEMENTS = 1024
+# One entry per earlier index: a publisher refreshing daily reaches this in 270 years. Parsing and
+# checking the history is linear in it; the cap (and MAX_INDEX_BYTES) bounds what a registry can make
+# a client read.
+MAX_HISTORY_ENTRIES = 100_000
 
 
 def _index_time(text: str, what: str) -> datetime:
@@ -198,6 +202,9 @@ def _history(raw: Any, index_version: int, where: str) -> list[HistoryEntry]:
         return []
     if not isinstance(raw, list):
         raise TypeError
+    if len(raw) > MAX_HISTORY_ENTRIES:
+        raise IntegrityError(f"{where}: the index history holds {len(raw)} entries, over the cap of {MAX_HISTORY_ENTRIES}",
+                             "the index is corrupt or planted; tell the publisher")
     out: list[HistoryEntry] = []
     for item in raw:
         v, digest = item["index_version"], item["sha256"]
@@ -436,6 +443,7 @@ def _seen_ok(seen: Any, index: Index, digest: str, where: str) -> bool:
 
 __all__ = [
     "DEFAULT_EXPIRES_DAYS",
+    "MAX_HISTORY_ENTRIES",
     "HistoryEntry",
     "Index",
     "IndexEntry",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import hashlib
 import re
 import weakref
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from patchkit._internal.files import atomic_write_text, file_lock, lock_for
 from patchkit._internal.jsonio import dumps_canonical, read_guard_state
 from patchkit._internal.records import Record
 from patchkit.errors import (
+    EndlessDataError,
     IntegrityError,
     InvalidInputError,
     ReadOnlyError,
@@ -45,6 +47,7 @@ from patchkit.keys import PrivateKey, PublicKey, keyid_of, load_private_key, loa
 from patchkit.lifecycle import (
     Envelope,
     Judged,
+    Rotation,
     dumps_log,
     follow,
     judge,
@@ -62,7 +65,9 @@ from patchkit.trust import Handover, TrustEntry, TrustStore, record_revocations
 
 KEYLOG_REPO = "patchkit-keys"
 KEYLOG_FILE = "patchkit-keys.json"
-MAX_KEYLOG_BYTES = 4 * 1024 * 1024
+# A key log at the statement cap (`lifecycle.MAX_STATEMENTS`) is well under this; a bigger one is
+# refused (exit 3) before it is parsed, so a planted log costs a client a bounded amount of work.
+MAX_KEYLOG_BYTES = 1024 * 1024
 MAX_MEMORY_BYTES = 16 * 1024 * 1024
 KEYLOG_TAG_RE = re.compile(r"^keys-v([1-9][0-9]{0,8})$")
 # A handover cannot start in the past: that would refuse signatures already made in good faith
@@ -104,12 +109,33 @@ def read_log(reg: Registry, namespace: str, *, verified: set[str] | frozenset[st
         return KeyLog(namespace)
     tags = {int(m.group(1)): c for t, c in refs.tags.items() if (m := KEYLOG_TAG_RE.match(t))}
     where = f"{reg.url} {name}"
-    data = reg.read(name, refs.main, KEYLOG_FILE, MAX_KEYLOG_BYTES)
+    try:
+        data = reg.read(name, refs.main, KEYLOG_FILE, MAX_KEYLOG_BYTES)
+    except EndlessDataError:
+        raise EndlessDataError(f"{where}: the key log is larger than the cap of {MAX_KEYLOG_BYTES} bytes",
+                               "the registry is serving a planted or corrupt key log; refusing it (tell the publisher)") from None
     if data is None:
         return KeyLog(namespace, head=refs.main, tags=tags)
-    envelopes = parse_log(data, namespace=namespace, where=where)
-    return KeyLog(namespace, envelopes, judge(envelopes, namespace=namespace, where=where, verified=verified),
-                  refs.main, tags)
+    envelopes, judged = _judged(data, namespace, where, verified)
+    return KeyLog(namespace, envelopes, judged, refs.main, tags)
+
+
+# Logs judged in this process, by their bytes: a command that reads one log several times (publish
+# reads it for the publisher's keys, the statements to bind, and the customer's view) judges it once.
+_JUDGED_MAX = 8
+_judged_memo: dict[tuple[str, str], tuple[list[Envelope], Judged]] = {}
+
+
+def _judged(data: bytes, namespace: str, where: str, verified: set[str] | frozenset[str]) -> tuple[list[Envelope], Judged]:
+    key = (namespace, hashlib.sha256(data).hexdigest())
+    hit = _judged_memo.get(key)
+    if hit is None:
+        envelopes = parse_log(data, namespace=namespace, where=where)
+        hit = envelopes, judge(envelopes, namespace=namespace, where=where, verified=verified)
+        if len(_judged_memo) >= _JUDGED_MAX:
+            _judged_memo.pop(next(iter(_judged_memo)))
+        _judged_memo[key] = hit
+    return list(hit[0]), hit[1]
 
 
 # -- the client's memory: statements seen per (registry, namespace), signatures already checked ---
@@ -217,15 +243,20 @@ def publisher_trust(reg: Registry, name: str, key: PrivateKey) -> TrustStore:
     pub = key.public_key()
     store = TrustStore(None, [TrustEntry(keyid_of(pub), public_pem(pub).decode(), [name], label="--key")])
     log = read_log(reg, name.partition("/")[0])
-    progress = True
-    while progress:
-        progress = False
-        for r in log.judged.rotations:
-            if store.find(r.new.keyid) and not store.find(r.old.keyid) and any(
-                    fnmatch.fnmatchcase(name, s) for s in r.scopes):
+    # Backwards through the rotations that cover `name`, from the publisher's key: each key once.
+    into: dict[str, list[Rotation]] = {}
+    for r in log.judged.rotations:
+        if any(fnmatch.fnmatchcase(name, s) for s in r.scopes):
+            into.setdefault(r.new.keyid, []).append(r)
+    known = {keyid_of(pub)}
+    todo = [keyid_of(pub)]
+    while todo:
+        for r in into.get(todo.pop(), []):
+            if r.old.keyid not in known:
+                known.add(r.old.keyid)
+                todo.append(r.old.keyid)
                 store.entries.append(TrustEntry(r.old.keyid, r.old.pem, [name], label="the key --key succeeded",
                                                 handovers=[Handover(r.new.keyid, [name], r.effective, r.digest)]))
-                progress = True
     return store
 
 
@@ -374,6 +405,8 @@ def check_resigned(reg: Registry, pin: LockEntry, entry: IndexEntry, trust: Trus
     if entry.commit == pin.commit or entry.digest != pin.digest:
         return
     source = f"the signature {pin.ref} had at commit {pin.commit[:12]}"
+    relock = (f"re-lock the re-signed version: `patchkit apply {pin.ref} --model DIR --registry {pin.registry}` "
+              f"(or `patchkit upgrade --model DIR`, which moves to the newest version its spec {pin.spec!r} allows)")
     sig = reg.read(pin.name, pin.commit, constants.SIGNATURE_FILE, MAX_SIGNATURE_BYTES)
     if sig is not None:
         statement, signer = open_bundle(sig, trust, source=source)
@@ -382,11 +415,9 @@ def check_resigned(reg: Registry, pin: LockEntry, entry: IndexEntry, trust: Trus
                 trust.authorize(statement.keyid, pin.name, entry=signer, digest=pin.digest)
             except TrustError as exc:
                 raise type(exc)(f"{pin.ref}: the lock pins {source}, which its publisher replaced (re-signed at commit "
-                                 f"{entry.commit[:12]}): {exc.message}",
-                                 f"re-lock the re-signed version: `patchkit apply {pin.ref} --model DIR`") from None
+                                 f"{entry.commit[:12]}): {exc.message}", relock) from None
     raise IntegrityError(f"{pin.ref} was re-signed by its publisher (same files, new signature at commit {entry.commit[:12]}); "
-                         f"the lock pins the earlier signature at commit {pin.commit[:12]}",
-                         f"re-lock it: `patchkit apply {pin.ref} --model DIR`")
+                         f"the lock pins the earlier signature at commit {pin.commit[:12]}", relock)
 
 
 __all__ = ["KEYLOG_FILE", "KEYLOG_REPO", "KeyLog", "RevocationResult", "RotationResult", "admit", "bound_statements", "check_resigned", "is_reserved",

@@ -12,7 +12,6 @@ exits at once.
 from __future__ import annotations
 
 import ipaddress
-import json
 import socket
 import sys
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
+from patchkit._internal.jsonio import dumps_line
 from patchkit.errors import NotFoundError, PatchkitError, UsageError
 from patchkit.serve.config import SERVED_NAME_RE, ServeConfig, load_config
 from patchkit.serve.patches import PatchResolver, PatchSet
@@ -107,7 +107,7 @@ def _ready_line(opts: ServeOptions, name: str, url: str, port: int, base: PatchS
     info = {"ok": True, "url": url, "host": opts.host, "port": port, "model": name, "model_dir": str(opts.model_dir),
             "patches": base.usage(), **engine.describe()}
     if opts.json:
-        sys.stdout.write(json.dumps(info, sort_keys=True) + "\n")
+        sys.stdout.write(dumps_line(info, sort_keys=True) + "\n")
         sys.stdout.flush()
     lock = ", ".join(base.refs) or "none (plain model)"
     print(f"patchkit: serving {name} on {url} (engine {info['engine']}; locked patches: {lock}); "
