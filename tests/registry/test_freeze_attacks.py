@@ -140,7 +140,9 @@ def test_freeze_load_and_serve_refuse_pins_past_the_last_index(vendor: Vendor, r
     wait_past(expires)
     with pytest.raises(APIError) as info:
         resolver.resolve("tiny")  # the running server checks its set again, and stops serving it
-    assert info.value.status == 403 and f"expired at {expires}" in info.value.message
+    # The client sees the stable code and a short reason; the expiry (and the hint) go to the server log.
+    assert info.value.status == 403 and info.value.code == "index_expired", info.value.message
+    assert info.value.detail is not None and f"expired at {expires}" in info.value.detail
     with pytest.raises(FreezeError, match=f"expired at {expires}"):
         patchkit.load(model_dir)
     r = subprocess.run([sys.executable, "-c", RUNNER, "serve", "--model", str(model_dir), "--port", "0"],
