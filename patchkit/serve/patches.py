@@ -78,8 +78,10 @@ def _is_ref(part: str) -> bool:
 class PatchResolver:
     """Turns `model` strings into verified `PatchSet`s; remembers the good ones (LRU), never a refusal."""
 
-    def __init__(self, model_dir: Path, config: ServeConfig, *, name: str, trust: TrustStore, registry: str | None) -> None:
+    def __init__(self, model_dir: Path, config: ServeConfig, *, name: str, trust: TrustStore, registry: str | None,
+                 lock_path: Path | None = None) -> None:
         self.model_dir = model_dir
+        self.lock_path = lock_path  # `serve --lock FILE`: the lock kept outside a read-only model directory
         self.config = config
         self.name = name
         self.trust = trust
@@ -163,7 +165,7 @@ class PatchResolver:
             return ps
 
     def _load(self, specs: Sequence[str] | None) -> list[LoadedPatch]:
-        return resolve_patches(self.model_dir, specs, self.policy, registry=self.registry)
+        return resolve_patches(self.model_dir, specs, self.policy, registry=self.registry, lock_path=self.lock_path)
 
     def known(self) -> list[PatchSet]:
         """The patch sets verified so far, most recent last (for /v1/models)."""

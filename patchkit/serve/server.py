@@ -45,6 +45,7 @@ class ServeOptions:
     log_level: str = "warning"
     json: bool = False
     threads: int | None = None
+    lock: Path | None = None
 
 
 def is_loopback(host: str) -> bool:
@@ -127,7 +128,8 @@ def run_server(opts: ServeOptions) -> None:
     if not (opts.model_dir / "config.json").is_file():
         raise NotFoundError(f"{opts.model_dir} is not a transformers model directory (no config.json)", "pass --model DIR")
     name = served_name(opts, config)
-    resolver = PatchResolver(opts.model_dir, config, name=name, trust=TrustStore.coerce(opts.trust), registry=opts.registry)
+    resolver = PatchResolver(opts.model_dir, config, name=name, trust=TrustStore.coerce(opts.trust), registry=opts.registry,
+                             lock_path=opts.lock)
     resolver.check_aliases()
     base = resolver.preload()  # the lock's patches: verified now, or the server does not start
     try:
