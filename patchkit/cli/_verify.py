@@ -87,8 +87,12 @@ class _Parser(argparse.ArgumentParser):
 
 def fast_verify(argv: list[str]) -> int | None:
     """Handle `verify …` without Typer; None means 'let the full CLI handle it' (help, errors)."""
-    if not argv or argv[0] != "verify" or any(a in ("--help", "-h") for a in argv):
+    lead = 0
+    while lead < len(argv) and argv[lead] == "--json":  # `patchkit --json verify …` means `verify … --json`
+        lead += 1
+    if lead >= len(argv) or argv[lead] != "verify" or any(a in ("--help", "-h") for a in argv):
         return None
+    argv = [*argv[lead:], *argv[:lead]]
     p = _Parser(add_help=False)
     p.add_argument("target", nargs="?")
     p.add_argument("--base-model", type=Path)

@@ -65,12 +65,34 @@ class _PlainHelp:
         return opt
 
 
+_JSON_META = "patchkit.json"
+
+
+def _inherit_json(ctx: Any) -> None:
+    """`--json` holds at every level: before the command, between group and command, or after it.
+
+    Click gives each level its own `--json` option; whichever level saw it marks the context
+    chain (whose `meta` all levels share), and every level below turns its own `--json` on.
+    """
+    name = next((p.name for p in ctx.command.params if "--json" in getattr(p, "opts", ())), None)
+    if name is None:
+        return
+    if ctx.params.get(name):
+        ctx.meta[_JSON_META] = True
+    elif ctx.meta.get(_JSON_META):
+        ctx.params[name] = True
+
+
 class PatchkitCommand(_PlainHelp, TyperCommand):
     """A TyperCommand whose parameters show placeholders (DIR, N, TEXT), not Python types."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _plain_params(self.params)
+
+    def invoke(self, ctx: Any) -> Any:
+        _inherit_json(ctx)
+        return super().invoke(ctx)
 
 
 class PatchkitGroup(_PlainHelp, TyperGroup):
@@ -79,6 +101,10 @@ class PatchkitGroup(_PlainHelp, TyperGroup):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _plain_params(self.params)
+
+    def invoke(self, ctx: Any) -> Any:
+        _inherit_json(ctx)
+        return super().invoke(ctx)
 
 
 def _plain_argument(p: TyperArgument) -> None:
