@@ -46,8 +46,9 @@ def run_verify(
 
         summary = verify_lock(lock, policy, registry=registry)
         _warn(summary.warnings)
-        _emit(json_mode, summary.to_dict(), summary.summary_line())
-        if not summary.ok and not json_mode:
+        # Each failure is said once: on stdout (the report, or the JSON); stderr gets one short line.
+        _emit(json_mode, summary.to_dict(), "\n".join(summary.report_lines()))
+        if not summary.ok:
             print(f"patchkit: error: {summary.summary_line()}", file=sys.stderr, flush=True)
         return 0 if summary.ok else int(summary.exit_code)
     from patchkit.registry.targets import verify_target

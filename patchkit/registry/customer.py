@@ -507,12 +507,37 @@ class LockVerifySummary:
         return out
 
     def summary_line(self) -> str:
+        """One short line: the count, and for a failure which pins failed and how (no reasons: `report_lines`)."""
         n = len(self.rows)
         noun = "patch" if n == 1 else "patches"
         if self.ok:
             return f"OK {n} {noun} pinned by {self.lock} verified"
-        bad = "; ".join(f"{r.entry.ref}: {r.error.one_line()}" for r in self.rows if r.error is not None)
-        return f"FAILED {self.failed} of {n} {noun} pinned by {self.lock}: {bad}"
+        kinds = list(dict.fromkeys(r.error.kind for r in self.rows if r.error is not None))
+        return f"FAILED {self.failed} of {n} {noun} pinned by {self.lock} ({', '.join(kinds)}; exit {self.exit_code})"
+
+    def report_lines(self, width: int = 100) -> list[str]:
+        """The human report: the summary, one row per pin (`name@version: reason`, wrapped to `width`),
+        then each distinct hint once; every failure is said here, once."""
+        import textwrap
+
+        from patchkit.errors import redact
+
+        lines = [self.summary_line()]
+        hints: list[str] = []
+        for r in self.rows:
+            if r.error is None:
+                lines.append(f"  ok      {r.entry.ref}")
+                continue
+            reason = redact(" ".join(r.error.message.split())).removeprefix(f"{r.entry.ref}: ")
+            lines += textwrap.wrap(f"{r.entry.ref}: {reason}", width, initial_indent="  FAILED  ",
+                                   subsequent_indent=" " * 10, break_on_hyphens=False, break_long_words=False)
+            hint = redact(" ".join(r.error.hint.split())) if r.error.hint else ""
+            if hint and hint not in hints:
+                hints.append(hint)
+        for h in hints:
+            lines += textwrap.wrap(h, width, initial_indent="  hint: ", subsequent_indent=" " * 8,
+                                   break_on_hyphens=False, break_long_words=False)
+        return lines
 
 
 def _check_lock(lock_path: Path, *, trust: TrustStore, registry: str | None, base_model: Path | None,

@@ -171,9 +171,10 @@ def test_ci_lock_pinning_the_local_registry_says_what_to_do(vendor: Vendor, mode
     env = {"PATCHKIT_HOME": str(ci_home)}
     assert pk("trust", "add", vendor.public, "--scope", "acme/*", "--trust", trust, env=env).returncode == 0
     r = pk("verify", "--lock", model_dir / constants.LOCK_FILE, "--trust", trust, env=env)
-    assert r.returncode == 7
-    assert "--registry URL" in r.stderr and "local registry" in r.stderr
-    assert "lock" in r.stderr  # 13: a missing locked patch in a fresh home names the lock
+    assert r.returncode == 7 and "FAILED 1 of 1 patch" in r.stderr
+    # the failure and its hint are said once, in the report on stdout (issue 22, item 7)
+    assert "--registry URL" in r.stdout and "local registry" in r.stdout
+    assert "lock" in r.stdout  # 13: a missing locked patch in a fresh home names the lock
 
 
 # -- 6: a read-only home, a read-only model directory -----------------------------------------------------------
@@ -287,11 +288,11 @@ def test_hints_name_things_that_exist(vendor: Vendor, shared_registry: str, mode
     pin = read_lock(lock).patches[0]
     lock.write_text(lock.read_text().replace('version = "1.0.0"', 'version = "1.0.1"'))
     r = pk("verify", "--lock", lock)
-    assert r.returncode == 3 and "edited by hand" in r.stderr and "remove it" not in r.stderr
+    assert r.returncode == 3 and "edited by hand" in r.stdout and "remove it" not in r.stdout + r.stderr
     lock.write_text(lock.read_text().replace('version = "1.0.1"', 'version = "1.0.0"'))
     (pk_home / "trust.toml").unlink()
     r = pk("verify", "--lock", lock)
-    assert r.returncode == 4 and "pinned by" in r.stderr and str(entry_dir(pin.name, pin.commit)) not in r.stderr
+    assert r.returncode == 4 and "pinned by" in r.stderr and str(entry_dir(pin.name, pin.commit)) not in r.stdout + r.stderr
 
 
 def test_token_budget_hint_names_the_flag(vendor: Vendor, model_dir: Path) -> None:
