@@ -15,6 +15,7 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 from patchkit.cli._common import JsonOpt, emit, show_group
 from patchkit.cli._errors import interrupted, report, run_guarded
 from patchkit.constants import PATCHKIT_VERSION as __version__
+from patchkit.errors import MissingExtraError, check_extra
 
 PANELS = {
     "Vendor": ("keys", "build", "sign", "publish", "yank", "unyank", "resign", "index", "compose", "train", "eval"),
@@ -91,8 +92,17 @@ class PatchkitCommand(_PlainHelp, TyperCommand):
         _plain_params(self.params)
 
     def invoke(self, ctx: Any) -> Any:
+        """Refuse at once when the command's extra is missing, and say which extra whenever an
+        optional module turns out to be missing later (never "unexpected error: ModuleNotFoundError")."""
         _inherit_json(ctx)
-        return super().invoke(ctx)
+        check_extra(ctx.command_path)
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as exc:
+            missing = MissingExtraError.from_import(exc, ctx.command_path)
+            if missing is None:
+                raise
+            raise missing from None
 
 
 class PatchkitGroup(_PlainHelp, TyperGroup):

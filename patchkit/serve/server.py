@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit.errors import NotFoundError, PatchkitError, UsageError
+from patchkit.errors import MissingExtraError, NotFoundError, PatchkitError, UsageError
 from patchkit.serve.config import SERVED_NAME_RE, ServeConfig, load_config
 from patchkit.serve.patches import PatchResolver, PatchSet
 from patchkit.trust import TrustStore
@@ -138,8 +138,8 @@ def run_server(opts: ServeOptions) -> None:
         from patchkit.serve.app import ServerState, asgi
         from patchkit.serve.metrics import Metrics
         from patchkit.serve.runner import DrainingServer
-    except ImportError as exc:
-        raise UsageError(f"patchkit serve needs its extra ({exc.name} is missing)", "pip install 'patchkit[serve]'") from None
+    except ModuleNotFoundError as exc:
+        raise MissingExtraError("patchkit serve", [(exc.name or "?").split(".")[0]], "serve") from None
     sock = bind_socket(opts.host, opts.port)
     port = int(sock.getsockname()[1])
     metrics = Metrics()
