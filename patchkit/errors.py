@@ -200,6 +200,11 @@ class RegistryError(PatchkitError, exit_code=8, kind="registry"):
     """A registry or network failure."""
 
 
+class RegistryNotFoundError(RegistryError):
+    """The registry itself is not there (a `file://` path or the local registry that does not exist):
+    a registry failure (exit 8), not "no such patch" (exit 7), which a registry that exists answers."""
+
+
 class PolicyError(PatchkitError, exit_code=9, kind="policy"):
     """A verified patch whose signed manifest falls below the policy (`--require`, policy.toml)."""
 

@@ -27,6 +27,7 @@ from patchkit.errors import (
     PolicyError,
     ReadOnlyError,
     RegistryError,
+    RegistryNotFoundError,
     TrustError,
     UsageError,
 )
@@ -300,10 +301,12 @@ def _pinned(e: LockEntry, trust: TrustStore, regs: dict[str, Registry], registry
             # The pin holds by its signature and the digest the lock names; only its yank state is unknown.
             warnings.append(f"{e.ref}: could not read the current index ({exc.message}); its yank state is unknown")
             return cached
-        if isinstance(exc, NotFoundError) and _local_only(e, registry):
-            raise NotFoundError(f"{_about(e, lock_path)} is not in this machine's local registry",
-                                "the lock was made against another machine's local registry; pass --registry URL (a "
-                                "file:// path or hf://) where the patch is published") from None
+        if isinstance(exc, NotFoundError | RegistryNotFoundError) and _local_only(e, registry):
+            # exit 8 when this machine has no local registry at all, 7 when it has one without the pin
+            cls = RegistryNotFoundError if isinstance(exc, RegistryNotFoundError) else NotFoundError
+            raise cls(f"{_about(e, lock_path)} is not in this machine's local registry",
+                      "the lock was made against another machine's local registry; pass --registry URL (a "
+                      "file:// path or hf://) where the patch is published") from None
         if isinstance(exc, NotFoundError):
             raise NotFoundError(f"{_about(e, lock_path)}: {exc.message}", exc.hint) from None
         raise
