@@ -195,6 +195,10 @@ def export(
     target: Annotated[str, typer.Argument(metavar="DIR_OR_REF", help="Artifact dir or NS/NAME@SPEC.")],
     out: Annotated[Path, typer.Option("--out", help="Output directory (must not exist).")],
     format_: Annotated[str, typer.Option("--format", help="Export format: peft.")] = "peft",
+    base_model: Annotated[Path | None, typer.Option(
+        "--base-model", metavar="DIR", show_default=False,
+        help="The local base model: its absolute path goes into adapter_config.json (default: the manifest's "
+             "base model id, which AutoPeftModelForCausalLM looks up on the Hub).")] = None,
     trust: TrustOpt = None,
     registry: RegistryOpt = None,
     json_: JsonOpt = False,
@@ -210,7 +214,12 @@ def export(
 
     if format_ not in FORMATS:
         raise UsageError(f"unknown export format {format_!r}", f"supported: {', '.join(FORMATS)}")
-    res = export_peft(target, out, trust=trust, registry=registry)
+    res = export_peft(target, out, trust=trust, registry=registry, base_model=base_model)
+    where = {"--base-model": "the model directory given with --base-model",
+             "hub-id": "the Hub id in the manifest; pass --base-model DIR to load a local copy instead",
+             "manifest-name": "the manifest's base model name, which is not a Hub id: AutoPeftModelForCausalLM would "
+                              "look it up on the Hub; pass --base-model DIR to write the local path"}[res["base_source"]]
+    err(f"patchkit: adapter_config.json base_model_name_or_path = {res['base_model_name_or_path']} ({where})")
     note = ("with peft 0.21 + transformers 5.x, call PeftModel.generate(..., use_cache=False): its cached path "
             "gives garbage for prompt tuning")
     emit(json_, {**res, "note": note}, f"exported {res['name']}@{res['version']} as a PEFT prompt-tuning adapter in {out}\n"

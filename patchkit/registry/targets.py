@@ -101,6 +101,7 @@ def verify_target(path_or_ref: str | os.PathLike[str], policy: VerificationPolic
         check_base(result.manifest, policy.base_model)
         result.base_model_checked = True
     policy.rules.check(result.manifest)  # last: a patch that fails it still verified (exit 9, not 3-5)
+    policy.rules.check_set([result.manifest])  # a --require rule this patch's domain cannot meet
     result.warnings.extend(warnings)
     return result, warnings
 

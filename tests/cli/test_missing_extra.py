@@ -92,7 +92,7 @@ def test_a_module_missing_later_gets_the_commands_extra() -> None:
                                          "patchkit generate") is None  # our own module missing is a bug (exit 1)
 
 
-@pytest.mark.parametrize("command", ["keys generate", "trust add", "ci verify"])
+@pytest.mark.parametrize("command", ["keys generate", "trust add", "ci verify-locks"])
 def test_subcommands_named_like_a_command_are_not_checked(command: str) -> None:
     from patchkit.errors import check_extra
 
