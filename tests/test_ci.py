@@ -149,7 +149,7 @@ def _env(tmp_path: Path, label: str) -> dict[str, str]:
 
 def test_action_passing_lock_writes_the_summary_and_outputs(locks: dict[str, Any], tmp_path: Path) -> None:
     inputs = {"lock": "models/patchkit.lock", "trust": "ci-trust.toml",
-              "require": "domain in {toxicity}\nharmfulness.refusal_rate>=0.9"}
+              "require": "domain in {toxicity}\ndomain not in {bias}"}  # a rule no patch can meet fails (issue 22)
     code, out, summary, pip = run_action(inputs, tmp_path / "run", locks["work"], _env(tmp_path, "good"))
     assert code == 0, summary
     assert pip.split() == ["-m", "pip", "install", "--disable-pip-version-check", "--quiet", f"patchkit=={__version__}"]

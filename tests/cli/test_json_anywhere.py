@@ -30,7 +30,7 @@ def test_json_before_between_and_after_give_the_same_object(tmp_path: Path) -> N
         (["--json", "verify", art], None, ["verify", art, "--json"]),
         (["--json", "trust", "list"], ["trust", "--json", "list"], ["trust", "list", "--json"]),
         (["--json", "config", "list"], ["config", "--json", "list"], ["config", "list", "--json"]),
-        (["--json", "fingerprint", model], None, ["fingerprint", model, "--json"]),
+        (["--json", "fingerprint", model, "--no-cache"], None, ["fingerprint", model, "--no-cache", "--json"]),
         (["--json", "cache", "list"], ["cache", "--json", "list"], ["cache", "list", "--json"]),
     ]:
         want = _json(*after)
