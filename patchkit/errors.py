@@ -101,10 +101,6 @@ def _and(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-class IntegrityError(PatchkitError, exit_code=3, kind="integrity"):
-    """A signature, digest, size or index check failed."""
-
-
 class MissingExtraError(UsageError, kind="missing-extra"):
     """A command needs an optional dependency group (an extra) that this install lacks.
 
@@ -154,6 +150,10 @@ def check_extra(command: str) -> None:
             missing.append(m)
     if missing:
         raise MissingExtraError(command, missing, extra)
+
+
+class IntegrityError(PatchkitError, exit_code=3, kind="integrity"):
+    """A signature, digest, size or index check failed."""
 
 
 class RollbackError(IntegrityError):
