@@ -73,6 +73,85 @@ class UsageError(PatchkitError, exit_code=2, kind="usage"):
     """A bad flag or argument."""
 
 
+# -- optional dependencies ("extras") ----------------------------------------------------------
+DISTRIBUTION = "patchkit-llm"
+"""The name patchkit is installed by (`pip install patchkit-llm`); the import package stays `patchkit`."""
+
+EXTRA_OF_MODULE: dict[str, str] = {
+    **dict.fromkeys(("torch", "transformers", "safetensors", "numpy", "gguf", "tokenizers"), "runtime"),
+    "accelerate": "train",
+    **dict.fromkeys(("matplotlib", "profanity_check", "sklearn", "yaml"), "eval"),
+    **dict.fromkeys(("fastapi", "starlette", "uvicorn", "sse_starlette", "prometheus_client", "httpx2"), "serve"),
+}
+"""Top-level module -> the extra that installs it (pyproject's [project.optional-dependencies])."""
+
+EXTRA_OF_COMMAND: dict[str, tuple[str, tuple[str, ...]]] = {
+    "generate": ("runtime", ("torch", "transformers")),
+    "chat": ("runtime", ("torch", "transformers")),
+    "train": ("train", ("torch", "transformers", "accelerate")),
+    "eval": ("eval", ("torch", "transformers")),
+    "serve": ("serve", ("torch", "transformers", "fastapi", "uvicorn", "sse_starlette", "prometheus_client")),
+    "demo": ("train,eval", ("torch", "transformers", "accelerate")),
+}
+"""A command -> (the extra it needs, the modules it cannot start without). Whatever module a command
+then misses, its hint is the command's extra: one `pip install` makes the command work."""
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+class MissingExtraError(UsageError, kind="missing-extra"):
+    """A command needs an optional dependency group (an extra) that this install lacks.
+
+    Exit 2, the usage class: nothing is wrong with the user's files, keys or registry; the command
+    asked for cannot run on this install, and the fix is an install command (cli.md has no
+    environment class, and a new exit code would change what scripts rely on).
+    """
+
+    def __init__(self, command: str, missing: list[str], extra: str) -> None:
+        self.command, self.missing, self.extra = command, list(missing), extra
+        what = f"'{command}' needs {_and(self.missing)}, which this install lacks"
+        super().__init__(what, f"pip install '{DISTRIBUTION}[{extra}]'")
+
+    @classmethod
+    def from_import(cls, exc: ImportError, command: str) -> MissingExtraError | None:
+        """The error for a ModuleNotFoundError of an optional module (None for anything else: a bug)."""
+        top = (exc.name or "").split(".")[0]
+        if not isinstance(exc, ModuleNotFoundError) or top not in EXTRA_OF_MODULE:
+            return None
+        needs = EXTRA_OF_COMMAND.get(_subcommand(command))
+        return cls(command, [top], needs[0] if needs else EXTRA_OF_MODULE[top])
+
+
+def _subcommand(command: str) -> str:
+    """`patchkit keys generate` -> `keys generate`: the key of EXTRA_OF_COMMAND."""
+    return command.removeprefix("patchkit").strip()
+
+
+def check_extra(command: str) -> None:
+    """Before a command starts: refuse with MissingExtraError if its extra is not installed.
+
+    `find_spec` locates a module without importing it, so this costs microseconds, not torch's import.
+    """
+    import importlib.util
+
+    needs = EXTRA_OF_COMMAND.get(_subcommand(command))
+    if needs is None:
+        return
+    extra, modules = needs
+    missing = []
+    for m in modules:
+        try:
+            found = importlib.util.find_spec(m) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(m)
+    if missing:
+        raise MissingExtraError(command, missing, extra)
+
+
 class IntegrityError(PatchkitError, exit_code=3, kind="integrity"):
     """A signature, digest, size or index check failed."""
 
@@ -123,6 +202,11 @@ class NotFoundError(PatchkitError, exit_code=7, kind="not-found"):
 
 class RegistryError(PatchkitError, exit_code=8, kind="registry"):
     """A registry or network failure."""
+
+
+class RegistryNotFoundError(RegistryError):
+    """The registry itself is not there (a `file://` path or the local registry that does not exist):
+    a registry failure (exit 8), not "no such patch" (exit 7), which a registry that exists answers."""
 
 
 class PolicyError(PatchkitError, exit_code=9, kind="policy"):

@@ -11,6 +11,11 @@ Rules:
   without one, to every patch. A metric the manifest does not state fails the rule.
 - `FIELD in {a,b}`, `FIELD not in {a,b}`, `FIELD == v`, `FIELD != v`, for FIELD one of
   domain, name, version, publisher, license, base_model.id.
+
+A `--require` rule is also a demand on the set verified (the patch, or every patch a lock pins):
+`harmfulness.refusal_rate>=0.9` fails (exit 9) when no patch of domain harmfulness is there to
+meet it, instead of passing because it applies to none. policy.toml rules stay conditional (a
+policy for several domains applies to whichever patches a lock holds).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import operator
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +51,8 @@ _CMP_RE = re.compile(r"^(?P<lhs>[A-Za-z0-9_.:-]+)\s*(?P<op>>=|<=|==|!=|>|<)\s*(?
 _METRIC_RE = re.compile(r"^[A-Za-z0-9_:-]+$")
 HINT = ("the patch verifies, but its signed manifest does not promise what the policy requires; "
         "choose another version, or ask the publisher")
+UNMET_HINT = ("pin a patch of that domain that states the metric, or drop the rule "
+              "(a rule for several domains' patches belongs in policy.toml, where it applies only where it can)")
 SYNTAX = "rules look like 'harmfulness.refusal_rate>=0.9' or 'domain in {harmfulness,toxicity}'"
 
 
@@ -57,6 +64,7 @@ class Rule:
     number: float | None = None
     values: frozenset[str] = frozenset()
     domain: str | None = None  # a metric rule for patches of this domain only
+    required: bool = False  # from --require: some patch of the set verified must meet it (`Policy.unmet`)
 
     def failure(self, m: Manifest) -> str | None:
         """Why `m` breaks this rule; None when it holds (or does not apply to `m`'s domain)."""
@@ -151,6 +159,28 @@ class Policy:
             if why is not None:
                 raise PolicyError(f"{manifest.name}@{manifest.version} does not meet the policy `{rule.text}`: {why}", HINT)
 
+    def unmet(self, manifests: list[Manifest], *, what: str = "pinned patch") -> list[str]:
+        """The `--require` rules no manifest of the set can meet, each as a one-line reason.
+
+        Per-patch checks (`check`) skip a domain rule for patches of other domains; over the whole
+        set, a rule that applies to none of them is a promise nobody made.
+        """
+        out: list[str] = []
+        for rule in self.rules:
+            if not rule.required:
+                continue
+            if not manifests:
+                out.append(f"no {what} is there to meet `{rule.text}`")
+            elif rule.domain is not None and not any(m.domain == rule.domain for m in manifests):
+                out.append(f"no {what} has a metric {rule.domain}.{rule.subject} (none is of domain {rule.domain}); "
+                           f"`{rule.text}` cannot be met")
+        return out
+
+    def check_set(self, manifests: list[Manifest], *, what: str = "patch") -> None:
+        """PolicyError (exit 9) for the first `--require` rule the set cannot meet."""
+        for why in self.unmet(manifests, what=what):
+            raise PolicyError(why, UNMET_HINT)
+
     def to_dict(self) -> dict[str, Any]:
         return {"rules": [r.text for r in self.rules], "sources": self.sources}
 
@@ -173,7 +203,7 @@ def policy_for(*, trust: Path | str | None, requires: list[str] | None = None, p
         out.rules += load_policy_file(path)
         out.sources.append(str(path))
     if requires:
-        out.rules += [parse_rule(r) for r in requires]
+        out.rules += [replace(parse_rule(r), required=True) for r in requires]
         out.sources.append("--require")
     return out
 

@@ -22,7 +22,7 @@ from typing import Any
 from patchkit import constants
 from patchkit._internal.files import read_regular
 from patchkit.artifact.layout import check_adapter_config, parse_prefix_file
-from patchkit.errors import CompatibilityError, IntegrityError, NotFoundError
+from patchkit.errors import CompatibilityError, IntegrityError, InvalidInputError, NotFoundError
 from patchkit.manifest import Manifest, check_requires, parse_manifest
 from patchkit.policy import Policy, policy_for
 from patchkit.signing import MAX_SIGNATURE_BYTES, check_files, open_bundle, read_artifact_files
@@ -101,6 +101,22 @@ def artifact_digest(root: str) -> str:
     return f"sha256:{root}"
 
 
+def not_an_artifact(path: Path) -> None:
+    """Refuse a directory with neither patchkit.json nor patchkit.sig (never "not signed… sign it"):
+    a model directory gets told how its patches are checked, anything else what an artifact holds."""
+    if (path / constants.MANIFEST_FILE).exists() or (path / constants.SIGNATURE_FILE).exists():
+        return
+    if (path / "config.json").is_file() or any(path.glob("*.safetensors")):
+        lock = path / constants.LOCK_FILE
+        how = (f"to check the patches applied to it: `patchkit verify --lock {lock} --base-model {path}`"
+               if lock.is_file() else "to check patches applied to it, verify the lock `patchkit apply` wrote "
+               "(`patchkit verify --lock LOCK --base-model DIR`)")
+        raise InvalidInputError(f"{path} is a model directory, not a patch artifact",
+                                f"{how}; its weights' digest: `patchkit fingerprint {path}`")
+    raise InvalidInputError(f"{path} is not a patch artifact directory (no {constants.MANIFEST_FILE}, no "
+                            f"{constants.SIGNATURE_FILE})", "pass the directory `patchkit build` wrote, or NS/NAME@SPEC")
+
+
 def verify_artifact(path: Path | str, trust: TrustStore) -> VerifyResult:
     """Verify an artifact directory's signature, signer, files and content; raises a PatchkitError subclass.
 
@@ -114,6 +130,7 @@ def verify_artifact(path: Path | str, trust: TrustStore) -> VerifyResult:
         raise NotFoundError(f"{path} is not a patch artifact directory", "pass the directory that holds patchkit.json")
     store = trust
     sig_path = path / constants.SIGNATURE_FILE
+    not_an_artifact(path)
     try:
         sig = read_regular(sig_path, MAX_SIGNATURE_BYTES, error=IntegrityError)
     except FileNotFoundError:

@@ -177,7 +177,7 @@ def passing_run(locks: dict[str, Any], action_path: Path, tmp_path_factory: pyte
     """The whole action, every step from the install on, for a lock that verifies."""
     tmp = tmp_path_factory.mktemp("passing")
     inputs = {"lock": "models/patchkit.lock", "trust": "ci-trust.toml",
-              "require": "domain in {toxicity}\nharmfulness.refusal_rate>=0.9"}
+              "require": "domain in {toxicity}\ndomain not in {bias}"}  # both met (a rule no patch can meet fails)
     run = run_action(inputs, tmp / "runner", locks["work"], _runner_env(tmp / "home"), action_path)
     assert run.code == 0, (run.ran, run.stderr[-3000:], run.summary)
     return run

@@ -45,8 +45,9 @@ def run_verify(
 
         summary = verify_lock(lock, policy, registry=registry)
         _warn(summary.warnings)
-        _emit(json_mode, summary.to_dict(), summary.summary_line())
-        if not summary.ok and not json_mode:
+        # Each failure is said once: on stdout (the report, or the JSON); stderr gets one short line.
+        _emit(json_mode, summary.to_dict(), "\n".join(summary.report_lines()))
+        if not summary.ok:
             print(f"patchkit: error: {summary.summary_line()}", file=sys.stderr, flush=True)
         return 0 if summary.ok else int(summary.exit_code)
     from patchkit.registry.targets import verify_target
@@ -86,8 +87,12 @@ class _Parser(argparse.ArgumentParser):
 
 def fast_verify(argv: list[str]) -> int | None:
     """Handle `verify …` without Typer; None means 'let the full CLI handle it' (help, errors)."""
-    if not argv or argv[0] != "verify" or any(a in ("--help", "-h") for a in argv):
+    lead = 0
+    while lead < len(argv) and argv[lead] == "--json":  # `patchkit --json verify …` means `verify … --json`
+        lead += 1
+    if lead >= len(argv) or argv[lead] != "verify" or any(a in ("--help", "-h") for a in argv):
         return None
+    argv = [*argv[lead:], *argv[:lead]]
     p = _Parser(add_help=False)
     p.add_argument("target", nargs="?")
     p.add_argument("--base-model", type=Path)

@@ -15,6 +15,7 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 from patchkit.cli._common import JsonOpt, emit, show_group
 from patchkit.cli._errors import interrupted, report, run_guarded
 from patchkit.constants import PATCHKIT_VERSION as __version__
+from patchkit.errors import MissingExtraError, check_extra
 
 PANELS = {
     "Vendor": ("keys", "build", "sign", "publish", "yank", "unyank", "resign", "index", "compose", "train", "eval"),
@@ -65,12 +66,43 @@ class _PlainHelp:
         return opt
 
 
+_JSON_META = "patchkit.json"
+
+
+def _inherit_json(ctx: Any) -> None:
+    """`--json` holds at every level: before the command, between group and command, or after it.
+
+    Click gives each level its own `--json` option; whichever level saw it marks the context
+    chain (whose `meta` all levels share), and every level below turns its own `--json` on.
+    """
+    name = next((p.name for p in ctx.command.params if "--json" in getattr(p, "opts", ())), None)
+    if name is None:
+        return
+    if ctx.params.get(name):
+        ctx.meta[_JSON_META] = True
+    elif ctx.meta.get(_JSON_META):
+        ctx.params[name] = True
+
+
 class PatchkitCommand(_PlainHelp, TyperCommand):
     """A TyperCommand whose parameters show placeholders (DIR, N, TEXT), not Python types."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _plain_params(self.params)
+
+    def invoke(self, ctx: Any) -> Any:
+        """Refuse at once when the command's extra is missing, and say which extra whenever an
+        optional module turns out to be missing later (never "unexpected error: ModuleNotFoundError")."""
+        _inherit_json(ctx)
+        check_extra(ctx.command_path)
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as exc:
+            missing = MissingExtraError.from_import(exc, ctx.command_path)
+            if missing is None:
+                raise
+            raise missing from None
 
 
 class PatchkitGroup(_PlainHelp, TyperGroup):
@@ -79,6 +111,10 @@ class PatchkitGroup(_PlainHelp, TyperGroup):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _plain_params(self.params)
+
+    def invoke(self, ctx: Any) -> Any:
+        _inherit_json(ctx)
+        return super().invoke(ctx)
 
 
 def _plain_argument(p: TyperArgument) -> None:

@@ -67,9 +67,8 @@ def verify_locks(
         warn(r.warnings)
         if json_:
             continue
-        if r.ok:
-            print(r.summary_line(), flush=True)
-        else:
+        print("\n".join(r.report_lines()), flush=True)
+        if not r.ok:
             err(f"patchkit: error: {r.summary_line()}")
     code = next((r.exit_code for r in results if not r.ok), 0)
     if json_:

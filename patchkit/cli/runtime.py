@@ -17,6 +17,11 @@ PatchOpt = Annotated[
                  help="Artifact dir (./path) or NS/NAME@SPEC; repeat to compose, in order (after the locked ones)."),
 ]
 NoLockOpt = Annotated[bool, typer.Option("--no-lock", help="Ignore the model's patchkit.lock.")]
+LockFileOpt = Annotated[
+    Path | None,
+    typer.Option("--lock", metavar="FILE", help="The lock to apply (default: MODEL/patchkit.lock); for a read-only "
+                                                "model, the FILE `patchkit apply --lock FILE` wrote.", show_default=False),
+]
 MaxNewOpt = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Tokens to generate.")]
 TempOpt = Annotated[float, typer.Option("--temperature", min=0.0, help="0 (default) is greedy.")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed for sampling.")]
@@ -30,11 +35,17 @@ DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda
 
 
 def _open_model(model: Path, patch: list[str] | None, no_lock: bool, allow_base_mismatch: bool, no_verify: bool,
-                token_budget: int, trust: Path | None, registry: str | None, device: str | None) -> tuple[Any, Any]:
+                token_budget: int, trust: Path | None, registry: str | None, device: str | None,
+                lock: Path | None = None) -> tuple[Any, Any]:
     """Check every patch before the weights load, then load once; tell stderr what is applied."""
+    from patchkit.errors import UsageError
     from patchkit.runtime.resolve import resolve_patches
+
+    if lock is not None and no_lock:
+        raise UsageError("--lock FILE and --no-lock exclude each other", "drop one of them")
     policy = policy_for(trust, allow_base_mismatch=allow_base_mismatch, token_budget=token_budget)
-    loaded = resolve_patches(model, list(patch or []), policy, verify=not no_verify, registry=registry, with_lock=not no_lock)
+    loaded = resolve_patches(model, list(patch or []), policy, verify=not no_verify, registry=registry, with_lock=not no_lock,
+                             lock_path=lock)
     for p in loaded:
         how = f"signed by {p.signer}" if p.verified else "UNVERIFIED"
         err(f"patchkit: applying {p.ref} ({p.num_virtual_tokens} tokens, {how})")
@@ -54,6 +65,7 @@ def generate(
     model: ModelOpt,
     patch: PatchOpt = None,
     no_lock: NoLockOpt = False,
+    lock: LockFileOpt = None,
     max_new_tokens: MaxNewOpt = 64,
     temperature: TempOpt = 0.0,
     seed: SeedOpt = None,
@@ -69,7 +81,7 @@ def generate(
     """Generate a reply with the locked (and --patch) patches applied; streams to stdout."""
     from patchkit.runtime.generation import generate as gen
 
-    m, tok = _open_model(model, patch, no_lock, allow_base_mismatch, no_verify, token_budget, trust, registry, device)
+    m, tok = _open_model(model, patch, no_lock, allow_base_mismatch, no_verify, token_budget, trust, registry, device, lock)
     started = time.perf_counter()
     text = gen(m, tok, prompt, max_new_tokens, temperature=temperature, seed=seed, system=system, stream=not json_)
     seconds = time.perf_counter() - started
@@ -82,6 +94,7 @@ def chat(
     model: ModelOpt,
     patch: PatchOpt = None,
     no_lock: NoLockOpt = False,
+    lock: LockFileOpt = None,
     max_new_tokens: MaxNewOpt = 256,
     temperature: TempOpt = 0.0,
     seed: SeedOpt = None,
@@ -101,7 +114,7 @@ def chat(
     """
     from patchkit.runtime.generation import generate as gen
 
-    m, tok = _open_model(model, patch, no_lock, allow_base_mismatch, no_verify, token_budget, trust, registry, device)
+    m, tok = _open_model(model, patch, no_lock, allow_base_mismatch, no_verify, token_budget, trust, registry, device, lock)
     messages: list[dict[str, str]] = []
     turns: list[dict[str, str]] = []
     interactive = sys.stdin.isatty()
@@ -182,6 +195,10 @@ def export(
     target: Annotated[str, typer.Argument(metavar="DIR_OR_REF", help="Artifact dir or NS/NAME@SPEC.")],
     out: Annotated[Path, typer.Option("--out", help="Output directory (must not exist).")],
     format_: Annotated[str, typer.Option("--format", help="Export format: peft.")] = "peft",
+    base_model: Annotated[Path | None, typer.Option(
+        "--base-model", metavar="DIR", show_default=False,
+        help="The local base model: its absolute path goes into adapter_config.json (default: the manifest's "
+             "base model id, which AutoPeftModelForCausalLM looks up on the Hub).")] = None,
     trust: TrustOpt = None,
     registry: RegistryOpt = None,
     json_: JsonOpt = False,
@@ -197,7 +214,12 @@ def export(
 
     if format_ not in FORMATS:
         raise UsageError(f"unknown export format {format_!r}", f"supported: {', '.join(FORMATS)}")
-    res = export_peft(target, out, trust=trust, registry=registry)
+    res = export_peft(target, out, trust=trust, registry=registry, base_model=base_model)
+    where = {"--base-model": "the model directory given with --base-model",
+             "hub-id": "the Hub id in the manifest; pass --base-model DIR to load a local copy instead",
+             "manifest-name": "the manifest's base model name, which is not a Hub id: AutoPeftModelForCausalLM would "
+                              "look it up on the Hub; pass --base-model DIR to write the local path"}[res["base_source"]]
+    err(f"patchkit: adapter_config.json base_model_name_or_path = {res['base_model_name_or_path']} ({where})")
     note = ("with peft 0.21 + transformers 5.x, call PeftModel.generate(..., use_cache=False): its cached path "
             "gives garbage for prompt tuning")
     emit(json_, {**res, "note": note}, f"exported {res['name']}@{res['version']} as a PEFT prompt-tuning adapter in {out}\n"

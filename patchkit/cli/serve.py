@@ -29,6 +29,8 @@ def serve(
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch intra-op threads for the local engine "
                                                 "(default: torch's choice, one per core).", show_default=False)] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's log level (info shows each request).")] = "warning",
+    lock: Annotated[Path | None, typer.Option("--lock", metavar="FILE", help="The lock whose patches the base name serves "
+                                              "(default: MODEL/patchkit.lock).", show_default=False)] = None,
     trust: TrustOpt = None,
     registry: RegistryOpt = None,
     json_: JsonOpt = False,
@@ -42,7 +44,7 @@ def serve(
 
     run_server(ServeOptions(model_dir=model, host=host, port=port, config_path=config, engine=engine, vllm_url=vllm_url,
                             name=name, allow_unauthenticated=allow_unauthenticated, trust=trust, registry=registry,
-                            device=device, dtype=dtype, log_level=log_level, json=json_, threads=threads))
+                            device=device, dtype=dtype, log_level=log_level, json=json_, threads=threads, lock=lock))
 
 
 def register(app: typer.Typer) -> None:

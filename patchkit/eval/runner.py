@@ -437,6 +437,7 @@ def run_eval(
     started = time.perf_counter()
     inputs = _load_inputs(suite, prompts, benign, gas_prompts, wheels=wheels, limit=limit, judge=judge,
                           judge_prompt=judge_prompt, toxicity_scorer=toxicity_scorer)
+    _say_builtin_companions(inputs, benign_given=benign is not None, gas_given=gas_prompts is not None, limit=limit)
     cfgs, base = _configurations(model, configs, patches=patches, fixed_prompt=fixed_prompt, reference=reference,
                                  trust=trust, registry=registry, batch_size=batch_size, prompt_format=prompt_format)
     run = _Run(cfgs, max_new_tokens=max_new_tokens, seed=seed, temperature=temperature)
@@ -488,6 +489,20 @@ def _check_arguments(suite: str, model: str | Path | None, configs: Sequence[Con
         raise UsageError("--samples > 1 needs sampling: greedy decoding repeats one reply", "add --temperature 1.0")
     if model is None and configs is None:
         raise UsageError("--model is required")
+
+
+def _say_builtin_companions(inputs: _Inputs, *, benign_given: bool, gas_given: bool, limit: int | None) -> None:
+    """One line when the suite scores a built-in set the user did not name (`--prompts two.jsonl`
+    on harmfulness also generates for every built-in benign prompt): how many, and the flag that changes it."""
+    cap = "" if limit is not None else "; --limit N caps every set"
+    if inputs.benign is not None and not benign_given:
+        n = len(inputs.benign.prompts)
+        print(f"patchkit eval: also scoring {n} built-in benign prompts ({inputs.benign.name}) for over-refusal "
+              f"(--benign FILE picks others{cap})", file=sys.stderr, flush=True)
+    if inputs.gas is not None and not gas_given:
+        n = len(inputs.gas.prompts)
+        print(f"patchkit eval: also scoring {n} built-in profession prompts ({inputs.gas.name}) for GAS"
+              + ("" if limit is not None else " (--limit N caps every set)"), file=sys.stderr, flush=True)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from patchkit.errors import EndlessDataError, NotFoundError
+from patchkit.errors import EndlessDataError, NotFoundError, RegistryNotFoundError
 
 CHUNK = 1024 * 1024
 
@@ -56,6 +56,10 @@ class Registry(ABC):
 
     @abstractmethod
     def tag(self, name: str, tag: str, commit: str) -> None: ...
+
+    def absent(self) -> RegistryNotFoundError | None:
+        """The error to raise when the registry itself does not exist (None: it does, or cannot tell)."""
+        return None
 
     def writer_lock(self, name: str) -> contextlib.AbstractContextManager[None]:
         """Serialize publishers of one name where the store allows it."""

@@ -74,7 +74,8 @@ class PullResult:
 def _read_index_raw(reg: Registry, name: str) -> tuple[bytes, bytes | None, str]:
     refs = reg.refs(name)
     if refs is None or refs.main is None:
-        raise NotFoundError(f"no patch named {name} in registry {reg.url}", "check the name, or publish it first")
+        raise reg.absent() or NotFoundError(f"no patch named {name} in registry {reg.url}",
+                                            "check the name, or publish it first")
     data = reg.read(name, refs.main, constants.INDEX_FILE, MAX_INDEX_BYTES)
     if data is None:
         raise NotFoundError(f"{name} in {reg.url} has no {constants.INDEX_FILE}", "publish a version first")

@@ -27,9 +27,11 @@ from patchkit.errors import (
     PolicyError,
     ReadOnlyError,
     RegistryError,
+    RegistryNotFoundError,
     TrustError,
     UsageError,
 )
+from patchkit.manifest import Manifest
 from patchkit.modeldir import require_model_dir
 from patchkit.policy import Policy
 from patchkit.registry import keylog
@@ -311,10 +313,12 @@ def _pinned(e: LockEntry, trust: TrustStore, regs: dict[str, Registry], registry
             if listed.yanked:
                 warnings.append(f"{e.ref} is yanked: {listed.yank_reason or 'no reason given'}")
             return cached
-        if isinstance(exc, NotFoundError) and _local_only(e, registry):
-            raise NotFoundError(f"{_about(e, lock_path)} is not in this machine's local registry",
-                                "the lock was made against another machine's local registry; pass --registry URL (a "
-                                "file:// path or hf://) where the patch is published") from None
+        if isinstance(exc, NotFoundError | RegistryNotFoundError) and _local_only(e, registry):
+            # exit 8 when this machine has no local registry at all, 7 when it has one without the pin
+            cls = RegistryNotFoundError if isinstance(exc, RegistryNotFoundError) else NotFoundError
+            raise cls(f"{_about(e, lock_path)} is not in this machine's local registry",
+                      "the lock was made against another machine's local registry; pass --registry URL (a "
+                      "file:// path or hf://) where the patch is published") from None
         if isinstance(exc, NotFoundError):
             raise NotFoundError(f"{_about(e, lock_path)}: {exc.message}", exc.hint) from None
         raise
@@ -434,6 +438,7 @@ class PinCheck:
     error: PatchkitError | None = None
     signer: str = ""
     verified: bool = False  # signature, trust, files and identity held (a later base or policy check may still fail)
+    manifest: Manifest | None = None  # the signed manifest, once the pin verified (for the set-wide policy)
 
     @property
     def ok(self) -> bool:
@@ -475,6 +480,7 @@ def check_pin(e: LockEntry, trust: TrustStore, lock_path: Path, *, regs: dict[st
         else:
             row.path, result = got.path, got
         row.signer, row.verified = result.signer, True
+        row.manifest = result.manifest
         if base_model is not None:
             _check_pinned_base(e, result, base_model, row)
         if rules:
@@ -508,14 +514,16 @@ class LockVerifySummary:
     lock: Path
     rows: list[PinCheck]
     rules: Policy | None = None
+    unmet: list[str] = field(default_factory=list)  # `--require` rules no pinned patch can meet
 
     @property
     def ok(self) -> bool:
-        return all(r.ok for r in self.rows)
+        return all(r.ok for r in self.rows) and not self.unmet
 
     @property
     def exit_code(self) -> int:
-        return next((r.error.exit_code for r in self.rows if r.error is not None), 0)
+        first = next((r.error.exit_code for r in self.rows if r.error is not None), 0)
+        return first or (PolicyError.exit_code if self.unmet else 0)
 
     @property
     def verified(self) -> int:
@@ -537,16 +545,50 @@ class LockVerifySummary:
         out = {"ok": self.ok, "lock": str(self.lock), "patches": self.patches, "verified": self.verified,
                "failed": self.failed, "exit_code": self.exit_code, "warnings": self.warnings}
         if self.rules:
-            out["policy"] = self.rules.to_dict()
+            out["policy"] = {**self.rules.to_dict(), "unmet": self.unmet}
         return out
 
     def summary_line(self) -> str:
+        """One short line: the count, and for a failure which pins failed and how (no reasons: `report_lines`)."""
         n = len(self.rows)
         noun = "patch" if n == 1 else "patches"
         if self.ok:
             return f"OK {n} {noun} pinned by {self.lock} verified"
-        bad = "; ".join(f"{r.entry.ref}: {r.error.one_line()}" for r in self.rows if r.error is not None)
-        return f"FAILED {self.failed} of {n} {noun} pinned by {self.lock}: {bad}"
+        kinds = list(dict.fromkeys([*(r.error.kind for r in self.rows if r.error is not None),
+                                    *(["policy"] if self.unmet else [])]))
+        what = f"{self.failed} of {n} {noun}" if self.failed else f"the policy for the {n} {noun}"
+        return f"FAILED {what} pinned by {self.lock} ({', '.join(kinds)}; exit {self.exit_code})"
+
+    def report_lines(self, width: int = 100) -> list[str]:
+        """The human report: the summary, one row per pin (`name@version: reason`, wrapped to `width`),
+        then each distinct hint once; every failure is said here, once."""
+        import textwrap
+
+        from patchkit.errors import redact
+
+        lines = [self.summary_line()]
+        hints: list[str] = []
+        for r in self.rows:
+            if r.error is None:
+                lines.append(f"  ok      {r.entry.ref}")
+                continue
+            reason = redact(" ".join(r.error.message.split())).removeprefix(f"{r.entry.ref}: ")
+            lines += textwrap.wrap(f"{r.entry.ref}: {reason}", width, initial_indent="  FAILED  ",
+                                   subsequent_indent=" " * 10, break_on_hyphens=False, break_long_words=False)
+            hint = redact(" ".join(r.error.hint.split())) if r.error.hint else ""
+            if hint and hint not in hints:
+                hints.append(hint)
+        for why in self.unmet:
+            lines += textwrap.wrap(why, width, initial_indent="  FAILED  ", subsequent_indent=" " * 10,
+                                   break_on_hyphens=False, break_long_words=False)
+        if self.unmet:
+            from patchkit.policy import UNMET_HINT
+
+            hints.append(UNMET_HINT)
+        for h in hints:
+            lines += textwrap.wrap(h, width, initial_indent="  hint: ", subsequent_indent=" " * 8,
+                                   break_on_hyphens=False, break_long_words=False)
+        return lines
 
 
 def _check_lock(lock_path: Path, *, trust: TrustStore, registry: str | None, base_model: Path | None,
@@ -555,7 +597,10 @@ def _check_lock(lock_path: Path, *, trust: TrustStore, registry: str | None, bas
     regs: dict[str, Registry] = {}
     rows = [check_pin(e, trust, lock_path, regs=regs, registry=registry, base_model=base_model, offline=offline,
                       rules=rules) for e in lock.patches]
-    return LockVerifySummary(lock_path, rows, rules)
+    manifests = [r.manifest for r in rows if r.manifest is not None]
+    # Judged only when every pin's manifest is known: a pin that failed earlier might have met the rule.
+    unmet = rules.unmet(manifests) if rules and len(manifests) == len(rows) else []
+    return LockVerifySummary(lock_path, rows, rules, unmet)
 
 
 def verify_lock(lock_path: Path, policy: VerificationPolicy | None = None, *, registry: str | None = None) -> LockVerifySummary:

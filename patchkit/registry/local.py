@@ -24,7 +24,7 @@ from patchkit._internal.files import (
     read_regular,
 )
 from patchkit._internal.jsonio import dumps_canonical, loads_strict
-from patchkit.errors import InvalidInputError, NotFoundError, RegistryError, UsageError
+from patchkit.errors import InvalidInputError, NotFoundError, RegistryError, RegistryNotFoundError, UsageError
 from patchkit.manifest import validate_name
 from patchkit.registry.base import CHUNK, Refs, Registry, Stream
 from patchkit.registry.ids import commit_id, is_commit_id
@@ -38,6 +38,18 @@ class LocalRegistry(Registry):
         self.root = Path(root)
         self.url = url
         self.ident = f"file://{self.root.resolve()}"
+
+    def absent(self) -> RegistryNotFoundError | None:
+        """A store that does not exist is not an empty one: say the registry is missing, not the patch."""
+        if self.root.is_dir():
+            return None
+        if self.url == "local":
+            return RegistryNotFoundError(
+                f"the local registry {self.root} does not exist: nothing was published on this machine",
+                "pass --registry URL (a file:// path or hf://) where the patch is published, or set it once with "
+                "`patchkit config set registry URL`")
+        return RegistryNotFoundError(f"registry {self.url} not found: {self.root} is not a directory",
+                                     "check the path; a file:// registry is the directory `patchkit publish` writes to")
 
     def _repo(self, name: str) -> Path:
         ns, _, short = validate_name(name).partition("/")
@@ -86,7 +98,8 @@ class LocalRegistry(Registry):
     def _resolve(self, name: str, rev: str) -> str:
         refs = self.refs(name)
         if refs is None:
-            raise NotFoundError(f"no patch named {name} in registry {self.url}", "check the name, or publish it first")
+            raise self.absent() or NotFoundError(f"no patch named {name} in registry {self.url}",
+                                                 "check the name, or publish it first")
         if rev == "main":
             if refs.main is None:
                 raise NotFoundError(f"{name} in {self.url} has no commits yet", "publish a version first")

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from patchkit.errors import InvalidInputError, NotFoundError
+from patchkit.errors import InvalidInputError, NotFoundError, RegistryNotFoundError
 from patchkit.policy import Policy
 from patchkit.registry.names import parse_any_ref
 from patchkit.registry.spec import Spec
@@ -75,15 +75,21 @@ def resolve_target(value: str | os.PathLike[str], *, registry: str | None = None
         pulled = pull(target.text, registry=registry, trust=trust, rules=rules)
         if warnings is not None:
             warnings.extend(pulled.warnings)
+            if Path(target.text).is_dir():
+                warnings.append(f"{target.text} is also a directory here; this is the registry patch "
+                                f"(write ./{target.text} for the directory)")
         return pulled.path
-    except NotFoundError as exc:
+    except (NotFoundError, RegistryNotFoundError) as exc:
+        cls = type(exc) if isinstance(exc, RegistryNotFoundError) else NotFoundError
         local = Path(target.text)
-        if local.exists():
-            raise NotFoundError(exc.message, f"{target.text} is read as a registry ref; to use the local directory of "
-                                f"that name, write ./{target.text}") from None
+        if local.is_dir():
+            # Said first: the user most likely meant the directory (`verify dist/x` after `build --out dist/x`).
+            raise cls(f"{target.text} is a directory here, but written as NS/NAME it is a registry name: {exc.message}",
+                      f"to use the directory, write ./{target.text} (a registry name is never read from a directory "
+                      "of the same name)") from None
         if local.parent != Path(".") and local.parent.is_dir():
-            raise NotFoundError(exc.message, f"{target.text} is read as a registry ref; if you meant a directory, write "
-                                f"./{target.text} (no such directory exists either)") from None
+            raise cls(exc.message, f"{target.text} is read as a registry ref; if you meant a directory, write "
+                      f"./{target.text} (no such directory exists either)") from None
         raise
 
 
@@ -100,6 +106,7 @@ def verify_target(path_or_ref: str | os.PathLike[str], policy: VerificationPolic
         check_base(result.manifest, policy.base_model)
         result.base_model_checked = True
     policy.rules.check(result.manifest)  # last: a patch that fails it still verified (exit 9, not 3-5)
+    policy.rules.check_set([result.manifest])  # a --require rule this patch's domain cannot meet
     result.warnings.extend(warnings)
     return result, warnings
 

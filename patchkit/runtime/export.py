@@ -25,9 +25,19 @@ def export_peft(
     trust: TrustStore | Path | str | None = None,
     registry: str | None = None,
     verify: bool = True,
+    base_model: Path | str | None = None,
 ) -> dict[str, Any]:
-    """Write `out/adapter_model.safetensors` + `out/adapter_config.json` (+ the model card)."""
+    """Write `out/adapter_model.safetensors` + `out/adapter_config.json` (+ the model card).
+
+    `base_model_name_or_path` is where `AutoPeftModelForCausalLM` loads the base from: the absolute
+    path of `base_model` when given (after checking its fingerprint is the patch's base), else the
+    manifest's base model id (a Hub id, or a local name the Hub will not know: `base_source` says which).
+    """
+    import json
+
     from patchkit.artifact.layout import check_adapter_config, prefix_bytes, require_new_output, write_new_dir
+    from patchkit.modeldir import require_model_dir
+    from patchkit.verifying import check_base
 
     out = Path(out).expanduser()
     require_new_output(out)
@@ -36,7 +46,17 @@ def export_peft(
 
     found = read_artifact_files(patch.path)
     cfg_raw = found[constants.ADAPTER_CONFIG_FILE]
-    check_adapter_config(cfg_raw, patch.manifest, str(patch.path / constants.ADAPTER_CONFIG_FILE))
+    cfg = check_adapter_config(cfg_raw, patch.manifest, str(patch.path / constants.ADAPTER_CONFIG_FILE))
+    if base_model is not None:
+        base_dir = require_model_dir(base_model).resolve()
+        check_base(patch.manifest, base_dir)  # the adapter must name weights it was built for
+        base_ref, base_source = str(base_dir), "--base-model"
+    else:
+        base_ref = patch.manifest.base_model.id
+        base_source = "hub-id" if _hub_id(base_ref) else "manifest-name"
+    if cfg.get("base_model_name_or_path") != base_ref:
+        cfg["base_model_name_or_path"] = base_ref
+        cfg_raw = (json.dumps(cfg, indent=2, sort_keys=True) + "\n").encode("utf-8")
     files = {constants.TENSOR_FILE: prefix_bytes(patch.prefix), constants.ADAPTER_CONFIG_FILE: cfg_raw}
     if constants.MODEL_CARD_FILE in found:
         files[constants.MODEL_CARD_FILE] = found[constants.MODEL_CARD_FILE]
@@ -49,4 +69,13 @@ def export_peft(
         "digest": patch.digest or None,
         "num_virtual_tokens": patch.num_virtual_tokens,
         "token_dim": patch.token_dim,
+        "base_model_name_or_path": base_ref,
+        "base_source": base_source,
     }
+
+
+def _hub_id(ref: str) -> bool:
+    """`org/name` as the Hub spells repository ids (a bare `llama3` is a directory's name, not an id)."""
+    import re
+
+    return bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*", ref))

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
+from patchkit.errors import UsageError
 from patchkit.lm.loading import load_model
 from patchkit.runtime.patched import PatchedModel, PositionMode
 from patchkit.runtime.resolve import LoadedPatch, PatchSpec, resolve_patches
@@ -27,17 +28,24 @@ def load(
     dtype: Any = None,
     kv_reuse: bool = True,
     positions: PositionMode = "mask",
+    lock: Path | str | None = None,
 ) -> tuple[PatchedModel, Any]:
     """Return `(model, tokenizer)` with `patches` applied in order (None: what the lock lists; []: none).
+
+    The lock is `model_dir/patchkit.lock` unless `lock` names another file (the one
+    `patchkit apply --lock FILE` wrote for a read-only model directory); a `lock` given must exist.
 
     Every patch is verified (signature, trust, content) and checked against the model's
     config and fingerprint before any weights load; `verify=False` skips only the signature
     and trust checks, with a warning.
     """
     model_dir = Path(model_dir).expanduser()
+    if lock is not None and patches is not None:
+        raise UsageError("lock= names the lock to apply, so it goes with patches=None",
+                         "drop patches= to apply what the lock pins, or drop lock=")
     specs: Sequence[PatchSpec] | None = [patches] if isinstance(patches, (str, Path)) else patches
     policy = VerificationPolicy.build(trust, allow_base_mismatch=allow_base_mismatch, token_budget=token_budget)
-    loaded = resolve_patches(model_dir, specs, policy, verify=verify, registry=registry)
+    loaded = resolve_patches(model_dir, specs, policy, verify=verify, registry=registry, lock_path=lock)
     return build_patched(model_dir, loaded, device=device, dtype=dtype, kv_reuse=kv_reuse, positions=positions)
 
 

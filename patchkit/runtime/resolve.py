@@ -12,7 +12,7 @@ from typing import Any
 
 from patchkit import constants
 from patchkit.artifact.loaded import LoadedPatch, check_composable, load_artifact, warn_loudly
-from patchkit.errors import CompatibilityError, IntegrityError, UsageError
+from patchkit.errors import CompatibilityError, IntegrityError, NotFoundError, UsageError
 from patchkit.modeldir import hidden_size_of, read_model_config, require_model_dir
 from patchkit.registry.customer import locked_artifacts
 from patchkit.registry.lock import read_lock
@@ -71,15 +71,25 @@ def check_against_model(patches: Sequence[LoadedPatch], model_dir: Path, policy:
 
 
 def load_locked(model_dir: Path, policy: VerificationPolicy, *, registry: str | None = None,
-                verify: bool = True) -> list[LoadedPatch]:
-    """The patches `model_dir/patchkit.lock` pins, in order ([] without a lock).
+                verify: bool = True, lock_path: Path | str | None = None) -> list[LoadedPatch]:
+    """The patches the lock pins, in order ([] when the default lock is absent).
 
+    The lock is `lock_path` (a lock kept outside a read-only model directory, as `apply --lock`
+    writes it), else `model_dir/patchkit.lock`. A lock named explicitly must exist: running the
+    plain model because of a typo in `--lock` would silently drop every patch.
     The registry resolves each pin (its verified cache copy, else a fetch by pinned commit);
     each is then verified again here and must carry exactly the pinned name, version and digest.
     """
-    lock_path = Path(model_dir) / constants.LOCK_FILE
-    if not lock_path.exists():
-        return []
+    if lock_path is not None:
+        lock_path = Path(lock_path).expanduser()
+        if not lock_path.is_file():
+            raise NotFoundError(f"no lock file at {lock_path}",
+                                "pass the FILE that `patchkit apply --lock FILE` wrote, or drop --lock to use "
+                                f"{Path(model_dir) / constants.LOCK_FILE}")
+    else:
+        lock_path = Path(model_dir) / constants.LOCK_FILE
+        if not lock_path.exists():
+            return []
     lock = read_lock(lock_path)
     paths = locked_artifacts(Path(model_dir), policy.trust, lock_path=lock_path, registry=registry, rules=policy.rules)
     out: list[LoadedPatch] = []
@@ -101,11 +111,13 @@ def resolve_patches(
     verify: bool = True,
     registry: str | None = None,
     with_lock: bool = False,
+    lock_path: Path | str | None = None,
 ) -> list[LoadedPatch]:
     """Everything `load` checks before it touches the weights, in the order of the exit codes.
 
     `patches=None` means what the lock lists; `with_lock=True` puts the locked patches first,
-    then `patches` (the CLI's `--patch` on top of the lock).
+    then `patches` (the CLI's `--patch` on top of the lock). `lock_path` is that lock when it is
+    not `model_dir/patchkit.lock`.
     """
     model_dir = require_model_dir(model_dir)
     if isinstance(patches, (str, Path)):
@@ -114,7 +126,7 @@ def resolve_patches(
         warn_loudly("patch verification is OFF (verify=False): signatures and trust are not checked")
     loaded: list[LoadedPatch] = []
     if patches is None or with_lock:
-        loaded += load_locked(model_dir, policy, registry=registry, verify=verify)
+        loaded += load_locked(model_dir, policy, registry=registry, verify=verify, lock_path=lock_path)
     loaded += [load_patch(s, policy, registry=registry, verify=verify) for s in patches or []]
     _refuse_twice(loaded, locked=patches is None or with_lock)
     check_composable(loaded, policy)

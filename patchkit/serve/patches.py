@@ -92,8 +92,10 @@ def _alias_spec(spec: str) -> str | Path:
 class PatchResolver:
     """Turns `model` strings into verified `PatchSet`s; remembers the good ones (LRU), never a refusal."""
 
-    def __init__(self, model_dir: Path, config: ServeConfig, *, name: str, trust: TrustStore, registry: str | None) -> None:
+    def __init__(self, model_dir: Path, config: ServeConfig, *, name: str, trust: TrustStore, registry: str | None,
+                 lock_path: Path | None = None) -> None:
         self.model_dir = model_dir
+        self.lock_path = lock_path  # `serve --lock FILE`: the lock kept outside a read-only model directory
         self.config = config
         self.name = name
         self.trust = trust
@@ -181,7 +183,7 @@ class PatchResolver:
     def _load(self, specs: Sequence[str] | None) -> list[LoadedPatch]:
         # Every spec here is a ref (client or alias) or an alias's directory, made a Path so it is read as one.
         return resolve_patches(self.model_dir, None if specs is None else [_alias_spec(s) for s in specs], self.policy,
-                               registry=self.registry)
+                               registry=self.registry, lock_path=self.lock_path)
 
     def configured(self) -> list[str]:
         """The model names the operator configured: the base name (its lock) and every alias."""

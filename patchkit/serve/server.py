@@ -20,7 +20,7 @@ from typing import Any
 
 from patchkit import constants
 from patchkit._internal.jsonio import dumps_line
-from patchkit.errors import NotFoundError, PatchkitError, UsageError
+from patchkit.errors import MissingExtraError, NotFoundError, PatchkitError, UsageError
 from patchkit.serve.config import SERVED_NAME_RE, ServeConfig, load_config
 from patchkit.serve.patches import PatchResolver, PatchSet
 from patchkit.trust import TrustStore
@@ -45,6 +45,7 @@ class ServeOptions:
     log_level: str = "warning"
     json: bool = False
     threads: int | None = None
+    lock: Path | None = None
 
 
 def is_loopback(host: str) -> bool:
@@ -127,7 +128,8 @@ def run_server(opts: ServeOptions) -> None:
     if not (opts.model_dir / "config.json").is_file():
         raise NotFoundError(f"{opts.model_dir} is not a transformers model directory (no config.json)", "pass --model DIR")
     name = served_name(opts, config)
-    resolver = PatchResolver(opts.model_dir, config, name=name, trust=TrustStore.coerce(opts.trust), registry=opts.registry)
+    resolver = PatchResolver(opts.model_dir, config, name=name, trust=TrustStore.coerce(opts.trust), registry=opts.registry,
+                             lock_path=opts.lock)
     resolver.check_aliases()
     base = resolver.preload()  # the lock's patches: verified now, or the server does not start
     try:
@@ -136,8 +138,8 @@ def run_server(opts: ServeOptions) -> None:
         from patchkit.serve.app import ServerState, asgi
         from patchkit.serve.metrics import Metrics
         from patchkit.serve.runner import DrainingServer
-    except ImportError as exc:
-        raise UsageError(f"patchkit serve needs its extra ({exc.name} is missing)", f"pip install '{constants.DISTRIBUTION}[serve]'") from None
+    except ModuleNotFoundError as exc:
+        raise MissingExtraError("patchkit serve", [(exc.name or "?").split(".")[0]], "serve") from None
     sock = bind_socket(opts.host, opts.port)
     port = int(sock.getsockname()[1])
     metrics = Metrics()

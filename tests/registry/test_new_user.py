@@ -171,9 +171,11 @@ def test_ci_lock_pinning_the_local_registry_says_what_to_do(vendor: Vendor, mode
     env = {"PATCHKIT_HOME": str(ci_home)}
     assert pk("trust", "add", vendor.public, "--scope", "acme/*", "--trust", trust, env=env).returncode == 0
     r = pk("verify", "--lock", model_dir / constants.LOCK_FILE, "--trust", trust, env=env)
-    assert r.returncode == 7
-    assert "--registry URL" in r.stderr and "local registry" in r.stderr
-    assert "lock" in r.stderr  # 13: a missing locked patch in a fresh home names the lock
+    # CI's fresh home has no local registry at all: a registry failure, exit 8 (issue 22, item 13)
+    assert r.returncode == 8 and "FAILED 1 of 1 patch" in r.stderr
+    # the failure and its hint are said once, in the report on stdout (issue 22, item 7)
+    assert "--registry URL" in r.stdout and "local registry" in r.stdout
+    assert "lock" in r.stdout  # 13: a missing locked patch in a fresh home names the lock
 
 
 # -- 6: a read-only home, a read-only model directory -----------------------------------------------------------
@@ -227,6 +229,10 @@ def test_apply_refuses_what_is_not_a_model_directory(vendor: Vendor, shared_regi
 
 def test_path_typo_hint_names_the_path_form(vendor: Vendor, tmp_path: Path) -> None:
     (tmp_path / "dist").mkdir()
+    r = pk("verify", "dist/acme--tox--1.2.9", cwd=tmp_path)
+    # nothing was ever published here: the local registry is missing, a registry failure (issue 22, item 13)
+    assert r.returncode == 8 and "./dist/acme--tox--1.2.9" in r.stderr and "local registry" in r.stderr
+    vendor.publish("1.0.0", "local")  # with a local registry that lacks the name: not found
     r = pk("verify", "dist/acme--tox--1.2.9", cwd=tmp_path)
     assert r.returncode == 7 and "./dist/acme--tox--1.2.9" in r.stderr
     r = pk("verify", "./dist/acme--tox--1.2.9", cwd=tmp_path)
@@ -287,11 +293,11 @@ def test_hints_name_things_that_exist(vendor: Vendor, shared_registry: str, mode
     pin = read_lock(lock).patches[0]
     lock.write_text(lock.read_text().replace('version = "1.0.0"', 'version = "1.0.1"'))
     r = pk("verify", "--lock", lock)
-    assert r.returncode == 3 and "edited by hand" in r.stderr and "remove it" not in r.stderr
+    assert r.returncode == 3 and "edited by hand" in r.stdout and "remove it" not in r.stdout + r.stderr
     lock.write_text(lock.read_text().replace('version = "1.0.1"', 'version = "1.0.0"'))
     (pk_home / "trust.toml").unlink()
     r = pk("verify", "--lock", lock)
-    assert r.returncode == 4 and "pinned by" in r.stderr and str(entry_dir(pin.name, pin.commit)) not in r.stderr
+    assert r.returncode == 4 and "pinned by" in r.stderr and str(entry_dir(pin.name, pin.commit)) not in r.stdout + r.stderr
 
 
 def test_token_budget_hint_names_the_flag(vendor: Vendor, model_dir: Path) -> None:

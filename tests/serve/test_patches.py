@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from patchkit import constants
 from patchkit.serve.config import ServeConfig
 from patchkit.serve.errors import APIError
 from patchkit.serve.patches import PatchResolver
@@ -50,6 +51,7 @@ def test_resolution_refusals_map_to_statuses_and_cache_nothing(tmp_path: Path) -
     aliases = {"good": [str(good)], "stranger": [str(stranger)], "wrongbase": [str(wrong_base)]}
     r = PatchResolver(model, ServeConfig(aliases=aliases), name="tiny", trust=TrustStore.load(kit.trust), registry=None)
     r.check_aliases()
+    constants.patchkit_home().joinpath("registry").mkdir()  # a local registry without acme/missing (absent: 502)
     ps = r.resolve("good")
     assert [p.name for p in ps.patches] == ["acme/good"] and ps.patches[0].digest.startswith("sha256:")
     assert ps.header() == f"acme/good@1.0.0={ps.patches[0].digest}"
