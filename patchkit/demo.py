@@ -173,32 +173,42 @@ class Demo:
         self.name = f"{cfg.namespace}/smollm2-harm" if cfg.model is None else f"{cfg.namespace}/tiny-harm"
         self.env = {**os.environ, "PATCHKIT_HOME": str(constants.patchkit_home()), "PATCHKIT_LOG_FILE": str(log_path(cfg))}
         self._version: str | None = None
-        self._background: subprocess.Popen[str] | None = None
-        self._background_tail: list[str] = []
-        self._heartbeat_ok = True
-        self.generation_calls = 0  # what this run generated or trained itself (tests count cache hits by it)
+        self._background: subprocess.Popen[bytes] | None = None
+        self.generated = 0  # replies this process generated itself (not from a cache)
+        self.commands: list[str] = []  # the `patchkit` commands this run ran, in order
 
     # -- plumbing --------------------------------------------------------------------------
     def _argv(self, args: tuple[str | Path, ...], json_out: bool) -> list[str]:
         return [sys.executable, "-m", "patchkit", *map(str, args), *(["--json"] if json_out else [])]
 
     def _threads_env(self, threads: int | None) -> dict[str, str]:
-        """The child's torch threads: what the user set wins; else `threads` when two processes share the CPU."""
-        if threads is None or constants.threads_set_by_user():
+        """The child's torch threads: what the user set wins; else `threads` when two processes
+        share the CPU; else the cores not already busy (`_free_cores`)."""
+        if constants.threads_set_by_user():
             return self.env
-        return {**self.env, "OMP_NUM_THREADS": str(threads)}
+        return {**self.env, "OMP_NUM_THREADS": str(threads if threads is not None else _free_cores())}
 
     def pk(self, *args: str | Path, expect: tuple[int, ...] = (0,), json_out: bool = True,
            live: bool = False, threads: int | None = None, log_failure: bool = True) -> tuple[int, Any, str]:
         """Run one `patchkit` step; `live` passes its stderr (progress, loss) straight through as it comes."""
         argv = self._argv(args, json_out)
         env = self._threads_env(threads)
-        if live:
+        self.commands.append(str(args[0]))
+        log_line(f"$ patchkit {' '.join(map(str, args[:2]))} …", log_path(self.cfg))
+        if live and sys.stderr.isatty():  # the child draws its bars on the terminal itself
+            r = subprocess.run(argv, stdout=subprocess.PIPE, text=True, env=env)
+            code, stdout, stderr = r.returncode, r.stdout, ""
+        elif live:  # plain progress lines, passed through as they come; the end kept for an error
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
             tail = _Tail()
             pump = threading.Thread(target=tail.pump, args=(proc.stderr,), daemon=True)
             pump.start()
-            out_b, _ = proc.communicate()
+            try:
+                out_b, _ = proc.communicate()
+            except BaseException:  # interrupted or terminated: the step's process goes too
+                proc.kill()
+                proc.wait()
+                raise
             pump.join()
             code, stdout, stderr = proc.returncode, out_b.decode("utf-8", "replace"), tail.text()
         else:
@@ -365,13 +375,16 @@ class Demo:
                     p.unlink(missing_ok=True)
         t0 = time.perf_counter()
         steps = self.steps()
+        previous = _exit_on_sigterm()
         try:
             for title, done, run in steps:
                 self.step(title, done, run, len(steps))
         finally:
             self.stop_background()
+            _restore_sigterm(previous)
         self.result.summary["total_seconds"] = round(time.perf_counter() - t0, 1)
-        self.result.summary["log"] = str(log_path(self.cfg))
+        self.result.summary.update({"log": str(log_path(self.cfg)), "commands": self.commands,
+                                    "generated_in_process": self.generated})
         log_line(f"=== demo finished in {self.result.summary['total_seconds']} s ===", log_path(self.cfg))
         return self.result
 
@@ -416,16 +429,18 @@ class Demo:
     def start_background(self) -> None:
         """Start scoring base M and M + the safety prompt now: their replies do not depend on the
         patch, and `evaluate` finds them in the same reply cache (same `--out`)."""
-        if self._background is not None or self.eval_done_for_base():
+        if self._background is not None:
             return
         (self.w / "eval").mkdir(parents=True, exist_ok=True)
         argv = self._argv(tuple(self.eval_args(None)), True)
+        self.commands.append("eval")
+        log_line("$ patchkit eval (base M and M + the safety prompt, in the background) …", log_path(self.cfg))
         _say(self.cfg, "      (in the background: evaluating base M and M + the safety prompt, one torch thread)")
-        self._background = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                            env=self._threads_env(1))
-
-    def eval_done_for_base(self) -> bool:
-        return (self.w / "eval" / "metrics.json").exists() and self.keyed("eval", self.w / "eval" / "metrics.json", self.eval_key)()
+        # No progress on stderr (it is not shown; its lines go to demo.log), and stderr to a file,
+        # which cannot fill up and stall the child as an unread pipe would.
+        env = {**self._threads_env(1), "PATCHKIT_NO_PROGRESS": "1"}
+        with open(self.w / "eval" / "background.stderr", "wb") as err:
+            self._background = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=env)
 
     def background_running(self) -> bool:
         return self._background is not None and self._background.poll() is None
@@ -438,8 +453,9 @@ class Demo:
             return
         if proc.poll() is None:
             _say(self.cfg, "      waiting for the background evaluation of base M and M + the safety prompt …")
-        _, err = proc.communicate()
+        proc.wait()
         if proc.returncode:
+            err = (self.w / "eval" / "background.stderr").read_text(errors="replace")
             log_line(f"background evaluation exited {proc.returncode}: {_last_line(err)}", log_path(self.cfg))
 
     def stop_background(self) -> None:
@@ -553,7 +569,7 @@ class Demo:
                 settings=GenerationSettings(max_new_tokens=self.cfg.train_max_new_tokens, dtype="float32"),
                 batch_size=self.cfg.eval_batch_size, cache=cache, desc="M's benign answers",
             )
-        self.generation_calls += cache.misses
+        self.generated += cache.misses
         write_training_files(data, answers, self.w)
 
     def train(self) -> None:
@@ -570,7 +586,6 @@ class Demo:
             settings["eval_every"] = max(1, c.max_steps)
         paths = {k: self.w / f"{k}.jsonl" for k in ("prompts", "reference", "validation")}
         self.start_background()
-        self.generation_calls += 1
         self.pk(*train_args(replace(self.recipe, train=settings), paths, self.model_dir, out), live=True,
                 threads=1 if self.background_running() else None)
         self.say_losses(out)
@@ -599,7 +614,6 @@ class Demo:
         ev = self.w / "eval"
         ev.mkdir(exist_ok=True)
         self.wait_background()
-        self.generation_calls += 1
         self.pk(*self.eval_args(art), live=True)
         os.replace(ev / "metrics.json.partial", ev / "metrics.json")
 
@@ -740,6 +754,42 @@ class Demo:
         reason = (payload or {}).get("reason", "")
         _say(self.cfg, f"      tampered copy: exit {code}: {reason}")
         self.result.summary["ci_tampered"] = {"exit_code": code, "reason": reason}
+
+
+def _free_cores() -> int:
+    """Cores free for one torch process: all of them on a quiet machine, one on a busy one.
+
+    torch's threads spin while they wait for each other, so two threads on a machine whose other
+    core is taken run slower than one (measured here: a patched evaluation batch took minutes at
+    load 7 with two threads). The 1-minute load average counts our own last step too, hence +1.
+    """
+    cpus = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return cpus
+    return max(1, min(cpus, int(cpus - load + 1.5)))
+
+
+def _exit_on_sigterm() -> Any:
+    """SIGTERM (a `timeout`, a CI cancel) unwinds like Ctrl-C, so the demo stops the commands it
+    started instead of leaving them running; returns the previous handler (None off the main thread)."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        return None
+
+
+def _restore_sigterm(previous: Any) -> None:
+    import signal
+
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

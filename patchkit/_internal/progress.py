@@ -11,6 +11,7 @@ both stderr forms off (the log file still gets its lines: it is asked for explic
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -64,6 +65,19 @@ class Progress:
             from tqdm.auto import tqdm
 
             self._bar = tqdm(total=self.total, desc=desc, unit=unit, initial=initial, leave=leave)
+        # A unit can take longer than the interval (a first batch of the longest prompts on a busy
+        # machine): a ticker then says how long it has been, so a log never goes silent for long.
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        if (self._lines or self._log is not None) and self._interval > 0 and self.total > 0:
+            self._ticker = threading.Thread(target=self._tick, daemon=True)
+            self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self._interval):
+            if self._clock() - self._last >= self._interval:
+                self._last = self._clock()
+                self._emit(self.line())
 
     # -- the estimate -----------------------------------------------------------------------
     @property
@@ -108,6 +122,9 @@ class Progress:
         if self._closed:
             return
         self._closed = True
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
         if self._bar is not None:
             self._bar.close()
         # A closing line only where progress lines were shown: quick work stays quiet.
