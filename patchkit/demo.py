@@ -204,7 +204,9 @@ class Demo:
             pump = threading.Thread(target=tail.pump, args=(proc.stderr,), daemon=True)
             pump.start()
             try:
-                out_b, _ = proc.communicate()
+                assert proc.stdout is not None
+                out_b = proc.stdout.read()  # not communicate(): it would read stderr too, racing the pump
+                proc.wait()
             except BaseException:  # interrupted or terminated: the step's process goes too
                 proc.kill()
                 proc.wait()

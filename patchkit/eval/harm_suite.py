@@ -264,9 +264,10 @@ def run_suite(
 
     # One estimate for the whole evaluation (every configuration and source still to generate),
     # not one per source: each of those is short, together they are minutes.
-    todo = sum(len(datasets[s.spec].prompts) for c, (_, identity, _) in backends.items() for s in sources
-               if _cached_rows(_cache_path(Path(out), c, f"{identity}|{cap(s)}", s.spec), datasets[s.spec]) is None)
-    with Progress(todo, f"evaluate {'+'.join(backends)}", unit="replies") as bar:
+    todo = {(c, s.spec): len(datasets[s.spec].prompts) for c, (_, identity, _) in backends.items() for s in sources
+            if _cached_rows(_cache_path(Path(out), c, f"{identity}|{cap(s)}", s.spec), datasets[s.spec]) is None}
+    pending = list(dict.fromkeys(c for c, _ in todo))  # the configurations with replies still to generate
+    with Progress(sum(todo.values()), f"evaluate {'+'.join(pending) or 'nothing new'}", unit="replies") as bar:
         for c, (be, identity, sys_prompt) in backends.items():
             for s in sources:
                 ds = datasets[s.spec]
