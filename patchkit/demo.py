@@ -294,7 +294,7 @@ class Demo:
 
     def _reports_progress(self, run: Callable[[], None]) -> bool:
         """Steps whose commands show their own progress lines with an estimate."""
-        return self._step_id(run, "") in {"write_reference", "train", "evaluate", "fetch_data"}
+        return self._step_id(run, "") in {"write_reference", "train", "evaluate"}
 
     def _heartbeat(self, run: Callable[[], None], title: str, t0: float, stop: threading.Event) -> None:
         """For a step with no progress of its own: a line every interval with the time elapsed and an

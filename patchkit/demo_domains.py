@@ -151,7 +151,7 @@ class DomainDemo(Demo):
             args += ["--limit", str(self.cfg.eval_limit)]
         if self.cfg.model is not None:
             args += ["--max-new-tokens", str(self.cfg.max_new_tokens)]
-        self.pk(*args)
+        self.pk(*args, live=True)  # its progress lines (with an estimate) pass through
         os.replace(ev / "metrics.json.partial", ev / "metrics.json")
 
     def publish(self) -> None:
