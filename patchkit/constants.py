@@ -95,10 +95,42 @@ def debug() -> bool:
 
 def no_progress() -> bool:
     """Progress bars are off with `PATCHKIT_NO_PROGRESS=1`, and whenever stderr is not a terminal
-    (a CI log would fill with carriage-return noise)."""
+    (a CI log would fill with carriage-return noise; `progress_lines()` says what shows there)."""
     import sys
 
-    return _truthy(os.environ.get("PATCHKIT_NO_PROGRESS")) or not sys.stderr.isatty()
+    return progress_off() or not sys.stderr.isatty()
+
+
+def progress_off() -> bool:
+    """`PATCHKIT_NO_PROGRESS=1`: no bars and no periodic progress lines on stderr."""
+    return _truthy(os.environ.get("PATCHKIT_NO_PROGRESS"))
+
+
+def progress_lines() -> bool:
+    """Plain periodic progress lines (with an estimate) on stderr: when it is not a terminal."""
+    return not progress_off() and no_progress()
+
+
+def progress_interval() -> float:
+    """Seconds between two plain progress lines (`PATCHKIT_PROGRESS_INTERVAL`, default 10)."""
+    raw = os.environ.get("PATCHKIT_PROGRESS_INTERVAL")
+    try:
+        value = float(raw) if raw else 10.0
+    except ValueError:
+        value = 10.0
+    return value if value >= 0 else 10.0
+
+
+def threads_set_by_user() -> bool:
+    """`OMP_NUM_THREADS` is set: the user chose torch's thread count, and the demo keeps it."""
+    return bool(os.environ.get("OMP_NUM_THREADS"))
+
+
+def progress_log() -> Path | None:
+    """`PATCHKIT_LOG_FILE`: a file that also receives every plain progress line (the demo sets it
+    to its `demo.log` for the commands it runs)."""
+    raw = os.environ.get("PATCHKIT_LOG_FILE")
+    return Path(raw) if raw else None
 
 
 def github_step_summary() -> Path | None:

@@ -151,7 +151,7 @@ class DomainDemo(Demo):
             args += ["--limit", str(self.cfg.eval_limit)]
         if self.cfg.model is not None:
             args += ["--max-new-tokens", str(self.cfg.max_new_tokens)]
-        self.pk(*args)
+        self.pk(*args, live=True)  # its progress lines (with an estimate) pass through
         os.replace(ev / "metrics.json.partial", ev / "metrics.json")
 
     def publish(self) -> None:
@@ -185,9 +185,7 @@ class DomainDemo(Demo):
             _say(self.cfg, f"      | {r['metric']} | {r['n']} | {num(r['base'])} | {num(r['fixed_prompt'])} | "
                            f"{num(r['reference'])} | {num(r['patched'])} |")
         gen: list[str | Path] = ["generate", "--model", self.model_dir, "--max-new-tokens", str(self.cfg.max_new_tokens), "--seed", "0"]
-        _, before, _ = self.pk(*gen, "--no-lock", self.spec.sample_prompt)
-        _, after, _ = self.pk(*gen, "--no-lock", "--patch", self.artifact_dir, self.spec.sample_prompt)
-        b_text, a_text = (before or {}).get("text", ""), (after or {}).get("text", "")
+        b_text, a_text = self.sample(gen, ["--no-lock"], ["--no-lock", "--patch", str(self.artifact_dir)], self.spec.sample_prompt)
         _say(self.cfg, f"      prompt: {self.spec.sample_prompt}")
         _say(self.cfg, f"      before: {b_text[:300]!r}")
         _say(self.cfg, f"      after:  {a_text[:300]!r}")

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from patchkit import constants
 from patchkit.errors import InvalidInputError
 from patchkit.lm.chat import FOLD_NOTE, format_chat
 
@@ -23,9 +22,25 @@ class Completion:
 
 
 def _progress(total: int, desc: str) -> Any:
-    from tqdm.auto import tqdm
+    from patchkit._internal.progress import Progress
 
-    return tqdm(total=total, desc=desc, unit="prompt", disable=constants.no_progress(), leave=False)
+    return Progress(total, desc, unit="prompts")
+
+
+class _Outer:
+    """A caller's progress, counted into by one `generate` call and left open for the next."""
+
+    def __init__(self, outer: Any) -> None:
+        self.outer = outer
+
+    def update(self, n: int) -> None:
+        self.outer.update(n)
+
+    def __enter__(self) -> _Outer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 class Backend:
@@ -77,7 +92,10 @@ class Backend:
         seed: int = 0,
         temperature: float = 0.0,
         desc: str = "generate",
+        progress: Any = None,
     ) -> list[Completion]:
+        """Greedy (or sampled) replies, batched; `progress` (a `Progress`) counts them in a caller's
+        overall estimate instead of a bar of this call's own."""
         import torch
         from transformers import GenerationConfig
 
@@ -97,7 +115,7 @@ class Backend:
         )
         results: list[Completion | None] = [None] * len(texts)
         stop_ids = {int(x) for x in (eos if isinstance(eos, list) else [eos]) if x is not None}
-        with _progress(len(texts), desc) as bar:
+        with (_Outer(progress) if progress is not None else _progress(len(texts), desc)) as bar:
             for b in range(0, len(order), self.batch_size):
                 idx = order[b : b + self.batch_size]
                 enc = self._encode([texts[i] for i in idx])

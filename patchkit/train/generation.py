@@ -118,7 +118,7 @@ def generate_cached(
     desc: str = "generating",
 ) -> list[str]:
     """Responses for formatted prompt texts, generating only the ones not cached yet."""
-    from tqdm.auto import tqdm
+    from patchkit._internal.progress import Progress
 
     keys = [cache.key(model_digest, t, settings) for t in texts]
     results: list[str | None] = [cache.get(k) for k in keys]
@@ -131,7 +131,7 @@ def generate_cached(
         model.eval()
         # Longest first, so each batch pads little; the order does not reach the cache key.
         todo.sort(key=lambda i: -len(texts[i]))
-        bar = tqdm(total=len(todo), desc=desc, disable=constants.no_progress(), leave=False)
+        bar = Progress(len(todo), desc, unit="prompts")
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
             for i, response in zip(chunk, _generate_batch(model, tokenizer, [texts[i] for i in chunk], settings), strict=True):

@@ -58,6 +58,19 @@ ON_POLICY_NOTE = (
 )
 
 
+class _NoProgress:
+    """What processes other than the main one show: nothing."""
+
+    def update(self, n: int = 1) -> None:
+        return None
+
+    def set_postfix(self, **kw: Any) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
 class StopTraining(Exception):
     """Raised by the `stop_after` test hook, as if the process had been killed."""
 
@@ -498,7 +511,7 @@ class _Training:
                 })
             accelerator.wait_for_everyone()
 
-        from tqdm.auto import tqdm
+        from patchkit._internal.progress import Progress
 
         with _deterministic():
             for stage in cfg.stages:
@@ -521,8 +534,8 @@ class _Training:
                     ref_prefix = inner.prefix.detach().cpu().clone() if cfg.dpo_reference == "sft" else None
                     ref_lp = reference_logprobs(inner, self.pairs, pad_id, self.device, ref_prefix, cfg.generation_batch_size,
                                                 shared)
-                bar = tqdm(total=len(schedule), initial=done[stage], desc=stage.upper(),
-                           disable=constants.no_progress() or not accelerator.is_main_process)
+                bar = (Progress(len(schedule), f"{stage.upper()} training", unit="steps", initial=done[stage], leave=True)
+                       if accelerator.is_main_process else _NoProgress())
                 for idx in schedule[done[stage] :]:
                     rows = local(idx)
                     if stage == "sft":
