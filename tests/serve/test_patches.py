@@ -96,6 +96,7 @@ def test_client_cannot_load_or_probe_unpublished_directories_in_the_server_cwd(t
     attempts = ["tiny+dist/draft", "tiny+dist/Draft_2", "tiny+./dist/draft", f"tiny+{with_drafts}/dist/draft", "tiny+draft",
                 "tiny+acme/tox@1.0.0", "tiny+dist/draft@1.0.0", "tiny+acme/x@1.0.0+dist", "dist/draft"]
     config = ServeConfig(name="tiny")
+    (tmp_path / "reg").mkdir()  # the registry exists and lacks them all: refs are 404 (an absent registry is a 502)
 
     def answers(cwd: Path) -> list[tuple[int, bytes]]:
         monkeypatch.chdir(cwd)

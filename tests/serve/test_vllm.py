@@ -105,6 +105,7 @@ def stub() -> Iterator[VLLMStub]:
 def gateway(serve_kit: Kit, serve_model: Path, serve_patches: Callable[[str], Path], stub: VLLMStub,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, VLLMStub]]:
     root = tmp_path_factory.mktemp("vllm-gateway")
+    (root / "home" / "registry").mkdir(parents=True)  # an empty local registry: an unknown ref is a 404 (absent: 502)
     config = root / "serve.toml"
     config.write_text(f'name = "tiny"\n[aliases]\na = ["{serve_patches("acme/a")}"]\n'
                       f'bc = ["{serve_patches("acme/b")}", "{serve_patches("acme/c")}"]\n')
