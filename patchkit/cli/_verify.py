@@ -32,10 +32,13 @@ def run_verify(
     json_mode: bool,
     require: list[str] | None = None,
     policy_file: Path | None = None,
+    require_self_test: bool = False,
 ) -> int:
     """Return the exit code; PatchkitErrors in plain mode propagate to the CLI's one handler."""
     if (target is None) == (lock is None):
         raise UsageError("verify takes DIR_OR_REF or --lock FILE (one of them)", "e.g. `patchkit verify ./patch` or `patchkit verify --lock patchkit.lock`")
+    if require_self_test and lock is None:
+        raise UsageError("--require-self-test applies to --lock", "e.g. `patchkit verify --lock patchkit.lock --require-self-test`")
     from patchkit.policy import policy_for
     from patchkit.verifying import VerificationPolicy
 
@@ -44,7 +47,7 @@ def run_verify(
     if lock is not None:
         from patchkit.registry.customer import verify_lock
 
-        summary = verify_lock(lock, policy, registry=registry)
+        summary = verify_lock(lock, policy, registry=registry, require_self_test=require_self_test)
         _warn(summary.warnings)
         _emit(json_mode, summary.to_dict(), summary.summary_line())
         if not summary.ok and not json_mode:
