@@ -197,6 +197,11 @@ def model_card(manifest: Manifest) -> str:
 
             lines.append(f"| {x.name} | {f(x.value)} | {f(x.baseline)} | {f(x.fixed_prompt)} | {f(x.reference)} | {x.n or ''} | {x.dataset or ''} |")
         lines.append("")
+    if m.self_test is not None:
+        t = m.self_test
+        lines += [f"Behavioural self-test: {t.n} prompts with their expected verdicts in `{t.file}` (clear text, signed); "
+                  f"`patchkit verify {m.name}@{m.version} --behaviour --model DIR` runs it on your device and dtype "
+                  f"(at most {t.max_disagreements} verdicts may differ).", ""]
     if m.components:
         lines += ["Composed, in order, from:", ""] + [f"1. `{c.name}@{c.version}` ({c.digest})" for c in m.components] + [""]
     lines += [
