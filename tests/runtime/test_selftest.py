@@ -222,3 +222,31 @@ def test_apply_behaviour_refuses_before_writing_anything(setup: dict[str, Any], 
     entry = json.loads(r.stdout)["patches"][0]
     assert entry["self_test"]["passed"] is True and entry["self_test"]["digest"] == entry["digest"]
     assert entry["self_test"]["dtype"] == "float32" and entry["self_test"]["checked_at"]
+
+
+def test_serve_refuses_to_start_when_a_locked_patch_fails_its_self_test(setup: dict[str, Any], tmp_path: Path) -> None:
+    """A vendor pipeline (the Python API) signed verdicts its patch does not give: `serve --self-test` will not start."""
+    from patchkit.artifact.build import build_artifact
+    from patchkit.artifact.selftest import SelfTestItem
+    from patchkit.artifact.sign import sign_artifact
+    from patchkit.registry import publish
+
+    kit = setup["kit"]
+    items = [SelfTestItem(p, "refuse") for p in PROMPTS[:4]]
+
+    def overclaim(prefix: object) -> SelfTest:  # log-odds 0 (p = 0.5) as the bar; the tiny model scores near -17
+        return SelfTest(items, [0.0] * 4, 0.0, 0.0, {"device": "cpu", "dtype": "float32"})
+
+    art = tmp_path / "art"
+    build_artifact(setup["src"], art, name="acme/overclaim", version="1.0.0", domain="harmfulness",
+                   base_model=setup["model"], selftest=overclaim)  # type: ignore[arg-type]
+    sign_artifact(art, kit.keys / "private.pem")
+    assert pk("trust", "add", kit.keys / "public.pem", "--scope", "acme/*").returncode == 0
+    publish(art, kit.keys / "private.pem", registry="local")
+    model = tmp_path / "model"
+    shutil.copytree(setup["model"], model)
+    assert pk("apply", "acme/overclaim@1.0.0", "--model", model, "--registry", "local").returncode == 0
+    r = pk("serve", "--model", model, "--self-test", "--port", "0", timeout=300)
+    assert r.returncode == 10, r.stderr
+    assert "acme/overclaim@1.0.0: self-test FAILED: 0/4 verdicts agree" in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("patchkit: error: acme/overclaim@1.0.0: self-test FAILED")
