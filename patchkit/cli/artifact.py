@@ -204,6 +204,10 @@ def inspect(
                      f"ref {_value(x.name, x.reference)}, n={x.n}, {x.dataset})")
     for c in m.components:
         lines.append(f"  component: {c.name}@{c.version} {c.digest}")
+    if m.self_test is not None:
+        t = m.self_test
+        lines.append(f"  self-test: {t.n} prompts in {t.file} ({t.scorer}, threshold {t.threshold:.3f}, at most "
+                     f"{t.max_disagreements} may differ); run it with `patchkit verify … --behaviour --model DIR`")
     print("\n".join(lines))
 
 

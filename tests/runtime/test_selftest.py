@@ -71,6 +71,9 @@ def test_build_stores_the_self_test_under_the_signature(setup: dict[str, Any]) -
 
     payload = json.loads(base64.b64decode(sig["dsseEnvelope"]["payload"]))
     assert "selftest.json" in {r["name"] for r in payload["predicate"]["resources"]}
+    shown = pk("inspect", art, "--trust", setup["kit"].trust)
+    assert shown.returncode == 0 and f"self-test: {len(PROMPTS)} prompts in selftest.json" in shown.stdout
+    assert "Behavioural self-test: 14 prompts" in (art / "README.md").read_text()
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
