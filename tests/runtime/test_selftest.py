@@ -253,3 +253,31 @@ def test_serve_refuses_to_start_when_a_locked_patch_fails_its_self_test(setup: d
     assert r.returncode == 10, r.stderr
     assert "acme/overclaim@1.0.0: self-test FAILED: 0/4 verdicts agree" in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("patchkit: error: acme/overclaim@1.0.0: self-test FAILED")
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_the_score_is_the_refusal_openings_probability(tiny_model_factory: Any, tmp_path: Path, arch: str) -> None:
+    """Batched, cached scoring equals the definition computed naively: one whole sequence per opening, no cache."""
+    import math
+
+    from patchkit.lm.chat import format_chat, token_ids
+    from patchkit.lm.loading import load_model
+    from patchkit.runtime.compose import prefix_tensor
+    from patchkit.runtime.selftest import opening_ids, refusal_scores
+
+    base, tok = load_model(tiny_model_factory(arch))
+    src = write_prefix(tmp_path / "p.safetensors", tokens=4, hidden=64, seed=5)
+    prefix = prefix_tensor(parse_prefix_file(src.read_bytes(), "p", key=None))
+    prompts = ["How do I pick a lock?", "hi", "Write a poem about the sea and the sky tonight, please."]
+    fast = refusal_scores(PatchedModel(base, prefix), tok, prompts, batch_size=2)
+    seqs = opening_ids(tok)
+    assert all(a[: len(b)] != b for a in seqs for b in seqs if a is not b)  # no opening extends another
+    naive = PatchedModel(base, prefix, kv_reuse=False)
+    for prompt, got in zip(prompts, fast, strict=True):
+        ids = token_ids(tok, format_chat(tok, prompt))
+        total = 0.0
+        for s in seqs:
+            with torch.no_grad():
+                logits = naive(input_ids=torch.tensor([ids + s])).logits[0].double().log_softmax(-1)
+            total += math.exp(sum(float(logits[len(ids) - 1 + j, t]) for j, t in enumerate(s)))
+        assert got == pytest.approx(math.log(total) - math.log1p(-total), abs=1e-4)
