@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-BENCHMARKS = ("verify", "fingerprint", "apply", "generate", "train", "serve")
+BENCHMARKS = ("verify", "fingerprint", "apply", "generate", "train", "serve", "selftest")
 
 
 def main(argv: list[str] | None = None) -> int:

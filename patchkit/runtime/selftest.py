@@ -72,39 +72,70 @@ def _log_odds(logp: float) -> float:
     return logp - math.log(-math.expm1(logp))
 
 
+def _paths(seqs: list[list[int]]) -> tuple[list[list[int]], list[tuple[int, int]]]:
+    """The continuation rows the openings need, shared: each opening longer than one token is read
+    off the one row that starts with all its tokens but the last. Returns (rows, [(row, opening)])."""
+    proper = sorted({tuple(s[:-1]) for s in seqs if len(s) > 1})
+    rows = [p for p in proper if not any(q != p and q[: len(p)] == p for q in proper)]
+    uses = [(next(r for r, row in enumerate(rows) if row[: len(s) - 1] == tuple(s[:-1])), k)
+            for k, s in enumerate(seqs) if len(s) > 1]
+    return [list(r) for r in rows], uses
+
+
+def _common_head(rows: list[list[int]]) -> int:
+    """How many leading tokens every row shares (the chat template's head, a default system prompt),
+    keeping at least one token of each row for the batched pass."""
+    n = min(len(r) for r in rows) - 1
+    first = rows[0]
+    k = 0
+    while k < n and all(r[k] == first[k] for r in rows):
+        k += 1
+    return k
+
+
 @torch.no_grad()
 def refusal_scores(model: PatchedModel, tokenizer: Any, prompts: Sequence[str], *, batch_size: int = BATCH_SIZE,
                    openings: Sequence[str] = REFUSAL_OPENINGS) -> list[float]:
-    """The refusal log-odds of each prompt's reply: log p(reply opens with a refusal) minus log p(it does not)."""
+    """The refusal log-odds of each prompt's reply: log p(reply opens with a refusal) minus log p(it does not).
+
+    Three passes per batch, all reading the prefix's cached keys and values: the tokens every
+    prompt shares (once), the rest of each prompt (left-padded after the shared head), then the
+    opening rows from that cache. The result equals scoring each opening as one whole sequence.
+    """
     seqs = opening_ids(tokenizer, openings)
     if not seqs:
         raise InvalidInputError("the tokenizer turns every refusal opening into nothing", "this tokenizer cannot run a self-test")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
     device = model.device
-    long = [k for k, s in enumerate(seqs) if len(s) > 1]
-    width = max((len(seqs[k]) - 1 for k in long), default=0)
-    cont = torch.tensor([seqs[k][:-1] + [pad] * (width - len(seqs[k]) + 1) for k in long], dtype=torch.long)
-    cont_mask = torch.tensor([[1] * (len(seqs[k]) - 1) + [0] * (width - len(seqs[k]) + 1) for k in long], dtype=torch.long)
-    targets = [torch.tensor(seqs[k][1:], dtype=torch.long) for k in long]
+    rows, uses = _paths(seqs)
+    width = max((len(r) for r in rows), default=0)
+    cont = torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long, device=device)
+    cont_mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], dtype=torch.long, device=device)
     kw = cache_kwarg(model.base)
     scores: list[float] = []
     for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start : start + batch_size]
-        ids, mask = _left_pad([token_ids(tokenizer, format_chat(tokenizer, p)) for p in chunk], int(pad))
+        encoded = [token_ids(tokenizer, format_chat(tokenizer, p)) for p in prompts[start : start + batch_size]]
+        b, head = len(encoded), _common_head(encoded)
+        ids, mask = _left_pad([e[head:] for e in encoded], pad)
         ids, mask = ids.to(device), mask.to(device)
-        out = model(input_ids=ids, attention_mask=mask, use_cache=True)
+        if head:
+            shared = model(input_ids=torch.tensor([encoded[0][:head]], device=device),
+                           attention_mask=torch.ones(1, head, dtype=torch.long, device=device), use_cache=True)
+            mask = torch.cat([torch.ones(b, head, dtype=torch.long, device=device), mask], 1)
+            out = model(input_ids=ids, attention_mask=mask,
+                        **{kw: _repeat_cache(output_cache(shared), b, model.base.config)})
+        else:
+            out = model(input_ids=ids, attention_mask=mask, use_cache=True)
         first = out.logits[:, -1, :].float().log_softmax(-1)  # [B, V]
         logp = torch.stack([first[:, s[0]] for s in seqs], dim=1)  # [B, K]
-        if long:
-            b, r = ids.shape[0], len(long)
-            cache = _repeat_cache(output_cache(out), r, model.base.config)
-            more = model(input_ids=cont.repeat(b, 1).to(device),
-                         attention_mask=torch.cat([mask.repeat_interleave(r, dim=0), cont_mask.repeat(b, 1).to(device)], 1),
-                         **{kw: cache})
+        if rows:
+            r = len(rows)
+            more = model(input_ids=cont.repeat(b, 1), attention_mask=torch.cat([mask.repeat_interleave(r, 0), cont_mask.repeat(b, 1)], 1),
+                         **{kw: _repeat_cache(output_cache(out), r, model.base.config)})
             lp = more.logits.float().log_softmax(-1).view(b, r, width, -1)
-            for j, k in enumerate(long):
-                t = targets[j].to(device)
-                steps = lp[:, j, : len(t), :].gather(-1, t.view(1, -1, 1).expand(b, -1, 1)).squeeze(-1)  # [B, len]
+            for row, k in uses:
+                t = torch.tensor(seqs[k][1:], dtype=torch.long, device=device)
+                steps = lp[:, row, : len(t), :].gather(-1, t.view(1, -1, 1).expand(b, -1, 1)).squeeze(-1)  # [B, len]
                 logp[:, k] = logp[:, k] + steps.sum(-1)
         scores += [_log_odds(float(x)) for x in torch.logsumexp(logp.double(), dim=1)]
     return scores
