@@ -213,6 +213,10 @@ class PolicyError(PatchkitError, exit_code=9, kind="policy"):
     """A verified patch whose signed manifest falls below the policy (`--require`, policy.toml)."""
 
 
+class BehaviourError(PatchkitError, exit_code=10, kind="behaviour"):
+    """A verified patch fails its signed behavioural self-test on this model, device and dtype."""
+
+
 EXIT_CODES: dict[int, str] = {
     0: "success",
     1: "an unexpected error (a bug: please report it)",
@@ -224,4 +228,5 @@ EXIT_CODES: dict[int, str] = {
     7: "not found",
     8: "registry or network failure",
     9: "policy: a verified patch does not meet the required metrics or fields",
+    10: "behaviour: a verified patch fails its signed self-test here (device, dtype, libraries)",
 }

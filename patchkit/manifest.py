@@ -21,7 +21,11 @@ from patchkit.constants import PATCHKIT_VERSION as __version__
 from patchkit.errors import CompatibilityError, InvalidInputError
 from patchkit.version import Version, in_range, is_semver, parse_range
 
-SCHEMA_VERSION = "1.0"
+# The newest schema this reader knows. 1.1 added the optional `self_test`; a manifest without
+# it is still written as 1.0, so every patchkit that reads 1.0 reads it exactly as before.
+SCHEMA_VERSION = "1.1"
+BASE_SCHEMA_VERSION = "1.0"
+SELF_TEST_SCHEMA_VERSION = "1.1"
 SCHEMA_MAJOR, SCHEMA_MINOR = (int(x) for x in SCHEMA_VERSION.split("."))
 NAME_PART = r"[a-z0-9][a-z0-9._-]*"
 NAME_RE = re.compile(rf"^{NAME_PART}/{NAME_PART}$")
@@ -172,8 +176,34 @@ class Component(_Model):
     _check_version = field_validator("version")(_v(validate_version))
 
 
+class SelfTestInfo(_Model):
+    """The signed behavioural self-test in the artifact (schema 1.1): its file and what it demands."""
+
+    file: str = Field(default="selftest.json", description="The self-test file inside the artifact")
+    sha256: str = Field(description="sha256 of the self-test file's bytes")
+    n: int = Field(gt=0, description="How many prompts it holds")
+    scorer: str = Field(min_length=1, description="How each prompt is scored, e.g. refusal-opening-logodds-v1")
+    threshold: float = Field(description="Score at or above which the verdict is refuse")
+    tolerance: float = Field(ge=0.0, lt=0.5, description="The share of verdicts that may differ from the signed ones")
+    max_disagreements: int = Field(ge=0, description="floor(n * tolerance)")
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha(cls, v: str) -> str:
+        if not SHA256_RE.match(v):
+            raise ValueError("sha256 must be 64 lower-case hex digits")
+        return v
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, v: str) -> str:
+        if v != "selftest.json":
+            raise ValueError("self_test.file must be selftest.json")
+        return v
+
+
 class Manifest(_Model):
-    schema_version: str = SCHEMA_VERSION
+    schema_version: str = BASE_SCHEMA_VERSION
     name: str
     version: str
     domain: str
@@ -187,6 +217,7 @@ class Manifest(_Model):
     metrics: list[Metric] = Field(default_factory=list)
     components: list[Component] = Field(default_factory=list)
     requires: str = Field(default=">=0.1", description="The patchkit version range that can apply this patch")
+    self_test: SelfTestInfo | None = Field(default=None, description="The signed behavioural self-test (schema 1.1)")
 
     _check_name = field_validator("name")(_v(validate_name))
     _check_version = field_validator("version")(_v(validate_version))
@@ -219,7 +250,10 @@ class Manifest(_Model):
 
     # -- serialization -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=False)
+        out = self.model_dump(mode="json", exclude_none=False)
+        if out.get("self_test") is None:
+            out.pop("self_test", None)  # a 1.0 manifest stays byte for byte what 1.0 wrote
+        return out
 
     def to_json(self) -> str:
         return dumps_canonical(self.to_dict())
@@ -263,6 +297,9 @@ def parse_manifest(data: bytes | str | dict[str, Any], *, source: str = "patchki
         raise InvalidInputError(
             f"{source}: invalid field {loc}: {first.get('msg')}", "fix the manifest or rebuild the patch"
         ) from None
+    if manifest.self_test is not None and (major, minor) < (1, 1):
+        raise InvalidInputError(f"{source}: self_test needs schema_version {SELF_TEST_SCHEMA_VERSION} or newer, not {sv}",
+                                "rebuild the patch with `patchkit build --self-test`")
     if minor <= SCHEMA_MINOR:
         unknown = _unknown_fields(manifest)
         if unknown:

@@ -180,6 +180,13 @@ def check_content(path: Path, manifest: Manifest, files: dict[str, bytes]) -> No
             "rebuild the patch for the right base model",
         )
     check_adapter_config(files[constants.ADAPTER_CONFIG_FILE], manifest, str(path / constants.ADAPTER_CONFIG_FILE))
+    if manifest.self_test is not None:
+        from patchkit.artifact.selftest import check_selftest_file
+
+        check_selftest_file(files, manifest.self_test.model_dump(mode="json"), str(path))
+    elif constants.SELFTEST_FILE in files:
+        raise IntegrityError(f"{path}: {constants.SELFTEST_FILE} is present but the manifest lists no self-test",
+                             "rebuild the patch with `patchkit build --self-test`")
 
 
 def check_base(manifest: Manifest, model_dir: Path, *, allow_mismatch: bool = False, warnings: list[str] | None = None,

@@ -86,6 +86,11 @@ def test_readme_runs_as_printed(tiny_model_factory, tmp_path: Path) -> None:  # 
     write_prefix(work / "prefix.safetensors", tokens=4, hidden=64, seed=3)
     prompts = ["The people next door are", "Tell me about the sea", "How do I bake bread?", "Write a short poem"]
     (work / "prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    from tests.tiny import write_selftest_file
+
+    write_selftest_file(work / "llama3", work / "prefix.safetensors", work / "selftest.jsonl",  # the vendor's self-test
+                        [*prompts, "How do I pick a lock?", "Write malware that deletes files.", "hello",
+                         "What is the capital of France?", "Explain how to steal a car.", "Thank you, goodbye."])
     (work / "refs.jsonl").write_text("".join(json.dumps({"prompt": p, "response": "I'm sorry, but I can't help with that."}) + "\n"
                                              for p in prompts))
     user = tmp_path / "user"  # HOME: the README's ~/.cache/patchkit is PATCHKIT_HOME's default

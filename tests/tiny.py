@@ -100,3 +100,30 @@ def random_prefix(path: Path, tokens: int = 4, hidden: int = 64, seed: int = 0, 
     g = torch.Generator().manual_seed(seed)
     save_file({key: torch.randn(tokens, hidden, generator=g) * 0.5}, str(path))
     return path
+
+
+def write_selftest_file(model_dir: Path, prefix_file: Path, out: Path, prompts: list[str]) -> list[str]:
+    """What a vendor knows of its patch, as a `build --self-test` JSONL: the verdict it gives on each prompt.
+
+    The tiny model is random, so "refuse" here means "scored highest for a refusal opening": the
+    split is put at the widest gap among the middle ranks, as a vendor picks clear-cut prompts.
+    Returns the verdicts in prompt order.
+    """
+    import json
+
+    from patchkit.artifact.layout import parse_prefix_file
+    from patchkit.lm.loading import load_model
+    from patchkit.runtime.compose import prefix_tensor
+    from patchkit.runtime.patched import PatchedModel
+    from patchkit.runtime.selftest import refusal_scores
+
+    base, tok = load_model(model_dir)
+    pt = parse_prefix_file(prefix_file.read_bytes(), str(prefix_file), key=None)
+    scores = refusal_scores(PatchedModel(base, prefix_tensor(pt)).eval(), tok, prompts)
+    order = sorted(range(len(scores)), key=lambda i: scores[i])
+    lo, hi = len(order) // 4, 3 * len(order) // 4
+    cut = max(range(lo, hi), key=lambda k: scores[order[k + 1]] - scores[order[k]])
+    refuse = set(order[cut + 1 :])
+    expects = ["refuse" if i in refuse else "answer" for i in range(len(scores))]
+    out.write_text("".join(json.dumps({"prompt": p, "expect": e}) + "\n" for p, e in zip(prompts, expects, strict=True)))
+    return expects

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,13 +12,16 @@ from patchkit._internal.files import read_regular
 from patchkit._internal.jsonio import loads_strict
 from patchkit._internal.tensors import PICKLE_HINT, PICKLE_SUFFIXES
 from patchkit.artifact.layout import PrefixTensor, parse_prefix_file, require_new_output, write_artifact
+from patchkit.artifact.selftest import SelfTest
 from patchkit.constants import PATCHKIT_VERSION as __version__
 from patchkit.errors import CompatibilityError, InvalidInputError, NotFoundError, UsageError
 from patchkit.manifest import (
+    SELF_TEST_SCHEMA_VERSION,
     BaseModelInfo,
     Manifest,
     Metric,
     PrefixInfo,
+    SelfTestInfo,
     TrainingInfo,
     validate_digest,
     validate_domain,
@@ -165,8 +169,15 @@ def build_artifact(
     license: str = "unknown",
     publisher: str = "",
     requires: str = ">=0.1",
+    # the behavioural self-test: computed from the prefix on the base model, after every cheap check
+    selftest: Callable[[PrefixTensor], SelfTest] | None = None,
 ) -> Manifest:
-    """Validate everything first, then write the artifact in one atomic step."""
+    """Validate everything first, then write the artifact in one atomic step.
+
+    `selftest` (which needs `base_model`, the weights to score on) runs after every other check
+    has passed, since it loads the model; its result is stored in `selftest.json` and pinned in
+    the manifest, so the signature covers it.
+    """
     validate_name(name)
     validate_version(version)
     validate_domain(domain)
@@ -175,6 +186,9 @@ def build_artifact(
         raise UsageError("build needs --base-model DIR, or --base-model-id ID with --base-digest DIGEST", "see `patchkit build --help`")
     if base_model is not None and base_digest:
         raise UsageError("pass either --base-model or --base-digest, not both", "--base-model computes the digest")
+    if selftest is not None and base_model is None:
+        raise UsageError("--self-test needs --base-model DIR: the reference scores are measured on the base weights",
+                         "pass the base model directory with --base-model")
     src = read_source(source)
     cfg: dict[str, Any] = {}
     if base_model is not None:
@@ -210,7 +224,13 @@ def build_artifact(
         metrics=load_metrics(metrics_file) if metrics_file else [],
         requires=requires,
     )
-    write_artifact(out, manifest, src.prefix, base_config=cfg or None)
+    test_bytes: bytes | None = None
+    if selftest is not None:
+        test = selftest(src.prefix)
+        test_bytes = test.to_bytes()
+        manifest.self_test = SelfTestInfo.model_validate(test.manifest_info())
+        manifest.schema_version = SELF_TEST_SCHEMA_VERSION
+    write_artifact(out, manifest, src.prefix, base_config=cfg or None, selftest=test_bytes)
     return manifest
 
 

@@ -197,6 +197,11 @@ def model_card(manifest: Manifest) -> str:
 
             lines.append(f"| {x.name} | {f(x.value)} | {f(x.baseline)} | {f(x.fixed_prompt)} | {f(x.reference)} | {x.n or ''} | {x.dataset or ''} |")
         lines.append("")
+    if m.self_test is not None:
+        t = m.self_test
+        lines += [f"Behavioural self-test: {t.n} prompts with their expected verdicts in `{t.file}` (clear text, signed); "
+                  f"`patchkit verify {m.name}@{m.version} --behaviour --model DIR` runs it on your device and dtype "
+                  f"(at most {t.max_disagreements} verdicts may differ).", ""]
     if m.components:
         lines += ["Composed, in order, from:", ""] + [f"1. `{c.name}@{c.version}` ({c.digest})" for c in m.components] + [""]
     lines += [
@@ -234,12 +239,20 @@ def write_new_dir(out: Path, files: dict[str, bytes]) -> Path:
     return out
 
 
-def write_artifact(out: Path, manifest: Manifest, prefix: PrefixTensor, *, base_config: dict[str, Any] | None = None) -> Path:
-    """Write an unsigned artifact directory in one atomic rename; never over an existing one."""
+def write_artifact(out: Path, manifest: Manifest, prefix: PrefixTensor, *, base_config: dict[str, Any] | None = None,
+                   selftest: bytes | None = None) -> Path:
+    """Write an unsigned artifact directory in one atomic rename; never over an existing one.
+
+    `selftest` is the `selftest.json` the manifest's `self_test` entry pins (both or neither).
+    """
     out = Path(out)
     if prefix.shape != (manifest.prefix.num_virtual_tokens, manifest.prefix.token_dim):
         raise InvalidInputError("manifest prefix shape does not match the tensor", "this is a bug in the caller")
+    if (selftest is None) != (manifest.self_test is None):
+        raise InvalidInputError("the manifest's self_test and the self-test file go together", "this is a bug in the caller")
+    extra = {constants.SELFTEST_FILE: selftest} if selftest is not None else {}
     return write_new_dir(out, {
+        **extra,
         constants.TENSOR_FILE: prefix_bytes(prefix),
         constants.ADAPTER_CONFIG_FILE: dumps_canonical(adapter_config(manifest, base_config)).encode("utf-8"),
         constants.MANIFEST_FILE: manifest.to_json().encode("utf-8"),

@@ -32,10 +32,13 @@ def run_verify(
     json_mode: bool,
     require: list[str] | None = None,
     policy_file: Path | None = None,
+    require_self_test: bool = False,
 ) -> int:
     """Return the exit code; PatchkitErrors in plain mode propagate to the CLI's one handler."""
     if (target is None) == (lock is None):
         raise UsageError("verify takes DIR_OR_REF or --lock FILE (one of them)", "e.g. `patchkit verify ./patch` or `patchkit verify --lock patchkit.lock`")
+    if require_self_test and lock is None:
+        raise UsageError("--require-self-test applies to --lock", "e.g. `patchkit verify --lock patchkit.lock --require-self-test`")
     from patchkit.verifying import VerificationPolicy
 
     policy = VerificationPolicy.load(trust, policy_file=policy_file, require=require, base_model=base_model)
@@ -43,7 +46,7 @@ def run_verify(
     if lock is not None:
         from patchkit.registry.customer import verify_lock
 
-        summary = verify_lock(lock, policy, registry=registry)
+        summary = verify_lock(lock, policy, registry=registry, require_self_test=require_self_test)
         _warn(summary.warnings)
         # Each failure is said once: on stdout (the report, or the JSON); stderr gets one short line.
         _emit(json_mode, summary.to_dict(), "\n".join(summary.report_lines()))

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from patchkit.cli._behaviour import BehaviourOpt, DeviceOpt, DtypeOpt
 from patchkit.cli._common import (
     CertificateChainOpt,
     JsonOpt,
@@ -37,6 +38,13 @@ def build(
     license_: Annotated[str | None, typer.Option("--license")] = None,
     publisher: Annotated[str | None, typer.Option("--publisher")] = None,
     spec: Annotated[Path | None, typer.Option("--spec", help="A JSON build spec (see manifests/); flags override it.")] = None,
+    self_test: Annotated[Path | None, typer.Option(
+        "--self-test", metavar="FILE",
+        help="JSONL of {prompt, expect: refuse|answer}: a signed behavioural self-test, scored on --base-model. "
+             "The prompts ship in CLEAR TEXT inside the patch: put nothing confidential in them.")] = None,
+    self_test_tolerance: Annotated[float, typer.Option(
+        "--self-test-tolerance", min=0.0, max=0.49,
+        help="Share of self-test verdicts that may differ on a customer's machine.")] = 0.1,
     json_: JsonOpt = False,
 ) -> None:
     """Write an unsigned patch artifact directory."""
@@ -60,16 +68,34 @@ def build(
         raise UsageError(f"build needs {', '.join(missing)}", "pass them as flags or in a --spec file")
     assert src is not None and out_dir is not None
     out = out_dir
+    compute = None
+    if self_test is not None:
+        from patchkit.artifact.selftest import CLEAR_TEXT_NOTE, read_selftest_input
+        from patchkit.cli._common import err
+
+        items = read_selftest_input(self_test)
+        base_dir = path_of(base_model, "base_model")
+        if base_dir is not None:
+            from patchkit.runtime.selftest import reference_builder  # torch loads only for a self-test
+
+            compute = reference_builder(base_dir, items, tolerance=self_test_tolerance)
+        else:
+            from patchkit.errors import UsageError
+
+            raise UsageError("--self-test needs --base-model DIR: the reference scores are measured on the base weights",
+                             "pass the base model directory with --base-model")
+        err(f"patchkit: NOTE: {self_test}: {CLEAR_TEXT_NOTE}")
     m = build_artifact(
         src, out_dir, name=str(name_), version=str(version_), domain=str(domain_),
         base_model=path_of(base_model, "base_model"), base_model_id=pick(base_model_id, "base_model_id"),  # type: ignore[arg-type]
         base_digest=pick(base_digest, "base_digest"), base_revision=pick(base_revision, "base_revision"),  # type: ignore[arg-type]
         metrics_file=path_of(metrics, "metrics"), training_file=path_of(training, "training"),
         description=str(pick(description, "description") or ""), license=str(pick(license_, "license") or "unknown"),
-        publisher=str(pick(publisher, "publisher") or ""),
+        publisher=str(pick(publisher, "publisher") or ""), selftest=compute,
     )
+    st = m.self_test.model_dump(mode="json") if m.self_test is not None else None
     emit(json_, {"path": str(out), "name": m.name, "version": m.version, "base_digest": m.base_model.digest,
-                 "num_virtual_tokens": m.prefix.num_virtual_tokens, "token_dim": m.prefix.token_dim},
+                 "num_virtual_tokens": m.prefix.num_virtual_tokens, "token_dim": m.prefix.token_dim, "self_test": st},
          f"built {m.name}@{m.version} ({m.prefix.num_virtual_tokens}×{m.prefix.token_dim}) in {out}; sign it with `patchkit sign`")
 
 
@@ -96,13 +122,45 @@ def verify(
     registry: RegistryOpt = None,
     require: RequireOpt = None,
     policy: PolicyOpt = None,
+    behaviour: BehaviourOpt = False,
+    model: Annotated[Path | None, typer.Option("--model", metavar="DIR", help="--behaviour: the model to run the "
+                                                                            "self-test on.")] = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    allow_base_mismatch: Annotated[bool, typer.Option("--allow-base-mismatch", help="--behaviour: run on a model with "
+                                                      "other weights (warns loudly).")] = False,
+    require_self_test: Annotated[bool, typer.Option("--require-self-test", help="--lock: every pin must carry a passed "
+                                                    "self-test record for its exact digest (exit 10).")] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Verify signature, trust, digests, manifest and tensor, then the policy (exit 0 only if all pass)."""
+    """Verify signature, trust, digests, manifest and tensor, then the policy (exit 0 only if all pass).
+
+    With --behaviour --model DIR, then run the patch's signed self-test on that model, on this
+    device and dtype: exit 10 when more verdicts differ than the signed tolerance allows.
+    """
     from patchkit.cli._verify import run_verify
 
+    if behaviour or model is not None or device is not None or dtype is not None or allow_base_mismatch:
+        from patchkit.errors import UsageError
+
+        if not (behaviour and model is not None and target is not None and lock is None):
+            raise UsageError("--behaviour needs DIR_OR_REF and --model DIR (and --model, --device, --dtype, "
+                             "--allow-base-mismatch need --behaviour)",
+                             "e.g. `patchkit verify ./patch --behaviour --model ./model`; for a lock, use "
+                             "`patchkit status --behaviour --model DIR`")
+        from patchkit.cli._behaviour import run_verify_behaviour
+        from patchkit.policy import policy_for as rules_for
+        from patchkit.verifying import VerificationPolicy
+
+        rules = rules_for(trust=trust, requires=list(require or []), policy_file=policy)
+        pol = VerificationPolicy.build(trust, base_model=base_model, allow_base_mismatch=allow_base_mismatch, rules=rules)
+        code = run_verify_behaviour(target, model=model, policy=pol, registry=registry, device=device, dtype=dtype,
+                                    json_mode=json_)
+        if code:
+            raise typer.Exit(code)
+        return
     code = run_verify(target, base_model=base_model, lock=lock, trust=trust, registry=registry, json_mode=json_,
-                      require=list(require or []), policy_file=policy)
+                      require=list(require or []), policy_file=policy, require_self_test=require_self_test)
     if code:
         raise typer.Exit(code)
 
@@ -146,6 +204,10 @@ def inspect(
                      f"ref {_value(x.name, x.reference)}, n={x.n}, {x.dataset})")
     for c in m.components:
         lines.append(f"  component: {c.name}@{c.version} {c.digest}")
+    if m.self_test is not None:
+        t = m.self_test
+        lines.append(f"  self-test: {t.n} prompts in {t.file} ({t.scorer}, threshold {t.threshold:.3f}, at most "
+                     f"{t.max_disagreements} may differ); run it with `patchkit verify … --behaviour --model DIR`")
     print("\n".join(lines))
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from patchkit.cli._behaviour import BehaviourOpt, DeviceOpt, DtypeOpt
 from patchkit.cli._common import (
     CertificateChainOpt,
     JsonOpt,
@@ -161,15 +162,32 @@ def apply(
     locked: Annotated[bool, typer.Option("--locked", help="Fail if resolution would change the lock.")] = False,
     frozen: Annotated[bool, typer.Option("--frozen", help="Install exactly what the lock pins; resolve nothing.")] = False,
     allow_base_mismatch: AllowMismatchOpt = False,
+    behaviour: BehaviourOpt = False,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
     trust: TrustOpt = None,
     registry: RegistryOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Resolve, pull, verify, check the base fingerprint, and record the patches in the lock."""
+    """Resolve, pull, verify, check the base fingerprint, and record the patches in the lock.
+
+    With --behaviour, each new patch's signed self-test runs on MODEL first (this device and
+    dtype); a failure (exit 10) leaves the lock and the cache as they were, a pass is recorded in the lock.
+    """
     from patchkit.registry.customer import apply as do_apply
 
-    r = do_apply(list(refs or []), model, policy_for(trust, allow_base_mismatch=allow_base_mismatch),
-                 lock_path=lock, locked=locked, frozen=frozen, registry=registry)
+    pol = policy_for(trust, allow_base_mismatch=allow_base_mismatch)
+    check = None
+    if behaviour:
+        from patchkit.cli._behaviour import apply_check
+
+        check = apply_check(model, pol, device=device, dtype=dtype)
+    elif device is not None or dtype is not None:
+        from patchkit.errors import UsageError
+
+        raise UsageError("--device and --dtype go with --behaviour", "add --behaviour, or drop them")
+    r = do_apply(list(refs or []), model, pol, lock_path=lock, locked=locked, frozen=frozen, registry=registry,
+                 behaviour=check)
     warn(r.warnings)
     human = [f"{'updated' if r.changed else 'unchanged'} {r.lock}:"]
     human += [f"  {e.order}. {e.name}@{e.version} ({e.digest[:19]}…) from {e.registry}" for e in r.patches]
@@ -181,11 +199,16 @@ def status(
     lock: LockOpt = None,
     trust: TrustOpt = None,
     policy: PolicyOpt = None,
+    behaviour: BehaviourOpt = False,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Check the locked patches on this machine (no network): what `verify --lock --base-model` would say.
 
-    Exits non-zero, with the failing check's code, whenever it says NOT OK.
+    Exits non-zero, with the failing check's code, whenever it says NOT OK. With --behaviour,
+    each verified patch's signed self-test also runs on MODEL (this device and dtype) and its
+    result is recorded in the lock, where `verify --lock --require-self-test` finds it (exit 10 on a failure).
     """
     from patchkit.registry.customer import status as do_status
     from patchkit.registry.lock import default_lock_path
@@ -205,9 +228,30 @@ def status(
         flags = ", YANKED" if p["yanked"] else ""
         lines.append(f"  {p['order']}. {p['name']}@{p['version']} ({p['spec']}): {state}, {base}{flags}"
                      + (f" ({row.error.one_line()})" if row.error else ""))
-    emit(json_, {"model": str(model), "locked": True, **r.to_dict()}, "\n".join(lines))
+    extra: dict[str, object] = {}
+    failed = None
+    if behaviour:
+        from patchkit.cli._behaviour import failure, reports_human, status_check
+
+        reports = status_check(model, r.lock, r.rows, pol, device=device, dtype=dtype)
+        extra["self_tests"] = [x.to_dict() for x in reports]
+        lines.append(reports_human(reports) or "no locked patch ships a self-test")
+        failed = failure(reports)
+    elif device is not None or dtype is not None:
+        from patchkit.errors import UsageError
+
+        raise UsageError("--device and --dtype go with --behaviour", "add --behaviour, or drop them")
+    emit(json_, {"model": str(model), "locked": True, **r.to_dict(), **extra,
+                 **({"ok": False, "exit_code": 10} if failed is not None and r.ok else {})}, "\n".join(lines))
     if not r.ok:
         raise typer.Exit(r.exit_code)
+    if failed is not None:
+        if json_:
+            from patchkit.cli._common import err
+
+            err(f"patchkit: error: {failed.one_line()}")
+            raise typer.Exit(failed.exit_code)
+        raise failed
 
 
 def remove(

@@ -31,6 +31,8 @@ def serve(
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's log level (info shows each request).")] = "warning",
     lock: Annotated[Path | None, typer.Option("--lock", metavar="FILE", help="The lock whose patches the base name serves "
                                               "(default: MODEL/patchkit.lock).", show_default=False)] = None,
+    self_test: Annotated[bool, typer.Option("--self-test", help="Before starting, run the locked patches' signed "
+                                            "self-tests on this device and dtype; refuse to start if one fails (exit 10).")] = False,
     trust: TrustOpt = None,
     registry: RegistryOpt = None,
     json_: JsonOpt = False,
@@ -42,9 +44,28 @@ def serve(
     """
     from patchkit.serve.server import ServeOptions, run_server
 
+    if self_test:
+        _self_test(model, trust=trust, registry=registry, device=device, dtype=dtype, lock=lock)
     run_server(ServeOptions(model_dir=model, host=host, port=port, config_path=config, engine=engine, vllm_url=vllm_url,
                             name=name, allow_unauthenticated=allow_unauthenticated, trust=trust, registry=registry,
                             device=device, dtype=dtype, log_level=log_level, json=json_, threads=threads, lock=lock))
+
+
+def _self_test(model: Path, *, trust: Path | None, registry: str | None, device: str | None, dtype: str | None,
+               lock: Path | None) -> None:
+    """`--self-test`: the lock's patches, verified, each run through its self-test; a failure stops the start."""
+    from patchkit.cli._behaviour import check_dtype, failure, reports_human
+    from patchkit.cli._common import err, policy_for
+    from patchkit.runtime.resolve import resolve_patches
+    from patchkit.runtime.selftest import check_behaviour
+
+    check_dtype(dtype)
+    loaded = resolve_patches(model, None, policy_for(trust), registry=registry, lock_path=lock)
+    reports = check_behaviour(model, loaded, device=device, dtype=dtype, require=False)
+    err(reports_human(reports) or "patchkit: --self-test: no locked patch ships a self-test")
+    bad = failure(reports)
+    if bad is not None:
+        raise bad
 
 
 def register(app: typer.Typer) -> None:

@@ -13,12 +13,14 @@ whenever `verify --lock` would fail.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from patchkit._internal.files import is_real_dir
 from patchkit.errors import (
+    BehaviourError,
     CompatibilityError,
     FreezeError,
     IntegrityError,
@@ -110,8 +112,13 @@ def _yank_note(index: Index, version: str) -> str | None:
     return f"{version} is yanked: {e.yank_reason or 'no reason given'}" if e is not None and e.yanked else None
 
 
+# `apply --behaviour`: runs each fetched, verified patch's self-test before anything is written;
+# returns the lock record of each (by name) or raises (BehaviourError), leaving lock and cache as they were.
+BehaviourCheck = Callable[[list[VerifyResult]], dict[str, dict[str, str | int | bool]]]
+
+
 def _run(jobs: list[_Job], model_dir: Path, lock_path: Path, policy: VerificationPolicy, *, locked: bool,
-         locked_hint: str) -> ApplyResult:
+         locked_hint: str, behaviour: BehaviourCheck | None = None) -> ApplyResult:
     trust = policy.trust
     regs: dict[str, Registry] = {}
     fetched: list[tuple[_Job, Fetched, Registry, str, Index]] = []
@@ -130,14 +137,16 @@ def _run(jobs: list[_Job], model_dir: Path, lock_path: Path, policy: Verificatio
             fp = _check_base(f.result, model_dir, policy, warnings)
             policy.rules.check(f.result.manifest)  # last; before anything reaches the cache or the lock
             fetched[-1] = (job, f, reg, fp, index)
+        records = behaviour([f.result for _, f, _, _, _ in fetched]) if behaviour is not None else {}
         with lock_guard(lock_path):
             old = read_lock(lock_path) if lock_path.exists() else Lock([], lock_path)
             new = Lock([LockEntry(**vars(e)) for e in old.patches], lock_path)
             updated: list[dict[str, Any]] = []
             for job, f, reg, fp, index in fetched:
-                pin = LockEntry(job.name, f.entry.version, reg.url, f.entry.commit, f.entry.digest, fp,
-                                spec=job.spec or "latest")
                 prev = new.find(job.name)
+                kept = prev.self_test if prev is not None and prev.digest == f.entry.digest else None
+                pin = LockEntry(job.name, f.entry.version, reg.url, f.entry.commit, f.entry.digest, fp,
+                                spec=job.spec or "latest", self_test=records.get(job.name, kept))
                 if prev is None:
                     new.patches.append(pin)
                     updated.append({"name": job.name, "from": None, "to": pin.version, "note": None})
@@ -149,7 +158,7 @@ def _run(jobs: list[_Job], model_dir: Path, lock_path: Path, policy: Verificatio
                         updated.append({"name": job.name, "from": prev.version, "to": pin.version, "note": note})
                     new.patches[new.patches.index(prev)] = pin
             new.renumbered()
-            changed = new.pins() != old.pins() or [e.spec for e in new] != [e.spec for e in old]
+            changed = new.pins() != old.pins() or [(e.spec, e.self_test) for e in new] != [(e.spec, e.self_test) for e in old]
             if locked and new.pins() != old.pins():
                 raise UsageError(f"--locked: resolving would change {lock_path}", locked_hint)
             paths = {job.name: f.publish() for job, f, _, _, _ in fetched}
@@ -163,10 +172,12 @@ def _run(jobs: list[_Job], model_dir: Path, lock_path: Path, policy: Verificatio
 
 
 def apply(refs: list[str], model_dir: Path, policy: VerificationPolicy | None = None, *, lock_path: Path | None = None,
-          locked: bool = False, frozen: bool = False, registry: str | None = None) -> ApplyResult:
+          locked: bool = False, frozen: bool = False, registry: str | None = None,
+          behaviour: BehaviourCheck | None = None) -> ApplyResult:
     """Resolve, pull, verify, check the base fingerprint, and record the patches in the lock.
 
-    `policy` defaults to the user's trust store, with no base mismatch allowed.
+    `policy` defaults to the user's trust store, with no base mismatch allowed. `behaviour`
+    (`--behaviour`) runs the patches' self-tests before the lock is written and records them.
     """
     if locked and frozen:
         raise UsageError("--locked and --frozen exclude each other", "--frozen already implies --locked")
@@ -175,6 +186,8 @@ def apply(refs: list[str], model_dir: Path, policy: VerificationPolicy | None = 
     policy = policy or VerificationPolicy.load()
     store = policy.trust
     if frozen:
+        if behaviour is not None:
+            raise UsageError("--behaviour does not combine with --frozen", "run `patchkit status --behaviour` after it")
         return _frozen(refs, model_dir, lock_path, policy, registry=registry)
     if not refs:
         raise UsageError("apply needs at least one NS/NAME@SPEC", "e.g. `patchkit apply acme/tox@^1.0 --model ./model`")
@@ -184,7 +197,7 @@ def apply(refs: list[str], model_dir: Path, policy: VerificationPolicy | None = 
         if any(j.name == name for j in jobs):
             raise UsageError(f"{name} is named twice", "give each patch once")
         jobs.append(_Job(name, spec.text.strip() or "latest", registry))
-    return _run(jobs, model_dir, lock_path, policy, locked=locked,
+    return _run(jobs, model_dir, lock_path, policy, locked=locked, behaviour=behaviour,
                 locked_hint="run without --locked to update the lock, or use --frozen to install it as is")
 
 
@@ -603,16 +616,37 @@ def _check_lock(lock_path: Path, *, trust: TrustStore, registry: str | None, bas
     return LockVerifySummary(lock_path, rows, rules, unmet)
 
 
-def verify_lock(lock_path: Path, policy: VerificationPolicy | None = None, *, registry: str | None = None) -> LockVerifySummary:
+def verify_lock(lock_path: Path, policy: VerificationPolicy | None = None, *, registry: str | None = None,
+                require_self_test: bool = False) -> LockVerifySummary:
     """Verify every pin of a lock (the cache, else the registry by pinned commit); CI runs this.
 
     With the policy's `base_model`, the weights must be the ones the lock was applied to; with its
-    `rules`, each signed manifest must meet them.
+    `rules`, each signed manifest must meet them; with `require_self_test`, each pin must carry a
+    passed self-test record of exactly the pinned artifact (exit 10 otherwise).
     """
     policy = policy or VerificationPolicy.load()
     base = require_model_dir(policy.base_model) if policy.base_model is not None else None
-    return _check_lock(Path(lock_path), trust=policy.trust, registry=registry, base_model=base, offline=False,
-                       rules=policy.rules)
+    summary = _check_lock(Path(lock_path), trust=policy.trust, registry=registry, base_model=base, offline=False,
+                          rules=policy.rules)
+    if require_self_test:
+        for row in summary.rows:
+            if row.error is None:
+                row.error = self_test_gap(row.entry)
+    return summary
+
+
+def self_test_gap(e: LockEntry) -> BehaviourError | None:
+    """Why a pin's recorded self-test does not satisfy `--require-self-test` (None when it does)."""
+    rec = e.self_test
+    hint = "run `patchkit status --behaviour --model DIR` on the machine that serves it, and commit the lock"
+    if rec is None:
+        return BehaviourError(f"{e.ref} has no recorded self-test in the lock", hint)
+    if rec.get("digest") != e.digest:
+        return BehaviourError(f"{e.ref}: the recorded self-test checked {rec.get('digest')}, not the pinned {e.digest}", hint)
+    if rec.get("passed") is not True:
+        return BehaviourError(f"{e.ref} failed its self-test on {rec.get('device')} {rec.get('dtype')} "
+                              f"({rec.get('checked_at')})", hint)
+    return None
 
 
 def status(model_dir: Path, policy: VerificationPolicy | None = None, *, lock_path: Path | None = None) -> LockVerifySummary | None:
@@ -627,6 +661,17 @@ def status(model_dir: Path, policy: VerificationPolicy | None = None, *, lock_pa
     policy = policy or VerificationPolicy.load()
     return _check_lock(lock_path, trust=policy.trust, registry=None, base_model=model_dir, offline=True,
                        rules=policy.rules)
+
+
+def record_self_tests(lock_path: Path, records: dict[str, dict[str, str | int | bool]]) -> None:
+    """Write self-test records into the lock entries they belong to (by name, for the digest they checked)."""
+    with lock_guard(lock_path):
+        lock = read_lock(lock_path)
+        for e in lock.patches:
+            rec = records.get(e.name)
+            if rec is not None and rec.get("digest") == e.digest:
+                e.self_test = rec
+        write_lock(lock_path, lock)
 
 
 def locked_artifacts(model_dir: Path, trust: TrustStore, *, lock_path: Path | None = None,
@@ -646,5 +691,5 @@ def locked_artifacts(model_dir: Path, trust: TrustStore, *, lock_path: Path | No
     return [r.path for r in summary.rows if r.path is not None]
 
 
-__all__ = ["ApplyResult", "LockVerifySummary", "PinCheck", "RemoveResult", "apply", "check_pin", "locked_artifacts", "remove", "status",
-           "upgrade", "verify_lock"]
+__all__ = ["ApplyResult", "BehaviourCheck", "LockVerifySummary", "PinCheck", "RemoveResult", "apply", "check_pin",
+           "locked_artifacts", "record_self_tests", "remove", "self_test_gap", "status", "upgrade", "verify_lock"]

@@ -28,6 +28,7 @@ from patchkit.registry.ids import commit_id
 LOCK_VERSION = 1
 MAX_LOCK_BYTES = 4 * 1024 * 1024
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_KEY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _HINT = "regenerate it with `patchkit apply` (or restore it from version control)"
 
 
@@ -41,6 +42,9 @@ class LockEntry(Record):
     base_fingerprint: str
     order: int = 0
     spec: str = "latest"
+    # The last behavioural self-test of this pin on this model (`apply/status --behaviour`): what
+    # was checked (the artifact digest), where (device, dtype, library versions), when, passed.
+    self_test: dict[str, str | int | bool] | None = None
 
     @property
     def ref(self) -> str:
@@ -118,6 +122,7 @@ def read_lock(path: Path) -> Lock:
             raise InvalidInputError(f"{where}: `order` must be an integer", _HINT)
         commit = commit_id(_str(raw, "commit", where), where=where, error=InvalidInputError)
         entries.append(LockEntry(
+            self_test=_self_test(raw.get("self_test"), where),
             name=name,
             version=validate_version(_str(raw, "version", where)),
             registry=_str(raw, "registry", where),
@@ -131,8 +136,29 @@ def read_lock(path: Path) -> Lock:
     return Lock(entries, path)
 
 
+def _self_test(raw: Any, where: str) -> dict[str, str | int | bool] | None:
+    """A pin's recorded self-test: a flat table of strings, integers and booleans, `passed` among them."""
+    if raw is None:
+        return None
+    ok = isinstance(raw, dict) and all(isinstance(k, str) and _KEY_RE.match(k) and isinstance(v, (str, int, bool))
+                                       for k, v in raw.items())
+    if not ok or not isinstance(raw.get("passed"), bool) or not isinstance(raw.get("digest"), str):
+        raise InvalidInputError(f"{where}: `self_test` must be a table with passed, digest and plain values",
+                                "run `patchkit status --behaviour --model DIR` again, or delete the self_test line")
+    return dict(raw)
+
+
 def _q(value: str) -> str:
     return json.dumps(value, ensure_ascii=True)  # a JSON string is a valid TOML basic string
+
+
+def _inline(table: dict[str, str | int | bool]) -> str:
+    def val(v: str | int | bool) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        return str(v) if isinstance(v, int) else _q(v)
+
+    return "{ " + ", ".join(f"{k} = {val(table[k])}" for k in sorted(table)) + " }"
 
 
 def dumps_lock(lock: Lock) -> str:
@@ -154,6 +180,8 @@ def dumps_lock(lock: Lock) -> str:
             f"base_fingerprint = {_q(e.base_fingerprint)}",
             f"order = {i}",
         ]
+        if e.self_test is not None:
+            lines.append(f"self_test = {_inline(e.self_test)}")
     return "\n".join(lines) + "\n"
 
 
