@@ -213,7 +213,8 @@ def status(
     from patchkit.registry.customer import status as do_status
     from patchkit.registry.lock import default_lock_path
 
-    r = do_status(model, policy_for(trust, policy_file=policy), lock_path=lock)
+    pol = policy_for(trust, policy_file=policy)
+    r = do_status(model, pol, lock_path=lock)
     if r is None:
         where = lock or default_lock_path(model)
         emit(json_, {"model": str(model), "lock": str(where), "locked": False, "patches": []},
