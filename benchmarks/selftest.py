@@ -107,15 +107,18 @@ def _verdicts(model: Path, source: Path, prompts: list[str]) -> tuple[list[str],
     return out, time.perf_counter() - started
 
 
-def _in_process(art: Path, tmp: Path, model: Path, repeats: int) -> dict[str, tuple[float, float]]:
-    """Median and fastest self-test seconds per dtype, model loaded once per dtype, after a warm-up run."""
+def _in_process(art: Path, tmp: Path, model: Path, repeats: int) -> tuple[dict[str, tuple[float, float]], dict[str, Any]]:
+    """Median and fastest self-test seconds per dtype, model loaded once per dtype, after a warm-up run;
+    and the self-test's verdict on a deliberately broken setting (the prefix put after the prompt, float32)."""
     import statistics
 
+    from benchmarks._broken import PrefixAfterPrompt
     from patchkit.artifact.loaded import load_artifact
     from patchkit.verifying import VerificationPolicy
 
     patch = load_artifact(art, VerificationPolicy.build(tmp / "home" / "trust.toml"))
     out: dict[str, tuple[float, float]] = {}
+    broken: dict[str, Any] = {}
     for dtype in ("float32", "bfloat16"):
         from patchkit.lm.loading import load_model
         from patchkit.runtime.compose import prefix_tensor
@@ -133,7 +136,11 @@ def _in_process(art: Path, tmp: Path, model: Path, repeats: int) -> dict[str, tu
             run_selftest(m, tok, test)
             times.append(time.perf_counter() - t0)
         out[dtype] = (statistics.median(times), min(times))
-    return out
+        if dtype == "float32":
+            wrong = run_selftest(PrefixAfterPrompt(base, prefix_tensor(patch.prefix).to(base.dtype), [patch]).eval(), tok, test)
+            broken = {"passed": wrong.passed, "agreements": wrong.n - wrong.disagreements, "n": wrong.n,
+                      "max_disagreements": wrong.max_disagreements}
+    return out, broken
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             wall = time.perf_counter() - t0
             rep = json.loads(r.stdout)["self_test"]
             rows.append((dtype, wall, rep))
-        inproc = _in_process(art, tmp, model, args.repeats)
+        inproc, broken = _in_process(art, tmp, model, args.repeats)
         print(f"self-test: {len(prompts)} prompts, tolerance 0.2 (at most {rows[0][2]['max_disagreements']} may differ), "
               f"torch threads {args.threads}")
         for dtype, wall, rep in rows:
@@ -187,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {dtype:8s}: self-test median {med:.2f} s, fastest {best:.2f} s of {args.repeats} ({state}, "
                   f"{rep['agreements']}/{rep['n']} agree, max drift {rep['max_drift']:.3f}) | whole `verify --behaviour` "
                   f"process {wall:.2f} s | goal < 10 s: {'met' if med < 10 else 'NOT met'}")
+        print(f"  broken setting (the patch after the prompt, float32): {'passed (NOT caught)' if broken['passed'] else 'failed, as it must'}"
+              f" ({broken['agreements']}/{broken['n']} agree; at most {broken['max_disagreements']} may differ)")
         print(f"  anchor: 16-token greedy replies of the same prompts, model loaded, once: {gen_s:.2f} s "
               f"(self-test median / anchor {inproc['float32'][0] / gen_s:.2f}x)")
     return 0

@@ -10,9 +10,9 @@ import math
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from patchkit._internal.clock import utc_stamp
 from patchkit._internal.files import read_regular
@@ -117,20 +117,23 @@ class BaseModelInfo(_Model):
     _check_digest = field_validator("digest")(_v(validate_digest))
 
 
+def _sha256_hex(v: str) -> str:
+    if not SHA256_RE.match(v):
+        raise ValueError("sha256 must be 64 lower-case hex digits")
+    return v
+
+
+# A file's or a tensor's sha256 as the manifest writes it (checked the same way in every field).
+Sha256Hex = Annotated[str, AfterValidator(_sha256_hex)]
+
+
 class PrefixInfo(_Model):
     num_virtual_tokens: int = Field(gt=0)
     token_dim: int = Field(gt=0)
     dtype: Literal["F16", "BF16", "F32", "F64"]
     file: str = "adapter_model.safetensors"
-    sha256: str = Field(description="sha256 of the raw tensor bytes")
+    sha256: Sha256Hex = Field(description="sha256 of the raw tensor bytes")
     init: str = Field(default="random", description='random | vocab | text:"..." | imported')
-
-    @field_validator("sha256")
-    @classmethod
-    def _sha(cls, v: str) -> str:
-        if not SHA256_RE.match(v):
-            raise ValueError("sha256 must be 64 lower-case hex digits")
-        return v
 
     @field_validator("file")
     @classmethod
@@ -180,19 +183,12 @@ class SelfTestInfo(_Model):
     """The signed behavioural self-test in the artifact (schema 1.1): its file and what it demands."""
 
     file: str = Field(default="selftest.json", description="The self-test file inside the artifact")
-    sha256: str = Field(description="sha256 of the self-test file's bytes")
+    sha256: Sha256Hex = Field(description="sha256 of the self-test file's bytes")
     n: int = Field(gt=0, description="How many prompts it holds")
     scorer: str = Field(min_length=1, description="How each prompt is scored, e.g. refusal-opening-logodds-v1")
     threshold: float = Field(description="Score at or above which the verdict is refuse")
     tolerance: float = Field(ge=0.0, lt=0.5, description="The share of verdicts that may differ from the signed ones")
     max_disagreements: int = Field(ge=0, description="floor(n * tolerance)")
-
-    @field_validator("sha256")
-    @classmethod
-    def _sha(cls, v: str) -> str:
-        if not SHA256_RE.match(v):
-            raise ValueError("sha256 must be 64 lower-case hex digits")
-        return v
 
     @field_validator("file")
     @classmethod

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import torch
 
+from benchmarks._broken import PrefixAfterPrompt
 from patchkit.artifact.layout import parse_prefix_file
 from patchkit.artifact.selftest import REFUSAL_OPENINGS, SelfTest, calibrate, parse_selftest, verdict
-from patchkit.lm.prefix import cache_kwarg, positions_from_mask
 from patchkit.runtime.patched import PatchedModel
 from tests.helpers import pk, write_prefix
 from tests.runtime._support import Kit, home
@@ -109,31 +109,6 @@ def test_another_base_with_the_same_shapes_fails(setup: dict[str, Any]) -> None:
     assert plain.returncode == 10 and "differs:" in plain.stdout
     last = plain.stderr.strip().splitlines()[-1]
     assert last.startswith("patchkit: error: acme/safe@1.0.0: self-test FAILED") and "(hint:" in last
-
-
-class PrefixAfterPrompt(PatchedModel):
-    """A broken integration: the patch goes after the prompt instead of ahead of it.
-
-    The scorer feeds a batch in three calls (the shared head without a cache, the rest of each
-    prompt from that cache, then the openings); the prefix is put after the second, where the
-    prompt ends.
-    """
-
-    def forward(self, input_ids: Any = None, attention_mask: Any = None, **kw: Any) -> Any:
-        n, name, length = self.num_virtual_tokens, cache_kwarg(self.base), input_ids.shape[1]
-        past = kw.pop(name, None)
-        if past is None or past.get_seq_length() == 0:
-            return self.base(input_ids=input_ids, attention_mask=attention_mask, **{"use_cache": True, **kw})
-        before = attention_mask.shape[1] - length
-        ones = attention_mask.new_ones(attention_mask.shape[0], n)
-        if past.get_seq_length() == before:  # the end of the prompt: append the patch after it
-            embeds = torch.cat([self.base.get_input_embeddings()(input_ids), self.prefix.unsqueeze(0).expand(input_ids.shape[0], -1, -1)], 1)
-            mask = torch.cat([attention_mask, ones], 1)
-            pos = positions_from_mask(mask)[:, -(length + n):]
-            return self.base(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, **{name: past}, **kw)
-        mask = torch.cat([attention_mask[:, :before], ones, attention_mask[:, before:]], 1)
-        pos = positions_from_mask(mask)[:, -length:]
-        return self.base(input_ids=input_ids, attention_mask=mask, position_ids=pos, **{name: past}, **kw)
 
 
 def test_the_patch_at_the_wrong_position_fails(setup: dict[str, Any]) -> None:
