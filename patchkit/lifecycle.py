@@ -387,6 +387,25 @@ def _rotation_problem(r: Rotation, env: Envelope, namespace: str, trusted_sigs: 
     return None
 
 
+def _merged(envelopes: list[Envelope]) -> list[Envelope]:
+    """One envelope per statement, holding every signature any copy of it carries (first-seen order).
+
+    A statement's identity is its payload's digest, so two copies of one statement are the same
+    statement: a copy with a broken signature must not shadow the one whose signature verifies
+    (a mirror with no key could otherwise hide a revocation by serving a damaged copy first).
+    The signatures are bounded by the log's caps (statements and bytes), so this stays linear.
+    """
+    merged: dict[str, Envelope] = {}
+    for env in envelopes:
+        have = merged.get(env.digest)
+        if have is None:
+            merged[env.digest] = env
+        else:
+            extra = tuple(s for s in env.signatures if s not in have.signatures)
+            merged[env.digest] = Envelope(have.payload, have.signatures + extra)
+    return list(merged.values())
+
+
 def judge(envelopes: list[Envelope], *, namespace: str, where: str, verified: set[str] | frozenset[str] = frozenset()) -> Judged:
     """Decide which statements of one namespace's log stand.
 
@@ -397,12 +416,8 @@ def judge(envelopes: list[Envelope], *, namespace: str, where: str, verified: se
     rotation out of a revoked key stands only on the way to the key that revoked it.
     """
     out = Judged()
-    seen: set[str] = set()
     candidates: list[tuple[Statement, Envelope]] = []
-    for i, env in enumerate(envelopes):
-        if env.digest in seen:
-            continue
-        seen.add(env.digest)
+    for i, env in enumerate(_merged(envelopes)):
         st = decode(env, f"{where} statement #{i + 1}")
         if st.namespace != namespace:
             out.refused[env.digest] = (st, f"it was issued for the key log of namespace {st.namespace}, not {namespace} "

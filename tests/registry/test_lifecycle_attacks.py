@@ -243,3 +243,28 @@ def test_revocation_signed_by_a_stranger_is_refused(vendor: Vendor, registry_url
     assert keyid(vendor.public) not in TrustStore.load().revocations
     with pytest.raises(TrustError, match="neither by the key itself"):
         revoke(vendor.public, "DoS, again", ["acme"], signer_path=stranger.private, registry=registry_url)
+
+
+def test_revocation_shadowed_by_a_broken_copy_from_a_mirror_still_stands(vendor: Vendor, registry_url: str,
+                                                                        attacker: Attacker, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 21 finding 5: a mirror with no key serves, ahead of the real revocation, a copy of it whose signature
+    is broken. A statement is its payload: the copies are one statement, and the signature that verifies counts."""
+    from patchkit.lifecycle import Envelope
+
+    # a registry a second machine reaches too (the local one is per home)
+    registry_url = registry_url if registry_url != "local" else f"file://{tmp_path / 'shared'}"
+    vendor.publish("1.0.0", registry_url)
+    revoke(vendor.key, "signing key stolen", ["acme"], registry=registry_url)  # self-signed: no successor
+    (real,) = log_envelopes(registry_url)
+    broken = Envelope(real.payload, tuple((k, bytes(len(sig))) for k, sig in real.signatures))
+    plant_log(registry_url, attacker.hub, [broken, real])  # the damaged copy first, then the real one
+    use_home(tmp_path, monkeypatch, "fresh")  # a new client: it never saw the revocation
+    trust_add(vendor.public, ["acme/*"])
+    with pytest.raises(TrustError, match="signing key stolen"):
+        pull("acme/tox@1", registry=registry_url)
+    assert keyid(vendor.public) in TrustStore.load().revocations
+    plant_log(registry_url, attacker.hub, [broken])  # the damaged copy alone proves nothing, and is no rollback
+    # of the statement this client now holds for good: the revocation still stands
+    with pytest.raises((TrustError, RollbackError)):
+        pull("acme/tox@1", registry=registry_url)
