@@ -186,7 +186,8 @@ def test_lock_records_the_self_test_and_ci_can_require_it(setup: dict[str, Any],
     # a failed run is recorded as such, and CI refuses it
     lock.write_text(text.replace("passed = true", "passed = false"))
     r = pk("verify", "--lock", lock, "--require-self-test")
-    assert r.returncode == 10 and "failed its self-test on cpu bfloat16" in r.stderr
+    said = " ".join((r.stdout + r.stderr).split())  # the report (stdout) wraps its lines
+    assert r.returncode == 10 and "failed its self-test on cpu bfloat16" in said, said
 
 
 def test_apply_behaviour_refuses_before_writing_anything(setup: dict[str, Any], tmp_path: Path) -> None:
