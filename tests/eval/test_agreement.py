@@ -225,3 +225,24 @@ def test_eval_run_carries_both_figures(tiny_model_factory, tmp_path: Path) -> No
     page = report.read_text()
     assert "Those are the project&rsquo;s own labels." in page
     assert "on your labels (" in page and "n=20, 9 refusals; not written by patchkit): precision 0.750" in page
+
+
+@pytest.mark.torch
+def test_harm_sources_carries_both_figures(tiny_model: Path, tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from patchkit.eval.agreement import summary_line
+    from patchkit.eval.harm_suite import run_suite, table_markdown
+    from tests.eval.test_harm_suite import _sources
+
+    prefix = tmp_path / "prefix.safetensors"
+    save_file({"prompt_embeddings": torch.randn(3, 64) * 0.02}, str(prefix))
+    mine = agreement(_write(tmp_path / "mine.jsonl", _rows()))
+    res = run_suite(tiny_model, prefix, tmp_path / "eval", sources=_sources(), limit=2, max_new_tokens=2,
+                    factual_max_new_tokens=2, batch_size=4, labels_agreement=mine)
+    det = json.loads((tmp_path / "eval" / "metrics.json").read_text())["detector"]
+    assert det["user_labels"] == mine and det["out_of_sample"]["n"] == 300
+    table = table_markdown(res)
+    assert "out of sample: precision 0.988" in table and table.endswith(summary_line(mine))
+    assert "on your labels (" in (tmp_path / "eval" / "report.html").read_text()
