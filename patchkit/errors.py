@@ -6,6 +6,7 @@ Every error carries a one-line message (what is wrong) and a hint (how to fix it
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from patchkit import constants
@@ -129,15 +130,27 @@ def _subcommand(command: str) -> str:
     return command.removeprefix("patchkit").strip()
 
 
-def check_extra(command: str) -> None:
+CORE_ONLY_WITH: dict[str, tuple[str, tuple[str, ...]]] = {
+    "eval": ("labels", ("model",)),
+}
+"""A command -> (an option that makes it run on the core install, the options that must then be
+absent): `eval --labels FILE` without `--model` only scores the marker detector on the user's labels."""
+
+
+def check_extra(command: str, params: Mapping[str, object] | None = None) -> None:
     """Before a command starts: refuse with MissingExtraError if its extra is not installed.
 
     `find_spec` locates a module without importing it, so this costs microseconds, not torch's import.
+    `params` (the parsed options) lets a command's torch-free mode (`CORE_ONLY_WITH`) through.
     """
     import importlib.util
 
     needs = EXTRA_OF_COMMAND.get(_subcommand(command))
     if needs is None:
+        return
+    core = CORE_ONLY_WITH.get(_subcommand(command))
+    if core is not None and params is not None and params.get(core[0]) is not None \
+            and not any(params.get(o) for o in core[1]):
         return
     extra, modules = needs
     missing = []

@@ -95,7 +95,7 @@ class PatchkitCommand(_PlainHelp, TyperCommand):
         """Refuse at once when the command's extra is missing, and say which extra whenever an
         optional module turns out to be missing later (never "unexpected error: ModuleNotFoundError")."""
         _inherit_json(ctx)
-        check_extra(ctx.command_path)
+        check_extra(ctx.command_path, ctx.params)
         try:
             return super().invoke(ctx)
         except ModuleNotFoundError as exc:

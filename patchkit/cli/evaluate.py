@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from patchkit._internal.jsonio import dumps_line
-from patchkit.cli._common import JsonOpt, ModelOpt, RegistryOpt, TrustOpt, emit, err, group
+from patchkit.cli._common import JsonOpt, RegistryOpt, TrustOpt, emit, err, group
 
 
 def register(app: typer.Typer) -> None:
@@ -22,10 +22,12 @@ def register(app: typer.Typer) -> None:
 
 
 def eval_cmd(
-    model: ModelOpt,
-    suite: Annotated[str, typer.Option("--suite", help="harmfulness | toxicity | bias | utility | harm-sources "
-                                                       "(harmfulness per held-out source, with intervals)")],
-    out: Annotated[Path, typer.Option("--out", help="Write the metrics JSON here (the manifest's metrics format).")],
+    model: Annotated[Path | None, typer.Option("--model", metavar="DIR", help="Local transformers model directory "
+                                                                              "(not needed with --labels alone).")] = None,
+    suite: Annotated[str | None, typer.Option("--suite", help="harmfulness | toxicity | bias | utility | harm-sources "
+                                                              "(harmfulness per held-out source, with intervals)")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the metrics JSON here (the manifest's metrics format; "
+                                                           "with --labels alone: the agreement).")] = None,
     patch: Annotated[list[str] | None, typer.Option("--patch", help="A patch directory or NS/NAME@SPEC; repeatable.")] = None,
     prompts: Annotated[str | None, typer.Option("--prompts", help="A JSONL/CSV/TXT file or a built-in set, e.g. harmbench:test.")] = None,
     benign: Annotated[str | None, typer.Option("--benign", help="Benign prompts for over-refusal (default: built-in).")] = None,
@@ -45,13 +47,40 @@ def eval_cmd(
     fluency: Annotated[bool, typer.Option("--fluency", help="Add the perplexity of each configuration's replies under the base model.")] = False,
     report: Annotated[Path | None, typer.Option("--report", help="Write a self-contained HTML report here.")] = None,
     examples: Annotated[int, typer.Option("--examples", help="Example completions per configuration in the report.")] = 3,
+    labels: Annotated[Path | None, typer.Option("--labels", metavar="FILE", help=(
+        "Your labelled replies (JSONL: {reply|response, refusal: true|false or label: refusal|compliance}; or CSV "
+        "with a reply,refusal header): report the refusal detector's agreement with them. Alone, no model needed."))] = None,
+    show_disagreements: Annotated[int, typer.Option("--show-disagreements", metavar="N", min=0,
+                                                    help="With --labels: list the first N replies where the detector "
+                                                         "and your labels differ.")] = 0,
     trust: TrustOpt = None,
     registry: RegistryOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
+    from patchkit.errors import UsageError
+
+    agreed = None
+    if labels is not None:
+        from patchkit.eval.agreement import agreement
+
+        # Read and scored before any model loads: a malformed labels file fails in a second.
+        agreed = agreement(labels, show_disagreements=show_disagreements)
+        if model is None:
+            _labels_only(agreed, suite, patch, report, out, json_out)
+            return
+    elif show_disagreements:
+        raise UsageError("--show-disagreements needs --labels FILE", "add --labels FILE")
+    if model is None or suite is None or out is None:
+        missing = ", ".join(o for o, v in (("--model", model), ("--suite", suite), ("--out", out)) if v is None)
+        raise UsageError(f"missing option {missing}", "pass --model DIR --suite NAME --out FILE, "
+                                                      "or --labels FILE alone to score the refusal detector")
+    if agreed is not None and (suite not in ("harmfulness", "utility", "harm-sources") or judge is not None):
+        raise UsageError(f"--labels scores the refusal detector {agreed['detector']}, which this run does not use"
+                         + (" (--judge replaces it)" if judge is not None else f" (suite {suite})"),
+                         "use --labels with --suite harmfulness, utility or harm-sources and no --judge, or alone")
     if suite == "harm-sources":
         _harm_sources(model, patch or [], out, report, fixed_prompt, max_new_tokens, limit, batch_size, trust, registry,
-                      json_out)
+                      json_out, agreed)
         return
     from patchkit.eval.runner import DEFAULT_FIXED_PROMPT, run_eval
 
@@ -61,7 +90,7 @@ def eval_cmd(
         fixed_prompt=fp, max_new_tokens=max_new_tokens, limit=limit, seed=seed, batch_size=batch_size,
         temperature=temperature, prompt_format=prompt_format, judge=judge, judge_prompt=judge_prompt,
         toxicity_scorer=toxicity_scorer, trust=trust, registry=registry, out=out, report=report, examples=examples,
-        samples=samples, fluency=fluency,
+        samples=samples, fluency=fluency, labels_agreement=agreed,
     )
     table = result.table()
     cfgs = list(result.configs)
@@ -69,14 +98,35 @@ def eval_cmd(
     for row in table:
         vals = ["-".rjust(12) if row[c] is None else f"{row[c]:.4g}".rjust(12) for c in cfgs]
         lines.append("  " + "  ".join([row["name"].ljust(16), *vals, str(row["n"]).rjust(5)]))
+    if agreed is not None:
+        from patchkit.eval.agreement import summary_line
+
+        lines.append(summary_line(agreed))
     lines.append(f"metrics: {out}" + (f"  report: {report}" if report else ""))
     emit(json_out, {"ok": True, "out": str(out), "report": str(report) if report else None, "suite": suite,
-                    "metrics": result.metrics, "configs": cfgs, "settings": result.settings}, "\n".join(lines))
+                    "metrics": result.metrics, "configs": cfgs, "settings": result.settings,
+                    "detector": result.detector}, "\n".join(lines))
+
+
+def _labels_only(agreed: dict[str, object], suite: str | None, patch: list[str] | None, report: Path | None,
+                 out: Path | None, json_out: bool) -> None:
+    """`eval --labels FILE` alone: the detector's agreement with the user's labels, no model (torch-free)."""
+    from patchkit._internal.files import atomic_write_text
+    from patchkit.errors import UsageError
+    from patchkit.eval.agreement import render_text
+
+    given = [o for o, v in (("--suite", suite), ("--patch", patch), ("--report", report)) if v]
+    if given:
+        raise UsageError(f"{', '.join(given)} needs --model DIR", "add --model DIR, or drop it to score only your labels")
+    if out is not None:
+        atomic_write_text(out, dumps_line({"labels_agreement": agreed}, indent=2, ensure_ascii=False) + "\n")
+    human = render_text(agreed) + (f"\nagreement: {out}" if out else "")
+    emit(json_out, {"out": str(out) if out else None, "labels_agreement": agreed}, human)
 
 
 def _harm_sources(model: Path, patches: list[str], out: Path, report: Path | None, fixed_prompt: str | None,
                   max_new_tokens: int, limit: int | None, batch_size: int, trust: Path | None, registry: str | None,
-                  json_out: bool) -> None:
+                  json_out: bool, agreed: dict[str, object] | None = None) -> None:
     """Harmfulness per source: refusal, over-refusal, caveat rate and factual accuracy, with n and
     95% intervals; base M, M + the strong safety prompt (or --fixed-prompt) and the patched model."""
     import shutil
@@ -89,7 +139,7 @@ def _harm_sources(model: Path, patches: list[str], out: Path, report: Path | Non
         raise UsageError("--max-new-tokens, --batch-size and --limit must be at least 1")
     work = out.parent / f".{out.name}.work"
     result = run_suite(model, None, work, patches=patches, trust=trust, registry=registry, fixed_prompt=fixed_prompt,
-                       max_new_tokens=max_new_tokens, limit=limit, batch_size=batch_size)
+                       max_new_tokens=max_new_tokens, limit=limit, batch_size=batch_size, labels_agreement=agreed)
     atomic_write_text(out, dumps_line(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)

@@ -212,6 +212,7 @@ def run_suite(
     wheels: Path | None = None,
     detail: bool = False,
     configs: Sequence[str] = CONFIGS,
+    labels_agreement: dict[str, Any] | None = None,
 ) -> SuiteResult:
     """Score base M, M + `fixed_prompt` (default: the strong safety prompt) and the patched model
     per source. The patched model is either `patch` (a `patchkit train` output dir or a
@@ -219,7 +220,8 @@ def run_suite(
     NS/NAME@SPEC refs, applied through the verified runtime, as users apply them).
 
     Writes `out/metrics.json` (manifest metrics format, plus rows with intervals and samples)
-    and `out/report.html`.
+    and `out/report.html`. `labels_agreement` (`patchkit.eval.agreement.agreement`: the detector
+    on the user's own labels) goes into the detector record beside the project's own-label figure.
     """
     import torch
     from safetensors.torch import load_file
@@ -277,6 +279,8 @@ def run_suite(
     from patchkit.eval.refusal_labels import out_of_sample_check
 
     detector = {"name": "refusal-markers-v2", "caveat": "caveat-v1", "out_of_sample": out_of_sample_check()}
+    if labels_agreement is not None:
+        detector["user_labels"] = labels_agreement
     settings = {"model": str(model), "model_digest": digest, "patch": str(patch) if patch else (list(patches) or None),
                 "patch_sha256": patch_digest, "fixed_prompt_text": system, "decoding": "greedy",
                 "max_new_tokens": max_new_tokens, "factual_max_new_tokens": factual_max_new_tokens,
@@ -306,6 +310,11 @@ def table_markdown(result: SuiteResult) -> str:
         lines.append("")
         lines.append(f"refusal detector {result.detector['name']}, out of sample: precision {oos['precision']:.3f}, "
                      f"recall {oos['recall']:.3f} on {oos['n']} replies labelled blind ({oos['labelled_by']})")
+    if result.detector.get("user_labels"):
+        from patchkit.eval.agreement import summary_line
+
+        lines.append("")
+        lines.append(summary_line(result.detector["user_labels"]))
     return "\n".join(lines)
 
 

@@ -49,10 +49,20 @@ def figure_png(fig: Any) -> bytes:
 
 
 def detector_line(detector: dict[str, Any]) -> str:
-    """The refusal detector's out-of-sample quality, as every report states it (or says it has none)."""
+    """The refusal detector's out-of-sample quality, as every report states it (or says it has none),
+    and, in a paragraph of its own, its agreement with labels the user brought (`eval --labels`)."""
     e = html.escape
     name = detector.get("name")
     oos = detector.get("out_of_sample")
+    user = detector.get("user_labels")
+    if user:
+        from patchkit.eval.agreement import summary_line
+
+        line = summary_line(user)
+        base = detector_line({k: v for k, v in detector.items() if k != "user_labels"})
+        if oos:
+            base = base.replace("</p>", " Those are the project&rsquo;s own labels.</p>", 1)
+        return f"{base}\n<p>{e(line[0].upper() + line[1:])}.</p>"
     if oos:
         sources = f" from {len(oos['sources'])} sources" if oos.get("sources") else ""
         return (f"<p>Refusal detector <code>{e(str(name))}</code>, out of sample: precision "

@@ -420,6 +420,7 @@ def run_eval(
     samples: int = 1,
     fluency: bool = False,
     gas_prompts: Dataset | None = None,
+    labels_agreement: dict[str, Any] | None = None,
 ) -> EvalResult:
     """Evaluate M, M + fixed prompt, the patched model and the reference on one suite.
 
@@ -428,7 +429,9 @@ def run_eval(
     et al. do (k samples per prompt: expected maximum toxicity and toxicity probability; use a
     temperature > 0). `fluency` adds the perplexity of each configuration's replies under the
     base model (benign replies for harmfulness, continuations for toxicity, GAS replies for
-    bias). `gas_prompts` replaces the built-in GAS prompts.
+    bias). `gas_prompts` replaces the built-in GAS prompts. `labels_agreement`
+    (`patchkit.eval.agreement.agreement`) is the marker detector's agreement with the user's own
+    labels; it goes into the result's detector record beside the project's own-label figure.
     """
     _check_arguments(suite, model, configs, max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit,
                      temperature=temperature, samples=samples)
@@ -462,7 +465,8 @@ def run_eval(
         "seconds": round(time.perf_counter() - started, 3),
         "patchkit_version": constants.PATCHKIT_VERSION,
     }
-    result = _finish(run, datasets, settings, inputs.detector, judged=judge is not None)
+    result = _finish(run, datasets, settings, inputs.detector, judged=judge is not None,
+                     labels_agreement=labels_agreement)
     if out is not None:
         atomic_write_text(Path(out), json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
     if report is not None:
@@ -588,7 +592,7 @@ def _run_suite(suite: str, run: _Run, inputs: _Inputs, base: Backend | None, *, 
 
 
 def _finish(run: _Run, datasets: Sequence[Dataset], settings: dict[str, Any], detector: RefusalDetector | None, *,
-            judged: bool) -> EvalResult:
+            judged: bool, labels_agreement: dict[str, Any] | None = None) -> EvalResult:
     """Metrics in the manifest's format, each configuration's figures and samples, the detector."""
     if not run.rows:
         raise InvalidInputError("no metric could be computed", "check the configurations and the prompts")
@@ -606,6 +610,9 @@ def _finish(run: _Run, datasets: Sequence[Dataset], settings: dict[str, Any], de
             # Measured out of sample on blind-labelled replies; the small in-sample pitfall set
             # says nothing about quality and is not reported.
             det["out_of_sample"] = out_of_sample_check()
+            if labels_agreement is not None:
+                # On labels the user brought, not written by this project: kept apart from the above.
+                det["user_labels"] = labels_agreement
     return EvalResult(metrics, configs_out, settings, {d.name: d.info() for d in datasets}, det)
 
 
