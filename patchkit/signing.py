@@ -249,7 +249,10 @@ def _parse_statement(payload: bytes, keyid: str, source: str) -> Statement:
         name = str(require(subject, "name"))
         root = str(require(require(subject, "digest"), "sha256"))
         resources: dict[str, str] = {}
-        for r in expect_list(require(require(st, "predicate"), "resources"), "resources"):
+        listed = require(require(st, "predicate"), "resources")
+        if not isinstance(listed, list | dict | str):  # an empty object or string lists no file, as before
+            raise Malformed("resources is not a list")
+        for r in listed:
             algorithm = require(r, "algorithm")
             if algorithm != "sha256":
                 raise IntegrityError(f"{source}: unsupported digest algorithm {algorithm!r}", "re-sign with `patchkit sign`")
