@@ -23,10 +23,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 import patchkit.certificates as certificates
 import patchkit.lifecycle as lifecycle
 import patchkit.registry.index as index_mod
+import patchkit.registry.local as local_mod
 from patchkit._internal.clock import fmt_time
 from patchkit._internal.jsonio import Malformed, expect_int, read_guard_state, require
 from patchkit.errors import IntegrityError, RegistryError
 from patchkit.registry.hub import parse_refs
+from patchkit.registry.local import LocalRegistry
 from patchkit.signing import BUNDLE_MEDIA_TYPE, open_bundle
 from patchkit.trust import TrustStore
 
@@ -220,6 +222,31 @@ def test_a_bug_while_parsing_hub_refs_propagates() -> None:
     buggy = {"branches": [_BuggyDict(name="main", targetCommit=COMMIT)], "tags": []}
     with pytest.raises(TypeError, match="bug"):
         parse_refs(buggy, where="hub")
+
+
+# -- local registry refs -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", ["[]", '"x"', '{"tags": []}', '{"tags": 5}'])
+def test_malformed_local_refs_are_refused_as_before(raw: str, tmp_path: Path) -> None:
+    reg = LocalRegistry(tmp_path / "reg", "file://reg")
+    path = reg._refs_path("acme/tox")
+    path.parent.mkdir(parents=True)
+    path.write_text(raw)
+    with pytest.raises(RegistryError) as info:
+        reg.refs("acme/tox")
+    assert (info.value.message, info.value.hint) == (f"registry refs {path} are corrupt", "repair or restore the registry")
+
+
+def test_a_bug_while_reading_local_refs_propagates(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    reg = LocalRegistry(tmp_path / "reg", "file://reg")
+    path = reg._refs_path("acme/tox")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"main": COMMIT, "tags": {"v1": COMMIT}}))
+    assert reg.refs("acme/tox") is not None
+    monkeypatch.setattr(local_mod, "commit_id", _bug)
+    with pytest.raises(TypeError, match="bug"):
+        reg.refs("acme/tox")
 
 
 # -- guard state, and the CLI's verdict ----------------------------------------------------------
