@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from patchkit._internal.clock import fmt_time, now_utc
 from patchkit._internal.files import read_regular
+from patchkit._internal.jsonio import expect_list, expect_str, require
 from patchkit.errors import IntegrityError, InvalidInputError, NotFoundError, TrustError, UsageError
 from patchkit.keys import PrivateKey, keyid_of, public_pem
 
@@ -160,11 +161,11 @@ def parse_material(material: Any, source: str) -> list[bytes] | None:
     if not isinstance(material, dict) or "x509CertificateChain" not in material:
         return None
     try:
-        items = material["x509CertificateChain"]["certificates"]
-        if not isinstance(items, list) or not 1 <= len(items) <= MAX_CHAIN_CERTS:
-            raise TypeError
-        out = [base64.b64decode(c["rawBytes"], validate=True) for c in items]
-    except (KeyError, TypeError, ValueError):
+        items = require(require(material, "x509CertificateChain"), "certificates")
+        items = expect_list(items, "certificates", min_len=1, max_len=MAX_CHAIN_CERTS)
+        out = [base64.b64decode(expect_str(require(c, "rawBytes"), "rawBytes"), validate=True) for c in items]
+    except ValueError:  # Malformed is one, and so are bad base64 and non-ASCII text
+
         raise IntegrityError(f"{source}: malformed certificate chain", "re-sign with `patchkit sign --certificate-chain`") from None
     if sum(len(d) for d in out) > MAX_CHAIN_BYTES:
         raise IntegrityError(f"{source}: the certificate chain is larger than a chain can be", "re-sign the patch")

@@ -31,7 +31,15 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from patchkit._internal.clock import fmt_time, parse_utc
-from patchkit._internal.jsonio import dumps_canonical, loads_strict
+from patchkit._internal.jsonio import (
+    Malformed,
+    dumps_canonical,
+    expect_dict,
+    expect_list,
+    expect_str,
+    loads_strict,
+    require,
+)
 from patchkit.errors import IntegrityError, InvalidInputError, UsageError
 from patchkit.keys import PrivateKey, PublicKey, keyid_of, parse_public_key, public_pem
 from patchkit.manifest import NAME_PART
@@ -174,24 +182,21 @@ def sign_revocation(revoked: PublicKey, signer: PrivateKey, *, namespace: str, r
 
 
 def _b64(value: Any, what: str, where: str) -> bytes:
-    if not isinstance(value, str):
-        raise TypeError(what)
+    text = expect_str(value, what)
     try:
-        return base64.b64decode(value, validate=True)
+        return base64.b64decode(text, validate=True)
     except ValueError:
         raise IntegrityError(f"{where}: {what} is not valid base64", "the key log is corrupt") from None
 
 
 def parse_envelope(raw: Any, where: str) -> Envelope:
     try:
-        if raw["payloadType"] != PAYLOAD_TYPE:
+        if require(raw, "payloadType") != PAYLOAD_TYPE:
             raise IntegrityError(f"{where}: not a patchkit key statement", "the key log is corrupt")
-        payload = _b64(raw["payload"], "payload", where)
-        sigs = raw["signatures"]
-        if not isinstance(sigs, list) or not 1 <= len(sigs) <= 4:
-            raise TypeError
-        out = tuple((str(s["keyid"]), _b64(s["sig"], "signature", where)) for s in sigs)
-    except (KeyError, TypeError, AttributeError):
+        payload = _b64(require(raw, "payload"), "payload", where)
+        sigs = expect_list(require(raw, "signatures"), "signatures", min_len=1, max_len=4)
+        out = tuple((str(require(s, "keyid")), _b64(require(s, "sig"), "signature", where)) for s in sigs)
+    except Malformed:
         raise IntegrityError(f"{where}: malformed key statement", "the key log is corrupt") from None
     if len(payload) > MAX_STATEMENT_BYTES:
         raise IntegrityError(f"{where}: a key statement is larger than one can be", "the key log is corrupt")
@@ -199,10 +204,10 @@ def parse_envelope(raw: Any, where: str) -> Envelope:
 
 
 def _keyref(raw: Any, where: str) -> KeyRef:
-    pem = str(raw["public_key"])
+    pem = str(require(raw, "public_key"))
     key = parse_public_key(pem.encode(), where)
     ref = KeyRef.of(key)
-    if ref.keyid != raw["keyid"]:
+    if ref.keyid != require(raw, "keyid"):
         raise IntegrityError(f"{where}: a keyid does not match its key", "the key log is corrupt")
     return ref
 
@@ -217,29 +222,28 @@ def _time(raw: Any, what: str, where: str) -> datetime:
 def decode(env: Envelope, where: str) -> Statement:
     """The statement an envelope carries (shape only: signatures are judged by `judge`)."""
     try:
-        body = loads_strict(env.payload, what=where)
-        if body["schema"] != STATEMENT_SCHEMA:
+        body = expect_dict(loads_strict(env.payload, what=where), "key statement")
+        if require(body, "schema") != STATEMENT_SCHEMA:
             raise IntegrityError(f"{where}: unknown key statement schema {str(body['schema'])[:40]!r}", "upgrade patchkit")
-        ns = str(body["namespace"])
+        ns = str(require(body, "namespace"))
         if not _NAMESPACE_RE.match(ns):
-            raise TypeError
-        if body["type"] == "rotation":
-            scopes = body["scopes"]
-            if not isinstance(scopes, list) or not scopes or len(scopes) > 64:
-                raise TypeError
-            return Rotation(env.digest, ns, _keyref(body["old"], where), _keyref(body["new"], where),
-                            tuple(str(s) for s in scopes), _time(body["effective"], "effective", where),
-                            _time(body["issued_at"], "issued_at", where))
-        if body["type"] == "revocation":
-            reason = body["reason"]
+            raise Malformed(f"namespace {ns[:40]!r}")
+        kind = require(body, "type")
+        if kind == "rotation":
+            scopes = expect_list(require(body, "scopes"), "scopes", min_len=1, max_len=64)
+            return Rotation(env.digest, ns, _keyref(require(body, "old"), where), _keyref(require(body, "new"), where),
+                            tuple(str(s) for s in scopes), _time(require(body, "effective"), "effective", where),
+                            _time(require(body, "issued_at"), "issued_at", where))
+        if kind == "revocation":
+            reason = expect_str(require(body, "reason"), "reason")
             since = body.get("compromised_since")
-            if not isinstance(reason, str) or not reason or len(reason) > MAX_REASON_CHARS:
-                raise TypeError
-            return Revocation(env.digest, ns, _keyref(body["key"], where), _keyref(body["signer"], where), reason,
-                              None if since is None else _time(since, "compromised_since", where),
-                              _time(body["issued_at"], "issued_at", where))
-        raise IntegrityError(f"{where}: unknown key statement type {str(body['type'])[:40]!r}", "upgrade patchkit")
-    except (KeyError, TypeError, AttributeError, InvalidInputError):
+            if not reason or len(reason) > MAX_REASON_CHARS:
+                raise Malformed("reason")
+            return Revocation(env.digest, ns, _keyref(require(body, "key"), where), _keyref(require(body, "signer"), where),
+                              reason, None if since is None else _time(since, "compromised_since", where),
+                              _time(require(body, "issued_at"), "issued_at", where))
+        raise IntegrityError(f"{where}: unknown key statement type {str(kind)[:40]!r}", "upgrade patchkit")
+    except (Malformed, InvalidInputError):
         raise IntegrityError(f"{where}: malformed key statement", "the key log is corrupt") from None
 
 
@@ -247,15 +251,13 @@ def parse_log(data: bytes, *, namespace: str, where: str) -> list[Envelope]:
     """The envelopes of one namespace's key log file (`patchkit-keys.json`), bounded."""
     try:
         raw = loads_strict(data, what=where)
-        if raw["schema"] != LOG_SCHEMA:
+        if require(raw, "schema") != LOG_SCHEMA:
             raise IntegrityError(f"{where}: unknown key log schema", "upgrade patchkit")
-        if raw["namespace"] != namespace:
+        if require(raw, "namespace") != namespace:
             raise IntegrityError(f"{where}: the key log is for namespace {str(raw['namespace'])[:40]!r}, not {namespace!r}",
                                  "the registry served another namespace's key log")
-        items = raw["statements"]
-        if not isinstance(items, list):
-            raise TypeError
-    except (KeyError, TypeError, InvalidInputError):
+        items = expect_list(require(raw, "statements"), "statements")
+    except (Malformed, InvalidInputError):
         raise IntegrityError(f"{where}: malformed key log", "the key log is corrupt") from None
     if len(items) > MAX_STATEMENTS:
         raise IntegrityError(f"{where}: more than {MAX_STATEMENTS} key statements", "the key log is corrupt")

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from patchkit import constants
 from patchkit._internal.files import atomic_write_bytes, is_real_dir, read_regular
-from patchkit._internal.jsonio import loads_strict
+from patchkit._internal.jsonio import Malformed, expect_list, loads_strict, require
 from patchkit.errors import IntegrityError, InvalidInputError, PatchkitError
 from patchkit.keys import PrivateKey, PublicKey, keyid_of
 from patchkit.manifest import validate_name
@@ -189,17 +189,17 @@ def open_bundle(data: bytes, trust: TrustStore, *, source: str) -> tuple[Stateme
         raise IntegrityError(f"{source} is not a Sigstore bundle v0.3", "re-sign with `patchkit sign`")
     chain: list[bytes] | None = None
     try:
-        material = bundle["verificationMaterial"]
+        material = require(bundle, "verificationMaterial")
         if isinstance(material, dict) and "x509CertificateChain" in material:
             from patchkit.certificates import parse_material
 
             chain = parse_material(material, source)
             keyid = ""
         else:
-            keyid = material["publicKey"]["hint"]
-        env = bundle["dsseEnvelope"]
-        sigs = env["signatures"]
-    except (KeyError, TypeError):
+            keyid = require(require(material, "publicKey"), "hint")
+        env = require(bundle, "dsseEnvelope")
+        sigs = require(env, "signatures")
+    except Malformed:
         raise IntegrityError(f"{source} lacks a public-key hint or DSSE envelope", "re-sign with `patchkit sign`") from None
     if not isinstance(keyid, str) or not isinstance(sigs, list) or len(sigs) != 1 or not isinstance(sigs[0], dict):
         raise IntegrityError(f"{source} must hold exactly one signature and a key hint", "re-sign with `patchkit sign`")
@@ -243,19 +243,26 @@ def _claimed_name(payload: bytes, keyid: str, source: str) -> str | None:
 def _parse_statement(payload: bytes, keyid: str, source: str) -> Statement:
     try:
         st = loads_strict(payload, what=f"{source} payload")
-        if st["_type"] != STATEMENT_TYPE or st["predicateType"] != PREDICATE_TYPE:
+        if require(st, "_type") != STATEMENT_TYPE or require(st, "predicateType") != PREDICATE_TYPE:
             raise IntegrityError(f"{source}: not a model-signing v1.0 statement", "re-sign with `patchkit sign`")
-        (subject,) = st["subject"]
-        name = str(subject["name"])
-        root = str(subject["digest"]["sha256"])
+        (subject,) = expect_list(require(st, "subject"), "subject", min_len=1, max_len=1)
+        name = str(require(subject, "name"))
+        root = str(require(require(subject, "digest"), "sha256"))
         resources: dict[str, str] = {}
-        for r in st["predicate"]["resources"]:
-            if r["algorithm"] != "sha256":
-                raise IntegrityError(f"{source}: unsupported digest algorithm {r['algorithm']!r}", "re-sign with `patchkit sign`")
-            if r["name"] in resources:
-                raise IntegrityError(f"{source}: file {r['name']!r} listed twice", "re-sign with `patchkit sign`")
-            resources[str(r["name"])] = str(r["digest"])
-    except (KeyError, TypeError, ValueError, InvalidInputError):
+        listed = require(require(st, "predicate"), "resources")
+        if not isinstance(listed, list | dict | str):  # an empty object or string lists no file, as before
+            raise Malformed("resources is not a list")
+        for r in listed:
+            algorithm = require(r, "algorithm")
+            if algorithm != "sha256":
+                raise IntegrityError(f"{source}: unsupported digest algorithm {algorithm!r}", "re-sign with `patchkit sign`")
+            file = require(r, "name")
+            if isinstance(file, list | dict):
+                raise Malformed("a resource name is not a scalar")
+            if file in resources:
+                raise IntegrityError(f"{source}: file {file!r} listed twice", "re-sign with `patchkit sign`")
+            resources[str(file)] = str(require(r, "digest"))
+    except (Malformed, InvalidInputError):
         raise IntegrityError(f"{source}: malformed in-toto statement", "re-sign with `patchkit sign`") from None
     if root_digest(resources) != root:
         raise IntegrityError(f"{source}: the root digest does not match the listed files", "the signature is corrupt")

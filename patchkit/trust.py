@@ -26,7 +26,7 @@ from typing import Any
 from patchkit import constants
 from patchkit._internal.clock import fmt_time, now_utc, parse_utc, utc_stamp
 from patchkit._internal.files import atomic_write_text, file_lock, lock_for, read_regular
-from patchkit._internal.jsonio import dumps_canonical, read_guard_state
+from patchkit._internal.jsonio import Malformed, dumps_canonical, expect_dict, optional, read_guard_state, require
 from patchkit.errors import InvalidInputError, NotFoundError, ReadOnlyError, RevokedError, TrustError, UsageError
 from patchkit.keys import PublicKey, keyid_of, load_public_key, parse_public_key, public_pem
 
@@ -215,17 +215,17 @@ def read_revocations() -> dict[str, Revoked]:
 
 def _revocations(raw: Any) -> dict[str, Revoked]:
     out: dict[str, Revoked] = {}
-    for keyid, r in raw["keys"].items():
-        since = r.get("compromised_since")
-        out[str(keyid)] = Revoked(str(keyid), str(r["reason"]), None if since is None else _strict_time(since),
-                                  str(r["statement"]), str(r["signer"]), str(r.get("issued_at", "")))
+    for keyid, r in expect_dict(require(raw, "keys")).items():
+        since = optional(r, "compromised_since")
+        out[str(keyid)] = Revoked(str(keyid), str(require(r, "reason")), None if since is None else _strict_time(since),
+                                  str(require(r, "statement")), str(require(r, "signer")), str(optional(r, "issued_at", "")))
     return out
 
 
 def _strict_time(raw: Any) -> datetime:
     t = parse_utc(raw)
     if t is None:
-        raise ValueError(raw)
+        raise Malformed(f"{str(raw)[:40]!r} is not a UTC time")
     return t
 
 

@@ -14,6 +14,53 @@ from patchkit.errors import IntegrityError, InvalidInputError
 T = TypeVar("T")
 
 
+class Malformed(ValueError):
+    """Untrusted JSON without the shape its parser expects (a missing key, a wrong type, a bad bound).
+
+    Raised by the `field`/`expect_*` helpers below and caught only by the parser itself, which turns it
+    into its own PatchkitError with its own message and exit code. Parsers catch this, never TypeError:
+    a TypeError is then a bug in patchkit, and the CLI reports it as one instead of as a corrupt file.
+    """
+
+
+def expect_dict(value: Any, what: str = "value") -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise Malformed(f"{what} is not an object")
+    return value
+
+
+def expect_list(value: Any, what: str = "value", *, min_len: int = 0, max_len: int | None = None) -> list[Any]:
+    if not isinstance(value, list) or len(value) < min_len or (max_len is not None and len(value) > max_len):
+        raise Malformed(f"{what} is not a list of {min_len} to {max_len} items")
+    return value
+
+
+def expect_str(value: Any, what: str = "value") -> str:
+    if not isinstance(value, str):
+        raise Malformed(f"{what} is not a string")
+    return value
+
+
+def expect_int(value: Any, what: str = "value") -> int:
+    """A JSON integer; `true`/`false` are not numbers here, though Python's bool is an int."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise Malformed(f"{what} is not an integer")
+    return value
+
+
+def require(obj: Any, key: str) -> Any:
+    """`obj[key]` of a JSON object; Malformed when `obj` is not an object or lacks `key`."""
+    d = expect_dict(obj)
+    if key not in d:
+        raise Malformed(f"missing key {key!r}")
+    return d[key]
+
+
+def optional(obj: Any, key: str, default: Any = None) -> Any:
+    """`obj.get(key, default)` of a JSON object; Malformed when `obj` is not an object."""
+    return expect_dict(obj).get(key, default)
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
@@ -83,8 +130,8 @@ def jsonl_objects(text: str, where: str, hint: str) -> Iterator[tuple[int, Any]]
 def read_guard_state(path: Path, max_bytes: int, hint: str, *, missing: T, parse: Callable[[Any], T]) -> T:
     """A state file that guards against rollback or forgetting; `missing` when there is none yet.
 
-    `parse` turns the JSON into its value and raises (KeyError, TypeError, ValueError, …) on a
-    wrong shape. A corrupt file is an IntegrityError, never a fresh start: starting over is what
+    `parse` turns the JSON into its value and raises Malformed (or InvalidInputError) on a wrong
+    shape; anything else it raises is a bug and propagates as such. A corrupt file is an IntegrityError, never a fresh start: starting over is what
     a rollback or a dropped revocation would look like from here.
     """
     try:
@@ -93,5 +140,5 @@ def read_guard_state(path: Path, max_bytes: int, hint: str, *, missing: T, parse
         return missing
     try:
         return parse(loads_strict(data, what=str(path)))
-    except (InvalidInputError, KeyError, TypeError, AttributeError, ValueError):
+    except (InvalidInputError, Malformed):
         raise IntegrityError(f"{path} is corrupt", hint) from None

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 from patchkit import constants
-from patchkit._internal.jsonio import loads_strict
+from patchkit._internal.jsonio import Malformed, expect_list, loads_strict, require
 from patchkit.constants import PATCHKIT_VERSION as __version__
 from patchkit.errors import (
     EndlessDataError,
@@ -226,12 +226,11 @@ class HubRegistry(Registry):
 def parse_refs(raw: Any, *, where: str) -> Refs:
     """`{"branches": [...], "tags": [...]}` as the Hub's refs route answers; anything else is refused."""
     try:
-        branches, tags = raw["branches"], raw["tags"]
-        if not isinstance(branches, list) or not isinstance(tags, list):
-            raise TypeError
-        pairs = {kind: [(str(r["name"]), r["targetCommit"]) for r in items]
+        branches, tags = require(raw, "branches"), require(raw, "tags")
+        branches, tags = expect_list(branches, "branches"), expect_list(tags, "tags")
+        pairs = {kind: [(str(require(r, "name")), require(r, "targetCommit")) for r in items]
                  for kind, items in (("branches", branches), ("tags", tags))}
-    except (KeyError, TypeError, AttributeError):
+    except Malformed:
         raise RegistryError(f"{where}: the answer does not have the shape of Hub refs",
                             "the Hub is misbehaving or is not a Hugging Face Hub; check HF_ENDPOINT") from None
     main = next((commit_id(t, where=f"{where}: branch main") for n, t in pairs["branches"] if n == "main"), None)

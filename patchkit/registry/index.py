@@ -26,7 +26,18 @@ from typing import Any
 from patchkit import constants
 from patchkit._internal.clock import fmt_time, now_utc, parse_time, parse_utc
 from patchkit._internal.files import atomic_write_bytes, atomic_write_text, file_lock, read_regular
-from patchkit._internal.jsonio import dumps_canonical, loads_strict, read_guard_state
+from patchkit._internal.jsonio import (
+    Malformed,
+    dumps_canonical,
+    expect_dict,
+    expect_int,
+    expect_list,
+    expect_str,
+    loads_strict,
+    optional,
+    read_guard_state,
+    require,
+)
 from patchkit.errors import FreezeError, IntegrityError, InvalidInputError, ReadOnlyError, RegistryError, RollbackError
 from patchkit.keys import PrivateKey
 from patchkit.registry.ids import commit_id, file_name
@@ -165,30 +176,28 @@ def _entry(version: str, raw: Any, where: str) -> IndexEntry:
     """One version entry; every field that later builds a path or a URL is validated here."""
     try:
         Version.parse(version)
-        files = raw["files"]
-        if not isinstance(files, dict) or not all(
-            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in files.values()
-        ):
-            raise TypeError
-        reason = raw.get("yank_reason")
-        yanked = raw["yanked"]
-        signed_at = raw.get("signed_at")
-        if not isinstance(yanked, bool) or (signed_at is not None and not isinstance(signed_at, str)):
-            raise TypeError
+        files = expect_dict(require(raw, "files"), "files")
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in files.values()):
+            raise Malformed("file sizes")
+        reason = optional(raw, "yank_reason")
+        yanked = require(raw, "yanked")
+        signed_at = optional(raw, "signed_at")
+        if not isinstance(yanked, bool):
+            raise Malformed("yanked")
         if signed_at is not None:
-            _index_time(signed_at, f"{where}: version {version[:40]!r} signed_at")
+            _index_time(expect_str(signed_at, "signed_at"), f"{where}: version {version[:40]!r} signed_at")
         e = IndexEntry(
             version=version,
-            commit=commit_id(raw["commit"], where=f"{where}: version {version[:40]!r}", error=IntegrityError),
-            digest=str(raw["digest"]),
-            published_at=str(raw["published_at"]),
+            commit=commit_id(require(raw, "commit"), where=f"{where}: version {version[:40]!r}", error=IntegrityError),
+            digest=str(require(raw, "digest")),
+            published_at=str(require(raw, "published_at")),
             files={file_name(k, where=f"{where}: version {version[:40]!r}", error=IntegrityError): n
                    for k, n in files.items()},
             yanked=yanked,
             yank_reason=str(reason) if reason is not None else None,
             signed_at=signed_at,
         )
-    except (KeyError, TypeError, AttributeError, InvalidInputError):
+    except (Malformed, InvalidInputError):
         raise IntegrityError(f"{where}: malformed entry for version {version[:40]!r}",
                              "the index is corrupt; ask the publisher to re-sign it") from None
     if not _DIGEST_RE.match(e.digest):
@@ -200,16 +209,16 @@ def _history(raw: Any, index_version: int, where: str) -> list[HistoryEntry]:
     """Strictly increasing earlier versions, each with a sha256; absent in indexes before 0.2."""
     if raw is None:
         return []
-    if not isinstance(raw, list):
-        raise TypeError
+    raw = expect_list(raw, "history")
     if len(raw) > MAX_HISTORY_ENTRIES:
         raise IntegrityError(f"{where}: the index history holds {len(raw)} entries, over the cap of {MAX_HISTORY_ENTRIES}",
                              "the index is corrupt or planted; tell the publisher")
     out: list[HistoryEntry] = []
     for item in raw:
-        v, digest = item["index_version"], item["sha256"]
-        if not isinstance(v, int) or isinstance(v, bool) or not isinstance(digest, str) or not _SHA256_RE.match(digest):
-            raise TypeError
+        v, digest = require(item, "index_version"), require(item, "sha256")
+        v, digest = expect_int(v, "index_version"), expect_str(digest, "sha256")
+        if not _SHA256_RE.match(digest):
+            raise Malformed("sha256")
         if v >= index_version or (out and v <= out[-1].index_version) or v < 1:
             raise IntegrityError(f"{where}: the index history is out of order", "the index is corrupt")
         out.append(HistoryEntry(v, digest))
@@ -232,24 +241,22 @@ def parse_index(data: bytes, *, where: str) -> Index:
     except InvalidInputError as exc:
         raise IntegrityError(exc.message, "the index is corrupt; ask the publisher to re-sign it") from None
     try:
-        if raw["schema"] != INDEX_SCHEMA:
+        if require(raw, "schema") != INDEX_SCHEMA:
             raise IntegrityError(f"{where}: unknown index schema {raw['schema']!r}", "upgrade patchkit")
-        iv = raw["index_version"]
-        if not isinstance(iv, int) or isinstance(iv, bool) or iv < 1:
-            raise TypeError
-        versions = raw["versions"]
-        if not isinstance(versions, dict):
-            raise TypeError
+        iv = expect_int(require(raw, "index_version"), "index_version")
+        if iv < 1:
+            raise Malformed("index_version")
+        versions = expect_dict(require(raw, "versions"), "versions")
         idx = Index(
-            name=str(raw["name"]),
+            name=str(require(raw, "name")),
             index_version=iv,
-            expires=str(raw["expires"]),
+            expires=str(require(raw, "expires")),
             versions={v: _entry(v, e, where) for v, e in versions.items()},
-            updated_at=str(raw.get("updated_at", "")),
-            history=_history(raw.get("history"), iv, where),
-            keys=_bound_keys(raw.get("keys"), where),
+            updated_at=str(optional(raw, "updated_at", "")),
+            history=_history(optional(raw, "history"), iv, where),
+            keys=_bound_keys(optional(raw, "keys"), where),
         )
-    except (KeyError, TypeError, AttributeError):
+    except Malformed:
         raise IntegrityError(f"{where}: malformed index", "the index is corrupt; ask the publisher to re-sign it") from None
     idx.expiry()
     return idx

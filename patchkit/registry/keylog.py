@@ -32,7 +32,7 @@ from typing import Any
 from patchkit import constants
 from patchkit._internal.clock import fmt_time, now_utc, parse_utc
 from patchkit._internal.files import atomic_write_text, file_lock, lock_for
-from patchkit._internal.jsonio import dumps_canonical, read_guard_state
+from patchkit._internal.jsonio import Malformed, dumps_canonical, read_guard_state
 from patchkit._internal.records import Record
 from patchkit.errors import (
     EndlessDataError,
@@ -147,7 +147,7 @@ def _memory_path() -> Path:
 
 def _memory_shape(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict) or not isinstance(raw.get("logs"), dict) or not isinstance(raw.get("verified"), list):
-        raise TypeError("not a key-log memory")
+        raise Malformed("not a key-log memory")
     return raw
 
 

@@ -23,7 +23,7 @@ from patchkit._internal.files import (
     open_regular,
     read_regular,
 )
-from patchkit._internal.jsonio import dumps_canonical, loads_strict
+from patchkit._internal.jsonio import Malformed, dumps_canonical, expect_dict, loads_strict, optional
 from patchkit.errors import InvalidInputError, NotFoundError, RegistryError, RegistryNotFoundError, UsageError
 from patchkit.manifest import validate_name
 from patchkit.registry.base import CHUNK, Refs, Registry, Stream
@@ -74,13 +74,11 @@ class LocalRegistry(Registry):
             return None
         where = f"registry refs {p}"
         try:
-            tags = raw.get("tags", {})
-            if not isinstance(tags, dict):
-                raise TypeError
-            main = raw.get("main")
+            tags = expect_dict(optional(raw, "tags", {}), "tags")
+            main = optional(raw, "main")
             return Refs(None if main is None else commit_id(main, where=where),
                         {str(k): commit_id(v, where=f"{where} tag {str(k)[:40]!r}") for k, v in tags.items()})
-        except (AttributeError, TypeError):
+        except Malformed:
             raise RegistryError(f"{where} are corrupt", "repair or restore the registry") from None
 
     def _commit_record(self, name: str, commit: str) -> dict[str, Any]:

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from patchkit._internal.jsonio import read_guard_state
+from patchkit._internal.jsonio import expect_int, read_guard_state, require
 from patchkit.errors import IntegrityError
 
 
 def _shape(raw: Any) -> dict[str, int]:
-    return {"n": int(raw["n"])}
+    return {"n": expect_int(require(raw, "n"))}
 
 
 def test_missing_state_is_the_given_default(tmp_path: Path) -> None:
