@@ -75,9 +75,6 @@ class UsageError(PatchkitError, exit_code=2, kind="usage"):
 
 
 # -- optional dependencies ("extras") ----------------------------------------------------------
-DISTRIBUTION = "patchkit-llm"
-"""The name patchkit is installed by (`pip install patchkit-llm`); the import package stays `patchkit`."""
-
 EXTRA_OF_MODULE: dict[str, str] = {
     **dict.fromkeys(("torch", "transformers", "safetensors", "numpy", "gguf", "tokenizers"), "runtime"),
     "accelerate": "train",
@@ -113,7 +110,7 @@ class MissingExtraError(UsageError, kind="missing-extra"):
     def __init__(self, command: str, missing: list[str], extra: str) -> None:
         self.command, self.missing, self.extra = command, list(missing), extra
         what = f"'{command}' needs {_and(self.missing)}, which this install lacks"
-        super().__init__(what, f"pip install '{DISTRIBUTION}[{extra}]'")
+        super().__init__(what, f"pip install '{constants.DISTRIBUTION}[{extra}]'")
 
     @classmethod
     def from_import(cls, exc: ImportError, command: str) -> MissingExtraError | None:
