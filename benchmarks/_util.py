@@ -16,6 +16,17 @@ def bin_path(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
+def smollm2_dir() -> Path:
+    """The real model the benchmarks run: `PK_BENCH_MODEL`, else SmolLM2-135M-Instruct converted
+    once from its wheel into `$PATCHKIT_HOME/models/` (as `patchkit demo` does)."""
+    env = os.environ.get("PK_BENCH_MODEL")
+    if env:
+        return Path(env)
+    from patchkit.runtime.convert import ensure_smollm2
+
+    return ensure_smollm2()
+
+
 def compile_patchkit() -> bool:
     """Write patchkit's bytecode, as installing a wheel does; True when it had to be written.
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import statistics
 import sys
 import time
@@ -30,6 +29,8 @@ from typing import Any
 
 if __package__ in (None, ""):  # `python benchmarks/generate.py` from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._util import smollm2_dir
 
 GOAL_RATIO = 1.03
 PATCH_TOKENS = 50
@@ -50,15 +51,6 @@ SAFETY = (
     "toxic, insulting or biased language about any group. Be honest, kind and factual."
 )
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-
-
-def model_dir() -> Path:
-    env = os.environ.get("PK_BENCH_MODEL")
-    if env:
-        return Path(env)
-    from patchkit.runtime.convert import ensure_smollm2
-
-    return ensure_smollm2()
 
 
 def _safety_text(tok: Any, tokens: int) -> str:
@@ -94,7 +86,7 @@ def run(repeats: int = 3, batches: tuple[int, ...] = (1, 8), peft_nocache_b8: bo
     transformers.utils.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     if threads:
         torch.set_num_threads(threads)
-    mdir = model_dir()
+    mdir = smollm2_dir()
     tok = load_tokenizer(mdir)
     base = load_causal_lm(mdir, device="cpu", dtype="float32")
     g = torch.Generator().manual_seed(0)

@@ -34,19 +34,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from benchmarks._util import bin_path, compile_patchkit
+from benchmarks._util import bin_path, compile_patchkit, smollm2_dir
 
 N_EACH = 15
 REFUSAL = "I'm sorry, but I can't help with that."
-
-
-def _model() -> Path:
-    env = os.environ.get("PK_BENCH_MODEL")
-    if env:
-        return Path(env)
-    from patchkit.runtime.convert import ensure_smollm2
-
-    return ensure_smollm2()
 
 
 def _prompts() -> tuple[list[str], list[str]]:
@@ -153,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     compile_patchkit()
-    model = _model()
+    model = smollm2_dir()
     harmful, benign = _prompts()
     prompts = harmful + benign
     with tempfile.TemporaryDirectory(prefix="pk-bench-selftest-") as tmp_s:

@@ -33,7 +33,7 @@ from typing import Any
 if __package__ in (None, ""):  # `python benchmarks/serve.py` from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._util import bin_path, row
+from benchmarks._util import bin_path, row, smollm2_dir
 
 CLIENTS = 8
 NEW_TOKENS = 64
@@ -51,15 +51,6 @@ QUESTIONS = [
     "Why do cats like to sleep so much during the whole day?",
     "What are some healthy breakfast ideas that are quick to make?",
 ]
-
-
-def model_dir() -> Path:
-    env = os.environ.get("PK_BENCH_MODEL")
-    if env:
-        return Path(env)
-    from patchkit.runtime.convert import ensure_smollm2
-
-    return ensure_smollm2()
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -195,7 +186,7 @@ def sequential_cli(mdir: Path, arts: list[Path], trust: Path, env: dict[str, str
 def run(repeats: int, threads: int | None, with_cli: bool) -> dict[str, Any]:
     import torch
 
-    mdir = model_dir()
+    mdir = smollm2_dir()
     if threads:
         torch.set_num_threads(threads)  # the in-process anchor runs with the server's thread count
     with tempfile.TemporaryDirectory() as d:
