@@ -46,7 +46,8 @@ class Progress:
     """`total` units of work called `desc`; `update(n)` as they finish. A context manager."""
 
     def __init__(self, total: int, desc: str, unit: str = "it", initial: int = 0, *, leave: bool = False,
-                 interval: float | None = None, clock: Any = time.monotonic) -> None:
+                 interval: float | None = None, clock: Any = time.monotonic, disable: bool = False) -> None:
+        """`disable=True` shows nothing anywhere (e.g. on the processes other than the main one)."""
         self.total = max(0, int(total))
         self.desc = desc
         self.unit = unit
@@ -56,12 +57,12 @@ class Progress:
         self._t0 = clock()
         self._last = self._t0
         self._interval = constants.progress_interval() if interval is None else interval
-        self._lines = constants.progress_lines()
-        self._log = constants.progress_log()
+        self._lines = not disable and constants.progress_lines()
+        self._log = None if disable else constants.progress_log()
         self._postfix = ""
         self._closed = False
         self._bar: Any = None
-        if not constants.no_progress():
+        if not disable and not constants.no_progress():
             from tqdm.auto import tqdm
 
             self._bar = tqdm(total=self.total, desc=desc, unit=unit, initial=initial, leave=leave)

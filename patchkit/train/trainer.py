@@ -58,19 +58,6 @@ ON_POLICY_NOTE = (
 )
 
 
-class _NoProgress:
-    """What processes other than the main one show: nothing."""
-
-    def update(self, n: int = 1) -> None:
-        return None
-
-    def set_postfix(self, **kw: Any) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
-
-
 class StopTraining(Exception):
     """Raised by the `stop_after` test hook, as if the process had been killed."""
 
@@ -534,8 +521,8 @@ class _Training:
                     ref_prefix = inner.prefix.detach().cpu().clone() if cfg.dpo_reference == "sft" else None
                     ref_lp = reference_logprobs(inner, self.pairs, pad_id, self.device, ref_prefix, cfg.generation_batch_size,
                                                 shared)
-                bar = (Progress(len(schedule), f"{stage.upper()} training", unit="steps", initial=done[stage], leave=True)
-                       if accelerator.is_main_process else _NoProgress())
+                bar = Progress(len(schedule), f"{stage.upper()} training", unit="steps", initial=done[stage], leave=True,
+                               disable=not accelerator.is_main_process)  # the other processes show nothing
                 for idx in schedule[done[stage] :]:
                     rows = local(idx)
                     if stage == "sft":

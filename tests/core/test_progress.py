@@ -78,3 +78,18 @@ def test_a_slow_first_unit_still_gets_a_line(monkeypatch: pytest.MonkeyPatch, ca
     time.sleep(0.3)  # no unit done yet: the ticker speaks
     bar.close()
     assert "policy responses: 0/5 prompts (0%), 0 s elapsed, ETA unknown yet" in capsys.readouterr().err
+
+
+def test_disabled_progress_says_nothing_anywhere(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """What a training process other than the main one shows: no lines, no log, however long it runs."""
+    log = tmp_path / "demo.log"
+    monkeypatch.delenv("PATCHKIT_NO_PROGRESS", raising=False)
+    monkeypatch.setenv("PATCHKIT_LOG_FILE", str(log))
+    clock = Clock()
+    with Progress(4, "SFT training", unit="steps", interval=10, clock=clock, disable=True) as bar:
+        for _ in range(4):
+            clock.t += 30
+            bar.update(1)
+            bar.set_postfix(loss="1.0")
+    assert capsys.readouterr().err == "" and not log.exists()
