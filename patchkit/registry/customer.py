@@ -58,9 +58,13 @@ def _model_fingerprint(model_dir: Path, expected: str) -> str:
     return fingerprint(model_dir, algorithm=algorithm)
 
 
-def _check_base(result: VerifyResult, model_dir: Path, policy: VerificationPolicy, warnings: list[str]) -> str:
-    return check_base(result.manifest, model_dir, allow_mismatch=policy.allow_base_mismatch, warnings=warnings,
-                      override="--allow-base-mismatch")
+def _admit(result: VerifyResult, model_dir: Path, policy: VerificationPolicy, warnings: list[str]) -> str:
+    """A verified patch for this model: its base fingerprint, then the policy's rules (last: a patch
+    that breaks one still verified, exit 9); before anything reaches the cache or the lock."""
+    fp = check_base(result.manifest, model_dir, allow_mismatch=policy.allow_base_mismatch, warnings=warnings,
+                    override="--allow-base-mismatch")
+    policy.rules.check(result.manifest)
+    return fp
 
 
 def _writable_lock(lock_path: Path) -> None:
@@ -134,8 +138,7 @@ def _run(jobs: list[_Job], model_dir: Path, lock_path: Path, policy: Verificatio
             warnings += w
             f = fetch(reg, job.name, chosen, trust, repaired=warnings)
             fetched.append((job, f, reg, "", index))  # registered first, so a refusal below still discards it
-            fp = _check_base(f.result, model_dir, policy, warnings)
-            policy.rules.check(f.result.manifest)  # last; before anything reaches the cache or the lock
+            fp = _admit(f.result, model_dir, policy, warnings)
             fetched[-1] = (job, f, reg, fp, index)
         records = behaviour([f.result for _, f, _, _, _ in fetched]) if behaviour is not None else {}
         with lock_guard(lock_path):
@@ -224,8 +227,7 @@ def _frozen(refs: list[str], model_dir: Path, lock_path: Path, policy: Verificat
             if isinstance(got, Fetched):
                 staged.append(got)
             res = got.result if isinstance(got, Fetched) else got
-            _check_base(res, model_dir, policy, warnings)
-            policy.rules.check(res.manifest)
+            _admit(res, model_dir, policy, warnings)
             results.append((e, got))
         for e, got in results:
             paths[e.name] = got.publish() if isinstance(got, Fetched) else got.path
