@@ -67,11 +67,10 @@ class ServerState:
     in_flight: int = 0
     started: float = field(default_factory=time.time)
     idle: asyncio.Event | None = None
-    readiness: Readiness | None = None
+    readiness: Readiness = field(init=False)  # follows the engine and the resolver above
 
     def __post_init__(self) -> None:
-        if self.readiness is None:
-            self.readiness = Readiness(self.engine, self.resolver, interval_s=self.config.ready_interval_s)
+        self.readiness = Readiness(self.engine, self.resolver, interval_s=self.config.ready_interval_s)
 
     @property
     def capacity(self) -> int:
@@ -288,7 +287,6 @@ def create_app(state: ServerState) -> FastAPI:
         state.idle = asyncio.Event()
         state.idle.set()
         state.engine.start()
-        assert state.readiness is not None
         await state.readiness.check()  # the first report, so /health has one from the start
         try:
             yield
@@ -583,14 +581,12 @@ def create_app(state: ServerState) -> FastAPI:
     @app.get("/health")
     async def health() -> JSONResponse:
         """Liveness: 200 while the process serves (503 draining); the body says what the last readiness check found."""
-        assert state.readiness is not None
         state.readiness.kick()  # refresh in the background when stale; a liveness probe never waits on vLLM or a registry
         return JSONResponse(health_body(state.readiness.last), status_code=503 if state.draining else 200)
 
     @app.get("/ready")
     async def ready() -> JSONResponse:
         """Readiness: 200 only if the engine answers and every served model still verifies; else 503 and what is not."""
-        assert state.readiness is not None
         report = await state.readiness.check()
         body = health_body(report)
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
