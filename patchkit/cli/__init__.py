@@ -27,4 +27,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = interrupted()
     except BrokenPipeError:
         code = 0
+    if code == _INTERRUPTED:
+        _exit_interrupted()
     sys.exit(code)
+
+
+_INTERRUPTED = 130  # 128 + SIGINT, what `interrupted()` returns
+
+
+def _exit_interrupted() -> None:
+    """Leave with 130 for a handled Ctrl-C, whatever CPython remembers of it.
+
+    CPython exits by re-sending itself SIGINT (status -2, not 130) when it believes a
+    KeyboardInterrupt went unhandled, and it can believe so after we handled it: when the
+    interrupt passed through a nested run of code inside a library (torch's generation loop, about
+    one Ctrl-C in four here), a flag stays set. Everything the command held was released while the
+    exception unwound through its `with` blocks, so flushing and `os._exit` loses nothing.
+    """
+    import contextlib
+    import os
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed or broken stream: nothing more to say
+            stream.flush()
+    os._exit(_INTERRUPTED)
