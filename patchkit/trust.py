@@ -4,7 +4,10 @@ A TOML file (`$PATCHKIT_HOME/trust.toml`, or `--trust FILE` in CI). Each `[[publ
 holds a public key and the fnmatch-style name patterns (scopes) it may sign. A publisher that
 rotated its key keeps its entry, with a `[[publisher.handover]]` saying which key took over
 which scopes from when; the successor's entry says whom it `succeeds`. Each `[[ca]]` entry is
-an organisation CA whose code-signing leaves may sign within its scopes.
+an organisation CA whose code-signing leaves may sign within its scopes. Each `[[root]]` entry
+pins a namespace's root of trust (TUF root metadata, `patchkit.root`): for the names it covers,
+only the keys that root delegates may sign, whatever any `[[publisher]]` entry or key log says,
+and only the root key holders can change those keys.
 
 Revocations are not kept here: they are facts about keys, learned from the registry and kept
 in `$PATCHKIT_HOME/state/revocations.json`, where they only ever accumulate (a stale registry
@@ -28,7 +31,9 @@ from patchkit._internal.clock import fmt_time, now_utc, parse_utc, utc_stamp
 from patchkit._internal.files import atomic_write_text, file_lock, lock_for, read_regular
 from patchkit._internal.jsonio import Malformed, dumps_canonical, expect_dict, optional, read_guard_state, require
 from patchkit.errors import InvalidInputError, NotFoundError, ReadOnlyError, RevokedError, TrustError, UsageError
+from patchkit.errors import PatchkitError as PatchkitErrorBase
 from patchkit.keys import PublicKey, keyid_of, load_public_key, parse_public_key, public_pem
+from patchkit.root.client import RootPin
 
 SCOPE_HINT = "scopes look like acme/* or acme/llama3-tox"
 MAX_TRUST_BYTES = 4 * 1024 * 1024
@@ -190,6 +195,28 @@ def _entry(raw: Any, i: int, p: Path) -> TrustEntry:
     return entry
 
 
+def _delegated_entry(key: PublicKey, scopes: list[str], pin: RootPin, root_version: int) -> TrustEntry:
+    return TrustEntry(keyid_of(key), public_pem(key).decode(), list(scopes),
+                      label=f"{pin.label or pin.namespace} (delegated by root v{root_version})")
+
+
+def _root(raw: Any, i: int, p: Path) -> RootPin:
+    import base64
+    import binascii
+
+    try:
+        pin = RootPin(namespace=str(raw["namespace"]), scopes=[str(s) for s in raw["scopes"]],
+                      root=base64.b64decode(str(raw["root"]), validate=True), label=str(raw.get("name", "")),
+                      added_at=str(raw.get("added_at", "")))
+    except (KeyError, TypeError, AttributeError, binascii.Error):
+        raise InvalidInputError(f"trust store {p}: root #{i + 1} lacks namespace, scopes or root",
+                                "re-add it with `patchkit trust add ROOT_JSON --scope NS/*`") from None
+    if raw.get("sha256") not in (None, pin.sha256):
+        raise InvalidInputError(f"trust store {p}: root #{i + 1} does not match its sha256",
+                                "re-add it with `patchkit trust add ROOT_JSON --scope NS/*`")
+    return pin
+
+
 def _ca(raw: Any, i: int, p: Path) -> CAEntry:
     try:
         ca = CAEntry(fingerprint=str(raw["fingerprint"]), certificate_pem=str(raw["certificate"]),
@@ -263,6 +290,10 @@ class TrustStore:
     # published, and which key signed that index; and why a key statement about a key was refused.
     signing_times: dict[str, tuple[datetime, str]] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    roots: list[RootPin] = field(default_factory=list)
+    # In memory only: the keys a pinned root delegates, per name (from a verified refresh of a
+    # registry) or per namespace (from this machine's cached metadata, for a directory).
+    delegated: dict[str, list[TrustEntry]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path | None = None) -> TrustStore:
@@ -279,7 +310,8 @@ class TrustStore:
             raise InvalidInputError(f"trust store {p} is not valid TOML: {exc}", "fix or recreate it with `patchkit trust add`") from None
         entries = [_entry(raw, i, p) for i, raw in enumerate(data.get("publisher", []))]
         cas = [_ca(raw, i, p) for i, raw in enumerate(data.get("ca", []))]
-        return cls(p, entries, cas, revoked)
+        roots = [_root(raw, i, p) for i, raw in enumerate(data.get("root", []))]
+        return cls(p, entries, cas, revoked, roots=roots)
 
     @classmethod
     def coerce(cls, trust: TrustStore | Path | str | None) -> TrustStore:
@@ -288,7 +320,41 @@ class TrustStore:
         return cls.load(Path(trust) if trust is not None else None)
 
     def find(self, keyid: str) -> TrustEntry | None:
-        return next((e for e in self.entries if e.keyid == keyid), None)
+        found = next((e for e in self.entries if e.keyid == keyid), None)
+        if found is None and self.roots:
+            for pin in self.roots:
+                self._namespace_keys(pin)
+            found = next((e for entries in self.delegated.values() for e in entries if e.keyid == keyid), None)
+        return found
+
+    # -- pinned roots of trust ----------------------------------------------------------------
+    def root_for(self, name: str) -> RootPin | None:
+        """The pinned root whose scopes cover `name`, if any (then it alone decides who signs `name`)."""
+        return next((r for r in self.roots if r.covers(name)), None)
+
+    def delegate(self, name: str, keys: list[PublicKey], pin: RootPin, *, root_version: int) -> None:
+        """Record the keys a verified refresh of `pin`'s metadata delegates for `name`."""
+        self.delegated[name] = [_delegated_entry(k, [name], pin, root_version) for k in keys]
+
+    def _namespace_keys(self, pin: RootPin) -> list[TrustEntry]:
+        """The online keys `pin`'s namespace delegates, from this machine's last verified metadata
+        (no registry: verifying a directory). Fails closed when none is cached or it expired."""
+        key = f"namespace:{pin.namespace}"
+        if key not in self.delegated:
+            from patchkit.root.client import cached_online_keys
+
+            try:
+                keys, version = cached_online_keys(pin)
+            except PatchkitErrorBase:
+                self.delegated[key] = []
+                raise
+            self.delegated[key] = [_delegated_entry(k, pin.scopes, pin, version) for k in keys]
+        return self.delegated[key]
+
+    def delegated_for(self, name: str, pin: RootPin) -> list[TrustEntry]:
+        if name in self.delegated:
+            return self.delegated[name]
+        return self._namespace_keys(pin)
 
     def owner_of(self, name: str) -> tuple[str, str] | None:
         """(who, scope): the key or CA this store trusts for `name`, if any (for messages)."""
@@ -306,6 +372,11 @@ class TrustStore:
         """`lead` ("X was signed by key K…") is not in this store. When another key is trusted for
         `name`, say so: suggesting `trust add` there would talk the user into trusting whoever signed."""
         note = self._note(keyid)
+        pin = self.root_for(name) if name else None
+        if pin is not None:
+            return TrustError(f"{lead}, which the root of trust of {pin.namespace} does not delegate",
+                              "only the keys that namespace's root key holders delegate may sign its patches (a key log "
+                              "rotation does not count); ask the publisher which key signs now, and pull again")
         owner = self.owner_of(name) if name else None
         if owner is None:
             return TrustError(f"{lead}, which is not in the trust store ({self.path}){note}",
@@ -345,6 +416,15 @@ class TrustStore:
         accepted for a retired key's handover but never against a revocation: a compromised key
         can date its signatures as it likes.
         """
+        pin = self.root_for(name)
+        if pin is not None:
+            entry = next((e for e in self.delegated_for(name, pin) if e.keyid == keyid), None)
+            if entry is None:
+                raise TrustError(
+                    f"{name} is signed by key {keyid[:16]}…, which the root of trust of {pin.namespace} "
+                    f"(pinned{' as ' + repr(pin.label) if pin.label else ''}) does not delegate",
+                    "only the keys that namespace's root key holders delegate may sign its patches (a key log rotation "
+                    "does not count); ask the publisher which key signs now, and pull again")
         entry = entry if entry is not None else self.find(keyid)
         if entry is None:
             raise self.unknown_signer(keyid, name, f"{name} is signed by key {keyid[:16]}…")
@@ -411,6 +491,17 @@ class TrustStore:
                     f"statement = {json.dumps(h.statement)}",
                     "",
                 ]
+        for r in self.roots:
+            lines += [
+                "[[root]]",
+                f"name = {json.dumps(r.label)}",
+                f"namespace = {json.dumps(r.namespace)}",
+                f"scopes = [{', '.join(json.dumps(s) for s in r.scopes)}]",
+                f"added_at = {json.dumps(r.added_at)}",
+                f"sha256 = {json.dumps(r.sha256)}",
+                f"root = {json.dumps(r.encoded())}",
+                "",
+            ]
         for ca in self.cas:
             lines += [
                 "[[ca]]",
@@ -513,6 +604,47 @@ def trust_add(public_pem_path: Path, scopes: list[str], label: str | None = None
     return entry
 
 
+def is_root_file(path: Path) -> bool:
+    """Whether `trust add` was handed TUF root metadata (JSON) rather than a PEM key."""
+    p = Path(path)
+    if not p.is_file():
+        return False
+    with p.open("rb") as f:
+        return f.read(64).lstrip().startswith(b"{")
+
+
+def trust_add_root(root_path: Path, scopes: list[str], label: str | None = None, path: Path | None = None, *,
+                   warnings: list[str] | None = None) -> RootPin:
+    """Pin a namespace's root of trust for `scopes` (all in that namespace). Re-adding replaces the pin."""
+    from patchkit.root.metadata import MAX_ROOT_BYTES, namespace_of, parse_root
+
+    if not scopes:
+        raise UsageError("trust add needs at least one --scope", SCOPE_HINT)
+    scopes = [validate_scope(s) for s in scopes]
+    data = read_regular(Path(root_path), MAX_ROOT_BYTES, what=str(root_path))
+    where = str(root_path)
+    namespace = namespace_of(parse_root(data, where), where)
+    wrong = [s for s in scopes if s.partition("/")[0] != namespace]
+    if wrong:
+        raise UsageError(f"{where} is the root of trust of namespace {namespace}; {', '.join(wrong)} is outside it",
+                         f"use scopes inside it, e.g. --scope {namespace}/*")
+    target = _target(path)
+    with file_lock(_lock(target)):
+        store = TrustStore.load(target) if target.exists() else TrustStore(target, [], revocations=read_revocations())
+        pin = RootPin(namespace, sorted(set(scopes)), data, label or f"{namespace} root", utc_stamp())
+        replaced = [r for r in store.roots if r.namespace == namespace]
+        store.roots = [r for r in store.roots if r.namespace != namespace] + [pin]
+        if warnings is not None:
+            if replaced:
+                warnings.append(f"note: replaced the root pinned for {namespace} earlier (added {replaced[0].added_at})")
+            covered = [e.display for e in store.entries if any(scopes_may_overlap(a, b) for a in e.scopes for b in scopes)]
+            if covered:
+                warnings.append(f"note: for {', '.join(scopes)} the root now decides which keys sign; the publisher key(s) "
+                                f"{', '.join(covered)} trusted there count only if the root delegates them")
+        store.save()
+    return pin
+
+
 def trust_add_ca(certificate_path: Path, scopes: list[str], label: str | None = None, path: Path | None = None, *,
                  warnings: list[str] | None = None) -> CAEntry:
     """Trust an organisation CA (a self-signed root, or an intermediate) for the given name patterns."""
@@ -544,7 +676,7 @@ def trust_add_ca(certificate_path: Path, scopes: list[str], label: str | None = 
     return ca
 
 
-def trust_remove(key: str, path: Path | None = None) -> TrustEntry | CAEntry:
+def trust_remove(key: str, path: Path | None = None) -> TrustEntry | CAEntry | RootPin:
     target = _target(path)
     with file_lock(_lock(target)):
         store = TrustStore.load(target)
@@ -552,8 +684,15 @@ def trust_remove(key: str, path: Path | None = None) -> TrustEntry | CAEntry:
             e for e in store.entries if e.label == key or e.keyid == key or (len(key) >= 8 and e.keyid.startswith(key))]
         matches += [c for c in store.cas
                     if c.label == key or c.fingerprint == key or (len(key) >= 8 and c.fingerprint.startswith(key))]
+        pins = [r for r in store.roots if key in (r.label, r.namespace, r.sha256) or (len(key) >= 8 and r.sha256.startswith(key))]
+        if pins and not matches:
+            if len(pins) > 1:
+                raise UsageError(f"{key!r} matches {len(pins)} pinned roots", "give the namespace")
+            store.roots.remove(pins[0])
+            store.save()
+            return pins[0]
         if not matches:
-            raise NotFoundError(f"no trusted publisher or CA matches {key!r}", "see `patchkit trust list`")
+            raise NotFoundError(f"no trusted publisher, CA or root matches {key!r}", "see `patchkit trust list`")
         if len(matches) > 1:
             raise UsageError(f"{key!r} matches {len(matches)} trust entries", "give the full keyid or fingerprint")
         found = matches[0]
@@ -565,5 +704,23 @@ def trust_remove(key: str, path: Path | None = None) -> TrustEntry | CAEntry:
     return found
 
 
-__all__ = ["CAEntry", "Handover", "Revoked", "TrustEntry", "TrustStore", "narrow_scopes", "read_revocations",
-           "record_revocations", "scope_within", "scopes_may_overlap", "shared_scopes", "trust_add", "trust_add_ca", "trust_remove", "validate_scope"]
+__all__ = [
+    "CAEntry",
+    "Handover",
+    "Revoked",
+    "RootPin",
+    "TrustEntry",
+    "TrustStore",
+    "is_root_file",
+    "narrow_scopes",
+    "read_revocations",
+    "record_revocations",
+    "scope_within",
+    "scopes_may_overlap",
+    "shared_scopes",
+    "trust_add",
+    "trust_add_ca",
+    "trust_add_root",
+    "trust_remove",
+    "validate_scope",
+]

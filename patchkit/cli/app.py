@@ -185,13 +185,14 @@ def _register() -> None:
         fingerprint,
         keys,
         registry,
+        root,
         runtime,
         serve,
         train,
         trust,
     )
 
-    for module in (keys, trust, artifact, fingerprint, runtime, serve, registry, cache, config, ci, train, evaluate, demo):
+    for module in (keys, root, trust, artifact, fingerprint, runtime, serve, registry, cache, config, ci, train, evaluate, demo):
         module.register(app)
     _file_commands(app)
 

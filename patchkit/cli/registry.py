@@ -128,13 +128,19 @@ def resign(
     certificate_chain: CertificateChainOpt = None,
     passphrase_env: PassphraseEnvOpt = None,
     expires_days: ExpiresOpt = 30,
+    digest: Annotated[str | None, typer.Option("--digest", metavar="sha256:HEX",
+                                               help="The artifact digest you published (required where this machine has "
+                                                    "no record of publishing it and the namespace has a root of trust).")] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Re-sign a published version with --key: the same files (same digest), a new signature, a new index."""
+    """Re-sign a published version with --key: the same files (same digest), a new signature, a new index.
+
+    Only files whose digest this machine recorded publishing (or --digest gives) are signed: after a key
+    leak the registry's index may list a thief's files."""
     from patchkit.registry.resign import resign as do_resign
 
     r = do_resign(ref, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
-                  certificate_chain=certificate_chain)
+                  certificate_chain=certificate_chain, digest=digest)
     emit(json_, r.to_dict(), f"re-signed {r.name}@{r.version} ({r.digest[:19]}…) with key {r.keyid[:16]}…: commit "
                              f"{r.commit[:12]} replaces {r.previous_commit[:12]}; index v{r.index_version}")
 

@@ -16,7 +16,9 @@ LabelOpt = Annotated[str | None, typer.Option("--name", metavar="LABEL", help="A
 
 @trust_app.command("add")
 def add(
-    public_pem: Annotated[Path, typer.Argument(metavar="PUBLIC_PEM", help="The publisher's public.pem.")],
+    public_pem: Annotated[Path, typer.Argument(metavar="PUBLIC_PEM|ROOT_JSON",
+                                               help="The publisher's public.pem, or its namespace's root.json (pins "
+                                                    "the root of trust: then only keys it delegates sign there).")],
     scope: ScopeOpt,
     name: LabelOpt = None,
     trust: TrustOpt = None,
@@ -30,9 +32,17 @@ def add(
     Refused (exit 4) for a key a known revocation names, unless --allow-revoked. Warns, naming the other
     key and how to remove it, when another key or CA is already trusted for those names (expected
     while a publisher changes keys)."""
-    from patchkit.trust import trust_add
+    from patchkit.trust import is_root_file, trust_add, trust_add_root
 
     warnings: list[str] = []
+    if is_root_file(public_pem):
+        pin = trust_add_root(public_pem, scope, name, trust, warnings=warnings)
+        for w in warnings:
+            err(w)
+        emit(json_, {"root": pin.namespace, "name": pin.label, "scopes": pin.scopes, "sha256": pin.sha256,
+                     "warnings": warnings},
+             f"pinned the root of trust of {pin.namespace} (sha256 {pin.sha256[:16]}…) for {', '.join(pin.scopes)}")
+        return
     e = trust_add(public_pem, scope, name, trust, allow_revoked=allow_revoked, warnings=warnings)
     for w in warnings:
         err(w)
@@ -80,7 +90,12 @@ def list_(trust: TrustOpt = None, json_: JsonOpt = False) -> None:
         lines.append(f"{e.keyid[:16]}  {e.label or '-':<16} {', '.join(e.scopes)}" + (f"  ({shown})" if shown else ""))
     cas = [{"fingerprint": c.fingerprint, "name": c.label, "scopes": c.scopes, "added_at": c.added_at} for c in store.cas]
     lines += [f"CA {c.fingerprint[:16]}  {c.label or '-':<16} {', '.join(c.scopes)}" for c in store.cas]
-    emit(json_, {"path": str(store.path), "publishers": rows, "cas": cas}, "\n".join(lines) or "no trusted publishers")
+    roots = [{"namespace": r.namespace, "name": r.label, "scopes": r.scopes, "sha256": r.sha256, "added_at": r.added_at}
+             for r in store.roots]
+    lines += [f"root {r.sha256[:16]}  {r.label or '-':<16} {', '.join(r.scopes)}  (root of trust of {r.namespace})"
+              for r in store.roots]
+    emit(json_, {"path": str(store.path), "publishers": rows, "cas": cas, "roots": roots},
+         "\n".join(lines) or "no trusted publishers")
 
 
 @trust_app.command("remove")
@@ -89,10 +104,14 @@ def remove(
     trust: TrustOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Stop trusting a publisher key or a CA."""
-    from patchkit.trust import TrustEntry, trust_remove
+    """Stop trusting a publisher key, a CA, or a pinned root (by its namespace)."""
+    from patchkit.trust import RootPin, TrustEntry, trust_remove
 
     e = trust_remove(key, trust)
+    if isinstance(e, RootPin):
+        emit(json_, {"removed": e.sha256, "name": e.label, "root": e.namespace},
+             f"removed the root of trust pinned for {e.namespace} ({e.sha256[:16]}…)")
+        return
     ident = e.keyid if isinstance(e, TrustEntry) else e.fingerprint
     emit(json_, {"removed": ident, "name": e.label}, f"removed {e.display} ({ident[:16]}…)")
 

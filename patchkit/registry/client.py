@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit._internal.clock import utc_stamp
+from patchkit._internal.clock import now_utc, utc_stamp
 from patchkit._internal.records import Record
 from patchkit.errors import IntegrityError, InvalidInputError, NotFoundError, RollbackError, TrustError, UsageError
 from patchkit.keys import PrivateKey, keyid_of, load_private_key, public_pem
 from patchkit.manifest import parse_manifest
 from patchkit.policy import Policy
-from patchkit.registry import keylog
+from patchkit.registry import keylog, ledger
 from patchkit.registry.backends import open_registry
 from patchkit.registry.base import Refs, Registry
 from patchkit.registry.cache import Fetched, fetch
@@ -27,6 +27,7 @@ from patchkit.registry.index import (
     IndexEntry,
     check_and_record,
     check_fresh,
+    parse_index,
     remember_index,
     seen_version,
     sign_index,
@@ -84,7 +85,14 @@ def _read_index_raw(reg: Registry, name: str) -> tuple[bytes, bytes | None, str]
 
 
 def load_index(reg: Registry, name: str, trust: TrustStore) -> Index:
-    """The verified, fresh, not-rolled-back index of `name` (its namespace's key statements followed first)."""
+    """The verified, fresh, not-rolled-back index of `name`: through its namespace's root of trust
+    when the customer pinned one (`patchkit.registry.rooted`), else by its signature, with the
+    namespace's key statements followed first."""
+    pin = trust.root_for(name)
+    if pin is not None:
+        from patchkit.registry import rooted
+
+        return rooted.load_index(reg, name, trust, pin)
     data, sig, _ = _read_index_raw(reg, name)
     where = f"{reg.url} {name}"
     keys = keylog.refresh(reg, name, trust)
@@ -277,6 +285,13 @@ def _current_index(reg: Registry, name: str, key: PrivateKey, *, allow_missing: 
     refs = reg.refs(name)
     if refs is None:
         raise NotFoundError(f"no patch named {name} in registry {reg.url}", "publish a version first")
+    from patchkit.registry import rooted
+
+    listed = rooted.listed_index(reg, name)
+    if listed is not None:
+        # Under a root of trust, the current index is the one the metadata lists (the only one any
+        # customer accepts), whatever main holds: a leaked key's index on main is not built on.
+        return parse_index(listed[0], where=f"{reg.url} {name}"), refs.main
     where = f"{reg.url} {name}"
     tags = _index_tags(refs)
     data = reg.read(name, refs.main, constants.INDEX_FILE, MAX_INDEX_BYTES) if refs.main else None
@@ -313,12 +328,22 @@ def _current_index(reg: Registry, name: str, key: PrivateKey, *, allow_missing: 
 
 
 def _write_index(reg: Registry, name: str, index: Index, key: PrivateKey, parent: str | None, message: str, *,
-                 chain: list[bytes] | None = None) -> str:
+                 chain: list[bytes] | None = None, tuf: bool = True) -> str:
+    """Sign and commit the index, tag it, and (`tuf`) list it in the namespace's root-of-trust
+    metadata when it has one. The index and its signature stay as before, for clients that read
+    no root of trust (migration: both are served)."""
+    from patchkit.registry import rooted
+
+    if tuf:
+        rooted.check_publisher(reg, name, key)  # before anything is written
     index.keys = keylog.bound_statements(reg, name)
     data, sig = sign_index(index, key, chain=chain)
     commit = reg.commit(name, {constants.INDEX_FILE: data, constants.INDEX_SIG_FILE: sig}, message, parent=parent)
     check_and_record(index, data, reg.ident, where=f"{reg.url} {name}")
     reg.tag(name, index_tag(index.index_version), commit)
+    if tuf:
+        rooted.after_index_write(reg, name, key, data, commit, index.index_version,
+                                 expires_days=max((index.expiry() - now_utc()).total_seconds() / 86400, 1 / 86400))
     return commit
 
 
@@ -384,6 +409,7 @@ def publish(directory: Path, key_path: Path, *, registry: str | None = None, pas
         new = index.next(expires_days=expires_days)
         new.versions[version] = IndexEntry(version, commit, vr.digest, utc_stamp(),
                                            {f: len(b) for f, b in files.items()})
+        ledger.record(reg.ident, name, version, vr.digest, commit)
         _write_index(reg, name, new, key, parent, f"index {new.index_version}: publish {version}", chain=chain)
     return PublishResult(name, version, commit, tag, vr.digest, reg.url, new.index_version, new.expires)
 

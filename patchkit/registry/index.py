@@ -363,7 +363,7 @@ def _remembered_paths(registry_id: str, name: str) -> tuple[Path, Path]:
 def remember_index(registry_id: str, name: str, data: bytes, sig: bytes | None) -> None:
     """Keep the last verified index, so offline commands (`status`) can still report yanks."""
     if sig is None:
-        return
+        return  # (b"" marks an index a root of trust vouched for: it is kept, and re-checked against that)
     data_path, sig_path = _remembered_paths(registry_id, name)
     with contextlib.suppress(ReadOnlyError, OSError):
         atomic_write_bytes(sig_path, sig, mode=0o600)
@@ -382,10 +382,16 @@ def remembered_index(registry_id: str, name: str, trust: TrustStore) -> Index | 
         sig = read_regular(sig_path, MAX_INDEX_SIG_BYTES, error=IntegrityError)
     except FileNotFoundError:
         return None
-    index, signed = verify_index(data, sig, trust, name, where=f"the remembered index of {name}")
     seen = _read_state(_state_path()).get(_state_key(registry_id, name))
     if not isinstance(seen, dict) or seen.get("sha256") != hashlib.sha256(data).hexdigest():
         return None
+    pin = trust.root_for(name)
+    if pin is not None:
+        # Under a root of trust the index is vouched for by the cached metadata (unexpired), not by its own signature.
+        from patchkit.registry.rooted import remembered
+
+        return remembered(registry_id, name, data, trust, pin)
+    index, signed = verify_index(data, sig, trust, name, where=f"the remembered index of {name}")
     index.attest_to(trust, signed.keyid)
     return index
 

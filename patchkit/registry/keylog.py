@@ -80,7 +80,20 @@ def log_name(namespace: str) -> str:
 
 
 def is_reserved(name: str) -> bool:
-    return name.partition("/")[2] == KEYLOG_REPO
+    """Names that hold a namespace's key log or its root-of-trust metadata, never a patch."""
+    return name.partition("/")[2] in (KEYLOG_REPO, "patchkit-tuf")
+
+
+def _refuse_rooted(reg: Registry, namespace: str, what: str) -> None:
+    """A namespace with a root of trust changes keys only through its root key holders: a key log
+    statement there would be ignored by every client, so publishing one is refused."""
+    from patchkit.registry.rooted import has_root
+
+    if has_root(reg, namespace):
+        raise UsageError(f"{namespace} has a root of trust in {reg.url}: its keys change only with the root keys, "
+                         f"not with `keys {what}`",
+                         f"use `patchkit root rotate-key {namespace} --root-key ROOT_PEM --new NEW_PEM` "
+                         "(add --compromised-since TIME if the key leaked)")
 
 
 @dataclass
@@ -343,6 +356,8 @@ def rotate(old_path: Path, new_path: Path, scopes: list[str], *, registry: str |
     for s in scopes:
         by_ns.setdefault(statement_namespace(s), []).append(s)
     reg = open_registry(registry)
+    for ns in by_ns:
+        _refuse_rooted(reg, ns, "rotate")
     published = []
     for ns, ns_scopes in sorted(by_ns.items()):
         env = sign_rotation(old, new, namespace=ns, scopes=ns_scopes, effective=when, issued_at=now)
@@ -384,6 +399,8 @@ def revoke(key_path: Path, reason: str, namespaces: list[str], *, signer_path: P
     if since is not None and since > now:
         raise UsageError(f"--compromised-since {fmt_time(since)} is in the future", "give the time the key was first exposed")
     reg = open_registry(registry)
+    for ns in set(namespaces):
+        _refuse_rooted(reg, ns, "revoke")
     published = []
     for ns in sorted(set(namespaces)):
         statement_namespace(f"{ns}/*")
