@@ -323,7 +323,10 @@ class TrustStore:
         found = next((e for e in self.entries if e.keyid == keyid), None)
         if found is None and self.roots:
             for pin in self.roots:
-                self._namespace_keys(pin)
+                try:
+                    self._namespace_keys(pin)
+                except PatchkitErrorBase:
+                    continue  # no usable cache for that namespace: its names are refused in `authorize`
             found = next((e for entries in self.delegated.values() for e in entries if e.keyid == keyid), None)
         return found
 
@@ -343,11 +346,7 @@ class TrustStore:
         if key not in self.delegated:
             from patchkit.root.client import cached_online_keys
 
-            try:
-                keys, version = cached_online_keys(pin)
-            except PatchkitErrorBase:
-                self.delegated[key] = []
-                raise
+            keys, version = cached_online_keys(pin)
             self.delegated[key] = [_delegated_entry(k, pin.scopes, pin, version) for k in keys]
         return self.delegated[key]
 
@@ -374,6 +373,8 @@ class TrustStore:
         note = self._note(keyid)
         pin = self.root_for(name) if name else None
         if pin is not None:
+            if name not in self.delegated:
+                self._namespace_keys(pin)  # raises when this machine cannot tell (never pulled, or expired)
             return TrustError(f"{lead}, which the root of trust of {pin.namespace} does not delegate",
                               "only the keys that namespace's root key holders delegate may sign its patches (a key log "
                               "rotation does not count); ask the publisher which key signs now, and pull again")

@@ -386,3 +386,41 @@ def test_offline_the_cached_metadata_stands_only_until_it_expires(world: World) 
     time.sleep(4.5)
     r = pk("verify", "--lock", model / constants.LOCK_FILE, env={"PATCHKIT_HOME": str(home)})
     assert r.returncode == 3 and "expire" in " ".join((r.stdout + r.stderr).split()), (r.returncode, r.stdout, r.stderr)
+
+
+def test_a_second_file_with_a_version_already_listed_is_refused(world: World) -> None:
+    """ngclient keeps the first file it trusted for a version; a different file under the same version
+    name (here signed with the stolen online key) must not pass either: the snapshot lists its hash."""
+    from tuf.api.metadata import Metadata, TargetFile
+
+    from patchkit.registry.rooted import tuf_repo
+    from patchkit.root import metadata as md
+
+    w = world
+    reg = open_registry(w.url)
+    repo_name = tuf_repo("acme")
+    head = reg.refs(repo_name).main
+    version = md.load_repo(lambda f, n: reg.read(repo_name, head, f, n), "acme", pinned=None, where="t").online.signed.version
+    fname = f"{version}.online.json"
+    online = Metadata.from_bytes(reg.read(repo_name, head, fname, 1 << 20) or b"")
+    online.signed.targets["tox/index.json"] = TargetFile.from_data("tox/index.json", b"{}", ["sha256"])
+    online.signatures.clear()
+    online.sign(md.signer(load_private_key(w.k1.private)))
+    reg.commit(repo_name, {fname: online.to_bytes()}, "same version, other file", parent=head)
+    home = w.customer("fresh")
+    r = pk("versions", "acme/tox", "--registry", w.url, env={"PATCHKIT_HOME": str(home)})
+    assert r.returncode == 3 and "hash" in r.stderr, (r.returncode, r.stderr)
+
+
+def test_a_directory_is_verified_against_the_cached_delegation(world: World) -> None:
+    w = world
+    art = w.artifact("9.9.9", w.k1)
+    foreign = w.artifact("9.9.8", w.own)
+    home = w.customer("ci")
+    env = {"PATCHKIT_HOME": str(home)}
+    r = pk("verify", art, env=env)
+    assert r.returncode == 8 and "never read" in r.stderr, (r.returncode, r.stderr)  # cannot tell yet: fails closed
+    w.pull("1.0.0")
+    assert pk("verify", art, env=env).returncode == 0
+    r = pk("verify", foreign, env=env)
+    assert r.returncode == 4 and "does not delegate" in r.stderr, (r.returncode, r.stderr)
