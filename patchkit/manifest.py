@@ -150,7 +150,8 @@ class DataInfo(_Model):
 
 
 class TrainingInfo(_Model):
-    method: Literal["sft", "dpo", "sft+dpo", "imported"] = "imported"
+    # The stages `patchkit train` ran, joined by "+" in their order ("repr": the representation stage).
+    method: Literal["sft", "dpo", "sft+dpo", "repr", "repr+sft", "repr+dpo", "repr+sft+dpo", "imported"] = "imported"
     reference: str | None = Field(default=None, description="What M' (the safer reference) was")
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     seed: int | None = None

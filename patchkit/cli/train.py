@@ -1,4 +1,5 @@
-"""`patchkit train`: train a policy patch (SFT + DPO on a prefix of a frozen model)."""
+"""`patchkit train`: train a policy patch (SFT + DPO on a prefix of a frozen model, optionally a
+representation stage first)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,22 @@ def register(app: typer.Typer) -> None:
         prompts: Annotated[Path, typer.Option("--prompts", help='Training prompts: JSONL of {"prompt": ...}, or .txt one per line.')],
         domain: Annotated[str, typer.Option("--domain", help="toxicity | bias | harmfulness | custom:<word>.")],
         out: Annotated[Path, typer.Option("--out", help="Output directory (a `patchkit build` SOURCE).")],
-        stages: Annotated[str, typer.Option("--stages", help="sft, dpo or sft,dpo.")] = ",".join(_D.stages),
+        stages: Annotated[str, typer.Option("--stages", help="Comma-separated stages of repr, sft, dpo (run in that order), "
+                                            "e.g. sft,dpo or repr,sft,dpo. repr: a refusal-probe objective (harmfulness).")
+                          ] = ",".join(_D.stages),
+        repr_epochs: Annotated[int, typer.Option("--repr-epochs")] = _D.repr_epochs,
+        repr_layer: Annotated[
+            int | None, typer.Option("--repr-layer", help="repr: the probe's layer (default about 55% of the depth).")
+        ] = _D.repr_layer,
+        repr_l2: Annotated[float, typer.Option("--repr-l2", help="repr: L2 strength of the logistic probe.")] = _D.repr_l2,
+        repr_margin: Annotated[
+            float, typer.Option("--repr-margin", help="repr: probe-logit margin to push each prompt past the boundary.")
+        ] = _D.repr_margin,
+        repr_keep: Annotated[
+            float, typer.Option("--repr-keep", help="repr: weight of keeping the hidden state still off the probe direction.")
+        ] = _D.repr_keep,
+        repr_lr: Annotated[float | None, typer.Option("--repr-lr", help="Learning rate of the repr stage (default: --lr).")
+                           ] = _D.repr_lr,
         sft_epochs: Annotated[int, typer.Option("--sft-epochs")] = _D.sft_epochs,
         dpo_epochs: Annotated[int, typer.Option("--dpo-epochs")] = _D.dpo_epochs,
         max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on optimizer steps for each stage.")] = _D.max_steps,
@@ -51,6 +67,10 @@ def register(app: typer.Typer) -> None:
             str, typer.Option("--dpo-rejected", help="DPO rejected replies: base (M, the paper), policy (the SFT-patched policy's "
                               "own replies: on-policy pairs) or both.")
         ] = _D.dpo_rejected,
+        benign_ratio: Annotated[
+            float, typer.Option("--benign-ratio", help="Harmfulness: benign DPO pairs (reference answer > a refusal) per "
+                                "harmful pair; 0: none.")
+        ] = _D.benign_ratio,
         validation: Annotated[
             Path | None, typer.Option("--validation", help='Held-out JSONL of {"prompt", "expect": "refuse"|"answer"} for '
                                       "validation-based checkpoint selection (harmfulness).")
@@ -79,11 +99,18 @@ def register(app: typer.Typer) -> None:
         ] = None,
         json_mode: JsonOpt = False,
     ) -> None:
-        """Train a policy patch toward a safer reference policy (SFT, then DPO)."""
+        """Train a policy patch toward a safer reference policy (SFT, then DPO; optionally repr first)."""
         from patchkit.train import make_config, train_patch
 
         options: dict[str, object] = {
             "stages": stages,
+            "repr_epochs": repr_epochs,
+            "repr_layer": repr_layer,
+            "repr_l2": repr_l2,
+            "repr_margin": repr_margin,
+            "repr_keep": repr_keep,
+            "repr_lr": repr_lr,
+            "benign_ratio": benign_ratio,
             "sft_epochs": sft_epochs,
             "dpo_epochs": dpo_epochs,
             "max_steps": max_steps,

@@ -8,7 +8,11 @@ from typing import Any
 
 from patchkit.errors import InvalidInputError
 
-STAGES = ("sft", "dpo")
+# Every stage, in the order they run; `DEFAULT_STAGES` is the paper's method. "repr" (a
+# representation objective on a refusal probe, see `patchkit.train.representation`) runs first when chosen.
+STAGES = ("repr", "sft", "dpo")
+DEFAULT_STAGES = ("sft", "dpo")
+STAGES_HINT = "use --stages with one or more of repr, sft, dpo (comma-separated), e.g. sft,dpo or repr,sft,dpo"
 DPO_REFERENCES = ("sft", "none")
 DPO_REJECTED = ("base", "policy", "both")
 SELECT = ("last", "best")
@@ -25,7 +29,8 @@ DEFAULT_INIT = f'text:"{DEFAULT_INIT_TEXT}"'
 class TrainConfig:
     """Every hyperparameter of a run; all of it lands in training.json."""
 
-    stages: tuple[str, ...] = STAGES
+    stages: tuple[str, ...] = DEFAULT_STAGES
+    repr_epochs: int = 1
     sft_epochs: int = 1
     dpo_epochs: int = 1
     max_steps: int | None = None  # a cap for each stage
@@ -42,6 +47,20 @@ class TrainConfig:
     # Where DPO's rejected replies come from: "base" (M, the paper), "policy" (the SFT-patched
     # policy's own greedy replies: on-policy pairs, beyond the paper) or "both".
     dpo_rejected: str = "base"
+    # Harmfulness: benign DPO pairs (the reference's own answer chosen over a refusal) per harmful
+    # pair, for the prompts the reference answers. Without them DPO only ever rewards refusing.
+    # 0 turns them off (the paper's pairs only).
+    benign_ratio: float = 1.0
+    # The "repr" stage: a refusal probe on M's hidden state at the assistant position of layer
+    # `repr_layer` (None: about 55% of the depth), L2-regularised logistic regression with strength
+    # `repr_l2`; the prefix is trained to put harmful prompts `repr_margin` probe-logits past the
+    # boundary on the refusal side and benign ones as far on the other, plus `repr_keep` times the
+    # relative change of the hidden state orthogonal to the probe direction.
+    repr_layer: int | None = None
+    repr_l2: float = 1e-2
+    repr_margin: float = 4.0
+    repr_keep: float = 1.0
+    repr_lr: float | None = None  # None: the same as lr
     # Validation-based selection (needs a validation set): judge the policy's greedy replies
     # every `eval_every` steps and at the end of each stage; "best" keeps the best-scoring prefix.
     eval_every: int | None = None
@@ -81,12 +100,12 @@ def parse_stages(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     parts = [p.strip().lower() for p in value.split(",")] if isinstance(value, str) else [str(p).strip().lower() for p in value]
     parts = [p for p in parts if p]
     if not parts:
-        raise InvalidInputError("no training stage given", "use --stages sft, dpo or sft,dpo")
+        raise InvalidInputError("no training stage given", STAGES_HINT)
     for p in parts:
         if p not in STAGES:
-            raise InvalidInputError(f"unknown stage {p!r}", "use --stages sft, dpo or sft,dpo")
+            raise InvalidInputError(f"unknown stage {p!r} (known: {', '.join(STAGES)})", STAGES_HINT)
     if len(set(parts)) != len(parts):
-        raise InvalidInputError(f"stage listed twice in {','.join(parts)!r}", "use --stages sft, dpo or sft,dpo")
+        raise InvalidInputError(f"stage listed twice in {','.join(parts)!r}", STAGES_HINT)
     return tuple(sorted(parts, key=STAGES.index))
 
 
@@ -126,7 +145,7 @@ def make_config(**kwargs: Any) -> TrainConfig:
 def check_config(cfg: TrainConfig) -> None:
     if cfg.tokens <= 0:
         raise InvalidInputError(f"--tokens must be at least 1 (got {cfg.tokens})", "a patch needs virtual tokens; 50 is usual")
-    for name in ("sft_epochs", "dpo_epochs", "batch_size", "max_new_tokens", "generation_batch_size"):
+    for name in ("repr_epochs", "sft_epochs", "dpo_epochs", "batch_size", "max_new_tokens", "generation_batch_size"):
         if getattr(cfg, name) < 1:
             raise InvalidInputError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(cfg, name)})")
     if cfg.max_steps is not None and cfg.max_steps < 1:
@@ -137,6 +156,18 @@ def check_config(cfg: TrainConfig) -> None:
         raise InvalidInputError(f"--lr must be positive (got {cfg.lr})")
     if cfg.dpo_lr is not None and not cfg.dpo_lr > 0:
         raise InvalidInputError(f"--dpo-lr must be positive (got {cfg.dpo_lr})")
+    if cfg.repr_lr is not None and not cfg.repr_lr > 0:
+        raise InvalidInputError(f"--repr-lr must be positive (got {cfg.repr_lr})")
+    if not cfg.benign_ratio >= 0:
+        raise InvalidInputError(f"--benign-ratio must be zero or positive (got {cfg.benign_ratio})")
+    if cfg.repr_layer is not None and cfg.repr_layer < 1:
+        raise InvalidInputError(f"--repr-layer must be at least 1 (got {cfg.repr_layer})", "layer 1 is the first block's output")
+    if not cfg.repr_l2 >= 0:
+        raise InvalidInputError(f"--repr-l2 must be zero or positive (got {cfg.repr_l2})")
+    if not cfg.repr_margin >= 0:
+        raise InvalidInputError(f"--repr-margin must be zero or positive (got {cfg.repr_margin})")
+    if not cfg.repr_keep >= 0:
+        raise InvalidInputError(f"--repr-keep must be zero or positive (got {cfg.repr_keep})")
     if not cfg.sft_weight >= 0:
         raise InvalidInputError(f"--sft-weight must be zero or positive (got {cfg.sft_weight})")
     if not cfg.beta > 0:

@@ -90,12 +90,17 @@ class PrefixLM(nn.Module):
         prefix: torch.Tensor | None = None,
         use_prefix: bool = True,
         continuations: tuple[torch.Tensor, torch.Tensor, int] | None = None,
+        hidden_layer: int | None = None,
     ) -> torch.Tensor:
         """Logits of the last `keep` positions (only those are computed when the model allows).
 
         With `continuations` (ids [kB, R] right padded, mask [kB, R], k), the prompt rows are
         run once and each is continued by k rows through the key/value cache; the result is
         then the logits that predict each continuation token, [kB, R, V].
+
+        With `hidden_layer` L, the result is instead the hidden state after block L at the last
+        position, [B, H] (the representation stage's input; it goes through `forward` so that a
+        distributed wrapper still synchronises the prefix's gradient).
         """
         embeds, mask = self._embed(input_ids, attention_mask, prefix, use_prefix)
         if continuations is not None:
@@ -103,7 +108,14 @@ class PrefixLM(nn.Module):
         position_ids = positions_from_mask(mask)
         kwargs: dict[str, Any] = {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": position_ids, "use_cache": False}
         if self._keep:
-            kwargs["logits_to_keep"] = keep
+            kwargs["logits_to_keep"] = 1 if hidden_layer is not None else keep
+        if hidden_layer is not None:
+            states = self.base(**kwargs, output_hidden_states=True).hidden_states
+            if not 1 <= hidden_layer < len(states):
+                raise InvalidInputError(f"layer {hidden_layer} is outside the model's 1..{len(states) - 1} blocks",
+                                        "pass a smaller --repr-layer, or leave it unset (about 55% of the depth)")
+            hidden: torch.Tensor = states[hidden_layer][:, -1]
+            return hidden
         logits: torch.Tensor = self.base(**kwargs).logits
         return logits[:, -keep:]
 

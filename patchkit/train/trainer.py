@@ -1,4 +1,5 @@
-"""`train_patch`: the paper's method (SFT then DPO on a prefix), end to end."""
+"""`train_patch`: the paper's method (SFT then DPO on a prefix), end to end, with an optional
+representation stage ("repr", see `patchkit.train.representation`) before it."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from patchkit.errors import InvalidInputError, NotFoundError, UsageError
 from patchkit.lm.loading import load_model
 from patchkit.manifest import validate_domain
 from patchkit.train import checkpoint as ckpt
+from patchkit.train.benign import benign_pairs
 from patchkit.train.config import TrainConfig, make_config
 from patchkit.train.data import DataRecord, Prompt, prompts_from_list, read_prompts
 from patchkit.train.dpo import Pair, dpo_batch_loss, reference_logprobs
@@ -41,6 +43,7 @@ from patchkit.train.reference import (
     SystemPromptReference,
     parse_reference,
 )
+from patchkit.train.representation import Probe, default_layer, fit_probe, prompt_hidden, repr_batch_loss
 from patchkit.train.scorer import Scorer, scorer_for
 from patchkit.train.selection import (
     Tracker,
@@ -103,7 +106,7 @@ def _deterministic() -> Iterator[None]:
 
 def _schedule(stage: str, n: int, epochs: int, batch_size: int, seed: int, max_steps: int | None) -> list[list[int]]:
     """The fixed batch order of a stage: a pure function of the seed, so resumes replay it."""
-    salt = {"sft": 1, "dpo": 2, "sft-reg": 3}[stage]
+    salt = {"sft": 1, "dpo": 2, "sft-reg": 3, "repr": 4}[stage]
     batches: list[list[int]] = []
     for epoch in range(epochs):
         g = torch.Generator().manual_seed(seed * 1_000_003 + salt * 10_007 + epoch)
@@ -265,6 +268,9 @@ def _read_data(base: str | Path, reference: Any, prompts: str | Path | Sequence[
         records.append(val_set.record)
     elif cfg.select == "best" or cfg.eval_every is not None:
         raise UsageError("--select best and --eval-every need a validation set", "pass --validation FILE")
+    if "repr" in cfg.stages and domain != "harmfulness":
+        raise UsageError("the repr stage trains on a refusal probe: it needs --domain harmfulness",
+                         "drop repr from --stages for this domain")
     _check_out(out_path, resume)
     return _Data(base_path, out_path, prompt_list, records, ref, val_set)
 
@@ -296,6 +302,9 @@ class _Training:
         self.base_pair_info: dict[str, Any] | None = None
         self.scorer_name = "custom"
         self.score: Scorer | None = None
+        self.over_refused: set[Pair] = set()  # kept pairs whose rejected reply refuses a benign prompt
+        self.probe: Probe | None = None
+        self.repr_info: dict[str, Any] | None = None
 
     def _check_context(self) -> None:
         cfg = self.cfg
@@ -343,6 +352,12 @@ class _Training:
             self.ref_desc = description
         self.sft_examples = [Example(ids, _response_ids(tok, t, self.cfg.max_new_tokens))
                              for ids, t in zip(self.prompt_ids, self.chosen_text, strict=True)]
+        self.refuses: list[bool] = []
+        if self.domain == "harmfulness":
+            from patchkit.eval.refusal import classify
+
+            # The reference's decision on each prompt: the repr stage's labels, the benign pairs' split.
+            self.refuses = [classify(t).refused for t in self.chosen_text]
 
     # -- phase 3: DPO pairs -----------------------------------------------------------------------------
     def make_pairs(self, rejected_text: list[str], source: str) -> tuple[list[Pair], dict[str, Any]]:
@@ -356,7 +371,10 @@ class _Training:
             rej = Example(ex.prompt_ids, _response_ids(self.tokenizer, r, self.cfg.max_new_tokens))
             if self.score(p.text, c, r) >= self.cfg.min_margin and rej.response_ids != ex.response_ids:
                 kept.append(Pair(ex, rej))
-                by_kind["refuse" if classify(c).refused else "answer"] += 1
+                chosen_refuses = classify(c).refused
+                by_kind["refuse" if chosen_refuses else "answer"] += 1
+                if not chosen_refuses and classify(r).refused:
+                    self.over_refused.add(kept[-1])
             else:
                 dropped += 1
         return kept, {"kept": len(kept), "dropped": dropped, "chosen_refuses": by_kind["refuse"],
@@ -389,6 +407,8 @@ class _Training:
                     f"{cfg.min_margin} ({self.scorer_name})",
                     "lower --min-margin, use a stronger reference, or run --stages sft",
                 )
+            if cfg.dpo_rejected == "base":
+                self.add_benign_pairs()
         self.base_pair_list = list(self.pairs)
 
     def build_policy_pairs(self, prefix_now: torch.Tensor) -> None:
@@ -404,6 +424,44 @@ class _Training:
         self.pair_info = {"kept": len(self.pairs), "scorer": self.scorer_name, "min_margin": cfg.min_margin,
                           "dpo_rejected": cfg.dpo_rejected, "policy": info,
                           **({"base": self.base_pair_info} if self.base_pair_info is not None else {})}
+        self.add_benign_pairs()
+
+    def add_benign_pairs(self) -> None:
+        """Harmfulness: (the reference's answer > a refusal) pairs, `benign_ratio` per harmful pair."""
+        if not self.refuses or self.cfg.benign_ratio <= 0 or self.pair_info is None:
+            return
+        added, info = benign_pairs(self.pairs, self.sft_examples, self.refuses, self.over_refused,
+                                   ratio=self.cfg.benign_ratio, seed=self.cfg.seed)
+        self.pairs = self.pairs + added
+        self.pair_info = {**self.pair_info, "kept": len(self.pairs), "benign": info}
+
+    def fit_repr_probe(self, model: Any) -> None:
+        """The repr stage's probe, on M's own hidden states (no prefix): deterministic, so a resume refits it."""
+        cfg = self.cfg
+        _, _, layers, _ = _model_dims(self.base_model.config)
+        layer = cfg.repr_layer if cfg.repr_layer is not None else default_layer(layers)
+        if layer > layers:
+            raise InvalidInputError(f"--repr-layer {layer} is past the model's {layers} layers",
+                                    "leave --repr-layer unset for about 55% of the depth")
+        pad_id = int(self.tokenizer.pad_token_id)
+        self.repr_base = prompt_hidden(model, self.prompt_ids, pad_id, self.device, layer, use_prefix=False,
+                                       batch_size=cfg.generation_batch_size)
+        self.repr_labels = torch.tensor(self.refuses, dtype=torch.bool)
+        self.probe = fit_probe(self.repr_base, self.repr_labels, layer=layer, l2=cfg.repr_l2, seed=cfg.seed)
+
+    def probe_summary(self, model: Any, prefix: torch.Tensor) -> dict[str, Any]:
+        """The probe and its mean logit per class on the training prompts: M alone, then M + the prefix."""
+        assert self.probe is not None
+        probe, y = self.probe, self.repr_labels
+        patched = prompt_hidden(model, self.prompt_ids, int(self.tokenizer.pad_token_id), self.device, probe.layer,
+                                use_prefix=True, prefix=prefix, batch_size=self.cfg.generation_batch_size)
+
+        def means(h: torch.Tensor) -> dict[str, float]:
+            logit = probe.logits(h)
+            return {"refuse": round(float(logit[y].mean()), 4), "answer": round(float(logit[~y].mean()), 4)}
+
+        return {**probe.to_dict(), "margin": self.cfg.repr_margin, "keep": self.cfg.repr_keep,
+                "mean_logit": {"base": means(self.repr_base), "patched": means(patched)}}
 
     # -- phase 4: the training loop ---------------------------------------------------------------------
     def loop(self, *, resume: bool, stop_after: int | None) -> None:
@@ -419,13 +477,13 @@ class _Training:
                     m.eval()
         model = accelerator.prepare(model)
         inner: PrefixLM = accelerator.unwrap_model(model)
-        self.inner = inner
+        self.inner, self.model = inner, model
         pad_id = int(self.tokenizer.pad_token_id)
         # Chosen and rejected share the prompt: run it once through the KV cache (not with
         # checkpointing, which turns the cache off).
         shared = not cfg.gradient_checkpointing
 
-        done: dict[str, int] = {"sft": 0, "dpo": 0}
+        done: dict[str, int] = {"repr": 0, "sft": 0, "dpo": 0}
         self.curves: dict[str, list[float]] = {s: [] for s in cfg.stages}
         ref_prefix: torch.Tensor | None = None
         ref_lp: torch.Tensor | None = None
@@ -443,7 +501,7 @@ class _Training:
                 )
             with torch.no_grad():
                 inner.prefix.copy_(state["prefix"].to(inner.prefix.device))
-            done = dict(state["done"])
+            done.update(state["done"])
             self.curves = {k: list(v) for k, v in state["curves"].items()}
             ref_prefix, ref_lp = state.get("ref_prefix"), state.get("ref_lp")
             policy_prefix = state.get("policy_prefix")
@@ -471,7 +529,10 @@ class _Training:
 
         if policy_prefix is not None:  # resumed inside DPO: rebuild the same pairs (cached replies)
             self.build_policy_pairs(policy_prefix)
+        if "repr" in cfg.stages:
+            self.fit_repr_probe(model)
         self.schedules = {
+            "repr": _schedule("repr", len(self.prompt_ids), cfg.repr_epochs, cfg.batch_size, cfg.seed, cfg.max_steps),
             "sft": _schedule("sft", len(self.sft_examples), cfg.sft_epochs, cfg.batch_size, cfg.seed, cfg.max_steps),
             "dpo": _schedule("dpo", len(self.pairs), cfg.dpo_epochs, cfg.batch_size, cfg.seed, cfg.max_steps) if self.pairs else [],
         }
@@ -511,7 +572,7 @@ class _Training:
                 if done[stage] >= len(schedule):
                     validate(stage)
                     continue
-                lr = cfg.dpo_lr if stage == "dpo" and cfg.dpo_lr is not None else cfg.lr
+                lr = {"dpo": cfg.dpo_lr, "repr": cfg.repr_lr}.get(stage) or cfg.lr
                 optimizer = torch.optim.AdamW([inner.prefix], lr=lr, weight_decay=cfg.weight_decay)
                 if opt_state is not None and done[stage] > 0:
                     optimizer.load_state_dict(opt_state)
@@ -527,6 +588,11 @@ class _Training:
                     rows = local(idx)
                     if stage == "sft":
                         loss = sft_batch_loss(model, [self.sft_examples[i] for i in rows], pad_id, self.device)
+                    elif stage == "repr":
+                        assert self.probe is not None
+                        loss = repr_batch_loss(model, [self.prompt_ids[i] for i in rows], self.repr_base[rows],
+                                               self.repr_labels[rows], self.probe, pad_id, self.device,
+                                               margin=cfg.repr_margin, keep=cfg.repr_keep)
                     else:
                         assert ref_lp is not None
                         loss, _ = dpo_batch_loss(model, [self.pairs[i] for i in rows], ref_lp[rows], pad_id, self.device,
@@ -584,7 +650,9 @@ class _Training:
         training: dict[str, Any] = {
             "method": method,
             "reference": self.ref_desc,
-            "hyperparameters": {**cfg.hyperparameters(), "scorer": self.scorer_name},
+            # The probe goes in the hyperparameters too: `patchkit build` carries them into the manifest.
+            "hyperparameters": {**cfg.hyperparameters(), "scorer": self.scorer_name,
+                                **({"repr_probe": self.probe.to_dict()} if self.probe is not None else {})},
             "seed": cfg.seed,
             "data": [d.to_dict() for d in self.data.records],
             "patchkit_version": constants.PATCHKIT_VERSION,
@@ -595,6 +663,7 @@ class _Training:
             "dpo_skipped": ("no on-policy pairs: the SFT policy already agreed with the reference on every training prompt"
                             if "dpo" in cfg.stages and not self.pairs else None),
             "dpo_pairs": self.pair_info,
+            "repr": self.probe_summary(self.model, prefix) if self.probe is not None else None,
             "validation": selection,
             "extensions": [ON_POLICY_NOTE] if self.on_policy else [],
             "base_model": {"path": str(self.data.base_path), "digest": self.base_digest},

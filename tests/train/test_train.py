@@ -304,10 +304,12 @@ def _mixed_reference() -> list[dict[str, str]]:
 
 
 def test_sft_weight_keeps_benign_answers_during_dpo(steerable_model: Path, tmp_path: Path) -> None:
-    """DPO only sees the pairs M' wins; the SFT term also pulls the benign prompts' answers."""
+    """DPO only sees the pairs M' wins; the SFT term also pulls the benign prompts' answers.
+
+    benign_ratio=0: the paper's pairs only (the benign pairs are the other remedy, tested apart)."""
     from patchkit.train.metrics import response_loss
 
-    kw: dict[str, Any] = {"stages": "dpo", "dpo_epochs": 4, "min_margin": 0.5}
+    kw: dict[str, Any] = {"stages": "dpo", "dpo_epochs": 4, "min_margin": 0.5, "benign_ratio": 0.0}
     pure = _train(steerable_model, tmp_path / "pure", reference=_mixed_reference(), **kw)
     reg = _train(steerable_model, tmp_path / "reg", reference=_mixed_reference(), sft_weight=1.0, dpo_lr=0.05, **kw)
     assert pure.training["dpo_pairs"]["kept"] == reg.training["dpo_pairs"]["kept"] == 2
