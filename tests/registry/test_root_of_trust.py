@@ -386,3 +386,17 @@ def test_offline_the_cached_metadata_stands_only_until_it_expires(world: World) 
     time.sleep(4.5)
     r = pk("verify", "--lock", model / constants.LOCK_FILE, env={"PATCHKIT_HOME": str(home)})
     assert r.returncode == 3 and "expire" in " ".join((r.stdout + r.stderr).split()), (r.returncode, r.stdout, r.stderr)
+
+
+def test_a_publish_the_root_refuses_writes_nothing(world: World) -> None:
+    """The thief's `publish --key OWN_KEY` is refused before the artifact's commit and tag: the
+    registry's refs are as they were and the version stays free (no tag v1.1.0 to burn)."""
+    w = world
+    reg = open_registry(w.url)
+    before = reg.refs("acme/tox")
+    w.home("thief")
+    with pytest.raises(TrustError, match="not an online key"):
+        w.publish("1.1.0", w.own)
+    assert reg.refs("acme/tox") == before
+    w.home("vendor")
+    assert w.publish("1.1.0", w.k1).version == "1.1.0"
