@@ -64,9 +64,8 @@ def _stand_in_for_the_domain_demos(work: Path, home: Path, env: dict[str, str], 
     if model.exists():
         return
     shutil.copytree(tiny, model)
-    # Signed by the vendor's current key: the README's rotation section, earlier, moved acme from
-    # keys/ to keys-2027/ and revoked the old key.
-    key = next(k for k in (work / "keys-2027" / "private.pem", work / "keys" / "private.pem") if k.is_file())
+    # Signed by the tour's vendor key (the key-compromise story uses a registry of its own).
+    key = work / "keys" / "private.pem"
     for i, (name, domain) in enumerate((("acme/smollm2-tox", "toxicity"), ("acme/smollm2-harm", "harmfulness"))):
         src = write_prefix(work / f"stand-in-{i}.safetensors", tokens=4, hidden=64, seed=10 + i)
         art = work / "dist" / f"stand-in-{i}"

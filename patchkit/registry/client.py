@@ -384,6 +384,9 @@ def publish(directory: Path, key_path: Path, *, registry: str | None = None, pas
     version = vr.version
     tag = f"v{version}"
     reg = open_registry(registry)
+    from patchkit.registry import rooted
+
+    rooted.check_publisher(reg, name, key)  # before the artifact's commit and tag: a refused key burns no version
     reg.ensure_repo(name)
     with reg.writer_lock(name):
         index, head = _current_index(reg, name, key, allow_missing=True)

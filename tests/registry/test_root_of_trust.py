@@ -424,3 +424,17 @@ def test_a_directory_is_verified_against_the_cached_delegation(world: World) -> 
     assert pk("verify", art, env=env).returncode == 0
     r = pk("verify", foreign, env=env)
     assert r.returncode == 4 and "does not delegate" in r.stderr, (r.returncode, r.stderr)
+
+
+def test_a_publish_the_root_refuses_writes_nothing(world: World) -> None:
+    """The thief's `publish --key OWN_KEY` is refused before the artifact's commit and tag: the
+    registry's refs are as they were and the version stays free (no tag v1.1.0 to burn)."""
+    w = world
+    reg = open_registry(w.url)
+    before = reg.refs("acme/tox")
+    w.home("thief")
+    with pytest.raises(TrustError, match="not an online key"):
+        w.publish("1.1.0", w.own)
+    assert reg.refs("acme/tox") == before
+    w.home("vendor")
+    assert w.publish("1.1.0", w.k1).version == "1.1.0"
