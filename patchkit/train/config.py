@@ -50,7 +50,7 @@ class TrainConfig:
     # Harmfulness: benign DPO pairs (the reference's own answer chosen over a refusal) per harmful
     # pair, for the prompts the reference answers. Without them DPO only ever rewards refusing.
     # 0 turns them off (the paper's pairs only).
-    benign_ratio: float = 1.0
+    benign_ratio: float = 0.0
     # The "repr" stage: a refusal probe on M's hidden state at the assistant position of layer
     # `repr_layer` (None: about 55% of the depth), L2-regularised logistic regression with strength
     # `repr_l2`; the prefix is trained to put harmful prompts `repr_margin` probe-logits past the
