@@ -89,13 +89,15 @@ def _train(base: Path, out: Path, **kw: Any) -> Any:
     return train_patch(base, reference, HARMFUL, domain="harmfulness", out=out, **opts)
 
 
-def test_training_adds_benign_pairs_by_default(steerable_model: Path, tmp_path: Path) -> None:
+def test_training_adds_benign_pairs_in_proportion(steerable_model: Path, tmp_path: Path) -> None:
     # The tiny model's replies are gibberish: they neither refuse nor leak caveats, so the
     # agreement scorer keeps the two harmful pairs and no benign one; benign pairs bring 2 more.
-    res = _train(steerable_model, tmp_path / "d")
+    res = _train(steerable_model, tmp_path / "d", benign_ratio=1.0)
     info = res.training["dpo_pairs"]
     assert info["benign"]["harmful_pairs"] == 2 and info["benign"]["added"] == 2 and info["kept"] == 4
     assert res.training["hyperparameters"]["benign_ratio"] == 1.0
+    default = _train(steerable_model, tmp_path / "z")  # opt-in: the default adds none
+    assert "benign" not in default.training["dpo_pairs"]
     half = _train(steerable_model, tmp_path / "h", benign_ratio=0.5)
     assert half.training["dpo_pairs"]["benign"]["added"] == 1 and half.training["dpo_pairs"]["kept"] == 3
     off = _train(steerable_model, tmp_path / "o", benign_ratio=0.0)
@@ -103,7 +105,7 @@ def test_training_adds_benign_pairs_by_default(steerable_model: Path, tmp_path: 
 
 
 def test_on_policy_runs_add_benign_pairs_too(steerable_model: Path, tmp_path: Path) -> None:
-    res = _train(steerable_model, tmp_path / "p", stages="sft,dpo", dpo_rejected="policy")
+    res = _train(steerable_model, tmp_path / "p", stages="sft,dpo", dpo_rejected="policy", benign_ratio=1.0)
     benign = res.training["dpo_pairs"]["benign"]
     assert benign["target"] == min(2, benign["harmful_pairs"])
     assert benign["from_over_refusals"] + benign["added"] >= benign["target"]
