@@ -322,6 +322,12 @@ class TrustStore:
     def find(self, keyid: str) -> TrustEntry | None:
         found = next((e for e in self.entries if e.keyid == keyid), None)
         if found is None and self.roots:
+            # A key a verified refresh in this process already delegated is the answer the loop below
+            # would give first (its entries come later); skipping it saves a second ngclient refresh,
+            # which walks every root version from the pin (issue 21 benchmark: about 0.05 s a command).
+            found = next((e for entries in self.delegated.values() for e in entries if e.keyid == keyid), None)
+            if found is not None:
+                return found
             for pin in self.roots:
                 try:
                     self._namespace_keys(pin)
