@@ -33,7 +33,7 @@ from patchkit._internal.jsonio import Malformed, dumps_canonical, expect_dict, o
 from patchkit.errors import InvalidInputError, NotFoundError, ReadOnlyError, RevokedError, TrustError, UsageError
 from patchkit.errors import PatchkitError as PatchkitErrorBase
 from patchkit.keys import PublicKey, keyid_of, load_public_key, parse_public_key, public_pem
-from patchkit.root.client import RootPin
+from patchkit.root.pin import RootPin
 
 SCOPE_HINT = "scopes look like acme/* or acme/llama3-tox"
 MAX_TRUST_BYTES = 4 * 1024 * 1024

@@ -159,6 +159,9 @@ def _run(jobs: list[_Job], model_dir: Path, lock_path: Path, policy: Verificatio
                         why = _yank_note(index, prev.version)
                         note = f"downgrade: {why}" if down and why else ("downgrade" if down else None)
                         updated.append({"name": job.name, "from": prev.version, "to": pin.version, "note": note})
+                    elif prev.commit != pin.commit and prev.digest == pin.digest:
+                        updated.append({"name": job.name, "from": prev.version, "to": pin.version,
+                                        "note": "re-signed by its publisher (same files, new signature)"})
                     new.patches[new.patches.index(prev)] = pin
             new.renumbered()
             changed = new.pins() != old.pins() or [(e.spec, e.self_test) for e in new] != [(e.spec, e.self_test) for e in old]

@@ -15,7 +15,6 @@ knows nothing of registries.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import re
@@ -46,6 +45,7 @@ from patchkit.errors import (
 )
 from patchkit.keys import PublicKey
 from patchkit.root import metadata as md
+from patchkit.root.pin import RootPin
 
 BASE_URL = "patchkit-tuf:///"
 FILE_RE = re.compile(r"^(?:[1-9][0-9]{0,8}\.)?(?:root|timestamp|snapshot|targets|[a-z][a-z0-9-]{0,63})\.json$")
@@ -63,29 +63,6 @@ Source = Callable[[str], Iterator[bytes]]
 
 class Missing(Exception):
     """A source has no such file (ngclient reads it as HTTP 404: e.g. no newer root)."""
-
-
-@dataclass(frozen=True)
-class RootPin:
-    """A namespace's root as the customer pinned it (`trust add root.json --scope NS/*`)."""
-
-    namespace: str
-    scopes: list[str]
-    root: bytes
-    label: str = ""
-    added_at: str = ""
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.root).hexdigest()
-
-    def covers(self, name: str) -> bool:
-        import fnmatch
-
-        return any(fnmatch.fnmatchcase(name, s) for s in self.scopes)
-
-    def encoded(self) -> str:
-        return base64.b64encode(self.root).decode()
 
 
 @dataclass(frozen=True)
@@ -225,8 +202,21 @@ def _expired_cache(cache: Path, where: str, namespace: str) -> None:
                           "reconnect to the registry: offline, a namespace's metadata is trusted only until it expires")
 
 
+def _updater(cache: Path, pin: RootPin, source: Source | None) -> Updater:
+    """ngclient over `cache`, starting from the newest root it verified there before (it chains to
+    the pin: a cache made from another pin was cleared), or from the pin itself. Starting from the
+    cached root spares re-verifying every root version at each command."""
+    fetcher = _Fetcher(source, cache)
+    if (cache / "root.json").is_file():
+        try:
+            return Updater(str(cache), BASE_URL, fetcher=fetcher, config=CONFIG, bootstrap=None)
+        except (OSError, tuf_errors.RepositoryError, ValueError):
+            pass  # a damaged cache: start again from the pin
+    return Updater(str(cache), BASE_URL, fetcher=fetcher, config=CONFIG, bootstrap=pin.root)
+
+
 def _run(cache: Path, pin: RootPin, source: Source | None, name: str, where: str) -> View:
-    updater = Updater(str(cache), BASE_URL, fetcher=_Fetcher(source, cache), config=CONFIG, bootstrap=pin.root)
+    updater = _updater(cache, pin, source)
     updater._trusted_set.reference_time = now_utc()
     path = md.index_target(name)
     try:
@@ -306,7 +296,7 @@ def cached_online_keys(pin: RootPin) -> tuple[list[PublicKey], int]:
             with tempfile.TemporaryDirectory(prefix="patchkit-tuf-") as tmp:
                 scratch = Path(tmp) / "m"
                 shutil.copytree(cache, scratch, symlinks=True)
-                updater = Updater(str(scratch), BASE_URL, fetcher=_Fetcher(None, scratch), config=CONFIG, bootstrap=pin.root)
+                updater = _updater(scratch, pin, None)
                 updater._trusted_set.reference_time = now_utc()
                 try:
                     updater.refresh()

@@ -1,4 +1,5 @@
-"""`patchkit verify` is what CI runs: it must not import torch or transformers."""
+"""`patchkit verify` is what CI runs: it must not import torch or transformers (nor python-tuf,
+which only a namespace whose root the user pinned needs)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ try:
     main()
 except SystemExit as e:
     code = e.code
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "numpy", "huggingface_hub", "model_signing", "peft"))
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "numpy", "huggingface_hub", "model_signing", "peft", "tuf", "securesystemslib", "urllib3"))
 print("HEAVY=" + ",".join(heavy), file=sys.stderr)
 """
 

@@ -373,8 +373,10 @@ def test_offline_the_cached_metadata_stands_only_until_it_expires(world: World) 
     w.home("vendor")
     data = reg.read("acme/tox", reg.refs("acme/tox").main, constants.INDEX_FILE, 1 << 24)
     assert data is not None
+    lifetime = 20  # seconds: long enough for apply and one CLI run on a loaded machine, then waited out
+    started = time.monotonic()
     after_index_write(reg, "acme/tox", load_private_key(w.k1.private), data, reg.refs("acme/tox").main,
-                      parse_index(data, where="t").index_version, expires_days=4 / 86400)
+                      parse_index(data, where="t").index_version, expires_days=lifetime / 86400)
     home = w.customer("c")
     model = w.model
     from patchkit.registry.customer import apply
@@ -383,7 +385,7 @@ def test_offline_the_cached_metadata_stands_only_until_it_expires(world: World) 
     (w.tmp / "registry").rename(w.tmp / "registry-gone")
     r = pk("verify", "--lock", model / constants.LOCK_FILE, env={"PATCHKIT_HOME": str(home)})
     assert r.returncode == 0, r.stderr
-    time.sleep(4.5)
+    time.sleep(max(0.0, lifetime + 1.5 - (time.monotonic() - started)))
     r = pk("verify", "--lock", model / constants.LOCK_FILE, env={"PATCHKIT_HOME": str(home)})
     assert r.returncode == 3 and "expire" in " ".join((r.stdout + r.stderr).split()), (r.returncode, r.stdout, r.stderr)
 
@@ -438,3 +440,21 @@ def test_a_publish_the_root_refuses_writes_nothing(world: World) -> None:
     assert reg.refs("acme/tox") == before
     w.home("vendor")
     assert w.publish("1.1.0", w.k1).version == "1.1.0"
+
+
+def test_upgrade_says_a_pin_was_re_signed(world: World) -> None:
+    """After a key change every kept version has a new signature (same files): `upgrade` re-locks it
+    and says so, rather than "upgraded 0 patches"."""
+    from patchkit.registry.customer import apply, upgrade
+    from patchkit.registry.rooted import rotate_key
+
+    w = world
+    w.customer("c")
+    apply(["acme/tox@1.0.0"], w.model, registry=w.url)
+    w.home("vendor")
+    rotate_key("acme", [w.root.private], w.k2.private, registry=w.url)  # a planned rotation
+    w.customer("c")
+    r = upgrade(w.model)
+    assert r.changed and [u["note"] for u in r.updated] == ["re-signed by its publisher (same files, new signature)"]
+    r = pk("verify", "--lock", w.model / constants.LOCK_FILE)
+    assert r.returncode == 0, r.stderr
