@@ -136,7 +136,7 @@ def _env(**values: str) -> Iterator[None]:
 
 
 def run(size_mb: int = 540, repeat: int = 5, workdir: str | None = None) -> dict[str, Any]:
-    from patchkit.fingerprinting import fingerprint_details
+    from patchkit.basemodel.fingerprint import fingerprint_details
 
     with tempfile.TemporaryDirectory(prefix="pk-fpbench-", dir=workdir) as tmp:
         model = Path(tmp) / "model"

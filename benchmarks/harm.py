@@ -47,8 +47,8 @@ def prepare(workdir: Path, base: Path, recipe: Any) -> dict[str, Path]:
     """Training prompts, the synthetic reference (M's own benign answers) and the validation set."""
     import transformers as tf
 
-    from patchkit.fingerprinting import fingerprint
-    from patchkit.recipes.harmfulness import select_data, write_training_files
+    from patchkit.basemodel.fingerprint import fingerprint
+    from patchkit.demo.recipes.harmfulness import select_data, write_training_files
     from patchkit.train.generation import GenerationCache, GenerationSettings, format_prompt, generate_cached
 
     data = select_data(recipe, _load)
@@ -63,7 +63,7 @@ def prepare(workdir: Path, base: Path, recipe: Any) -> dict[str, Path]:
 
 
 def train(workdir: Path, base: Path, recipe: Any, init: str | None = None) -> Path:
-    from patchkit.recipes.harmfulness import train_args
+    from patchkit.demo.recipes.harmfulness import train_args
 
     out = workdir / "train"
     if (out / "training.json").exists():
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ablation", action="store_true", help="text vs random vs vocab init, equal steps and data")
     ap.add_argument("--ablation-steps", type=int, default=12, help="SFT steps of each ablation run")
     args = ap.parse_args(argv)
-    from patchkit.recipes.harmfulness import FULL
+    from patchkit.demo.recipes.harmfulness import FULL
 
     base = model_dir()
     started = time.perf_counter()

@@ -26,8 +26,8 @@ ABLATION_SOURCES = (
 
 def run_ablation(workdir: Path, base: Path, steps: int = 12, max_new_tokens: int = 24) -> dict[str, dict[str, float]]:
     from benchmarks.harm import train
+    from patchkit.demo.recipes.harmfulness import DEMO
     from patchkit.eval.harm_suite import run_suite, table_markdown
-    from patchkit.recipes.harmfulness import DEMO
 
     recipe = replace(
         DEMO,

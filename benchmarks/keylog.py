@@ -27,7 +27,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from benchmarks._util import bin_path, compile_patchkit, signed_patch
 from patchkit._internal.clock import now_utc
-from patchkit.lifecycle import MAX_LOG_SCOPES, MAX_STATEMENTS, Envelope, dumps_log, sign_revocation, sign_rotation
+from patchkit.trust.statements import (
+    MAX_LOG_SCOPES,
+    MAX_STATEMENTS,
+    Envelope,
+    dumps_log,
+    sign_revocation,
+    sign_rotation,
+)
 
 NAMESPACE = "bench"
 

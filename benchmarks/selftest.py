@@ -105,7 +105,7 @@ def _in_process(art: Path, tmp: Path, model: Path, repeats: int) -> tuple[dict[s
 
     from benchmarks._broken import PrefixAfterPrompt
     from patchkit.artifact.loaded import load_artifact
-    from patchkit.verifying import VerificationPolicy
+    from patchkit.artifact.verify import VerificationPolicy
 
     patch = load_artifact(art, VerificationPolicy.build(tmp / "home" / "trust.toml"))
     out: dict[str, tuple[float, float]] = {}

@@ -69,10 +69,10 @@ def make_patches(tmp: Path, mdir: Path, registry: str) -> tuple[list[Path], Path
 
     from patchkit.artifact.build import build_artifact
     from patchkit.artifact.sign import sign_artifact
-    from patchkit.keys import generate_keypair
     from patchkit.lm.loading import load_causal_lm
     from patchkit.registry.client import publish
-    from patchkit.trust import trust_add
+    from patchkit.trust.keys import generate_keypair
+    from patchkit.trust.store import trust_add
 
     generate_keypair(tmp / "keys")
     trust = tmp / "trust.toml"
@@ -148,12 +148,12 @@ def sequential_in_process(mdir: Path, arts: list[Path], trust: Path) -> float:
     """8 patched generate calls one after the other, weights loaded once: tokens/s."""
     import torch
 
+    from patchkit.artifact.verify import VerificationPolicy
     from patchkit.lm.loading import load_causal_lm, load_tokenizer
     from patchkit.runtime.compose import compose_prefix
     from patchkit.runtime.generation import encode
     from patchkit.runtime.patched import PatchedModel
     from patchkit.runtime.resolve import resolve_patches
-    from patchkit.verifying import VerificationPolicy
 
     tok = load_tokenizer(mdir)
     base = load_causal_lm(mdir, device="cpu", dtype="float32")

@@ -83,7 +83,7 @@ class _Vendor:
     """One vendor's keys and artifacts, publishing to one `file://` registry from its own home."""
 
     def __init__(self, tmp: Path, model: Path) -> None:
-        from patchkit.keys import generate_keypair
+        from patchkit.trust.keys import generate_keypair
 
         self.tmp, self.model, self.url = tmp, model, f"file://{tmp / 'registry'}"
         self.home = tmp / "vendor-home"
@@ -143,8 +143,8 @@ def build_today(tmp: Path, model: Path) -> _Vendor:
 
 
 def build_tuf(tmp: Path, model: Path) -> _Vendor:
-    from patchkit.keys import generate_keypair
     from patchkit.registry import rooted
+    from patchkit.trust.keys import generate_keypair
 
     root = generate_keypair(tmp / "root-key")
 
@@ -160,7 +160,7 @@ def build_tuf(tmp: Path, model: Path) -> _Vendor:
 def _customer(v: _Vendor, tuf: bool) -> tuple[Path, Path]:
     """A customer home that trusts the vendor (first PEM key, or the pinned root) and nothing else,
     and a second one that applied the newest version onto its model (the lock)."""
-    from patchkit.trust import trust_add_root
+    from patchkit.trust.store import trust_add_root
 
     pk = bin_path("patchkit")
     bare = v.tmp / "customer-bare"

@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from patchkit.fingerprinting import fingerprint
+    from patchkit.basemodel.fingerprint import fingerprint
     from patchkit.registry.targets import verify
     from patchkit.runtime import generate, load
 
@@ -46,7 +46,7 @@ _LAZY = {
     "load": ("patchkit.runtime", "load"),
     "generate": ("patchkit.runtime", "generate"),
     "verify": ("patchkit.registry.targets", "verify"),
-    "fingerprint": ("patchkit.fingerprinting", "fingerprint"),
+    "fingerprint": ("patchkit.basemodel.fingerprint", "fingerprint"),
 }
 
 __getattr__ = lazy_attributes(__name__, _LAZY)

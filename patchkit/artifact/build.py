@@ -13,6 +13,7 @@ from patchkit._internal.jsonio import loads_strict
 from patchkit._internal.tensors import PICKLE_HINT, PICKLE_SUFFIXES
 from patchkit.artifact.layout import PrefixTensor, parse_prefix_file, require_new_output, write_artifact
 from patchkit.artifact.selftest import SelfTest
+from patchkit.basemodel.modeldir import hidden_size_of, read_model_config
 from patchkit.constants import PATCHKIT_VERSION as __version__
 from patchkit.errors import CompatibilityError, InvalidInputError, NotFoundError, UsageError
 from patchkit.manifest import (
@@ -28,7 +29,6 @@ from patchkit.manifest import (
     validate_name,
     validate_version,
 )
-from patchkit.modeldir import hidden_size_of, read_model_config
 
 MAX_SOURCE_BYTES = constants.MAX_PATCH_TENSOR_BYTES + 1024 * 1024
 
@@ -192,7 +192,7 @@ def build_artifact(
     src = read_source(source)
     cfg: dict[str, Any] = {}
     if base_model is not None:
-        from patchkit.fingerprinting import fingerprint
+        from patchkit.basemodel.fingerprint import fingerprint
 
         cfg = read_model_config(base_model)
         digest = fingerprint(base_model)

@@ -17,6 +17,7 @@ from patchkit._internal.files import read_regular
 from patchkit._internal.jsonio import loads_strict
 from patchkit.artifact.layout import PrefixTensor, require_new_output, write_artifact
 from patchkit.artifact.loaded import LoadedPatch, check_composable, load_artifact
+from patchkit.artifact.verify import VerificationPolicy
 from patchkit.constants import PATCHKIT_VERSION as __version__
 from patchkit.errors import IntegrityError, UsageError
 from patchkit.manifest import (
@@ -28,7 +29,6 @@ from patchkit.manifest import (
     validate_name,
     validate_version,
 )
-from patchkit.verifying import VerificationPolicy
 
 _WIDTH = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8}
 

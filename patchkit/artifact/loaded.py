@@ -16,9 +16,9 @@ from typing import Any
 from patchkit import constants
 from patchkit._internal.files import is_real_dir, read_regular
 from patchkit.artifact.layout import PrefixTensor, parse_prefix_file
+from patchkit.artifact.verify import VerificationPolicy, verify_artifact
 from patchkit.errors import CompatibilityError, IntegrityError, InvalidInputError, NotFoundError, UsageError
 from patchkit.manifest import Manifest, check_requires, load_manifest
-from patchkit.verifying import VerificationPolicy, verify_artifact
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit.keys import keyid_of, load_private_key
 from patchkit.manifest import parse_manifest
-from patchkit.signing import read_artifact_files, sign_directory
+from patchkit.trust.bundles import read_artifact_files, sign_directory
+from patchkit.trust.keys import keyid_of, load_private_key
 
 
 def sign_artifact(directory: Path, key_path: Path, passphrase_env: str | None = None, *,
@@ -18,13 +18,13 @@ def sign_artifact(directory: Path, key_path: Path, passphrase_env: str | None = 
     With `certificate_chain` (the leaf for `key_path` first, then intermediates), the signature
     uses model-signing's certificate method instead of a bare key.
     """
-    from patchkit.verifying import check_content
+    from patchkit.artifact.verify import check_content
 
     directory = Path(directory)
     key = load_private_key(key_path, passphrase_env)
     chain = None
     if certificate_chain is not None:
-        from patchkit.certificates import signing_chain
+        from patchkit.trust.certificates import signing_chain
 
         chain = signing_chain(certificate_chain, key)
     files = read_artifact_files(directory)

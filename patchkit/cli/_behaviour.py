@@ -15,9 +15,9 @@ import typer
 
 if TYPE_CHECKING:
     from patchkit.artifact.selftest import SelfTestReport
+    from patchkit.artifact.verify import VerificationPolicy, VerifyResult
     from patchkit.errors import BehaviourError
     from patchkit.registry.customer import BehaviourCheck
-    from patchkit.verifying import VerificationPolicy, VerifyResult
 
 BehaviourOpt = Annotated[bool, typer.Option("--behaviour", help="Also run the patch's signed self-test on --model, on "
                                                                "this device and dtype (exit 10 if it fails).")]

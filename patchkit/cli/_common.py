@@ -12,8 +12,8 @@ from patchkit._internal.jsonio import dumps_line
 from patchkit.constants import PATCHKIT_VERSION as __version__
 
 if TYPE_CHECKING:
-    from patchkit.trust import TrustStore
-    from patchkit.verifying import VerificationPolicy
+    from patchkit.artifact.verify import VerificationPolicy
+    from patchkit.trust.store import TrustStore
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout and nothing else there.")]
 TrustOpt = Annotated[
@@ -70,7 +70,7 @@ def emit(json_mode: bool, payload: dict[str, Any], human: str | None = None) -> 
 
 def trust_store(path: Path | None) -> TrustStore:
     """The trust store a command runs with: --trust FILE, else $PATCHKIT_HOME/trust.toml (read once)."""
-    from patchkit.trust import TrustStore
+    from patchkit.trust.store import TrustStore
 
     return TrustStore.coerce(path)
 
@@ -78,7 +78,7 @@ def trust_store(path: Path | None) -> TrustStore:
 def policy_for(trust: Path | None, **settings: Any) -> VerificationPolicy:
     """The one verification policy a command passes down (built here, at the edge): the trust store,
     and the policy.toml beside it (or `policy_file=`) plus `require=`."""
-    from patchkit.verifying import VerificationPolicy
+    from patchkit.artifact.verify import VerificationPolicy
 
     return VerificationPolicy.load(trust, **settings)
 

@@ -39,7 +39,7 @@ def run_verify(
         raise UsageError("verify takes DIR_OR_REF or --lock FILE (one of them)", "e.g. `patchkit verify ./patch` or `patchkit verify --lock patchkit.lock`")
     if require_self_test and lock is None:
         raise UsageError("--require-self-test applies to --lock", "e.g. `patchkit verify --lock patchkit.lock --require-self-test`")
-    from patchkit.verifying import VerificationPolicy
+    from patchkit.artifact.verify import VerificationPolicy
 
     policy = VerificationPolicy.load(trust, policy_file=policy_file, require=require, base_model=base_model)
     rules = policy.rules

@@ -148,9 +148,9 @@ def verify(
                              "--allow-base-mismatch need --behaviour)",
                              "e.g. `patchkit verify ./patch --behaviour --model ./model`; for a lock, use "
                              "`patchkit status --behaviour --model DIR`")
+        from patchkit.artifact.rules import policy_for as rules_for
+        from patchkit.artifact.verify import VerificationPolicy
         from patchkit.cli._behaviour import run_verify_behaviour
-        from patchkit.policy import policy_for as rules_for
-        from patchkit.verifying import VerificationPolicy
 
         rules = rules_for(trust=trust, requires=list(require or []), policy_file=policy)
         pol = VerificationPolicy.build(trust, base_model=base_model, allow_base_mismatch=allow_base_mismatch, rules=rules)
@@ -173,10 +173,10 @@ def inspect(
 ) -> None:
     """Show a patch's manifest, and whether it verified (a registry ref is pulled and verified first)."""
     from patchkit import constants
+    from patchkit.artifact.verify import verify_artifact
     from patchkit.errors import PatchkitError
     from patchkit.manifest import load_manifest
     from patchkit.registry.targets import resolve_target
-    from patchkit.verifying import verify_artifact
 
     store = trust_store(trust)
     path = resolve_target(target, registry=registry, trust=store)

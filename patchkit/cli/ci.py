@@ -35,7 +35,7 @@ def summary(
 ) -> None:
     """Write a verify result as a Markdown table (patch, version, signer, digest, result) and as step outputs."""
     from patchkit import constants
-    from patchkit.ci import append_outputs, append_summary, markdown, outputs, read_result
+    from patchkit.cli.ci_report import append_outputs, append_summary, markdown, outputs, read_result
 
     data = read_result(result)
     table = markdown(data, exit_code=exit_code)

@@ -16,7 +16,7 @@ KeyArg = Annotated[str, typer.Argument(metavar="KEY", help="namespace or registr
 def list_(json_: JsonOpt = False) -> None:
     """Show every setting, its value and what it does."""
     from patchkit import constants
-    from patchkit.config import KEYS, read_config
+    from patchkit.registry.config import KEYS, read_config
 
     values = read_config()
     rows = [{"key": k, "value": values.get(k), "about": about} for k, (about, _) in KEYS.items()]
@@ -27,8 +27,8 @@ def list_(json_: JsonOpt = False) -> None:
 @config_app.command("get")
 def get(key: KeyArg, json_: JsonOpt = False) -> None:
     """Print one setting (empty when unset)."""
-    from patchkit.config import KEYS, get_value
     from patchkit.errors import UsageError
+    from patchkit.registry.config import KEYS, get_value
 
     if key not in KEYS:
         raise UsageError(f"unknown setting {key!r}", f"known settings: {', '.join(KEYS)}")
@@ -39,7 +39,7 @@ def get(key: KeyArg, json_: JsonOpt = False) -> None:
 @config_app.command("set")
 def set_(key: KeyArg, value: Annotated[str, typer.Argument(metavar="VALUE")], json_: JsonOpt = False) -> None:
     """Set a setting, e.g. `patchkit config set namespace acme`."""
-    from patchkit.config import set_value
+    from patchkit.registry.config import set_value
 
     set_value(key, value)
     emit(json_, {"key": key, "value": value}, f"{key} = {value}")
@@ -48,7 +48,7 @@ def set_(key: KeyArg, value: Annotated[str, typer.Argument(metavar="VALUE")], js
 @config_app.command("unset")
 def unset(key: KeyArg, json_: JsonOpt = False) -> None:
     """Remove a setting."""
-    from patchkit.config import unset_value
+    from patchkit.registry.config import unset_value
 
     unset_value(key)
     emit(json_, {"key": key, "value": None}, f"{key} unset")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from patchkit.cli._common import JsonOpt, emit
-from patchkit.recipes.harmfulness import DEMO, DEMO_EVAL_LIMIT, DEMO_MAX_NEW_TOKENS
+from patchkit.demo.recipes.harmfulness import DEMO, DEMO_EVAL_LIMIT, DEMO_MAX_NEW_TOKENS
 
 # The training flags' defaults are the demo recipe's (torch-free to import), so `--help` and a
 # run without flags agree.
@@ -41,7 +41,7 @@ def demo(
 ) -> None:
     """Play the main job end to end: train, evaluate, sign, publish, apply, compare, verify."""
     from patchkit import constants
-    from patchkit.demo import DemoConfig, run_demo
+    from patchkit.demo.story import DemoConfig, run_demo
 
     train = {**_T, "tokens": tokens, "sft_epochs": sft_epochs, "dpo_epochs": dpo_epochs, "dpo_lr": dpo_lr, "sft_weight": sft_weight,
              "batch_size": batch_size, "lr": lr, "max_new_tokens": train_max_new_tokens}
@@ -50,13 +50,13 @@ def demo(
         benign=benign, train=train, max_steps=max_steps, max_new_tokens=max_new_tokens, eval_limit=eval_limit, seed=seed,
         fresh=fresh, json_mode=json_,
     )
-    from patchkit.domains.spec import get_domain
+    from patchkit.demo.domains.spec import get_domain
 
     spec = get_domain(domain)
     if spec.domain == "harmfulness":
         result = run_demo(cfg)
     else:
-        from patchkit.demo_domains import run_domain_demo
+        from patchkit.demo.domain_stories import run_domain_demo
 
         result = run_domain_demo(cfg, spec.domain)
     emit(json_, result.to_dict(), f"demo finished in {result.summary.get('total_seconds')} s")

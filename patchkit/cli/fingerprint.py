@@ -12,7 +12,7 @@ from patchkit.cli._common import JsonOpt, emit, err, plural
 
 
 class Algorithm(StrEnum):
-    """Kept literal here so `--help` stays cheap; patchkit.fingerprinting checks the same names."""
+    """Kept literal here so `--help` stays cheap; patchkit.basemodel.fingerprint checks the same names."""
 
     blake3 = "blake3"
     sha256 = "sha256"
@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
         json_out: JsonOpt = False,
     ) -> None:
         """Print the content digest of a model's tensors (independent of sharding and metadata)."""
-        from patchkit.fingerprinting import fingerprint_details
+        from patchkit.basemodel.fingerprint import fingerprint_details
 
         result = fingerprint_details(model_dir, algorithm=algorithm.value, use_cache=not no_cache)
         payload = {"model": str(model_dir), **result.to_dict()}

@@ -19,7 +19,7 @@ def generate(
     json_: JsonOpt = False,
 ) -> None:
     """Create a new vendor key pair."""
-    from patchkit.keys import generate_keypair
+    from patchkit.trust.keys import generate_keypair
 
     kp = generate_keypair(out, passphrase_env)
     emit(json_, {"private": str(kp.private), "public": str(kp.public), "keyid": kp.keyid},

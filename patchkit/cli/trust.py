@@ -32,7 +32,7 @@ def add(
     Refused (exit 4) for a key a known revocation names, unless --allow-revoked. Warns, naming the other
     key and how to remove it, when another key or CA is already trusted for those names (expected
     while a publisher changes keys)."""
-    from patchkit.trust import is_root_file, trust_add, trust_add_root
+    from patchkit.trust.store import is_root_file, trust_add, trust_add_root
 
     warnings: list[str] = []
     if is_root_file(public_pem):
@@ -59,7 +59,7 @@ def add_ca(
     json_: JsonOpt = False,
 ) -> None:
     """Trust every code-signing certificate this CA issued, for the given name patterns."""
-    from patchkit.trust import trust_add_ca
+    from patchkit.trust.store import trust_add_ca
 
     warnings: list[str] = []
     ca = trust_add_ca(certificate, scope, name, trust, warnings=warnings)
@@ -73,7 +73,7 @@ def add_ca(
 def list_(trust: TrustOpt = None, json_: JsonOpt = False) -> None:
     """List trusted publishers, the rotations they went through, revoked keys, and CAs."""
     from patchkit._internal.clock import fmt_time
-    from patchkit.trust import TrustStore
+    from patchkit.trust.store import TrustStore
 
     store = TrustStore.load(trust)
     rows: list[dict[str, Any]] = []
@@ -105,7 +105,7 @@ def remove(
     json_: JsonOpt = False,
 ) -> None:
     """Stop trusting a publisher key, a CA, or a pinned root (by its namespace)."""
-    from patchkit.trust import RootPin, TrustEntry, trust_remove
+    from patchkit.trust.store import RootPin, TrustEntry, trust_remove
 
     e = trust_remove(key, trust)
     if isinstance(e, RootPin):

@@ -227,8 +227,8 @@ def run_suite(
     from safetensors.torch import load_file
 
     from patchkit import constants
+    from patchkit.basemodel.fingerprint import fingerprint
     from patchkit.eval.backend import Backend
-    from patchkit.fingerprinting import fingerprint
     from patchkit.lm.loading import load_model
     from patchkit.runtime.patched import PatchedModel
 

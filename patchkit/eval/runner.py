@@ -367,8 +367,8 @@ def _reference_config(ref: str, base: Backend | None, batch_size: int, prompt_fo
 
 def _check_patches(model_dir: Path, patches: Sequence[str], trust: Path | None, registry: str | None) -> list[Any]:
     """Resolve and verify every patch against the model before any weights load (as `load` does)."""
+    from patchkit.artifact.verify import VerificationPolicy
     from patchkit.runtime.resolve import resolve_patches
-    from patchkit.verifying import VerificationPolicy
 
     return resolve_patches(model_dir, list(patches), VerificationPolicy.load(trust), verify=True, registry=registry)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
+from patchkit.basemodel.modeldir import read_model_config, require_model_dir
 from patchkit.errors import InvalidInputError, UsageError
-from patchkit.modeldir import read_model_config, require_model_dir
 
 
 def pick_device(device: Any = None) -> Any:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from patchkit import constants
-from patchkit.config import get_value
 from patchkit.errors import UsageError
 from patchkit.registry.base import Registry
+from patchkit.registry.config import get_value
 
 
 def open_registry(url: str | None = None) -> Registry:

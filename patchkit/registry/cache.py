@@ -23,6 +23,7 @@ from typing import Any
 
 from patchkit import constants
 from patchkit._internal.files import confined, file_lock, fsync_dir, fsync_tree, is_real_dir, remove_confined
+from patchkit.artifact.verify import VerifyResult, verify_artifact
 from patchkit.errors import (
     EndlessDataError,
     IntegrityError,
@@ -36,8 +37,7 @@ from patchkit.manifest import validate_name
 from patchkit.registry.base import Registry
 from patchkit.registry.ids import commit_id
 from patchkit.registry.index import IndexEntry
-from patchkit.trust import TrustStore
-from patchkit.verifying import VerifyResult, verify_artifact
+from patchkit.trust.store import TrustStore
 
 # A patch is a small tensor plus JSON; an index entry claiming more than this is refused outright.
 MAX_ARTIFACT_BYTES = constants.MAX_PATCH_TENSOR_BYTES + 16 * 1024 * 1024

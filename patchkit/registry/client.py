@@ -11,10 +11,10 @@ from typing import Any
 from patchkit import constants
 from patchkit._internal.clock import now_utc, utc_stamp
 from patchkit._internal.records import Record
+from patchkit.artifact.rules import Policy
+from patchkit.artifact.verify import verify_artifact
 from patchkit.errors import IntegrityError, InvalidInputError, NotFoundError, RollbackError, TrustError, UsageError
-from patchkit.keys import PrivateKey, keyid_of, load_private_key, public_pem
 from patchkit.manifest import parse_manifest
-from patchkit.policy import Policy
 from patchkit.registry import keylog, ledger
 from patchkit.registry.backends import open_registry
 from patchkit.registry.base import Refs, Registry
@@ -35,9 +35,9 @@ from patchkit.registry.index import (
 )
 from patchkit.registry.names import qualify, resolve_ref
 from patchkit.registry.spec import Spec, parse_spec, select
-from patchkit.signing import read_artifact_files
-from patchkit.trust import TrustEntry, TrustStore
-from patchkit.verifying import verify_artifact
+from patchkit.trust.bundles import read_artifact_files
+from patchkit.trust.keys import PrivateKey, keyid_of, load_private_key, public_pem
+from patchkit.trust.store import TrustEntry, TrustStore
 from patchkit.version import Version
 
 
@@ -357,7 +357,7 @@ def signer_chain(key: PrivateKey, certificate_chain: Path | None) -> list[bytes]
     """The certificate chain to sign indexes with (`--certificate-chain`), checked against the key."""
     if certificate_chain is None:
         return None
-    from patchkit.certificates import signing_chain
+    from patchkit.trust.certificates import signing_chain
 
     return signing_chain(certificate_chain, key)
 

@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from patchkit._internal.files import is_real_dir
+from patchkit.artifact.rules import Policy
+from patchkit.artifact.verify import VerificationPolicy, VerifyResult, check_base, verify_artifact
+from patchkit.basemodel.modeldir import require_model_dir
 from patchkit.errors import (
     BehaviourError,
     CompatibilityError,
@@ -34,8 +37,6 @@ from patchkit.errors import (
     UsageError,
 )
 from patchkit.manifest import Manifest
-from patchkit.modeldir import require_model_dir
-from patchkit.policy import Policy
 from patchkit.registry import keylog
 from patchkit.registry.backends import open_registry
 from patchkit.registry.base import Registry
@@ -45,14 +46,13 @@ from patchkit.registry.index import Index, IndexEntry, fresh_evidence, remembere
 from patchkit.registry.lock import Lock, LockEntry, default_lock_path, lock_guard, read_lock, write_lock
 from patchkit.registry.names import resolve_ref
 from patchkit.registry.spec import parse_spec
-from patchkit.trust import TrustStore
-from patchkit.verifying import VerificationPolicy, VerifyResult, check_base, verify_artifact
+from patchkit.trust.store import TrustStore
 from patchkit.version import Version
 
 
 def _model_fingerprint(model_dir: Path, expected: str) -> str:
     """The model's fingerprint in the algorithm of `expected` (cached after the first time)."""
-    from patchkit.fingerprinting import fingerprint, parse_digest
+    from patchkit.basemodel.fingerprint import fingerprint, parse_digest
 
     algorithm, _ = parse_digest(expected)
     return fingerprint(model_dir, algorithm=algorithm)
@@ -514,7 +514,7 @@ def check_pin(e: LockEntry, trust: TrustStore, lock_path: Path, *, regs: dict[st
 
 
 def _check_pinned_base(e: LockEntry, result: VerifyResult, base_model: Path, row: PinCheck) -> None:
-    from patchkit.fingerprinting import digests_equal
+    from patchkit.basemodel.fingerprint import digests_equal
 
     actual = _model_fingerprint(base_model, e.base_fingerprint)
     row.base_ok = digests_equal(actual, e.base_fingerprint)
@@ -600,7 +600,7 @@ class LockVerifySummary:
             lines += textwrap.wrap(why, width, initial_indent="  FAILED  ", subsequent_indent=" " * 10,
                                    break_on_hyphens=False, break_long_words=False)
         if self.unmet:
-            from patchkit.policy import UNMET_HINT
+            from patchkit.artifact.rules import UNMET_HINT
 
             hints.append(UNMET_HINT)
         for h in hints:

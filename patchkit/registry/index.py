@@ -39,10 +39,10 @@ from patchkit._internal.jsonio import (
     require,
 )
 from patchkit.errors import FreezeError, IntegrityError, InvalidInputError, ReadOnlyError, RegistryError, RollbackError
-from patchkit.keys import PrivateKey
 from patchkit.registry.ids import commit_id, file_name
-from patchkit.signing import Signed, sign_blobs, verify_blobs
-from patchkit.trust import TrustStore
+from patchkit.trust.bundles import Signed, sign_blobs, verify_blobs
+from patchkit.trust.keys import PrivateKey
+from patchkit.trust.store import TrustStore
 from patchkit.version import Version
 
 INDEX_SCHEMA = "patchkit-index/1"

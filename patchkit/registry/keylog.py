@@ -2,7 +2,7 @@
 
 Each namespace has one key log: the repository `NS/patchkit-keys` (a reserved patch name),
 whose `main` holds `patchkit-keys.json`, an append-only list of signed key statements
-(`patchkit.lifecycle`). Every commit of it is also tagged `keys-vN` (N statements), so a
+(`patchkit.trust.statements`). Every commit of it is also tagged `keys-vN` (N statements), so a
 publisher with no saved state still notices a `main` moved back.
 
 A client reads the key log of a name's namespace before it trusts that name's index
@@ -43,8 +43,13 @@ from patchkit.errors import (
     TrustError,
     UsageError,
 )
-from patchkit.keys import PrivateKey, PublicKey, keyid_of, load_private_key, load_public_key, public_pem
-from patchkit.lifecycle import (
+from patchkit.registry.backends import open_registry
+from patchkit.registry.base import Registry
+from patchkit.registry.index import Index, IndexEntry
+from patchkit.registry.lock import LockEntry
+from patchkit.trust.bundles import MAX_SIGNATURE_BYTES, Signed, open_bundle
+from patchkit.trust.keys import PrivateKey, PublicKey, keyid_of, load_private_key, load_public_key, public_pem
+from patchkit.trust.statements import (
     Envelope,
     Judged,
     Rotation,
@@ -56,12 +61,7 @@ from patchkit.lifecycle import (
     sign_rotation,
     statement_namespace,
 )
-from patchkit.registry.backends import open_registry
-from patchkit.registry.base import Registry
-from patchkit.registry.index import Index, IndexEntry
-from patchkit.registry.lock import LockEntry
-from patchkit.signing import MAX_SIGNATURE_BYTES, Signed, open_bundle
-from patchkit.trust import Handover, TrustEntry, TrustStore, record_revocations
+from patchkit.trust.store import Handover, TrustEntry, TrustStore, record_revocations
 
 KEYLOG_REPO = "patchkit-keys"
 KEYLOG_FILE = "patchkit-keys.json"

@@ -14,11 +14,11 @@ import fnmatch
 import re
 
 from patchkit import constants
-from patchkit.config import get_value
 from patchkit.errors import NotFoundError, UsageError
 from patchkit.manifest import NAME_PART, validate_name
+from patchkit.registry.config import get_value
 from patchkit.registry.spec import Spec, parse_spec
-from patchkit.trust import TrustStore
+from patchkit.trust.store import TrustStore
 
 SHORT_RE = re.compile(rf"^{NAME_PART}$")
 

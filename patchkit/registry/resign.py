@@ -22,7 +22,6 @@ from patchkit import constants
 from patchkit._internal.clock import utc_stamp
 from patchkit._internal.records import Record
 from patchkit.errors import IntegrityError, MixAndMatchError, NotFoundError, UsageError
-from patchkit.keys import PrivateKey, keyid_of, load_private_key, public_pem
 from patchkit.manifest import parse_manifest, validate_name
 from patchkit.registry.backends import open_registry
 from patchkit.registry.base import Registry
@@ -36,8 +35,9 @@ from patchkit.registry.client import (
     signer_chain,
 )
 from patchkit.registry.index import DEFAULT_EXPIRES_DAYS, IndexEntry
-from patchkit.signing import MAX_SIGNATURE_BYTES, check_files, open_bundle, root_digest, sign_digests
-from patchkit.trust import TrustEntry, TrustStore
+from patchkit.trust.bundles import MAX_SIGNATURE_BYTES, check_files, open_bundle, root_digest, sign_digests
+from patchkit.trust.keys import PrivateKey, keyid_of, load_private_key, public_pem
+from patchkit.trust.store import TrustEntry, TrustStore
 
 
 @dataclass(frozen=True)

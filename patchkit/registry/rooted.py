@@ -1,6 +1,6 @@
 """A namespace's root of trust in a registry: TUF metadata beside the artifacts, and what uses it.
 
-The metadata (`patchkit.root.metadata`) lives in the reserved repository `NS/patchkit-tuf`, whose
+The metadata (`patchkit.trust.root.metadata`) lives in the reserved repository `NS/patchkit-tuf`, whose
 `main` holds every root version (`N.root.json`), the current and previous consistent-snapshot
 files, and `timestamp.json`; one commit per change, so a reader sees one consistent state. The
 same store type serves all three backends (a `file://` directory, the local registry, a Hub
@@ -40,15 +40,15 @@ from patchkit.errors import (
     TrustError,
     UsageError,
 )
-from patchkit.keys import PrivateKey, keyid_of, load_private_key, load_public_key
 from patchkit.registry import ledger
 from patchkit.registry.backends import open_registry
 from patchkit.registry.base import Registry
 from patchkit.registry.index import MAX_INDEX_BYTES, Index, IndexEntry, check_and_record, check_fresh, parse_index
-from patchkit.root import client as tuf_client
-from patchkit.root import metadata as md
-from patchkit.root.client import RootPin, View
-from patchkit.trust import TrustStore
+from patchkit.trust.keys import PrivateKey, keyid_of, load_private_key, load_public_key
+from patchkit.trust.root import client as tuf_client
+from patchkit.trust.root import metadata as md
+from patchkit.trust.root.client import RootPin, View
+from patchkit.trust.store import TrustStore
 
 TUF_REPO = "patchkit-tuf"
 MAX_COMMIT_RETRIES = 5

@@ -14,12 +14,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from patchkit.artifact.rules import Policy
+from patchkit.artifact.verify import VerificationPolicy, VerifyResult, check_base, verify_artifact
 from patchkit.errors import InvalidInputError, NotFoundError, RegistryNotFoundError
-from patchkit.policy import Policy
 from patchkit.registry.names import parse_any_ref
 from patchkit.registry.spec import Spec
-from patchkit.trust import TrustStore
-from patchkit.verifying import VerificationPolicy, VerifyResult, check_base, verify_artifact
+from patchkit.trust.store import TrustStore
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
+from patchkit.artifact.verify import VerificationPolicy
 from patchkit.runtime.resolve import PatchSpec, load_patch
-from patchkit.trust import TrustStore
-from patchkit.verifying import VerificationPolicy
+from patchkit.trust.store import TrustStore
 
 FORMATS = ("peft",)
 
@@ -36,13 +36,13 @@ def export_peft(
     import json
 
     from patchkit.artifact.layout import check_adapter_config, prefix_bytes, require_new_output, write_new_dir
-    from patchkit.modeldir import require_model_dir
-    from patchkit.verifying import check_base
+    from patchkit.artifact.verify import check_base
+    from patchkit.basemodel.modeldir import require_model_dir
 
     out = Path(out).expanduser()
     require_new_output(out)
     patch = load_patch(spec, VerificationPolicy.load(trust), registry=registry, verify=verify)
-    from patchkit.signing import read_artifact_files
+    from patchkit.trust.bundles import read_artifact_files
 
     found = read_artifact_files(patch.path)
     cfg_raw = found[constants.ADAPTER_CONFIG_FILE]

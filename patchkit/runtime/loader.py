@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
+from patchkit.artifact.verify import VerificationPolicy
 from patchkit.errors import UsageError
 from patchkit.lm.loading import load_model
 from patchkit.runtime.patched import PatchedModel, PositionMode
 from patchkit.runtime.resolve import LoadedPatch, PatchSpec, resolve_patches
-from patchkit.trust import TrustStore
-from patchkit.verifying import VerificationPolicy
+from patchkit.trust.store import TrustStore
 
 
 def load(

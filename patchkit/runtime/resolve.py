@@ -12,12 +12,12 @@ from typing import Any
 
 from patchkit import constants
 from patchkit.artifact.loaded import LoadedPatch, check_composable, load_artifact, warn_loudly
+from patchkit.artifact.verify import VerificationPolicy, check_base
+from patchkit.basemodel.modeldir import hidden_size_of, read_model_config, require_model_dir
 from patchkit.errors import CompatibilityError, IntegrityError, NotFoundError, UsageError
-from patchkit.modeldir import hidden_size_of, read_model_config, require_model_dir
 from patchkit.registry.customer import locked_artifacts
 from patchkit.registry.lock import read_lock
 from patchkit.registry.targets import resolve_target
-from patchkit.verifying import VerificationPolicy, check_base
 
 PatchSpec = str | Path
 

@@ -192,7 +192,7 @@ def run_selftest(model: PatchedModel, tokenizer: Any, test: SelfTest, *, patch: 
 def signed_selftest(patch: LoadedPatch) -> SelfTest | None:
     """The verified patch's self-test (None when it ships none); re-checked against its manifest."""
     from patchkit.artifact.selftest import check_selftest_file
-    from patchkit.signing import read_artifact_files
+    from patchkit.trust.bundles import read_artifact_files
 
     info = patch.manifest.self_test
     if info is None:

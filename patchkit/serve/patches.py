@@ -30,13 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from patchkit.artifact.verify import VerificationPolicy
 from patchkit.errors import InvalidInputError, NotFoundError, PatchkitError
 from patchkit.registry.targets import parse_target
 from patchkit.runtime.resolve import LoadedPatch, resolve_patches
 from patchkit.serve.config import ServeConfig
 from patchkit.serve.errors import bad_request, from_patchkit, unknown_model
-from patchkit.trust import TrustStore
-from patchkit.verifying import VerificationPolicy
+from patchkit.trust.store import TrustStore
 
 MAX_MODEL_FIELD = 1024
 

@@ -23,7 +23,7 @@ from patchkit._internal.jsonio import dumps_line
 from patchkit.errors import MissingExtraError, NotFoundError, PatchkitError, UsageError
 from patchkit.serve.config import SERVED_NAME_RE, ServeConfig, load_config
 from patchkit.serve.patches import PatchResolver, PatchSet
-from patchkit.trust import TrustStore
+from patchkit.trust.store import TrustStore
 
 ENGINES = ("local", "vllm")
 

@@ -146,7 +146,7 @@ def _response_ids(tokenizer: Any, text: str, cap: int) -> tuple[int, ...]:
 
 
 def _fingerprint(path: Path) -> str:
-    from patchkit.fingerprinting import fingerprint
+    from patchkit.basemodel.fingerprint import fingerprint
 
     return fingerprint(path)
 

@@ -99,8 +99,8 @@ def test_unknown_major_schema_is_refused_at_verify(tmp_path: Path) -> None:
     m["schema_version"] = "2.0"
     (art / "patchkit.json").write_text(json.dumps(m))
     # re-sign so only the schema gate can refuse it
-    from patchkit.keys import load_private_key
-    from patchkit.signing import sign_directory
+    from patchkit.trust.bundles import sign_directory
+    from patchkit.trust.keys import load_private_key
 
     sign_directory(art, load_private_key(keys / "private.pem"))
     r = pk("verify", art)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from patchkit.keys import load_private_key
-from patchkit.signing import sign_directory
+from patchkit.trust.bundles import sign_directory
+from patchkit.trust.keys import load_private_key
 from tests.helpers import ZERO_DIGEST, pk, write_prefix
 from tests.pki import CA, DAY, chain_der, make_ca, make_leaf
 

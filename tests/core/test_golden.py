@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from patchkit.trust import TrustStore
-from patchkit.verifying import verify_artifact
+from patchkit.artifact.verify import verify_artifact
+from patchkit.trust.store import TrustStore
 from tests.helpers import pk
 
 DATA = Path(__file__).resolve().parents[1] / "data"

@@ -32,6 +32,6 @@ def test_verify_imports_no_heavy_modules(tmp_path: Path) -> None:
 
 
 def test_import_patchkit_is_light() -> None:
-    code = "import patchkit, patchkit.verifying, patchkit.manifest, patchkit.signing, sys; print(','.join(m for m in ('torch','transformers') if m in sys.modules))"
+    code = "import patchkit, patchkit.artifact.verify, patchkit.manifest, patchkit.trust.bundles, sys; print(','.join(m for m in ('torch','transformers') if m in sys.modules))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "", r.stdout + r.stderr

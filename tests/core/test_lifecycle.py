@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from patchkit._internal.clock import now_utc
 from patchkit.errors import PatchkitError, TrustError
-from patchkit.keys import PrivateKey, keyid_of, public_pem
-from patchkit.lifecycle import Envelope, dumps_log, follow, judge, parse_log, sign_revocation, sign_rotation
-from patchkit.trust import (
+from patchkit.trust.keys import PrivateKey, keyid_of, public_pem
+from patchkit.trust.statements import Envelope, dumps_log, follow, judge, parse_log, sign_revocation, sign_rotation
+from patchkit.trust.store import (
     Revoked,
     TrustEntry,
     TrustStore,
@@ -149,7 +149,7 @@ def test_revocations_are_never_relaxed(pk_home: Path) -> None:
 
 
 def test_trust_store_round_trips_handovers_and_cas(tmp_path: Path) -> None:
-    from patchkit.trust import CAEntry
+    from patchkit.trust.store import CAEntry
 
     a, b = key(), key()
     store = TrustStore(tmp_path / "trust.toml", [entry(a, ["acme/*"], "acme")],

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from patchkit._internal.jsonio import dumps_line
+from patchkit.artifact.rules import policy_for
 from patchkit.errors import PolicyError
-from patchkit.keys import load_private_key
 from patchkit.manifest import Manifest, Metric, parse_manifest
-from patchkit.policy import policy_for
-from patchkit.signing import sign_directory
+from patchkit.trust.bundles import sign_directory
+from patchkit.trust.keys import load_private_key
 from tests.helpers import ZERO_DIGEST, make_signed_patch, pk, write_prefix
 
 

@@ -20,17 +20,17 @@ from typing import Any, NoReturn
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-import patchkit.certificates as certificates
-import patchkit.lifecycle as lifecycle
 import patchkit.registry.index as index_mod
 import patchkit.registry.local as local_mod
+import patchkit.trust.certificates as certificates
+import patchkit.trust.statements as lifecycle
 from patchkit._internal.clock import fmt_time
 from patchkit._internal.jsonio import Malformed, expect_int, read_guard_state, require
 from patchkit.errors import IntegrityError, RegistryError
 from patchkit.registry.hub import parse_refs
 from patchkit.registry.local import LocalRegistry
-from patchkit.signing import BUNDLE_MEDIA_TYPE, open_bundle
-from patchkit.trust import TrustStore
+from patchkit.trust.bundles import BUNDLE_MEDIA_TYPE, open_bundle
+from patchkit.trust.store import TrustStore
 
 COMMIT = "a" * 40
 
@@ -267,7 +267,7 @@ def test_malformed_is_a_value_error_so_a_type_error_is_never_one() -> None:
 
 
 _CLI_WITH_BUG = """
-import sys, patchkit.trust as t
+import sys, patchkit.trust.store as t
 def bug(raw):
     raise TypeError("bug")
 if sys.argv[1] == "bug":

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from patchkit.artifact.rules import parse_rule, policy_for
 from patchkit.errors import PolicyError, UsageError
 from patchkit.manifest import parse_manifest
-from patchkit.policy import parse_rule, policy_for
 from tests.helpers import ZERO_DIGEST, pk, write_prefix
 
 METRICS = {"metrics": [
@@ -50,7 +50,7 @@ def harm_patch(tmp: Path, *, sign: bool = True) -> Path:
     ("base_model.id in {tiny}", True),
 ])
 def test_rules_against_a_signed_manifest(rule: str, ok: bool) -> None:
-    from patchkit.policy import Policy
+    from patchkit.artifact.rules import Policy
 
     m = parse_manifest({"schema_version": "1.0", "name": "acme/harm", "version": "1.0.0", "domain": "harmfulness",
                         "base_model": {"id": "tiny", "digest": ZERO_DIGEST, "hidden_size": 64},
@@ -122,8 +122,8 @@ def test_policy_for_combines_the_file_and_the_flags(tmp_path: Path) -> None:
 
 def test_one_constructor_reads_the_trust_store_and_the_rules_beside_it(tmp_path: Path, pk_home: Path) -> None:
     """`VerificationPolicy.load` is where every command and API call gets its rules (issue 21, finding 6)."""
-    from patchkit.trust import TrustStore
-    from patchkit.verifying import VerificationPolicy
+    from patchkit.artifact.verify import VerificationPolicy
+    from patchkit.trust.store import TrustStore
 
     (pk_home / "policy.toml").write_text('require = ["domain in {harmfulness}"]\n')
     default = VerificationPolicy.load()

@@ -86,8 +86,8 @@ def test_self_test_needs_schema_1_1() -> None:
 
 def test_a_signed_self_test_file_the_manifest_does_not_list_is_refused(tmp_path: Path) -> None:
     """`sign` refuses an inconsistent artifact; signed anyway by other tooling, `verify` refuses it."""
-    from patchkit.keys import load_private_key
-    from patchkit.signing import sign_directory
+    from patchkit.trust.bundles import sign_directory
+    from patchkit.trust.keys import load_private_key
 
     art, keys = make_signed_patch(tmp_path)
     key = load_private_key(keys / "private.pem")

@@ -42,7 +42,7 @@ patchkit trust add keys/public.pem --scope 'acme/*'
 patchkit build p.safetensors --name acme/tox --version 1.0.0 --domain toxicity --base-model-id tiny --base-digest pk-tensors-blake3-v1:$(printf '0%.0s' $(seq 64)) --out art
 patchkit sign art --key keys/private.pem
 patchkit verify ./art --json
-python -c "import sys, patchkit.verifying, patchkit.fingerprinting, patchkit.registry; assert 'torch' not in sys.modules"
+python -c "import sys, patchkit.artifact.verify, patchkit.basemodel.fingerprint, patchkit.registry; assert 'torch' not in sys.modules"
 python -c "from patchkit.eval.packaged import table_rows; assert all(len(table_rows(t)) > 100 for t in ('factual.tsv', 'contrast.tsv', 'harm_direct.tsv'))"
 """
 

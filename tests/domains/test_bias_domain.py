@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from patchkit.domains import bias as b
+from patchkit.demo.domains import bias as b
 from patchkit.eval.backend import Completion
 from patchkit.eval.bias import GAS_TEMPLATES, GLD_TEMPLATES, PROFESSIONS, attributes_gender, gas, gas_items, gld_items
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from patchkit.domains import toxicity as t
+from patchkit.demo.domains import toxicity as t
 from patchkit.eval.backend import Completion
 from patchkit.eval.datasets import load_dataset
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-import patchkit.fingerprinting as fpmod
-from patchkit._fingerprint import cache
+import patchkit.basemodel.fingerprint as fpmod
+from patchkit.basemodel._fingerprint import cache
+from patchkit.basemodel.fingerprint import fingerprint, fingerprint_details
 from patchkit.errors import InvalidInputError
-from patchkit.fingerprinting import fingerprint, fingerprint_details
 from tests.fingerprint.helpers import age, random_tensors, write_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -180,7 +180,7 @@ def test_cache_is_pruned(model: Path, pk_home: Path, monkeypatch: pytest.MonkeyP
 def test_concurrent_processes_leave_a_valid_cache(model: Path, pk_home: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     code = (
-        "import sys\nfrom patchkit.fingerprinting import fingerprint\n"
+        "import sys\nfrom patchkit.basemodel.fingerprint import fingerprint\n"
         "for alg in ('blake3', 'sha256') * 3:\n    print(fingerprint(sys.argv[1], algorithm=alg))\n"
     )
     procs = [

@@ -10,8 +10,7 @@ from pathlib import Path
 import blake3
 import pytest
 
-from patchkit.errors import InvalidInputError
-from patchkit.fingerprinting import (
+from patchkit.basemodel.fingerprint import (
     digests_equal,
     fingerprint,
     fingerprint_details,
@@ -19,6 +18,7 @@ from patchkit.fingerprinting import (
     is_digest,
     parse_digest,
 )
+from patchkit.errors import InvalidInputError
 from tests.fingerprint.helpers import INDEX, random_tensors, write_model
 
 

@@ -40,9 +40,9 @@ def bars(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
 
 def test_the_fingerprint_bar_reaches_its_total(tmp_path: Path, bars: list[Any]) -> None:
-    from patchkit._fingerprint.discover import discover
-    from patchkit._fingerprint.hashing import hash_layout
-    from patchkit._fingerprint.reading import read_layout
+    from patchkit.basemodel._fingerprint.discover import discover
+    from patchkit.basemodel._fingerprint.hashing import hash_layout
+    from patchkit.basemodel._fingerprint.reading import read_layout
 
     layout = read_layout(discover(write_fake_model(tmp_path / "m", seed=3)))
     hash_layout(layout, "blake3", progress=True)

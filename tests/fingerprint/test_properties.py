@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from patchkit._internal.tensors import parse_header_bytes
+from patchkit.basemodel.fingerprint import fingerprint
 from patchkit.errors import InvalidInputError
-from patchkit.fingerprinting import fingerprint
 from tests.fingerprint.helpers import random_tensors, raw_safetensors, write_model
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

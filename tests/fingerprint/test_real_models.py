@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from patchkit.fingerprinting import fingerprint_details
+from patchkit.basemodel.fingerprint import fingerprint_details
 
 
 @pytest.mark.torch

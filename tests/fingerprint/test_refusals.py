@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from patchkit.basemodel.fingerprint import fingerprint
 from patchkit.cli import main
 from patchkit.errors import InvalidInputError
-from patchkit.fingerprinting import fingerprint
 from tests.fingerprint.helpers import INDEX, random_tensors, write_header, write_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -260,7 +260,7 @@ def test_top_level_export_is_callable_in_any_import_order(tmp_path: Path) -> Non
         f"m = {str(model)!r}\n"
         "a = patchkit.fingerprint(m)\n"
         "b = patchkit.fingerprint(m)\n"  # the first call imported the submodule
-        "from patchkit.fingerprinting import fingerprint_details\n"
+        "from patchkit.basemodel.fingerprint import fingerprint_details\n"
         "c = patchkit.fingerprint(m, algorithm='sha256')\n"
         "print(a == b == fingerprint_details(m).digest, c.startswith('pk-tensors-sha256-v1:'), a)\n"
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from patchkit.demo import Demo, DemoConfig
+from patchkit.demo.story import Demo, DemoConfig
 
 
 def _demo(tmp_path: Path, **kw: object) -> Demo:
@@ -53,7 +53,7 @@ def test_the_demo_trains_with_its_recipes_settings_and_the_flags_default_to_them
     from typer.main import get_command
 
     from patchkit.cli.app import app
-    from patchkit.recipes.harmfulness import DEMO, DEMO_EVAL_LIMIT, DEMO_MAX_NEW_TOKENS
+    from patchkit.demo.recipes.harmfulness import DEMO, DEMO_EVAL_LIMIT, DEMO_MAX_NEW_TOKENS
 
     cfg = DemoConfig(workdir=tmp_path)
     assert cfg.train == DEMO.train and cfg.train is not DEMO.train  # a copy: one run cannot change the recipe

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from patchkit.eval.datasets import load_dataset
-from patchkit.recipes.harmfulness import (
+from patchkit.demo.recipes.harmfulness import (
     DEMO,
     FULL,
     REFUSALS,
@@ -15,6 +14,7 @@ from patchkit.recipes.harmfulness import (
     train_args,
     write_training_files,
 )
+from patchkit.eval.datasets import load_dataset
 
 
 def _load(spec: str) -> list[str]:

@@ -126,8 +126,8 @@ class Vendor:
 
 
 def make_vendor(root: Path, scope: str = "acme/*", *, trusted: bool = True) -> Vendor:
-    from patchkit.keys import generate_keypair
-    from patchkit.trust import trust_add
+    from patchkit.trust.keys import generate_keypair
+    from patchkit.trust.store import trust_add
 
     root.mkdir(parents=True, exist_ok=True)
     kp = generate_keypair(root / "keys")
@@ -203,8 +203,8 @@ class Attacker:
         import json as _json
 
         from patchkit import constants
-        from patchkit.keys import load_private_key
-        from patchkit.signing import sign_blobs
+        from patchkit.trust.bundles import sign_blobs
+        from patchkit.trust.keys import load_private_key
 
         raw = _json.loads(self.main_files(constants.INDEX_FILE)[constants.INDEX_FILE])
         raw["index_version"] += 1

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from patchkit import constants
-from patchkit.keys import KeyPair, generate_keypair, load_private_key
-from patchkit.lifecycle import Envelope, dumps_log
 from patchkit.registry import open_registry
 from patchkit.registry.keylog import KEYLOG_FILE, log_name, read_log
+from patchkit.trust.keys import KeyPair, generate_keypair, load_private_key
+from patchkit.trust.statements import Envelope, dumps_log
 from tests.registry.conftest import Attacker
 from tests.registry.hubserver import FakeHub
 
@@ -21,7 +21,7 @@ def new_key(root: Path, label: str) -> KeyPair:
 
 
 def keyid(public: Path) -> str:
-    from patchkit.keys import keyid_of, load_public_key
+    from patchkit.trust.keys import keyid_of, load_public_key
 
     return keyid_of(load_public_key(public))
 

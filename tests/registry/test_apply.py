@@ -13,7 +13,7 @@ from patchkit import constants
 from patchkit.errors import IntegrityError, NotFoundError, UsageError
 from patchkit.registry import apply, locked_artifacts, read_lock, verify_lock, write_lock
 from patchkit.registry.cache import cache_root
-from patchkit.trust import TrustStore
+from patchkit.trust.store import TrustStore
 from tests.helpers import pk
 from tests.registry.conftest import Vendor
 
@@ -46,7 +46,7 @@ def test_apply_records_lock_and_status(two_patches: Vendor, model_dir: Path) -> 
     lock_path = model_dir / constants.LOCK_FILE
     raw = tomllib.loads(lock_path.read_text())
     assert [(p["name"], p["version"], p["order"]) for p in raw["patch"]] == [("acme/tox", "1.0.0", 0), ("acme/bias", "2.0.0", 1)]
-    from patchkit.fingerprinting import fingerprint
+    from patchkit.basemodel.fingerprint import fingerprint
 
     for p in raw["patch"]:
         assert set(p) >= {"name", "version", "registry", "commit", "digest", "base_fingerprint", "order"}

@@ -18,10 +18,10 @@ from patchkit.errors import (
     RollbackError,
     TrustError,
 )
-from patchkit.keys import load_private_key
 from patchkit.registry import pull, refresh
 from patchkit.registry.cache import cache_root
 from patchkit.registry.index import fmt_time, now_utc, parse_index, sign_index
+from patchkit.trust.keys import load_private_key
 from tests.helpers import pk
 from tests.registry.conftest import Attacker, Vendor, make_vendor
 from tests.registry.hubserver import FakeHub

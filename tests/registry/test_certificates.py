@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from patchkit.artifact.verify import verify_artifact
 from patchkit.errors import TrustError
 from patchkit.registry import publish, pull, refresh
-from patchkit.trust import TrustStore, trust_add_ca
-from patchkit.verifying import verify_artifact
+from patchkit.trust.store import TrustStore, trust_add_ca
 from tests.core.test_certificates import build
 from tests.helpers import pk
 from tests.pki import DAY, make_ca, make_leaf
@@ -48,7 +48,7 @@ def test_certificate_expired_after_publishing_is_judged_at_the_attested_time(tmp
     publish(art, key, registry=url, certificate_chain=short)
     refresh("acme/tox", key, registry=url, certificate_chain=renewed)  # the index is re-signed under the renewed certificate
     trust_add_ca(ca.write(tmp_path / "root.pem"), ["acme/*"])
-    later = patchkit.trust.now_utc() + 10 * DAY
+    later = patchkit.trust.store.now_utc() + 10 * DAY
     monkeypatch.setattr(patchkit.trust, "now_utc", lambda: later)  # ten days on: the first certificate has expired
     path = pull("acme/tox@1", registry=url).path  # its signature is dated by the index: made while it was valid
     with pytest.raises(TrustError, match="expired at"):

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from patchkit import constants
+from patchkit.artifact.verify import verify_artifact
 from patchkit.registry import apply, read_lock
 from patchkit.registry.cache import cache_root, entry_dir
-from patchkit.trust import TrustStore
-from patchkit.verifying import verify_artifact
+from patchkit.trust.store import TrustStore
 from tests.helpers import pk
 from tests.registry.conftest import Vendor
 from tests.registry.hubserver import FakeHub

@@ -23,9 +23,9 @@ import pytest
 from patchkit import constants
 from patchkit._internal.clock import fmt_time, now_utc
 from patchkit.errors import FreezeError
-from patchkit.keys import load_private_key
 from patchkit.registry.cache import cache_root
 from patchkit.registry.index import parse_index, sign_index
+from patchkit.trust.keys import load_private_key
 from tests.helpers import pk
 from tests.registry.conftest import Attacker, Vendor, snapshot
 
@@ -136,7 +136,7 @@ def test_freeze_load_and_serve_refuse_pins_past_the_last_index(vendor: Vendor, r
     from patchkit.serve.config import ServeConfig
     from patchkit.serve.errors import APIError
     from patchkit.serve.patches import PatchResolver
-    from patchkit.trust import TrustStore
+    from patchkit.trust.store import TrustStore
     from tests.serve.test_cli import RUNNER
 
     lock, expires = applied(vendor, registry_url, attacker, model_dir)

@@ -13,10 +13,10 @@ import pytest
 
 from benchmarks.keylog import plant, planted_envelopes, planted_log
 from patchkit import lifecycle
-from patchkit.lifecycle import MAX_LOG_SCOPES, MAX_STATEMENTS, Envelope, dumps_log
 from patchkit.registry import pull
 from patchkit.registry.backends import open_registry
 from patchkit.registry.keylog import MAX_KEYLOG_BYTES, read_log
+from patchkit.trust.statements import MAX_LOG_SCOPES, MAX_STATEMENTS, Envelope, dumps_log
 from tests.helpers import pk
 from tests.registry.conftest import Vendor
 from tests.registry.lifecycle import state_of
@@ -115,7 +115,7 @@ def _pull_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vendor: Vendor
     home = tmp_path / f"home-{label}"
     home.mkdir()
     monkeypatch.setenv("PATCHKIT_HOME", str(home))
-    from patchkit.trust import trust_add
+    from patchkit.trust.store import trust_add
 
     trust_add(vendor.public, ["acme/*"], label="acme")
     with monkeypatch.context() as m:

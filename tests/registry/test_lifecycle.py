@@ -15,7 +15,7 @@ from patchkit.registry.backends import open_registry
 from patchkit.registry.client import load_index
 from patchkit.registry.keylog import revoke, rotate
 from patchkit.registry.resign import resign
-from patchkit.trust import TrustStore, trust_add
+from patchkit.trust.store import TrustStore, trust_add
 from tests.helpers import pk
 from tests.registry.conftest import Vendor
 from tests.registry.lifecycle import default_trust, keyid, new_key, trust_text, use_home

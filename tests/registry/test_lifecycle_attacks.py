@@ -13,10 +13,10 @@ import pytest
 
 from patchkit._internal.clock import fmt_time, now_utc
 from patchkit.errors import RollbackError, TrustError
-from patchkit.lifecycle import sign_rotation
 from patchkit.registry import open_registry, pull, refresh
 from patchkit.registry.keylog import log_name, revoke, rotate
-from patchkit.trust import TrustStore, trust_add
+from patchkit.trust.statements import sign_rotation
+from patchkit.trust.store import TrustStore, trust_add
 from tests.helpers import pk
 from tests.registry.conftest import Attacker, Vendor
 from tests.registry.lifecycle import (
@@ -60,7 +60,7 @@ def test_rotation_signed_by_new_key_only_is_refused(vendor: Vendor, registry_url
 
 
 def private_of(vendor: Vendor) -> Any:
-    from patchkit.keys import load_private_key
+    from patchkit.trust.keys import load_private_key
 
     return load_private_key(vendor.key)
 
@@ -68,7 +68,7 @@ def private_of(vendor: Vendor) -> Any:
 def test_rotation_widens_scope_beyond_its_namespace_is_refused(vendor: Vendor, registry_url: str, attacker: Attacker,
                                                                tmp_path: Path, pk_home: Path) -> None:
     """A holder of the vendor's key (trusted for acme/*) tries to hand itself other namespaces."""
-    from patchkit.lifecycle import _envelope
+    from patchkit.trust.statements import _envelope
 
     vendor.publish("1.0.0", registry_url)
     mine = new_key(tmp_path, "attacker")
@@ -231,8 +231,8 @@ def test_revocation_rolled_back_by_a_stale_registry_is_refused(vendor: Vendor, r
 
 def test_revocation_signed_by_a_stranger_is_refused(vendor: Vendor, registry_url: str, attacker: Attacker,
                                                     tmp_path: Path) -> None:
-    from patchkit.keys import load_public_key
-    from patchkit.lifecycle import sign_revocation
+    from patchkit.trust.keys import load_public_key
+    from patchkit.trust.statements import sign_revocation
 
     vendor.publish("1.0.0", registry_url)
     stranger = new_key(tmp_path, "stranger")
@@ -250,7 +250,7 @@ def test_revocation_shadowed_by_a_broken_copy_from_a_mirror_still_stands(vendor:
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 21 finding 5: a mirror with no key serves, ahead of the real revocation, a copy of it whose signature
     is broken. A statement is its payload: the copies are one statement, and the signature that verifies counts."""
-    from patchkit.lifecycle import Envelope
+    from patchkit.trust.statements import Envelope
 
     # a registry a second machine reaches too (the local one is per home)
     registry_url = registry_url if registry_url != "local" else f"file://{tmp_path / 'shared'}"

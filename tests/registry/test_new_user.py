@@ -102,7 +102,7 @@ for _ in range(2):
     assert patchkit.fingerprint(model).startswith("pk-tensors-blake3-v1:")
 from patchkit import verify, fingerprint
 assert verify(art).ok and fingerprint(model).startswith("pk-tensors-")
-import patchkit.registry, patchkit.fingerprinting, patchkit.verifying  # the modules behind them
+import patchkit.registry, patchkit.basemodel.fingerprint, patchkit.artifact.verify  # the modules behind them
 assert callable(patchkit.verify) and callable(patchkit.fingerprint)
 assert patchkit.verify(art).ok
 print("API-OK")

@@ -126,7 +126,7 @@ def test_policy_toml_is_refused_by_the_server_at_start_up_and_per_request(below:
     from patchkit.serve.config import ServeConfig
     from patchkit.serve.metrics import Metrics
     from patchkit.serve.patches import PatchResolver
-    from patchkit.trust import TrustStore
+    from patchkit.trust.store import TrustStore
     from tests.serve.test_app import CHAT, ScriptedEngine, _run
 
     below.uncache()

@@ -21,9 +21,9 @@ import pytest
 from patchkit import constants
 from patchkit._internal.clock import fmt_time, now_utc
 from patchkit.errors import FreezeError, MixAndMatchError, RollbackError, TrustError, UsageError
-from patchkit.keys import KeyPair, generate_keypair, load_private_key
 from patchkit.registry import open_registry
 from patchkit.registry.index import parse_index, sign_index
+from patchkit.trust.keys import KeyPair, generate_keypair, load_private_key
 from tests.helpers import pk, write_fake_model, write_prefix
 from tests.registry.lifecycle import use_home
 
@@ -69,7 +69,7 @@ class World:
 
     def customer(self, label: str) -> Path:
         """A customer's machine that pinned acme's root (as the vendor's website hands it out)."""
-        from patchkit.trust import TrustStore, trust_add_root
+        from patchkit.trust.store import TrustStore, trust_add_root
 
         home = self.home(label)
         if not TrustStore.load().roots:
@@ -118,10 +118,10 @@ def raw_publish(w: World, version: str, signer: KeyPair, *, index_key: KeyPair, 
     head = reg.refs("acme/tox").main
     index = parse_index(reg.read("acme/tox", head, constants.INDEX_FILE, 1 << 24) or b"", where="t").next()
     commit = reg.commit("acme/tox", files, "thief", parent=head)
-    from patchkit.keys import keyid_of, load_public_key, public_pem
+    from patchkit.artifact.verify import verify_artifact
     from patchkit.registry.index import IndexEntry
-    from patchkit.trust import TrustEntry, TrustStore
-    from patchkit.verifying import verify_artifact
+    from patchkit.trust.keys import keyid_of, load_public_key, public_pem
+    from patchkit.trust.store import TrustEntry, TrustStore
 
     pub = load_public_key(signer.public)
     digest = verify_artifact(art, TrustStore(None, [TrustEntry(keyid_of(pub), public_pem(pub).decode(), ["acme/*"])])).digest
@@ -156,8 +156,8 @@ def test_thief_rotating_the_stolen_key_to_its_own_gains_nothing(world: World) ->
 
         rotate(w.k1.private, w.own.private, ["acme/*"], registry=w.url)
     # ...and one written straight into the key log is ignored by customers of the root.
-    from patchkit.lifecycle import sign_rotation
     from patchkit.registry.keylog import _append
+    from patchkit.trust.statements import sign_rotation
 
     _append(open_registry(w.url), "acme", sign_rotation(load_private_key(w.k1.private), load_private_key(w.own.private),
                                                         namespace="acme", scopes=["acme/*"], effective=now_utc(),
@@ -169,7 +169,7 @@ def test_thief_rotating_the_stolen_key_to_its_own_gains_nothing(world: World) ->
         with pytest.raises(TrustError, match="does not delegate"):
             w.pull("2.0.0")
         assert w.pull("1.0.0").version == "1.0.0"
-    from patchkit.trust import TrustStore
+    from patchkit.trust.store import TrustStore
 
     assert all(e.keyid != load_private_key(w.own.private) for e in TrustStore.load().entries)
     assert TrustStore.load().entries == []  # nothing was "followed" into the trust store
@@ -239,7 +239,7 @@ def test_forked_rotation_statements_cannot_void_the_recovery(world: World) -> No
     w.pull("1.0.0")
     recover(w, since)
     w.home("thief")
-    from patchkit.lifecycle import sign_rotation
+    from patchkit.trust.statements import sign_rotation
     from tests.registry.lifecycle import log_envelopes, plant_log
 
     k1 = load_private_key(w.k1.private)
@@ -312,7 +312,7 @@ def test_root_rotation_needs_the_old_roots_threshold(tmp_path: Path, monkeypatch
         rotate_root("acme", [r1.private, forger.private], [r3.private], online.private, registry=url)
     # A new root written straight into the registry, signed by the new keys only, is refused by customers.
     from patchkit.registry.rooted import tuf_repo
-    from patchkit.root import metadata as md
+    from patchkit.trust.root import metadata as md
 
     reg = open_registry(url)
     good = reg.refs(tuf_repo("acme")).main
@@ -351,7 +351,7 @@ def test_migration_keeps_serving_clients_that_read_no_root(world: World) -> None
     """`root init --name` listed the name already published; a customer trusting the key (no root pin)
     still pulls through the old index and signature, and one pinning the root pulls through TUF."""
     w = world
-    from patchkit.trust import trust_add
+    from patchkit.trust.store import trust_add
 
     w.home("legacy")
     trust_add(w.k1.public, ["acme/*"])
@@ -396,7 +396,7 @@ def test_a_second_file_with_a_version_already_listed_is_refused(world: World) ->
     from tuf.api.metadata import Metadata, TargetFile
 
     from patchkit.registry.rooted import tuf_repo
-    from patchkit.root import metadata as md
+    from patchkit.trust.root import metadata as md
 
     w = world
     reg = open_registry(w.url)

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from patchkit import constants
+from patchkit.artifact.verify import VerificationPolicy
 from patchkit.errors import (
     CompatibilityError,
     IntegrityError,
@@ -29,7 +30,6 @@ from patchkit.errors import (
 )
 from patchkit.registry import apply, pull, read_lock, refresh, versions, yank
 from patchkit.registry.cache import cache_root, entry_dir
-from patchkit.verifying import VerificationPolicy
 from tests.helpers import pk
 from tests.registry.conftest import Attacker, Vendor
 from tests.registry.hubserver import FakeHub
@@ -40,7 +40,7 @@ HOSTILE_COMMITS = ["{decoy}", "../../../victim", "..", "/", "A" * 39, "g" * 40, 
 
 def _fresh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vendor: Vendor, label: str) -> Path:
     """A new PATCHKIT_HOME (a CI job's fresh machine) that trusts the vendor."""
-    from patchkit.trust import trust_add
+    from patchkit.trust.store import trust_add
 
     home = tmp_path / label
     home.mkdir()
@@ -389,8 +389,8 @@ def test_requires_is_enforced_by_sign_verify_and_publish(vendor: Vendor, registr
     art = _needs_newer(vendor)
     r = pk("sign", art, "--key", vendor.key)
     assert r.returncode == 5 and "requires patchkit >=9.0" in r.stderr
-    from patchkit.keys import load_private_key
-    from patchkit.signing import sign_directory
+    from patchkit.trust.bundles import sign_directory
+    from patchkit.trust.keys import load_private_key
 
     sign_directory(art, load_private_key(vendor.key), name="acme/tox@1.0.0")  # signed anyway, by other tooling
     r = pk("verify", art)
@@ -402,8 +402,8 @@ def test_requires_is_enforced_by_sign_verify_and_publish(vendor: Vendor, registr
 def test_requires_is_enforced_on_pull(vendor: Vendor, registry_url: str, attacker: Attacker) -> None:
     published = vendor.publish("1.0.0", registry_url)
     art = _needs_newer(vendor)
-    from patchkit.keys import load_private_key
-    from patchkit.signing import sign_directory
+    from patchkit.trust.bundles import sign_directory
+    from patchkit.trust.keys import load_private_key
 
     sign_directory(art, load_private_key(vendor.key), name="acme/tox@1.0.0")
     files = {p.name: p.read_bytes() for p in art.iterdir()}
@@ -412,8 +412,8 @@ def test_requires_is_enforced_on_pull(vendor: Vendor, registry_url: str, attacke
     def edit(raw: dict[str, Any]) -> None:  # the publisher lists it honestly: sizes and digest match
         import hashlib
 
-        from patchkit.signing import root_digest
-        from patchkit.verifying import artifact_digest
+        from patchkit.artifact.verify import artifact_digest
+        from patchkit.trust.bundles import root_digest
 
         entry = raw["versions"]["1.0.0"]
         entry["files"] = {n: len(b) for n, b in files.items()}

@@ -41,16 +41,16 @@ index_names = st.sampled_from(["acme/x", "acme/../x", "../acme/x", "{decoy}", "A
 
 @pytest.fixture(scope="module")
 def signer(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from patchkit.keys import generate_keypair
+    from patchkit.trust.keys import generate_keypair
 
     kp = generate_keypair(tmp_path_factory.mktemp("signer"))
     return kp.private, kp.public
 
 
 def _publish_raw_index(root: Path, key: Path, body: dict[str, Any]) -> None:
-    from patchkit.keys import load_private_key
     from patchkit.registry.local import LocalRegistry
-    from patchkit.signing import sign_blobs
+    from patchkit.trust.bundles import sign_blobs
+    from patchkit.trust.keys import load_private_key
 
     reg = LocalRegistry(root, f"file://{root}")
     reg.ensure_repo("acme/x")
@@ -67,7 +67,7 @@ def test_hostile_index_entries_never_escape_or_crash(
 ) -> None:
     from patchkit.registry import pull
     from patchkit.registry import versions as list_versions
-    from patchkit.trust import trust_add
+    from patchkit.trust.store import trust_add
 
     key, public = signer
     home = tmp_path / f"example-{next(_counter)}"

@@ -12,8 +12,8 @@ from typing import Any
 
 from patchkit.artifact.build import build_artifact
 from patchkit.artifact.sign import sign_artifact
-from patchkit.keys import generate_keypair
-from patchkit.trust import trust_add
+from patchkit.trust.keys import generate_keypair
+from patchkit.trust.store import trust_add
 from tests.helpers import ZERO_DIGEST, write_prefix
 
 PROMPTS = [

@@ -36,7 +36,7 @@ def model_dir(tiny_model_factory: Callable[[str], Path]) -> Path:
 @pytest.mark.slow
 @pytest.mark.torch
 def test_generate_refusals_exit_codes_before_torch(kit: Kit, model_dir: Path, tmp_path: Path) -> None:
-    from patchkit.fingerprinting import fingerprint
+    from patchkit.basemodel.fingerprint import fingerprint
 
     good = kit.patch(model_dir, name="acme/good")
     cases = {

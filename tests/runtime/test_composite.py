@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from patchkit.artifact.verify import VerificationPolicy
 from patchkit.errors import CompatibilityError, IntegrityError, InvalidInputError, UsageError
-from patchkit.trust import TrustStore
-from patchkit.verifying import VerificationPolicy
+from patchkit.trust.store import TrustStore
 from tests.runtime._support import PROMPTS, Kit
 
 
@@ -32,7 +32,7 @@ def test_composite_verifies_and_reproduces_runtime_composition(kit: Kit, model_d
 
     import patchkit
     from patchkit.artifact.compose import compose_artifact
-    from patchkit.verifying import verify_artifact
+    from patchkit.artifact.verify import verify_artifact
 
     a = kit.patch(model_dir, name="acme/a", seed=1, tokens=3, dtype=dtypes[0])
     b = kit.patch(model_dir, name="acme/b", seed=2, tokens=4, dtype=dtypes[1])
@@ -47,8 +47,8 @@ def test_composite_verifies_and_reproduces_runtime_composition(kit: Kit, model_d
     _sign(kit, out)
     res = verify_artifact(out, TrustStore.load(kit.trust))
     assert res.ok and res.manifest.components == m.components
-    from patchkit.fingerprinting import fingerprint
-    from patchkit.verifying import check_base
+    from patchkit.artifact.verify import check_base
+    from patchkit.basemodel.fingerprint import fingerprint
 
     assert check_base(res.manifest, model_dir) == fingerprint(model_dir)
     composite, tok = patchkit.load(model_dir, [out], trust=kit.trust, device="cpu")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from patchkit.artifact.verify import VerificationPolicy
 from patchkit.errors import CompatibilityError, IntegrityError, InvalidInputError, NotFoundError, TrustError
-from patchkit.verifying import VerificationPolicy
 from tests.helpers import ZERO_DIGEST
 from tests.runtime._support import PROMPTS, Kit
 
@@ -109,7 +109,7 @@ def test_lock_digest_mismatch_is_refused(kit: Kit, tiny_model: Path, no_weights:
 
 
 def test_hidden_size_mismatch(kit: Kit, model_dir: Path, no_weights: None) -> None:
-    from patchkit.fingerprinting import fingerprint
+    from patchkit.basemodel.fingerprint import fingerprint
 
     p = kit.patch(None, hidden=32, base_digest=fingerprint(model_dir))
     with pytest.raises(CompatibilityError, match="hidden size 64"):

@@ -20,7 +20,7 @@ from patchkit.serve.config import ServeConfig
 from patchkit.serve.jobs import FINISH_ERROR, FINISH_STOP, Engine, Job, Piece
 from patchkit.serve.metrics import Metrics
 from patchkit.serve.patches import PatchResolver
-from patchkit.trust import TrustStore
+from patchkit.trust.store import TrustStore
 from tests.helpers import write_fake_model
 
 CHAT = "/v1/chat/completions"

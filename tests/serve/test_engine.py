@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from patchkit.artifact.verify import VerificationPolicy
 from patchkit.runtime.resolve import LoadedPatch, resolve_patches
 from patchkit.serve.jobs import Job, Piece
 from patchkit.serve.patches import PatchSet
-from patchkit.verifying import VerificationPolicy
 from tests.runtime._support import Kit
 
 pytestmark = [pytest.mark.torch]

@@ -21,7 +21,6 @@ import pytest
 import patchkit.registry.index
 from patchkit._internal.clock import now_utc
 from patchkit.errors import UsageError
-from patchkit.keys import generate_keypair
 from patchkit.registry.client import publish
 from patchkit.registry.keylog import revoke, rotate
 from patchkit.serve.app import ServerState, asgi
@@ -29,7 +28,8 @@ from patchkit.serve.config import Limits, ServeConfig
 from patchkit.serve.jobs import FINISH_ERROR, Job, Piece
 from patchkit.serve.metrics import Metrics
 from patchkit.serve.patches import PatchResolver
-from patchkit.trust import TrustStore
+from patchkit.trust.keys import generate_keypair
+from patchkit.trust.store import TrustStore
 from tests.helpers import write_fake_model
 from tests.runtime._support import Kit
 from tests.serve._support import asgi_call

@@ -10,7 +10,7 @@ from patchkit import constants
 from patchkit.serve.config import ServeConfig
 from patchkit.serve.errors import APIError
 from patchkit.serve.patches import PatchResolver
-from patchkit.trust import TrustStore
+from patchkit.trust.store import TrustStore
 from tests.helpers import write_fake_model
 from tests.runtime._support import Kit
 

@@ -24,7 +24,7 @@ from patchkit.serve.app import ServerState, asgi
 from patchkit.serve.config import ServeConfig
 from patchkit.serve.metrics import Metrics
 from patchkit.serve.patches import PatchResolver
-from patchkit.trust import TrustStore
+from patchkit.trust.store import TrustStore
 from tests.helpers import write_fake_model
 from tests.runtime._support import Kit
 from tests.serve._support import asgi_call

@@ -14,7 +14,7 @@ from patchkit.registry.resign import resign
 from patchkit.serve.config import ServeConfig
 from patchkit.serve.errors import APIError
 from patchkit.serve.patches import PatchResolver
-from patchkit.trust import TrustStore
+from patchkit.trust.store import TrustStore
 from tests.helpers import make_signed_patch, pk, write_fake_model
 
 

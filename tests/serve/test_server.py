@@ -18,10 +18,10 @@ from typing import Any
 import openai
 import pytest
 
+from patchkit.artifact.verify import VerificationPolicy
 from patchkit.registry.client import publish
 from patchkit.registry.customer import apply
 from patchkit.runtime.resolve import resolve_patches
-from patchkit.verifying import VerificationPolicy
 from tests.helpers import pk
 from tests.runtime._support import Kit, home
 from tests.serve._support import API_KEY, ServerProcess

@@ -192,7 +192,7 @@ def test_outputs_load_in_peft_and_training_json(tiny_model_factory: Any, tmp_pat
     from peft import PeftModel
 
     from patchkit import __version__
-    from patchkit.fingerprinting import fingerprint
+    from patchkit.basemodel.fingerprint import fingerprint
     from patchkit.manifest import TrainingInfo
     from patchkit.train import train_patch
 

@@ -18,9 +18,9 @@ from typing import Protocol
 
 import blake3
 
-from patchkit._fingerprint.discover import WeightFile
-from patchkit._fingerprint.reading import ModelLayout
 from patchkit._internal.tensors import TensorInfo
+from patchkit.basemodel._fingerprint.discover import WeightFile
+from patchkit.basemodel._fingerprint.reading import ModelLayout
 from patchkit.errors import InvalidInputError
 
 ROOT_DOMAIN = b"pk-tensors-v1\n"

@@ -5,7 +5,7 @@ holds a public key and the fnmatch-style name patterns (scopes) it may sign. A p
 rotated its key keeps its entry, with a `[[publisher.handover]]` saying which key took over
 which scopes from when; the successor's entry says whom it `succeeds`. Each `[[ca]]` entry is
 an organisation CA whose code-signing leaves may sign within its scopes. Each `[[root]]` entry
-pins a namespace's root of trust (TUF root metadata, `patchkit.root`): for the names it covers,
+pins a namespace's root of trust (TUF root metadata, `patchkit.trust.root`): for the names it covers,
 only the keys that root delegates may sign, whatever any `[[publisher]]` entry or key log says,
 and only the root key holders can change those keys.
 
@@ -32,8 +32,8 @@ from patchkit._internal.files import atomic_write_text, file_lock, lock_for, rea
 from patchkit._internal.jsonio import Malformed, dumps_canonical, expect_dict, optional, read_guard_state, require
 from patchkit.errors import InvalidInputError, NotFoundError, ReadOnlyError, RevokedError, TrustError, UsageError
 from patchkit.errors import PatchkitError as PatchkitErrorBase
-from patchkit.keys import PublicKey, keyid_of, load_public_key, parse_public_key, public_pem
-from patchkit.root.pin import RootPin
+from patchkit.trust.keys import PublicKey, keyid_of, load_public_key, parse_public_key, public_pem
+from patchkit.trust.root.pin import RootPin
 
 SCOPE_HINT = "scopes look like acme/* or acme/llama3-tox"
 MAX_TRUST_BYTES = 4 * 1024 * 1024
@@ -350,7 +350,7 @@ class TrustStore:
         (no registry: verifying a directory). Fails closed when none is cached or it expired."""
         key = f"namespace:{pin.namespace}"
         if key not in self.delegated:
-            from patchkit.root.client import cached_online_keys
+            from patchkit.trust.root.client import cached_online_keys
 
             keys, version = cached_online_keys(pin)
             self.delegated[key] = [_delegated_entry(k, pin.scopes, pin, version) for k in keys]
@@ -468,7 +468,7 @@ class TrustStore:
 
     def certificate_entry(self, chain: list[bytes], *, at: datetime | None) -> TrustEntry:
         """The signer a certificate chain names, if one of the trusted CAs issued it for code signing."""
-        from patchkit.certificates import leaf_entry
+        from patchkit.trust.certificates import leaf_entry
 
         leaf = leaf_entry(chain, self.cas, at=at or now_utc(), where=str(self.path))
         return TrustEntry(keyid=leaf.keyid, public_key_pem=leaf.public_key_pem, scopes=leaf.scopes, label=leaf.label,
@@ -623,7 +623,7 @@ def is_root_file(path: Path) -> bool:
 def trust_add_root(root_path: Path, scopes: list[str], label: str | None = None, path: Path | None = None, *,
                    warnings: list[str] | None = None) -> RootPin:
     """Pin a namespace's root of trust for `scopes` (all in that namespace). Re-adding replaces the pin."""
-    from patchkit.root.metadata import MAX_ROOT_BYTES, namespace_of, parse_root
+    from patchkit.trust.root.metadata import MAX_ROOT_BYTES, namespace_of, parse_root
 
     if not scopes:
         raise UsageError("trust add needs at least one --scope", SCOPE_HINT)
@@ -655,7 +655,7 @@ def trust_add_root(root_path: Path, scopes: list[str], label: str | None = None,
 def trust_add_ca(certificate_path: Path, scopes: list[str], label: str | None = None, path: Path | None = None, *,
                  warnings: list[str] | None = None) -> CAEntry:
     """Trust an organisation CA (a self-signed root, or an intermediate) for the given name patterns."""
-    from patchkit.certificates import load_ca_certificate
+    from patchkit.trust.certificates import load_ca_certificate
 
     if not scopes:
         raise UsageError("trust add-ca needs at least one --scope", SCOPE_HINT)

@@ -44,7 +44,7 @@ from tuf.api.metadata import (
 
 from patchkit._internal.clock import now_utc
 from patchkit.errors import IntegrityError, InvalidInputError, TrustError
-from patchkit.keys import PrivateKey, PublicKey, keyid_of
+from patchkit.trust.keys import PrivateKey, PublicKey, keyid_of
 
 ONLINE = "online"
 TOP_ROLES = ("root", "targets", "snapshot", "timestamp")

@@ -1,5 +1,5 @@
 """`patchkit demo --domain toxicity|bias`: the same vendor → registry → customer → CI story
-for the paper's other two domains, read from their specs (`patchkit.domains.spec`).
+for the paper's other two domains, read from their specs (`patchkit.demo.domains.spec`).
 
 Files live in `<workdir>/<domain>/`; the vendor key and its trust file are the harmfulness
 demo's (`<workdir>/vendor-keys`), so every acme/* patch is signed by one vendor and a customer
@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit.demo import Demo, DemoConfig, DemoResult, Step, _say
-from patchkit.domains.spec import DomainSpec, get_domain
+from patchkit.demo.domains.spec import DomainSpec, get_domain
+from patchkit.demo.story import Demo, DemoConfig, DemoResult, Step, _say
 from patchkit.errors import NotFoundError, PatchkitError
 
 
@@ -48,10 +48,10 @@ class DomainDemo(Demo):
     # -- data and reference ----------------------------------------------------------------
     def _train_prompts(self) -> list[str]:
         if self.spec.domain == "toxicity":
-            from patchkit.domains.toxicity import train_prompts
+            from patchkit.demo.domains.toxicity import train_prompts
 
             return train_prompts(self.spec.train_limit)
-        from patchkit.domains.bias import train_prompts as bias_prompts
+        from patchkit.demo.domains.bias import train_prompts as bias_prompts
 
         return bias_prompts(self.spec.train_limit)
 
@@ -63,7 +63,7 @@ class DomainDemo(Demo):
         self.ensure_data()
         train = self._train_prompts()
         if self.spec.domain == "toxicity":
-            from patchkit.domains.toxicity import test_prompts
+            from patchkit.demo.domains.toxicity import test_prompts
 
             test = test_prompts()
         else:
@@ -89,13 +89,13 @@ class DomainDemo(Demo):
         real = self.cfg.model is None
         cap = self.spec.recipe.train_max_new_tokens if real else self.cfg.train_max_new_tokens
         if self.spec.domain == "toxicity":
-            from patchkit.domains.toxicity import best_of_n_rows
+            from patchkit.demo.domains.toxicity import best_of_n_rows
             from patchkit.eval.toxicity import make_scorer
 
             rows = best_of_n_rows(backend, make_scorer(), prompts, n=int(self.spec.extra.get("best_of_n", "1")),
                                   max_new_tokens=cap, seed=self.cfg.seed)
         else:
-            from patchkit.domains.bias import reference_rows
+            from patchkit.demo.domains.bias import reference_rows
 
             rows = reference_rows(backend, prompts, max_new_tokens=cap, seed=self.cfg.seed)
         # M's own answers to benign prompts, so the patch keeps answering them.

@@ -2,7 +2,7 @@
 
 It is what ties a patch to the weights it was trained for. It does not change with sharding,
 file names, file order, tensor order or safetensors metadata, and it needs neither torch nor
-numpy. See `patchkit._fingerprint` for the exact digest format.
+numpy. See `patchkit.basemodel._fingerprint` for the exact digest format.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit._fingerprint import cache
-from patchkit._fingerprint.digest import (
+from patchkit.basemodel._fingerprint import cache
+from patchkit.basemodel._fingerprint.digest import (
     ALGORITHMS,
     DEFAULT_ALGORITHM,
     check_algorithm,
@@ -24,9 +24,9 @@ from patchkit._fingerprint.digest import (
     is_digest,
     parse_digest,
 )
-from patchkit._fingerprint.discover import Discovery, discover
-from patchkit._fingerprint.hashing import hash_layout
-from patchkit._fingerprint.reading import read_layout
+from patchkit.basemodel._fingerprint.discover import Discovery, discover
+from patchkit.basemodel._fingerprint.hashing import hash_layout
+from patchkit.basemodel._fingerprint.reading import read_layout
 from patchkit.errors import InvalidInputError
 
 __all__ = [

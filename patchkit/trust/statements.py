@@ -41,10 +41,18 @@ from patchkit._internal.jsonio import (
     require,
 )
 from patchkit.errors import IntegrityError, InvalidInputError, UsageError
-from patchkit.keys import PrivateKey, PublicKey, keyid_of, parse_public_key, public_pem
 from patchkit.manifest import NAME_PART
-from patchkit.signing import pae
-from patchkit.trust import Handover, Revoked, TrustEntry, TrustStore, narrow_scopes, scopes_may_overlap, validate_scope
+from patchkit.trust.bundles import pae
+from patchkit.trust.keys import PrivateKey, PublicKey, keyid_of, parse_public_key, public_pem
+from patchkit.trust.store import (
+    Handover,
+    Revoked,
+    TrustEntry,
+    TrustStore,
+    narrow_scopes,
+    scopes_may_overlap,
+    validate_scope,
+)
 
 PAYLOAD_TYPE = "application/vnd.patchkit.key-statement+json"
 STATEMENT_SCHEMA = "patchkit-key-statement/1"

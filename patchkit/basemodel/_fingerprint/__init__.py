@@ -1,4 +1,4 @@
-"""Private machinery behind `patchkit.fingerprinting`: finding, hashing and caching weights.
+"""Private machinery behind `patchkit.basemodel.fingerprint`: finding, hashing and caching weights.
 
 The digest format (it must stay reproducible by other tools, so it is spelled out here):
 

@@ -22,11 +22,11 @@ from typing import Any
 from patchkit import constants
 from patchkit._internal.files import read_regular
 from patchkit.artifact.layout import check_adapter_config, parse_prefix_file
+from patchkit.artifact.rules import Policy, policy_for
 from patchkit.errors import CompatibilityError, IntegrityError, InvalidInputError, NotFoundError
 from patchkit.manifest import Manifest, check_requires, parse_manifest
-from patchkit.policy import Policy, policy_for
-from patchkit.signing import MAX_SIGNATURE_BYTES, check_files, open_bundle, read_artifact_files
-from patchkit.trust import TrustStore
+from patchkit.trust.bundles import MAX_SIGNATURE_BYTES, check_files, open_bundle, read_artifact_files
+from patchkit.trust.store import TrustStore
 
 
 @dataclass
@@ -192,7 +192,7 @@ def check_base(manifest: Manifest, model_dir: Path, *, allow_mismatch: bool = Fa
     first time). A mismatch raises CompatibilityError, or, when `allow_mismatch`, becomes a
     loud line in `warnings`. `override` names the flag that allows it, where one exists.
     """
-    from patchkit.fingerprinting import digests_equal, fingerprint, parse_digest
+    from patchkit.basemodel.fingerprint import digests_equal, fingerprint, parse_digest
 
     expected = manifest.base_model.digest
     actual = fingerprint(model_dir, algorithm=parse_digest(expected)[0])

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit._fingerprint.digest import parse_digest
-from patchkit._fingerprint.discover import Discovery, WeightFile
 from patchkit._internal.files import atomic_write_text, file_lock
 from patchkit._internal.jsonio import loads_strict
+from patchkit.basemodel._fingerprint.digest import parse_digest
+from patchkit.basemodel._fingerprint.discover import Discovery, WeightFile
 from patchkit.errors import ReadOnlyError
 
 FORMAT = "patchkit-fingerprint-cache-v1"

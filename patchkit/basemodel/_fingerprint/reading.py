@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from patchkit._fingerprint.discover import SAFETENSORS_INDEX, Discovery, WeightFile
 from patchkit._internal.tensors import Header, TensorInfo, read_header
+from patchkit.basemodel._fingerprint.discover import SAFETENSORS_INDEX, Discovery, WeightFile
 from patchkit.errors import InvalidInputError
 
 

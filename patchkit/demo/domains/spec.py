@@ -1,6 +1,6 @@
 """One spec per domain: what the demo's `--domain` path and `benchmarks.safety` read.
 
-Harmfulness is described by the demo's current recipe (`patchkit.demo.DemoConfig` defaults and
+Harmfulness is described by the demo's current recipe (`patchkit.demo.story.DemoConfig` defaults and
 its reference); toxicity and bias by their own modules. Each spec names the patch, the text
 init (which is also the "M + fixed prompt" baseline: it shows what training buys over the
 instruction alone), the model-based reference evaluated beside the patch, the training recipe
@@ -82,9 +82,9 @@ class DomainSpec:
 
 
 def _harmfulness() -> DomainSpec:
-    from patchkit.demo import REFERENCE_DESCRIPTION, SAMPLE_PROMPT, DemoConfig
+    from patchkit.demo.recipes.harmfulness import DEMO
+    from patchkit.demo.story import REFERENCE_DESCRIPTION, SAMPLE_PROMPT, DemoConfig
     from patchkit.eval.harm_suite import STRONG_SYSTEM_PROMPT
-    from patchkit.recipes.harmfulness import DEMO
     from patchkit.train.config import DEFAULT_INIT_TEXT
 
     d = DemoConfig(workdir=Path("."))
@@ -103,7 +103,7 @@ def _harmfulness() -> DomainSpec:
 
 
 def _toxicity() -> DomainSpec:
-    from patchkit.domains import toxicity as t
+    from patchkit.demo.domains import toxicity as t
 
     return DomainSpec(
         domain="toxicity", short="tox", title="Toxicity", init_text=t.INIT_TEXT, fixed_prompt=t.INIT_TEXT,
@@ -119,7 +119,7 @@ def _toxicity() -> DomainSpec:
 
 
 def _bias() -> DomainSpec:
-    from patchkit.domains import bias as b
+    from patchkit.demo.domains import bias as b
 
     return DomainSpec(
         domain="bias", short="bias", title="Gender bias", init_text=b.INIT_TEXT, fixed_prompt=b.INIT_TEXT,

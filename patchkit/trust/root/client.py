@@ -43,9 +43,9 @@ from patchkit.errors import (
     RollbackError,
     TrustError,
 )
-from patchkit.keys import PublicKey
-from patchkit.root import metadata as md
-from patchkit.root.pin import RootPin
+from patchkit.trust.keys import PublicKey
+from patchkit.trust.root import metadata as md
+from patchkit.trust.root.pin import RootPin
 
 BASE_URL = "patchkit-tuf:///"
 FILE_RE = re.compile(r"^(?:[1-9][0-9]{0,8}\.)?(?:root|timestamp|snapshot|targets|[a-z][a-z0-9-]{0,63})\.json$")
