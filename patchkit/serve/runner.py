@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 if TYPE_CHECKING:
-    from patchkit.serve.app import ServerState
+    from patchkit.serve.state import ServerState
 
 
 class DrainingServer(uvicorn.Server):
