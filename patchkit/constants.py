@@ -150,3 +150,14 @@ def api_key() -> str | None:
     """`PATCHKIT_API_KEY`: the Bearer token `patchkit serve` requires of every client (unset or empty: none)."""
     raw = os.environ.get("PATCHKIT_API_KEY")
     return raw if raw else None
+
+
+def sigstore_id_token() -> str | None:
+    """`SIGSTORE_ID_TOKEN`: an OIDC identity token for `patchkit sign --keyless` (unset or empty: none)."""
+    raw = os.environ.get("SIGSTORE_ID_TOKEN")
+    return raw.strip() if raw and raw.strip() else None
+
+
+def github_oidc_available() -> bool:
+    """Whether GitHub Actions offers this job an OIDC token (`permissions: id-token: write` sets both variables)."""
+    return bool(os.environ.get("ACTIONS_ID_TOKEN_REQUEST_URL") and os.environ.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN"))

@@ -80,6 +80,7 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "accelerate": "train",
     **dict.fromkeys(("matplotlib", "profanity_check", "sklearn", "yaml"), "eval"),
     **dict.fromkeys(("fastapi", "starlette", "uvicorn", "sse_starlette", "prometheus_client", "httpx2"), "serve"),
+    **dict.fromkeys(("sigstore", "sigstore_models"), "keyless"),
 }
 """Top-level module -> the extra that installs it (pyproject's [project.optional-dependencies])."""
 

@@ -42,3 +42,40 @@ def sign_artifact(directory: Path, key_path: Path, passphrase_env: str | None = 
         "signature": str(directory / constants.SIGNATURE_FILE),
         "method": "certificate" if chain else "key",
     }
+
+
+def ambient_identity_token() -> str:
+    """The OIDC token `sign --keyless` signs as: SIGSTORE_ID_TOKEN, else GitHub Actions' (when the job may
+    request one). None is a UsageError (exit 2): keyless signing never opens a browser flow here."""
+    from patchkit.errors import UsageError
+
+    token = constants.sigstore_id_token()
+    if token is None and constants.github_oidc_available():
+        from patchkit.trust.keyless import ambient_github_token
+
+        token = ambient_github_token()
+    if token is None:
+        raise UsageError("no ambient identity token for --keyless (SIGSTORE_ID_TOKEN is unset and this is not a GitHub "
+                         "Actions job allowed to request one)",
+                         "set SIGSTORE_ID_TOKEN, or give the workflow `permissions: id-token: write`; or sign with --key")
+    return token
+
+
+def sign_artifact_keyless(directory: Path) -> dict[str, Any]:
+    """`sign --keyless`: the same content checks as `sign_artifact`, then a Sigstore bundle from Fulcio and Rekor."""
+    from patchkit.artifact.verify import check_content
+    from patchkit.errors import InvalidInputError
+    from patchkit.trust.bundles import sign_directory_keyless
+    from patchkit.trust.keyless import leaf_identity_of_bundle
+
+    directory = Path(directory)
+    files = read_artifact_files(directory)
+    if constants.MANIFEST_FILE not in files:
+        raise InvalidInputError(f"{directory} has no {constants.MANIFEST_FILE}", "build it first with `patchkit build`")
+    manifest = parse_manifest(files[constants.MANIFEST_FILE], source=str(directory / constants.MANIFEST_FILE))
+    check_content(directory, manifest, files)
+    token = ambient_identity_token()
+    bundle = sign_directory_keyless(directory, token, name=f"{manifest.name}@{manifest.version}")
+    who = leaf_identity_of_bundle(bundle)
+    return {"name": manifest.name, "version": manifest.version, "identity": ", ".join(who.identities), "issuer": who.issuer,
+            "signature": str(directory / constants.SIGNATURE_FILE), "method": "keyless"}

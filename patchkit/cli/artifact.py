@@ -11,7 +11,6 @@ from patchkit.cli._behaviour import BehaviourOpt, DeviceOpt, DtypeOpt
 from patchkit.cli._common import (
     CertificateChainOpt,
     JsonOpt,
-    KeyOpt,
     PassphraseEnvOpt,
     PolicyOpt,
     RegistryOpt,
@@ -101,14 +100,29 @@ def build(
 
 def sign(
     directory: Annotated[Path, typer.Argument(help="An artifact directory from `patchkit build` or `compose`.")],
-    key: KeyOpt,
+    key: Annotated[Path | None, typer.Option("--key", metavar="PRIVATE_PEM",
+                                             help="Private key PEM (from `patchkit keys generate`).")] = None,
     certificate_chain: CertificateChainOpt = None,
     passphrase_env: PassphraseEnvOpt = None,
+    keyless: Annotated[bool, typer.Option("--keyless", help="Sign with Sigstore (Fulcio, Rekor) as the identity of the "
+                                          "ambient OIDC token: SIGSTORE_ID_TOKEN, or GitHub Actions' (id-token: write).")] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Sign every file of an artifact (writes DIR/patchkit.sig); with a certificate chain, as an organisation."""
-    from patchkit.artifact.sign import sign_artifact
+    """Sign every file of an artifact (writes DIR/patchkit.sig); with a certificate chain, as an organisation;
+    with --keyless, as a CI identity (no key to keep)."""
+    from patchkit.artifact.sign import sign_artifact, sign_artifact_keyless
+    from patchkit.errors import UsageError
 
+    if keyless:
+        if key is not None or certificate_chain is not None or passphrase_env is not None:
+            raise UsageError("--keyless signs without a key: --key, --certificate-chain and --passphrase-env do not apply",
+                             "drop them, or drop --keyless")
+        res = sign_artifact_keyless(directory)
+        emit(json_, res, f"signed {res['name']}@{res['version']} keyless as {res['identity']} -> {res['signature']}")
+        return
+    if key is None:
+        raise UsageError("patchkit sign needs --key PRIVATE_PEM (or --keyless)",
+                         "e.g. `patchkit sign DIR --key private.pem`; in CI, `patchkit sign DIR --keyless`")
     res = sign_artifact(directory, key, passphrase_env, certificate_chain=certificate_chain)
     how = "certificate" if res["method"] == "certificate" else "key"
     emit(json_, res, f"signed {res['name']}@{res['version']} with {how} {res['keyid'][:16]}… -> {res['signature']}")

@@ -9,7 +9,7 @@ import typer
 
 from patchkit.cli._common import JsonOpt, TrustOpt, emit, err, group
 
-trust_app = group("trust", "Manage the trust store of publisher keys, organisation CAs and their scopes.")
+trust_app = group("trust", "Manage the trust store of publisher keys, organisation CAs, keyless identities and their scopes.")
 ScopeOpt = Annotated[list[str], typer.Option("--scope", metavar="PATTERN", help="Name pattern it may sign, e.g. acme/* (repeatable).")]
 LabelOpt = Annotated[str | None, typer.Option("--name", metavar="LABEL", help="A label for this publisher.")]
 
@@ -69,6 +69,34 @@ def add_ca(
          f"trusted CA {ca.display} (sha256 {ca.fingerprint[:16]}…) for {', '.join(ca.scopes)}")
 
 
+@trust_app.command("add-identity")
+def add_identity(
+    scope: ScopeOpt,
+    issuer: Annotated[str, typer.Option("--issuer", metavar="URL", help="The OIDC issuer that vouches for the identity, e.g. "
+                                                                        "https://token.actions.githubusercontent.com.")],
+    identity: Annotated[str, typer.Option("--identity", metavar="ID", help="An e-mail or workflow reference; `*` matches a run "
+                                                                           "of characters other than @ (e.g. …/release.yml@refs/tags/*).")],
+    trusted_root: Annotated[Path | None, typer.Option("--trusted-root", metavar="FILE", help="The Sigstore instance's "
+                                                      "trusted_root.json (default: the public-good instance).")] = None,
+    name: LabelOpt = None,
+    trust: TrustOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Trust keyless (Sigstore) signatures by an identity for the given name patterns.
+
+    A keyless signature is accepted when its Fulcio certificate names this issuer exactly and this
+    identity (or one the pattern matches), and it verifies, offline, against the trusted root."""
+    from patchkit.trust.store import trust_add_identity
+
+    warnings: list[str] = []
+    e = trust_add_identity(issuer, identity, scope, name, trust, trusted_root=trusted_root, warnings=warnings)
+    for w in warnings:
+        err(w)
+    emit(json_, {"id": e.id, "name": e.label, "issuer": e.issuer, "identity": e.identity, "scopes": e.scopes,
+                 "instance": e.instance, "warnings": warnings},
+         f"trusted keyless identity {e.identity} (issuer {e.issuer}, {e.instance}) for {', '.join(e.scopes)}")
+
+
 @trust_app.command("list")
 def list_(trust: TrustOpt = None, json_: JsonOpt = False) -> None:
     """List trusted publishers, the rotations they went through, revoked keys, and CAs."""
@@ -94,20 +122,31 @@ def list_(trust: TrustOpt = None, json_: JsonOpt = False) -> None:
              for r in store.roots]
     lines += [f"root {r.sha256[:16]}  {r.label or '-':<16} {', '.join(r.scopes)}  (root of trust of {r.namespace})"
               for r in store.roots]
-    emit(json_, {"path": str(store.path), "publishers": rows, "cas": cas, "roots": roots},
+    identities = [{"id": i.id, "name": i.label, "issuer": i.issuer, "identity": i.identity, "scopes": i.scopes,
+                   "instance": i.instance, "trusted_root_source": i.trusted_root_source or None, "added_at": i.added_at,
+                   "revoked": store.revocations[i.id].to_dict() if i.id in store.revocations else None}
+                  for i in store.identities]
+    lines += [f"identity {i.id[:16]}  {i.label or '-':<16} {', '.join(i.scopes)}  ({i.identity}, issuer {i.issuer}, "
+              f"{i.instance})" for i in store.identities]
+    emit(json_, {"path": str(store.path), "publishers": rows, "cas": cas, "roots": roots, "identities": identities},
          "\n".join(lines) or "no trusted publishers")
 
 
 @trust_app.command("remove")
 def remove(
-    key: Annotated[str, typer.Argument(metavar="KEYID|LABEL", help="KEYID or CA fingerprint (or a unique prefix), or LABEL.")],
+    key: Annotated[str, typer.Argument(metavar="KEYID|LABEL", help="KEYID, CA fingerprint or identity id (or a unique "
+                                                                   "prefix), an identity, or LABEL.")],
     trust: TrustOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Stop trusting a publisher key, a CA, or a pinned root (by its namespace)."""
-    from patchkit.trust.store import RootPin, TrustEntry, trust_remove
+    """Stop trusting a publisher key, a CA, a keyless identity (by name, identity or id), or a pinned root (by its namespace)."""
+    from patchkit.trust.store import IdentityEntry, RootPin, TrustEntry, trust_remove
 
     e = trust_remove(key, trust)
+    if isinstance(e, IdentityEntry):
+        emit(json_, {"removed": e.id, "name": e.label, "identity": e.identity, "issuer": e.issuer},
+             f"removed keyless identity {e.identity} (issuer {e.issuer})")
+        return
     if isinstance(e, RootPin):
         emit(json_, {"removed": e.sha256, "name": e.label, "root": e.namespace},
              f"removed the root of trust pinned for {e.namespace} ({e.sha256[:16]}…)")

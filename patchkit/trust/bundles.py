@@ -29,6 +29,7 @@ from patchkit._internal.files import atomic_write_bytes, is_real_dir, read_regul
 from patchkit._internal.jsonio import Malformed, expect_list, loads_strict, require
 from patchkit.errors import IntegrityError, InvalidInputError, PatchkitError
 from patchkit.manifest import validate_name
+from patchkit.trust.keyless import is_keyless
 from patchkit.trust.keys import PrivateKey, PublicKey, keyid_of
 from patchkit.trust.store import TrustEntry, TrustStore
 
@@ -163,6 +164,17 @@ def sign_directory(directory: Path, key: PrivateKey, *, name: str | None = None,
     return bundle
 
 
+def sign_directory_keyless(directory: Path, token: str, *, name: str) -> bytes:
+    """Sign every file of an artifact directory keyless (Fulcio, Rekor) and write `patchkit.sig` atomically."""
+    from patchkit.trust.keyless import sign_statement
+
+    files = read_artifact_files(directory)
+    payload = _statement(name, {n: hashlib.sha256(b).hexdigest() for n, b in files.items()}, [constants.SIGNATURE_FILE])
+    bundle = sign_statement(payload, token)
+    atomic_write_bytes(Path(directory) / constants.SIGNATURE_FILE, bundle)
+    return bundle
+
+
 def _b64(value: Any, what: str) -> bytes:
     if not isinstance(value, str):
         raise IntegrityError(f"signature bundle: {what} is missing", "the signature is corrupt; re-sign the patch")
@@ -190,6 +202,8 @@ def open_bundle(data: bytes, trust: TrustStore, *, source: str) -> tuple[Stateme
     chain: list[bytes] | None = None
     try:
         material = require(bundle, "verificationMaterial")
+        if is_keyless(material):
+            return _open_keyless(data, bundle, material, trust, source)
         if isinstance(material, dict) and "x509CertificateChain" in material:
             from patchkit.trust.certificates import parse_material
 
@@ -228,6 +242,22 @@ def open_bundle(data: bytes, trust: TrustStore, *, source: str) -> tuple[Stateme
         assert chain is not None
         entry = trust.certificate_entry(chain, at=trust.signing_time(f"sha256:{statement.root_digest}"))
     return statement, entry
+
+
+def _open_keyless(data: bytes, bundle: dict[str, Any], material: dict[str, Any], trust: TrustStore,
+                  source: str) -> tuple[Statement, TrustEntry]:
+    """A keyless bundle: the identity entries that name its leaf, then sigstore's verification of the
+    chain, the log entry and the signature (`patchkit.trust.keyless`); then the same statement checks."""
+    from patchkit.trust.keyless import open_keyless
+
+    env = bundle.get("dsseEnvelope")
+    if not isinstance(env, dict) or env.get("payloadType") != PAYLOAD_TYPE:
+        raise IntegrityError(f"{source}: a keyless bundle must hold a DSSE envelope of type {PAYLOAD_TYPE}",
+                             "re-sign with `patchkit sign --keyless`")
+    payload, signer = open_keyless(data, material, trust.identities, source=source, where=str(trust.path),
+                                   cache=trust.keyless_roots)
+    entry = trust.keyless_entry(signer)
+    return _parse_statement(payload, entry.keyid, source), entry
 
 
 def _claimed_name(payload: bytes, keyid: str, source: str) -> str | None:

@@ -4,7 +4,9 @@ A TOML file (`$PATCHKIT_HOME/trust.toml`, or `--trust FILE` in CI). Each `[[publ
 holds a public key and the fnmatch-style name patterns (scopes) it may sign. A publisher that
 rotated its key keeps its entry, with a `[[publisher.handover]]` saying which key took over
 which scopes from when; the successor's entry says whom it `succeeds`. Each `[[ca]]` entry is
-an organisation CA whose code-signing leaves may sign within its scopes. Each `[[root]]` entry
+an organisation CA whose code-signing leaves may sign within its scopes. Each `[[identity]]` entry
+is a keyless (Sigstore) signer: an OIDC issuer and an identity (exact, or a pattern), with the
+trusted root of the Sigstore instance that certifies it (`patchkit.trust.keyless`). Each `[[root]]` entry
 pins a namespace's root of trust (TUF root metadata, `patchkit.trust.root`): for the names it covers,
 only the keys that root delegates may sign, whatever any `[[publisher]]` entry or key log says,
 and only the root key holders can change those keys.
@@ -24,7 +26,7 @@ import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from patchkit import constants
 from patchkit._internal.clock import fmt_time, now_utc, parse_utc, utc_stamp
@@ -34,6 +36,9 @@ from patchkit.errors import InvalidInputError, NotFoundError, ReadOnlyError, Rev
 from patchkit.errors import PatchkitError as PatchkitErrorBase
 from patchkit.trust.keys import PublicKey, keyid_of, load_public_key, parse_public_key, public_pem
 from patchkit.trust.root.pin import RootPin
+
+if TYPE_CHECKING:
+    from patchkit.trust.keyless import KeylessSigner
 
 SCOPE_HINT = "scopes look like acme/* or acme/llama3-tox"
 MAX_TRUST_BYTES = 4 * 1024 * 1024
@@ -95,6 +100,43 @@ class CAEntry:
     @property
     def display(self) -> str:
         return self.label or self.fingerprint[:16]
+
+
+@dataclass
+class IdentityEntry:
+    """A keyless signer: signatures whose Fulcio leaf names `identity` (exact, or a `*` pattern) from
+    `issuer`, certified by the Sigstore instance of `trusted_root`, may sign within `scopes`."""
+
+    issuer: str
+    identity: str
+    scopes: list[str]
+    label: str = ""
+    added_at: str = ""
+    trusted_root: bytes | None = None  # canonical trusted_root.json; None: the public-good instance
+    trusted_root_source: str = ""  # the file it was read from, for `trust list`
+    extra: dict[str, Any] = field(default_factory=dict)  # fields this version does not know, written back as read
+
+    @property
+    def id(self) -> str:
+        """A stable id (what revocations, `trust remove` and messages name): sha256 of issuer and identity."""
+        return hashlib.sha256(f"{self.issuer}\n{self.identity}".encode()).hexdigest()
+
+    @property
+    def trusted_root_sha256(self) -> str:
+        return hashlib.sha256(self.trusted_root).hexdigest() if self.trusted_root is not None else ""
+
+    @property
+    def instance(self) -> str:
+        from patchkit.trust.keyless import PUBLIC_GOOD
+
+        return PUBLIC_GOOD if self.trusted_root is None else f"trusted root {self.trusted_root_sha256[:16]}"
+
+    def covers(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.scopes)
+
+    @property
+    def display(self) -> str:
+        return self.label or self.identity
 
 
 @dataclass(frozen=True)
@@ -217,6 +259,51 @@ def _root(raw: Any, i: int, p: Path) -> RootPin:
     return pin
 
 
+_IDENTITY_FIELDS = {"name", "issuer", "identity", "scopes", "added_at", "trusted_root", "trusted_root_sha256",
+                    "trusted_root_source"}
+_KNOWN_TABLES = {"version", "publisher", "ca", "root", "identity"}
+
+
+def _identity(raw: Any, i: int, p: Path) -> IdentityEntry:
+    import base64
+    import binascii
+
+    from patchkit.trust.keyless import PUBLIC_GOOD
+
+    hint = "re-add it with `patchkit trust add-identity`"
+    try:
+        encoded = str(raw.get("trusted_root", PUBLIC_GOOD))
+        entry = IdentityEntry(issuer=str(raw["issuer"]), identity=str(raw["identity"]), scopes=[str(s) for s in raw["scopes"]],
+                              label=str(raw.get("name", "")), added_at=str(raw.get("added_at", "")),
+                              trusted_root=None if encoded == PUBLIC_GOOD else base64.b64decode(encoded, validate=True),
+                              trusted_root_source=str(raw.get("trusted_root_source", "")),
+                              extra={k: v for k, v in raw.items() if k not in _IDENTITY_FIELDS})
+    except (KeyError, TypeError, AttributeError, binascii.Error):
+        raise InvalidInputError(f"trust store {p}: identity #{i + 1} lacks issuer, identity or scopes", hint) from None
+    if raw.get("trusted_root_sha256", "") != entry.trusted_root_sha256:
+        raise InvalidInputError(f"trust store {p}: identity #{i + 1}'s trusted root does not match its sha256", hint)
+    return entry
+
+
+def _toml_value(v: Any) -> str:
+    """A TOML value for what tomllib read (so unknown entries are written back unchanged)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, datetime):
+        return v.isoformat()
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    return json.dumps(str(v), ensure_ascii=False)
+
+
+def _toml_fields(table: dict[str, Any]) -> list[str]:
+    return [f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in table.items()]
+
+
 def _ca(raw: Any, i: int, p: Path) -> CAEntry:
     try:
         ca = CAEntry(fingerprint=str(raw["fingerprint"]), certificate_pem=str(raw["certificate"]),
@@ -294,6 +381,11 @@ class TrustStore:
     # In memory only: the keys a pinned root delegates, per name (from a verified refresh of a
     # registry) or per namespace (from this machine's cached metadata, for a directory).
     delegated: dict[str, list[TrustEntry]] = field(default_factory=dict)
+    identities: list[IdentityEntry] = field(default_factory=list)
+    # Top-level keys and tables this version does not know (a newer patchkit's), written back as read.
+    unknown: dict[str, Any] = field(default_factory=dict)
+    # In memory only: sigstore TrustedRoot objects by trusted-root sha256, parsed once per process.
+    keyless_roots: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path | None = None) -> TrustStore:
@@ -311,7 +403,9 @@ class TrustStore:
         entries = [_entry(raw, i, p) for i, raw in enumerate(data.get("publisher", []))]
         cas = [_ca(raw, i, p) for i, raw in enumerate(data.get("ca", []))]
         roots = [_root(raw, i, p) for i, raw in enumerate(data.get("root", []))]
-        return cls(p, entries, cas, revoked, roots=roots)
+        identities = [_identity(raw, i, p) for i, raw in enumerate(data.get("identity", []))]
+        unknown = {k: v for k, v in data.items() if k not in _KNOWN_TABLES}
+        return cls(p, entries, cas, revoked, roots=roots, identities=identities, unknown=unknown)
 
     @classmethod
     def coerce(cls, trust: TrustStore | Path | str | None) -> TrustStore:
@@ -371,6 +465,10 @@ class TrustStore:
             scope = next((s for s in c.scopes if fnmatch.fnmatchcase(name, s)), None)
             if scope is not None:
                 return f"the certificates of CA {c.display}", scope
+        for i in self.identities:
+            scope = next((s for s in i.scopes if fnmatch.fnmatchcase(name, s)), None)
+            if scope is not None:
+                return f"keyless identity {i.identity} (issuer {i.issuer})", scope
         return None
 
     def unknown_signer(self, keyid: str, name: str | None, lead: str) -> TrustError:
@@ -474,10 +572,23 @@ class TrustStore:
         return TrustEntry(keyid=leaf.keyid, public_key_pem=leaf.public_key_pem, scopes=leaf.scopes, label=leaf.label,
                           certificate=leaf.certificate)
 
+    def keyless_entry(self, signer: KeylessSigner) -> TrustEntry:
+        """The signer a verified keyless signature names: its identity entries' scopes, under the first one's id."""
+        first = signer.matched[0]
+        trusted_as = ", ".join(m.display for m in signer.matched)
+        return TrustEntry(keyid=first.id, public_key_pem=signer.public_key_pem,
+                          scopes=sorted({s for m in signer.matched for s in m.scopes}), label=first.label or signer.identity,
+                          certificate=f"{signer.identity} (keyless, issuer {signer.issuer}, log index {signer.log_index}; "
+                                      f"trusted as {trusted_as})")
+
     # -- editing ----------------------------------------------------------------------------
     def save(self) -> None:
         assert self.path is not None
-        lines = ["# patchkit trust store: publishers and the patch names they may sign", "version = 1", ""]
+        lines = ["# patchkit trust store: publishers and the patch names they may sign", "version = 1"]
+        tables = {k: v for k, v in self.unknown.items() if isinstance(v, dict) or (isinstance(v, list) and v and all(
+            isinstance(x, dict) for x in v))}
+        lines += _toml_fields({k: v for k, v in self.unknown.items() if k not in tables})
+        lines.append("")
         for e in self.entries:
             lines += [
                 "[[publisher]]",
@@ -519,6 +630,29 @@ class TrustStore:
                 f'certificate = """\n{ca.certificate_pem.strip()}\n"""',
                 "",
             ]
+        for ident in self.identities:
+            import base64
+
+            from patchkit.trust.keyless import PUBLIC_GOOD
+
+            encoded = PUBLIC_GOOD if ident.trusted_root is None else base64.b64encode(ident.trusted_root).decode()
+            lines += [
+                "[[identity]]",
+                f"name = {json.dumps(ident.label)}",
+                f"issuer = {json.dumps(ident.issuer)}",
+                f"identity = {json.dumps(ident.identity)}",
+                f"scopes = [{', '.join(json.dumps(s) for s in ident.scopes)}]",
+                f"added_at = {json.dumps(ident.added_at)}",
+                f"trusted_root_source = {json.dumps(ident.trusted_root_source)}",
+                f"trusted_root_sha256 = {json.dumps(ident.trusted_root_sha256)}",
+                f"trusted_root = {json.dumps(encoded)}",
+                *_toml_fields(ident.extra),
+                "",
+            ]
+        for key, value in tables.items():
+            for table in (value if isinstance(value, list) else [value]):
+                lines += [f"[[{json.dumps(key)}]]" if isinstance(value, list) else f"[{json.dumps(key)}]",
+                          *_toml_fields(table), ""]
         atomic_write_text(self.path, "\n".join(lines), mode=0o644)
 
 
@@ -531,7 +665,8 @@ def _target(path: Path | None) -> Path:
 
 
 def _labels(store: TrustStore) -> set[str]:
-    return {e.label for e in store.entries if e.label} | {c.label for c in store.cas if c.label}
+    return ({e.label for e in store.entries if e.label} | {c.label for c in store.cas if c.label}
+            | {i.label for i in store.identities if i.label})
 
 
 def _chain(store: TrustStore, keyid: str) -> set[str]:
@@ -548,7 +683,8 @@ def _chain(store: TrustStore, keyid: str) -> set[str]:
     return linked
 
 
-def shared_scopes(store: TrustStore, scopes: list[str], *, keyid: str = "", fingerprint: str = "") -> list[str]:
+def shared_scopes(store: TrustStore, scopes: list[str], *, keyid: str = "", fingerprint: str = "",
+                  identity: str = "") -> list[str]:
     """One warning per other key or CA trusted for names these scopes also cover (rotation partners excepted)."""
     linked = _chain(store, keyid) if keyid else set()
     out = []
@@ -556,6 +692,8 @@ def shared_scopes(store: TrustStore, scopes: list[str], *, keyid: str = "", fing
         (f"key {e.display} ({e.keyid[:16]}…)", e.label or e.keyid, e.scopes) for e in store.entries if e.keyid not in linked]
     owners += [(f"CA {c.display} ({c.fingerprint[:16]}…)", c.label or c.fingerprint, c.scopes)
                for c in store.cas if c.fingerprint != fingerprint]
+    owners += [(f"keyless identity {i.identity} (issuer {i.issuer})", i.label or i.id[:16], i.scopes)
+               for i in store.identities if i.id != identity]
     for who, handle, theirs in owners:
         pairs = [(a, b) for a in scopes for b in theirs if scopes_may_overlap(a, b)]
         if pairs:
@@ -683,14 +821,63 @@ def trust_add_ca(certificate_path: Path, scopes: list[str], label: str | None = 
     return ca
 
 
-def trust_remove(key: str, path: Path | None = None) -> TrustEntry | CAEntry | RootPin:
+def trust_add_identity(issuer: str, identity: str, scopes: list[str], label: str | None = None, path: Path | None = None, *,
+                       trusted_root: Path | None = None, warnings: list[str] | None = None) -> IdentityEntry:
+    """Trust a keyless signer (an OIDC issuer and an identity or identity pattern) for `scopes`.
+
+    `trusted_root` is the Sigstore instance's trusted_root.json (a private instance); without it,
+    the public-good instance. Re-adding the same issuer and identity widens its scopes and
+    replaces its trusted root.
+    """
+    from patchkit.trust.keyless import (
+        MAX_TRUSTED_ROOT_BYTES,
+        normalize_trusted_root,
+        validate_identity,
+        validate_issuer,
+    )
+
+    if not scopes:
+        raise UsageError("trust add-identity needs at least one --scope", SCOPE_HINT)
+    scopes = [validate_scope(s) for s in scopes]
+    issuer, identity = validate_issuer(issuer), validate_identity(identity)
+    root: bytes | None = None
+    if trusted_root is not None:
+        try:
+            raw = read_regular(Path(trusted_root), MAX_TRUSTED_ROOT_BYTES, what=f"trusted root {trusted_root}")
+        except FileNotFoundError:
+            raise NotFoundError(f"trusted root {trusted_root} does not exist", "check the path") from None
+        root = normalize_trusted_root(raw, str(trusted_root))
+    target = _target(path)
+    with file_lock(_lock(target)):
+        store = TrustStore.load(target) if target.exists() else TrustStore(target, [], revocations=read_revocations())
+        entry = IdentityEntry(issuer, identity, sorted(set(scopes)), label or "", utc_stamp(), root,
+                              str(trusted_root) if trusted_root is not None else "")
+        if warnings is not None:
+            warnings.extend(shared_scopes(store, scopes, identity=entry.id))
+        existing = next((i for i in store.identities if i.id == entry.id), None)
+        if existing is not None:
+            existing.scopes = sorted(set(existing.scopes) | set(scopes))
+            existing.label = label or existing.label
+            existing.trusted_root, existing.trusted_root_source = entry.trusted_root, entry.trusted_root_source
+            entry = existing
+        else:
+            if label and label in _labels(store):
+                raise UsageError(f"a publisher, CA or identity named {label!r} is already trusted", "pick another --name")
+            store.identities.append(entry)
+        store.save()
+    return entry
+
+
+def trust_remove(key: str, path: Path | None = None) -> TrustEntry | CAEntry | RootPin | IdentityEntry:
     target = _target(path)
     with file_lock(_lock(target)):
         store = TrustStore.load(target)
-        matches: list[TrustEntry | CAEntry] = [
+        matches: list[TrustEntry | CAEntry | IdentityEntry] = [
             e for e in store.entries if e.label == key or e.keyid == key or (len(key) >= 8 and e.keyid.startswith(key))]
         matches += [c for c in store.cas
                     if c.label == key or c.fingerprint == key or (len(key) >= 8 and c.fingerprint.startswith(key))]
+        matches += [i for i in store.identities
+                    if key in (i.label, i.identity, i.id) or (len(key) >= 8 and i.id.startswith(key))]
         pins = [r for r in store.roots if key in (r.label, r.namespace, r.sha256) or (len(key) >= 8 and r.sha256.startswith(key))]
         if pins and not matches:
             if len(pins) > 1:
@@ -699,12 +886,14 @@ def trust_remove(key: str, path: Path | None = None) -> TrustEntry | CAEntry | R
             store.save()
             return pins[0]
         if not matches:
-            raise NotFoundError(f"no trusted publisher, CA or root matches {key!r}", "see `patchkit trust list`")
+            raise NotFoundError(f"no trusted publisher, CA, identity or root matches {key!r}", "see `patchkit trust list`")
         if len(matches) > 1:
             raise UsageError(f"{key!r} matches {len(matches)} trust entries", "give the full keyid or fingerprint")
         found = matches[0]
         if isinstance(found, TrustEntry):
             store.entries.remove(found)
+        elif isinstance(found, IdentityEntry):
+            store.identities.remove(found)
         else:
             store.cas.remove(found)
         store.save()
@@ -714,6 +903,7 @@ def trust_remove(key: str, path: Path | None = None) -> TrustEntry | CAEntry | R
 __all__ = [
     "CAEntry",
     "Handover",
+    "IdentityEntry",
     "Revoked",
     "RootPin",
     "TrustEntry",
@@ -727,6 +917,7 @@ __all__ = [
     "shared_scopes",
     "trust_add",
     "trust_add_ca",
+    "trust_add_identity",
     "trust_add_root",
     "trust_remove",
     "validate_scope",

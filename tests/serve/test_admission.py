@@ -18,7 +18,7 @@ from patchkit.serve.config import Limits, ServeConfig
 from patchkit.serve.errors import APIError
 from patchkit.serve.metrics import Metrics
 from patchkit.serve.state import ServerState
-from patchkit.trust import TrustStore
+from patchkit.trust.store import TrustStore
 from tests.helpers import write_fake_model
 from tests.serve.test_app import NoLockResolver, ScriptedEngine
 

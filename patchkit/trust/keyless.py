@@ -1,0 +1,343 @@
+"""Keyless (Sigstore) signatures: an identity in the trust store instead of a public key.
+
+A keyless bundle is a Sigstore bundle v0.3 whose `verificationMaterial` holds one short-lived
+leaf `certificate` from a Fulcio CA, naming the signer's identity (an e-mail, or a CI workflow
+reference) and its OIDC issuer, and one transparency-log entry (Rekor) with its inclusion proof,
+signed checkpoint and signed entry timestamp. It holds the same DSSE envelope over the same
+in-toto statement as a key bundle, so model-signing's `verify sigstore` reads it too.
+
+patchkit accepts it when an `[[identity]]` entry of the trust store names its issuer exactly and
+its identity (exactly, or by a pattern whose `*` matches a run of characters without `@`, so a
+workflow pattern without `@` never accepts a ref), and sigstore-python's `Verifier`, configured
+from that entry's trusted root, verifies the chain at the log's time, the SCT, the log entry and
+the signature. All of it is offline: the trusted root is in the trust store (or, for the public-
+good instance, in sigstore's local TUF cache or the copy it ships).
+
+The cheap part (does any identity entry match the leaf?) runs before sigstore is imported: the
+import costs most of a second, and a key bundle never pays it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from patchkit.errors import IntegrityError, InvalidInputError, MissingExtraError, TrustError, UsageError
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from patchkit.trust.store import IdentityEntry
+
+PUBLIC_GOOD = "public-good"
+TRUSTED_ROOT_MEDIA_TYPE = "application/vnd.dev.sigstore.trustedroot+json;version=0.1"
+CLIENT_TRUST_CONFIG_MEDIA_TYPE = "application/vnd.dev.sigstore.clienttrustconfig.v0.1+json"
+MAX_TRUSTED_ROOT_BYTES = 1024 * 1024
+_ISSUER_OID = "1.3.6.1.4.1.57264.1.1"  # Fulcio: the OIDC issuer, raw bytes
+_ISSUER_V2_OID = "1.3.6.1.4.1.57264.1.8"  # Fulcio: the OIDC issuer, a DER UTF8String
+_OTHERNAME_OID = "1.3.6.1.4.1.57264.1.7"  # Fulcio: an identity that is neither e-mail nor URI
+_POLICY = "identity policy: "
+_HINT_RESIGN = "the patch or its signature was altered, or it was not logged; do not use it"
+
+
+def is_keyless(material: Any) -> bool:
+    """Whether a bundle's verificationMaterial is a Fulcio leaf (`certificate`) rather than a key or a chain."""
+    return isinstance(material, dict) and "certificate" in material and "publicKey" not in material \
+        and "x509CertificateChain" not in material
+
+
+# -- identities ---------------------------------------------------------------------------------
+
+
+def validate_identity(pattern: str) -> str:
+    """An identity to trust: exact, or with `*` (a run of characters without `@`). Not `*` alone."""
+    if not pattern or any(c.isspace() for c in pattern) or not pattern.replace("*", ""):
+        raise UsageError(f"invalid identity {pattern!r}",
+                         "give an e-mail (release@acme.example) or a workflow reference, e.g. "
+                         "https://github.com/acme/patches/.github/workflows/release.yml@refs/tags/*")
+    return pattern
+
+
+def validate_issuer(issuer: str) -> str:
+    if not re.fullmatch(r"https://[^\s/]+(/\S*)?", issuer):
+        raise UsageError(f"invalid OIDC issuer {issuer!r}",
+                         "give the issuer's URL, e.g. https://token.actions.githubusercontent.com")
+    return issuer
+
+
+def identity_matches(pattern: str, identity: str) -> bool:
+    """`pattern` equals `identity`, each `*` standing for a run of characters other than `@`."""
+    if "*" not in pattern:
+        return pattern == identity
+    regex = "[^@]*".join(re.escape(part) for part in pattern.split("*"))
+    return re.fullmatch(regex, identity) is not None
+
+
+@dataclass(frozen=True)
+class LeafIdentity:
+    """What a Fulcio leaf claims (read without checking anything): its issuer and its identities."""
+
+    issuer: str | None
+    identities: list[str]
+
+
+def _load_leaf(material: dict[str, Any], source: str) -> x509.Certificate:
+    from cryptography import x509
+
+    try:
+        raw = material["certificate"]["rawBytes"]
+        if not isinstance(raw, str):
+            raise TypeError
+        return x509.load_der_x509_certificate(base64.b64decode(raw, validate=True))
+    except (KeyError, TypeError, ValueError):
+        raise IntegrityError(f"{source}: the signing certificate is missing or not valid DER",
+                             "re-sign the patch with `patchkit sign --keyless`") from None
+
+
+def leaf_identity(cert: x509.Certificate) -> LeafIdentity:
+    from cryptography import x509
+
+    issuer: str | None = None
+    for ext in cert.extensions:
+        oid = ext.oid.dotted_string
+        if oid in (_ISSUER_OID, _ISSUER_V2_OID) and isinstance(ext.value, x509.UnrecognizedExtension):
+            raw = ext.value.value
+            if oid == _ISSUER_V2_OID:  # DER UTF8String, short form (issuer URLs are short)
+                raw = raw[2:] if len(raw) >= 2 and raw[0] == 0x0C and raw[1] == len(raw) - 2 else b""
+            text = raw.decode("utf-8", "replace")
+            if issuer is None or oid == _ISSUER_V2_OID:
+                issuer = text or issuer
+    names: list[str] = []
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names += san.get_values_for_type(x509.RFC822Name) + san.get_values_for_type(x509.UniformResourceIdentifier)
+        names += [o.value.decode("utf-8", "replace") for o in san.get_values_for_type(x509.OtherName)
+                  if o.type_id.dotted_string == _OTHERNAME_OID]
+    except x509.ExtensionNotFound:
+        pass
+    return LeafIdentity(issuer, names)
+
+
+# -- trusted roots ------------------------------------------------------------------------------
+
+
+def normalize_trusted_root(data: bytes, where: str) -> bytes:
+    """A trusted root (or a ClientTrustConfig, whose trusted root is taken) as canonical JSON bytes.
+
+    Checked for shape only, so `trust add-identity` works without the keyless extra; sigstore
+    parses it in full when it first verifies.
+    """
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInputError(f"{where} is not JSON", "pass a Sigstore trusted_root.json") from None
+    if isinstance(doc, dict) and doc.get("mediaType") == CLIENT_TRUST_CONFIG_MEDIA_TYPE:
+        doc = doc.get("trustedRoot")
+    if not isinstance(doc, dict) or doc.get("mediaType") != TRUSTED_ROOT_MEDIA_TYPE:
+        raise InvalidInputError(f"{where} is not a Sigstore trusted root (mediaType {TRUSTED_ROOT_MEDIA_TYPE})",
+                                "pass the trusted_root.json of the Sigstore instance that signs")
+    for part in ("certificateAuthorities", "tlogs", "ctlogs"):
+        if not isinstance(doc.get(part), list) or not doc[part]:
+            raise InvalidInputError(f"{where}: the trusted root lists no {part}",
+                                    "a keyless signature needs a Fulcio CA, a Rekor log and a CT log")
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _sigstore(command: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("sigstore") is None:
+        raise MissingExtraError(command, ["sigstore"], "keyless")
+
+
+def _trusted_root(identity: IdentityEntry, cache: dict[str, Any]) -> Any:
+    """sigstore's TrustedRoot for an identity entry (parsed once per process per root)."""
+    key = identity.trusted_root_sha256 or PUBLIC_GOOD
+    if key in cache:
+        return cache[key]
+    from sigstore.models import ClientTrustConfig, TrustedRoot
+    from sigstore_models.trustroot import v1
+
+    try:
+        if identity.trusted_root is None:
+            import logging
+
+            # offline=True reads sigstore's local TUF cache (or the copy it ships) and says so on stderr
+            logging.getLogger("sigstore._internal.tuf").setLevel(logging.ERROR)
+            root = ClientTrustConfig.production(offline=True).trusted_root
+        else:
+            root = TrustedRoot(v1.TrustedRoot.from_json(identity.trusted_root))
+    except Exception as exc:  # sigstore and pydantic raise many kinds; each means "unusable root"
+        raise InvalidInputError(f"the trusted root for identity {identity.display} cannot be read: {exc}",
+                                "re-add it with `patchkit trust add-identity --trusted-root FILE`") from None
+    cache[key] = root
+    return root
+
+
+class _Policy:
+    """sigstore's VerificationPolicy for one identity entry: the issuer exactly, the identity by pattern."""
+
+    def __init__(self, identity: IdentityEntry) -> None:
+        self.identity = identity
+
+    def verify(self, cert: x509.Certificate) -> None:
+        from sigstore.errors import VerificationError
+
+        claimed = leaf_identity(cert)
+        if claimed.issuer != self.identity.issuer:
+            raise VerificationError(f"{_POLICY}issuer {claimed.issuer!r} is not {self.identity.issuer!r}")
+        if not any(identity_matches(self.identity.identity, n) for n in claimed.identities):
+            raise VerificationError(f"{_POLICY}{claimed.identities} do not match {self.identity.identity!r}")
+
+
+@dataclass(frozen=True)
+class KeylessSigner:
+    """A verified keyless signature: who signed, per which identity entries, and when the log saw it."""
+
+    identity: str
+    issuer: str
+    matched: list[IdentityEntry]
+    public_key_pem: str
+    log_index: int
+    logged_at: datetime | None
+
+
+def _classify(exc: Exception, who: str, source: str) -> Exception:
+    """sigstore raises one error class for every step; patchkit's exit codes tell trust from integrity."""
+    from sigstore.errors import CertValidationError
+
+    text = str(exc).split(": expected log_index")[0]  # sigstore appends the whole proof, bytes and all
+    if isinstance(exc, CertValidationError) or "expired at time of signing" in text or "SCT" in text:
+        return TrustError(f"{source}: the signing certificate of {who} is refused: {text}",
+                          "it does not chain to the trusted Sigstore instance's CA, or was not valid when the log "
+                          "recorded the signature; ask the publisher to re-sign")
+    if text.startswith(_POLICY):
+        return TrustError(f"{source}: {who}: {text}", "check `patchkit trust list`")
+    return IntegrityError(f"{source}: the keyless signature of {who} does not verify: {text}", _HINT_RESIGN)
+
+
+def open_keyless(data: bytes, material: dict[str, Any], identities: Sequence[IdentityEntry], *, source: str,
+                 where: str, cache: dict[str, Any]) -> tuple[bytes, KeylessSigner]:
+    """Verify a keyless bundle against the identity entries that name its leaf; return its payload.
+
+    No entry naming the leaf's issuer and identity: TrustError (exit 4), before sigstore is
+    imported. A chain the entry's trusted root does not vouch for at the log's time: TrustError.
+    A missing, altered or inconsistent log entry, or a bad signature: IntegrityError (exit 3).
+    """
+    from cryptography.hazmat.primitives import serialization
+
+    cert = _load_leaf(material, source)
+    claimed = leaf_identity(cert)
+    who = ", ".join(claimed.identities) or "(no identity)"
+    by_identity = [i for i in identities if any(identity_matches(i.identity, n) for n in claimed.identities)]
+    candidates = [i for i in by_identity if i.issuer == claimed.issuer]
+    if not candidates:
+        if by_identity:
+            raise TrustError(
+                f"{source} is signed keyless by {who} with a token from issuer {claimed.issuer}, but the trust store "
+                f"({where}) trusts that identity only from {', '.join(sorted({i.issuer for i in by_identity}))}",
+                "an identity counts only with the issuer it was added with; anyone who controls another issuer can "
+                "claim the same name")
+        trusted = ", ".join(i.display for i in identities) or "none"
+        raise TrustError(f"{source} is signed keyless by {who} (issuer {claimed.issuer}), which no identity in the "
+                         f"trust store ({where}) matches (trusted identities: {trusted})",
+                         "if you trust that signer, run `patchkit trust add-identity --scope NS/* --issuer URL "
+                         "--identity ID`")
+    _sigstore("verify")
+    from sigstore.errors import Error as SigstoreError
+    from sigstore.models import Bundle
+    from sigstore.verify import Verifier
+
+    try:
+        bundle = Bundle.from_json(data)
+    except (SigstoreError, ValueError) as exc:
+        raise IntegrityError(f"{source}: the keyless bundle is malformed: {exc}", _HINT_RESIGN) from None
+    matched: list[IdentityEntry] = []
+    payload = b""
+    first: Exception | None = None
+    for identity in candidates:
+        try:
+            verifier = Verifier(trusted_root=_trusted_root(identity, cache))
+            payload_type, payload = verifier.verify_dsse(bundle, _Policy(identity))
+        except (SigstoreError, ValueError) as exc:
+            first = first or _classify(exc, who, source)
+            continue
+        matched.append(identity)
+    if not matched:
+        assert first is not None
+        raise first
+    if payload_type != "application/vnd.in-toto+json":
+        raise IntegrityError(f"{source}: unexpected DSSE payload type {payload_type!r}", "re-sign with `patchkit sign`")
+    entry = bundle.log_entry._inner
+    from datetime import UTC
+
+    logged = datetime.fromtimestamp(entry.integrated_time, tz=UTC) if entry.integrated_time else None
+    key_pem = cert.public_key().public_bytes(serialization.Encoding.PEM,
+                                             serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    identity_name = next(n for n in claimed.identities if any(identity_matches(m.identity, n) for m in matched))
+    return payload, KeylessSigner(identity_name, claimed.issuer or "", matched, key_pem, int(entry.log_index), logged)
+
+
+# -- signing ------------------------------------------------------------------------------------
+
+
+def ambient_github_token() -> str | None:
+    """GitHub Actions' OIDC token for Sigstore (audience `sigstore`), through sigstore's `id` detection."""
+    _sigstore("sign --keyless")
+    from sigstore.oidc import IdentityError, detect_credential
+
+    try:
+        return detect_credential()
+    except IdentityError as exc:
+        raise UsageError(f"GitHub Actions did not give an identity token: {exc}",
+                         "give the workflow `permissions: id-token: write`, or set SIGSTORE_ID_TOKEN") from None
+
+
+def leaf_identity_of_bundle(bundle: bytes) -> LeafIdentity:
+    """Who a keyless bundle this process just wrote names (for `sign --keyless`'s report)."""
+    doc = json.loads(bundle)
+    return leaf_identity(_load_leaf(doc["verificationMaterial"], "the new signature"))
+
+
+def sign_statement(payload: bytes, token: str) -> bytes:
+    """A keyless bundle over `payload` from the public-good instance (Fulcio, Rekor): needs the network."""
+    _sigstore("sign --keyless")
+    from sigstore import dsse
+    from sigstore.errors import Error as SigstoreError
+    from sigstore.models import ClientTrustConfig
+    from sigstore.oidc import IdentityError, IdentityToken
+    from sigstore.sign import SigningContext
+
+    try:
+        identity = IdentityToken(token)
+    except IdentityError as exc:
+        raise UsageError(f"the ambient identity token is not usable: {exc}",
+                         "set SIGSTORE_ID_TOKEN to a fresh OIDC token, or run in GitHub Actions with `id-token: write`") from None
+    try:
+        context = SigningContext.from_trust_config(ClientTrustConfig.production())
+        with context.signer(identity) as signer:
+            bundle = signer.sign_dsse(dsse.Statement(payload))
+    except SigstoreError as exc:
+        raise IntegrityError(f"keyless signing failed: {exc}", "check the network and the token, then retry") from None
+    return (bundle.to_json() + "\n").encode()
+
+
+__all__ = [
+    "PUBLIC_GOOD",
+    "KeylessSigner",
+    "ambient_github_token",
+    "identity_matches",
+    "is_keyless",
+    "leaf_identity",
+    "leaf_identity_of_bundle",
+    "normalize_trusted_root",
+    "open_keyless",
+    "sign_statement",
+    "validate_identity",
+    "validate_issuer",
+]
