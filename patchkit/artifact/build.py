@@ -150,6 +150,29 @@ def load_build_spec(path: Path) -> dict[str, Any]:
     return raw
 
 
+def _base_of(src: Source, base_model: Path | None, base_model_id: str | None,
+             base_digest: str | None) -> tuple[dict[str, Any], str, str, int]:
+    """The base model's config (empty when only its id and digest are given), digest, id and hidden
+    size; a directory is fingerprinted, and must have the patch's token width."""
+    if base_model is None:
+        assert base_digest is not None and base_model_id is not None
+        return {}, validate_digest(base_digest), base_model_id, src.prefix.token_dim
+    from patchkit.basemodel.fingerprint import fingerprint
+
+    cfg = read_model_config(base_model)
+    digest = fingerprint(base_model)
+    model_id = base_model_id or str(cfg.get("_name_or_path") or "") or Path(base_model).resolve().name
+    hidden = hidden_size_of(cfg)
+    if hidden is None:
+        raise InvalidInputError(f"{base_model}/config.json gives no hidden size", "pass --base-model-id and --base-digest instead")
+    if hidden != src.prefix.token_dim:
+        raise CompatibilityError(
+            f"the patch has token_dim {src.prefix.token_dim} but {base_model} has hidden size {hidden}",
+            "build the patch for the model it was trained on",
+        )
+    return cfg, digest, model_id, hidden
+
+
 def build_artifact(
     source: Path,
     out: Path,
@@ -190,26 +213,7 @@ def build_artifact(
         raise UsageError("--self-test needs --base-model DIR: the reference scores are measured on the base weights",
                          "pass the base model directory with --base-model")
     src = read_source(source)
-    cfg: dict[str, Any] = {}
-    if base_model is not None:
-        from patchkit.basemodel.fingerprint import fingerprint
-
-        cfg = read_model_config(base_model)
-        digest = fingerprint(base_model)
-        model_id = base_model_id or str(cfg.get("_name_or_path") or "") or Path(base_model).resolve().name
-        hidden = hidden_size_of(cfg)
-        if hidden is None:
-            raise InvalidInputError(f"{base_model}/config.json gives no hidden size", "pass --base-model-id and --base-digest instead")
-        if hidden != src.prefix.token_dim:
-            raise CompatibilityError(
-                f"the patch has token_dim {src.prefix.token_dim} but {base_model} has hidden size {hidden}",
-                "build the patch for the model it was trained on",
-            )
-    else:
-        assert base_digest is not None and base_model_id is not None
-        digest = validate_digest(base_digest)
-        model_id = base_model_id
-        hidden = src.prefix.token_dim
+    cfg, digest, model_id, hidden = _base_of(src, base_model, base_model_id, base_digest)
     vocab = cfg.get("vocab_size") if isinstance(cfg.get("vocab_size"), int) else None
     arch = cfg.get("architectures", [None])[0] if isinstance(cfg.get("architectures"), list) else None
     dtype = cfg.get("torch_dtype", cfg.get("dtype"))

@@ -34,6 +34,7 @@ from patchkit._internal.files import atomic_write_text, file_lock, lock_for, rea
 from patchkit._internal.jsonio import Malformed, dumps_canonical, expect_dict, optional, read_guard_state, require
 from patchkit.errors import InvalidInputError, NotFoundError, ReadOnlyError, RevokedError, TrustError, UsageError
 from patchkit.errors import PatchkitError as PatchkitErrorBase
+from patchkit.trust.evidence import Evidence
 from patchkit.trust.keys import PublicKey, keyid_of, load_public_key, parse_public_key, public_pem
 from patchkit.trust.root.pin import RootPin
 
@@ -373,19 +374,28 @@ class TrustStore:
     entries: list[TrustEntry] = field(default_factory=list)
     cas: list[CAEntry] = field(default_factory=list)
     revocations: dict[str, Revoked] = field(default_factory=dict)
-    # In memory only: when the signed index of a verified registry says an artifact (by digest) was
-    # published, and which key signed that index; and why a key statement about a key was refused.
-    signing_times: dict[str, tuple[datetime, str]] = field(default_factory=dict)
-    notes: dict[str, str] = field(default_factory=dict)
     roots: list[RootPin] = field(default_factory=list)
-    # In memory only: the keys a pinned root delegates, per name (from a verified refresh of a
-    # registry) or per namespace (from this machine's cached metadata, for a directory).
-    delegated: dict[str, list[TrustEntry]] = field(default_factory=dict)
     identities: list[IdentityEntry] = field(default_factory=list)
     # Top-level keys and tables this version does not know (a newer patchkit's), written back as read.
     unknown: dict[str, Any] = field(default_factory=dict)
-    # In memory only: sigstore TrustedRoot objects by trusted-root sha256, parsed once per process.
-    keyless_roots: dict[str, Any] = field(default_factory=dict)
+    # What this run learned (signing times, delegations, notes): not configuration, never saved.
+    evidence: Evidence = field(default_factory=Evidence)
+
+    @property
+    def signing_times(self) -> dict[str, tuple[datetime, str]]:
+        return self.evidence.signing_times
+
+    @property
+    def notes(self) -> dict[str, str]:
+        return self.evidence.notes
+
+    @property
+    def delegated(self) -> dict[str, list[TrustEntry]]:
+        return self.evidence.delegated
+
+    @property
+    def keyless_roots(self) -> dict[str, Any]:
+        return self.evidence.keyless_roots
 
     @classmethod
     def load(cls, path: Path | None = None) -> TrustStore:
