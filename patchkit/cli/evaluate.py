@@ -82,16 +82,16 @@ def eval_cmd(
         _harm_sources(model, patch or [], out, report, fixed_prompt, max_new_tokens, limit, batch_size, trust, registry,
                       json_out, agreed)
         return
-    from patchkit.eval.runner import DEFAULT_FIXED_PROMPT, run_eval
+    from patchkit.eval.runner import DEFAULT_FIXED_PROMPT, EvalConfig, run_eval
 
     fp = None if no_fixed_prompt else (fixed_prompt if fixed_prompt is not None else DEFAULT_FIXED_PROMPT)
-    result = run_eval(
-        model, suite=suite, patches=patch or [], prompts=prompts, benign=benign, reference=reference,
+    result = run_eval(EvalConfig(
+        suite, model, patches=patch or [], prompts=prompts, benign=benign, reference=reference,
         fixed_prompt=fp, max_new_tokens=max_new_tokens, limit=limit, seed=seed, batch_size=batch_size,
         temperature=temperature, prompt_format=prompt_format, judge=judge, judge_prompt=judge_prompt,
         toxicity_scorer=toxicity_scorer, trust=trust, registry=registry, out=out, report=report, examples=examples,
         samples=samples, fluency=fluency, labels_agreement=agreed,
-    )
+    ))
     table = result.table()
     cfgs = list(result.configs)
     lines = [f"suite {suite}: {', '.join(cfgs)}", "  " + "  ".join(["metric".ljust(16), *(c[:12].rjust(12) for c in cfgs), "n".rjust(5)])]
