@@ -478,11 +478,14 @@ class _Training:
         self.shard = Shard(self.accelerator.process_index, self.accelerator.num_processes)
         self.world = self.shard.world
         with _deterministic():
-            for stage in cfg.stages:
+            for i, stage in enumerate(cfg.stages):
                 if stage == "dpo" and self.on_policy and self.state.policy_prefix is None:
                     self._sample_policy_pairs()
                 if self.state.done[stage] >= len(self.schedules[stage]):
-                    self.validate(stage)
+                    # A stage with nothing left ends here: judge it, as an uninterrupted run did at its end
+                    # (once per step). A stage that ended before a later one started was judged then.
+                    if not any(self.state.done[later] for later in cfg.stages[i + 1 :]):
+                        self.validate(stage)
                     continue
                 self._run_stage(stage, stop_after)
 
