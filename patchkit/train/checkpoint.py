@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch
 
 from patchkit._internal.files import atomic_write_bytes
 from patchkit.errors import InvalidInputError
+from patchkit.train.selection import Tracker
 
 CHECKPOINT_DIR = "checkpoints"
 KEEP = 2
@@ -70,3 +72,77 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or "prefix" not in state or "signature" not in state:
         raise InvalidInputError(f"checkpoint {path} is not a patchkit training checkpoint")
     return state
+
+
+def _no_steps() -> dict[str, int]:
+    return {"repr": 0, "sft": 0, "dpo": 0}
+
+
+@dataclass
+class TrainState:
+    """What a run has learned so far besides the prefix, with the one save and the one load of it.
+
+    The trainer reads and writes its progress only through this object, so what a checkpoint
+    holds and what a resume restores cannot drift apart (a resume must replay bit-exactly).
+    `optimizer` is the saved optimizer state, waiting for the stage it belongs to to pick it up.
+    """
+
+    curves: dict[str, list[float]]
+    tracker: Tracker | None = None
+    done: dict[str, int] = field(default_factory=_no_steps)
+    ref_prefix: torch.Tensor | None = None  # the DPO reference prefix (None: the bare base)
+    ref_lp: torch.Tensor | None = None  # the DPO reference's log-probs, scored once when DPO starts
+    policy_prefix: torch.Tensor | None = None  # the prefix the on-policy pairs were sampled from
+    optimizer: dict[str, Any] | None = None
+    resumed_from: str | None = None
+
+    @classmethod
+    def fresh(cls, stages: tuple[str, ...], tracker: Tracker | None) -> TrainState:
+        return cls(curves={s: [] for s in stages}, tracker=tracker)
+
+    @property
+    def global_step(self) -> int:
+        return sum(self.done.values())
+
+    def save(self, out: Path, *, signature: str, prefix: torch.Tensor, stage: str,
+             optimizer: torch.optim.Optimizer | None) -> Path:
+        """Write this state, the prefix and the RNG states as the checkpoint of the current global step."""
+        return save_checkpoint(out, self.global_step, {
+            "signature": signature,
+            "prefix": prefix.detach().cpu().clone(),
+            "done": dict(self.done),
+            "stage": stage,
+            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "curves": self.curves,
+            "ref_prefix": self.ref_prefix,
+            "ref_lp": self.ref_lp,
+            "policy_prefix": self.policy_prefix,
+            "tracker": self.tracker.state() if self.tracker is not None else None,
+        })
+
+    def resume(self, out: Path, *, signature: str) -> torch.Tensor | None:
+        """Take over the newest checkpoint in `out` (and its RNG states); returns its prefix, None when there is none.
+
+        A checkpoint made with other settings, data or base model is refused: resuming it would
+        silently train something else.
+        """
+        found = latest_checkpoint(out)
+        if found is None:
+            return None
+        state = load_checkpoint(found)
+        if state["signature"] != signature:
+            raise InvalidInputError(
+                f"checkpoint {found} was made with other settings, data or base model",
+                "resume with the exact same command, or choose another --out",
+            )
+        self.done.update(state["done"])
+        self.curves = {k: list(v) for k, v in state["curves"].items()}
+        self.ref_prefix, self.ref_lp = state.get("ref_prefix"), state.get("ref_lp")
+        self.policy_prefix = state.get("policy_prefix")
+        if self.tracker is not None and state.get("tracker") is not None:
+            self.tracker = Tracker.from_state(state["tracker"])
+        self.optimizer = state.get("optimizer")
+        set_rng_state(state["rng"])
+        self.resumed_from = found.name
+        prefix: torch.Tensor = state["prefix"]
+        return prefix

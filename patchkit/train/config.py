@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from patchkit.errors import InvalidInputError
 
@@ -16,6 +16,7 @@ STAGES_HINT = "use --stages with one or more of repr, sft, dpo (comma-separated)
 DPO_REFERENCES = ("sft", "none")
 DPO_REJECTED = ("base", "policy", "both")
 SELECT = ("last", "best")
+_T = TypeVar("_T")
 
 # The paper found a safety instruction far better than random as the starting prefix.
 DEFAULT_INIT_TEXT = (
@@ -26,57 +27,80 @@ DEFAULT_INIT = f'text:"{DEFAULT_INIT_TEXT}"'
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Every hyperparameter of a run; all of it lands in training.json."""
+class Flag:
+    """How a setting shows on `patchkit train`, declared beside the setting so the CLI cannot drift
+    from it: the flag is `--` and the name with dashes, `help` its help text, and `shown` what
+    `--help` prints as the default when the real one is too long (the flag then passes nothing
+    unless it is given)."""
 
-    stages: tuple[str, ...] = DEFAULT_STAGES
-    repr_epochs: int = 1
-    sft_epochs: int = 1
-    dpo_epochs: int = 1
-    max_steps: int | None = None  # a cap for each stage
-    batch_size: int = 4
-    lr: float = 5e-3
-    dpo_lr: float | None = None  # None: the same as lr
+    help: str | None = None
+    shown: str | None = None
+
+
+def setting(default: _T, help: str | None = None, *, shown: str | None = None) -> _T:
+    """A TrainConfig field that `patchkit train` offers as a flag."""
+    return field(default=default, metadata={"flag": Flag(help, shown)})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every hyperparameter of a run; all of it lands in training.json.
+
+    The fields declared with `setting` are `patchkit train`'s flags (`patchkit.cli.train` reads
+    them from here: name, type, default and help).
+    """
+
+    stages: tuple[str, ...] = setting(DEFAULT_STAGES, "Comma-separated stages of repr, sft, dpo (run in that order), "
+                                      "e.g. sft,dpo or repr,sft,dpo. repr: a refusal-probe objective (harmfulness).")
+    repr_epochs: int = setting(1)
+    sft_epochs: int = setting(1)
+    dpo_epochs: int = setting(1)
+    max_steps: int | None = setting(None, "Cap on optimizer steps for each stage.")
+    batch_size: int = setting(4)
+    lr: float = setting(5e-3)
+    dpo_lr: float | None = setting(None, "Learning rate of the DPO stage (default: --lr).")  # None: the same as lr
     # Weight of an SFT (NLL) term on the reference responses during DPO, over all training
     # prompts, benign ones included: without it DPO sees only the pairs M' wins (the harmful
     # prompts) and can drift towards refusing everything. 0 is the paper's pure DPO.
-    sft_weight: float = 0.0
-    beta: float = 0.1
-    min_margin: float = 0.5
-    dpo_reference: str = "sft"
+    sft_weight: float = setting(0.0, "Weight of an SFT term on the reference responses during DPO (0: pure DPO).")
+    beta: float = setting(0.1, "DPO beta.")
+    min_margin: float = setting(0.5, "Drop DPO pairs whose scorer margin (chosen - rejected) is below this.")
+    dpo_reference: str = setting("sft", "DPO reference policy: sft (frozen prefix after SFT) or none (bare base).")
     # Where DPO's rejected replies come from: "base" (M, the paper), "policy" (the SFT-patched
     # policy's own greedy replies: on-policy pairs, beyond the paper) or "both".
-    dpo_rejected: str = "base"
+    dpo_rejected: str = setting("base", "DPO rejected replies: base (M, the paper), policy (the SFT-patched policy's "
+                                "own replies: on-policy pairs) or both.")
     # Harmfulness: benign DPO pairs (the reference's own answer chosen over a refusal) per harmful
     # pair, for the prompts the reference answers. Without them DPO only ever rewards refusing.
     # 0 turns them off (the paper's pairs only).
-    benign_ratio: float = 0.0
+    benign_ratio: float = setting(0.0, "Harmfulness: benign DPO pairs (reference answer > a refusal) per harmful pair; "
+                                  "0: none.")
     # The "repr" stage: a refusal probe on M's hidden state at the assistant position of layer
     # `repr_layer` (None: about 55% of the depth), L2-regularised logistic regression with strength
     # `repr_l2`; the prefix is trained to put harmful prompts `repr_margin` probe-logits past the
     # boundary on the refusal side and benign ones as far on the other, plus `repr_keep` times the
     # relative change of the hidden state orthogonal to the probe direction.
-    repr_layer: int | None = None
-    repr_l2: float = 1e-2
-    repr_margin: float = 4.0
-    repr_keep: float = 1.0
-    repr_lr: float | None = None  # None: the same as lr
+    repr_layer: int | None = setting(None, "repr: the probe's layer (default about 55% of the depth).")
+    repr_l2: float = setting(1e-2, "repr: L2 strength of the logistic probe.")
+    repr_margin: float = setting(4.0, "repr: probe-logit margin to push each prompt past the boundary.")
+    repr_keep: float = setting(1.0, "repr: weight of keeping the hidden state still off the probe direction.")
+    repr_lr: float | None = setting(None, "Learning rate of the repr stage (default: --lr).")  # None: the same as lr
     # Validation-based selection (needs a validation set): judge the policy's greedy replies
     # every `eval_every` steps and at the end of each stage; "best" keeps the best-scoring prefix.
-    eval_every: int | None = None
-    select: str = "last"
-    selection_weight: float = 1.0
-    validation_max_new_tokens: int = 32
-    tokens: int = 50
-    init: str = DEFAULT_INIT
-    max_new_tokens: int = 64
-    generation_batch_size: int = 8
-    seed: int = 0
+    eval_every: int | None = setting(None, "Judge the validation set every N steps.")
+    select: str = setting("last", "last, or best (the best validation score).")
+    selection_weight: float = setting(1.0, "Score = refusal - weight x (over-refusal + caveats) on validation.")
+    validation_max_new_tokens: int = setting(32)
+    tokens: int = setting(50, "Number of virtual tokens.")
+    init: str = setting(DEFAULT_INIT, 'text:"...", random or vocab.', shown="text:<a safety instruction>")
+    max_new_tokens: int = setting(64, "Generation (and response) length cap.")
+    generation_batch_size: int = setting(8)
+    seed: int = setting(0)
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    save_every: int | None = None
-    bf16: bool = False
-    gradient_checkpointing: bool = False
+    save_every: int | None = setting(None, "Write a checkpoint every N steps.")
+    bf16: bool = setting(False, "Run the frozen base in bfloat16.")
+    gradient_checkpointing: bool = setting(False)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def hyperparameters(self) -> dict[str, Any]:

@@ -22,11 +22,11 @@ from patchkit.artifact.layout import prompt_tuning_config
 from patchkit.errors import InvalidInputError, NotFoundError, UsageError
 from patchkit.lm.loading import load_model
 from patchkit.manifest import validate_domain
-from patchkit.train import checkpoint as ckpt
 from patchkit.train.benign import benign_pairs
+from patchkit.train.checkpoint import TrainState
 from patchkit.train.config import TrainConfig, make_config
 from patchkit.train.data import DataRecord, Prompt, prompts_from_list, read_prompts
-from patchkit.train.dpo import Pair, dpo_batch_loss, reference_logprobs
+from patchkit.train.dpo import Pair, reference_logprobs
 from patchkit.train.generation import (
     GenerationCache,
     GenerationSettings,
@@ -43,7 +43,7 @@ from patchkit.train.reference import (
     SystemPromptReference,
     parse_reference,
 )
-from patchkit.train.representation import Probe, default_layer, fit_probe, prompt_hidden, repr_batch_loss
+from patchkit.train.representation import Probe, default_layer, fit_probe, prompt_hidden
 from patchkit.train.scorer import Scorer, scorer_for
 from patchkit.train.selection import (
     Tracker,
@@ -53,7 +53,7 @@ from patchkit.train.selection import (
     read_validation,
     score_replies,
 )
-from patchkit.train.sft import sft_batch_loss
+from patchkit.train.stages import DpoObjective, Objective, ReprObjective, SftObjective, Shard, schedule
 
 ON_POLICY_NOTE = (
     "DPO rejected replies sampled from the SFT-patched policy (on-policy pairs): this goes beyond the paper, which takes "
@@ -102,17 +102,6 @@ def _deterministic() -> Iterator[None]:
         yield
     finally:
         torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
-
-
-def _schedule(stage: str, n: int, epochs: int, batch_size: int, seed: int, max_steps: int | None) -> list[list[int]]:
-    """The fixed batch order of a stage: a pure function of the seed, so resumes replay it."""
-    salt = {"sft": 1, "dpo": 2, "sft-reg": 3, "repr": 4}[stage]
-    batches: list[list[int]] = []
-    for epoch in range(epochs):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + salt * 10_007 + epoch)
-        order = torch.randperm(n, generator=g).tolist()
-        batches.extend(order[i : i + batch_size] for i in range(0, n, batch_size))
-    return batches[:max_steps] if max_steps is not None else batches
 
 
 def _model_dims(config: Any) -> tuple[int, int, int, int]:
@@ -465,173 +454,154 @@ class _Training:
 
     # -- phase 4: the training loop ---------------------------------------------------------------------
     def loop(self, *, resume: bool, stop_after: int | None) -> None:
-        cfg, accelerator, val_set = self.cfg, self.accelerator, self.data.validation
+        """Run the stages in order; a resumed run skips what its checkpoint says is done and replays the rest."""
+        cfg, val_set = self.cfg, self.data.validation
         self.signature = _signature(cfg, self.domain, self.base_digest, self.ref_desc, self.data.records)
         self.init_prefix = initial_prefix(self.base_model, self.tokenizer, cfg.init, cfg.tokens, cfg.seed)
+        self._prepare_model()
+        self.state = TrainState.fresh(cfg.stages, Tracker(cfg.selection_weight) if val_set is not None else None)
+        if resume and (prefix := self.state.resume(self.data.out_path, signature=self.signature)) is not None:
+            with torch.no_grad():
+                self.inner.prefix.copy_(prefix.to(self.inner.prefix.device))
+        self.on_policy = "dpo" in cfg.stages and cfg.dpo_rejected in ("policy", "both")
+        self.val_settings = GenerationSettings(max_new_tokens=cfg.validation_max_new_tokens, dtype=self.settings.dtype)
+        self.val_texts = [format_prompt(self.tokenizer, p) for p in val_set.prompts] if val_set is not None else []
+        if self.state.policy_prefix is not None:  # resumed inside DPO: rebuild the same pairs (cached replies)
+            self.build_policy_pairs(self.state.policy_prefix)
+        if "repr" in cfg.stages:
+            self.fit_repr_probe(self.model)
+        self.schedules = {
+            "repr": schedule("repr", len(self.prompt_ids), cfg.repr_epochs, cfg.batch_size, cfg.seed, cfg.max_steps),
+            "sft": schedule("sft", len(self.sft_examples), cfg.sft_epochs, cfg.batch_size, cfg.seed, cfg.max_steps),
+            "dpo": self._dpo_schedule(),
+        }
+        self.shard = Shard(self.accelerator.process_index, self.accelerator.num_processes)
+        self.world = self.shard.world
+        with _deterministic():
+            for i, stage in enumerate(cfg.stages):
+                if stage == "dpo" and self.on_policy and self.state.policy_prefix is None:
+                    self._sample_policy_pairs()
+                if self.state.done[stage] >= len(self.schedules[stage]):
+                    # A stage with nothing left ends here: judge it, as an uninterrupted run did at its end
+                    # (once per step). A stage that ended before a later one started was judged then.
+                    if not any(self.state.done[later] for later in cfg.stages[i + 1 :]):
+                        self.validate(stage)
+                    continue
+                self._run_stage(stage, stop_after)
+
+    def _prepare_model(self) -> None:
+        """M with the trainable prefix, handed to accelerate."""
         model = PrefixLM(self.base_model, self.init_prefix)
-        if cfg.gradient_checkpointing:
+        if self.cfg.gradient_checkpointing:
             self.base_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             self.base_model.train()  # checkpointing only runs in train mode; dropout stays off for determinism
             for m in self.base_model.modules():
                 if isinstance(m, torch.nn.Dropout):
                     m.eval()
-        model = accelerator.prepare(model)
-        inner: PrefixLM = accelerator.unwrap_model(model)
-        self.inner, self.model = inner, model
-        pad_id = int(self.tokenizer.pad_token_id)
+        self.model = self.accelerator.prepare(model)
+        self.inner: PrefixLM = self.accelerator.unwrap_model(self.model)
         # Chosen and rejected share the prompt: run it once through the KV cache (not with
         # checkpointing, which turns the cache off).
-        shared = not cfg.gradient_checkpointing
+        self.shared = not self.cfg.gradient_checkpointing
 
-        done: dict[str, int] = {"repr": 0, "sft": 0, "dpo": 0}
-        self.curves: dict[str, list[float]] = {s: [] for s in cfg.stages}
-        ref_prefix: torch.Tensor | None = None
-        ref_lp: torch.Tensor | None = None
-        policy_prefix: torch.Tensor | None = None  # the prefix the on-policy pairs were sampled from
-        self.tracker = Tracker(cfg.selection_weight) if val_set is not None else None
-        opt_state: dict[str, Any] | None = None
-        self.resumed_from: str | None = None
-        out_path = self.data.out_path
-        if resume and (found := ckpt.latest_checkpoint(out_path)) is not None:
-            state = ckpt.load_checkpoint(found)
-            if state["signature"] != self.signature:
-                raise InvalidInputError(
-                    f"checkpoint {found} was made with other settings, data or base model",
-                    "resume with the exact same command, or choose another --out",
-                )
-            with torch.no_grad():
-                inner.prefix.copy_(state["prefix"].to(inner.prefix.device))
-            done.update(state["done"])
-            self.curves = {k: list(v) for k, v in state["curves"].items()}
-            ref_prefix, ref_lp = state.get("ref_prefix"), state.get("ref_lp")
-            policy_prefix = state.get("policy_prefix")
-            if self.tracker is not None and state.get("tracker") is not None:
-                self.tracker = Tracker.from_state(state["tracker"])
-            opt_state = state.get("optimizer")
-            ckpt.set_rng_state(state["rng"])
-            self.resumed_from = found.name
+    def _dpo_schedule(self) -> list[list[int]]:
+        cfg = self.cfg
+        return schedule("dpo", len(self.pairs), cfg.dpo_epochs, cfg.batch_size, cfg.seed, cfg.max_steps) if self.pairs else []
 
-        self.on_policy = "dpo" in cfg.stages and cfg.dpo_rejected in ("policy", "both")
-        val_settings = GenerationSettings(max_new_tokens=cfg.validation_max_new_tokens, dtype=self.settings.dtype)
-        val_texts = [format_prompt(self.tokenizer, p) for p in val_set.prompts] if val_set is not None else []
+    def _sample_policy_pairs(self) -> None:
+        """On-policy DPO: sample the rejected replies from the prefix as it is now, when DPO starts."""
+        self.state.policy_prefix = self.inner.prefix.detach().cpu().clone()
+        self.build_policy_pairs(self.state.policy_prefix)
+        self.schedules["dpo"] = self._dpo_schedule()
 
-        def validate(stage: str) -> None:
-            if self.tracker is None or val_set is None:
-                return
-            step = sum(done.values())
-            if self.tracker.points and self.tracker.points[-1].step == step:
-                return
-            replies = policy_replies(self.base_model, self.tokenizer, inner.prefix, val_texts, base_digest=self.base_digest,
-                                     settings=val_settings, batch_size=cfg.generation_batch_size, cache=self.cache,
-                                     desc="validation")
-            refusal, over, cav, sc = score_replies(val_set.rows, replies, cfg.selection_weight)
-            self.tracker.add(ValidationPoint(stage, step, refusal, over, cav, sc), inner.prefix)
-
-        if policy_prefix is not None:  # resumed inside DPO: rebuild the same pairs (cached replies)
-            self.build_policy_pairs(policy_prefix)
-        if "repr" in cfg.stages:
-            self.fit_repr_probe(model)
-        self.schedules = {
-            "repr": _schedule("repr", len(self.prompt_ids), cfg.repr_epochs, cfg.batch_size, cfg.seed, cfg.max_steps),
-            "sft": _schedule("sft", len(self.sft_examples), cfg.sft_epochs, cfg.batch_size, cfg.seed, cfg.max_steps),
-            "dpo": _schedule("dpo", len(self.pairs), cfg.dpo_epochs, cfg.batch_size, cfg.seed, cfg.max_steps) if self.pairs else [],
-        }
-        sft_reg = _schedule("sft-reg", len(self.sft_examples), max(1, cfg.dpo_epochs) * 4, cfg.batch_size, cfg.seed, None)
-        rank, self.world = accelerator.process_index, accelerator.num_processes
-
-        def local(idx: list[int]) -> list[int]:
-            return idx[rank::self.world] or idx[-1:]
-
-        def save(stage: str, optimizer: torch.optim.Optimizer | None) -> None:
-            if accelerator.is_main_process:
-                global_step = sum(done.values())
-                ckpt.save_checkpoint(out_path, global_step, {
-                    "signature": self.signature,
-                    "prefix": inner.prefix.detach().cpu().clone(),
-                    "done": dict(done),
-                    "stage": stage,
-                    "optimizer": optimizer.state_dict() if optimizer is not None else None,
-                    "curves": self.curves,
-                    "ref_prefix": ref_prefix,
-                    "ref_lp": ref_lp,
-                    "policy_prefix": policy_prefix,
-                    "tracker": self.tracker.state() if self.tracker is not None else None,
-                })
-            accelerator.wait_for_everyone()
-
+    def _run_stage(self, stage: str, stop_after: int | None) -> None:
+        """The remaining steps of one stage, with its own optimizer (restored from the checkpoint mid-stage)."""
         from patchkit._internal.progress import Progress
 
-        with _deterministic():
-            for stage in cfg.stages:
-                if stage == "dpo" and self.on_policy and policy_prefix is None:
-                    policy_prefix = inner.prefix.detach().cpu().clone()
-                    self.build_policy_pairs(policy_prefix)
-                    self.schedules["dpo"] = (_schedule("dpo", len(self.pairs), cfg.dpo_epochs, cfg.batch_size, cfg.seed,
-                                                       cfg.max_steps) if self.pairs else [])
-                schedule = self.schedules[stage]
-                if done[stage] >= len(schedule):
-                    validate(stage)
-                    continue
-                lr = {"dpo": cfg.dpo_lr, "repr": cfg.repr_lr}.get(stage) or cfg.lr
-                optimizer = torch.optim.AdamW([inner.prefix], lr=lr, weight_decay=cfg.weight_decay)
-                if opt_state is not None and done[stage] > 0:
-                    optimizer.load_state_dict(opt_state)
-                opt_state = None
-                if stage == "dpo" and ref_lp is None:
-                    # The reference never changes during the stage: score it once, up front.
-                    ref_prefix = inner.prefix.detach().cpu().clone() if cfg.dpo_reference == "sft" else None
-                    ref_lp = reference_logprobs(inner, self.pairs, pad_id, self.device, ref_prefix, cfg.generation_batch_size,
-                                                shared)
-                bar = Progress(len(schedule), f"{stage.upper()} training", unit="steps", initial=done[stage], leave=True,
-                               disable=not accelerator.is_main_process)  # the other processes show nothing
-                for idx in schedule[done[stage] :]:
-                    rows = local(idx)
-                    if stage == "sft":
-                        loss = sft_batch_loss(model, [self.sft_examples[i] for i in rows], pad_id, self.device)
-                    elif stage == "repr":
-                        assert self.probe is not None
-                        loss = repr_batch_loss(model, [self.prompt_ids[i] for i in rows], self.repr_base[rows],
-                                               self.repr_labels[rows], self.probe, pad_id, self.device,
-                                               margin=cfg.repr_margin, keep=cfg.repr_keep)
-                    else:
-                        assert ref_lp is not None
-                        loss, _ = dpo_batch_loss(model, [self.pairs[i] for i in rows], ref_lp[rows], pad_id, self.device,
-                                                 cfg.beta, shared)
-                        if cfg.sft_weight > 0:
-                            # The regularizer's batches follow their own seeded order, indexed by the
-                            # DPO step, so a resumed run replays them exactly.
-                            reg = local(sft_reg[done["dpo"] % len(sft_reg)])
-                            loss = loss + cfg.sft_weight * sft_batch_loss(model, [self.sft_examples[i] for i in reg], pad_id,
-                                                                          self.device)
-                    optimizer.zero_grad(set_to_none=True)
-                    accelerator.backward(loss)
-                    if cfg.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_([inner.prefix], cfg.max_grad_norm)
-                    optimizer.step()
-                    value = float(accelerator.reduce(loss.detach(), reduction="mean"))
-                    if not math.isfinite(value):
-                        raise InvalidInputError(f"the {stage} loss became {value} at step {done[stage] + 1}",
-                                                "lower --lr, or drop --bf16")
-                    self.curves[stage].append(value)
-                    done[stage] += 1
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{value:.4f}")
-                    global_step = sum(done.values())
-                    if cfg.eval_every and global_step % cfg.eval_every == 0:
-                        validate(stage)
-                    if cfg.save_every and global_step % cfg.save_every == 0:
-                        save(stage, optimizer)
-                    if stop_after is not None and global_step >= stop_after:
-                        bar.close()
-                        raise StopTraining(f"stopped after {global_step} steps")
+        cfg, state, plan = self.cfg, self.state, self.schedules[stage]
+        lr = {"dpo": cfg.dpo_lr, "repr": cfg.repr_lr}.get(stage) or cfg.lr
+        optimizer = torch.optim.AdamW([self.inner.prefix], lr=lr, weight_decay=cfg.weight_decay)
+        if state.optimizer is not None and state.done[stage] > 0:
+            optimizer.load_state_dict(state.optimizer)
+        state.optimizer = None
+        objective = self._objective(stage)
+        bar = Progress(len(plan), f"{stage.upper()} training", unit="steps", initial=state.done[stage], leave=True,
+                       disable=not self.accelerator.is_main_process)  # the other processes show nothing
+        for idx in plan[state.done[stage] :]:
+            value = self._step(stage, optimizer, objective.loss(self.model, self.shard.rows(idx), state.done[stage]))
+            bar.update(1)
+            bar.set_postfix(loss=f"{value:.4f}")
+            global_step = state.global_step
+            if cfg.eval_every and global_step % cfg.eval_every == 0:
+                self.validate(stage)
+            if cfg.save_every and global_step % cfg.save_every == 0:
+                self.save(stage, optimizer)
+            if stop_after is not None and global_step >= stop_after:
                 bar.close()
-                validate(stage)
-                if cfg.save_every:
-                    save(stage, None if done[stage] >= len(schedule) else optimizer)
+                raise StopTraining(f"stopped after {global_step} steps")
+        bar.close()
+        self.validate(stage)
+        if cfg.save_every:
+            self.save(stage, None if state.done[stage] >= len(plan) else optimizer)
+
+    def _objective(self, stage: str) -> Objective:
+        """The loss of `stage`; DPO scores its reference once, up front (it never changes during the stage)."""
+        cfg, state, pad_id = self.cfg, self.state, int(self.tokenizer.pad_token_id)
+        sft = SftObjective(self.sft_examples, pad_id, self.device)
+        if stage == "sft":
+            return sft
+        if stage == "repr":
+            assert self.probe is not None
+            return ReprObjective(self.prompt_ids, self.repr_base, self.repr_labels, self.probe, pad_id, self.device,
+                                 margin=cfg.repr_margin, keep=cfg.repr_keep)
+        if state.ref_lp is None:
+            state.ref_prefix = self.inner.prefix.detach().cpu().clone() if cfg.dpo_reference == "sft" else None
+            state.ref_lp = reference_logprobs(self.inner, self.pairs, pad_id, self.device, state.ref_prefix,
+                                              cfg.generation_batch_size, self.shared)
+        regularizer = schedule("sft-reg", len(self.sft_examples), max(1, cfg.dpo_epochs) * 4, cfg.batch_size, cfg.seed, None)
+        return DpoObjective(self.pairs, state.ref_lp, pad_id, self.device, cfg.beta, self.shared, sft, cfg.sft_weight,
+                            regularizer, self.shard)
+
+    def _step(self, stage: str, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> float:
+        """One optimizer step on the prefix; records the loss (averaged over the processes) and counts the step."""
+        cfg, accelerator = self.cfg, self.accelerator
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        if cfg.max_grad_norm > 0:
+            accelerator.clip_grad_norm_([self.inner.prefix], cfg.max_grad_norm)
+        optimizer.step()
+        value = float(accelerator.reduce(loss.detach(), reduction="mean"))
+        if not math.isfinite(value):
+            raise InvalidInputError(f"the {stage} loss became {value} at step {self.state.done[stage] + 1}",
+                                    "lower --lr, or drop --bf16")
+        self.state.curves[stage].append(value)
+        self.state.done[stage] += 1
+        return value
+
+    def validate(self, stage: str) -> None:
+        """Judge the validation set with the current prefix, once per global step (selection, see `selection`)."""
+        tracker, val_set, cfg = self.state.tracker, self.data.validation, self.cfg
+        if tracker is None or val_set is None:
+            return
+        step = self.state.global_step
+        if tracker.points and tracker.points[-1].step == step:
+            return
+        replies = policy_replies(self.base_model, self.tokenizer, self.inner.prefix, self.val_texts, base_digest=self.base_digest,
+                                 settings=self.val_settings, batch_size=cfg.generation_batch_size, cache=self.cache,
+                                 desc="validation")
+        refusal, over, cav, sc = score_replies(val_set.rows, replies, cfg.selection_weight)
+        tracker.add(ValidationPoint(stage, step, refusal, over, cav, sc), self.inner.prefix)
+
+    def save(self, stage: str, optimizer: torch.optim.Optimizer | None) -> None:
+        """A checkpoint of the run (the main process writes it; the others wait)."""
+        if self.accelerator.is_main_process:
+            self.state.save(self.data.out_path, signature=self.signature, prefix=self.inner.prefix, stage=stage,
+                            optimizer=optimizer)
+        self.accelerator.wait_for_everyone()
 
     # -- phase 5: the outputs ----------------------------------------------------------------------------
     def finish(self) -> TrainResult:
-        cfg, val_set, tracker = self.cfg, self.data.validation, self.tracker
+        cfg, val_set, tracker = self.cfg, self.data.validation, self.state.tracker
         prefix = self.inner.prefix.detach().cpu().clone()
         selection: dict[str, Any] | None = None
         if tracker is not None and val_set is not None:
@@ -658,7 +628,7 @@ class _Training:
             "patchkit_version": constants.PATCHKIT_VERSION,
             "init": cfg.init,
             "domain": self.domain,
-            "loss_curves": self.curves,
+            "loss_curves": self.state.curves,
             "steps": {s: len(self.schedules[s]) for s in cfg.stages},
             "dpo_skipped": ("no on-policy pairs: the SFT policy already agreed with the reference on every training prompt"
                             if "dpo" in cfg.stages and not self.pairs else None),
@@ -668,7 +638,7 @@ class _Training:
             "extensions": [ON_POLICY_NOTE] if self.on_policy else [],
             "base_model": {"path": str(self.data.base_path), "digest": self.base_digest},
             "generations": {"cached": self.cache.hits, "generated": self.cache.misses},
-            "resumed_from": self.resumed_from,
+            "resumed_from": self.state.resumed_from,
             "processes": self.world,
             "wall_time_s": round(wall, 3),
         }
@@ -676,7 +646,7 @@ class _Training:
             self.data.out_path.mkdir(parents=True, exist_ok=True)
             _write_outputs(self.data.out_path, prefix, self.data.base_path, self.base_model.config, cfg, training)
         self.accelerator.wait_for_everyone()
-        return TrainResult(self.data.out_path, prefix, self.init_prefix, method, self.curves, training, training["generations"],
+        return TrainResult(self.data.out_path, prefix, self.init_prefix, method, self.state.curves, training, training["generations"],
                            wall, self.accelerator.is_main_process)
 
 

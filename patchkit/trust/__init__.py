@@ -8,7 +8,7 @@
 - `root`: a namespace's root of trust (TUF metadata and the ngclient view of it).
 - `store`: the trust store (`trust.toml`) that ties them to name scopes; `authorize` decides.
 
-`from patchkit.trust import TrustStore, trust_add, …` keeps working: the store's public names
+`from patchkit.trust.store import TrustStore, trust_add, …` keeps working: the store's public names
 are re-exported here.
 """
 

@@ -114,6 +114,24 @@ def test_api_refuses_bad_input(tmp_path: Path, fake_wheels: Path) -> None:
         run_eval(None, suite="harmfulness")
 
 
+def test_evalconfig_and_the_keyword_form_run_the_same_evaluation(fake_wheels: Path) -> None:
+    from patchkit.eval import EvalConfig
+
+    by_keywords = run_eval(None, suite="harmfulness", configs=_cfgs(), limit=20, seed=3)
+    by_config = run_eval(EvalConfig("harmfulness", configs=_cfgs(), limit=20, seed=3))
+    assert by_config.metrics == by_keywords.metrics
+    drop = ("created_at", "seconds")
+    assert {k: v for k, v in by_config.settings.items() if k not in drop} == \
+        {k: v for k, v in by_keywords.settings.items() if k not in drop}
+    assert by_config.settings["limit"] == 20 and by_config.settings["seed"] == 3
+    with pytest.raises(UsageError, match="not both"):
+        run_eval(EvalConfig("harmfulness", configs=_cfgs()), limit=3)
+    with pytest.raises(TypeError, match="nonsense"):
+        run_eval(None, suite="harmfulness", configs=_cfgs(), nonsense=1)
+    with pytest.raises(UsageError, match="unknown suite"):
+        run_eval(EvalConfig("nonsense", configs=_cfgs()))
+
+
 # -- real tiny models -------------------------------------------------------------------------
 
 

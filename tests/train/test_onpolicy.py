@@ -120,7 +120,10 @@ def test_validation_scores_real_replies(steerable_model: Path, tmp_path: Path) -
     assert all(abs(p["score"] - (p["refusal"] - p["over_refusal"] - p["caveat"])) < 1e-3 for p in points)
 
 
-def test_selection_resume_is_exact(tiny_model_factory: Any, tmp_path: Path) -> None:
+# Killed at step 4 (a validation step) and at step 5 (between two): a resumed run must not judge
+# the finished stages again at the step it resumes from.
+@pytest.mark.parametrize("stop_after", [4, 5])
+def test_selection_resume_is_exact(tiny_model_factory: Any, tmp_path: Path, stop_after: int) -> None:
     from patchkit.train import StopTraining
 
     base = tiny_model_factory("llama")
@@ -128,7 +131,7 @@ def test_selection_resume_is_exact(tiny_model_factory: Any, tmp_path: Path) -> N
                           "validation": VALIDATION, "eval_every": 2, "select": "best"}
     full = _train(base, tmp_path / "full", **kw)
     with pytest.raises(StopTraining):
-        _train(base, tmp_path / "r", save_every=1, stop_after=4, **kw)
+        _train(base, tmp_path / "r", save_every=1, stop_after=stop_after, **kw)
     resumed = _train(base, tmp_path / "r", save_every=1, resume=True, **kw)
     assert torch.equal(resumed.prefix, full.prefix)
     assert resumed.training["validation"]["points"] == full.training["validation"]["points"]
