@@ -29,9 +29,9 @@ from patchkit._internal.files import atomic_write_bytes, is_real_dir, read_regul
 from patchkit._internal.jsonio import Malformed, expect_list, loads_strict, require
 from patchkit.errors import IntegrityError, InvalidInputError, PatchkitError
 from patchkit.manifest import validate_name
+from patchkit.trust.keyless import is_keyless
 from patchkit.trust.keys import PrivateKey, PublicKey, keyid_of
 from patchkit.trust.store import TrustEntry, TrustStore
-from patchkit.trust.keyless import is_keyless
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"

@@ -34,9 +34,9 @@ from patchkit._internal.files import atomic_write_text, file_lock, lock_for, rea
 from patchkit._internal.jsonio import Malformed, dumps_canonical, expect_dict, optional, read_guard_state, require
 from patchkit.errors import InvalidInputError, NotFoundError, ReadOnlyError, RevokedError, TrustError, UsageError
 from patchkit.errors import PatchkitError as PatchkitErrorBase
+from patchkit.trust.evidence import Evidence
 from patchkit.trust.keys import PublicKey, keyid_of, load_public_key, parse_public_key, public_pem
 from patchkit.trust.root.pin import RootPin
-from patchkit.trust.evidence import Evidence
 
 if TYPE_CHECKING:
     from patchkit.trust.keyless import KeylessSigner
