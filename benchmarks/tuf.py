@@ -6,8 +6,8 @@ built twice in temp dirs with the Python API (setup is not timed):
 - today: the customer trusts the vendor's first PEM key for `bench/*`; each key change is a key-log
   rotation (`keylog.rotate`, old key hands over to the new one) and publishing goes on with the new
   key, so a customer follows 20 rotations;
-- TUF: `rooted.init` over an offline root key; the customer pins root.json; each key change is a
-  planned `rooted.rotate_key`, which re-signs every version kept so far (so publishes and rotations
+- TUF: `rootkeys.init` over an offline root key; the customer pins root.json; each key change is a
+  planned `rootkeys.rotate_key`, which re-signs every version kept so far (so publishes and rotations
   are interleaved, as a vendor's life would have them).
 
 Then, as whole processes (the CLI a customer runs), alternating today/TUF run by run so both see
@@ -143,16 +143,16 @@ def build_today(tmp: Path, model: Path) -> _Vendor:
 
 
 def build_tuf(tmp: Path, model: Path) -> _Vendor:
-    from patchkit.registry import rooted
+    from patchkit.registry import rootkeys
     from patchkit.trust.keys import generate_keypair
 
     root = generate_keypair(tmp / "root-key")
 
     def first(v: _Vendor) -> None:
-        rooted.init(NAMESPACE, [root.private], v.key(), registry=v.url, out=tmp / "root.json", names=[NAME])
+        rootkeys.init(NAMESPACE, [root.private], v.key(), registry=v.url, out=tmp / "root.json", names=[NAME])
 
     def change(v: _Vendor) -> None:
-        rooted.rotate_key(NAMESPACE, [root.private], v.keys[v.current + 1].private, registry=v.url)
+        rootkeys.rotate_key(NAMESPACE, [root.private], v.keys[v.current + 1].private, registry=v.url)
 
     return _build(tmp, model, change, first)
 

@@ -30,3 +30,14 @@ def test_public_import_paths_still_work() -> None:
     for module in ("patchkit.registry", "patchkit.artifact.verify", "patchkit.trust.bundles", "patchkit.basemodel.fingerprint",
                    "patchkit.demo.recipes.harmfulness", "patchkit.cli.ci_report"):
         importlib.import_module(module)
+
+
+def test_no_module_imports_itself_back() -> None:
+    """No circle in the import drawing, function-level imports included (the layer contract checks
+    the direction between rooms; this checks every module against every other)."""
+    import grimp
+
+    graph = grimp.build_graph("patchkit", include_external_packages=False, exclude_type_checking_imports=True)
+    cycles = [(a, b) for a in graph.modules for b in graph.find_modules_directly_imported_by(a)
+              if graph.find_shortest_chain(importer=b, imported=a) is not None]
+    assert not cycles, cycles[:5]

@@ -55,7 +55,7 @@ def init(
     json_: JsonOpt = False,
 ) -> None:
     """Create NS's root of trust in the registry (and migrate its published names given with --name)."""
-    from patchkit.registry.rooted import init as do_init
+    from patchkit.registry.rootkeys import init as do_init
 
     r = do_init(namespace, root_key, online_key, threshold=threshold, registry=registry, out=out, expires_days=expires_days,
                 passphrase_env=passphrase_env, names=name or [])
@@ -83,7 +83,7 @@ def rotate_key(
 
     After a leak, add --compromised-since: the stolen key, any key it "rotated" to, and every version
     not vouched for are gone for every customer at their next refresh."""
-    from patchkit.registry.rooted import rotate_key as do_rotate
+    from patchkit.registry.rootkeys import rotate_key as do_rotate
 
     r = do_rotate(namespace, root_key, new, old=old, compromised_since=compromised_since, vouch=vouch or [],
                   registry=registry, expires_days=expires_days, passphrase_env=passphrase_env, out=out)
@@ -105,7 +105,7 @@ def rotate_root(
     json_: JsonOpt = False,
 ) -> None:
     """Replace NS's root keys: the new root is signed by the old root's threshold and by the new keys."""
-    from patchkit.registry.rooted import rotate_root as do_rotate_root
+    from patchkit.registry.rootkeys import rotate_root as do_rotate_root
 
     r = do_rotate_root(namespace, root_key, new_root_key, online_key, threshold=threshold, registry=registry, out=out,
                        expires_days=expires_days, passphrase_env=passphrase_env)
@@ -115,7 +115,7 @@ def rotate_root(
 @root_app.command("show")
 def show(namespace: NamespaceArg, registry: RegistryOpt = None, json_: JsonOpt = False) -> None:
     """Show NS's root of trust as the registry holds it (signatures checked; expiry shown, not judged)."""
-    from patchkit.registry.rooted import show as do_show
+    from patchkit.registry.rootkeys import show as do_show
 
     r = do_show(namespace, registry=registry)
     emit(json_, r, "\n".join([

@@ -42,9 +42,10 @@ from patchkit.registry.backends import open_registry
 from patchkit.registry.base import Registry
 from patchkit.registry.cache import Fetched, entry_dir, fetch
 from patchkit.registry.client import choose, load_index
-from patchkit.registry.index import Index, IndexEntry, fresh_evidence, remembered_index
+from patchkit.registry.index import Index, IndexEntry, fresh_evidence
 from patchkit.registry.lock import Lock, LockEntry, default_lock_path, lock_guard, read_lock, write_lock
 from patchkit.registry.names import resolve_ref
+from patchkit.registry.rooted import remembered_index
 from patchkit.registry.spec import parse_spec
 from patchkit.trust.store import TrustStore
 from patchkit.version import Version

@@ -385,15 +385,21 @@ def remembered_index(registry_id: str, name: str, trust: TrustStore) -> Index | 
     seen = _read_state(_state_path()).get(_state_key(registry_id, name))
     if not isinstance(seen, dict) or seen.get("sha256") != hashlib.sha256(data).hexdigest():
         return None
-    pin = trust.root_for(name)
-    if pin is not None:
-        # Under a root of trust the index is vouched for by the cached metadata (unexpired), not by its own signature.
-        from patchkit.registry.rooted import remembered
-
-        return remembered(registry_id, name, data, trust, pin)
     index, signed = verify_index(data, sig, trust, name, where=f"the remembered index of {name}")
     index.attest_to(trust, signed.keyid)
     return index
+
+
+def remembered_bytes(registry_id: str, name: str) -> bytes | None:
+    """The remembered index's bytes, if they are the version this client last recorded (a root of
+    trust re-checks them against its cached metadata: `patchkit.registry.rooted.remembered_index`)."""
+    data_path, _ = _remembered_paths(registry_id, name)
+    try:
+        data = read_regular(data_path, MAX_INDEX_BYTES, error=IntegrityError)
+    except FileNotFoundError:
+        return None
+    seen = _read_state(_state_path()).get(_state_key(registry_id, name))
+    return data if isinstance(seen, dict) and seen.get("sha256") == hashlib.sha256(data).hexdigest() else None
 
 
 def seen_version(registry_id: str, name: str) -> int:
@@ -466,6 +472,7 @@ __all__ = [
     "parse_index",
     "refresh_hint",
     "remember_index",
+    "remembered_bytes",
     "remembered_index",
     "seen_version",
     "sign_index",

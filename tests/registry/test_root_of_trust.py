@@ -89,7 +89,7 @@ class World:
 
 @pytest.fixture
 def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pk_home: Path) -> World:
-    from patchkit.registry.rooted import init
+    from patchkit.registry.rootkeys import init
 
     keys = {label: generate_keypair(tmp_path / f"keys-{label}") for label in ("root", "k1", "k2", "own")}
     w = World(tmp_path, monkeypatch, f"file://{tmp_path / 'registry'}", keys["root"], keys["k1"], keys["k2"], keys["own"],
@@ -135,7 +135,7 @@ def raw_publish(w: World, version: str, signer: KeyPair, *, index_key: KeyPair, 
 
 
 def recover(w: World, since: str) -> Any:
-    from patchkit.registry.rooted import rotate_key
+    from patchkit.registry.rootkeys import rotate_key
 
     w.home("vendor")
     return rotate_key("acme", [w.root.private], w.k2.private, compromised_since=since, registry=w.url)
@@ -301,7 +301,7 @@ def test_rollback_with_deleted_index_tags_does_not_undo_a_yank(world: World) -> 
 
 
 def test_root_rotation_needs_the_old_roots_threshold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pk_home: Path) -> None:
-    from patchkit.registry.rooted import init, rotate_root
+    from patchkit.registry.rootkeys import init, rotate_root
 
     url = f"file://{tmp_path / 'registry'}"
     r1, r2, r3, online, forger = (generate_keypair(tmp_path / f"k{i}") for i in range(5))
@@ -446,7 +446,7 @@ def test_upgrade_says_a_pin_was_re_signed(world: World) -> None:
     """After a key change every kept version has a new signature (same files): `upgrade` re-locks it
     and says so, rather than "upgraded 0 patches"."""
     from patchkit.registry.customer import apply, upgrade
-    from patchkit.registry.rooted import rotate_key
+    from patchkit.registry.rootkeys import rotate_key
 
     w = world
     w.customer("c")
