@@ -212,7 +212,7 @@ def test_action_installs_patchkit_from_its_checkout_not_an_index(passing_run: Ac
     assert installed.is_relative_to(passing_run.runner_temp / "patchkit-venv") and "site-packages" in installed.parts
     assert info["version"] == __version__ and info["torch"] is False
     assert json.loads(info["url"])["url"] == (passing_run.runner_temp / "patchkit-src").as_uri()
-    for rel in ("cli/app.py", "verifying.py", "constants.py", "eval/data/factual.tsv"):  # the checkout's bytes
+    for rel in ("cli/app.py", "artifact/verify.py", "constants.py", "eval/data/factual.tsv"):  # the checkout's bytes
         assert (installed / rel).read_bytes() == (action_path / "patchkit" / rel).read_bytes(), rel
     assert "patchkit" not in info["dists"]  # the other project of that name
     # Every distribution in the venv is pinned in the requirements file, or is patchkit-llm or pip.

@@ -36,7 +36,7 @@ def test_certificate_expired_after_publishing_is_judged_at_the_attested_time(tmp
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    import patchkit.trust
+    import patchkit.trust.store
 
     url = f"file://{tmp_path / 'reg'}"
     ca = make_ca()
@@ -49,7 +49,7 @@ def test_certificate_expired_after_publishing_is_judged_at_the_attested_time(tmp
     refresh("acme/tox", key, registry=url, certificate_chain=renewed)  # the index is re-signed under the renewed certificate
     trust_add_ca(ca.write(tmp_path / "root.pem"), ["acme/*"])
     later = patchkit.trust.store.now_utc() + 10 * DAY
-    monkeypatch.setattr(patchkit.trust, "now_utc", lambda: later)  # ten days on: the first certificate has expired
+    monkeypatch.setattr(patchkit.trust.store, "now_utc", lambda: later)  # ten days on: the first certificate has expired
     path = pull("acme/tox@1", registry=url).path  # its signature is dated by the index: made while it was valid
     with pytest.raises(TrustError, match="expired at"):
         verify_artifact(path, trust=TrustStore.load())  # the directory alone carries no date
