@@ -301,8 +301,7 @@ def open_keyless(data: bytes, material: dict[str, Any], identities: Sequence[Ide
     from patchkit.trust import sigstore_native as native
 
     try:
-        doc = json.loads(data)
-        native.read_entry(doc)
+        parsed = native.read_bundle(json.loads(data))
     except native.Unsupported:
         return _open_with_sigstore(data, cert, claimed, candidates, who, source, cache)
     except native.Invalid as exc:
@@ -312,7 +311,7 @@ def open_keyless(data: bytes, material: dict[str, Any], identities: Sequence[Ide
     first: Exception | None = None
     for identity in candidates:  # each already names the leaf's issuer and identity: the policy holds
         try:
-            verified = native.verify_dsse(doc, cert, _native_root(identity, cache))
+            verified = native.verify_dsse(parsed, cert, _native_root(identity, cache))
         except native.ChainRefused as exc:
             first = first or _refused(str(exc), who, source)
             continue

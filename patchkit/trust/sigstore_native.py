@@ -7,6 +7,8 @@ checks below are sigstore-python 4.5's `Verifier.verify_dsse`, step for step and
 sigstore/_internal/rekor/checkpoint.py), so a bundle is accepted here exactly when sigstore
 accepts it:
 
+-. the bundle read as sigstore-models reads it (strict types, no unknown field), with sigstore's
+   v0.3 invariants (one log entry, an inclusion proof with a checkpoint, an inclusion promise);
 0. time: the log's integrated time, bound by the signed entry timestamp (SET);
 1. the leaf chains to a trusted Fulcio CA (every CA certificate of the trusted root whose
    `validFor` has started is an anchor, as in sigstore) and was valid at that time, by
@@ -174,24 +176,78 @@ def _verify_with(ring: dict[bytes, _Key], key_id: bytes, signature: bytes, data:
 
 
 # -- the bundle -----------------------------------------------------------------------------------
+#
+# sigstore-python reads a bundle with sigstore-models' pydantic models: strict types, no unknown
+# field, each field under its camelCase or snake_case name, protobuf uint64 as a JSON string,
+# protobuf bytes as base64 decoded without validation. `_shape` applies the same rules to the
+# parts of the models a keyless DSSE bundle uses, so a bundle they refuse is refused here too.
+
+_U64, _BYTES, _STR, _ANY = "u64", "bytes", "str", "any"
+_Schema = dict[str, tuple[Any, bool]]  # field (camelCase) -> (kind, required)
+_CHECKPOINT: _Schema = {"envelope": (_STR, True)}
+_PROOF: _Schema = {"logIndex": (_U64, True), "rootHash": (_BYTES, True), "treeSize": (_U64, True),
+                   "hashes": ([_BYTES], True), "checkpoint": (_CHECKPOINT, False)}
+_ENTRY: _Schema = {"logIndex": (_U64, True), "logId": ({"keyId": (_BYTES, True)}, True),
+                   "kindVersion": ({"kind": (_STR, True), "version": (_STR, True)}, True),
+                   "integratedTime": (_U64, False), "inclusionPromise": ({"signedEntryTimestamp": (_BYTES, True)}, False),
+                   "inclusionProof": (_PROOF, True), "canonicalizedBody": (_BYTES, True)}
+_MATERIAL: _Schema = {"publicKey": (_ANY, False), "x509CertificateChain": (_ANY, False),
+                      "certificate": ({"rawBytes": (_BYTES, True)}, False), "tlogEntries": ([_ENTRY], True),
+                      "timestampVerificationData": ({"rfc3161Timestamps": ([{"signedTimestamp": (_BYTES, True)}], False)},
+                                                    False)}
+_ENVELOPE: _Schema = {"payload": (_BYTES, True), "payloadType": (_STR, True),
+                      "signatures": ([{"sig": (_BYTES, True), "keyid": (_STR, False)}], True)}
+_BUNDLE: _Schema = {"mediaType": (_STR, True), "verificationMaterial": (_MATERIAL, True),
+                    "messageSignature": (_ANY, False), "dsseEnvelope": (_ENVELOPE, False)}
 
 
-def _b64(value: Any, what: str) -> bytes:
-    if not isinstance(value, str):
-        raise Invalid(f"{what} is missing")
-    try:
-        return base64.b64decode(value, validate=True)
-    except ValueError:
-        raise Invalid(f"{what} is not base64") from None
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z0-9])", "_", name).lower()
 
 
-def _int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise Invalid(f"{what} is missing")
-    try:
-        return int(value)
-    except ValueError:
-        raise Invalid(f"{what} is not an integer") from None
+def _shape(value: Any, kind: Any, where: str) -> Any:
+    """`value` read as sigstore-models reads it (camelCase keys, ints, bytes), or Invalid."""
+    if kind == _ANY:
+        return value
+    if kind == _STR:
+        if not isinstance(value, str):
+            raise Invalid(f"{where}: expected a string")
+        return value
+    if kind == _U64:
+        if not isinstance(value, str):
+            raise Invalid(f"{where}: Expected protobuf uint64 as string, got {type(value).__name__}")
+        try:
+            n = int(value)
+        except ValueError:
+            raise Invalid(f"{where}: not an integer") from None
+        if not 0 <= n < 1 << 64:
+            raise Invalid(f"{where}: Value exceeds uint64 domain: {value}")
+        return n
+    if kind == _BYTES:
+        if not isinstance(value, str):
+            raise Invalid(f"{where}: Expected protobuf bytes as string")
+        try:
+            return base64.b64decode(value)
+        except ValueError:
+            raise Invalid(f"{where}: not base64") from None
+    if isinstance(kind, list):
+        if not isinstance(value, list):
+            raise Invalid(f"{where}: expected a list")
+        return [_shape(item, kind[0], f"{where}.{i}") for i, item in enumerate(value)]
+    if not isinstance(value, dict):
+        raise Invalid(f"{where}: expected an object")
+    names = {name: name for name in kind} | {_snake(name): name for name in kind}
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        field = names.get(key)
+        if field is None or field in out:
+            raise Invalid(f"{where}.{key}: Extra inputs are not permitted")
+        required = kind[field][1]
+        out[field] = None if item is None and not required else _shape(item, kind[field][0], f"{where}.{key}")
+    for field, (_kind, required) in kind.items():
+        if required and field not in out:
+            raise Invalid(f"{where}.{field}: Field required")
+    return out
 
 
 @dataclass(frozen=True)
@@ -210,48 +266,53 @@ class Entry:
     body: bytes
 
 
-def read_entry(bundle: dict[str, Any]) -> Entry:
-    """The one log entry, with sigstore's `Bundle` invariants for v0.3: an inclusion proof with a
-    checkpoint, and (with no signed timestamp) an inclusion promise. Unsupported for what the
+@dataclass(frozen=True)
+class Parsed:
+    """What the native verification reads from a bundle."""
+
+    entry: Entry
+    payload: bytes
+    payload_type: str
+    signatures: list[bytes]
+
+
+def read_bundle(bundle: Any) -> Parsed:
+    """The bundle in sigstore-models' shape, with sigstore's `Bundle` invariants for v0.3: one log
+    entry, an inclusion proof with a checkpoint, and an inclusion promise. Unsupported for what the
     native path leaves to sigstore: signed timestamps, entry kinds other than dsse/0.0.1."""
-    material = bundle["verificationMaterial"]
-    stamps = material.get("timestampVerificationData")
-    if stamps and (not isinstance(stamps, dict) or stamps.get("rfc3161Timestamps")):  # none listed: as absent, as there
+    doc = _shape(bundle, _BUNDLE, "Bundle")
+    material = doc["verificationMaterial"]
+    proofs = [e["inclusionProof"] for e in material["tlogEntries"]]
+    if any(p["treeSize"] <= p["logIndex"] for p in proofs):
+        raise Invalid("an inclusion proof's logIndex must be less than its treeSize")
+    if sum(material.get(k) is not None for k in ("publicKey", "x509CertificateChain", "certificate")) != 1:
+        raise Invalid("Exactly one of publicKey, x509CertificateChain, or certificate must be set")
+    if (doc.get("messageSignature") is None) == (doc.get("dsseEnvelope") is None):
+        raise Invalid("Exactly one of messageSignature or dsseEnvelope must be set")
+    if doc.get("dsseEnvelope") is None or material.get("certificate") is None:
+        raise Unsupported("not a keyless DSSE bundle")
+    if (material.get("timestampVerificationData") or {}).get("rfc3161Timestamps"):  # none listed: as absent there
         raise Unsupported("RFC 3161 signed timestamps")
-    entries = material.get("tlogEntries")
-    if not isinstance(entries, list) or len(entries) != 1 or not isinstance(entries[0], dict):
+    if len(material["tlogEntries"]) != 1:
         raise Invalid("expected exactly one log entry in bundle")
-    raw = entries[0]
-    kv = raw.get("kindVersion") or {}
-    if not isinstance(kv, dict) or kv.get("version") not in ("0.0.1", "0.0.2"):
-        raise Invalid(f"Expected log entry version 0.0.1 - 0.0.2, got {kv.get('version') if isinstance(kv, dict) else kv}")
-    if (kv.get("kind"), kv.get("version")) != ("dsse", "0.0.1"):
-        raise Unsupported(f"log entry kind {kv.get('kind')}/{kv.get('version')}")
-    proof = raw.get("inclusionProof")
-    if not isinstance(proof, dict) or not isinstance(proof.get("checkpoint"), dict) \
-            or not proof["checkpoint"].get("envelope"):
+    raw = material["tlogEntries"][0]
+    kind, version = raw["kindVersion"]["kind"], raw["kindVersion"]["version"]
+    if version not in ("0.0.1", "0.0.2"):
+        raise Invalid(f"Expected log entry version 0.0.1 - 0.0.2, got {version}")
+    proof = raw["inclusionProof"]
+    if not proof.get("checkpoint"):
         raise Invalid("entry must contain inclusion proof, with checkpoint")
+    if (kind, version) != ("dsse", "0.0.1"):
+        raise Unsupported(f"log entry kind {kind}/{version}")
     promise = raw.get("inclusionPromise")
-    if not promise:
+    if promise is None:
         raise Invalid("bundle must contain an inclusion promise or signed timestamp(s)")
-    if not isinstance(promise, dict):
-        raise Invalid("the inclusion promise is malformed")
-    log_id = raw.get("logId")
-    hashes = proof.get("hashes", [])
-    if not isinstance(log_id, dict) or not isinstance(hashes, list) or not isinstance(proof["checkpoint"]["envelope"], str):
-        raise Invalid("the log entry is malformed")
-    return Entry(
-        log_index=_int(raw.get("logIndex"), "logIndex"),
-        log_id=_b64(log_id.get("keyId"), "logId"),
-        integrated_time=_int(raw.get("integratedTime", "0"), "integratedTime"),
-        set_signature=_b64(promise.get("signedEntryTimestamp"), "signedEntryTimestamp"),
-        proof_index=_int(proof.get("logIndex"), "inclusionProof.logIndex"),
-        proof_size=_int(proof.get("treeSize"), "inclusionProof.treeSize"),
-        root_hash=_b64(proof.get("rootHash"), "inclusionProof.rootHash"),
-        hashes=[_b64(h, "an inclusion proof hash") for h in hashes],
-        checkpoint=proof["checkpoint"]["envelope"],
-        body=_b64(raw.get("canonicalizedBody"), "canonicalizedBody"),
-    )
+    envelope = doc["dsseEnvelope"]
+    entry = Entry(log_index=raw["logIndex"], log_id=raw["logId"]["keyId"], integrated_time=raw.get("integratedTime") or 0,
+                  set_signature=promise["signedEntryTimestamp"], proof_index=proof["logIndex"],
+                  proof_size=proof["treeSize"], root_hash=proof["rootHash"], hashes=proof["hashes"],
+                  checkpoint=proof["checkpoint"]["envelope"], body=raw["canonicalizedBody"])
+    return Parsed(entry, envelope["payload"], envelope["payloadType"], [s["sig"] for s in envelope["signatures"]])
 
 
 # -- the steps --------------------------------------------------------------------------------------
@@ -370,6 +431,13 @@ _NOTE_SIGNATURE = re.compile(r"\u2014 (\S+) (\S+)\n")
 
 
 def _verify_checkpoint(entry: Entry, root: Root) -> None:
+    try:
+        _verify_note(entry, root)
+    except ValueError as exc:  # base64 that does not decode, as sigstore's parser meets it
+        raise Invalid(f"malformed checkpoint: {exc}") from None
+
+
+def _verify_note(entry: Entry, root: Root) -> None:
     """Step 4b: the checkpoint is a signed note (header, a blank line, `— NAME base64(keyhash4 || sig)`
     lines); the signature whose key hash is the entry's log id verifies over the header by that log's
     key, and the header's root hash is the proof's."""
@@ -461,11 +529,11 @@ class Verified:
     integrated_time: int
 
 
-def verify_dsse(bundle: dict[str, Any], cert: x509.Certificate, root: Root) -> Verified:
+def verify_dsse(parsed: Parsed, cert: x509.Certificate, root: Root) -> Verified:
     """sigstore's `Verifier.verify_dsse` for a v0.3 bundle with a Fulcio leaf and a Rekor v1 DSSE entry.
 
-    Raises ChainRefused (chain, validity at the log's time, SCT), Invalid (everything else) or
-    Unsupported (a bundle to hand to sigstore-python). The identity policy is the caller's.
+    `parsed` is `read_bundle`'s. Raises ChainRefused (chain, validity at the log's time, SCT) or
+    Invalid (everything else). The identity policy is the caller's.
     """
     from cryptography import x509
     from cryptography.exceptions import InvalidSignature
@@ -473,15 +541,7 @@ def verify_dsse(bundle: dict[str, Any], cert: x509.Certificate, root: Root) -> V
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID
 
-    entry = read_entry(bundle)
-    envelope = bundle.get("dsseEnvelope")
-    if not isinstance(envelope, dict) or not isinstance(envelope.get("signatures"), list):
-        raise Invalid("cannot perform DSSE verification on a bundle without a DSSE envelope")
-    payload = _b64(envelope.get("payload"), "the DSSE payload")
-    payload_type = envelope.get("payloadType")
-    if not isinstance(payload_type, str):
-        raise Invalid("the DSSE payload type is missing")
-    signatures = [_b64(s.get("sig") if isinstance(s, dict) else None, "a DSSE signature") for s in envelope["signatures"]]
+    entry, payload, payload_type, signatures = parsed.entry, parsed.payload, parsed.payload_type, parsed.signatures
     # (0) the time: the integrated time, counted only with the inclusion promise that binds it
     if not entry.integrated_time:
         raise Invalid("not enough sources of verified time")
@@ -526,4 +586,4 @@ def verify_dsse(bundle: dict[str, Any], cert: x509.Certificate, root: Root) -> V
     return Verified(payload_type, payload, entry.log_index, entry.integrated_time)
 
 
-__all__ = ["ChainRefused", "Invalid", "Root", "Unsupported", "Verified", "parse_root", "read_entry", "verify_dsse"]
+__all__ = ["ChainRefused", "Invalid", "Parsed", "Root", "Unsupported", "Verified", "parse_root", "read_bundle", "verify_dsse"]

@@ -111,9 +111,9 @@ def _timestamp(d: Doc) -> None:
 def _verdict(art: Path, trust: Path, *, reference: bool, monkeypatch: pytest.MonkeyPatch) -> str:
     with monkeypatch.context() as m:
         if reference:
-            def hand_over(bundle: Doc) -> sigstore_native.Entry:
+            def hand_over(bundle: Doc) -> sigstore_native.Parsed:
                 raise sigstore_native.Unsupported("the reference")
-            m.setattr(sigstore_native, "read_entry", hand_over)
+            m.setattr(sigstore_native, "read_bundle", hand_over)
         try:
             verify_artifact(art, TrustStore.load(trust))
         except TrustError:
@@ -156,6 +156,15 @@ def test_native_and_sigstore_give_the_same_verdict(tmp_path: Path, monkeypatch: 
             tlogEntries=[other_entry])),
         "another payload": ("integrity", _other_payload),
         "an empty signed-timestamp block": ("accepted", _no_timestamps),
+        # the shape sigstore-models reads: camelCase or snake_case names, uint64 as strings, no extra field
+        "a snake_case field name": ("accepted", lambda d: _entry(d).update(log_index=_entry(d).pop("logIndex"))),
+        "an unknown field": ("integrity", lambda d: _entry(d).update(comment="hi")),
+        "an integer log index": ("integrity", lambda d: _entry(d).update(logIndex=int(_entry(d)["logIndex"]))),
+        "a null integrated time": ("integrity", _set(["integratedTime"], None)),
+        "a body without base64 padding": ("integrity", lambda d: _entry(d).update(
+            canonicalizedBody=_entry(d)["canonicalizedBody"].rstrip("=") + "A")),
+        "a proof index past the tree": ("integrity", lambda d: _entry(d)["inclusionProof"].update(
+            logIndex=_entry(d)["inclusionProof"]["treeSize"])),
     }
     verdicts: dict[str, tuple[str, str]] = {}
     for i, (label, (expected, change)) in enumerate(cases.items()):
