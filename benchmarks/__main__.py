@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-BENCHMARKS = ("verify", "fingerprint", "apply", "generate", "train", "serve", "keylog", "selftest", "demo")
+BENCHMARKS = ("verify", "keyless", "fingerprint", "apply", "generate", "train", "serve", "keylog", "selftest", "demo")
 
 
 def main(argv: list[str] | None = None) -> int:

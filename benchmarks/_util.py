@@ -78,6 +78,22 @@ def time_interleaved(a: Sequence[str], b: Sequence[str], runs: int = 10, *, env_
     return statistics.median(ta), statistics.median(tb)
 
 
+def time_alternating(commands: Sequence[Sequence[str]], runs: int = 10) -> list[list[float]]:
+    """Wall seconds of several whole processes, run in turn (after one warm-up round) so all see the
+    same machine; one list of `runs` timings per command, round i of each taken back to back."""
+    times: list[list[float]] = [[] for _ in commands]
+    for i in range(runs + 1):
+        for argv, out in zip(commands, times, strict=True):
+            t0 = time.perf_counter()
+            r = subprocess.run(list(argv), capture_output=True)
+            dt = time.perf_counter() - t0
+            if r.returncode:
+                raise RuntimeError(f"{argv[0]} exited {r.returncode}: {r.stderr.decode()[-500:]}")
+            if i:
+                out.append(dt)
+    return times
+
+
 def row(label: str, ours: float, anchor: float, unit: str, anchor_label: str, lower_is_better: bool = True) -> str:
     ratio = ours / anchor if anchor else float("nan")
     return f"{label}: patchkit {ours:.4g} {unit} | {anchor_label} {anchor:.4g} {unit} | ratio {ratio:.3f}x" + (

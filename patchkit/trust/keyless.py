@@ -8,13 +8,19 @@ in-toto statement as a key bundle, so model-signing's `verify sigstore` reads it
 
 patchkit accepts it when an `[[identity]]` entry of the trust store names its issuer exactly and
 its identity (exactly, or by a pattern whose `*` matches a run of characters without `@`, so a
-workflow pattern without `@` never accepts a ref), and sigstore-python's `Verifier`, configured
-from that entry's trusted root, verifies the chain at the log's time, the SCT, the log entry and
-the signature. All of it is offline: the trusted root is in the trust store (or, for the public-
-good instance, in sigstore's local TUF cache or the copy it ships).
+workflow pattern without `@` never accepts a ref), and the entry's trusted root vouches for the
+chain at the log's time, the SCT, the log entry and the signature. All of it is offline: the
+trusted root is in the trust store (or, for the public-good instance, in sigstore-python's local
+TUF cache or the copy it ships).
 
-The cheap part (does any identity entry match the leaf?) runs before sigstore is imported: the
-import costs most of a second, and a key bundle never pays it.
+Those checks are `patchkit.trust.sigstore_native`'s, with `cryptography` alone: importing
+sigstore-python costs most of a second, which would make `verify` of a keyless bundle as slow as
+`model_signing verify sigstore`. They are sigstore-python's `Verifier.verify_dsse`, step for step
+(a test runs both on the same bundles and asserts the same verdicts); bundles with what they do not
+cover (RFC 3161 signed timestamps, Rekor v2 entries) go to sigstore-python itself. The keyless extra
+is still required to verify, as before: its resolution brings the `cryptography` whose path
+validation the chain check uses (sigstore-python needs >= 47), and the public-good trusted root.
+sigstore-python is imported only to sign and for those bundles.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from patchkit.errors import IntegrityError, InvalidInputError, MissingExtraError
 if TYPE_CHECKING:
     from cryptography import x509
 
+    from patchkit.trust import sigstore_native as native
     from patchkit.trust.store import IdentityEntry
 
 PUBLIC_GOOD = "public-good"
@@ -42,6 +49,7 @@ _ISSUER_OID = "1.3.6.1.4.1.57264.1.1"  # Fulcio: the OIDC issuer, raw bytes
 _ISSUER_V2_OID = "1.3.6.1.4.1.57264.1.8"  # Fulcio: the OIDC issuer, a DER UTF8String
 _OTHERNAME_OID = "1.3.6.1.4.1.57264.1.7"  # Fulcio: an identity that is neither e-mail nor URI
 _POLICY = "identity policy: "
+_PUBLIC_GOOD_TUF = "https://tuf-repo-cdn.sigstore.dev"
 _HINT_RESIGN = "the patch or its signature was altered, or it was not logged; do not use it"
 
 
@@ -179,6 +187,45 @@ def _trusted_root(identity: IdentityEntry, cache: dict[str, Any]) -> Any:
     return root
 
 
+def _public_good_root() -> bytes:
+    """The public-good trusted root, where `ClientTrustConfig.production(offline=True)` reads it:
+    sigstore-python's TUF targets cache, else the copy its package ships (read, not imported)."""
+    import importlib.util
+    from pathlib import Path
+    from urllib.parse import quote
+
+    import platformdirs
+
+    repo = quote(_PUBLIC_GOOD_TUF, safe="")
+    cached = Path(platformdirs.user_cache_dir("sigstore-python", "sigstore")) / "tuf" / repo / "trusted_root.json"
+    if cached.is_file():
+        return cached.read_bytes()
+    spec = importlib.util.find_spec("sigstore")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for location in locations:
+        shipped = Path(location) / "_store" / repo / "trusted_root.json"
+        if shipped.is_file():
+            return shipped.read_bytes()
+    raise FileNotFoundError("sigstore-python's copy of the public-good trusted root")
+
+
+def _native_root(identity: IdentityEntry, cache: dict[str, Any]) -> native.Root:
+    """The parsed trusted root of an identity entry (once per process per root)."""
+    from patchkit.trust import sigstore_native as native
+
+    key = "native:" + (identity.trusted_root_sha256 or PUBLIC_GOOD)
+    if key in cache:
+        root: native.Root = cache[key]
+        return root
+    try:
+        root = native.parse_root(identity.trusted_root if identity.trusted_root is not None else _public_good_root())
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(f"the trusted root for identity {identity.display} cannot be read: {exc}",
+                                "re-add it with `patchkit trust add-identity --trusted-root FILE`") from None
+    cache[key] = root
+    return root
+
+
 class _Policy:
     """sigstore's VerificationPolicy for one identity entry: the issuer exactly, the identity by pattern."""
 
@@ -207,15 +254,19 @@ class KeylessSigner:
     logged_at: datetime | None
 
 
+def _refused(text: str, who: str, source: str) -> TrustError:
+    return TrustError(f"{source}: the signing certificate of {who} is refused: {text}",
+                      "it does not chain to the trusted Sigstore instance's CA, or was not valid when the log "
+                      "recorded the signature; ask the publisher to re-sign")
+
+
 def _classify(exc: Exception, who: str, source: str) -> Exception:
     """sigstore raises one error class for every step; patchkit's exit codes tell trust from integrity."""
     from sigstore.errors import CertValidationError
 
     text = str(exc).split(": expected log_index")[0]  # sigstore appends the whole proof, bytes and all
     if isinstance(exc, CertValidationError) or "expired at time of signing" in text or "SCT" in text:
-        return TrustError(f"{source}: the signing certificate of {who} is refused: {text}",
-                          "it does not chain to the trusted Sigstore instance's CA, or was not valid when the log "
-                          "recorded the signature; ask the publisher to re-sign")
+        return _refused(text, who, source)
     if text.startswith(_POLICY):
         return TrustError(f"{source}: {who}: {text}", "check `patchkit trust list`")
     return IntegrityError(f"{source}: the keyless signature of {who} does not verify: {text}", _HINT_RESIGN)
@@ -225,12 +276,10 @@ def open_keyless(data: bytes, material: dict[str, Any], identities: Sequence[Ide
                  where: str, cache: dict[str, Any]) -> tuple[bytes, KeylessSigner]:
     """Verify a keyless bundle against the identity entries that name its leaf; return its payload.
 
-    No entry naming the leaf's issuer and identity: TrustError (exit 4), before sigstore is
-    imported. A chain the entry's trusted root does not vouch for at the log's time: TrustError.
+    No entry naming the leaf's issuer and identity: TrustError (exit 4), before any cryptography.
+    A chain the entry's trusted root does not vouch for at the log's time: TrustError.
     A missing, altered or inconsistent log entry, or a bad signature: IntegrityError (exit 3).
     """
-    from cryptography.hazmat.primitives import serialization
-
     cert = _load_leaf(material, source)
     claimed = leaf_identity(cert)
     who = ", ".join(claimed.identities) or "(no identity)"
@@ -249,6 +298,54 @@ def open_keyless(data: bytes, material: dict[str, Any], identities: Sequence[Ide
                          "if you trust that signer, run `patchkit trust add-identity --scope NS/* --issuer URL "
                          "--identity ID`")
     _sigstore("verify")
+    from patchkit.trust import sigstore_native as native
+
+    try:
+        parsed = native.read_bundle(json.loads(data))
+    except native.Unsupported:
+        return _open_with_sigstore(data, cert, claimed, candidates, who, source, cache)
+    except native.Invalid as exc:
+        raise IntegrityError(f"{source}: the keyless bundle is malformed: {exc}", _HINT_RESIGN) from None
+    matched: list[IdentityEntry] = []
+    verified: native.Verified | None = None
+    first: Exception | None = None
+    for identity in candidates:  # each already names the leaf's issuer and identity: the policy holds
+        try:
+            verified = native.verify_dsse(parsed, cert, _native_root(identity, cache))
+        except native.ChainRefused as exc:
+            first = first or _refused(str(exc), who, source)
+            continue
+        except native.Invalid as exc:
+            first = first or IntegrityError(f"{source}: the keyless signature of {who} does not verify: {exc}",
+                                            _HINT_RESIGN)
+            continue
+        matched.append(identity)
+    if verified is None or not matched:
+        assert first is not None
+        raise first
+    return _signed(cert, claimed, matched, verified.payload_type, verified.payload, verified.log_index,
+                   verified.integrated_time, source)
+
+
+def _signed(cert: x509.Certificate, claimed: LeafIdentity, matched: list[IdentityEntry], payload_type: str,
+            payload: bytes, log_index: int, integrated_time: int | None, source: str) -> tuple[bytes, KeylessSigner]:
+    from datetime import UTC
+
+    from cryptography.hazmat.primitives import serialization
+
+    if payload_type != "application/vnd.in-toto+json":
+        raise IntegrityError(f"{source}: unexpected DSSE payload type {payload_type!r}", "re-sign with `patchkit sign`")
+    logged = datetime.fromtimestamp(integrated_time, tz=UTC) if integrated_time else None
+    key_pem = cert.public_key().public_bytes(serialization.Encoding.PEM,
+                                             serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    identity_name = next(n for n in claimed.identities if any(identity_matches(m.identity, n) for m in matched))
+    return payload, KeylessSigner(identity_name, claimed.issuer or "", matched, key_pem, log_index, logged)
+
+
+def _open_with_sigstore(data: bytes, cert: x509.Certificate, claimed: LeafIdentity, candidates: list[IdentityEntry],
+                        who: str, source: str, cache: dict[str, Any]) -> tuple[bytes, KeylessSigner]:
+    """sigstore-python's Verifier, for what the native path does not verify (RFC 3161 signed
+    timestamps, Rekor v2 entries): the same acceptance, at the cost of importing it."""
     from sigstore.errors import Error as SigstoreError
     from sigstore.models import Bundle
     from sigstore.verify import Verifier
@@ -258,7 +355,7 @@ def open_keyless(data: bytes, material: dict[str, Any], identities: Sequence[Ide
     except (SigstoreError, ValueError) as exc:
         raise IntegrityError(f"{source}: the keyless bundle is malformed: {exc}", _HINT_RESIGN) from None
     matched: list[IdentityEntry] = []
-    payload = b""
+    payload_type, payload = "", b""
     first: Exception | None = None
     for identity in candidates:
         try:
@@ -271,16 +368,8 @@ def open_keyless(data: bytes, material: dict[str, Any], identities: Sequence[Ide
     if not matched:
         assert first is not None
         raise first
-    if payload_type != "application/vnd.in-toto+json":
-        raise IntegrityError(f"{source}: unexpected DSSE payload type {payload_type!r}", "re-sign with `patchkit sign`")
     entry = bundle.log_entry._inner
-    from datetime import UTC
-
-    logged = datetime.fromtimestamp(entry.integrated_time, tz=UTC) if entry.integrated_time else None
-    key_pem = cert.public_key().public_bytes(serialization.Encoding.PEM,
-                                             serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    identity_name = next(n for n in claimed.identities if any(identity_matches(m.identity, n) for m in matched))
-    return payload, KeylessSigner(identity_name, claimed.issuer or "", matched, key_pem, int(entry.log_index), logged)
+    return _signed(cert, claimed, matched, payload_type, payload, int(entry.log_index), entry.integrated_time, source)
 
 
 # -- signing ------------------------------------------------------------------------------------

@@ -174,8 +174,8 @@ class Instance:
     # -- Rekor v1 ----------------------------------------------------------------------------
     def log_dsse(self, cert: x509.Certificate, payload: bytes, sig: bytes, *, at: dt.datetime) -> dict[str, Any]:
         """Append a dsse/0.0.1 entry and return its bundle form (inclusion proof, checkpoint, SET)."""
-        envelope = {"payload": _b64(payload), "payloadType": PAYLOAD_TYPE, "signatures": [{"sig": _b64(sig)}]}
-        body = {"apiVersion": "0.0.1", "kind": "dsse", "spec": {
+        envelope: dict[str, Any] = {"payload": _b64(payload), "payloadType": PAYLOAD_TYPE, "signatures": [{"sig": _b64(sig)}]}
+        body: dict[str, Any] = {"apiVersion": "0.0.1", "kind": "dsse", "spec": {
             "envelopeHash": {"algorithm": "sha256", "value": hashlib.sha256(rfc8785.dumps(envelope)).hexdigest()},
             "payloadHash": {"algorithm": "sha256", "value": hashlib.sha256(payload).hexdigest()},
             "signatures": [{"signature": _b64(sig), "verifier": _b64(cert.public_bytes(serialization.Encoding.PEM))}],

@@ -341,7 +341,8 @@ def test_model_signing_accepts_what_patchkit_accepts_and_refuses_the_altered(ins
     trust = store_for(tmp_path, instance, root=config)  # patchkit reads the trusted root out of a ClientTrustConfig too
 
     def model_signing_ok(d: Path) -> bool:
-        cfg = verifying.Config().use_sigstore_verifier(identity=WORKFLOW, oidc_issuer=GITHUB, trust_config=config)
+        cfg = verifying.Config().use_sigstore_verifier(  # type: ignore[no-untyped-call]
+            identity=WORKFLOW, oidc_issuer=GITHUB, trust_config=config)
         try:
             cfg.verify(d, d / "patchkit.sig")
         except Exception:  # model_signing raises ValueError or sigstore's errors
