@@ -459,7 +459,10 @@ def _bundle_material(path: Path) -> dict[str, Any]:
     from patchkit._internal.jsonio import loads_strict
     from patchkit.trust.bundles import MAX_SIGNATURE_BYTES
 
-    raw = loads_strict(read_regular(path, MAX_SIGNATURE_BYTES, what=str(path), error=IntegrityError), what=str(path))
+    try:
+        raw = loads_strict(read_regular(path, MAX_SIGNATURE_BYTES, what=str(path), error=IntegrityError), what=str(path))
+    except InvalidInputError as exc:
+        raise IntegrityError(f"{path} is corrupt: {exc.message}", "re-sign it with `patchkit sign DIR --keyless`") from None
     material = raw.get("verificationMaterial") if isinstance(raw, dict) else None
     if not isinstance(material, dict):
         raise IntegrityError(f"{path} is not a Sigstore bundle", "re-sign it with `patchkit sign DIR --keyless`")

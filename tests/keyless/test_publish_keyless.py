@@ -174,3 +174,22 @@ def test_publish_refuses_key_with_keyless_and_a_key_signed_dir(
     code, _, err = cli(capsys, "publish", art, "--keyless", "--registry", f"file://{tmp_path / 'r'}")
     assert code == 2 and "is signed with a key or certificate, not keyless" in err, err
     assert signed == []
+
+
+def test_publish_keyless_writes_no_index_signed_as_another_identity(
+        instance: Instance, signed: list[bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, offline: None) -> None:  # noqa: F811
+    """The artifact was signed by the release workflow, but this job's token is another identity: the
+    index it would sign is checked against the publisher's identity first, and never committed."""
+    url = f"file://{tmp_path / 'registry'}"
+    art = build(tmp_path)
+    instance.sign_artifact(art, identity=WORKFLOW)
+    monkeypatch.setenv("SIGSTORE_ID_TOKEN", f"standin:{MALLORY}")
+    code, _, err = cli(capsys, "publish", art, "--keyless", "--registry", url)
+    assert code == 4 and "the new index of acme/tox is signed as another identity than the keyless identity" in err, err
+    assert len(signed) == 1  # the index signature was made, then refused
+    from patchkit.registry.backends import open_registry
+
+    refs = open_registry(url).refs("acme/tox")
+    assert refs is not None and not any(t.startswith("index-v") for t in refs.tags)
+    assert refs.main is None or open_registry(url).read("acme/tox", refs.main, "patchkit-index.json", 1 << 20) is None
