@@ -1,7 +1,8 @@
 """The GitHub Action (`action.yml`) and the pre-commit hook (`.pre-commit-hooks.yaml`), run locally.
 
 The action's steps run as GitHub runs a composite action's bash steps (`bash --noprofile --norc
--eo pipefail`, each script a file), in order, with `${{ inputs.* }}`, `${{ github.action_path }}`
+-eo pipefail`, each script a file), in order, those whose `if: inputs.NAME == 'VALUE'` (or `!=`)
+holds, with `${{ inputs.* }}`, `${{ github.action_path }}`
 and `${{ steps.*.outputs.* }}` substituted into `env:` as the runner does, and the runner's
 GITHUB_ACTION_PATH, RUNNER_TEMP, GITHUB_PATH, GITHUB_OUTPUT and GITHUB_STEP_SUMMARY. The action
 path is a copy of this checkout, and the install step runs for real: a fresh venv, the
@@ -35,7 +36,22 @@ from tests.helpers import copy_checkout, make_signed_patch, pk, write_fake_model
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPR = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
+IF_INPUT = re.compile(r"inputs\.([A-Za-z0-9_-]+)\s*(==|!=)\s*'([^']*)'")
 REQUIREMENTS = ROOT / ".github" / "action-requirements.txt"
+KEYLESS_REQUIREMENTS = ROOT / ".github" / "action-keyless-requirements.txt"
+SIGN_STEP = "Sign keyless (and publish)"
+TOKEN_ENV = ("SIGSTORE_ID_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN")
+
+
+def _condition(text: str, values: dict[str, str]) -> bool:
+    """A step's `if:`, of the one form the action uses: `inputs.NAME == 'VALUE'` or `!=`, optionally in
+    `${{ }}`. GitHub compares strings ignoring case; anything else is refused, not guessed at."""
+    expr = text.strip()
+    wrapped = EXPR.fullmatch(expr)
+    m = IF_INPUT.fullmatch(wrapped.group(1) if wrapped else expr)
+    assert m, f"unsupported if: {text!r}"
+    equal = values[m.group(1)].casefold() == m.group(3).casefold()
+    return equal if m.group(2) == "==" else not equal
 
 
 def _read_outputs(path: Path) -> dict[str, str]:
@@ -117,6 +133,8 @@ def run_action(inputs: dict[str, str], runner: Path, cwd: Path, env: dict[str, s
         assert "${{" not in step["run"], f"step {step['name']!r} inlines an expression into its script"
         if installed is not None and i == 0:
             assert step["name"].startswith("Install"), step["name"]
+            continue
+        if "if" in step and not _condition(str(step["if"]), values):
             continue
         out_file = runner / f"output-{i}"
         out_file.touch()
@@ -268,14 +286,17 @@ def test_action_asks_pip_for_nothing_named_patchkit() -> None:
     action = yaml.safe_load((ROOT / "action.yml").read_text())
     commands = [line.strip() for step in action["runs"]["steps"] for line in step["run"].splitlines()
                 if re.search(r"\binstall\b", line) and "pip" in line and not line.strip().startswith("#")]
-    assert len(commands) == 2, commands
-    deps, own = commands
-    assert "--require-hashes" in deps and "--no-deps" in deps and "--only-binary :all:" in deps
+    assert len(commands) == 3, commands
+    deps, keyless, own = commands
+    for cmd in (deps, keyless):
+        assert "--require-hashes" in cmd and "--no-deps" in cmd and "--only-binary :all:" in cmd
     assert '-r "$PK_ACTION_PATH/.github/action-requirements.txt"' in deps
+    assert keyless.endswith('-r "$PK_ACTION_PATH/.github/action-keyless-requirements.txt"')
     assert "--no-index" in own and "--no-deps" in own and own.endswith('"$src"')
     for cmd in commands:
         assert not re.search(r"patchkit(-llm)?\s*(==|\[|>|<|~|$|\s)", cmd.replace("patchkit-venv", "").replace("patchkit-src", "")), cmd
     assert not {"patchkit", "patchkit-llm"} & {canonicalize_name(n) for n in _pins(REQUIREMENTS)}
+    assert not {"patchkit", "patchkit-llm"} & {canonicalize_name(n) for n in _pins(KEYLESS_REQUIREMENTS)}
 
 
 def _pins(path: Path) -> dict[str, tuple[str, list[str]]]:
@@ -306,7 +327,7 @@ def test_action_requirements_pin_the_cores_closure_within_pyprojects_ranges() ->
         assert name in pins, f"{req.name} ({req}) is not in {REQUIREMENTS.name}"
         assert req.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} is outside pyproject's {req}"
     # The closure on a Linux runner, by name, from the installed distributions' metadata.
-    env = {**default_environment(), "extra": ""}
+    env = {**{k: str(v) for k, v in default_environment().items()}, "extra": ""}
     todo, seen = [canonicalize_name(r.name) for r in direct], set()
     while todo:
         name = todo.pop()
@@ -348,3 +369,160 @@ def test_pre_commit_hook_checks_each_changed_lock(locks: dict[str, Any], tmp_pat
     assert r.returncode == 0 and "OK 1 patch" in r.stdout, r.stderr
     r = run(*files)
     assert r.returncode == 3 and "bad/patchkit.lock" in r.stderr, r.stderr
+
+
+def test_action_keyless_requirements_add_sigstores_closure_to_the_cores_pins() -> None:
+    """sign-keyless installs both files: together they pin the keyless extra's closure, within
+    pyproject's range, and the keyless file repins nothing the core file pins (verify mode is unchanged)."""
+    core = {canonicalize_name(n): v for n, (v, _) in _pins(REQUIREMENTS).items()}
+    extra = {canonicalize_name(n): v for n, (v, _) in _pins(KEYLESS_REQUIREMENTS).items()}
+    assert not set(core) & set(extra), set(core) & set(extra)
+    pins = {**core, **extra}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    wanted = [Requirement(r) for r in project["project"]["optional-dependencies"]["keyless"]]
+    for req in wanted:
+        name = canonicalize_name(req.name)
+        assert name in extra and req.specifier.contains(extra[name], prereleases=True), (req, extra.get(name))
+    env = {k: str(v) for k, v in default_environment().items()}
+    # Extras count here (sigstore needs pydantic[email]): a dependency's extra pulls in its marked requirements.
+    todo = [(canonicalize_name(r.name), frozenset(r.extras)) for r in wanted]
+    seen: set[tuple[str, frozenset[str]]] = set()
+    while todo:
+        item = todo.pop()
+        if item in seen:
+            continue
+        seen.add(item)
+        name, extras = item
+        assert name in pins, f"{name}, which sigstore needs, is pinned in neither requirements file"
+        for spec in metadata.distribution(name).requires or []:
+            req = Requirement(spec)
+            if req.marker is None or any(req.marker.evaluate({**env, "extra": e}) for e in ("", *extras)):
+                todo.append((canonicalize_name(req.name), frozenset(req.extras)))
+    needed = {name for name, _ in seen}
+    assert set(extra) <= needed, f"pinned for keyless but not needed: {set(extra) - needed}"
+
+
+# -- mode: sign-keyless ----------------------------------------------------------------------------
+# Fulcio and Rekor cannot run here: the sign step's `patchkit` is this checkout run with the stand-in
+# Sigstore instance of tests/keyless in place of the one seam keyless signing goes through
+# (tests/keyless/standin_cli.py); the install step is the same as verify mode's (tested above, and
+# with the keyless requirements in the slow test below).
+
+
+def _standin_installed(tmp: Path, state: Path) -> ActionRun:
+    """What the install step leaves on GITHUB_PATH, with `patchkit` signing through the stand-in."""
+    bin_dir = tmp / "standin-bin"
+    bin_dir.mkdir(parents=True)
+    shim = bin_dir / "patchkit"
+    shim.write_text(f"#!/bin/sh\nPYTHONPATH={shlex.quote(str(ROOT))} exec {shlex.quote(sys.executable)} "
+                    f"-m tests.keyless.standin_cli {shlex.quote(str(state))} \"$@\"\n")
+    shim.chmod(0o755)
+    return ActionRun(0, {}, "", "", tmp / "standin-temp", [str(bin_dir)], [])
+
+
+@pytest.fixture
+def release(tmp_path: Path) -> dict[str, Any]:
+    """A vendor's release checkout with an unsigned artifact, a stand-in Sigstore instance, and a job
+    environment with no identity token at all."""
+    from tests.keyless.sigstore_standin import Instance
+    from tests.keyless.test_keyless import build
+
+    instance = Instance()
+    work = tmp_path / "checkout"
+    work.mkdir()
+    art = build(work)
+    env = _runner_env(tmp_path / "job-home")
+    for var in TOKEN_ENV:
+        env.pop(var, None)
+    return {"instance": instance, "state": instance.save(tmp_path / "standin.json"), "work": work, "art": art,
+            "env": env, "registry": tmp_path / "registry"}
+
+
+def test_action_sign_keyless_without_a_token_fails_before_signing(release: dict[str, Any], action_path: Path,
+                                                                  tmp_path: Path) -> None:
+    inputs = {"mode": "sign-keyless", "directory": release["art"].name, "registry": release["registry"].as_uri()}
+    run = run_action(inputs, tmp_path / "runner", release["work"], release["env"], action_path,
+                     _standin_installed(tmp_path, release["state"]))
+    assert run.code == 2 and run.ran == [SIGN_STEP], (run.ran, run.stderr)
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "no ambient identity token" in run.stderr and "id-token: write" in run.stderr
+    assert not (release["art"] / "patchkit.sig").exists() and not release["registry"].exists()
+    assert run.outputs["signed"] == "" and run.outputs["published"] == "" and run.outputs["ok"] == ""
+
+
+def test_action_sign_keyless_signs_publishes_and_a_customer_pulls(release: dict[str, Any], action_path: Path,
+                                                                   tmp_path: Path) -> None:
+    """The inputs reach `patchkit sign --keyless` and `patchkit publish --keyless` (registry, identity),
+    the token reaches them from the job's env, the outputs carry their JSON, and a customer who trusts
+    the workflow at any tag pulls and verifies the result offline."""
+    from tests.keyless.sigstore_standin import GITHUB, WORKFLOW, Instance
+    from tests.keyless.test_keyless import pk_offline
+
+    tags = WORKFLOW.rsplit("@", 1)[0] + "@refs/tags/*"
+    env = {**release["env"], "SIGSTORE_ID_TOKEN": f"standin:{WORKFLOW}"}
+    inputs = {"mode": "sign-keyless", "directory": release["art"].name, "registry": release["registry"].as_uri(),
+              "identity": tags}
+    run = run_action(inputs, tmp_path / "runner", release["work"], env, action_path,
+                     _standin_installed(tmp_path, release["state"]))
+    assert run.code == 0, run.stderr
+    assert run.ran == [SIGN_STEP] and run.summary == ""
+    signed, published = json.loads(run.outputs["signed"]), json.loads(run.outputs["published"])
+    assert signed["method"] == "keyless" and signed["identity"] == WORKFLOW and signed["issuer"] == GITHUB
+    assert (published["name"], published["version"], published["index_version"]) == ("acme/tox", "1.0.0", 1)
+    trust = tmp_path / "customer.toml"
+    root = Instance.load(release["state"]).write_trusted_root(tmp_path / "trusted_root.json")
+    assert pk("trust", "add-identity", "--scope", "acme/*", "--issuer", GITHUB, "--identity", tags, "--trusted-root", root,
+              "--trust", trust).returncode == 0
+    r = pk_offline("pull", "acme/tox@1", "--registry", release["registry"].as_uri(), "--trust", trust, "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["digest"] == published["digest"], r.stderr
+    # Sign only (no registry): the artifact is signed, nothing is published.
+    again = tmp_path / "second"
+    art2 = release["work"] / "sign-only"
+    import shutil
+
+    shutil.copytree(release["art"], art2)
+    (art2 / "patchkit.sig").unlink()
+    run = run_action({"mode": "sign-keyless", "directory": "sign-only"}, again / "runner", release["work"], env,
+                     action_path, _standin_installed(again, release["state"]))
+    assert run.code == 0 and run.outputs["published"] == "" and (art2 / "patchkit.sig").exists(), run.stderr
+
+
+@pytest.mark.parametrize(("inputs", "message"), [
+    ({"mode": "sign"}, "unknown mode: sign (hint: mode is verify, the default, or sign-keyless)"),
+    ({"mode": "sign-keyless"}, "the directory input is required in sign-keyless mode"),
+    ({"mode": "sign-keyless", "directory": "x", "identity": "release@acme.example"},
+     "the identity input applies only when publishing"),
+    ({"lock": "models/patchkit.lock"}, "the trust input is required in verify mode"),
+], ids=["unknown-mode", "no-directory", "identity-without-registry", "verify-without-trust"])
+def test_action_mode_inputs_are_checked(inputs: dict[str, str], message: str, release: dict[str, Any], action_path: Path,
+                                        tmp_path: Path) -> None:
+    installed = None if "mode" in inputs and inputs["mode"] == "sign" else _standin_installed(tmp_path, release["state"])
+    run = run_action(inputs, tmp_path / "runner", release["work"], release["env"], action_path, installed)
+    assert run.code == 2 and message in run.stderr, (run.ran, run.stderr)
+    assert not (release["art"] / "patchkit.sig").exists()
+
+
+def test_action_sign_keyless_inputs_never_reach_a_script_as_code(release: dict[str, Any], action_path: Path,
+                                                                 tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    env = {**release["env"], "SIGSTORE_ID_TOKEN": "standin:release@acme.example"}
+    inputs = {"mode": "sign-keyless", "directory": f"$(touch {marker})", "registry": f"`touch {marker}`",
+              "identity": f"x; touch {marker}"}
+    run = run_action(inputs, tmp_path / "runner", release["work"], env, action_path,
+                     _standin_installed(tmp_path, release["state"]))
+    assert run.code != 0 and not marker.exists()
+
+
+@pytest.mark.slow
+def test_action_sign_keyless_installs_sigstore_and_fails_without_a_token(release: dict[str, Any], action_path: Path,
+                                                                        tmp_path: Path) -> None:
+    """The whole action in sign-keyless mode, the install step included (the hash-pinned keyless
+    requirements on top of the core's): with no token it fails with exit 2 and signs nothing."""
+    inputs = {"mode": "sign-keyless", "directory": release["art"].name}
+    run = run_action(inputs, tmp_path / "runner", release["work"], release["env"], action_path)
+    assert run.code == 2 and run.ran == ["Install patchkit (torch-free core) from the action's checkout", SIGN_STEP], run.stderr
+    assert "no ambient identity token" in run.stderr and not (release["art"] / "patchkit.sig").exists()
+    (bin_dir,) = run.path
+    r = subprocess.run([str(Path(bin_dir) / "python"), "-I", "-c", "import sigstore, patchkit; print(sigstore.__version__)"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == _pins(KEYLESS_REQUIREMENTS)["sigstore"][0], r.stdout + r.stderr

@@ -61,8 +61,9 @@ def ambient_identity_token() -> str:
     return token
 
 
-def sign_artifact_keyless(directory: Path) -> dict[str, Any]:
-    """`sign --keyless`: the same content checks as `sign_artifact`, then a Sigstore bundle from Fulcio and Rekor."""
+def sign_artifact_keyless(directory: Path, token: str | None = None) -> dict[str, Any]:
+    """`sign --keyless`: the same content checks as `sign_artifact`, then a Sigstore bundle from Fulcio and Rekor
+    (as the ambient identity, or `token`'s when `publish --keyless` already read it)."""
     from patchkit.artifact.verify import check_content
     from patchkit.errors import InvalidInputError
     from patchkit.trust.bundles import sign_directory_keyless
@@ -74,7 +75,7 @@ def sign_artifact_keyless(directory: Path) -> dict[str, Any]:
         raise InvalidInputError(f"{directory} has no {constants.MANIFEST_FILE}", "build it first with `patchkit build`")
     manifest = parse_manifest(files[constants.MANIFEST_FILE], source=str(directory / constants.MANIFEST_FILE))
     check_content(directory, manifest, files)
-    token = ambient_identity_token()
+    token = token if token is not None else ambient_identity_token()
     bundle = sign_directory_keyless(directory, token, name=f"{manifest.name}@{manifest.version}")
     who = leaf_identity_of_bundle(bundle)
     return {"name": manifest.name, "version": manifest.version, "identity": ", ".join(who.identities), "issuer": who.issuer,

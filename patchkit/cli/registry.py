@@ -36,19 +36,40 @@ RefArg = Annotated[str, typer.Argument(metavar="NS/NAME@SPEC", help="A patch and
 
 
 def publish(
-    directory: Annotated[Path, typer.Argument(metavar="DIR", help="A signed artifact directory.")],
-    key: KeyOpt,
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="A signed artifact directory (with --keyless, "
+                                               "signed keyless or not yet signed).")],
+    key: Annotated[Path | None, typer.Option("--key", metavar="PRIVATE_PEM",
+                                             help="Private key PEM (from `patchkit keys generate`).")] = None,
     registry: RegistryOpt = None,
     passphrase_env: PassphraseEnvOpt = None,
     expires_days: ExpiresOpt = 30,
     certificate_chain: CertificateChainOpt = None,
+    keyless: Annotated[bool, typer.Option("--keyless", help="Sign the artifact (unless it is signed keyless already) "
+                                          "and the index with Sigstore, as the ambient OIDC identity: "
+                                          "SIGSTORE_ID_TOKEN, or GitHub Actions' (id-token: write).")] = False,
+    identity: Annotated[str | None, typer.Option("--identity", metavar="PATTERN", help="--keyless: the identity that "
+                                                 "publishes this patch (`*` for a run without `@`, e.g. a release "
+                                                 "workflow at refs/tags/*); default, the one the signature names.")] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Publish a signed version: one commit, tag v<version>, re-signed index."""
+    """Publish a signed version: one commit, tag v<version>, re-signed index (with --keyless, signed as a CI identity)."""
+    from patchkit.errors import UsageError
     from patchkit.registry.client import publish as do_publish
+    from patchkit.registry.client import publish_keyless
 
-    r = do_publish(directory, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
-                   certificate_chain=certificate_chain)
+    if keyless:
+        if key is not None or certificate_chain is not None or passphrase_env is not None:
+            raise UsageError("--keyless publishes without a key: --key, --certificate-chain and --passphrase-env do not "
+                             "apply", "drop them, or drop --keyless")
+        r = publish_keyless(directory, registry=registry, identity=identity, expires_days=expires_days)
+    else:
+        if identity is not None:
+            raise UsageError("--identity applies only with --keyless", "drop it, or add --keyless")
+        if key is None:
+            raise UsageError("patchkit publish needs --key PRIVATE_PEM (or --keyless)",
+                             "e.g. `patchkit publish DIR --key private.pem`; in CI, `patchkit publish DIR --keyless`")
+        r = do_publish(directory, key, registry=registry, passphrase_env=passphrase_env, expires_days=expires_days,
+                       certificate_chain=certificate_chain)
     emit(json_, r.to_dict(), f"published {r.name}@{r.version} to {r.registry} (commit {r.commit[:12]}, "
                              f"tag {r.tag}, index v{r.index_version}, expires {r.expires})")
 

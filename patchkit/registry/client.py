@@ -12,7 +12,7 @@ from patchkit import constants
 from patchkit._internal.clock import now_utc, utc_stamp
 from patchkit._internal.records import Record
 from patchkit.artifact.rules import Policy
-from patchkit.artifact.verify import verify_artifact
+from patchkit.artifact.verify import VerifyResult, verify_artifact
 from patchkit.errors import IntegrityError, InvalidInputError, NotFoundError, RollbackError, TrustError, UsageError
 from patchkit.manifest import parse_manifest
 from patchkit.registry import keylog, ledger
@@ -31,13 +31,14 @@ from patchkit.registry.index import (
     remember_index,
     seen_version,
     sign_index,
+    sign_index_keyless,
     verify_index,
 )
 from patchkit.registry.names import qualify, resolve_ref
 from patchkit.registry.spec import Spec, parse_spec, select
 from patchkit.trust.bundles import read_artifact_files
 from patchkit.trust.keys import PrivateKey, keyid_of, load_private_key, public_pem
-from patchkit.trust.store import TrustEntry, TrustStore
+from patchkit.trust.store import IdentityEntry, TrustEntry, TrustStore
 from patchkit.version import Version
 
 
@@ -261,20 +262,50 @@ def _index_tags(refs: Refs) -> dict[int, str]:
     return {int(m.group(1)): commit for tag, commit in refs.tags.items() if (m := INDEX_TAG_RE.match(tag))}
 
 
-def _verified_at(reg: Registry, name: str, rev: str, key: PrivateKey, where: str) -> tuple[Index, bytes]:
+@dataclass(frozen=True)
+class KeylessPublisher:
+    """A publisher with no key: the identity of an ambient OIDC token, signing through
+    `patchkit.trust.keyless.signing_instance()`. `own` is what it counts as itself when it signs on
+    top of an index already published: an issuer, an identity (or pattern, so a release workflow's
+    next tag is the same publisher) and the trusted root of the instance it signs with."""
+
+    token: str
+    own: IdentityEntry
+
+    @property
+    def who(self) -> str:
+        return f"the keyless identity {self.own.identity} (issuer {self.own.issuer})"
+
+
+Publisher = PrivateKey | KeylessPublisher
+
+
+def _own_trust(reg: Registry | None, name: str, signer: Publisher) -> TrustStore:
+    """What the publisher may sign on top of: its key and the keys it succeeded (key log), or its identity."""
+    if isinstance(signer, KeylessPublisher):
+        return TrustStore(None, [], identities=[signer.own])
+    assert reg is not None
+    return keylog.publisher_trust(reg, name, signer)
+
+
+def _verified_at(reg: Registry, name: str, rev: str, signer: Publisher, where: str) -> tuple[Index, bytes]:
     data = reg.read(name, rev, constants.INDEX_FILE, MAX_INDEX_BYTES)
     if data is None:
         raise IntegrityError(f"{where}: no {constants.INDEX_FILE} at {rev[:12]}", "the registry is damaged or tampered with")
     sig = reg.read(name, rev, constants.INDEX_SIG_FILE, MAX_INDEX_SIG_BYTES)
     try:
-        index, _ = verify_index(data, sig, keylog.publisher_trust(reg, name, key), name, where=where)
+        index, _ = verify_index(data, sig, _own_trust(reg, name, signer), name, where=where)
     except TrustError:
+        if isinstance(signer, KeylessPublisher):
+            raise TrustError(f"the index of {name} in {reg.url} is signed by another signer than {signer.who}",
+                             "publish with the identity that published it before (`--identity PATTERN` names a release "
+                             "workflow at any tag), or with the --key that signed it") from None
         raise TrustError(f"the index of {name} in {reg.url} is signed by another key than --key",
                          "use the key that publishes this patch") from None
     return index, data
 
 
-def _current_index(reg: Registry, name: str, key: PrivateKey, *, allow_missing: bool) -> tuple[Index, str | None]:
+def _current_index(reg: Registry, name: str, key: Publisher, *, allow_missing: bool) -> tuple[Index, str | None]:
     """The index on main, verified against the publisher's key (no freshness check: refresh fixes that).
 
     A publisher may run with no saved state (a CI job with a fresh home), so it does not rely
@@ -327,13 +358,32 @@ def _current_index(reg: Registry, name: str, key: PrivateKey, *, allow_missing: 
     return index, refs.main
 
 
-def _write_index(reg: Registry, name: str, index: Index, key: PrivateKey, parent: str | None, message: str, *,
+def _write_index(reg: Registry, name: str, index: Index, key: Publisher, parent: str | None, message: str, *,
                  chain: list[bytes] | None = None, tuf: bool = True) -> str:
     """Sign and commit the index, tag it, and (`tuf`) list it in the namespace's root-of-trust
     metadata when it has one. The index and its signature stay as before, for clients that read
-    no root of trust (migration: both are served)."""
+    no root of trust (migration: both are served).
+
+    A keyless publisher's new signature is checked against its own identity before anything is
+    written: Fulcio decides which identity a token's certificate names, and an index the
+    publisher itself would refuse must not reach the registry."""
     from patchkit.registry import rooted
 
+    if isinstance(key, KeylessPublisher):
+        _refuse_rooted_keyless(reg, name)
+        index.keys = keylog.bound_statements(reg, name)
+        data, sig = sign_index_keyless(index, key.token)
+        where = f"the new index of {name}"
+        try:
+            verify_index(data, sig, _own_trust(reg, name, key), name, where=where)
+        except TrustError as exc:
+            raise TrustError(f"{where} is signed as another identity than {key.who}: {exc.message}",
+                             "sign the artifact and the index in the same job, or pass --identity PATTERN covering "
+                             "both; nothing was written to the index") from None
+        commit = reg.commit(name, {constants.INDEX_FILE: data, constants.INDEX_SIG_FILE: sig}, message, parent=parent)
+        check_and_record(index, data, reg.ident, where=f"{reg.url} {name}")
+        reg.tag(name, index_tag(index.index_version), commit)
+        return commit
     if tuf:
         rooted.check_publisher(reg, name, key)  # before anything is written
     index.keys = keylog.bound_statements(reg, name)
@@ -345,6 +395,17 @@ def _write_index(reg: Registry, name: str, index: Index, key: PrivateKey, parent
         rooted.after_index_write(reg, name, key, data, commit, index.index_version,
                                  expires_days=max((index.expiry() - now_utc()).total_seconds() / 86400, 1 / 86400))
     return commit
+
+
+def _refuse_rooted_keyless(reg: Registry, name: str) -> None:
+    """A namespace under a root of trust delegates to keys only (yet): a keyless publish there would
+    write an index no customer pinning that root accepts."""
+    from patchkit.registry import rooted
+
+    namespace = name.split("/", 1)[0]
+    if rooted.has_root(reg, namespace):
+        raise UsageError(f"{namespace} has a root of trust in {reg.url}, which delegates to keys, not keyless identities",
+                         "publish there with an online key of that root (`patchkit publish DIR --key …`)")
 
 
 def _check_expiry_days(days: int) -> int:
@@ -362,6 +423,16 @@ def signer_chain(key: PrivateKey, certificate_chain: Path | None) -> list[bytes]
     return signing_chain(certificate_chain, key)
 
 
+def _artifact_name(directory: Path) -> str:
+    manifest_path = directory / constants.MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise NotFoundError(f"{directory} is not a patch artifact ({constants.MANIFEST_FILE} is missing)", "build and sign it first")
+    name = parse_manifest(manifest_path.read_bytes(), source=str(manifest_path)).name
+    if keylog.is_reserved(name):
+        raise UsageError(f"{name} is reserved: {keylog.KEYLOG_REPO} holds a namespace's key log", "choose another name")
+    return name
+
+
 def publish(directory: Path, key_path: Path, *, registry: str | None = None, passphrase_env: str | None = None,
             expires_days: int = DEFAULT_EXPIRES_DAYS, certificate_chain: Path | None = None) -> PublishResult:
     """Verify the artifact (signed by --key), commit it, tag `v<version>`, re-sign the index."""
@@ -369,27 +440,99 @@ def publish(directory: Path, key_path: Path, *, registry: str | None = None, pas
     _check_expiry_days(expires_days)
     key = load_private_key(key_path, passphrase_env)
     chain = signer_chain(key, certificate_chain)
-    manifest_path = directory / constants.MANIFEST_FILE
-    if not manifest_path.is_file():
-        raise NotFoundError(f"{directory} is not a patch artifact ({constants.MANIFEST_FILE} is missing)", "build and sign it first")
-    name = parse_manifest(manifest_path.read_bytes(), source=str(manifest_path)).name
-    if keylog.is_reserved(name):
-        raise UsageError(f"{name} is reserved: {keylog.KEYLOG_REPO} holds a namespace's key log", "choose another name")
+    name = _artifact_name(directory)
     try:
         vr = verify_artifact(directory, _publisher_trust(key, name))
     except TrustError:
         raise TrustError(f"{directory} is not signed by the key given with --key",
                          "sign it with `patchkit sign DIR --key PRIVATE_PEM` using the same key") from None
-    files = read_artifact_files(directory, exclude=())
-    version = vr.version
-    tag = f"v{version}"
     reg = open_registry(registry)
     from patchkit.registry import rooted
 
     rooted.check_publisher(reg, name, key)  # before the artifact's commit and tag: a refused key burns no version
+    return _publish_verified(reg, name, directory, vr, key, chain=chain, expires_days=expires_days)
+
+
+def _bundle_material(path: Path) -> dict[str, Any]:
+    """A signature bundle's verificationMaterial, read to a bound (its checks come after, in verify)."""
+    from patchkit._internal.files import read_regular
+    from patchkit._internal.jsonio import loads_strict
+    from patchkit.trust.bundles import MAX_SIGNATURE_BYTES
+
+    try:
+        raw = loads_strict(read_regular(path, MAX_SIGNATURE_BYTES, what=str(path), error=IntegrityError), what=str(path))
+    except InvalidInputError as exc:
+        raise IntegrityError(f"{path} is corrupt: {exc.message}", "re-sign it with `patchkit sign DIR --keyless`") from None
+    material = raw.get("verificationMaterial") if isinstance(raw, dict) else None
+    if not isinstance(material, dict):
+        raise IntegrityError(f"{path} is not a Sigstore bundle", "re-sign it with `patchkit sign DIR --keyless`")
+    return material
+
+
+def _keyless_publisher(directory: Path, name: str, token: str, identity: str | None) -> KeylessPublisher:
+    """Who a keyless publish is: the issuer and identity the artifact's Fulcio leaf names (or the
+    `identity` pattern, which must cover it), with the trusted root of the instance it signs with."""
+    from patchkit.trust.keyless import claimed_identity, signing_instance, validate_identity
+
+    source = str(directory / constants.SIGNATURE_FILE)
+    claimed = claimed_identity(_bundle_material(directory / constants.SIGNATURE_FILE), source)
+    if not claimed.issuer or not claimed.identities:
+        raise IntegrityError(f"{source}: the signing certificate names no OIDC issuer or identity",
+                             "re-sign it with `patchkit sign DIR --keyless`")
+    if identity is None:
+        if len(claimed.identities) != 1:
+            raise UsageError(f"{source} names {len(claimed.identities)} identities: {', '.join(claimed.identities)}",
+                             "say which one publishes with --identity")
+        identity = claimed.identities[0]
+    own = IdentityEntry(claimed.issuer, validate_identity(identity), [name], label="publish --keyless",
+                        trusted_root=signing_instance().trusted_root)
+    return KeylessPublisher(token, own)
+
+
+def publish_keyless(directory: Path, *, registry: str | None = None, identity: str | None = None,
+                    expires_days: int = DEFAULT_EXPIRES_DAYS) -> PublishResult:
+    """`publish --keyless`: sign the artifact keyless unless it already is, then publish it and sign
+    the index keyless, all as the ambient identity (SIGSTORE_ID_TOKEN, or GitHub Actions' OIDC token).
+
+    No token: UsageError (exit 2) before anything is signed or written. The artifact's signature
+    and the current index must verify as the publisher's identity (`identity`, a pattern such as
+    a release workflow at `refs/tags/*`; by default exactly the identity the artifact's leaf names),
+    as a key publisher's must verify with its key.
+    """
+    from patchkit.artifact.sign import ambient_identity_token, sign_artifact_keyless
+    from patchkit.trust.keyless import is_keyless
+
+    directory = Path(directory)
+    _check_expiry_days(expires_days)
+    name = _artifact_name(directory)
+    token = ambient_identity_token()
+    sig_path = directory / constants.SIGNATURE_FILE
+    if sig_path.exists():
+        if not is_keyless(_bundle_material(sig_path)):
+            raise UsageError(f"{directory} is signed with a key or certificate, not keyless",
+                             "publish it with --key, or re-sign it with `patchkit sign DIR --keyless`")
+    else:
+        sign_artifact_keyless(directory, token)
+    signer = _keyless_publisher(directory, name, token, identity)
+    try:
+        vr = verify_artifact(directory, _own_trust(None, name, signer))
+    except TrustError as exc:
+        raise TrustError(f"{directory} is not signed by {signer.who}: {exc.message}",
+                         "sign it in the same job with `patchkit sign DIR --keyless`, or pass --identity PATTERN") from None
+    reg = open_registry(registry)
+    _refuse_rooted_keyless(reg, name)  # before the artifact's commit and tag
+    return _publish_verified(reg, name, directory, vr, signer, chain=None, expires_days=expires_days)
+
+
+def _publish_verified(reg: Registry, name: str, directory: Path, vr: VerifyResult, signer: Publisher, *,
+                      chain: list[bytes] | None, expires_days: int) -> PublishResult:
+    """Commit a verified artifact, tag `v<version>`, and sign a new index listing it (under the lock)."""
+    files = read_artifact_files(directory, exclude=())
+    version = vr.version
+    tag = f"v{version}"
     reg.ensure_repo(name)
     with reg.writer_lock(name):
-        index, head = _current_index(reg, name, key, allow_missing=True)
+        index, head = _current_index(reg, name, signer, allow_missing=True)
         if version in index.versions:
             raise UsageError(f"{name}@{version} is already published in {reg.url}", "versions are immutable; bump the version")
         twin = next((v for v in index.versions if Version.parse(v) == Version.parse(version)), None)
@@ -413,7 +556,7 @@ def publish(directory: Path, key_path: Path, *, registry: str | None = None, pas
         new.versions[version] = IndexEntry(version, commit, vr.digest, utc_stamp(),
                                            {f: len(b) for f, b in files.items()})
         ledger.record(reg.ident, name, version, vr.digest, commit)
-        _write_index(reg, name, new, key, parent, f"index {new.index_version}: publish {version}", chain=chain)
+        _write_index(reg, name, new, signer, parent, f"index {new.index_version}: publish {version}", chain=chain)
     return PublishResult(name, version, commit, tag, vr.digest, reg.url, new.index_version, new.expires)
 
 
@@ -494,4 +637,4 @@ def refresh(name: str, key_path: Path, *, registry: str | None = None, passphras
                          action="refresh", change=lambda index: None, certificate_chain=certificate_chain)
 
 
-__all__ = ["IndexUpdate", "PublishResult", "PullResult", "VersionInfo", "VersionList", "choose", "fetch_pinned", "load_index", "publish", "pull", "refresh", "unyank", "versions", "yank"]
+__all__ = ["IndexUpdate", "PublishResult", "PullResult", "VersionInfo", "VersionList", "choose", "fetch_pinned", "load_index", "publish", "publish_keyless", "pull", "refresh", "unyank", "versions", "yank"]

@@ -40,7 +40,7 @@ from patchkit._internal.jsonio import (
 )
 from patchkit.errors import FreezeError, IntegrityError, InvalidInputError, ReadOnlyError, RegistryError, RollbackError
 from patchkit.registry.ids import commit_id, file_name
-from patchkit.trust.bundles import Signed, sign_blobs, verify_blobs
+from patchkit.trust.bundles import Signed, sign_blobs, sign_blobs_keyless, verify_blobs
 from patchkit.trust.keys import PrivateKey
 from patchkit.trust.store import TrustStore
 from patchkit.version import Version
@@ -269,6 +269,13 @@ def sign_index(index: Index, key: PrivateKey, *, chain: list[bytes] | None = Non
     return data, sign_blobs(index.name, {constants.INDEX_FILE: data}, key, sig_name=constants.INDEX_SIG_FILE, chain=chain)
 
 
+def sign_index_keyless(index: Index, token: str) -> tuple[bytes, bytes]:
+    """(index bytes, signature bytes): a keyless (Sigstore) bundle over the one index file, as the
+    identity of `token`; customers verify it with `trust add-identity` entries, like a keyless patch."""
+    data = index.to_bytes()
+    return data, sign_blobs_keyless(index.name, {constants.INDEX_FILE: data}, token, sig_name=constants.INDEX_SIG_FILE)
+
+
 def _stated_time(files: Mapping[str, bytes]) -> datetime | None:
     """The `updated_at` a signed index states: the only time it carries for its own signature."""
     try:
@@ -476,5 +483,6 @@ __all__ = [
     "remembered_index",
     "seen_version",
     "sign_index",
+    "sign_index_keyless",
     "verify_index",
 ]

@@ -164,13 +164,25 @@ def sign_directory(directory: Path, key: PrivateKey, *, name: str | None = None,
     return bundle
 
 
+def sign_statement_keyless(payload: bytes, token: str) -> bytes:
+    """A keyless bundle over an in-toto statement, from the Sigstore instance `signing_instance()` names."""
+    from patchkit.trust.keyless import signing_instance
+
+    return signing_instance().sign(payload, token)
+
+
+def sign_blobs_keyless(name: str, files: Mapping[str, bytes], token: str, *,
+                       sig_name: str = constants.INDEX_SIG_FILE) -> bytes:
+    """Sign in-memory files (the registry index) keyless, in the same statement format as `sign_blobs`."""
+    payload = _statement(name, {n: hashlib.sha256(b).hexdigest() for n, b in files.items()}, [sig_name])
+    return sign_statement_keyless(payload, token)
+
+
 def sign_directory_keyless(directory: Path, token: str, *, name: str) -> bytes:
     """Sign every file of an artifact directory keyless (Fulcio, Rekor) and write `patchkit.sig` atomically."""
-    from patchkit.trust.keyless import sign_statement
-
     files = read_artifact_files(directory)
     payload = _statement(name, {n: hashlib.sha256(b).hexdigest() for n, b in files.items()}, [constants.SIGNATURE_FILE])
-    bundle = sign_statement(payload, token)
+    bundle = sign_statement_keyless(payload, token)
     atomic_write_bytes(Path(directory) / constants.SIGNATURE_FILE, bundle)
     return bundle
 

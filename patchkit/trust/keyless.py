@@ -28,7 +28,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -387,6 +387,12 @@ def ambient_github_token() -> str | None:
                          "give the workflow `permissions: id-token: write`, or set SIGSTORE_ID_TOKEN") from None
 
 
+def claimed_identity(material: dict[str, Any], source: str) -> LeafIdentity:
+    """What a keyless bundle's leaf claims, unchecked (`publish --keyless` takes it as its own identity,
+    then verifies the bundle against it)."""
+    return leaf_identity(_load_leaf(material, source))
+
+
 def leaf_identity_of_bundle(bundle: bytes) -> LeafIdentity:
     """Who a keyless bundle this process just wrote names (for `sign --keyless`'s report)."""
     doc = json.loads(bundle)
@@ -416,10 +422,32 @@ def sign_statement(payload: bytes, token: str) -> bytes:
     return (bundle.to_json() + "\n").encode()
 
 
+@dataclass(frozen=True)
+class SigningInstance:
+    """The Sigstore instance keyless signing goes to: what turns a payload and a token into a bundle,
+    and the trusted root that checks what it issues (None: the public-good instance).
+
+    A publisher checks its own keyless signatures (the artifact's, the registry index's) against the
+    instance it signs with, so the two always agree."""
+
+    sign: Callable[[bytes, str], bytes]
+    trusted_root: bytes | None = None
+    name: str = PUBLIC_GOOD
+
+
+def signing_instance() -> SigningInstance:
+    """The one seam between patchkit and Fulcio/Rekor: every keyless signature (`sign --keyless`,
+    `publish --keyless`, the index) is made through the instance this returns. Tests replace it with
+    a stand-in instance, since Fulcio, Rekor and an identity provider cannot run offline."""
+    return SigningInstance(sign_statement)
+
+
 __all__ = [
     "PUBLIC_GOOD",
     "KeylessSigner",
+    "SigningInstance",
     "ambient_github_token",
+    "claimed_identity",
     "identity_matches",
     "is_keyless",
     "leaf_identity",
@@ -427,6 +455,7 @@ __all__ = [
     "normalize_trusted_root",
     "open_keyless",
     "sign_statement",
+    "signing_instance",
     "validate_identity",
     "validate_issuer",
 ]

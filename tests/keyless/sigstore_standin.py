@@ -270,6 +270,31 @@ class Instance:
                               "rekorTlogConfig": {"selector": "ANY"}, "tsaConfig": {"selector": "ANY"}},
         }
 
+    # -- across processes (the Action's steps run `patchkit` as a program) -----------------------
+    def save(self, path: Path) -> Path:
+        """Keys, certificates and log as JSON, so another process signs as the same instance."""
+        pem = serialization.Encoding.PEM
+        raw = serialization.PrivateFormat.PKCS8
+        keys = {k: getattr(self, k).private_bytes(pem, raw, serialization.NoEncryption()).decode()
+                for k in ("root_key", "inter_key", "ct_key", "rekor_key")}
+        certs = {c: _b64(getattr(self, c).public_bytes(serialization.Encoding.DER)) for c in ("root", "intermediate")}
+        path.write_text(json.dumps({"name": self.name, **keys, **certs, "log": [_b64(e) for e in self.log]}))
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> Instance:
+        doc = json.loads(path.read_text())
+        inst = cls.__new__(cls)  # not __post_init__: the certificates are the saved ones
+        inst.name = doc["name"]
+        for k in ("root_key", "inter_key", "ct_key", "rekor_key"):
+            key = serialization.load_pem_private_key(doc[k].encode(), None)
+            assert isinstance(key, ec.EllipticCurvePrivateKey)
+            setattr(inst, k, key)
+        inst.root = x509.load_der_x509_certificate(base64.b64decode(doc["root"]))
+        inst.intermediate = x509.load_der_x509_certificate(base64.b64decode(doc["intermediate"]))
+        inst.log = [base64.b64decode(e) for e in doc["log"]]
+        return inst
+
     def write_trusted_root(self, path: Path) -> Path:
         path.write_text(json.dumps(self.trusted_root(), indent=1))
         return path
