@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from benchmarks.keylog import plant, planted_envelopes, planted_log
-from patchkit import lifecycle
 from patchkit.registry import pull
 from patchkit.registry.backends import open_registry
 from patchkit.registry.keylog import MAX_KEYLOG_BYTES, read_log
+from patchkit.trust import statements as lifecycle
 from patchkit.trust.statements import MAX_LOG_SCOPES, MAX_STATEMENTS, Envelope, dumps_log
 from tests.helpers import pk
 from tests.registry.conftest import Vendor
