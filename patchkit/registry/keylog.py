@@ -65,7 +65,7 @@ from patchkit.trust.store import Handover, TrustEntry, TrustStore, record_revoca
 
 KEYLOG_REPO = "patchkit-keys"
 KEYLOG_FILE = "patchkit-keys.json"
-# A key log at the statement cap (`lifecycle.MAX_STATEMENTS`) is well under this; a bigger one is
+# A key log at the statement cap (`statements.MAX_STATEMENTS`) is well under this; a bigger one is
 # refused (exit 3) before it is parsed, so a planted log costs a client a bounded amount of work.
 MAX_KEYLOG_BYTES = 1024 * 1024
 MAX_MEMORY_BYTES = 16 * 1024 * 1024
