@@ -172,8 +172,11 @@ def remembered_index(registry_ident: str, name: str, trust: TrustStore) -> Index
 
 
 def _vendor_pin(namespace: str) -> bytes | None:
-    pin = TrustStore.load().root_for(f"{namespace}/x") if constants.default_trust_file().exists() else None
-    return pin.root if pin is not None and pin.namespace == namespace else None
+    """The root this machine pinned for `namespace` (whatever its scopes), where a publisher's reading
+    of the registry's metadata starts; without one it starts from the registry's own version 1."""
+    if not constants.default_trust_file().exists():
+        return None
+    return next((r.root for r in TrustStore.load().roots if r.namespace == namespace), None)
 
 
 def _load(reg: Registry, namespace: str) -> tuple[md.Repo, str | None]:
