@@ -384,15 +384,14 @@ def _write_index(reg: Registry, name: str, index: Index, key: Publisher, parent:
         check_and_record(index, data, reg.ident, where=f"{reg.url} {name}")
         reg.tag(name, index_tag(index.index_version), commit)
         return commit
-    if tuf:
-        rooted.check_publisher(reg, name, key)  # before anything is written
+    loaded = rooted.check_publisher(reg, name, key) if tuf else None  # before anything is written
     index.keys = keylog.bound_statements(reg, name)
     data, sig = sign_index(index, key, chain=chain)
     commit = reg.commit(name, {constants.INDEX_FILE: data, constants.INDEX_SIG_FILE: sig}, message, parent=parent)
     check_and_record(index, data, reg.ident, where=f"{reg.url} {name}")
     reg.tag(name, index_tag(index.index_version), commit)
-    if tuf:
-        rooted.after_index_write(reg, name, key, data, commit, index.index_version,
+    if loaded is not None:
+        rooted.after_index_write(reg, name, key, data, commit, index.index_version, loaded=loaded,
                                  expires_days=max((index.expiry() - now_utc()).total_seconds() / 86400, 1 / 86400))
     return commit
 

@@ -221,11 +221,17 @@ def listed_index(reg: Registry, name: str) -> tuple[bytes, str] | None:
     return data, commit
 
 
-def check_publisher(reg: Registry, name: str, key: PrivateKey) -> None:
-    """Refuse, before anything is written, a publisher key the namespace's root does not delegate."""
+def check_publisher(reg: Registry, name: str, key: PrivateKey) -> tuple[md.Repo, str | None] | None:
+    """Refuse, before anything is written, a publisher key the namespace's root does not delegate.
+
+    Returns the metadata it read (None: the namespace has no root of trust), which `after_index_write`
+    builds on rather than reading and verifying it all again."""
     namespace = name.split("/", 1)[0]
-    if has_root(reg, namespace):
-        _delegated(_load(reg, namespace)[0], key, reg, namespace)
+    if not has_root(reg, namespace):
+        return None
+    loaded = _load(reg, namespace)
+    _delegated(loaded[0], key, reg, namespace)
+    return loaded
 
 
 def _delegated(repo: md.Repo, key: PrivateKey, reg: Registry, namespace: str) -> None:
@@ -237,13 +243,15 @@ def _delegated(repo: md.Repo, key: PrivateKey, reg: Registry, namespace: str) ->
 
 
 def after_index_write(reg: Registry, name: str, key: PrivateKey, data: bytes, commit: str, index_version: int, *,
-                      expires_days: float) -> None:
-    """List a new index in the namespace's metadata (when it has a root of trust), signed by `key`."""
-    namespace = name.split("/", 1)[0]
-    if not has_root(reg, namespace):
+                      expires_days: float, loaded: tuple[md.Repo, str | None] | None) -> None:
+    """List a new index in the namespace's metadata, signed by `key`. `loaded` is what `check_publisher`
+    read (None: no root of trust, nothing to list); a commit refused because another writer moved the
+    metadata meanwhile is retried on a fresh read."""
+    if loaded is None:
         return
+    namespace = name.split("/", 1)[0]
     for attempt in range(MAX_COMMIT_RETRIES):
-        repo, head = _load(reg, namespace)
+        repo, head = loaded if attempt == 0 else _load(reg, namespace)
         _delegated(repo, key, reg, namespace)
         repo.list_index(name, data, commit, index_version)
         repo.sign(online=[key], online_days=expires_days)

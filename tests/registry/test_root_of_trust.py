@@ -100,12 +100,23 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pk_home: Path) -> Wor
     return w
 
 
-def thief_lists(w: World, index_data: bytes, commit: str, index_version: int) -> None:
-    """The thief signs acme's online metadata with the stolen k1 (it is an online key until recovery)."""
-    from patchkit.registry.rooted import after_index_write
+def k1_lists(w: World, index_data: bytes, commit: str, index_version: int, *, expires_days: float = 30) -> None:
+    """acme's online metadata lists this index, signed with k1 (the vendor's online key, or the thief's
+    stolen copy of it until recovery), as every index write does."""
+    from patchkit.registry.rooted import after_index_write, check_publisher
 
-    after_index_write(open_registry(w.url), "acme/tox", load_private_key(w.k1.private), index_data, commit, index_version,
-                      expires_days=30)
+    reg, key = open_registry(w.url), load_private_key(w.k1.private)
+    after_index_write(reg, "acme/tox", key, index_data, commit, index_version, expires_days=expires_days,
+                      loaded=check_publisher(reg, "acme/tox", key))
+
+
+def relist_short_lived(w: World, seconds: float) -> None:
+    """The vendor re-signs acme's metadata for the current index with a lifetime of `seconds`."""
+    reg = open_registry(w.url)
+    head = reg.refs("acme/tox").main
+    data = reg.read("acme/tox", head, constants.INDEX_FILE, 1 << 24)
+    assert data is not None and head is not None
+    k1_lists(w, data, head, parse_index(data, where="t").index_version, expires_days=seconds / 86400)
 
 
 def raw_publish(w: World, version: str, signer: KeyPair, *, index_key: KeyPair, published_at: str | None = None,
@@ -130,7 +141,7 @@ def raw_publish(w: World, version: str, signer: KeyPair, *, index_key: KeyPair, 
     data, sig = sign_index(index, load_private_key(index_key.private))
     commit = reg.commit("acme/tox", {constants.INDEX_FILE: data, constants.INDEX_SIG_FILE: sig}, "thief index", parent=commit)
     if list_with_k1:
-        thief_lists(w, data, commit, index.index_version)
+        k1_lists(w, data, commit, index.index_version)
     return digest
 
 
@@ -248,7 +259,7 @@ def test_forked_rotation_statements_cannot_void_the_recovery(world: World) -> No
     plant_log(w.url, None, [*log_envelopes(w.url), *forks])
     raw_publish(w, "3.0.0", w.k1, index_key=w.k1, list_with_k1=False)  # k1 can no longer sign the metadata
     with pytest.raises(TrustError):
-        thief_lists(w, b"{}", "0" * 40, 99)
+        k1_lists(w, b"{}", "0" * 40, 99)
     for label in ("old", "fresh"):
         w.customer(label)
         assert w.versions() == ["1.0.0"]  # the registry's main index (the thief's) is not what the root lists
@@ -265,15 +276,12 @@ def test_forked_rotation_statements_cannot_void_the_recovery(world: World) -> No
 def test_rollback_with_deleted_index_tags_does_not_undo_a_yank(world: World) -> None:
     w = world
     from patchkit.registry.client import yank
-    from patchkit.registry.rooted import after_index_write, tuf_repo
+    from patchkit.registry.rooted import tuf_repo
 
     reg = open_registry(w.url)
     # The last metadata before the yank is short-lived (what the vendor's --expires-days bounds).
     w.home("vendor")
-    data = reg.read("acme/tox", reg.refs("acme/tox").main, constants.INDEX_FILE, 1 << 24)
-    assert data is not None
-    after_index_write(reg, "acme/tox", load_private_key(w.k1.private), data, reg.refs("acme/tox").main,
-                      parse_index(data, where="t").index_version, expires_days=4 / 86400)
+    relist_short_lived(w, 4)
     old_heads = {n: reg.refs(n).main for n in ("acme/tox", tuf_repo("acme"))}
     yank("acme/tox@1.0.0", "leaks", w.k1.private, registry=w.url)
     w.customer("saw-yank")
@@ -366,17 +374,11 @@ def test_migration_keeps_serving_clients_that_read_no_root(world: World) -> None
 
 
 def test_offline_the_cached_metadata_stands_only_until_it_expires(world: World) -> None:
-    from patchkit.registry.rooted import after_index_write
-
     w = world
-    reg = open_registry(w.url)
     w.home("vendor")
-    data = reg.read("acme/tox", reg.refs("acme/tox").main, constants.INDEX_FILE, 1 << 24)
-    assert data is not None
     lifetime = 20  # seconds: long enough for apply and one CLI run on a loaded machine, then waited out
     started = time.monotonic()
-    after_index_write(reg, "acme/tox", load_private_key(w.k1.private), data, reg.refs("acme/tox").main,
-                      parse_index(data, where="t").index_version, expires_days=lifetime / 86400)
+    relist_short_lived(w, lifetime)
     home = w.customer("c")
     model = w.model
     from patchkit.registry.customer import apply
