@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -145,7 +146,10 @@ def _fmt(v: Any) -> str:
     return html.escape(str(v))
 
 
-def render(result: EvalResult, *, examples: int = 3) -> str:
+def render(result: EvalResult, *, examples: int = 3,
+           validation: Sequence[tuple[str, Mapping[str, Any]]] = ()) -> str:
+    """The page. `validation`: (patch label, validation block) for each evaluated patch whose
+    training recorded a validation curve; drawn in a section of its own, after the test-set results."""
     e = html.escape
     png = base64.b64encode(chart_png(result)).decode("ascii")
     cfgs = list(result.configs)
@@ -189,6 +193,9 @@ def render(result: EvalResult, *, examples: int = 3) -> str:
         for n, d in result.datasets.items()
     )
     det_line = detector_line(result.detector)
+    from patchkit.eval.tradeoff import html_section
+
+    curve = html_section(validation)
     return page_head(f"patchkit eval: {s.get('suite')}") + f"""
 <h1>patchkit eval: {e(str(s.get('suite')))}</h1>
 <h2>Safety vs utility</h2>
@@ -197,6 +204,7 @@ def render(result: EvalResult, *, examples: int = 3) -> str:
 <table id="metrics"><tr><th>metric</th><th>dataset</th><th>n</th><th>scorer</th>{head}</tr>
 {''.join(rows)}</table>
 {det_line}
+{curve}
 <h2>Settings</h2><table>{settings_rows}</table>
 <h2>Datasets</h2><table><tr><th>name</th><th>count</th><th>source</th></tr>{datasets}</table>
 <h2>Example completions</h2>
@@ -205,5 +213,6 @@ def render(result: EvalResult, *, examples: int = 3) -> str:
 """
 
 
-def write_report(result: EvalResult, path: Path, *, examples: int = 3) -> None:
-    atomic_write_text(Path(path), render(result, examples=examples))
+def write_report(result: EvalResult, path: Path, *, examples: int = 3,
+                 validation: Sequence[tuple[str, Mapping[str, Any]]] = ()) -> None:
+    atomic_write_text(Path(path), render(result, examples=examples, validation=validation))
