@@ -56,11 +56,20 @@ def eval_cmd(
     show_disagreements: Annotated[int, typer.Option("--show-disagreements", metavar="N", min=0,
                                                     help="With --labels: list the first N replies where the detector "
                                                          "and your labels differ.")] = 0,
+    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1… for every model of the run "
+                                                                 "(default: cuda if available).")] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help="float32, bfloat16 or float16 (default: float32 on CPU, "
+                                                               "the checkpoint's own on a GPU).")] = None,
     trust: TrustOpt = None,
     registry: RegistryOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     from patchkit.errors import UsageError
+    from patchkit.lm.loading import check_device_name, check_dtype_name
+
+    # Spelling first: a typo fails before the labels file, the data or any model is read.
+    check_device_name(device)
+    check_dtype_name(dtype)
 
     agreed = None
     if labels is not None:
@@ -82,6 +91,11 @@ def eval_cmd(
                          + (" (--judge replaces it)" if judge is not None else f" (suite {suite})"),
                          "use --labels with --suite harmfulness, utility or harm-sources and no --judge, or alone")
     if suite == "harm-sources":
+        if device is not None or dtype is not None:
+            # Its reply cache is keyed by model and prefix, not by device or dtype: replies from
+            # another precision would be mixed in silently.
+            raise UsageError("--device and --dtype are not supported with --suite harm-sources",
+                             "drop them (it runs on cuda if available, in float32 on CPU), or use --suite harmfulness")
         _harm_sources(model, patch or [], out, report, fixed_prompt, max_new_tokens, limit, batch_size, trust, registry,
                       json_out, agreed)
         return
@@ -93,7 +107,7 @@ def eval_cmd(
         fixed_prompt=fp, max_new_tokens=max_new_tokens, limit=limit, seed=seed, batch_size=batch_size,
         temperature=temperature, prompt_format=prompt_format, judge=judge, judge_prompt=judge_prompt,
         toxicity_scorer=toxicity_scorer, trust=trust, registry=registry, out=out, report=report, examples=examples,
-        samples=samples, fluency=fluency, labels_agreement=agreed,
+        samples=samples, fluency=fluency, labels_agreement=agreed, device=device, dtype=dtype,
     ))
     emit(json_out, {"ok": True, "out": str(out), "report": str(report) if report else None, "suite": suite,
                     "metrics": result.metrics, "configs": list(result.configs), "settings": result.settings,

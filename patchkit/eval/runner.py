@@ -337,7 +337,8 @@ def _strip_quotes(text: str) -> str:
     return text
 
 
-def _reference_config(ref: str, base: Backend | None, batch_size: int, prompt_format: str) -> Config:
+def _reference_config(ref: str, base: Backend | None, batch_size: int, prompt_format: str, device: str | None = None,
+                      dtype: str | None = None) -> Config:
     if ref.startswith("system-prompt:"):
         text = _strip_quotes(ref.removeprefix("system-prompt:"))
         if not text:
@@ -350,7 +351,7 @@ def _reference_config(ref: str, base: Backend | None, batch_size: int, prompt_fo
         raise NotFoundError(f"reference {ref!r} does not exist",
                             'pass a model directory, a {prompt, response} JSONL, or system-prompt:"..."')
     if path.is_dir():
-        model, tok = load_model(path, what="reference model")
+        model, tok = load_model(path, device=device, dtype=dtype, what="reference model")
         return ModelConfig("reference", f"reference model {path.name}", Backend(model, tok, batch_size=batch_size,
                                                                                   prompt_format=prompt_format))
     ds = load_file(path)
@@ -374,11 +375,24 @@ def _check_patches(model_dir: Path, patches: Sequence[str], trust: Path | None, 
     return resolve_patches(model_dir, list(patches), VerificationPolicy.load(trust), verify=True, registry=registry)
 
 
+def _validation_curves(loaded: Sequence[Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(patch, validation block) for each evaluated patch whose training recorded a validation curve
+    (the manifest's `training.selection`, or a training.json in the patch's directory)."""
+    from patchkit.eval.tradeoff import validation_of
+
+    out = []
+    for lp in loaded:
+        block = validation_of(getattr(lp, "manifest", None), getattr(lp, "path", None))
+        if block is not None:
+            out.append((str(getattr(lp, "ref", getattr(lp, "name", "patch"))), block))
+    return out
+
+
 def _patched_config(model_dir: Path, patches: Sequence[str], loaded: Sequence[Any], batch_size: int,
-                    prompt_format: str) -> Config:
+                    prompt_format: str, device: str | None = None, dtype: str | None = None) -> Config:
     from patchkit.runtime.loader import build_patched
 
-    model, tok = build_patched(model_dir, loaded)
+    model, tok = build_patched(model_dir, loaded, device=device, dtype=dtype)
     # PatchedModel places the prefix and computes position ids itself (and returns logits for
     # the input tokens only).
     return ModelConfig("patched", f"M + {', '.join(patches)}", Backend(model, tok, batch_size=batch_size,
@@ -436,11 +450,19 @@ class EvalConfig:
     fluency: bool = False
     gas_prompts: Dataset | None = None
     labels_agreement: dict[str, Any] | None = None
+    # where the models run: cpu, cuda, cuda:N (None: cuda if available); float32, bfloat16 or
+    # float16 (None: float32 on a CPU, the checkpoint's own dtype on a GPU)
+    device: str | None = None
+    dtype: str | None = None
 
     def check(self) -> None:
         """Refuse settings no run can use, before any data or model loads."""
+        from patchkit.lm.loading import check_device_name, check_dtype_name
+
         if self.suite not in SUITES:
             raise UsageError(f"unknown suite {self.suite!r}", f"use one of {', '.join(SUITES)}")
+        check_device_name(self.device)
+        check_dtype_name(self.dtype)
         if self.max_new_tokens < 1 or self.batch_size < 1 or (self.limit is not None and self.limit < 1):
             raise UsageError("--max-new-tokens, --batch-size and --limit must be at least 1")
         if self.temperature < 0:
@@ -476,7 +498,9 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     inputs = _load_inputs(cfg)
     _say_builtin_companions(inputs, benign_given=cfg.benign is not None, gas_given=cfg.gas_prompts is not None,
                             limit=cfg.limit)
-    cfgs, base = _configurations(cfg)
+    checked = (_check_patches(Path(cfg.model), cfg.patches, cfg.trust, cfg.registry)
+               if cfg.patches and cfg.model is not None and cfg.configs is None else [])
+    cfgs, base = _configurations(cfg, checked)
     run = _Run(cfgs, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, temperature=cfg.temperature)
     datasets = _run_suite(cfg.suite, run, inputs, base, samples=cfg.samples, fluency=cfg.fluency, seed=cfg.seed)
     result = _finish(run, datasets, _settings(cfg, cfgs, base, started), inputs.detector, judged=cfg.judge is not None,
@@ -486,7 +510,7 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     if cfg.report is not None:
         from patchkit.eval.report import write_report
 
-        write_report(result, Path(cfg.report), examples=cfg.examples)
+        write_report(result, Path(cfg.report), examples=cfg.examples, validation=_validation_curves(checked))
     return result
 
 
@@ -506,6 +530,9 @@ def _settings(cfg: EvalConfig, cfgs: Sequence[Config], base: Backend | None, sta
                      "max_new_tokens": cfg.max_new_tokens, "batch_size": cfg.batch_size,
                      "prompt_format": "chat" if base is not None and base.chat else cfg.prompt_format},
         "seed": cfg.seed,
+        # Where the base model actually ran (None: injected configurations only).
+        "device": str(base.device) if base is not None else None,
+        "dtype": _dtype_name(base.model) if base is not None else None,
         "limit": cfg.limit,
         "toxic_threshold": TOXIC_THRESHOLD if cfg.suite == "toxicity" else None,
         "samples_per_prompt": cfg.samples,
@@ -515,6 +542,13 @@ def _settings(cfg: EvalConfig, cfgs: Sequence[Config], base: Backend | None, sta
         "seconds": round(time.perf_counter() - started, 3),
         "patchkit_version": constants.PATCHKIT_VERSION,
     }
+
+
+def _dtype_name(model: Any) -> str | None:
+    try:
+        return str(next(model.parameters()).dtype).removeprefix("torch.")
+    except (StopIteration, AttributeError):
+        return None
 
 
 def _say_builtin_companions(inputs: _Inputs, *, benign_given: bool, gas_given: bool, limit: int | None) -> None:
@@ -556,14 +590,13 @@ def _load_inputs(cfg: EvalConfig) -> _Inputs:
     return _Inputs(main_ds, benign_ds, gas_ds, detector, tox)
 
 
-def _configurations(cfg: EvalConfig) -> tuple[list[Config], Backend | None]:
-    """Base, base + fixed prompt, patched, reference; every patch verified before any weights load."""
+def _configurations(cfg: EvalConfig, checked: Sequence[Any]) -> tuple[list[Config], Backend | None]:
+    """Base, base + fixed prompt, patched, reference, on cfg.device in cfg.dtype; `checked`: the
+    patches, already verified (before any weights load)."""
     model, patches, batch_size, prompt_format = cfg.model, cfg.patches, cfg.batch_size, cfg.prompt_format
-    checked = (_check_patches(Path(model), patches, cfg.trust, cfg.registry)
-               if patches and model is not None and cfg.configs is None else [])
     base: Backend | None = None
     if model is not None:
-        m, tok = load_model(Path(model), what="model")
+        m, tok = load_model(Path(model), device=cfg.device, dtype=cfg.dtype, what="model")
         base = Backend(m, tok, batch_size=batch_size, prompt_format=prompt_format)
     cfgs: list[Config]
     if cfg.configs is not None:
@@ -574,9 +607,9 @@ def _configurations(cfg: EvalConfig) -> tuple[list[Config], Backend | None]:
         if cfg.fixed_prompt:
             cfgs.append(ModelConfig("fixed_prompt", "M + fixed safety prompt", base, system=cfg.fixed_prompt))
         if patches:
-            cfgs.append(_patched_config(Path(model), patches, checked, batch_size, prompt_format))
+            cfgs.append(_patched_config(Path(model), patches, checked, batch_size, prompt_format, cfg.device, cfg.dtype))
         if cfg.reference:
-            cfgs.append(_reference_config(cfg.reference, base, batch_size, prompt_format))
+            cfgs.append(_reference_config(cfg.reference, base, batch_size, prompt_format, cfg.device, cfg.dtype))
     names = [c.name for c in cfgs]
     if len(set(names)) != len(names):
         raise UsageError(f"configuration names repeat: {names}")

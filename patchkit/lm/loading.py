@@ -6,6 +6,7 @@ it runs in float32 (half precision there is slow and lossy), elsewhere in its co
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +14,47 @@ from patchkit import constants
 from patchkit.basemodel.modeldir import read_model_config, require_model_dir
 from patchkit.errors import InvalidInputError, UsageError
 
+DTYPES = ("float32", "bfloat16", "float16")
+DEVICE_HINT = "use cpu, cuda or cuda:N (N: a GPU index), or mps on Apple silicon"
+_DEVICE = re.compile(r"^(cpu|mps|cuda(:[0-9]+)?)$")
+
+
+def check_device_name(device: str | None) -> None:
+    """Refuse a `--device` spelling torch would not take, before anything loads (torch-free)."""
+    if device is not None and not _DEVICE.match(device):
+        raise UsageError(f"unknown --device {device!r}", DEVICE_HINT)
+
+
+def check_dtype_name(dtype: str | None) -> None:
+    """Refuse a `--dtype` other than float32, bfloat16 or float16 (torch-free); "auto" is the default."""
+    if dtype is not None and dtype != "auto" and dtype not in DTYPES:
+        raise UsageError(f"unknown --dtype {dtype!r}", f"use one of {', '.join(DTYPES)}")
+
 
 def pick_device(device: Any = None) -> Any:
+    """The torch device: the one asked for (checked to exist here), else cuda if available, else cpu.
+
+    Asking for a GPU this machine lacks fails here in one line, not deep inside torch with an
+    assertion about how it was compiled."""
     import torch
 
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(device, str):
+        check_device_name(device)
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: no CUDA GPU is available on this machine "
+                             f"(torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'})",
+                             "use --device cpu, or install a CUDA build of torch on a machine with an NVIDIA GPU")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise UsageError(f"--device {device}: this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1})",
+                             "pick an index below the GPU count, or --device cuda")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {device}: MPS is not available on this machine", "use --device cpu")
+    return dev
 
 
 def pick_dtype(dtype: Any, device: Any, config: dict[str, Any]) -> Any:
@@ -28,9 +63,9 @@ def pick_dtype(dtype: Any, device: Any, config: dict[str, Any]) -> Any:
 
     if dtype is not None and dtype != "auto":
         if isinstance(dtype, str):
-            value = getattr(torch, dtype, None)
-            if not isinstance(value, torch.dtype):
-                raise UsageError(f"unknown dtype {dtype!r}", "use float32, bfloat16 or float16")
+            check_dtype_name(dtype)
+            value = getattr(torch, dtype)
+            assert isinstance(value, torch.dtype)
             return value
         return dtype
     if device.type == "cpu":
@@ -79,4 +114,5 @@ def load_model(model_dir: Path | str, *, device: Any = None, dtype: Any = None, 
     return model, load_tokenizer(model_dir, what=what)
 
 
-__all__ = ["load_causal_lm", "load_model", "load_tokenizer", "pick_device", "pick_dtype"]
+__all__ = ["DTYPES", "check_device_name", "check_dtype_name", "load_causal_lm", "load_model", "load_tokenizer",
+           "pick_device", "pick_dtype"]

@@ -6,7 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from patchkit.errors import InvalidInputError
+from patchkit.errors import InvalidInputError, UsageError
+from patchkit.lm.loading import check_device_name, check_dtype_name
 
 # Every stage, in the order they run; `DEFAULT_STAGES` is the paper's method. "repr" (a
 # representation objective on a refusal probe, see `patchkit.train.representation`) runs first when chosen.
@@ -99,9 +100,24 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     save_every: int | None = setting(None, "Write a checkpoint every N steps.")
-    bf16: bool = setting(False, "Run the frozen base in bfloat16.")
+    bf16: bool = setting(False, "Run the frozen base in bfloat16 (the same as --dtype bfloat16).")
+    # The frozen base's dtype (the prefix itself always trains in float32); None: float32, or
+    # bfloat16 under `bf16`, which stays as the older spelling of `dtype="bfloat16"`.
+    dtype: str | None = setting(None, "float32, bfloat16 or float16 for the frozen base (the prefix trains in float32).",
+                                shown="float32")
+    # Where to train: None lets accelerate pick (cuda if available, else cpu).
+    device: str | None = setting(None, "cpu, cuda or cuda:N (default: cuda if available).")
     gradient_checkpointing: bool = setting(False)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # One spelling per run: `bf16=True` and `dtype="bfloat16"` are the same setting, so the
+        # recorded hyperparameters and the resume signature cannot tell them apart.
+        if self.dtype == "bfloat16" or (self.bf16 and self.dtype is None):
+            object.__setattr__(self, "dtype", "bfloat16")
+            object.__setattr__(self, "bf16", True)
+        elif self.dtype is None:
+            object.__setattr__(self, "dtype", "float32")
 
     def hyperparameters(self) -> dict[str, Any]:
         """The recorded hyperparameters (JSON-ready)."""
@@ -117,6 +133,12 @@ class TrainConfig:
         """What a checkpoint must agree with to be resumed (save_every may change)."""
         sig = self.hyperparameters()
         sig.pop("save_every", None)
+        # The device does not change what is trained (a run may resume on another machine). The
+        # dtype does, but float32 and bfloat16 are already told apart by `bf16`, the key older
+        # checkpoints were signed with; only float16 adds a key, so their signatures still match.
+        sig.pop("device", None)
+        if sig.get("dtype") != "float16":
+            sig.pop("dtype", None)
         return sig
 
 
@@ -209,3 +231,7 @@ def check_config(cfg: TrainConfig) -> None:
     if not cfg.selection_weight >= 0:
         raise InvalidInputError(f"--selection-weight must be zero or positive (got {cfg.selection_weight})")
     parse_stages(cfg.stages)
+    check_device_name(cfg.device)
+    check_dtype_name(cfg.dtype)
+    if cfg.bf16 and cfg.dtype != "bfloat16":
+        raise UsageError(f"--bf16 and --dtype {cfg.dtype} disagree", "pass one of them: --bf16 is --dtype bfloat16")

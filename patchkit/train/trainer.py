@@ -20,7 +20,7 @@ from patchkit._internal.files import atomic_write_bytes, atomic_write_text
 from patchkit._internal.jsonio import dumps_canonical
 from patchkit.artifact.layout import prompt_tuning_config
 from patchkit.errors import InvalidInputError, NotFoundError, UsageError
-from patchkit.lm.loading import load_model
+from patchkit.lm.loading import load_model, pick_device
 from patchkit.manifest import validate_domain
 from patchkit.train.benign import benign_pairs
 from patchkit.train.checkpoint import TrainState
@@ -264,6 +264,17 @@ def _read_data(base: str | Path, reference: Any, prompts: str | Path | Sequence[
     return _Data(base_path, out_path, prompt_list, records, ref, val_set)
 
 
+def _on_cpu(device: str | None) -> bool:
+    """Whether accelerate should stay on the CPU; a GPU asked for must exist (one-line UsageError), and
+    `cuda:N` becomes the current CUDA device, the one accelerate then places the run on."""
+    if device is None:
+        return not torch.cuda.is_available()
+    dev = pick_device(device)
+    if dev.type == "cuda" and dev.index is not None:
+        torch.cuda.set_device(dev)
+    return bool(dev.type == "cpu")
+
+
 class _Training:
     """One training run: the frozen base, the prompts as M sees them, and the state the phases share."""
 
@@ -271,9 +282,9 @@ class _Training:
         from accelerate import Accelerator
 
         self.data, self.cfg, self.domain, self.started = data, cfg, domain, started
-        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.accelerator = Accelerator(cpu=_on_cpu(cfg.device))
         self.device = self.accelerator.device
-        self.dtype = torch.bfloat16 if cfg.bf16 else torch.float32
+        self.dtype = getattr(torch, cfg.dtype or "float32")
         self.base_model, self.tokenizer = load_model(data.base_path, device=self.device, dtype=self.dtype, what="base model")
         # Prompts as M sees them; refuse those the context cannot hold with prefix and response.
         self.formatted = [format_prompt(self.tokenizer, p.text) for p in data.prompts]
