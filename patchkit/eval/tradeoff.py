@@ -232,10 +232,18 @@ def _points(ax: Any, markers: Sequence[Marker], gid: str, color: str, shape: str
 
 
 def png(block: Mapping[str, Any] | Tradeoff) -> bytes:
-    """The picture as PNG bytes (what the HTML report embeds)."""
-    from patchkit.eval.report import figure_png
+    """The picture as PNG bytes (what the HTML report embeds; the report imports this module, so
+    the few lines of `report.figure_png` are repeated here rather than imported back)."""
+    import io
 
-    return figure_png(figure(block))
+    import matplotlib.pyplot as plt
+
+    fig = figure(block)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
 
 
 def write_png(training_json: Path, out: Path) -> Path:
