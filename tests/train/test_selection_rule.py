@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -112,3 +114,19 @@ def test_tracker_state_round_trips_the_rule() -> None:
     again = Tracker.from_state(tracker.state())
     assert again.rule == tracker.rule and again.points == tracker.points and again.best_index == 0
     assert Tracker.from_state({**Tracker(1.0).state()}).rule is None
+
+
+def test_cli_refuses_a_bad_rule_before_touching_the_model(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-m", "patchkit", "train", "--base", str(tmp_path / "no-model"), "--reference", "r.jsonl",
+         "--prompts", "p.jsonl", "--domain", "harmfulness", "--out", str(tmp_path / "out"),
+         "--select", "refusal s.t. helpfulness<=0.1"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root)}, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "unknown metric 'helpfulness'" in proc.stderr and "refusal s.t. METRIC OP NUMBER" in proc.stderr
+    assert not (tmp_path / "out").exists()
