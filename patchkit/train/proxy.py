@@ -43,6 +43,19 @@ def opening_ids(tokenizer: Any, openings: Sequence[str] = REFUSAL_OPENINGS) -> l
     return [s for s in seqs if not any(o != s and o[: len(s)] == s for o in seqs)]
 
 
+def _rows(conts: Sequence[tuple[int, ...]]) -> tuple[list[tuple[int, ...]], list[int]]:
+    """The continuation rows to run and, for each opening, the row whose logits score it.
+
+    An opening's tokens are predicted from the positions before its last token, so openings that
+    agree up to their last token (or whose all-but-last tokens begin another's) share one row.
+    """
+    rows: list[tuple[int, ...]] = []
+    for c in sorted(conts, key=len, reverse=True):
+        if not any(r[: len(c) - 1] == c[:-1] for r in rows):
+            rows.append(c)
+    return rows, [next(i for i, r in enumerate(rows) if r[: len(c) - 1] == c[:-1]) for c in conts]
+
+
 def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     length = max(len(r) for r in rows)
     ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
@@ -84,8 +97,9 @@ def refusal_probability(
     lm = PrefixLM(base_model, prefix if prefix is not None else torch.zeros(1, hidden))
     pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
     conts = opening_ids(tokenizer, openings)
-    k = len(conts)
-    cont_ids, cont_mask = _right_pad(conts, pad_id)
+    rows, where = _rows(conts)
+    k = len(rows)
+    cont_ids, cont_mask = _right_pad(rows, pad_id)
     out: list[float] = []
     # The KV cache route needs the cache on (gradient checkpointing turns it off in train mode); each
     # module's own mode comes back afterwards (training keeps dropout off inside a train-mode base).
@@ -100,9 +114,12 @@ def refusal_probability(
                 c_ids, c_mask = cont_ids.repeat(b, 1).to(device), cont_mask.repeat(b, 1).to(device)
                 logits = lm(ids.to(device), mask.to(device), 1, use_prefix=prefix is not None,
                             continuations=(c_ids, c_mask, k))
-                logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, c_ids.unsqueeze(-1)).squeeze(-1)
-                seq = (logp * c_mask.float()).sum(-1).view(b, k)
-                out.extend(float(p) for p in seq.exp().sum(-1).clamp(max=1.0).cpu())
+                logp = torch.log_softmax(logits.float(), dim=-1).view(b, k, logits.shape[1], -1)
+                total = torch.zeros(b, dtype=torch.float32, device=logp.device)
+                for ids_, r in zip(conts, where, strict=True):
+                    steps = torch.arange(len(ids_), device=logp.device)
+                    total += logp[:, r, steps, torch.tensor(ids_, device=logp.device)].sum(-1).exp()
+                out.extend(float(p) for p in total.clamp(max=1.0).cpu())
     finally:
         for m, mode in modes:
             m.training = mode
