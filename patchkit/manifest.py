@@ -21,11 +21,13 @@ from patchkit.constants import PATCHKIT_VERSION as __version__
 from patchkit.errors import CompatibilityError, InvalidInputError
 from patchkit.version import Version, in_range, is_semver, parse_range
 
-# The newest schema this reader knows. 1.1 added the optional `self_test`; a manifest without
-# it is still written as 1.0, so every patchkit that reads 1.0 reads it exactly as before.
-SCHEMA_VERSION = "1.1"
+# The newest schema this reader knows. 1.1 added the optional `self_test`, 1.2 the optional
+# `training.selection`; a manifest without them is still written as 1.0 (or 1.1 with a self-test
+# only), so every patchkit that reads the older version reads it exactly as before.
+SCHEMA_VERSION = "1.2"
 BASE_SCHEMA_VERSION = "1.0"
 SELF_TEST_SCHEMA_VERSION = "1.1"
+SELECTION_SCHEMA_VERSION = "1.2"
 SCHEMA_MAJOR, SCHEMA_MINOR = (int(x) for x in SCHEMA_VERSION.split("."))
 NAME_PART = r"[a-z0-9][a-z0-9._-]*"
 NAME_RE = re.compile(rf"^{NAME_PART}/{NAME_PART}$")
@@ -149,6 +151,26 @@ class DataInfo(_Model):
     sha256: str | None = None
 
 
+class SelectionInfo(_Model):
+    """How the shipped checkpoint was chosen on held-out validation prompts (schema 1.2).
+
+    A reader can see the trade-off the publisher accepted (the rule and the point it kept), where
+    the bare base and the base with a fixed safety prompt stand on the same rows, and, when a cheap
+    proxy scored the checkpoints, how well it agreed with judging generated replies.
+    """
+
+    select: str = Field(description="last, best, or a rule such as 'refusal s.t. over_refusal<=0.05'")
+    rule: str | None = Field(default=None, description="The constraint rule in canonical form, when one chose")
+    scorer: Literal["generate", "proxy"] = "generate"
+    refuse_rows: int = Field(ge=0)
+    answer_rows: int = Field(ge=0)
+    selected: dict[str, Any] | None = Field(default=None, description="The validation point of the shipped prefix")
+    constraint_met: bool | None = Field(default=None, description="False when no point met the rule (the closest was kept)")
+    anchors: dict[str, dict[str, float]] = Field(default_factory=dict, description="base and fixed_prompt on the same rows")
+    proxy_agreement: dict[str, Any] | None = Field(default=None, description="Proxy decisions against generated replies")
+    selected_generation: dict[str, float] | None = Field(default=None, description="The shipped prefix judged on generated replies")
+
+
 class TrainingInfo(_Model):
     # The stages `patchkit train` ran, joined by "+" in their order ("repr": the representation stage).
     method: Literal["sft", "dpo", "sft+dpo", "repr", "repr+sft", "repr+dpo", "repr+sft+dpo", "imported"] = "imported"
@@ -157,6 +179,7 @@ class TrainingInfo(_Model):
     seed: int | None = None
     data: list[DataInfo] = Field(default_factory=list)
     patchkit_version: str | None = None
+    selection: SelectionInfo | None = Field(default=None, description="Validation-based checkpoint selection (schema 1.2)")
 
 
 class Metric(_Model):
@@ -250,6 +273,8 @@ class Manifest(_Model):
         out = self.model_dump(mode="json", exclude_none=False)
         if out.get("self_test") is None:
             out.pop("self_test", None)  # a 1.0 manifest stays byte for byte what 1.0 wrote
+        if isinstance(out.get("training"), dict) and out["training"].get("selection") is None:
+            out["training"].pop("selection", None)  # likewise for 1.2's training.selection
         return out
 
     def to_json(self) -> str:
@@ -297,6 +322,9 @@ def parse_manifest(data: bytes | str | dict[str, Any], *, source: str = "patchki
     if manifest.self_test is not None and (major, minor) < (1, 1):
         raise InvalidInputError(f"{source}: self_test needs schema_version {SELF_TEST_SCHEMA_VERSION} or newer, not {sv}",
                                 "rebuild the patch with `patchkit build --self-test`")
+    if manifest.training.selection is not None and (major, minor) < (1, 2):
+        raise InvalidInputError(f"{source}: training.selection needs schema_version {SELECTION_SCHEMA_VERSION} or newer, "
+                                f"not {sv}", "rebuild the patch with this patchkit")
     if minor <= SCHEMA_MINOR:
         unknown = _unknown_fields(manifest)
         if unknown:

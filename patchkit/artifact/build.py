@@ -17,11 +17,13 @@ from patchkit.basemodel.modeldir import hidden_size_of, read_model_config
 from patchkit.constants import PATCHKIT_VERSION as __version__
 from patchkit.errors import CompatibilityError, InvalidInputError, NotFoundError, UsageError
 from patchkit.manifest import (
+    SELECTION_SCHEMA_VERSION,
     SELF_TEST_SCHEMA_VERSION,
     BaseModelInfo,
     Manifest,
     Metric,
     PrefixInfo,
+    SelectionInfo,
     SelfTestInfo,
     TrainingInfo,
     validate_digest,
@@ -110,8 +112,12 @@ def _training_block(source: Source, training_file: Path | None) -> TrainingInfo:
         data = raw
     if not data:
         return TrainingInfo(method="imported", patchkit_version=__version__)
-    keep = {k: data[k] for k in ("method", "reference", "hyperparameters", "seed", "data", "patchkit_version") if k in data}
+    keep: dict[str, Any] = {k: data[k] for k in ("method", "reference", "hyperparameters", "seed", "data", "patchkit_version")
+                            if k in data}
     keep.setdefault("patchkit_version", __version__)
+    validation = data.get("validation")
+    if isinstance(validation, dict):
+        keep["selection"] = {k: validation[k] for k in SelectionInfo.model_fields if k in validation}
     try:
         return TrainingInfo.model_validate(keep)
     except Exception as exc:
@@ -234,6 +240,8 @@ def build_artifact(
         test_bytes = test.to_bytes()
         manifest.self_test = SelfTestInfo.model_validate(test.manifest_info())
         manifest.schema_version = SELF_TEST_SCHEMA_VERSION
+    if manifest.training.selection is not None:
+        manifest.schema_version = SELECTION_SCHEMA_VERSION
     write_artifact(out, manifest, src.prefix, base_config=cfg or None, selftest=test_bytes)
     return manifest
 

@@ -16,7 +16,8 @@ DEFAULT_STAGES = ("sft", "dpo")
 STAGES_HINT = "use --stages with one or more of repr, sft, dpo (comma-separated), e.g. sft,dpo or repr,sft,dpo"
 DPO_REFERENCES = ("sft", "none")
 DPO_REJECTED = ("base", "policy", "both")
-SELECT = ("last", "best")
+SELECT = ("last", "best")  # or a constraint rule, see `patchkit.train.selection.parse_rule`
+SELECTION_SCORERS = ("generate", "proxy")
 _T = TypeVar("_T")
 
 # The paper found a safety instruction far better than random as the starting prefix.
@@ -89,7 +90,12 @@ class TrainConfig:
     # Validation-based selection (needs a validation set): judge the policy's greedy replies
     # every `eval_every` steps and at the end of each stage; "best" keeps the best-scoring prefix.
     eval_every: int | None = setting(None, "Judge the validation set every N steps.")
-    select: str = setting("last", "last, or best (the best validation score).")
+    select: str = setting("last", "last, best (the best validation score), or a rule: 'refusal s.t. over_refusal<=0.05' "
+                          "(highest refusal within the budget; constraints on refusal, over_refusal, caveat joined by 'and').")
+    # How a validation point is judged: "generate" (greedy replies + the refusal detector) or
+    # "proxy" (one forward pass: the probability of a refusal opening; checked against generation at the end).
+    selection_scorer: str = setting("generate", "Validation scorer: generate (greedy replies + detector) or proxy "
+                                    "(probability of a refusal opening, one pass; agreement with generation recorded).")
     selection_weight: float = setting(1.0, "Score = refusal - weight x (over-refusal + caveats) on validation.")
     validation_max_new_tokens: int = setting(32)
     tokens: int = setting(50, "Number of virtual tokens.")
@@ -155,6 +161,13 @@ def parse_stages(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return tuple(sorted(parts, key=STAGES.index))
 
 
+def canonical_select(value: str) -> str:
+    """`last`, `best`, or a constraint rule in its canonical spelling (a bad rule is a usage error)."""
+    from patchkit.train.selection import parse_select
+
+    return str(parse_select(value))
+
+
 def validate_init(init: str) -> str:
     if init in ("random", "vocab"):
         return init
@@ -183,6 +196,8 @@ def make_config(**kwargs: Any) -> TrainConfig:
         kwargs["stages"] = parse_stages(kwargs["stages"])
     if "init" in kwargs:
         kwargs["init"] = validate_init(kwargs["init"])
+    if isinstance(kwargs.get("select"), str):
+        kwargs["select"] = canonical_select(kwargs["select"])
     cfg = TrainConfig(**kwargs)
     check_config(cfg)
     return cfg
@@ -222,8 +237,9 @@ def check_config(cfg: TrainConfig) -> None:
         raise InvalidInputError(f"unknown --dpo-reference {cfg.dpo_reference!r}", "use sft or none")
     if cfg.dpo_rejected not in DPO_REJECTED:
         raise InvalidInputError(f"unknown --dpo-rejected {cfg.dpo_rejected!r}", "use base, policy or both")
-    if cfg.select not in SELECT:
-        raise InvalidInputError(f"unknown --select {cfg.select!r}", "use last or best")
+    canonical_select(cfg.select)
+    if cfg.selection_scorer not in SELECTION_SCORERS:
+        raise InvalidInputError(f"unknown --selection-scorer {cfg.selection_scorer!r}", "use generate or proxy")
     if cfg.eval_every is not None and cfg.eval_every < 1:
         raise InvalidInputError(f"--eval-every must be at least 1 (got {cfg.eval_every})")
     if cfg.validation_max_new_tokens < 1:

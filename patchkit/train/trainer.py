@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import math
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,14 @@ from patchkit.train.generation import (
 )
 from patchkit.train.model import Example, PrefixLM, initial_prefix
 from patchkit.train.onpolicy import policy_replies
+from patchkit.train.proxy import (
+    PROXY_NAME,
+    REFUSAL_OPENINGS,
+    REFUSE_THRESHOLD,
+    agreement,
+    proxy_shares,
+    refusal_probability,
+)
 from patchkit.train.reference import (
     ModelReference,
     Reference,
@@ -46,10 +55,13 @@ from patchkit.train.reference import (
 from patchkit.train.representation import Probe, default_layer, fit_probe, prompt_hidden
 from patchkit.train.scorer import Scorer, scorer_for
 from patchkit.train.selection import (
+    SelectionRule,
     Tracker,
     ValidationPoint,
     ValidationRow,
     ValidationSet,
+    judge,
+    parse_select,
     read_validation,
     score_replies,
 )
@@ -255,8 +267,8 @@ def _read_data(base: str | Path, reference: Any, prompts: str | Path | Sequence[
             raise InvalidInputError(f"{len(overlap)} validation prompt(s) are also training prompts, e.g. {sorted(overlap)[0][:60]!r}",
                                     "validation must be held out from training: use disjoint splits")
         records.append(val_set.record)
-    elif cfg.select == "best" or cfg.eval_every is not None:
-        raise UsageError("--select best and --eval-every need a validation set", "pass --validation FILE")
+    elif cfg.select != "last" or cfg.eval_every is not None:
+        raise UsageError("--select best (or a rule) and --eval-every need a validation set", "pass --validation FILE")
     if "repr" in cfg.stages and domain != "harmfulness":
         raise UsageError("the repr stage trains on a refusal probe: it needs --domain harmfulness",
                          "drop repr from --stages for this domain")
@@ -470,7 +482,9 @@ class _Training:
         self.signature = _signature(cfg, self.domain, self.base_digest, self.ref_desc, self.data.records)
         self.init_prefix = initial_prefix(self.base_model, self.tokenizer, cfg.init, cfg.tokens, cfg.seed)
         self._prepare_model()
-        self.state = TrainState.fresh(cfg.stages, Tracker(cfg.selection_weight) if val_set is not None else None)
+        selection = parse_select(cfg.select)
+        self.rule = selection if isinstance(selection, SelectionRule) else None
+        self.state = TrainState.fresh(cfg.stages, Tracker(cfg.selection_weight, rule=self.rule) if val_set is not None else None)
         if resume and (prefix := self.state.resume(self.data.out_path, signature=self.signature)) is not None:
             with torch.no_grad():
                 self.inner.prefix.copy_(prefix.to(self.inner.prefix.device))
@@ -597,11 +611,70 @@ class _Training:
         step = self.state.global_step
         if tracker.points and tracker.points[-1].step == step:
             return
-        replies = policy_replies(self.base_model, self.tokenizer, self.inner.prefix, self.val_texts, base_digest=self.base_digest,
-                                 settings=self.val_settings, batch_size=cfg.generation_batch_size, cache=self.cache,
-                                 desc="validation")
-        refusal, over, cav, sc = score_replies(val_set.rows, replies, cfg.selection_weight)
-        tracker.add(ValidationPoint(stage, step, refusal, over, cav, sc), self.inner.prefix)
+        if cfg.selection_scorer == "proxy":
+            shares = self.proxy_shares(self.val_texts, self.inner.prefix)
+            refusal, over = shares["refusal"], shares["over_refusal"]
+            point = ValidationPoint(stage, step, refusal, over, 0.0, refusal - cfg.selection_weight * over,
+                                    shares["refusal_p"], shares["over_refusal_p"])
+        else:
+            replies = self.validation_replies(self.inner.prefix)
+            refusal, over, cav, sc = score_replies(val_set.rows, replies, cfg.selection_weight)
+            point = ValidationPoint(stage, step, refusal, over, cav, sc)
+        tracker.add(point, self.inner.prefix)
+
+    def validation_replies(self, prefix: torch.Tensor) -> list[str]:
+        """Greedy replies of base + `prefix` to the validation prompts (cached)."""
+        return policy_replies(self.base_model, self.tokenizer, prefix, self.val_texts, base_digest=self.base_digest,
+                              settings=self.val_settings, batch_size=self.cfg.generation_batch_size, cache=self.cache,
+                              desc="validation")
+
+    def proxy_probs(self, texts: list[str], prefix: torch.Tensor | None) -> list[float]:
+        return refusal_probability(self.base_model, self.tokenizer, texts, None if prefix is None else prefix.detach(),
+                                   batch_size=self.cfg.generation_batch_size)
+
+    def proxy_shares(self, texts: list[str], prefix: torch.Tensor | None) -> dict[str, float]:
+        assert self.data.validation is not None
+        return proxy_shares([r.expect for r in self.data.validation.rows], self.proxy_probs(texts, prefix))
+
+    def anchors(self) -> dict[str, dict[str, float]]:
+        """The bare base and the base with the eval's fixed safety prompt, judged by the same scorer:
+        where the chosen checkpoint stands against doing nothing and against a prompt."""
+        from patchkit.eval.runner import DEFAULT_FIXED_PROMPT
+
+        val_set = self.data.validation
+        assert val_set is not None
+        texts = {"base": self.val_texts,
+                 "fixed_prompt": [format_prompt(self.tokenizer, p, system=DEFAULT_FIXED_PROMPT) for p in val_set.prompts]}
+        out: dict[str, dict[str, float]] = {}
+        for name, formatted in texts.items():
+            if self.cfg.selection_scorer == "proxy":
+                shares = self.proxy_shares(formatted, None)
+                out[name] = {k: round(v, 4) for k, v in shares.items()}
+            else:
+                with self.accelerator.main_process_first():
+                    replies = generate_cached(self.base_model, self.tokenizer, formatted, model_digest=self.base_digest,
+                                              settings=self.val_settings, batch_size=self.cfg.generation_batch_size,
+                                              cache=self.cache, desc=f"validation anchor ({name})")
+                refusal, over, cav, _ = score_replies(val_set.rows, replies, self.cfg.selection_weight)
+                out[name] = {"refusal": round(refusal, 4), "over_refusal": round(over, 4), "caveat": round(cav, 4)}
+        return out
+
+    def proxy_check(self, prefixes: list[torch.Tensor]) -> tuple[dict[str, Any], dict[str, float]]:
+        """The proxy's decisions against the detector on generated replies, for each prefix (rows pooled),
+        and the generation-judged shares of the first (the selected one)."""
+        val_set = self.data.validation
+        assert val_set is not None
+        proxy: list[bool] = []
+        generated: list[bool] = []
+        judged: dict[str, float] = {}
+        for i, prefix in enumerate(prefixes):
+            proxy += [p >= REFUSE_THRESHOLD for p in self.proxy_probs(self.val_texts, prefix)]
+            replies = self.validation_replies(prefix)
+            generated += [judge(r)[0] for r in replies]
+            if i == 0:
+                refusal, over, cav, _ = score_replies(val_set.rows, replies, self.cfg.selection_weight)
+                judged = {"refusal": round(refusal, 4), "over_refusal": round(over, 4), "caveat": round(cav, 4)}
+        return agreement(proxy, generated, self.cfg.validation_max_new_tokens), judged
 
     def save(self, stage: str, optimizer: torch.optim.Optimizer | None) -> None:
         """A checkpoint of the run (the main process writes it; the others wait)."""
@@ -611,21 +684,46 @@ class _Training:
         self.accelerator.wait_for_everyone()
 
     # -- phase 5: the outputs ----------------------------------------------------------------------------
+    def selection_block(self, tracker: Tracker, val_set: ValidationSet) -> dict[str, Any]:
+        """training.json's "validation": the curve, the chosen point, the anchors and (proxy) its check."""
+        cfg = self.cfg
+        best = tracker.best
+        chosen = best if cfg.select != "last" and best is not None else tracker.points[-1] if tracker.points else None
+        block: dict[str, Any] = {
+            "select": cfg.select, "rule": str(self.rule) if self.rule is not None else None, "weight": cfg.selection_weight,
+            "scorer": cfg.selection_scorer, "data": val_set.record.to_dict(),
+            "refuse_rows": sum(r.expect == "refuse" for r in val_set.rows),
+            "answer_rows": sum(r.expect == "answer" for r in val_set.rows),
+            "max_new_tokens": cfg.validation_max_new_tokens, "detector": "refusal-markers-v2+caveat-v1",
+            "points": [p.to_dict() for p in tracker.points],
+            "selected": chosen.to_dict() if chosen is not None else None,
+            "constraint_met": None,
+            "anchors": self.anchors(),
+        }
+        if cfg.selection_scorer == "proxy":
+            block["proxy"] = {"name": PROXY_NAME, "openings": list(REFUSAL_OPENINGS), "threshold": REFUSE_THRESHOLD}
+        if self.rule is not None and chosen is not None:
+            met = self.rule.feasible(chosen)
+            block["constraint_met"] = met
+            if not met and self.accelerator.is_main_process:
+                sys.stderr.write(f"patchkit: WARNING: no validation point meets {self.rule}; kept step {chosen.step}, "
+                                 f"the closest (violation {self.rule.violation(chosen):.4f})\n")
+        if cfg.selection_scorer == "proxy" and chosen is not None:
+            last = self.inner.prefix.detach().cpu().clone()
+            picked = tracker.best_prefix if cfg.select != "last" and tracker.best_prefix is not None else last
+            prefixes = [picked] if torch.equal(picked, last) else [picked, last]
+            block["proxy_agreement"], block["selected_generation"] = self.proxy_check(prefixes)
+            block["proxy_agreement"]["checkpoints"] = ["selected"] + (["last"] if len(prefixes) > 1 else [])
+        return block
+
     def finish(self) -> TrainResult:
         cfg, val_set, tracker = self.cfg, self.data.validation, self.state.tracker
         prefix = self.inner.prefix.detach().cpu().clone()
         selection: dict[str, Any] | None = None
         if tracker is not None and val_set is not None:
-            best = tracker.best
-            if cfg.select == "best" and tracker.best_prefix is not None:
+            selection = self.selection_block(tracker, val_set)
+            if cfg.select != "last" and tracker.best_prefix is not None:
                 prefix = tracker.best_prefix.clone()
-            selection = {"select": cfg.select, "weight": cfg.selection_weight, "data": val_set.record.to_dict(),
-                         "refuse_rows": sum(r.expect == "refuse" for r in val_set.rows),
-                         "answer_rows": sum(r.expect == "answer" for r in val_set.rows),
-                         "max_new_tokens": cfg.validation_max_new_tokens, "detector": "refusal-markers-v2+caveat-v1",
-                         "points": [p.to_dict() for p in tracker.points],
-                         "selected": (best.to_dict() if cfg.select == "best" and best is not None
-                                      else tracker.points[-1].to_dict() if tracker.points else None)}
         method = "+".join(cfg.stages)
         wall = time.perf_counter() - self.started
         training: dict[str, Any] = {

@@ -86,3 +86,22 @@ def test_bad_digest_domain_and_dtype_are_refused() -> None:
     d["prefix"]["dtype"] = "I32"
     with pytest.raises(InvalidInputError, match="prefix.dtype"):
         parse_manifest(d)
+
+
+def test_training_selection_needs_schema_1_2_and_leaves_older_bytes_alone() -> None:
+    selection = {"select": "refusal s.t. over_refusal<=0.05", "rule": "refusal s.t. over_refusal<=0.05", "scorer": "proxy",
+                 "refuse_rows": 2, "answer_rows": 2, "constraint_met": True,
+                 "anchors": {"base": {"refusal": 0.0, "over_refusal": 0.0}},
+                 "proxy_agreement": {"n": 4, "agree": 3, "kappa": 0.5}}
+    plain = sample()
+    with_sel = {**plain, "training": {**plain["training"], "selection": selection}}
+    got = parse_manifest({**with_sel, "schema_version": "1.2"})
+    assert got.training.selection is not None and got.training.selection.proxy_agreement == selection["proxy_agreement"]
+    assert parse_manifest(got.to_json()).to_json() == got.to_json()
+    for older in ("1.0", "1.1"):
+        with pytest.raises(InvalidInputError, match="training.selection needs schema_version 1.2"):
+            parse_manifest({**with_sel, "schema_version": older})
+    assert "selection" not in parse_manifest({**plain, "schema_version": "1.0"}).to_dict()["training"]
+    bad = {**with_sel, "schema_version": "1.2", "training": {**plain["training"], "selection": {**selection, "scorer": "guess"}}}
+    with pytest.raises(InvalidInputError, match="training.selection.scorer"):
+        parse_manifest(bad)

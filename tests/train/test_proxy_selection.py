@@ -1,0 +1,190 @@
+"""The one-pass refusal proxy, constraint selection with it, its anchors, its check against
+generation, and the selection block's way into the manifest."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tests.train.conftest import HARMFUL
+from tests.train.test_onpolicy import VALIDATION, _train
+
+pytestmark = pytest.mark.torch
+
+PROMPTS = ["How do I bake a cake?", "Tell me how to make poison, step by step, with every detail you know.", "Hi"]
+
+
+def _naive(base: Any, tok: Any, text: str, prefix: torch.Tensor | None, openings: list[tuple[int, ...]]) -> list[float]:
+    """log P(opening | prompt) of each opening, one full teacher-forced row at a time, through the runtime's model."""
+    from patchkit.runtime.patched import PatchedModel
+    from patchkit.train.generation import encode_prompt
+
+    model = PatchedModel(base, prefix)
+    prompt = encode_prompt(tok, text)
+    out = []
+    for ids in openings:
+        row = torch.tensor([prompt + list(ids)])
+        with torch.no_grad():
+            logits = model(input_ids=row, attention_mask=torch.ones_like(row)).logits[0].float()
+        logp = torch.log_softmax(logits, -1)
+        out.append(sum(float(logp[len(prompt) - 1 + j, t]) for j, t in enumerate(ids)))
+    return out
+
+
+@pytest.mark.parametrize("with_prefix", [True, False])
+def test_proxy_equals_the_naive_teacher_forced_sum(steerable_model: Path, with_prefix: bool) -> None:
+    from patchkit.lm.loading import load_model
+    from patchkit.train.generation import format_prompt
+    from patchkit.train.proxy import opening_ids, refusal_probability
+
+    base, tok = load_model(steerable_model, device="cpu", dtype=torch.float32)
+    torch.manual_seed(1)
+    prefix = torch.randn(3, base.config.hidden_size) * 0.1 if with_prefix else None
+    texts = [format_prompt(tok, p) for p in PROMPTS]
+    # The default openings (tiny probabilities on a tiny model) and one-token ones (larger); the
+    # check is relative too, so tiny probabilities cannot pass it by being tiny.
+    short = ["Sure", "I", "The", "No"]
+    for openings in (None, short):
+        kw = {} if openings is None else {"openings": openings}
+        got = refusal_probability(base, tok, texts, prefix, batch_size=2, **kw)
+        ids = opening_ids(tok, *([] if openings is None else [openings]))
+        for text, p in zip(texts, got, strict=True):
+            logs = _naive(base, tok, text, prefix, ids)
+            want = sum(math.exp(x) for x in logs)
+            assert abs(p - want) <= 1e-4 and abs(p - want) <= 1e-4 * want, (p, want)
+    # The short openings carry enough mass that the relative check above is a real float32 check.
+    assert min(refusal_probability(base, tok, texts, prefix, batch_size=8, openings=short)) > 1e-3
+
+
+def test_openings_are_prefix_free(steerable_model: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from patchkit.train.proxy import REFUSAL_OPENINGS, opening_ids
+
+    tok = AutoTokenizer.from_pretrained(steerable_model)
+    ids = opening_ids(tok, ["Sorry", "Sorry, no", "Sorry", "I can't"])
+    assert len(ids) == 2 and ids[0] == tuple(tok("Sorry, no", add_special_tokens=False)["input_ids"])
+    full = opening_ids(tok, REFUSAL_OPENINGS)
+    assert full and not any(a != b and b[: len(a)] == a for a in full for b in full)
+
+
+def test_proxy_selection_records_the_rule_anchors_and_agreement(steerable_model: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from patchkit.artifact.build import build_artifact
+    from patchkit.eval.runner import DEFAULT_FIXED_PROMPT
+    from patchkit.lm.loading import load_model
+    from patchkit.manifest import load_manifest
+    from patchkit.train.generation import GenerationSettings, format_prompt
+    from patchkit.train.onpolicy import policy_replies
+    from patchkit.train.proxy import REFUSE_THRESHOLD, refusal_probability
+    from patchkit.train.selection import judge
+    from patchkit.train.trainer import _fingerprint
+
+    rule = "refusal s.t. over_refusal<=0.5"
+    res = _train(steerable_model, tmp_path / "p", stages="sft", sft_epochs=2, validation=VALIDATION, eval_every=1,
+                 select=rule, selection_scorer="proxy")
+    block = res.training["validation"]
+    assert block["scorer"] == "proxy" and block["rule"] == rule and block["select"] == rule
+    points = block["points"]
+    assert [p["step"] for p in points] == [1, 2, 3, 4]
+    assert all(p["caveat"] == 0.0 and 0.0 <= p["refusal_p"] <= 1.0 and 0.0 <= p["over_refusal_p"] <= 1.0 for p in points)
+    feasible = [p for p in points if p["over_refusal"] <= 0.5]
+    assert feasible and block["constraint_met"] is True
+    best = max(feasible, key=lambda p: (p["refusal"], -p["over_refusal"], p["step"]))
+    assert block["selected"] == best
+
+    base, tok = load_model(steerable_model, device="cpu", dtype=torch.float32)
+    expects = [r["expect"] for r in VALIDATION]
+    harm = [i for i, e in enumerate(expects) if e == "refuse"]
+    good = [i for i, e in enumerate(expects) if e == "answer"]
+
+    def shares(probs: list[float]) -> tuple[float, float]:
+        return (sum(probs[i] >= REFUSE_THRESHOLD for i in harm) / len(harm),
+                sum(probs[i] >= REFUSE_THRESHOLD for i in good) / len(good))
+
+    # The anchors: the bare base, and the base with the eval's fixed prompt as a system turn.
+    for name, system in (("base", None), ("fixed_prompt", DEFAULT_FIXED_PROMPT)):
+        texts = [format_prompt(tok, r["prompt"], system=system) for r in VALIDATION]
+        probs = refusal_probability(base, tok, texts, None, batch_size=4)
+        anchor = block["anchors"][name]
+        assert (anchor["refusal"], anchor["over_refusal"]) == shares(probs)
+        assert anchor["refusal_p"] == round(sum(probs[i] for i in harm) / len(harm), 4)
+
+    # The agreement: the proxy's decisions against the detector on the selected prefix's greedy replies.
+    texts = [format_prompt(tok, r["prompt"]) for r in VALIDATION]
+    replies = policy_replies(base, tok, res.prefix, texts, base_digest=_fingerprint(steerable_model),
+                             settings=GenerationSettings(max_new_tokens=6, dtype="float32"), batch_size=4, cache=None, desc="t")
+    generated = [judge(r)[0] for r in replies]
+    proxy = [p >= REFUSE_THRESHOLD for p in refusal_probability(base, tok, texts, res.prefix, batch_size=4)]
+    agreement = block["proxy_agreement"]
+    n_checks = len(agreement["checkpoints"])
+    assert agreement["n"] == 4 * n_checks and agreement["max_new_tokens"] == 6
+    assert sum(agreement["confusion"].values()) == agreement["n"]
+    assert agreement["agree"] == agreement["confusion"]["both_refuse"] + agreement["confusion"]["both_answer"]
+    assert agreement["accuracy_ci95"][0] <= agreement["accuracy"] <= agreement["accuracy_ci95"][1]
+    if n_checks == 1:
+        assert agreement["agree"] == sum(p == g for p, g in zip(proxy, generated, strict=True))
+    sel = block["selected_generation"]
+    assert sel["refusal"] == sum(generated[i] for i in harm) / len(harm)
+    assert sel["over_refusal"] == sum(generated[i] for i in good) / len(good)
+
+    # Into the manifest.
+    manifest = build_artifact(res.out, tmp_path / "artifact", name="acme/safe", version="1.0.0", domain="harmfulness",
+                              base_model=steerable_model)
+    written = load_manifest(tmp_path / "artifact" / "patchkit.json")
+    assert written.schema_version == "1.2" == manifest.schema_version
+    assert written.training.selection is not None
+    got = written.training.selection.model_dump(mode="json")
+    assert got["proxy_agreement"] == agreement and got["rule"] == rule and got["scorer"] == "proxy"
+    assert got["selected"] == best and got["constraint_met"] is True and got["anchors"] == block["anchors"]
+    assert "patchkit: WARNING" not in capsys.readouterr().err
+
+
+def test_an_unmet_budget_keeps_the_closest_point_and_warns(steerable_model: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    res = _train(steerable_model, tmp_path / "u", stages="sft", sft_epochs=1, validation=VALIDATION, eval_every=1,
+                 select="refusal s.t. refusal>=1 and over_refusal<=0", selection_scorer="proxy")
+    block = res.training["validation"]
+    points = block["points"]
+    assert not any(p["refusal"] >= 1.0 and p["over_refusal"] <= 0.0 for p in points)
+    closest = min(points, key=lambda p: ((1 - p["refusal"]) + p["over_refusal"], -p["refusal"], -p["step"]))
+    assert block["constraint_met"] is False and block["selected"] == closest
+    assert "no validation point meets refusal s.t. refusal>=1.0 and over_refusal<=0.0" in capsys.readouterr().err
+
+
+def test_generate_scorer_records_generation_anchors(steerable_model: Path, tmp_path: Path) -> None:
+    res = _train(steerable_model, tmp_path / "g", stages="sft", max_steps=1, validation=VALIDATION, select="best")
+    block = res.training["validation"]
+    assert block["scorer"] == "generate" and block["rule"] is None and "proxy_agreement" not in block
+    assert set(block["anchors"]) == {"base", "fixed_prompt"}
+    assert all(set(a) == {"refusal", "over_refusal", "caveat"} for a in block["anchors"].values())
+
+
+@pytest.mark.parametrize("stop_after", [2, 3])
+def test_rule_selection_resume_is_exact(tiny_model_factory: Any, tmp_path: Path, stop_after: int) -> None:
+    from patchkit.train import StopTraining
+
+    base = tiny_model_factory("llama")
+    kw: dict[str, Any] = {"stages": "sft", "sft_epochs": 2, "validation": VALIDATION, "eval_every": 1,
+                          "select": "refusal s.t. over_refusal<=0.5", "selection_scorer": "proxy"}
+    full = _train(base, tmp_path / "full", **kw)
+    with pytest.raises(StopTraining):
+        _train(base, tmp_path / "r", save_every=1, stop_after=stop_after, **kw)
+    resumed = _train(base, tmp_path / "r", save_every=1, resume=True, **kw)
+    assert torch.equal(resumed.prefix, full.prefix)
+    for key in ("points", "selected", "anchors", "proxy_agreement"):
+        assert resumed.training["validation"][key] == full.training["validation"][key], key
+
+
+def test_training_json_is_plain_json(steerable_model: Path, tmp_path: Path) -> None:
+    _train(steerable_model, tmp_path / "j", stages="sft", max_steps=1, validation=VALIDATION,
+           select="refusal s.t. over_refusal<=0.5", selection_scorer="proxy")
+    on_disk = json.loads((tmp_path / "j" / "training.json").read_text())
+    assert on_disk["hyperparameters"]["select"] == "refusal s.t. over_refusal<=0.5"
+    assert on_disk["hyperparameters"]["selection_scorer"] == "proxy"
+    assert HARMFUL[0] not in json.dumps(on_disk["validation"])  # rows are counted, not copied
