@@ -38,12 +38,13 @@ from patchkit.train.generation import (
 from patchkit.train.model import Example, PrefixLM, initial_prefix
 from patchkit.train.onpolicy import policy_replies
 from patchkit.train.proxy import (
+    DECISION,
     PROXY_NAME,
+    ProxyScore,
     REFUSAL_OPENINGS,
-    REFUSE_THRESHOLD,
     agreement,
     proxy_shares,
-    refusal_probability,
+    refusal_scores,
 )
 from patchkit.train.reference import (
     ModelReference,
@@ -628,13 +629,13 @@ class _Training:
                               settings=self.val_settings, batch_size=self.cfg.generation_batch_size, cache=self.cache,
                               desc="validation")
 
-    def proxy_probs(self, texts: list[str], prefix: torch.Tensor | None) -> list[float]:
-        return refusal_probability(self.base_model, self.tokenizer, texts, None if prefix is None else prefix.detach(),
-                                   batch_size=self.cfg.generation_batch_size)
+    def proxy_scores(self, texts: list[str], prefix: torch.Tensor | None) -> list[ProxyScore]:
+        return refusal_scores(self.base_model, self.tokenizer, texts, None if prefix is None else prefix.detach(),
+                              batch_size=self.cfg.generation_batch_size)
 
     def proxy_shares(self, texts: list[str], prefix: torch.Tensor | None) -> dict[str, float]:
         assert self.data.validation is not None
-        return proxy_shares([r.expect for r in self.data.validation.rows], self.proxy_probs(texts, prefix))
+        return proxy_shares([r.expect for r in self.data.validation.rows], self.proxy_scores(texts, prefix))
 
     def anchors(self) -> dict[str, dict[str, float]]:
         """The bare base and the base with the eval's fixed safety prompt, judged by the same scorer:
@@ -668,7 +669,7 @@ class _Training:
         generated: list[bool] = []
         judged: dict[str, float] = {}
         for i, prefix in enumerate(prefixes):
-            proxy += [p >= REFUSE_THRESHOLD for p in self.proxy_probs(self.val_texts, prefix)]
+            proxy += [s.greedy for s in self.proxy_scores(self.val_texts, prefix)]
             replies = self.validation_replies(prefix)
             generated += [judge(r)[0] for r in replies]
             if i == 0:
@@ -701,7 +702,7 @@ class _Training:
             "anchors": self.anchors(),
         }
         if cfg.selection_scorer == "proxy":
-            block["proxy"] = {"name": PROXY_NAME, "openings": list(REFUSAL_OPENINGS), "threshold": REFUSE_THRESHOLD}
+            block["proxy"] = {"name": PROXY_NAME, "openings": list(REFUSAL_OPENINGS), "decision": DECISION}
         if self.rule is not None and chosen is not None:
             met = self.rule.feasible(chosen)
             block["constraint_met"] = met

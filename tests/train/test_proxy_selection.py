@@ -61,6 +61,49 @@ def test_proxy_equals_the_naive_teacher_forced_sum(steerable_model: Path, with_p
     assert min(refusal_probability(base, tok, texts, prefix, batch_size=8, openings=short)) > 1e-3
 
 
+@pytest.mark.parametrize("with_prefix", [True, False])
+def test_greedy_decision_is_what_greedy_decoding_opens_with(steerable_model: Path, with_prefix: bool) -> None:
+    """The proxy's refuse/answer decision is exact for greedy decoding: greedy generation through the
+    runtime opens with one of the openings' tokens exactly when the proxy says it does."""
+    from patchkit.lm.loading import load_model
+    from patchkit.runtime.patched import PatchedModel
+    from patchkit.train.generation import encode_prompt, format_prompt
+    from patchkit.train.proxy import opening_ids, refusal_scores
+
+    base, tok = load_model(steerable_model, device="cpu", dtype=torch.float32)
+    torch.manual_seed(2)
+    prefix = torch.randn(3, base.config.hidden_size) * 0.1 if with_prefix else None
+    model = PatchedModel(base, prefix)
+    prompts = PROMPTS + HARMFUL[:5]
+    texts = [format_prompt(tok, p) for p in prompts]
+    # Openings chosen so that both verdicts occur on the tiny model: its greedy first tokens, one of them
+    # followed by its greedy second token, plus tokens it never opens with.
+    firsts: list[list[int]] = []
+    for text in texts:
+        ids = torch.tensor([encode_prompt(tok, text)])
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=2, do_sample=False,
+                             pad_token_id=tok.pad_token_id or tok.eos_token_id)
+        firsts.append(out[0, ids.shape[1]:].tolist())
+    def round_trips(ids: list[int]) -> bool:
+        return bool(tok(tok.decode(ids), add_special_tokens=False)["input_ids"] == ids)
+
+    candidates = [f[:k] for f in firsts for k in (2, 1) if round_trips(f[:k])]
+    assert candidates, "the tiny model's greedy openings must be spellable as text"
+    openings = list(dict.fromkeys([tok.decode(candidates[0]), tok.decode(candidates[-1]), "Sure", "No"]))
+    ids_ = opening_ids(tok, openings)
+    scores = refusal_scores(base, tok, texts, prefix, batch_size=3, openings=openings)
+    verdicts = []
+    for first, score in zip(firsts, scores, strict=True):
+        ids = torch.tensor([encode_prompt(tok, texts[firsts.index(first)])])
+        longest = max(len(o) for o in ids_)
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=longest, do_sample=False,
+                             pad_token_id=tok.pad_token_id or tok.eos_token_id)[0, ids.shape[1]:].tolist()
+        opens = any(tuple(out[: len(o)]) == o for o in ids_)
+        assert score.greedy == opens, (out, ids_, score)
+        verdicts.append(opens)
+    assert any(verdicts), "the check needs a prompt whose greedy reply opens with an opening"
+
+
 def test_openings_are_prefix_free(steerable_model: Path) -> None:
     from transformers import AutoTokenizer
 
@@ -81,7 +124,7 @@ def test_proxy_selection_records_the_rule_anchors_and_agreement(steerable_model:
     from patchkit.manifest import load_manifest
     from patchkit.train.generation import GenerationSettings, format_prompt
     from patchkit.train.onpolicy import policy_replies
-    from patchkit.train.proxy import REFUSE_THRESHOLD, refusal_probability
+    from patchkit.train.proxy import refusal_scores
     from patchkit.train.selection import judge
     from patchkit.train.trainer import _fingerprint
 
@@ -103,24 +146,23 @@ def test_proxy_selection_records_the_rule_anchors_and_agreement(steerable_model:
     harm = [i for i, e in enumerate(expects) if e == "refuse"]
     good = [i for i, e in enumerate(expects) if e == "answer"]
 
-    def shares(probs: list[float]) -> tuple[float, float]:
-        return (sum(probs[i] >= REFUSE_THRESHOLD for i in harm) / len(harm),
-                sum(probs[i] >= REFUSE_THRESHOLD for i in good) / len(good))
+    def shares(scores: list[Any]) -> tuple[float, float]:
+        return (sum(scores[i].greedy for i in harm) / len(harm), sum(scores[i].greedy for i in good) / len(good))
 
     # The anchors: the bare base, and the base with the eval's fixed prompt as a system turn.
     for name, system in (("base", None), ("fixed_prompt", DEFAULT_FIXED_PROMPT)):
         texts = [format_prompt(tok, r["prompt"], system=system) for r in VALIDATION]
-        probs = refusal_probability(base, tok, texts, None, batch_size=4)
+        scores = refusal_scores(base, tok, texts, None, batch_size=4)
         anchor = block["anchors"][name]
-        assert (anchor["refusal"], anchor["over_refusal"]) == shares(probs)
-        assert anchor["refusal_p"] == round(sum(probs[i] for i in harm) / len(harm), 4)
+        assert (anchor["refusal"], anchor["over_refusal"]) == shares(scores)
+        assert anchor["refusal_p"] == round(sum(scores[i].p for i in harm) / len(harm), 4)
 
     # The agreement: the proxy's decisions against the detector on the selected prefix's greedy replies.
     texts = [format_prompt(tok, r["prompt"]) for r in VALIDATION]
     replies = policy_replies(base, tok, res.prefix, texts, base_digest=_fingerprint(steerable_model),
                              settings=GenerationSettings(max_new_tokens=6, dtype="float32"), batch_size=4, cache=None, desc="t")
     generated = [judge(r)[0] for r in replies]
-    proxy = [p >= REFUSE_THRESHOLD for p in refusal_probability(base, tok, texts, res.prefix, batch_size=4)]
+    proxy = [s.greedy for s in refusal_scores(base, tok, texts, res.prefix, batch_size=4)]
     agreement = block["proxy_agreement"]
     n_checks = len(agreement["checkpoints"])
     assert agreement["n"] == 4 * n_checks and agreement["max_new_tokens"] == 6
