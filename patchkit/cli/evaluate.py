@@ -91,13 +91,8 @@ def eval_cmd(
                          + (" (--judge replaces it)" if judge is not None else f" (suite {suite})"),
                          "use --labels with --suite harmfulness, utility or harm-sources and no --judge, or alone")
     if suite == "harm-sources":
-        if device is not None or dtype is not None:
-            # Its reply cache is keyed by model and prefix, not by device or dtype: replies from
-            # another precision would be mixed in silently.
-            raise UsageError("--device and --dtype are not supported with --suite harm-sources",
-                             "drop them (it runs on cuda if available, in float32 on CPU), or use --suite harmfulness")
         _harm_sources(model, patch or [], out, report, fixed_prompt, max_new_tokens, limit, batch_size, trust, registry,
-                      json_out, agreed)
+                      json_out, agreed, device=device, dtype=dtype)
         return
     from patchkit.eval.runner import DEFAULT_FIXED_PROMPT, EvalConfig, run_eval
 
@@ -147,9 +142,11 @@ def _labels_only(agreed: dict[str, object], suite: str | None, patch: list[str] 
 
 def _harm_sources(model: Path, patches: list[str], out: Path, report: Path | None, fixed_prompt: str | None,
                   max_new_tokens: int, limit: int | None, batch_size: int, trust: Path | None, registry: str | None,
-                  json_out: bool, agreed: dict[str, object] | None = None) -> None:
+                  json_out: bool, agreed: dict[str, object] | None = None, *, device: str | None = None,
+                  dtype: str | None = None) -> None:
     """Harmfulness per source: refusal, over-refusal, caveat rate and factual accuracy, with n and
-    95% intervals; base M, M + the strong safety prompt (or --fixed-prompt) and the patched model."""
+    95% intervals; base M, M + the strong safety prompt (or --fixed-prompt) and the patched model,
+    on --device in --dtype (the reply cache keeps replies from another device type or dtype apart)."""
     import shutil
 
     from patchkit._internal.files import atomic_write_text
@@ -160,7 +157,8 @@ def _harm_sources(model: Path, patches: list[str], out: Path, report: Path | Non
         raise UsageError("--max-new-tokens, --batch-size and --limit must be at least 1")
     work = out.parent / f".{out.name}.work"
     result = run_suite(model, None, work, patches=patches, trust=trust, registry=registry, fixed_prompt=fixed_prompt,
-                       max_new_tokens=max_new_tokens, limit=limit, batch_size=batch_size, labels_agreement=agreed)
+                       max_new_tokens=max_new_tokens, limit=limit, batch_size=batch_size, labels_agreement=agreed,
+                       device=device, dtype=dtype)
     atomic_write_text(out, dumps_line(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)

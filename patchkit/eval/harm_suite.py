@@ -12,8 +12,10 @@ reports each one separately:
 - factual accuracy on our short factual questions.
 
 Replies are cached per configuration under the output directory (keyed by the model's
-fingerprint, the system prompt, the patch tensor's digest and the decoding settings), so a
-re-run after retraining regenerates only the patched model's replies.
+fingerprint, the system prompt, the patch tensor's digest and the decoding settings, and by the
+device type and dtype when they are not the default float32 on a CPU), so a re-run after
+retraining regenerates only the patched model's replies, and replies generated in another
+precision are never mixed in.
 """
 
 from __future__ import annotations
@@ -213,6 +215,8 @@ def run_suite(
     detail: bool = False,
     configs: Sequence[str] = CONFIGS,
     labels_agreement: dict[str, Any] | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> SuiteResult:
     """Score base M, M + `fixed_prompt` (default: the strong safety prompt) and the patched model
     per source. The patched model is either `patch` (a `patchkit train` output dir or a
@@ -222,16 +226,24 @@ def run_suite(
     Writes `out/metrics.json` (manifest metrics format, plus rows with intervals and samples)
     and `out/report.html`. `labels_agreement` (`patchkit.eval.agreement.agreement`: the detector
     on the user's own labels) goes into the detector record beside the project's own-label figure.
+
+    Every model runs on `device` (cpu, cuda, cuda:N; None: cuda if available) in `dtype`
+    (float32, bfloat16, float16; None: float32 on a CPU, the checkpoint's own on a GPU).
     """
     from patchkit.basemodel.fingerprint import fingerprint
-    from patchkit.lm.loading import load_model
+    from patchkit.lm.loading import check_dtype_name, load_model, pick_device
 
+    # A missing GPU or a misspelt dtype fails here, in one line, before any data or weights load.
+    check_dtype_name(dtype)
+    dev = pick_device(device)
     datasets = load_sources(sources, wheels=wheels, limit=limit)
     system = fixed_prompt if fixed_prompt is not None else STRONG_SYSTEM_PROMPT
-    m, tok = load_model(Path(model))
+    m, tok = load_model(Path(model), device=dev, dtype=dtype)
     digest = fingerprint(Path(model))
-    backends, patch_digest = _backends(m, tok, model, digest, system, patch, patches, trust=trust, registry=registry,
-                                       batch_size=batch_size, configs=configs)
+    ran_on = _placement(m)
+    backends, patch_digest = _backends(m, tok, model, digest + _placement_key(*ran_on), system, patch, patches,
+                                       trust=trust, registry=registry, batch_size=batch_size, configs=configs,
+                                       device=dev, dtype=dtype)
 
     def cap(s: Source) -> int:
         return factual_max_new_tokens if s.role == "factual" else max_new_tokens
@@ -245,6 +257,7 @@ def run_suite(
         detector["user_labels"] = labels_agreement
     settings = {"model": str(model), "model_digest": digest, "patch": str(patch) if patch else (list(patches) or None),
                 "patch_sha256": patch_digest, "fixed_prompt_text": system, "decoding": "greedy",
+                "device": str(next(m.parameters()).device), "dtype": ran_on[1],
                 "max_new_tokens": max_new_tokens, "factual_max_new_tokens": factual_max_new_tokens,
                 "batch_size": batch_size, "sources": {s.spec: {"role": s.role, "title": s.title, "n": len(datasets[s.spec].items),
                                                                "sha256": datasets[s.spec].sha256} for s in sources}}
@@ -259,11 +272,25 @@ def run_suite(
 _Backends = dict[str, tuple[Any, str, str | None]]  # configuration -> (backend, cache identity, system prompt)
 
 
+def _placement(model: Any) -> tuple[str, str]:
+    """(device type, dtype name) the model's weights actually sit in: what its replies depend on
+    (cuda:0 and cuda:1 give the same replies; float32 and bfloat16 do not)."""
+    p = next(model.parameters())
+    return p.device.type, str(p.dtype).removeprefix("torch.")
+
+
+def _placement_key(device_type: str, dtype: str) -> str:
+    """The part of every cache identity that says where the replies were generated: empty for
+    the default float32 on a CPU, so caches written before device and dtype were choosable still hit."""
+    return "" if (device_type, dtype) == ("cpu", "float32") else f"|on:{device_type}/{dtype}"
+
+
 def _backends(m: Any, tok: Any, model: Path, digest: str, system: str, patch: Path | None, patches: Sequence[str], *,
-              trust: Path | None, registry: str | None, batch_size: int,
-              configs: Sequence[str]) -> tuple[_Backends, str | None]:
-    """The configurations asked for, each with the identity its cached replies are filed under;
-    the patched model through the verified runtime (`patches`) or from a bare prefix (`patch`)."""
+              trust: Path | None, registry: str | None, batch_size: int, configs: Sequence[str], device: Any = None,
+              dtype: str | None = None) -> tuple[_Backends, str | None]:
+    """The configurations asked for, each with the identity its cached replies are filed under
+    (`digest`: the model's, with where it runs); the patched model through the verified runtime
+    (`patches`, loaded on `device` in `dtype` like `m`) or from a bare prefix (`patch`, on `m`)."""
     import torch
     from safetensors.torch import load_file
 
@@ -279,9 +306,15 @@ def _backends(m: Any, tok: Any, model: Path, digest: str, system: str, patch: Pa
     patch_digest = None
     if patches and "patched" in configs:
         from patchkit.runtime import load  # type: ignore[import-not-found,unused-ignore]
+        from patchkit.runtime.compose import compose_prefix
 
-        pm_loaded, tok_p = load(Path(model), patches=list(patches), trust=trust, verify=True, registry=registry)
-        patch_digest = hashlib.sha256(pm_loaded.prefix.detach().to("cpu", torch.float32).numpy().tobytes()).hexdigest()
+        pm_loaded, tok_p = load(Path(model), patches=list(patches), trust=trust, verify=True, registry=registry,
+                                device=device, dtype=dtype)
+        # The digest of the patches' own float32 values, not of the prefix cast to the run's dtype:
+        # the same patch has one digest whatever it ran in (the placement is in `digest`).
+        composed = compose_prefix(pm_loaded.patches, dtype=torch.float32)
+        assert composed is not None  # `patches` is not empty
+        patch_digest = hashlib.sha256(composed.numpy().tobytes()).hexdigest()
         backends["patched"] = (Backend(pm_loaded, tok_p, batch_size=batch_size, explicit_positions=False),
                                f"{digest}|prefix:{patch_digest}", None)
     elif patch is not None and "patched" in configs:

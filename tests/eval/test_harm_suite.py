@@ -34,7 +34,7 @@ def test_rows_are_rates_with_wilson_intervals() -> None:
     assert rows["factual_accuracy|factual:test"].values["baseline"] == wilson(1, 2)
     # Caveats count among the answered benign replies only: 2 of the 3 answered ones.
     cav = rows["caveat_rate|contrast:test+everyday:test"].values["baseline"]
-    assert (cav.value, cav.n) == (pytest.approx(2 / 3), 3)
+    assert cav.value == pytest.approx(2 / 3) and cav.n == 3
 
 
 def test_hash_sample_ignores_file_order() -> None:
@@ -83,3 +83,83 @@ def test_run_suite_end_to_end_on_tiny_model(tiny_model: Path, tmp_path: Path, mo
                       batch_size=4)
     assert calls == [] and [r.to_dict() for r in again.rows] == [r.to_dict() for r in res.rows]
     assert render(again).count("<tr>") == len(again.rows) + 1
+
+
+@pytest.mark.torch
+def test_default_cache_names_are_unchanged_and_bfloat16_files_its_own(tiny_model: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """float32 on the CPU files replies under the identities caches were written with before
+    --device/--dtype existed (so they still hit); bfloat16 runs every configuration, the bare
+    prefix's patched model included, in bf16 and files them apart."""
+    import hashlib
+
+    import torch
+    from safetensors.torch import save_file
+
+    from patchkit.basemodel.fingerprint import fingerprint
+    from patchkit.eval import backend
+    from patchkit.eval.harm_suite import STRONG_SYSTEM_PROMPT, _cache_path
+
+    prefix = tmp_path / "prefix.safetensors"
+    save_file({"prompt_embeddings": torch.randn(3, 64) * 0.02}, str(prefix))
+    srcs = _sources()[:2]
+    out = tmp_path / "eval"
+    seen: list[tuple[Any, Any]] = []
+    real = backend.Backend.generate
+
+    def spy(self: Any, prompts: Any, **kw: Any) -> Any:
+        seen.append((next(self.model.parameters()).dtype, getattr(self.model, "prefix", None)))
+        return real(self, prompts, **kw)
+
+    monkeypatch.setattr(backend.Backend, "generate", spy)
+
+    def run(**kw: Any) -> set[str]:
+        seen.clear()
+        res = run_suite(tiny_model, prefix, out, sources=srcs, limit=2, max_new_tokens=2, batch_size=4, **kw)
+        assert res.settings["device"] == "cpu"
+        return {f.name for f in (out / "replies").iterdir()}
+
+    f32 = run()
+    digest = fingerprint(tiny_model)
+    old_identities = {"baseline": digest, "fixed_prompt": f"{digest}|system:{STRONG_SYSTEM_PROMPT}",
+                      "patched": f"{digest}|prefix:{hashlib.sha256(prefix.read_bytes()).hexdigest()}"}
+    assert f32 == {_cache_path(out, c, f"{ident}|2", s.spec).name for c, ident in old_identities.items() for s in srcs}
+    assert len(seen) == 6 and all(d == torch.float32 for d, _ in seen)
+
+    both = run(dtype="bfloat16")
+    assert len(seen) == 6 and all(d == torch.bfloat16 for d, _ in seen), seen
+    patched = [p for _, p in seen if p is not None]
+    assert len(patched) == 2 and all(p.dtype == torch.bfloat16 for p in patched)
+    assert len(both) == 12 and f32 < both
+
+    assert run() == both and seen == []
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_verified_patch_runs_in_bfloat16_with_the_same_patch_digest(tiny_model: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signed patch applied through the verified runtime loads on the run's dtype, and its
+    recorded digest is the patch's own (float32 values), not the cast prefix's."""
+    import torch
+
+    from patchkit.eval import backend
+    from tests.helpers import make_signed_patch
+
+    art, _keys = make_signed_patch(tmp_path, base_model=tiny_model)
+    srcs = _sources()[:1]
+    seen: list[Any] = []
+    real = backend.Backend.generate
+
+    def spy(self: Any, prompts: Any, **kw: Any) -> Any:
+        if hasattr(self.model, "prefix"):
+            seen.append((next(self.model.parameters()).dtype, self.model.prefix.dtype))
+        return real(self, prompts, **kw)
+
+    monkeypatch.setattr(backend.Backend, "generate", spy)
+    kw: dict[str, Any] = {"patches": [str(art)], "sources": srcs, "limit": 2, "max_new_tokens": 2, "batch_size": 4}
+    f32 = run_suite(tiny_model, None, tmp_path / "eval", **kw)
+    bf16 = run_suite(tiny_model, None, tmp_path / "eval", dtype="bfloat16", **kw)
+    assert seen == [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16)]
+    assert f32.settings["patch_sha256"] == bf16.settings["patch_sha256"] is not None
+    assert (f32.settings["dtype"], bf16.settings["dtype"]) == ("float32", "bfloat16")
