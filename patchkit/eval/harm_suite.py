@@ -105,6 +105,9 @@ class SuiteResult:
     samples: dict[str, dict[str, list[dict[str, Any]]]]
     settings: dict[str, Any]
     detector: dict[str, Any]
+    # (patch, training-time validation block) for the evaluated patch, drawn in the report apart
+    # from the test-set rows; not part of metrics.json.
+    validation: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def metrics(self) -> list[dict[str, Any]]:
         """The manifest's `metrics` rows: the patched model's value, M's as baseline, M + the
@@ -262,7 +265,7 @@ def run_suite(
                 "batch_size": batch_size, "sources": {s.spec: {"role": s.role, "title": s.title, "n": len(datasets[s.spec].items),
                                                                "sha256": datasets[s.spec].sha256} for s in sources}}
     result = SuiteResult(rows_out, scored if detail else {c: {k: v[:5] for k, v in per.items()} for c, per in scored.items()},
-                         settings, detector)
+                         settings, detector, _validation_curves(backends, patch))
     Path(out).mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(out) / "metrics.json", json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
     atomic_write_text(Path(out) / "report.html", render(result))
@@ -326,6 +329,25 @@ def _backends(m: Any, tok: Any, model: Path, digest: str, system: str, patch: Pa
         backends["patched"] = (Backend(pm, tok, batch_size=batch_size, explicit_positions=False),
                                f"{digest}|prefix:{patch_digest}", None)
     return backends, patch_digest
+
+
+def _validation_curves(backends: _Backends, patch: Path | None) -> list[tuple[str, dict[str, Any]]]:
+    """The patched model's training-time validation curve: from each verified patch's manifest, or
+    from the training.json of a bare `patchkit train` output dir."""
+    from patchkit.eval.tradeoff import validation_of
+
+    if "patched" not in backends:
+        return []
+    if patch is not None:
+        block = validation_of(None, Path(patch) if Path(patch).is_dir() else Path(patch).parent)
+        return [(str(patch), block)] if block is not None else []
+    model = backends["patched"][0].model
+    out = []
+    for lp in getattr(model, "patches", ()):
+        block = validation_of(getattr(lp, "manifest", None), getattr(lp, "path", None))
+        if block is not None:
+            out.append((str(getattr(lp, "ref", "patch")), block))
+    return out
 
 
 def _generate_all(backends: _Backends, sources: Sequence[Source], datasets: Mapping[str, Dataset], out: Path,
@@ -436,6 +458,9 @@ def render(result: SuiteResult, examples: int = 3) -> str:
                           f"<div class=t>{e(', '.join(tags))}</div></li>")
             ex.append("</ol>")
     png = base64.b64encode(chart_png(result)).decode("ascii")
+    from patchkit.eval.tradeoff import html_section
+
+    curve = html_section(result.validation)
     s = result.settings
     return page_head("patchkit: harmfulness by source") + f"""
 <h1>Harmfulness, by source</h1>
@@ -445,6 +470,7 @@ questions). Every figure is a percentage with its 95% Wilson interval and n. Hel
 {''.join(body)}</table>
 {det}
 <img id="chart" alt="each rate per source and configuration, with 95% intervals" src="data:image/png;base64,{png}">
+{curve}
 <h2>Settings</h2><pre>{e(json.dumps({k: v for k, v in s.items() if k != 'sources'}, indent=1))}</pre>
 <h2>Example replies</h2>
 {''.join(ex)}

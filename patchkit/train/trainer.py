@@ -40,8 +40,8 @@ from patchkit.train.onpolicy import policy_replies
 from patchkit.train.proxy import (
     DECISION,
     PROXY_NAME,
-    ProxyScore,
     REFUSAL_OPENINGS,
+    ProxyScore,
     agreement,
     proxy_shares,
     refusal_scores,

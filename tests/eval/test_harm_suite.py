@@ -76,6 +76,7 @@ def test_run_suite_end_to_end_on_tiny_model(tiny_model: Path, tmp_path: Path, mo
     assert {m["dataset"] for m in data["metrics"]} >= {"harm-direct:test", "factual:test"}
     page = (out / "report.html").read_text()
     assert "% [" in page and "n=3" in page and 'id="chart"' in page
+    assert 'id="validation-curve"' not in page  # a bare prefix file carries no training record
     assert "% [" in table_markdown(res)
     # A second run reads every reply from the cache.
     calls.clear()
@@ -163,3 +164,23 @@ def test_verified_patch_runs_in_bfloat16_with_the_same_patch_digest(tiny_model: 
     assert seen == [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16)]
     assert f32.settings["patch_sha256"] == bf16.settings["patch_sha256"] is not None
     assert (f32.settings["dtype"], bf16.settings["dtype"]) == ("float32", "bfloat16")
+
+
+@pytest.mark.torch
+def test_report_draws_the_patch_training_curve(tiny_model: Path, tmp_path: Path) -> None:
+    """A `patchkit train` output dir whose training.json has a validation block gets its trade-off
+    curve in the harm-sources report, apart from the test-set table."""
+    import torch
+    from safetensors.torch import save_file
+
+    from tests.eval.test_tradeoff import _block
+
+    run = tmp_path / "train"
+    run.mkdir()
+    save_file({"prompt_embeddings": torch.randn(3, 64) * 0.02}, str(run / "adapter_model.safetensors"))
+    (run / "training.json").write_text(json.dumps({"method": "sft", "validation": _block()}))
+    res = run_suite(tiny_model, run, tmp_path / "eval", sources=_sources(), limit=2, max_new_tokens=4,
+                    factual_max_new_tokens=3, batch_size=4)
+    assert [name for name, _ in res.validation] == [str(run)]
+    page = (tmp_path / "eval" / "report.html").read_text()
+    assert page.index('id="chart"') < page.index('id="validation-curve"')
