@@ -720,10 +720,36 @@ class Demo:
         _say(self.cfg, f"      prompt: {SAMPLE_PROMPT}")
         _say(self.cfg, f"      before: {b_text[:300]!r}")
         _say(self.cfg, f"      after:  {a_text[:300]!r}")
+        self.selection_lines()
         report = self.w / "eval" / "report.html"
         _say(self.cfg, f"      report: {report}")
         self.result.summary.update({"table": table, "sample": {"prompt": SAMPLE_PROMPT, "before": b_text, "after": a_text},
                                     "report": str(report), "model": str(self.model_dir), "patch": f"{self.name}@{self._applied_version()}"})
+
+    def selection_lines(self) -> None:
+        """How the checkpoint was chosen, on which validation set, and how far the one-pass proxy
+        agreed with generation; the trade-off picture beside the report."""
+        training = json.loads((self.w / "train" / "training.json").read_text())
+        block = training.get("validation")
+        if not isinstance(block, dict) or not block.get("selected"):
+            return
+        chosen = block["selected"]
+        _say(self.cfg, f"      checkpoint: {chosen['stage']} step {chosen['step']}, chosen by {block.get('select')!r} "
+                       f"({block.get('scorer', 'generate')}) on {block.get('refuse_rows')} harmful + "
+                       f"{block.get('answer_rows')} benign validation prompts: refusal {100 * chosen['refusal']:.0f}%, "
+                       f"over-refusal {100 * chosen['over_refusal']:.0f}%")
+        agreed = block.get("proxy_agreement")
+        if isinstance(agreed, dict) and agreed.get("n"):
+            lo, hi = agreed["accuracy_ci95"]
+            _say(self.cfg, f"      proxy vs {agreed['max_new_tokens']}-token generation: {agreed['agree']}/{agreed['n']} agree "
+                           f"({100 * lo:.0f}–{100 * hi:.0f}%), kappa {agreed['kappa']}")
+        from patchkit.eval.tradeoff import write_png
+
+        picture = write_png(self.w / "train" / "training.json", self.w / "eval" / "tradeoff.png")
+        _say(self.cfg, f"      trade-off picture: {picture}")
+        self.result.summary["selection"] = {k: block.get(k) for k in ("select", "scorer", "selected", "constraint_met",
+                                                                      "anchors", "proxy_agreement")}
+        self.result.summary["tradeoff_png"] = str(picture)
 
     def sample(self, gen: list[str | Path], before: list[str | Path], after: list[str | Path], prompt: str) -> tuple[str, str]:
         """One prompt before and after, through `patchkit generate`; kept for the same model, lock,
