@@ -50,7 +50,13 @@ def test_demo_story_then_the_domains_and_the_safety_table(tiny_model: Path, pk_h
     assert rows[("refusal_rate", "harmbench:test")]["n"] == 4
     # The trained patch records its recipe: on-policy DPO and validation-based selection.
     training = json.loads((pk_home / "demo" / "train" / "training.json").read_text())
-    assert training["hyperparameters"]["dpo_rejected"] == "policy" and training["validation"]["select"] == "best"
+    assert training["hyperparameters"]["dpo_rejected"] == "policy"
+    # Chosen within an over-refusal budget by the one-pass proxy, which the run checked against generation.
+    block = training["validation"]
+    assert block["select"] == "refusal s.t. over_refusal<=0.05" and block["scorer"] == "proxy"
+    assert block["proxy_agreement"]["n"] >= block["refuse_rows"] + block["answer_rows"]
+    assert out["selection"]["selected"] == block["selected"] and Path(out["tradeoff_png"]).read_bytes()[:4] == b"\x89PNG"
+    assert "checkpoint:" in r.stderr and "proxy vs" in r.stderr
     manifest = json.loads(next((pk_home / "demo" / "dist").glob("*/patchkit.json")).read_text())
     assert {m["dataset"] for m in manifest["metrics"]} >= {"harmbench:test", "contrast:test", "factual:test"}
     versions = json.loads(pk("versions", "acme/tiny-harm", "--json").stdout)
