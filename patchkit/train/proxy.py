@@ -90,19 +90,6 @@ def _right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor
     return ids, mask
 
 
-def refusal_probability(
-    base_model: Any,
-    tokenizer: Any,
-    texts: Sequence[str],
-    prefix: torch.Tensor | None,
-    *,
-    batch_size: int,
-    openings: Sequence[str] = REFUSAL_OPENINGS,
-) -> list[float]:
-    """P_refuse for each formatted prompt text, under base + `prefix` (None: the bare base)."""
-    return [s.p for s in refusal_scores(base_model, tokenizer, texts, prefix, batch_size=batch_size, openings=openings)]
-
-
 def refusal_scores(
     base_model: Any,
     tokenizer: Any,

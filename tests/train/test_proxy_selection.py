@@ -40,7 +40,7 @@ def _naive(base: Any, tok: Any, text: str, prefix: torch.Tensor | None, openings
 def test_proxy_equals_the_naive_teacher_forced_sum(steerable_model: Path, with_prefix: bool) -> None:
     from patchkit.lm.loading import load_model
     from patchkit.train.generation import format_prompt
-    from patchkit.train.proxy import opening_ids, refusal_probability
+    from patchkit.train.proxy import opening_ids, refusal_scores
 
     base, tok = load_model(steerable_model, device="cpu", dtype=torch.float32)
     torch.manual_seed(1)
@@ -51,14 +51,14 @@ def test_proxy_equals_the_naive_teacher_forced_sum(steerable_model: Path, with_p
     short = ["Sure", "I", "The", "No"]
     for openings in (None, short):
         kw = {} if openings is None else {"openings": openings}
-        got = refusal_probability(base, tok, texts, prefix, batch_size=2, **kw)
+        got = [x.p for x in refusal_scores(base, tok, texts, prefix, batch_size=2, **kw)]
         ids = opening_ids(tok, *([] if openings is None else [openings]))
         for text, p in zip(texts, got, strict=True):
             logs = _naive(base, tok, text, prefix, ids)
             want = sum(math.exp(x) for x in logs)
             assert abs(p - want) <= 1e-4 and abs(p - want) <= 1e-4 * want, (p, want)
     # The short openings carry enough mass that the relative check above is a real float32 check.
-    assert min(refusal_probability(base, tok, texts, prefix, batch_size=8, openings=short)) > 1e-3
+    assert min(x.p for x in refusal_scores(base, tok, texts, prefix, batch_size=8, openings=short)) > 1e-3
 
 
 @pytest.mark.parametrize("with_prefix", [True, False])
