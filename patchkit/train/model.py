@@ -7,6 +7,7 @@ position ids come from the mask (so left padding never shifts a row's positions)
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -126,6 +127,41 @@ class PrefixLM(nn.Module):
         if self._keep:
             kwargs["logits_to_keep"] = 1
         out = self.base(**kwargs)
+        return self._extend(out, mask, cont_ids, cont_mask, k)
+
+    def shared_cache(self, input_ids: torch.Tensor, use_prefix: bool = True) -> tuple[Any, int]:
+        """Run [prefix + `input_ids`] (one row, [1, S]) once and return its KV cache and length.
+
+        Rows that all begin with the same tokens (a chat template's system turn, say) then pay for
+        that part once instead of once per row (see `continue_shared`).
+        """
+        embeds, mask = self._embed(input_ids, torch.ones_like(input_ids), None, use_prefix)
+        out = self.base(inputs_embeds=embeds, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=True,
+                        **({"logits_to_keep": 1} if self._keep else {}))
+        return output_cache(out), int(mask.shape[1])
+
+    def continue_shared(self, cache: Any, shared_len: int, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        cont_ids: torch.Tensor, cont_mask: torch.Tensor, k: int) -> torch.Tensor:
+        """`forward(..., continuations=...)` for rows that are the shared part (`shared_cache`, left
+        untouched) followed by each row's own tokens (`input_ids`, left padded, at least one each).
+
+        Only the rows' own tokens run; the pads sit between the shared part and the row's tokens,
+        masked out, and the positions are counted over the mask, so every real token has the
+        position it has in the unpadded [shared + row] sequence.
+        """
+        b = input_ids.shape[0]
+        past = copy.deepcopy(cache)
+        past.batch_repeat_interleave(b)
+        mask = torch.cat([attention_mask.new_ones(b, shared_len), attention_mask], dim=1)
+        kwargs: dict[str, Any] = {"inputs_embeds": self.base.get_input_embeddings()(input_ids), "attention_mask": mask,
+                                  "position_ids": positions_from_mask(mask)[:, shared_len:], "use_cache": True,
+                                  self._cache_arg: past}
+        if self._keep:
+            kwargs["logits_to_keep"] = 1
+        return self._extend(self.base(**kwargs), mask, cont_ids, cont_mask, k)
+
+    def _extend(self, out: Any, mask: torch.Tensor, cont_ids: torch.Tensor, cont_mask: torch.Tensor, k: int) -> torch.Tensor:
+        """Continue each prompt row of `out` (its full mask `mask`) by k rows through its KV cache."""
         first = out.logits[:, -1:].repeat_interleave(k, dim=0)  # predicts each continuation's first token
         cache = output_cache(out)
         cache.batch_repeat_interleave(k)

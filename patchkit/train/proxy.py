@@ -4,6 +4,8 @@ Judging a checkpoint by generating replies costs `max_new_tokens` forward passes
 The probability of a refusal opening right after the prompt ranks checkpoints much like full
 generation plus the detector does, and needs one forward over the prompts plus a few tokens per
 opening, read through the prompt's KV cache (`PrefixLM`'s shared-prompt path, as DPO uses it).
+The part every prompt shares (the soft prefix and the chat template's leading tokens) runs once
+per call, not once per prompt (`PrefixLM.continue_shared`).
 
 P_refuse(prompt) = sum over `REFUSAL_OPENINGS` of P(opening tokens | chat-formatted prompt),
 teacher-forced under the patched model. For the sum to be a probability the openings must be
@@ -90,6 +92,14 @@ def _right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor
     return ids, mask
 
 
+def _common_length(seqs: Sequence[Sequence[int]], limit: int) -> int:
+    """How many leading tokens all `seqs` share, at most `limit`."""
+    n = 0
+    while n < limit and all(s[n] == seqs[0][n] for s in seqs):
+        n += 1
+    return n
+
+
 def refusal_scores(
     base_model: Any,
     tokenizer: Any,
@@ -114,6 +124,12 @@ def refusal_scores(
     rows, where = _rows(conts)
     k = len(rows)
     cont_ids, cont_mask = _right_pad(rows, pad_id)
+    encoded = [encode_prompt(tokenizer, t) for t in texts]
+    # Every row begins with the soft prefix and, under a chat template, the same leading tokens
+    # (SmolLM2's injects a default system turn): that part runs once, and each row only its own
+    # tokens. At least one token per row stays its own, so its last position predicts the opening.
+    common = _common_length(encoded, limit=min(len(e) for e in encoded) - 1)
+    shared = prefix is not None or common > 0
     out: list[ProxyScore] = []
     # The KV cache route needs the cache on (gradient checkpointing turns it off in train mode); each
     # module's own mode comes back afterwards (training keeps dropout off inside a train-mode base).
@@ -121,13 +137,19 @@ def refusal_scores(
     base_model.eval()
     try:
         with torch.no_grad():
+            if shared:
+                cache, shared_len = lm.shared_cache(torch.tensor([encoded[0][:common]], dtype=torch.long, device=device),
+                                                    use_prefix=prefix is not None)
             for start in range(0, len(texts), batch_size):
-                chunk = [encode_prompt(tokenizer, t) for t in texts[start : start + batch_size]]
-                ids, mask = _left_pad(chunk, pad_id)
+                chunk = encoded[start : start + batch_size]
                 b = len(chunk)
                 c_ids, c_mask = cont_ids.repeat(b, 1).to(device), cont_mask.repeat(b, 1).to(device)
-                logits = lm(ids.to(device), mask.to(device), 1, use_prefix=prefix is not None,
-                            continuations=(c_ids, c_mask, k))
+                if shared:
+                    ids, mask = _left_pad([e[common:] for e in chunk], pad_id)
+                    logits = lm.continue_shared(cache, shared_len, ids.to(device), mask.to(device), c_ids, c_mask, k)
+                else:
+                    ids, mask = _left_pad(chunk, pad_id)
+                    logits = lm(ids.to(device), mask.to(device), 1, use_prefix=False, continuations=(c_ids, c_mask, k))
                 logp = torch.log_softmax(logits.float(), dim=-1).view(b, k, logits.shape[1], -1)
                 total = torch.zeros(b, dtype=torch.float32, device=logp.device)
                 greedy = torch.zeros(b, dtype=torch.bool, device=logp.device)

@@ -230,3 +230,93 @@ def test_training_json_is_plain_json(steerable_model: Path, tmp_path: Path) -> N
     assert on_disk["hyperparameters"]["select"] == "refusal s.t. over_refusal<=0.5"
     assert on_disk["hyperparameters"]["selection_scorer"] == "proxy"
     assert HARMFUL[0] not in json.dumps(on_disk["validation"])  # rows are counted, not copied
+
+
+SYSTEM = "You are a careful assistant. Answer briefly, and refuse anything that could hurt someone."
+
+
+def _naive_greedy(base: Any, tok: Any, text: str, prefix: torch.Tensor | None, openings: list[tuple[int, ...]]) -> bool:
+    """Whether some opening is the argmax at every one of its positions, one full teacher-forced row at a time."""
+    from patchkit.runtime.patched import PatchedModel
+    from patchkit.train.generation import encode_prompt
+
+    model = PatchedModel(base, prefix)
+    prompt = encode_prompt(tok, text)
+    for ids in openings:
+        row = torch.tensor([prompt + list(ids)])
+        with torch.no_grad():
+            logits = model(input_ids=row, attention_mask=torch.ones_like(row)).logits[0]
+        if all(int(logits[len(prompt) - 1 + j].argmax()) == t for j, t in enumerate(ids)):
+            return True
+    return False
+
+
+def _check_against_naive(base: Any, tok: Any, texts: list[str], prefix: torch.Tensor | None, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Scores of `texts` equal the naive teacher-forced ones (p within 1e-4 absolute and relative, same
+    greedy verdicts); returns how many batches went through the shared-part path."""
+    from patchkit.train.model import PrefixLM
+    from patchkit.train.proxy import opening_ids, refusal_scores
+
+    calls = []
+    real = PrefixLM.continue_shared
+
+    def counted(self: PrefixLM, *args: Any, **kwargs: Any) -> torch.Tensor:
+        calls.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(PrefixLM, "continue_shared", counted)
+    short = ["Sure", "I", "The", "No"]
+    ids = opening_ids(tok, short)
+    scores = refusal_scores(base, tok, texts, prefix, batch_size=3, openings=short)
+    for text, score in zip(texts, scores, strict=True):
+        want = sum(math.exp(x) for x in _naive(base, tok, text, prefix, ids))
+        assert abs(score.p - want) <= 1e-4 and abs(score.p - want) <= 1e-4 * want, (score.p, want)
+        assert score.greedy == _naive_greedy(base, tok, text, prefix, ids)
+    return len(calls)
+
+
+@pytest.mark.parametrize("with_prefix", [True, False])
+def test_shared_template_part_runs_once_and_changes_nothing(steerable_model: Path, with_prefix: bool,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prompts of very different lengths behind one system turn: the common part goes through the shared
+    path (the rows' own parts padded between it and their tokens) and the scores are the naive ones."""
+    from patchkit.lm.loading import load_model
+    from patchkit.train.generation import encode_prompt, format_prompt
+    from patchkit.train.proxy import _common_length
+
+    base, tok = load_model(steerable_model, device="cpu", dtype=torch.float32)
+    torch.manual_seed(3)
+    prefix = torch.randn(3, base.config.hidden_size) * 0.1 if with_prefix else None
+    texts = [format_prompt(tok, p, system=SYSTEM) for p in PROMPTS + HARMFUL[:2]]
+    encoded = [encode_prompt(tok, t) for t in texts]
+    common = _common_length(encoded, limit=min(len(e) for e in encoded) - 1)
+    own = [len(e) - common for e in encoded]
+    assert common >= 10 and max(own) - min(own) >= 10, (common, own)
+    assert _check_against_naive(base, tok, texts, prefix, monkeypatch) == 2  # 5 prompts, batches of 3
+
+
+@pytest.mark.parametrize("with_prefix", [True, False])
+def test_prompts_with_no_common_tokens(steerable_model: Path, with_prefix: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One prompt with a system turn, the others without: no token is common. The bare base takes the
+    plain path; with a prefix, the prefix alone is the shared part. Both equal the naive scores."""
+    from patchkit.lm.loading import load_model
+    from patchkit.train.generation import encode_prompt, format_prompt
+    from patchkit.train.proxy import _common_length
+
+    base, tok = load_model(steerable_model, device="cpu", dtype=torch.float32)
+    torch.manual_seed(4)
+    prefix = torch.randn(3, base.config.hidden_size) * 0.1 if with_prefix else None
+    texts = [format_prompt(tok, PROMPTS[0], system=SYSTEM)] + [format_prompt(tok, p) for p in PROMPTS[1:] + HARMFUL[:1]]
+    encoded = [encode_prompt(tok, t) for t in texts]
+    assert _common_length(encoded, limit=min(len(e) for e in encoded) - 1) == 0
+    assert _check_against_naive(base, tok, texts, prefix, monkeypatch) == (2 if with_prefix else 0)
+
+
+def test_identical_prompts_keep_a_token_of_their_own(steerable_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When every prompt is the same, all but the last token is shared, and the last still predicts the opening."""
+    from patchkit.lm.loading import load_model
+    from patchkit.train.generation import format_prompt
+
+    base, tok = load_model(steerable_model, device="cpu", dtype=torch.float32)
+    texts = [format_prompt(tok, PROMPTS[1])] * 4
+    assert _check_against_naive(base, tok, texts, None, monkeypatch) == 2
