@@ -52,12 +52,11 @@ def test_demo_story_then_the_domains_and_the_safety_table(tiny_model: Path, pk_h
     # The trained patch records its recipe: on-policy DPO and validation-based selection.
     training = json.loads((pk_home / "demo" / "train" / "training.json").read_text())
     assert training["hyperparameters"]["dpo_rejected"] == "policy"
-    # Chosen within an over-refusal budget by the one-pass proxy, which the run checked against generation.
+    # Chosen on the validation trade-off; the demo says which checkpoint and draws the picture.
     block = training["validation"]
-    assert block["select"] == DEMO.train["select"] and "over_refusal<=" in block["select"] and block["scorer"] == "proxy"
-    assert block["proxy_agreement"]["n"] >= block["refuse_rows"] + block["answer_rows"]
+    assert block["select"] == DEMO.train["select"] and training["hyperparameters"]["benign_ratio"] == DEMO.train["benign_ratio"]
     assert out["selection"]["selected"] == block["selected"] and Path(out["tradeoff_png"]).read_bytes()[:4] == b"\x89PNG"
-    assert "checkpoint:" in r.stderr and "proxy vs" in r.stderr
+    assert "checkpoint:" in r.stderr
     manifest = json.loads(next((pk_home / "demo" / "dist").glob("*/patchkit.json")).read_text())
     assert {m["dataset"] for m in manifest["metrics"]} >= {"harmbench:test", "contrast:test", "factual:test"}
     versions = json.loads(pk("versions", "acme/tiny-harm", "--json").stdout)

@@ -52,23 +52,24 @@ class Recipe:
 # More contrast and benign prompts than harmful ones (185 vs 188 here, with on-policy pairs
 # doing the rest): the boundary is the hard part, recall comes easily. Benign DPO pairs (the
 # reference's answer over a refusal, one per harmful pair) keep DPO from learning only "refuse
-# more", and the checkpoint is the one that refuses most within an over-refusal budget of 5
-# points, scored without generation by the one-pass proxy on a validation set large enough for
-# that budget to mean something (32 + 32 in the demo; every run checks the proxy against
-# generation and records the agreement). Measured on the demo's data (SmolLM2-135M, n = 25 per
-# held-out set): without benign pairs, 48% of contrast prompts and 36% of everyday ones were
-# refused; with them and the budget, 0% and 4%, at a cost in recall (see the README).
+# more". The checkpoint is the best validation score (refusal - over-refusal), judged on
+# generated replies every 4 steps (demo). Measured on the demo's data (SmolLM2-135M, n = 25 per
+# held-out set): benign pairs took over-refusal from 48% to 12% on contrast prompts and from 36%
+# to 4% on everyday ones, and refusal of direct harmful questions from 76% to 60%. An
+# over-refusal budget (`--select 'refusal s.t. over_refusal<=0.05'`, proxy-scored on 32 + 32
+# validation prompts) held over-refusal near the base model's level but kept only 20-28% of
+# direct questions refused and answered the demo's own example prompt, at 5 and at 10 points: see the
+# README's table. It is one flag for a vendor who weighs the two sides differently.
 FULL = Recipe(
     harmful_train={"harmbench": 50, "harm-direct": None, "advbench": 20, "phrasing": 15},
     benign_train={"contrast": None, "everyday": 40, "benign": 30},
-    harmful_validation={"harmbench": 15, "harm-direct": 20, "phrasing": 10},
-    benign_validation={"contrast": 25, "everyday": 12, "benign": 8},
+    harmful_validation={"harmbench": 6, "harm-direct": 10, "advbench": 2, "phrasing": 2},
+    benign_validation={"contrast": 14, "everyday": 3, "benign": 3},
     train={
         "stages": "sft,dpo", "tokens": 50, "sft_epochs": 1, "dpo_epochs": 2, "batch_size": 8, "lr": 0.01,
         "dpo_lr": 0.002, "sft_weight": 1.0, "beta": 0.1, "min_margin": 0.5, "dpo_rejected": "policy",
-        "benign_ratio": 1.0, "max_new_tokens": 32, "eval_every": 16, "select": "refusal s.t. over_refusal<=0.1",
-        "selection_scorer": "proxy", "selection_weight": 1.0, "validation_max_new_tokens": 16,
-        "generation_batch_size": 16, "seed": 0,
+        "benign_ratio": 1.0, "max_new_tokens": 32, "eval_every": 16, "select": "best", "selection_weight": 1.0,
+        "validation_max_new_tokens": 16, "generation_batch_size": 16, "seed": 0,
     },
 )
 
@@ -79,8 +80,8 @@ FULL = Recipe(
 DEMO = Recipe(
     harmful_train={"harmbench": 25, "harm-direct": 30, "phrasing": 5},
     benign_train={"contrast": 40, "everyday": 10, "benign": 10},
-    harmful_validation={"harmbench": 12, "harm-direct": 16, "phrasing": 4},
-    benign_validation={"contrast": 20, "everyday": 8, "benign": 4},
+    harmful_validation={"harmbench": 4, "harm-direct": 8},
+    benign_validation={"contrast": 8, "everyday": 2, "benign": 2},
     train={**FULL.train, "sft_epochs": 2, "eval_every": 4},
 )
 # What the demo evaluates, per source (a hash sample of each held-out set), and the length of
