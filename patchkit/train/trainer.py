@@ -685,8 +685,9 @@ class _Training:
         self.accelerator.wait_for_everyone()
 
     # -- phase 5: the outputs ----------------------------------------------------------------------------
-    def selection_block(self, tracker: Tracker, val_set: ValidationSet) -> dict[str, Any]:
-        """training.json's "validation": the curve, the chosen point, the anchors and (proxy) its check."""
+    def selection_block(self, tracker: Tracker, val_set: ValidationSet, kept: torch.Tensor, last: torch.Tensor) -> dict[str, Any]:
+        """training.json's "validation": the curve, the chosen point, the anchors and (proxy) its check
+        of `kept` (the prefix the run writes) and, when it differs, of the `last` one."""
         cfg = self.cfg
         best = tracker.best
         chosen = best if cfg.select != "last" and best is not None else tracker.points[-1] if tracker.points else None
@@ -710,9 +711,7 @@ class _Training:
                 sys.stderr.write(f"patchkit: WARNING: no validation point meets {self.rule}; kept step {chosen.step}, "
                                  f"the closest (violation {self.rule.violation(chosen):.4f})\n")
         if cfg.selection_scorer == "proxy" and chosen is not None:
-            last = self.inner.prefix.detach().cpu().clone()
-            picked = tracker.best_prefix if cfg.select != "last" and tracker.best_prefix is not None else last
-            prefixes = [picked] if torch.equal(picked, last) else [picked, last]
+            prefixes = [kept] if torch.equal(kept, last) else [kept, last]
             block["proxy_agreement"], block["selected_generation"] = self.proxy_check(prefixes)
             block["proxy_agreement"]["checkpoints"] = ["selected"] + (["last"] if len(prefixes) > 1 else [])
         return block
@@ -722,9 +721,10 @@ class _Training:
         prefix = self.inner.prefix.detach().cpu().clone()
         selection: dict[str, Any] | None = None
         if tracker is not None and val_set is not None:
-            selection = self.selection_block(tracker, val_set)
+            last = prefix
             if cfg.select != "last" and tracker.best_prefix is not None:
                 prefix = tracker.best_prefix.clone()
+            selection = self.selection_block(tracker, val_set, prefix, last)
         method = "+".join(cfg.stages)
         wall = time.perf_counter() - self.started
         training: dict[str, Any] = {
