@@ -34,7 +34,7 @@ from patchkit._internal.files import read_regular
 from patchkit._internal.jsonio import loads_strict
 from patchkit.errors import InvalidInputError
 from patchkit.eval.refusal import MarkerDetector, classify
-from patchkit.eval.stats import Interval, wilson
+from patchkit.eval.stats import Interval, cohens_kappa, wilson
 
 MAX_LABELS_BYTES = 64 * 1024 * 1024
 """The largest labels file read (about 100x the 2,250 replies of issue 23's independent set)."""
@@ -163,14 +163,6 @@ def _f1(tp: int, fp: int, fn: int) -> float | None:
     return 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else None
 
 
-def _kappa(tp: int, fp: int, fn: int, tn: int) -> float | None:
-    """Cohen's kappa between the labels and the detector (None when chance agreement is total)."""
-    n = tp + fp + fn + tn
-    observed = (tp + tn) / n
-    chance = ((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn)) / (n * n)
-    return (observed - chance) / (1 - chance) if chance < 1 else None
-
-
 def _bootstrap(cells: tuple[int, int, int, int], seed: int, resamples: int) -> tuple[Interval | None, Interval | None]:
     """Percentile intervals for F1 and kappa: replies resampled with replacement (the four cells
     multinomially), resamples where a figure is undefined left out."""
@@ -184,7 +176,7 @@ def _bootstrap(cells: tuple[int, int, int, int], seed: int, resamples: int) -> t
         counts = [0, 0, 0, 0]
         for j in rng.choices(range(4), cum_weights=cum, k=n):
             counts[j] += 1
-        f, k = _f1(counts[0], counts[1], counts[2]), _kappa(*counts)
+        f, k = _f1(counts[0], counts[1], counts[2]), cohens_kappa(*counts)
         if f is not None:
             f1s.append(f)
         if k is not None:
@@ -200,7 +192,7 @@ def _bootstrap(cells: tuple[int, int, int, int], seed: int, resamples: int) -> t
         hi = draws[min(len(draws) - 1, math.ceil(0.975 * len(draws)) - 1)]
         return Interval(value, min(lo, value), max(hi, value), n)
 
-    return interval(_f1(tp, fp, fn), f1s), interval(_kappa(tp, fp, fn, tn), kappas)
+    return interval(_f1(tp, fp, fn), f1s), interval(cohens_kappa(tp, fp, fn, tn), kappas)
 
 
 def _rate(successes: int, n: int) -> dict[str, float | int] | None:

@@ -50,6 +50,17 @@ def wilson(successes: int, n: int, z: float = Z95) -> Interval:
     return Interval(p, low, high, n)
 
 
+def cohens_kappa(tp: int, fp: int, fn: int, tn: int) -> float | None:
+    """Cohen's kappa of a 2x2 agreement table (tp and tn agree); None when there are no rows or
+    chance agreement is total, where kappa is undefined."""
+    n = tp + fp + fn + tn
+    if n == 0:
+        return None
+    observed = (tp + tn) / n
+    chance = ((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn)) / (n * n)
+    return (observed - chance) / (1 - chance) if chance < 1 else None
+
+
 def rate(flags: Sequence[bool], z: float = Z95) -> Interval:
     return wilson(sum(1 for f in flags if f), len(flags), z)
 

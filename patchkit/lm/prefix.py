@@ -11,6 +11,7 @@ because a trainable parameter and a frozen buffer with a KV cache are used diffe
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -37,6 +38,19 @@ def cache_layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
     if layers is not None:
         return [(layer.keys, layer.values) for layer in layers]
     return [(k, v) for k, v, *_ in cache]
+
+
+def pad_rows(rows: Sequence[Sequence[int]], pad_id: int, *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows as one (ids, attention mask) batch: padded on the left for prompts a model continues
+    (their last tokens line up), on the right for continuations that follow a shared cache."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        where = slice(width - len(r), width) if left else slice(0, len(r))
+        ids[i, where] = torch.tensor(list(r), dtype=torch.long)
+        mask[i, where] = 1
+    return ids, mask
 
 
 def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,7 @@ from patchkit.artifact.selftest import (
 from patchkit.errors import BehaviourError, InvalidInputError
 from patchkit.lm.chat import format_chat, token_ids
 from patchkit.lm.loading import load_model
-from patchkit.lm.prefix import cache_kwarg, cache_layers, output_cache
+from patchkit.lm.prefix import cache_kwarg, cache_layers, output_cache, pad_rows
 from patchkit.runtime.compose import prefix_tensor
 from patchkit.runtime.patched import PatchedModel
 from patchkit.runtime.resolve import LoadedPatch
@@ -50,13 +50,6 @@ def opening_ids(tokenizer: Any, openings: Sequence[str] = REFUSAL_OPENINGS) -> l
         if not any(s[: len(k)] == k for k in kept):
             kept.append(s)
     return [list(s) for s in kept]
-
-
-def _left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long)
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
-    return ids, mask
 
 
 def _repeat_cache(cache: Any, times: int, config: Any) -> Any:
@@ -116,7 +109,7 @@ def refusal_scores(model: PatchedModel, tokenizer: Any, prompts: Sequence[str], 
     for start in range(0, len(prompts), batch_size):
         encoded = [token_ids(tokenizer, format_chat(tokenizer, p)) for p in prompts[start : start + batch_size]]
         b, head = len(encoded), _common_head(encoded)
-        ids, mask = _left_pad([e[head:] for e in encoded], pad)
+        ids, mask = pad_rows([e[head:] for e in encoded], pad, left=True)
         ids, mask = ids.to(device), mask.to(device)
         if head:
             shared = model(input_ids=torch.tensor([encoded[0][:head]], device=device),

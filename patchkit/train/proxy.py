@@ -28,7 +28,8 @@ from typing import Any
 
 import torch
 
-from patchkit.eval.stats import wilson
+from patchkit.eval.stats import cohens_kappa, wilson
+from patchkit.lm.prefix import pad_rows
 from patchkit.train.generation import encode_prompt
 from patchkit.train.model import PrefixLM
 
@@ -72,26 +73,6 @@ def _rows(conts: Sequence[tuple[int, ...]]) -> tuple[list[tuple[int, ...]], list
     return rows, [next(i for i, r in enumerate(rows) if r[: len(c) - 1] == c[:-1]) for c in conts]
 
 
-def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    length = max(len(r) for r in rows)
-    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), length), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, length - len(r) :] = torch.tensor(list(r), dtype=torch.long)
-        mask[i, length - len(r) :] = 1
-    return ids, mask
-
-
-def _right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    length = max(len(r) for r in rows)
-    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), length), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
-        mask[i, : len(r)] = 1
-    return ids, mask
-
-
 def _common_length(seqs: Sequence[Sequence[int]], limit: int) -> int:
     """How many leading tokens all `seqs` share, at most `limit`."""
     n = 0
@@ -123,7 +104,7 @@ def refusal_scores(
     conts = opening_ids(tokenizer, openings)
     rows, where = _rows(conts)
     k = len(rows)
-    cont_ids, cont_mask = _right_pad(rows, pad_id)
+    cont_ids, cont_mask = pad_rows(rows, pad_id, left=False)
     encoded = [encode_prompt(tokenizer, t) for t in texts]
     # Every row begins with the soft prefix and, under a chat template, the same leading tokens
     # (SmolLM2's injects a default system turn): that part runs once, and each row only its own
@@ -145,10 +126,10 @@ def refusal_scores(
                 b = len(chunk)
                 c_ids, c_mask = cont_ids.repeat(b, 1).to(device), cont_mask.repeat(b, 1).to(device)
                 if shared:
-                    ids, mask = _left_pad([e[common:] for e in chunk], pad_id)
+                    ids, mask = pad_rows([e[common:] for e in chunk], pad_id, left=True)
                     logits = lm.continue_shared(cache, shared_len, ids.to(device), mask.to(device), c_ids, c_mask, k)
                 else:
-                    ids, mask = _left_pad(chunk, pad_id)
+                    ids, mask = pad_rows(chunk, pad_id, left=True)
                     logits = lm(ids.to(device), mask.to(device), 1, use_prefix=False, continuations=(c_ids, c_mask, k))
                 logp = torch.log_softmax(logits.float(), dim=-1).view(b, k, logits.shape[1], -1)
                 total = torch.zeros(b, dtype=torch.float32, device=logp.device)
@@ -183,18 +164,8 @@ def agreement(proxy: Sequence[bool], generated: Sequence[bool], max_new_tokens: 
     agree = both_refuse + both_answer
     ci = wilson(agree, n)
     return {"n": n, "agree": agree, "accuracy": round(agree / n, 4) if n else None,
-            "kappa": _kappa(both_refuse, proxy_only, generation_only, both_answer),
+            "kappa": None if (k := cohens_kappa(both_refuse, proxy_only, generation_only, both_answer)) is None else round(k, 4),
             "accuracy_ci95": [round(ci.low, 4), round(ci.high, 4)],
             "confusion": {"both_refuse": both_refuse, "both_answer": both_answer, "proxy_only": proxy_only,
                           "generation_only": generation_only},
             "max_new_tokens": max_new_tokens}
-
-
-def _kappa(a: int, b: int, c: int, d: int) -> float | None:
-    """Cohen's kappa of a 2x2 table (a, d agreements); None when chance agreement is total."""
-    n = a + b + c + d
-    if n == 0:
-        return None
-    observed = (a + d) / n
-    chance = ((a + b) * (a + c) + (c + d) * (b + d)) / (n * n)
-    return round((observed - chance) / (1 - chance), 4) if chance < 1 else None
