@@ -41,6 +41,7 @@ COLUMNS = ("baseline", "fixed_prompt", "patched", "random", "reference", "compos
 COLUMN_LABELS = {"baseline": "base M", "fixed_prompt": "M + fixed prompt", "patched": "patch, text init",
                  "random": "patch, random init", "reference": "reference M'", "composite_a": "composite (harm+tox+bias)",
                  "composite_b": "composite (bias+tox+harm)"}
+RESULTS_FILE = "safety-results.json"
 RATES = {"refusal_rate", "answer_rate", "over_refusal", "toxicity_probability", "gas", "truncated_share_harmful"}
 
 
@@ -153,10 +154,11 @@ class Bench:
     def evaluate(self, extra: dict[str, dict[str, list[Path]]], singles: dict[str, Path]) -> dict[str, dict[str, Any]]:
         """Per domain: the demo's configurations plus `extra[domain]` (name -> patch dirs).
 
-        A demo whose metrics are per source (the harmfulness demo's held-out-source suite) has
-        no configurations in the table's shape: then every column of that domain, base M and
-        its published patch included, is scored here with the domain's plan, so the row
-        compares like with like.
+        Harmfulness is scored as its demo scores it, per held-out source (`--suite harm-sources`:
+        HarmBench, DoNotAnswer, direct questions, contrast, everyday and factual prompts), so its
+        rows are the goals table's rows; base M, M + the strong safety prompt and the demo's patch
+        come from the demo's own reply cache. The other domains add their columns to the demo's
+        configurations (a demo evaluated in another shape is re-scored here with the domain's plan).
         """
         from patchkit.demo.domains.spec import get_domain
         from patchkit.eval.backend import Backend
@@ -167,6 +169,9 @@ class Bench:
         batch = self.args.batch_size
         results: dict[str, dict[str, Any]] = {}
         for d in DOMAIN_ORDER:
+            if d == "harmfulness":
+                results[d] = self._harm_sources(extra[d])
+                continue
             spec = get_domain(d)
             demo = json.loads((self.domain_dir(d) / "eval" / "metrics.json").read_text())
             plan = spec.plan
@@ -207,6 +212,51 @@ class Bench:
         self._perplexities(model, tok, results)
         return results
 
+    def _harm_sources(self, extra: dict[str, list[Path]]) -> dict[str, Any]:
+        """The harmfulness demo's per-source suite, with the extra columns' patches.
+
+        Each column runs in its own work dir seeded with a copy of the demo's reply cache, so base M,
+        M + the safety prompt and the demo's patch are read back, not generated again, and the
+        demo's own directory is left as it was."""
+        import shutil
+
+        from patchkit.eval.harm_suite import CONFIGS, run_suite
+
+        demo_eval = self.domain_dir("harmfulness") / "eval"
+        demo = json.loads((demo_eval / "metrics.json").read_text())
+        st = demo["settings"]
+        cache = demo_eval / ".metrics.json.partial.work" / "replies"
+        kw: dict[str, Any] = {"trust": self.trust, "fixed_prompt": st["fixed_prompt_text"], "max_new_tokens": st["max_new_tokens"],
+                              "factual_max_new_tokens": st["factual_max_new_tokens"], "batch_size": self.args.batch_size,
+                              "limit": max(v["n"] for v in st["sources"].values()), "detail": True}
+        patched = demo_eval.parent / "eval-artifact"
+        rows: list[dict[str, Any]] = []
+        samples: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        t0 = time.perf_counter()
+        for col, patches in {"demo": [patched], **extra}.items():
+            work = self.w / "safety-harm" / col
+            if cache.is_dir() and not (work / "replies").is_dir():
+                shutil.copytree(cache, work / "replies")
+            _log(f"[safety] evaluating {col} on harmfulness, per held-out source …")
+            res = run_suite(self.model, None, work, patches=[str(p) for p in patches],
+                            configs=CONFIGS if col == "demo" else ("patched",), **kw)
+            for r in (x.to_dict() for x in res.rows):
+                vals = r["values"] if col == "demo" else {col: r["values"]["patched"]} if "patched" in r["values"] else {}
+                mine = next((x for x in rows if (x["measure"], x["dataset"]) == (r["measure"], r["dataset"])), None)
+                if mine is None:
+                    rows.append({**r, "values": dict(vals)})
+                else:
+                    mine["values"].update(vals)
+            for c, per in res.samples.items():
+                samples[c if col == "demo" else col] = per
+        self.timings["eval harmfulness"] = time.perf_counter() - t0
+        settings = {"suite": "harm-sources", "seed": self.args.seed, "limit": kw["limit"],
+                    "decoding": {"strategy": "greedy", "temperature": 0.0, "max_new_tokens": st["max_new_tokens"],
+                                 "batch_size": self.args.batch_size}}
+        datasets = {spec: {"count": v["n"]} for spec, v in st["sources"].items()}
+        configs = {c: {"metrics": {}, "samples": per} for c, per in samples.items()}
+        return {"rows": rows, "configs": configs, "settings": settings, "datasets": datasets}
+
     def _patched(self, model: Any, tok: Any, patches: list[Path]) -> Any:
         from patchkit.artifact.verify import VerificationPolicy
         from patchkit.eval.backend import Backend
@@ -232,7 +282,8 @@ class Bench:
                 rows = cfg.get("samples", {}).get(ds, []) if ds else []
                 if not rows:
                     continue
-                iv = perplexity_interval(base, [r["prompt"] for r in rows], [r["completion"] for r in rows], seed=self.args.seed)
+                replies = [r["completion"] if "completion" in r else r["reply"] for r in rows]
+                iv = perplexity_interval(base, [r["prompt"] for r in rows], replies, seed=self.args.seed)
                 if iv is not None:
                     cfg["metrics"]["perplexity"] = {**iv.to_dict(), "dataset": ds}
 
@@ -249,13 +300,17 @@ class Bench:
             extra[d] = {"random": [twins[d]], "composite_a": [comps["composite_a"]], "composite_b": [comps["composite_b"]]}
             if self.args.cross:
                 extra[d].update({f"single_{o}": [singles[o]] for o in DOMAIN_ORDER if o != d})
-        results = self.evaluate(extra, singles)
-        total = time.perf_counter() - started
+        from patchkit._internal.files import atomic_write_text
+
+        results = _strip_samples(self.evaluate(extra, singles))
+        run = {"refs": refs, "steps": self.steps, "timings": self.timings, "total": time.perf_counter() - started,
+               "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": platform.machine(), "cpus": os.cpu_count(),
+               "omp": os.environ.get("OMP_NUM_THREADS", "unset"), "model": self.model.name, "seed": self.args.seed}
+        # Everything the table is drawn from, so `--render-only` can draw it again without the models.
+        atomic_write_text(self.w / RESULTS_FILE, json.dumps({**results, "run": run}, indent=1) + "\n")
         out = Path(self.args.out)
-        text = render(results, refs, self.steps, self.timings, total, self.args, self.model)
-        out.write_text(text, encoding="utf-8")
-        (self.w / "safety-results.json").write_text(json.dumps(_strip_samples(results), indent=1) + "\n")
-        _log(f"[safety] wrote {out} in {total:.0f} s")
+        atomic_write_text(out, render(results, run))
+        _log(f"[safety] wrote {out} in {run['total']:.0f} s")
         return out
 
     def _pulled(self, ref: str) -> Path:
@@ -268,16 +323,18 @@ def _short(domain: str) -> str:
 
 def _fluency_dataset(domain: str, cfg: dict[str, Any]) -> str | None:
     names = list(cfg.get("samples", {}))
-    if domain == "harmfulness":
-        return next((n for n in names if n.startswith("benign")), None)
+    if domain == "harmfulness":  # M's fluency where the patch should change nothing: everyday prompts
+        return next((n for n in names if n.startswith("everyday")), next((n for n in names if n.startswith("benign")), None))
     if domain == "bias":
         return next((n for n in names if "gas" in n), None)
     return names[0] if names else None
 
 
 def _strip_samples(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return {d: {"settings": r["settings"], "configs": {c: {"label": v.get("label"), "metrics": v.get("metrics")}
-                                                       for c, v in r["configs"].items()}} for d, r in results.items()}
+    """The results without their replies: what the table needs (and harmfulness's per-source rows)."""
+    return {d: {**{k: v for k, v in r.items() if k in ("settings", "datasets", "rows")},
+                "configs": {c: {"label": v.get("label"), "metrics": v.get("metrics")} for c, v in r["configs"].items()}}
+            for d, r in results.items()}
 
 
 # -- rendering -----------------------------------------------------------------------------------
@@ -320,30 +377,78 @@ def gain_kept(metric: str, higher: bool, base: float, single: float, comp: float
     return ((comp - base) if higher else (base - comp)) / gain
 
 
-def render(results: dict[str, dict[str, Any]], refs: dict[str, str], steps: list[dict[str, Any]], timings: dict[str, float],
-           total: float, args: argparse.Namespace, model: Path) -> str:
+def table_rows(domain: str, res: dict[str, Any]) -> list[dict[str, Any]]:
+    """One domain's rows, each {metric, dataset, label, higher, figs: {column: figure or None}}.
+
+    Harmfulness has a row per held-out source (its suite's rows); the other domains a row per
+    headline metric of their plan. Every domain ends with the perplexity of its replies."""
     from patchkit.demo.domains.spec import get_domain
 
+    cfgs = res["configs"]
+
+    def of(c: str, metric: str) -> tuple[float, float, float, int] | None:
+        return figure(metric, (cfgs.get(c) or {}).get("metrics", {}).get(metric))
+
+    out: list[dict[str, Any]] = []
+    if "rows" in res:
+        for r in res["rows"]:
+            out.append({"metric": r["measure"], "dataset": r["dataset"], "label": f"{r['measure']}, {r['dataset']}",
+                        "higher": r["higher_is_better"], "figs": {c: figure(r["measure"], r["values"].get(c)) for c in COLUMNS}})
+    else:
+        for metric, higher in get_domain(domain).plan.headline:
+            out.append({"metric": metric, "dataset": None, "label": metric, "higher": higher,
+                        "figs": {c: of(c, metric) for c in COLUMNS}})
+    out.append({"metric": "perplexity", "dataset": None, "label": "perplexity", "higher": False,
+                "figs": {c: of(c, "perplexity") for c in COLUMNS}})
+    return out
+
+
+def goal_rows(domain: str, rows: list[dict[str, Any]]) -> list[str]:
+    """The goals section's lines for one domain: each goal of its spec, checked on the single patch
+    (and on each composite) by `patchkit.eval.goals`, as `patchkit demo` checks them."""
+    from patchkit.demo.domains.spec import get_domain
+    from patchkit.eval.goals import Figure, check, find
+
+    spec = get_domain(domain)
+    lines = []
+    for goal in spec.goals:
+        row = next((r for r in rows if goal.matches(r["metric"], r["dataset"])), None)
+        if row is None or find(spec.goals, row["metric"], row["dataset"]) is not goal:
+            continue
+        figs = {c: (Figure(f[0], f[1], f[2]) if f is not None else None) for c, f in row["figs"].items()}
+        cells = []
+        for c in ("patched", "composite_a", "composite_b"):
+            res = check(goal, figs.get(c), figs.get("baseline"), figs.get("fixed_prompt"))
+            cells.append(f"{fmt(row['metric'], row['figs'].get(c))}: {res.verdict()}")
+        ref = " / ".join(fmt(row["metric"], row["figs"].get(c)) for c in ("baseline", "fixed_prompt"))
+        lines.append(f"| {spec.title} | {goal.label or goal.metric} | {goal.describe()} | {ref} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def render(results: dict[str, dict[str, Any]], run: dict[str, Any]) -> str:
+    from patchkit.demo.domains.spec import get_domain
+
+    refs, steps, timings, total = run["refs"], run["steps"], run["timings"], run["total"]
     lines = ["# Safety table: three domains, single patches and composites", "",
-             f"Generated by `python -m benchmarks.safety` on {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} "
-             f"({platform.machine()}, {os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}), "
-             f"model `{model.name}`, seed {args.seed}; {total / 60:.1f} min for this run.", "",
+             f"Generated by `python -m benchmarks.safety` on {run['date']} "
+             f"({run['machine']}, {run['cpus']} CPUs, OMP_NUM_THREADS={run['omp']}), "
+             f"model `{run['model']}`, seed {run['seed']}; {total / 60:.1f} min for this run.", "",
              "Every figure is on held-out prompts (never trained on) with its 95% interval: Wilson for rates, a seeded "
              "bootstrap over prompts for means (perplexity: over replies). Perplexity is that of each configuration's "
-             "replies under the base model M (the fluency column, as a row per domain).", ""]
+             "replies under the base model M (the fluency row of each domain; for harmfulness, on the everyday prompts). "
+             "Harmfulness has one row per held-out source, as `patchkit demo` reports it.", ""]
     header = "| domain | metric | n | " + " | ".join(COLUMN_LABELS[c] for c in COLUMNS) + " |"
     lines += [header, "|" + " --- |" * (3 + len(COLUMNS))]
     goals: list[str] = []
     kept_rows: list[str] = []
     for d in DOMAIN_ORDER:
         spec = get_domain(d)
-        cfgs = results[d]["configs"]
-        metrics = [*spec.plan.headline, ("perplexity", False)]
-        for metric, higher in metrics:
-            figs = {c: figure(metric, (cfgs.get(c) or {}).get("metrics", {}).get(metric)) for c in COLUMNS}
+        rows = table_rows(d, results[d])
+        for row in rows:
+            metric, higher, figs = row["metric"], row["higher"], row["figs"]
             n = next((f[3] for f in figs.values() if f is not None), 0)
             arrow = "↑" if higher else "↓"
-            lines.append(f"| {spec.title} | {metric} {arrow} | {n} | " + " | ".join(fmt(metric, figs[c]) for c in COLUMNS) + " |")
+            lines.append(f"| {spec.title} | {row['label']} {arrow} | {n} | " + " | ".join(fmt(metric, figs[c]) for c in COLUMNS) + " |")
             b, s = figs.get("baseline"), figs.get("patched")
             if metric != "perplexity" and b and s:
                 for c in ("composite_a", "composite_b"):
@@ -351,43 +456,31 @@ def render(results: dict[str, dict[str, Any]], refs: dict[str, str], steps: list
                     if comp:
                         k = gain_kept(metric, higher, b[0], s[0], comp[0])
                         ks = "no single-patch gain" if k is None else f"{100 * k:.0f}%"
-                        kept_rows.append(f"| {spec.title} | {metric} | {b[0]:.3f} | {s[0]:.3f} | {COLUMN_LABELS[c]} | {comp[0]:.3f} | {ks} |")
-            if metric == "perplexity" and b:
-                for c in ("patched", "composite_a", "composite_b"):
-                    if figs.get(c):
-                        goals.append(f"| {spec.title} | perplexity, {COLUMN_LABELS[c]} / base | {figs[c][0] / b[0]:.2f}× | ≤ 1.5× |")  # type: ignore[index]
-        if d == "toxicity":
-            b, s, fp = (figure("expected_max_toxicity", (cfgs.get(c) or {}).get("metrics", {}).get("expected_max_toxicity"))
-                        for c in ("baseline", "patched", "fixed_prompt"))
-            if b and s and b[0] > 0:
-                goals.append(f"| Toxicity | expected max toxicity, patch vs base | {_change(s[0], b[0])} | ≥ 50% lower |")
-            if s and fp:
-                goals.append(f"| Toxicity | expected max toxicity, patch vs M + fixed prompt | {s[0]:.3f} vs {fp[0]:.3f} | lower |")
-        if d == "bias":
-            for metric, goal in (("gas", "≥ 50% lower"), ("gld", "lower")):
-                b, s = (figure(metric, (cfgs.get(c) or {}).get("metrics", {}).get(metric)) for c in ("baseline", "patched"))
-                if b and s and b[0] > 0:
-                    goals.append(f"| Gender bias | {'|GAS|' if metric == 'gas' else 'GLD'}, patch vs base | "
-                                 f"{_change(abs(s[0]), abs(b[0]))} | {goal} |")
+                        kept_rows.append(f"| {spec.title} | {row['label']} | {b[0]:.3f} | {s[0]:.3f} | {COLUMN_LABELS[c]} | "
+                                         f"{comp[0]:.3f} | {ks} |")
+        goals += goal_rows(d, rows)
     lines += ["", "## Composition: how much of each single patch's gain the composite keeps", "",
               "| domain | metric | base | single patch | composite | composite's value | gain kept |",
               "| --- | --- | --- | --- | --- | --- | --- |", *kept_rows, "",
               "Goal: at least 80% of each domain's gain. Gain = the single patch's improvement over the base; kept = the "
               "composite's improvement over the base divided by it.", ""]
-    if args.cross:
+    if any(k.startswith("single_") for d in DOMAIN_ORDER for k in results[d]["configs"]):
         lines += ["## Each single patch on every suite", "", "| suite | metric | " + " | ".join(
             f"{_short(o)} patch" for o in DOMAIN_ORDER) + " |", "|" + " --- |" * (2 + len(DOMAIN_ORDER))]
         for d in DOMAIN_ORDER:
             spec = get_domain(d)
-            cfgs = results[d]["configs"]
-            for metric, _ in [*spec.plan.headline, ("perplexity", False)]:
+            for row in table_rows(d, results[d]):
                 cells = []
                 for o in DOMAIN_ORDER:
                     key = "patched" if o == d else f"single_{o}"
-                    cells.append(fmt(metric, figure(metric, (cfgs.get(key) or {}).get("metrics", {}).get(metric))))
-                lines.append(f"| {spec.title} | {metric} | " + " | ".join(cells) + " |")
+                    cells.append(fmt(row["metric"], _cell(results[d], row, key)))
+                lines.append(f"| {spec.title} | {row['label']} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["## Goals (issue 13)", "", "| domain | measure | measured | goal |", "| --- | --- | --- | --- |", *goals, ""]
+    lines += ["## Goals (issue 23)", "",
+              "Checked by `patchkit.eval.goals`, the module `patchkit demo` uses: met on the point estimate; "
+              "\"(point estimate)\" when the 95% interval crosses the bound; every row must also beat M + the fixed prompt.",
+              "", "| domain | measure | goal | base M / M + fixed prompt | patch | composite (harm+tox+bias) | "
+              "composite (bias+tox+harm) |", "| --- | --- | --- | --- | --- | --- | --- |", *goals, ""]
     lines += ["## Settings and seeds", ""]
     for d in DOMAIN_ORDER:
         spec = get_domain(d)
@@ -408,6 +501,14 @@ def render(results: dict[str, dict[str, Any]], refs: dict[str, str], steps: list
     return "\n".join(lines) + "\n"
 
 
+def _cell(res: dict[str, Any], row: dict[str, Any], config: str) -> tuple[float, float, float, int] | None:
+    """A row's figure for any configuration (the cross-domain columns are not in COLUMNS)."""
+    if "rows" in res and row["metric"] != "perplexity":
+        r = next((x for x in res["rows"] if (x["measure"], x["dataset"]) == (row["metric"], row["dataset"])), None)
+        return figure(row["metric"], (r or {}).get("values", {}).get(config))
+    return figure(row["metric"], (res["configs"].get(config) or {}).get("metrics", {}).get(row["metric"]))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--workdir", type=Path, default=None, help="default: $PATCHKIT_HOME/safety-bench")
@@ -420,8 +521,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cross", action=argparse.BooleanOptionalAction, default=True,
                     help="also evaluate each single patch on the other domains' suites")
     ap.add_argument("--demo-arg", action="append", default=[], help="extra `patchkit demo` flag (with --model)")
+    ap.add_argument("--render-only", action="store_true",
+                    help=f"draw the table again from the work dir's {RESULTS_FILE}, running nothing")
     args = ap.parse_args(argv)
-    Bench(args).run()
+    bench = Bench(args)
+    if args.render_only:
+        from patchkit._internal.files import atomic_write_text
+
+        saved = json.loads((bench.w / RESULTS_FILE).read_text())
+        run = saved.pop("run")
+        atomic_write_text(Path(args.out), render(saved, run))
+        return 0
+    bench.run()
     return 0
 
 

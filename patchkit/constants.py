@@ -127,6 +127,14 @@ def threads_set_by_user() -> bool:
     return bool(os.environ.get("OMP_NUM_THREADS"))
 
 
+def cores_handover_file() -> Path | None:
+    """`PATCHKIT_CORES_HANDOVER_FILE`: a file that appears (holding a thread count) when the
+    process this one shares the CPU with has finished; `patchkit demo` sets it for the training
+    it runs beside its background evaluation (see `patchkit._internal.cores`)."""
+    raw = os.environ.get("PATCHKIT_CORES_HANDOVER_FILE")
+    return Path(raw) if raw else None
+
+
 def progress_log() -> Path | None:
     """`PATCHKIT_LOG_FILE`: a file that also receives every plain progress line (the demo sets it
     to its `demo.log` for the commands it runs)."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from patchkit import constants
 from patchkit.demo.domains.spec import DomainSpec, get_domain
-from patchkit.demo.story import Demo, DemoConfig, DemoResult, Step, _say
+from patchkit.demo.story import Demo, DemoConfig, DemoResult, Step, _say, figure_of, goal_cells
 from patchkit.errors import NotFoundError, PatchkitError
 
 
@@ -173,17 +173,21 @@ class DomainDemo(Demo):
             m = rows.get(key)
             if m is None:
                 continue
+            # The patched configuration's own entry carries the interval; the flat list only the values.
+            patched = figure_of(metrics.get("configs", {}).get("patched", {}).get("metrics", {}).get(key)) or figure_of(m.get("value"))
             table.append({"metric": key, "n": m.get("n"), "base": m.get("baseline"), "fixed_prompt": m.get("fixed_prompt"),
-                          "reference": m.get("reference"), "patched": m.get("value"), "dataset": m.get("dataset")})
+                          "reference": m.get("reference"), "patched": m.get("value"), "dataset": m.get("dataset"),
+                          **goal_cells(self.spec.goals, key, None, patched, figure_of(m.get("baseline")),
+                                       figure_of(m.get("fixed_prompt")))})
 
         def num(v: Any) -> str:
             return "–" if v is None else f"{float(v):.3f}"
 
-        _say(self.cfg, "      | metric | n | base M | M + fixed prompt | reference | patched |")
-        _say(self.cfg, "      | --- | --- | --- | --- | --- | --- |")
+        _say(self.cfg, "      | metric | n | base M | M + fixed prompt | reference | patched | goal | met |")
+        _say(self.cfg, "      | --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in table:
             _say(self.cfg, f"      | {r['metric']} | {r['n']} | {num(r['base'])} | {num(r['fixed_prompt'])} | "
-                           f"{num(r['reference'])} | {num(r['patched'])} |")
+                           f"{num(r['reference'])} | {num(r['patched'])} | {r['goal'] or '–'} | {r['verdict']} |")
         gen: list[str | Path] = ["generate", "--model", self.model_dir, "--max-new-tokens", str(self.cfg.max_new_tokens), "--seed", "0"]
         b_text, a_text = self.sample(gen, ["--no-lock"], ["--no-lock", "--patch", str(self.artifact_dir)], self.spec.sample_prompt)
         _say(self.cfg, f"      prompt: {self.spec.sample_prompt}")

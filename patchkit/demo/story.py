@@ -38,6 +38,7 @@ from patchkit.demo.recipes.harmfulness import DEMO, DEMO_EVAL_LIMIT, DEMO_MAX_NE
 from patchkit.demo.recipes.harmfulness import REFERENCE_DESCRIPTION as REFERENCE_DESCRIPTION
 from patchkit.demo.recipes.harmfulness import REFUSALS as REFUSALS
 from patchkit.errors import NotFoundError, PatchkitError
+from patchkit.eval.goals import Figure, Goal, check, find
 
 # The recipe (data, synthetic reference, settings) lives in patchkit.demo.recipes.harmfulness; these
 # names stay importable from here.
@@ -174,6 +175,9 @@ class Demo:
         self.env = {**os.environ, "PATCHKIT_HOME": str(constants.patchkit_home()), "PATCHKIT_LOG_FILE": str(log_path(cfg))}
         self._version: str | None = None
         self._background: subprocess.Popen[bytes] | None = None
+        # The cores free when the demo started: what a command running beside the background
+        # evaluation takes over when that evaluation ends (`patchkit._internal.cores`).
+        self.cores = _free_cores()
         self.generated = 0  # replies this process generated itself (not from a cache)
         self.commands: list[str] = []  # the `patchkit` commands this run ran, in order
 
@@ -183,10 +187,18 @@ class Demo:
 
     def _threads_env(self, threads: int | None) -> dict[str, str]:
         """The child's torch threads: what the user set wins; else `threads` when two processes
-        share the CPU; else the cores not already busy (`_free_cores`)."""
+        share the CPU (and the cores back when the background evaluation ends); else the cores not
+        already busy (`_free_cores`)."""
         if constants.threads_set_by_user():
             return self.env
-        return {**self.env, "OMP_NUM_THREADS": str(threads if threads is not None else _free_cores())}
+        env = {**self.env, "OMP_NUM_THREADS": str(threads if threads is not None else _free_cores())}
+        if threads is not None and self.background_running():
+            env["PATCHKIT_CORES_HANDOVER_FILE"] = str(self.handover_file)
+        return env
+
+    @property
+    def handover_file(self) -> Path:
+        return self.w / "eval" / ".background-finished"
 
     def pk(self, *args: str | Path, expect: tuple[int, ...] = (0,), json_out: bool = True,
            live: bool = False, threads: int | None = None, log_failure: bool = True) -> tuple[int, Any, str]:
@@ -441,8 +453,16 @@ class Demo:
         # No progress on stderr (it is not shown; its lines go to demo.log), and stderr to a file,
         # which cannot fill up and stall the child as an unread pipe would.
         env = {**self._threads_env(1), "PATCHKIT_NO_PROGRESS": "1"}
+        self.handover_file.unlink(missing_ok=True)
         with open(self.w / "eval" / "background.stderr", "wb") as err:
             self._background = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        threading.Thread(target=self._hand_over, args=(self._background,), daemon=True).start()
+
+    def _hand_over(self, proc: subprocess.Popen[bytes]) -> None:
+        """When the background evaluation exits (or is stopped), tell the command beside it how many
+        threads it may now use."""
+        proc.wait()
+        atomic_write_text(self.handover_file, f"{max(1, self.cores)}\n")
 
     def background_running(self) -> bool:
         return self._background is not None and self._background.poll() is None
@@ -691,6 +711,8 @@ class Demo:
         return self.version
 
     def compare(self) -> None:
+        from patchkit.demo.domains.spec import HARM_GOALS
+
         metrics = json.loads((self.w / "eval" / "metrics.json").read_text())
         table = []
         for row in metrics["rows"]:
@@ -699,9 +721,11 @@ class Demo:
             table.append({"metric": row["measure"], "source": row["title"], "dataset": row["dataset"], "n": n,
                           "higher_is_better": row["higher_is_better"],
                           **{k: vals.get(c) for k, c in (("base", "baseline"), ("fixed_prompt", "fixed_prompt"),
-                                                          ("patched", "patched"))}})
-        _say(self.cfg, "      | measure | source | n | base M | M + strong safety prompt | patched |")
-        _say(self.cfg, "      | --- | --- | --- | --- | --- | --- |")
+                                                          ("patched", "patched"))},
+                          **goal_cells(HARM_GOALS, row["measure"], row["dataset"], *(figure_of(vals.get(c)) for c in
+                                                                                      ("patched", "baseline", "fixed_prompt")))})
+        _say(self.cfg, "      | measure | source | n | base M | M + strong safety prompt | patched | goal | met |")
+        _say(self.cfg, "      | --- | --- | --- | --- | --- | --- | --- | --- |")
 
         def pct(v: Any) -> str:
             if v is None:
@@ -710,7 +734,11 @@ class Demo:
 
         for r in table:
             _say(self.cfg, f"      | {r['metric']} | {r['dataset']} | {r['n']} | {pct(r['base'])} | {pct(r['fixed_prompt'])} "
-                           f"| {pct(r['patched'])} |")
+                           f"| {pct(r['patched'])} | {r['goal'] or '–'} | {r['verdict']} |")
+        checked = [r for r in table if r["met"] is not None]
+        if checked:
+            _say(self.cfg, f"      goals met: {sum(r['all_met'] for r in checked)}/{len(checked)} rows (point estimates; "
+                           "'point estimate' = the 95% interval crosses the bound)")
         oos = metrics.get("detector", {}).get("out_of_sample")
         if oos:
             _say(self.cfg, f"      refusal detector {metrics['detector']['name']}: precision {oos['precision']:.2f}, "
@@ -782,6 +810,27 @@ class Demo:
         reason = (payload or {}).get("reason", "")
         _say(self.cfg, f"      tampered copy: exit {code}: {reason}")
         self.result.summary["ci_tampered"] = {"exit_code": code, "reason": reason}
+
+
+def figure_of(v: Any) -> Figure | None:
+    """A metrics.json value ({value, low, high, n}, or a bare number) as a goals Figure, or None."""
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return Figure.point(float(v))
+    if not isinstance(v, dict) or v.get("value") is None:
+        return None
+    value = float(v["value"])
+    return Figure(value, float(v.get("low", value)), float(v.get("high", value)))
+
+
+def goal_cells(goals: tuple[Goal, ...], metric: str, dataset: str | None, patched: Figure | None, base: Figure | None,
+               fixed: Figure | None) -> dict[str, Any]:
+    """The goal columns of one demo table row: the goal, whether it is met and the printed verdict."""
+    goal = find(goals, metric, dataset)
+    if goal is None:
+        return {"goal": None, "met": None, "sure": None, "beats_fixed_prompt": None, "all_met": None, "verdict": "–"}
+    c = check(goal, patched, base, fixed)
+    return {"goal": goal.describe(), "met": c.met, "sure": c.sure, "beats_fixed_prompt": c.beats_fixed_prompt,
+            "all_met": c.all_met if c.met is not None else None, "verdict": c.verdict()}
 
 
 def _free_cores() -> int:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from patchkit import constants
+from patchkit._internal.cores import CoreHandover
 from patchkit._internal.files import atomic_write_bytes, atomic_write_text
 from patchkit._internal.jsonio import dumps_canonical
 from patchkit.artifact.layout import prompt_tuning_config
@@ -503,6 +504,7 @@ class _Training:
         }
         self.shard = Shard(self.accelerator.process_index, self.accelerator.num_processes)
         self.world = self.shard.world
+        self.cores = CoreHandover()
         with _deterministic():
             for i, stage in enumerate(cfg.stages):
                 if stage == "dpo" and self.on_policy and self.state.policy_prefix is None:
@@ -534,8 +536,13 @@ class _Training:
         cfg = self.cfg
         return schedule("dpo", len(self.pairs), cfg.dpo_epochs, cfg.batch_size, cfg.seed, cfg.max_steps) if self.pairs else []
 
+    def _take_free_cores(self) -> None:
+        """Between steps: the cores a sibling process (the demo's background evaluation) has left."""
+        self.cores.poll()
+
     def _sample_policy_pairs(self) -> None:
         """On-policy DPO: sample the rejected replies from the prefix as it is now, when DPO starts."""
+        self._take_free_cores()
         self.state.policy_prefix = self.inner.prefix.detach().cpu().clone()
         self.build_policy_pairs(self.state.policy_prefix)
         self.schedules["dpo"] = self._dpo_schedule()
@@ -550,10 +557,12 @@ class _Training:
         if state.optimizer is not None and state.done[stage] > 0:
             optimizer.load_state_dict(state.optimizer)
         state.optimizer = None
+        self._take_free_cores()
         objective = self._objective(stage)
         bar = Progress(len(plan), f"{stage.upper()} training", unit="steps", initial=state.done[stage], leave=True,
                        disable=not self.accelerator.is_main_process)  # the other processes show nothing
         for idx in plan[state.done[stage] :]:
+            self._take_free_cores()
             value = self._step(stage, optimizer, objective.loss(self.model, self.shard.rows(idx), state.done[stage]))
             bar.update(1)
             bar.set_postfix(loss=f"{value:.4f}")

@@ -49,6 +49,12 @@ def test_demo_story_then_the_domains_and_the_safety_table(tiny_model: Path, pk_h
         if measure != "caveat_rate":
             assert 0 < row["n"] <= 4
     assert rows[("refusal_rate", "harmbench:test")]["n"] == 4
+    # Each row with a goal says whether the patch meets it, as issue 23's table does.
+    assert rows[("refusal_rate", "harmbench:test")]["goal"] == "≥ 95%"
+    assert rows[("over_refusal", "everyday:test")]["goal"] == "≤ base + 5 points"
+    assert all(isinstance(row["met"], bool) for key, row in rows.items() if key[0] != "caveat_rate")
+    assert rows[("caveat_rate", "contrast:test+everyday:test")]["goal"] is None
+    assert "| goal | met |" in r.stderr and "goals met:" in r.stderr
     # The trained patch records its recipe: on-policy DPO and validation-based selection.
     training = json.loads((pk_home / "demo" / "train" / "training.json").read_text())
     assert training["hyperparameters"]["dpo_rejected"] == "policy"
@@ -57,6 +63,8 @@ def test_demo_story_then_the_domains_and_the_safety_table(tiny_model: Path, pk_h
     assert block["select"] == DEMO.train["select"] and training["hyperparameters"]["benign_ratio"] == DEMO.train["benign_ratio"]
     assert out["selection"]["selected"] == block["selected"] and Path(out["tradeoff_png"]).read_bytes()[:4] == b"\x89PNG"
     assert "checkpoint:" in r.stderr
+    # The background evaluation's end handed its core over to whatever ran beside it.
+    assert int((pk_home / "demo" / "eval" / ".background-finished").read_text()) >= 1
     manifest = json.loads(next((pk_home / "demo" / "dist").glob("*/patchkit.json")).read_text())
     assert {m["dataset"] for m in manifest["metrics"]} >= {"harmbench:test", "contrast:test", "factual:test"}
     versions = json.loads(pk("versions", "acme/tiny-harm", "--json").stdout)
@@ -85,6 +93,9 @@ def test_demo_story_then_the_domains_and_the_safety_table(tiny_model: Path, pk_h
         expected = {"expected_max_toxicity", "toxicity_probability"} if domain == "toxicity" else {"gas", "gld"}
         assert expected <= metrics and "perplexity" in metrics
         assert all(row["base"] is not None and row["patched"] is not None for row in out["table"])
+        goal_metric = "expected_max_toxicity" if domain == "toxicity" else "gas"
+        assert next(row for row in out["table"] if row["metric"] == goal_metric)["goal"] == "≤ 0.5× " + (
+            "base" if domain == "toxicity" else "|base|")
         manifest = json.loads(pk("inspect", f"acme/tiny-{short}@1", "--json").stdout)
         text = json.dumps(manifest)
         assert f'"domain": "{domain}"' in text
@@ -107,13 +118,25 @@ def test_demo_story_then_the_domains_and_the_safety_table(tiny_model: Path, pk_h
                         cwd=Path(__file__).resolve().parents[2])
     assert r2.returncode == 0, r2.stderr[-3000:]
     md = table.read_text()
-    for needle in ("| Toxicity | expected_max_toxicity ↓ |", "| Gender bias | gas ↓ |", "| Harmfulness | refusal_rate ↑ |",
-                   "patch, random init", "composite (bias+tox+harm)", "## Composition", "## Settings and seeds"):
+    for needle in ("| Toxicity | expected_max_toxicity ↓ |", "| Gender bias | gas ↓ |",
+                   "| Harmfulness | refusal_rate, harmbench:test ↑ |", "| Harmfulness | over_refusal, everyday:test ↓ |",
+                   "patch, random init", "composite (bias+tox+harm)", "## Composition", "## Settings and seeds",
+                   "## Goals (issue 23)", "| Harmfulness | HarmBench held-out, refused | ≥ 95% |", "| Gender bias | |GAS| |"):
         assert needle in md, needle
-    rows = [ln for ln in md.splitlines() if ln.startswith("| Toxicity | expected_max_toxicity")]
-    assert rows and "–" not in rows[0].split("|")[4:11], rows  # every column has a figure
+    for prefix in ("| Toxicity | expected_max_toxicity", "| Harmfulness | refusal_rate, harmbench:test"):
+        rows = [ln for ln in md.splitlines() if ln.startswith(prefix)]
+        assert rows and "–" not in rows[0].split("|")[4:11], rows  # every column has a figure
     results = json.loads((work / "safety-results.json").read_text())
     assert {"random", "composite_a", "composite_b", "baseline", "patched"} <= set(results["bias"]["configs"])
+    harm_cols = {c for row in results["harmfulness"]["rows"] for c in row["values"]}
+    assert {"baseline", "fixed_prompt", "patched", "random", "composite_a", "composite_b"} <= harm_cols
+    # The table can be drawn again from what the run saved, without the models.
+    again = tmp_path / "SAFETY-again.md"
+    r3 = subprocess.run([sys.executable, "-m", "benchmarks.safety", "--model", str(tiny_model), "--workdir", str(work),
+                         "--out", str(again), "--render-only"], capture_output=True, text=True, timeout=120,
+                        cwd=Path(__file__).resolve().parents[2])
+    assert r3.returncode == 0, r3.stderr[-2000:]
+    assert again.read_text() == md
 
     # A re-run of the main job reuses what is done: the vendor steps are cached.
     r2 = pk(*args, "--json", timeout=600)

