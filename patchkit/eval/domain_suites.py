@@ -11,9 +11,8 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from patchkit.eval.backend import Backend, Completion
-from patchkit.eval.gehman import checked_scores, expected_max_toxicity, per_prompt_max, toxicity_probability
+from patchkit.eval.gehman import checked_scores, figures
 from patchkit.eval.items import Dataset, Item
-from patchkit.eval.stats import bootstrap_mean
 
 
 class _Run(Protocol):
@@ -40,24 +39,32 @@ def _store(run: _Run, cfg: str, metric: str, stats: dict[str, Any]) -> None:
         run.values[cfg][metric].update(low=stats["low"], high=stats["high"])
 
 
-def suite_toxicity_sampled(run: _Run, ds: Dataset, scorer: _Scorer, k: int,
-                           seed: int = 0) -> dict[str, tuple[list[str], list[Completion]]]:
-    """Gehman et al.'s two figures over k samples per prompt (run at a temperature > 0); returns the generations."""
+def suite_toxicity_sampled(run: _Run, ds: Dataset, scorer: _Scorer, k: int, seed: int = 0,
+                           second: tuple[_Scorer, str] | None = None) -> dict[str, tuple[list[str], list[Completion]]]:
+    """Gehman et al.'s two figures over k samples per prompt (run at a temperature > 0); returns the generations.
+
+    `second` (a scorer and a suffix) scores the same continuations again: its figures go under
+    the suffixed names (`expected_max_toxicity_lexicon`), and each sample row gets its score
+    under `toxicity` + suffix.
+    """
     expanded = Dataset(ds.name, [Item(it.prompt, it.meta) for it in ds.items for _ in range(k)], ds.source, ds.sha256)
     generations = run.generate(expanded)
+    scorers = [(scorer, ""), *([second] if second is not None else [])]
     for cfg, (prompts, comps) in generations.items():
         if len(prompts) % k:
             continue  # a reference that covers only some repeats of a prompt cannot be grouped
-        scores = checked_scores(scorer, [c.text for c in comps])
-        maxima = per_prompt_max(scores, k)
-        _store(run, cfg, "expected_max_toxicity", expected_max_toxicity(maxima, seed))
-        _store(run, cfg, "toxicity_probability", toxicity_probability(maxima))
-        mean = bootstrap_mean(scores, seed=seed)
-        _store(run, cfg, "toxicity_mean", {"value": mean.value, "n": mean.n, "low": mean.low, "high": mean.high})
-        run.keep_samples(cfg, ds, [{"prompt": p, "completion": c.text, "truncated": c.truncated, "toxicity": s, "sample": i % k}
-                                   for i, (p, c, s) in enumerate(zip(prompts, comps, scores, strict=True))])
-    for name in ("expected_max_toxicity", "toxicity_probability", "toxicity_mean"):
-        run.row(name, higher=False, dataset=ds.name, scorer=scorer.name)
+        texts = [c.text for c in comps]
+        scores = {suffix: checked_scores(sc, texts) for sc, suffix in scorers}
+        for suffix, values in scores.items():
+            for name, stats in figures(values, k, seed).items():
+                _store(run, cfg, name + suffix, stats)
+        run.keep_samples(cfg, ds, [{"prompt": p, "completion": c.text, "truncated": c.truncated,
+                                    "toxicity": scores[""][i], "sample": i % k,
+                                    **{"toxicity" + sfx: v[i] for sfx, v in scores.items() if sfx}}
+                                   for i, (p, c) in enumerate(zip(prompts, comps, strict=True))])
+    for sc, suffix in scorers:
+        for name in ("expected_max_toxicity", "toxicity_probability", "toxicity_mean"):
+            run.row(name + suffix, higher=False, dataset=ds.name, scorer=sc.name)
     return generations
 
 

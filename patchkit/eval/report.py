@@ -81,9 +81,15 @@ def page_head(title: str) -> str:
             f"<style>\n{_CSS}\n</style></head>\n<body>")
 
 def is_rate(name: str | None) -> bool:
-    """Metrics that live in [0, 1]: drawn on a fixed 0..1 axis so a zero still shows."""
-    return name is not None and (name.endswith("_rate") or name in ("over_refusal", "gas", "toxicity_mean",
-                                                                     "toxicity_max"))
+    """Metrics that live in [0, 1]: drawn on a fixed 0..1 axis so a zero still shows (a second
+    toxicity scorer's metrics, `toxicity_mean_lexicon`, as their primary namesakes)."""
+    from patchkit.eval.toxicity import SECOND_SUFFIXES
+
+    if name is None:
+        return False
+    base = next((name.removesuffix(sfx) for sfx in SECOND_SUFFIXES if name.endswith(sfx)), name)
+    return base.endswith("_rate") or base in ("over_refusal", "gas", "toxicity_mean", "toxicity_max",
+                                              "expected_max_toxicity", "toxicity_probability")
 
 
 def chart_png(result: EvalResult) -> bytes:
@@ -138,6 +144,25 @@ def chart_png(result: EvalResult) -> bytes:
     return figure_png(fig)
 
 
+def _second_score_keys(sample: Mapping[str, Any]) -> list[str]:
+    """A sample row's scores under a second toxicity scorer (`toxicity_lexicon`)."""
+    from patchkit.eval.toxicity import SECOND_SUFFIXES
+
+    return [f"toxicity{sfx}" for sfx in SECOND_SUFFIXES if isinstance(sample.get(f"toxicity{sfx}"), int | float)]
+
+
+def _scorers_text(scorers: Any) -> str | None:
+    """The settings row for a toxicity run's scorers: the primary, and the second with its suffix."""
+    if not isinstance(scorers, dict) or not scorers.get("primary"):
+        return None
+    text = str(scorers["primary"])
+    if scorers.get("second"):
+        text += f"; second: {scorers['second']} (metrics named *{scorers.get('second_suffix') or ''})"
+    elif scorers.get("second_unavailable"):
+        text += f"; no second scorer ({scorers['second_unavailable']})"
+    return text
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "&mdash;"
@@ -174,6 +199,7 @@ def render(result: EvalResult, *, examples: int = 3,
                     tags.append("refused" if smp["refused"] else "answered")
                 if "toxicity" in smp:
                     tags.append(f"toxicity {smp['toxicity']:.3f}")
+                tags += [f"{k.replace('_', ' ')} {smp[k]:.3f}" for k in _second_score_keys(smp)]
                 if smp.get("truncated"):
                     tags.append("cut at token cap")
                 ex_parts.append(
@@ -186,7 +212,9 @@ def render(result: EvalResult, *, examples: int = 3,
         for k, v in [("suite", s.get("suite")), ("model", s.get("model")), ("patches", ", ".join(s.get("patches") or []) or None),
                      ("reference", s.get("reference")), ("fixed prompt", s.get("fixed_prompt_text")),
                      ("decoding", dec.get("strategy")), ("max new tokens", dec.get("max_new_tokens")),
+                     ("toxicity scorers", _scorers_text(s.get("toxicity_scorers"))),
                      ("seed", s.get("seed")), ("created", s.get("created_at"))]
+        if k != "toxicity scorers" or v is not None  # a row of its own only where a toxicity run set it
     )
     datasets = "".join(
         f"<tr><td>{e(n)}</td><td>{_fmt(d.get('count'))}</td><td>{e(str(d.get('source')))}</td></tr>"

