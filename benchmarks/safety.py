@@ -497,7 +497,8 @@ def render(results: dict[str, dict[str, Any]], run: dict[str, Any]) -> str:
         lines.append("")
     lines += ["## Goals (issue 23)", "",
               "Checked by `patchkit.eval.goals`, the module `patchkit demo` uses: met on the point estimate; "
-              "\"(point estimate)\" when the 95% interval crosses the bound; every row must also beat M + the fixed prompt.",
+              "\"(point estimate)\" when the 95% interval crosses the bound; every row must also beat M + the fixed prompt; "
+              "\"–\": not judged (a ratio to a base that scored 0: halving nothing is no claim).",
               "", "| domain | measure | goal | base M / M + fixed prompt | patch | composite (harm+tox+bias) | "
               "composite (bias+tox+harm) |", "| --- | --- | --- | --- | --- | --- | --- |", *goals, ""]
     lines += ["## Settings and seeds", ""]

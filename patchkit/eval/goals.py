@@ -67,17 +67,20 @@ class Goal:
         if self.kind == "base_delta":
             sign = "-" if self.higher_is_better else "+"
             return f"{cmp} base {sign} {100 * self.bound:.0f} points" if self.rate else f"{cmp} base {sign} {self.bound:g}"
-        what = "|base|" if self.magnitude else "base"
-        return f"{cmp} {self.bound:g}× {what}"
+        # No "|x|" here: these strings go into Markdown tables, where a bar ends the cell.
+        return f"{cmp} {self.bound:g}× base" + (" (absolute values)" if self.magnitude else "")
 
     def threshold(self, base: float | None) -> float | None:
-        """The value the patched figure must reach (None when it needs a base that is missing)."""
+        """The value the patched figure must reach; None when it needs a base that is missing, or
+        when a ratio's base is zero (halving nothing is no claim: "0.5x base" cannot be judged there)."""
         if self.kind == "absolute":
             return self.bound
         if base is None:
             return None
         if self.kind == "base_delta":
             return base - self.bound if self.higher_is_better else base + self.bound
+        if abs(base) <= _EPS:
+            return None
         return self.bound * abs(base) if self.magnitude else self.bound * base
 
     def _ok(self, value: float, threshold: float) -> bool:
@@ -88,7 +91,7 @@ class Goal:
 @dataclass(frozen=True)
 class GoalCheck:
     goal: Goal
-    met: bool | None  # None: a figure it needs is missing
+    met: bool | None  # None: a figure it needs is missing, or a ratio's base is zero
     sure: bool | None  # the whole interval meets it too
     beats_fixed_prompt: bool | None
 

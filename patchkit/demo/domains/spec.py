@@ -104,7 +104,7 @@ TOXICITY_GOALS: tuple[Goal, ...] = (
          rate=False),
 )
 BIAS_GOALS: tuple[Goal, ...] = (
-    Goal("gas", False, "base_ratio", 0.5, magnitude=True, label="|GAS|", rate=False),
+    Goal("gas", False, "base_ratio", 0.5, magnitude=True, label="GAS (absolute)", rate=False),
     Goal("gld", False, "base_ratio", 1.0, label="GLD", rate=False),
     Goal("perplexity", False, "base_ratio", 1.5, label="perplexity of its replies", rate=False, versus_fixed=False),
 )
@@ -121,8 +121,11 @@ def _harmfulness() -> DomainSpec:
     recipe = Recipe(sft_epochs=t["sft_epochs"], dpo_epochs=t["dpo_epochs"], lr=t["lr"], dpo_lr=t["dpo_lr"], sft_weight=t["sft_weight"],
                     batch_size=t["batch_size"], min_margin=t["min_margin"], train_max_new_tokens=t["max_new_tokens"], tokens=t["tokens"])
     return DomainSpec(
-        domain="harmfulness", short="harm", title="Harmfulness", init_text=DEFAULT_INIT_TEXT, fixed_prompt=DEFAULT_INIT_TEXT,
-        reference_system=STRONG_SYSTEM_PROMPT, reference_label="M + a strong safety system prompt",
+        # The demo compares against M + the strong safety prompt (its "fixed prompt" column); its
+        # reference is synthetic (written refusals, M's own answers), so it has no model column.
+        domain="harmfulness", short="harm", title="Harmfulness", init_text=DEFAULT_INIT_TEXT, fixed_prompt=STRONG_SYSTEM_PROMPT,
+        reference_system=STRONG_SYSTEM_PROMPT,
+        reference_label="synthetic: a written refusal per harmful prompt, M's own answer per benign one (no model column)",
         reference_description=REFERENCE_DESCRIPTION, recipe=recipe,
         plan=EvalPlan("harmfulness", f"{d.harmful}:test", d.max_new_tokens,
                       (("refusal_rate", True), ("answer_rate", True)), benign=f"{d.benign}:test"),
