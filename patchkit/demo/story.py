@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 from patchkit import constants
 from patchkit._internal.files import atomic_write_text
 from patchkit._internal.progress import fmt_duration, log_line
-from patchkit.demo.recipes.harmfulness import DEMO, DEMO_EVAL_LIMIT, DEMO_MAX_NEW_TOKENS
+from patchkit.demo.recipes.harmfulness import DEMO, DEMO_EVAL_LIMIT, DEMO_MAX_NEW_TOKENS, HARM_GOALS
 from patchkit.demo.recipes.harmfulness import REFERENCE_DESCRIPTION as REFERENCE_DESCRIPTION
 from patchkit.demo.recipes.harmfulness import REFUSALS as REFUSALS
 from patchkit.errors import NotFoundError, PatchkitError
@@ -711,8 +711,6 @@ class Demo:
         return self.version
 
     def compare(self) -> None:
-        from patchkit.demo.domains.spec import HARM_GOALS
-
         metrics = json.loads((self.w / "eval" / "metrics.json").read_text())
         table = []
         for row in metrics["rows"]:
