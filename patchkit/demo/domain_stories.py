@@ -16,8 +16,9 @@ from typing import Any
 
 from patchkit import constants
 from patchkit.demo.domains.spec import DomainSpec, get_domain
-from patchkit.demo.story import Demo, DemoConfig, DemoResult, Step, _say, figure_of, goal_cells
+from patchkit.demo.story import Demo, DemoConfig, DemoResult, Step, _say
 from patchkit.errors import NotFoundError, PatchkitError
+from patchkit.eval.goals import figure_of, goal_cells
 
 
 class DomainDemo(Demo):

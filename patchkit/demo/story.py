@@ -38,7 +38,7 @@ from patchkit.demo.recipes.harmfulness import DEMO, DEMO_EVAL_LIMIT, DEMO_MAX_NE
 from patchkit.demo.recipes.harmfulness import REFERENCE_DESCRIPTION as REFERENCE_DESCRIPTION
 from patchkit.demo.recipes.harmfulness import REFUSALS as REFUSALS
 from patchkit.errors import NotFoundError, PatchkitError
-from patchkit.eval.goals import Figure, Goal, check, find
+from patchkit.eval.goals import figure_of, goal_cells
 
 # The recipe (data, synthetic reference, settings) lives in patchkit.demo.recipes.harmfulness; these
 # names stay importable from here.
@@ -808,27 +808,6 @@ class Demo:
         reason = (payload or {}).get("reason", "")
         _say(self.cfg, f"      tampered copy: exit {code}: {reason}")
         self.result.summary["ci_tampered"] = {"exit_code": code, "reason": reason}
-
-
-def figure_of(v: Any) -> Figure | None:
-    """A metrics.json value ({value, low, high, n}, or a bare number) as a goals Figure, or None."""
-    if isinstance(v, int | float) and not isinstance(v, bool):
-        return Figure.point(float(v))
-    if not isinstance(v, dict) or v.get("value") is None:
-        return None
-    value = float(v["value"])
-    return Figure(value, float(v.get("low", value)), float(v.get("high", value)))
-
-
-def goal_cells(goals: tuple[Goal, ...], metric: str, dataset: str | None, patched: Figure | None, base: Figure | None,
-               fixed: Figure | None) -> dict[str, Any]:
-    """The goal columns of one demo table row: the goal, whether it is met and the printed verdict."""
-    goal = find(goals, metric, dataset)
-    if goal is None:
-        return {"goal": None, "met": None, "sure": None, "beats_fixed_prompt": None, "all_met": None, "verdict": "–"}
-    c = check(goal, patched, base, fixed)
-    return {"goal": goal.describe(), "met": c.met, "sure": c.sure, "beats_fixed_prompt": c.beats_fixed_prompt,
-            "all_met": c.all_met if c.met is not None else None, "verdict": c.verdict()}
 
 
 def _free_cores() -> int:

@@ -8,13 +8,13 @@ patch would not be worth shipping). `patchkit demo` prints these beside its tabl
 `benchmarks.safety` in its goals section, from this one module, so the two cannot drift.
 
 A goal is met on the point estimate; `sure` says whether the whole 95% interval meets it too,
-which a small held-out set (n = 25) often cannot show. Pure: no IO, no torch.
+which a small held-out set (n = 25) often cannot show. Pure: no IO, no torch. `figure_of` and `goal_cells` turn metrics.json values into the demos' goal columns.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Kind = Literal["absolute", "base_delta", "base_ratio"]
 # A rate at its floor (0) or ceiling (1) cannot be beaten: a tie there counts as beating.
@@ -143,3 +143,24 @@ def check(goal: Goal, patched: Figure | None, base: Figure | None, fixed: Figure
 def find(goals: tuple[Goal, ...], metric: str, dataset: str | None) -> Goal | None:
     return next((g for g in goals if g.matches(metric, dataset)), None)
 
+
+
+def figure_of(v: Any) -> Figure | None:
+    """A metrics.json value ({value, low, high, n}, or a bare number) as a Figure, or None."""
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return Figure.point(float(v))
+    if not isinstance(v, dict) or v.get("value") is None:
+        return None
+    value = float(v["value"])
+    return Figure(value, float(v.get("low", value)), float(v.get("high", value)))
+
+
+def goal_cells(goals: tuple[Goal, ...], metric: str, dataset: str | None, patched: Figure | None, base: Figure | None,
+               fixed: Figure | None) -> dict[str, Any]:
+    """The goal columns of one table row (the demos' JSON rows): the goal, whether it is met, the verdict."""
+    goal = find(goals, metric, dataset)
+    if goal is None:
+        return {"goal": None, "met": None, "sure": None, "beats_fixed_prompt": None, "all_met": None, "verdict": "–"}
+    c = check(goal, patched, base, fixed)
+    return {"goal": goal.describe(), "met": c.met, "sure": c.sure, "beats_fixed_prompt": c.beats_fixed_prompt,
+            "all_met": c.all_met if c.met is not None else None, "verdict": c.verdict()}
