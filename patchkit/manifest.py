@@ -135,7 +135,7 @@ class PrefixInfo(_Model):
     dtype: Literal["F16", "BF16", "F32", "F64"]
     file: str = "adapter_model.safetensors"
     sha256: Sha256Hex = Field(description="sha256 of the raw tensor bytes")
-    init: str = Field(default="random", description='random | vocab | text:"..." | imported')
+    init: str = Field(default="random", description='random | vocab | text:"..." | prefix:sha256:<hex> (trained on from that prefix file) | imported')
 
     @field_validator("file")
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from patchkit.errors import InvalidInputError, UsageError
@@ -99,7 +100,8 @@ class TrainConfig:
     selection_weight: float = setting(1.0, "Score = refusal - weight x (over-refusal + caveats) on validation.")
     validation_max_new_tokens: int = setting(32)
     tokens: int = setting(50, "Number of virtual tokens.")
-    init: str = setting(DEFAULT_INIT, 'text:"...", random or vocab.', shown="text:<a safety instruction>")
+    init: str = setting(DEFAULT_INIT, 'text:"...", random, vocab, or prefix:PATH (continue from a trained prefix: '
+                        'a training output, patch directory or .safetensors file).', shown="text:<a safety instruction>")
     max_new_tokens: int = setting(64, "Generation (and response) length cap.")
     generation_batch_size: int = setting(8)
     seed: int = setting(0)
@@ -176,7 +178,14 @@ def validate_init(init: str) -> str:
         if not text.strip():
             raise InvalidInputError("--init text: needs a non-empty text", 'use --init text:"You are a safe assistant."')
         return f'text:"{text}"'
-    raise InvalidInputError(f"unknown --init {init!r}", 'use text:"...", random or vocab')
+    if init.startswith("prefix:"):
+        # Another run's prefix as the start: a second on-policy round, or the next version of a
+        # patch trained on from the last. The file is read (and checked) when training starts.
+        where = unquote(init[len("prefix:") :])
+        if not where.strip():
+            raise InvalidInputError("--init prefix: needs a path", "use --init prefix:./train-out (a training output or patch directory)")
+        return f"prefix:{Path(where).expanduser().resolve()}"
+    raise InvalidInputError(f"unknown --init {init!r}", 'use text:"...", random, vocab or prefix:PATH')
 
 
 def unquote(text: str) -> str:

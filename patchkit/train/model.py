@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -197,17 +200,26 @@ def sequence_logprobs(model: nn.Module, batch: Batch, prefix: torch.Tensor | Non
 
 
 def initial_prefix(base: Any, tokenizer: Any, init: str, tokens: int, seed: int) -> torch.Tensor:
-    """The starting prefix [tokens, hidden] in fp32: text, random or vocab init, seeded."""
+    """The starting prefix [tokens, hidden] in fp32: text, random, vocab or prefix init, seeded."""
+    return start_prefix(base, tokenizer, init, tokens, seed)[0]
+
+
+def start_prefix(base: Any, tokenizer: Any, init: str, tokens: int, seed: int) -> tuple[torch.Tensor, str]:
+    """The starting prefix and how training.json (and so the manifest) names it.
+
+    A `prefix:PATH` start is named by its file's sha256, never by the path: the path is the
+    vendor's own machine's business, and the digest says exactly which prefix it was.
+    """
     weight = base.get_input_embeddings().weight.detach().to("cpu", torch.float32)
     g = torch.Generator().manual_seed(seed)
     if init == "random":
         # Scaled to the embedding table, not N(0, 1): far-off prefixes train badly.
         out: torch.Tensor = torch.randn(tokens, weight.shape[1], generator=g) * weight.std()
-        return out
+        return out, init
     if init == "vocab":
         vocab = min(weight.shape[0], len(tokenizer))
         picked: torch.Tensor = weight[torch.randint(0, vocab, (tokens,), generator=g)].clone()
-        return picked
+        return picked, init
     if init.startswith("text:"):
         text = unquote(init[len("text:") :])
         ids = [int(i) for i in tokenizer(text, add_special_tokens=False)["input_ids"]]
@@ -215,5 +227,48 @@ def initial_prefix(base: Any, tokenizer: Any, init: str, tokens: int, seed: int)
             raise InvalidInputError(f"the init text {text!r} has no tokens", 'use --init text:"..." with real text')
         ids = (ids * (tokens // len(ids) + 1))[:tokens]
         embedded: torch.Tensor = weight[torch.tensor(ids, dtype=torch.long)].clone()
-        return embedded
-    raise InvalidInputError(f"unknown init {init!r}", 'use text:"...", random or vocab')
+        return embedded, init
+    if init.startswith("prefix:"):
+        prefix, digest = load_prefix_file(Path(init[len("prefix:") :]), tokens=tokens, hidden=int(weight.shape[1]))
+        return prefix, f"prefix:sha256:{digest}"
+    raise InvalidInputError(f"unknown init {init!r}", 'use text:"...", random, vocab or prefix:PATH')
+
+
+def load_prefix_file(path: Path, *, tokens: int, hidden: int) -> tuple[torch.Tensor, str]:
+    """A trained prefix from a training output, a patch directory or a .safetensors file, and the
+    sha256 of that file. Read once, bounded, header checked before the data; it must be finite
+    and exactly [tokens, hidden] (a prefix for another model or length is refused, not reshaped)."""
+    import hashlib
+
+    from safetensors.torch import load
+
+    from patchkit import constants
+    from patchkit._internal.tensors import FLOAT_DTYPES, parse_header_bytes
+
+    file = path / constants.TENSOR_FILE if path.is_dir() else path
+    hint = "point --init prefix: at a `patchkit train` output, a built patch directory or its adapter_model.safetensors"
+    try:
+        # O_NONBLOCK and a regular-file check: a FIFO or device named here must not hang the run.
+        with os.fdopen(os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise InvalidInputError(f"the init prefix {file} is not a regular file", hint)
+            raw = fh.read(constants.MAX_PATCH_TENSOR_BYTES + 1)
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read the init prefix {file}: {exc.strerror or exc}", hint) from None
+    if len(raw) > constants.MAX_PATCH_TENSOR_BYTES:
+        raise InvalidInputError(f"the init prefix {file} is over {constants.MAX_PATCH_TENSOR_BYTES} bytes", hint)
+    header = parse_header_bytes(raw, len(raw), file)
+    found = {t.name: t for t in header.tensors}
+    info = found.get(constants.PREFIX_KEY)
+    if info is None or len(found) != 1 or info.dtype not in FLOAT_DTYPES:
+        raise InvalidInputError(f"{file} does not hold one floating tensor {constants.PREFIX_KEY!r}", hint)
+    if info.shape != (tokens, hidden):
+        raise InvalidInputError(
+            f"the init prefix {file} is {list(info.shape)}, but this run trains [{tokens}, {hidden}]",
+            f"pass --tokens {info.shape[0]} if it was trained for this model" if len(info.shape) == 2 and info.shape[1] == hidden
+            else "it was trained for a model of another hidden size; start from text instead",
+        )
+    prefix = load(raw)[constants.PREFIX_KEY].to(torch.float32)
+    if not bool(torch.isfinite(prefix).all()):
+        raise InvalidInputError(f"the init prefix {file} holds NaN or infinite values", hint)
+    return prefix.contiguous(), hashlib.sha256(raw).hexdigest()

@@ -36,7 +36,7 @@ from patchkit.train.generation import (
     format_prompt,
     generate_cached,
 )
-from patchkit.train.model import Example, PrefixLM, initial_prefix
+from patchkit.train.model import Example, PrefixLM, start_prefix
 from patchkit.train.onpolicy import policy_replies
 from patchkit.train.proxy import (
     DECISION,
@@ -172,7 +172,7 @@ def _write_outputs(
         token_dim=int(tensor.shape[1]),
         base_id=str(base),
         revision=None,
-        init=cfg.init,
+        init=training["init"],
         heads=heads,
         layers=layers,
     )
@@ -482,7 +482,7 @@ class _Training:
         """Run the stages in order; a resumed run skips what its checkpoint says is done and replays the rest."""
         cfg, val_set = self.cfg, self.data.validation
         self.signature = _signature(cfg, self.domain, self.base_digest, self.ref_desc, self.data.records)
-        self.init_prefix = initial_prefix(self.base_model, self.tokenizer, cfg.init, cfg.tokens, cfg.seed)
+        self.init_prefix, self.init_desc = start_prefix(self.base_model, self.tokenizer, cfg.init, cfg.tokens, cfg.seed)
         self._prepare_model()
         selection = parse_select(cfg.select)
         self.rule = selection if isinstance(selection, SelectionRule) else None
@@ -740,12 +740,12 @@ class _Training:
             "method": method,
             "reference": self.ref_desc,
             # The probe goes in the hyperparameters too: `patchkit build` carries them into the manifest.
-            "hyperparameters": {**cfg.hyperparameters(), "scorer": self.scorer_name,
+            "hyperparameters": {**cfg.hyperparameters(), "init": self.init_desc, "scorer": self.scorer_name,
                                 **({"repr_probe": self.probe.to_dict()} if self.probe is not None else {})},
             "seed": cfg.seed,
             "data": [d.to_dict() for d in self.data.records],
             "patchkit_version": constants.PATCHKIT_VERSION,
-            "init": cfg.init,
+            "init": self.init_desc,
             "domain": self.domain,
             "loss_curves": self.state.curves,
             "steps": {s: len(self.schedules[s]) for s in cfg.stages},
