@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from patchkit import constants
+from patchkit._internal.cores import Background
 from patchkit._internal.files import atomic_write_text
 from patchkit._internal.progress import fmt_duration, log_line
 from patchkit.demo.recipes.harmfulness import DEMO, DEMO_EVAL_LIMIT, DEMO_MAX_NEW_TOKENS, HARM_GOALS
@@ -174,10 +175,11 @@ class Demo:
         self.name = f"{cfg.namespace}/smollm2-harm" if cfg.model is None else f"{cfg.namespace}/tiny-harm"
         self.env = {**os.environ, "PATCHKIT_HOME": str(constants.patchkit_home()), "PATCHKIT_LOG_FILE": str(log_path(cfg))}
         self._version: str | None = None
-        self._background: subprocess.Popen[bytes] | None = None
         # The cores free when the demo started: what a command running beside the background
         # evaluation takes over when that evaluation ends (`patchkit._internal.cores`).
         self.cores = _free_cores()
+        self.background = Background(self.w / "eval" / ".background-finished", self.w / "eval" / "background.stderr",
+                                     self.cores)
         self.generated = 0  # replies this process generated itself (not from a cache)
         self.commands: list[str] = []  # the `patchkit` commands this run ran, in order
 
@@ -192,13 +194,7 @@ class Demo:
         if constants.threads_set_by_user():
             return self.env
         env = {**self.env, "OMP_NUM_THREADS": str(threads if threads is not None else _free_cores())}
-        if threads is not None and self.background_running():
-            env["PATCHKIT_CORES_HANDOVER_FILE"] = str(self.handover_file)
-        return env
-
-    @property
-    def handover_file(self) -> Path:
-        return self.w / "eval" / ".background-finished"
+        return {**env, **self.background.handover_env()} if threads is not None else env
 
     def pk(self, *args: str | Path, expect: tuple[int, ...] = (0,), json_out: bool = True,
            live: bool = False, threads: int | None = None, log_failure: bool = True) -> tuple[int, Any, str]:
@@ -443,53 +439,29 @@ class Demo:
     def start_background(self) -> None:
         """Start scoring base M and M + the safety prompt now: their replies do not depend on the
         patch, and `evaluate` finds them in the same reply cache (same `--out`)."""
-        if self._background is not None:
+        if self.background.started:
             return
-        (self.w / "eval").mkdir(parents=True, exist_ok=True)
         argv = self._argv(tuple(self.eval_args(None)), True)
         self.commands.append("eval")
         log_line("$ patchkit eval (base M and M + the safety prompt, in the background) …", log_path(self.cfg))
         _say(self.cfg, "      (in the background: evaluating base M and M + the safety prompt, one torch thread)")
-        # No progress on stderr (it is not shown; its lines go to demo.log), and stderr to a file,
-        # which cannot fill up and stall the child as an unread pipe would.
-        env = {**self._threads_env(1), "PATCHKIT_NO_PROGRESS": "1"}
-        self.handover_file.unlink(missing_ok=True)
-        with open(self.w / "eval" / "background.stderr", "wb") as err:
-            self._background = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=env)
-        threading.Thread(target=self._hand_over, args=(self._background,), daemon=True).start()
-
-    def _hand_over(self, proc: subprocess.Popen[bytes]) -> None:
-        """When the background evaluation exits (or is stopped), tell the command beside it how many
-        threads it may now use."""
-        proc.wait()
-        atomic_write_text(self.handover_file, f"{max(1, self.cores)}\n")
+        # No progress on stderr: it is not shown, its lines go to demo.log.
+        self.background.start(argv, {**self._threads_env(1), "PATCHKIT_NO_PROGRESS": "1"})
 
     def background_running(self) -> bool:
-        return self._background is not None and self._background.poll() is None
+        return self.background.running()
 
     def wait_background(self) -> None:
         """Let the background evaluation finish (its replies are what `evaluate` reads); a failure
         there is not fatal: `evaluate` then generates those replies itself."""
-        proc, self._background = self._background, None
-        if proc is None:
-            return
-        if proc.poll() is None:
+        if self.background.running():
             _say(self.cfg, "      waiting for the background evaluation of base M and M + the safety prompt …")
-        proc.wait()
-        if proc.returncode:
-            err = (self.w / "eval" / "background.stderr").read_text(errors="replace")
-            log_line(f"background evaluation exited {proc.returncode}: {_last_line(err)}", log_path(self.cfg))
+        code = self.background.wait()
+        if code:
+            log_line(f"background evaluation exited {code}: {self.background.last_error_line()}", log_path(self.cfg))
 
     def stop_background(self) -> None:
-        proc, self._background = self._background, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
+        self.background.stop()
 
     def convert(self) -> None:
         from patchkit.runtime.convert import SMOLLM2_WHEEL, convert_gguf_to_safetensors, ensure_smollm2
