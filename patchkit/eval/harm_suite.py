@@ -220,6 +220,7 @@ def run_suite(
     labels_agreement: dict[str, Any] | None = None,
     device: str | None = None,
     dtype: str | None = None,
+    write: bool = True,
 ) -> SuiteResult:
     """Score base M, M + `fixed_prompt` (default: the strong safety prompt) and the patched model
     per source. The patched model is either `patch` (a `patchkit train` output dir or a
@@ -232,6 +233,8 @@ def run_suite(
 
     Every model runs on `device` (cpu, cuda, cuda:N; None: cuda if available) in `dtype`
     (float32, bfloat16, float16; None: float32 on a CPU, the checkpoint's own on a GPU).
+    `write=False` only fills the reply cache in `out`: a process scoring part of the work beside
+    another leaves the metrics and the report to the run that gathers every part.
     """
     from patchkit.basemodel.fingerprint import fingerprint
     from patchkit.lm.loading import check_dtype_name, load_model, pick_device
@@ -266,6 +269,8 @@ def run_suite(
                                                                "sha256": datasets[s.spec].sha256} for s in sources}}
     result = SuiteResult(rows_out, scored if detail else {c: {k: v[:5] for k, v in per.items()} for c, per in scored.items()},
                          settings, detector, _validation_curves(backends, patch))
+    if not write:
+        return result
     Path(out).mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(out) / "metrics.json", json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
     atomic_write_text(Path(out) / "report.html", render(result))
