@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from patchkit import constants
-from patchkit._internal.cores import Background
+from patchkit._internal.cores import Background, torch_threads
 
 
 def model_dir() -> Path:
@@ -112,15 +112,8 @@ def train(workdir: Path, base: Path, recipe: Any, init: str | None = None, besid
     if (out / "training.json").exists():
         print(f"  train: cached ({out})", flush=True)
         return out
-    import torch
-
-    threads = torch.get_num_threads()
-    if beside is not None and beside.child_env() is not None:
-        torch.set_num_threads(1)
-    try:
+    with torch_threads(1 if beside is not None and beside.job.running() else None):
         paths = prepare(workdir, base, recipe)
-    finally:
-        torch.set_num_threads(threads)
     args = train_args(recipe, paths, base, out)
     if init is not None:
         args += ["--init", init]
@@ -142,8 +135,6 @@ def evaluate_patched_in_two(workdir: Path, base: Path) -> None:
     """Fill the patched model's reply cache with two one-thread processes, one half of the sets
     each; the gathering `run_suite` after it reads every reply from the cache (and generates any
     the child failed to write: its failure costs time, not the result)."""
-    import torch
-
     from patchkit.eval.harm_suite import run_suite
 
     t0 = time.perf_counter()
@@ -151,15 +142,12 @@ def evaluate_patched_in_two(workdir: Path, base: Path) -> None:
     shard = Background(None, eval_dir / "shard.stderr", 1)
     shard.start([sys.executable, "-m", "benchmarks.harm", "--workdir", str(workdir), "--phase", "patched-shard"],
                 {**os.environ, "PATCHKIT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"})
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     try:
-        run_suite(base, workdir / "train", eval_dir, sources=shards()[0], configs=("patched",), write=False)
+        with torch_threads(1):
+            run_suite(base, workdir / "train", eval_dir, sources=shards()[0], configs=("patched",), write=False)
     except BaseException:
         shard.stop()
         raise
-    finally:
-        torch.set_num_threads(threads)
     code = shard.wait()
     print(f"  patched model, two one-thread processes: {time.perf_counter() - t0:.0f} s (second half: exit {code})", flush=True)
     if code:

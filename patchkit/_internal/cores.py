@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from patchkit import constants
@@ -58,6 +60,21 @@ def read_count(marker: Path) -> int | None:
     except (UnicodeDecodeError, ValueError):
         return None
     return max(1, min(value, os.cpu_count() or 1)) if value > 0 else None
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op threads in this process for a while (None, or threads the user set: leave
+    them): one thread for work that runs beside a background child."""
+    import torch
+
+    prev = torch.get_num_threads()
+    if n is not None and not constants.threads_set_by_user():
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
 
 
 class Background:

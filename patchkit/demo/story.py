@@ -17,7 +17,6 @@ not a terminal, and everything the demo says goes to `<workdir>/demo.log` as wel
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -26,13 +25,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from patchkit import constants
-from patchkit._internal.cores import Background
+from patchkit._internal.cores import Background, torch_threads
 from patchkit._internal.files import atomic_write_text
 from patchkit._internal.progress import fmt_duration, log_line
 from patchkit.demo.recipes.harmfulness import DEMO, DEMO_EVAL_LIMIT, DEMO_MAX_NEW_TOKENS, HARM_GOALS
@@ -557,7 +556,7 @@ class Demo:
         tok = tf.AutoTokenizer.from_pretrained(self.model_dir)
         model = tf.AutoModelForCausalLM.from_pretrained(self.model_dir)
         cache = GenerationCache()
-        with _torch_threads(1 if self.background_running() else None):
+        with torch_threads(1 if self.background_running() else None):
             answers = generate_cached(
                 model, tok, [format_prompt(tok, p) for p in data.benign], model_digest=fingerprint(self.model_dir),
                 settings=GenerationSettings(max_new_tokens=self.cfg.train_max_new_tokens, dtype="float32"),
@@ -816,20 +815,6 @@ def _restore_sigterm(previous: Any) -> None:
 
     if previous is not None:
         signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """torch's intra-op threads in this process for a while (None: leave them)."""
-    import torch
-
-    prev = torch.get_num_threads()
-    if n is not None and not constants.threads_set_by_user():
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(prev)
 
 
 def run_demo(cfg: DemoConfig) -> DemoResult:

@@ -64,3 +64,25 @@ def test_training_polls_between_steps(tiny_model_factory: Any, tmp_path: Path, m
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.torch
+def test_torch_threads_sets_them_for_a_while_unless_the_user_did(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from patchkit._internal.cores import torch_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    try:
+        torch.set_num_threads(2)
+        with torch_threads(1):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2  # restored
+        with torch_threads(None):
+            assert torch.get_num_threads() == 2
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        with torch_threads(1):
+            assert torch.get_num_threads() == 2  # the user's setting wins
+    finally:
+        torch.set_num_threads(before)
