@@ -71,8 +71,9 @@ def test_peft_positions_three_routes(arch: str, batch: int, setups: Any) -> None
     kv = model.generate(**enc, max_new_tokens=NEW, do_sample=False, use_prefix_cache=True)
     no_kv = model.generate(**enc, max_new_tokens=NEW, do_sample=False, use_prefix_cache=False)
     naive, naive_logits = naive_greedy(model.base, model.prefix, enc.input_ids, enc.attention_mask, NEW, positions="peft")
-    with pytest.warns(UserWarning):  # PEFT warns that it drops position ids
-        ref = peft.generate(**enc, max_new_tokens=NEW, do_sample=False, use_cache=False)
+    # PeftModel.generate drops position ids for prompt learning (peft < 0.22 warned, 0.22 is silent);
+    # the assertions below are what holds whatever it says.
+    ref = peft.generate(**enc, max_new_tokens=NEW, do_sample=False, use_cache=False)
     want = _rows(ref, start, eos)
     assert len(want[0]) > 1
     assert _rows(kv, start, eos) == want
@@ -106,8 +107,7 @@ def test_default_positions_three_routes_and_batch_invariance(arch: str, setups: 
     for i, prompt in enumerate(PROMPTS):
         one = tok([prompt], return_tensors="pt", padding=True)
         alone = model.generate(**one, max_new_tokens=NEW, do_sample=False)
-        with pytest.warns(UserWarning):
-            ref = peft.generate(**one, max_new_tokens=NEW, do_sample=False, use_cache=False)
+        ref = peft.generate(**one, max_new_tokens=NEW, do_sample=False, use_cache=False)
         s1 = one.input_ids.shape[1]
         assert _rows(alone, s1, eos) == _rows(ref, s1, eos)
         assert _rows(kv, start, eos)[i] == _rows(alone, s1, eos)[0], f"row {i} changed with padding"
