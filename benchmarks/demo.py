@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # `python benchmarks/demo.py` from a checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # `python benchmarks/demo.py` from a checkout: the checkout, not
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # benchmarks/, whose tuf.py would shadow python-tuf
 
 FRESH_GOAL_S = 15 * 60
 CACHED_GOAL_S = 60

@@ -31,8 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # `python benchmarks/safety.py` from a checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # `python benchmarks/safety.py` from a checkout: the checkout, not
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # benchmarks/, whose tuf.py would shadow python-tuf
 
 DOMAIN_ORDER = ("harmfulness", "toxicity", "bias")
 DEMO_CONFIGS = {"baseline": "base M", "fixed_prompt": "M + fixed prompt", "patched": "patch (text init)",

@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # `python benchmarks/serve.py` from a checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # `python benchmarks/serve.py` from a checkout: the checkout, not
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # benchmarks/, whose tuf.py would shadow python-tuf
 
 from benchmarks._util import bin_path, row, smollm2_dir
 

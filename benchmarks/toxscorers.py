@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from patchkit.eval.datasets import ScoredText
 
-if __package__ in (None, ""):  # `python benchmarks/toxscorers.py` from a checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # `python benchmarks/toxscorers.py` from a checkout: the checkout, not
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # benchmarks/, whose tuf.py would shadow python-tuf
 
 SCORERS = ("profanity-check", "profanity-lexicon")
 TOXIC_AT = 0.5

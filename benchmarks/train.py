@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # `python benchmarks/train.py` from a checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # `python benchmarks/train.py` from a checkout: the checkout, not
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # benchmarks/, whose tuf.py would shadow python-tuf
 
 BATCH = 4
 PROMPT_TOKENS = 64
