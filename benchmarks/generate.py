@@ -7,6 +7,9 @@ batch 1 and batch 8 (left padded). Median seconds per `generate` of:
 - the plain model;
 - patchkit with a 50-token patch (prefix KV reused);
 - the plain model with a fixed 50-token text safety prompt (in the system message);
+- patchkit with the same patch behind a routing gate (`patchkit gate`), every prompt routed to the
+  patch (the gate's own pass over the prompt is the whole extra cost), and at batch 8 with half
+  the prompts routed (two generate calls, one per route);
 - PEFT prompt tuning with the same tensor, cached (wrong output on transformers 5.24 + peft
   0.21.2: it re-prepends the virtual tokens every step) and with use_cache=False (correct).
 PEFT routes are slow, so they run once each (PEFT use_cache=False at batch 1 only unless
@@ -27,8 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # `python benchmarks/generate.py` from a checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # `python benchmarks/generate.py` from a checkout: the checkout, not
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # benchmarks/, whose tuf.py would shadow python-tuf
 
 from benchmarks._util import smollm2_dir
 
@@ -80,6 +83,7 @@ def run(repeats: int = 3, batches: tuple[int, ...] = (1, 8), peft_nocache_b8: bo
     from peft import PromptTuningConfig, TaskType, get_peft_model
 
     from patchkit.lm.loading import load_causal_lm, load_tokenizer
+    from patchkit.runtime.gate import Gate, prompt_states
     from patchkit.runtime.patched import PatchedModel
 
     transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
@@ -93,6 +97,10 @@ def run(repeats: int = 3, batches: tuple[int, ...] = (1, 8), peft_nocache_b8: bo
     vocab = base.get_input_embeddings().weight
     prefix = vocab[torch.randint(0, vocab.shape[0], (PATCH_TOKENS,), generator=g)].detach().clone()  # vocab-init patch
     patched = PatchedModel(base, prefix)
+    layer = 17 if base.config.num_hidden_layers > 17 else 1
+    direction = torch.randn(prefix.shape[1], generator=g)
+    gate_all = Gate(layer, direction, 0.0, -1e30, "bench")
+    gated = PatchedModel(base, prefix, gates=[gate_all])
     peft_base = load_causal_lm(mdir, device="cpu", dtype="float32")
     cfg = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=PATCH_TOKENS, token_dim=prefix.shape[1],
                              num_transformer_submodules=1, num_attention_heads=base.config.num_attention_heads,
@@ -110,7 +118,12 @@ def run(repeats: int = 3, batches: tuple[int, ...] = (1, 8), peft_nocache_b8: bo
             "plain": functools.partial(base.generate, **enc, **gen),
             "patchkit": functools.partial(patched.generate, **enc, **gen),
             "text_prompt": functools.partial(base.generate, **enc_text, **gen),
+            "patchkit_gated": functools.partial(gated.generate, **enc, **gen),
         }
+        if b > 1:  # half the rows to the patch, half to the bare model: a threshold at the median logit
+            logit = prompt_states(base, enc.input_ids, enc.attention_mask, [layer])[layer] @ direction
+            split = PatchedModel(base, prefix, gates=[Gate(layer, direction, 0.0, float(logit.median()), "bench")])
+            routes["patchkit_gated_split"] = functools.partial(split.generate, **enc, **gen)
         times: dict[str, list[float]] = {k: [] for k in routes}
         outs: dict[str, Any] = {}
         for i in range(repeats + 1):  # round-robin, so drift on a shared machine hits every route alike
@@ -126,6 +139,7 @@ def run(repeats: int = 3, batches: tuple[int, ...] = (1, 8), peft_nocache_b8: bo
             "prompt_tokens": int(enc.input_ids.shape[1]),
             "text_prompt_tokens": int(enc_text.input_ids.shape[1]),
             "patchkit_equals_naive": bool(torch.equal(naive, outs["patchkit"])),
+            "gated_equals_patchkit": bool(torch.equal(outs["patchkit_gated"], outs["patchkit"])),
         }
         for name in routes:
             row[name] = _median(times[name])
@@ -153,7 +167,9 @@ def report(res: dict[str, Any]) -> str:
     lines = [f"model {res['model']}, {res['threads']} threads, median of {res['repeats']} (PEFT: 1 run); "
              f"{PATCH_TOKENS}-token patch, {NEW_TOKENS} greedy new tokens. Shared machine: indicative figures."]
     labels = [("plain", "plain model"), ("text_prompt", f"fixed {PATCH_TOKENS}-token text prompt"),
-              ("patchkit", f"patchkit, {PATCH_TOKENS}-token patch (KV reuse)"), ("peft_cached", "PEFT cached (wrong output)"),
+              ("patchkit", f"patchkit, {PATCH_TOKENS}-token patch (KV reuse)"),
+              ("patchkit_gated", "patchkit gated, every prompt routed"), ("patchkit_gated_split", "patchkit gated, half routed"),
+              ("peft_cached", "PEFT cached (wrong output)"),
               ("peft_nocache", "PEFT use_cache=False")]
     batches = list(res["batches"])
     lines.append(f"{'route':<40}" + "".join(f"{'batch ' + str(b):>22}" for b in batches))
@@ -172,6 +188,8 @@ def report(res: dict[str, Any]) -> str:
         lines.append(
             f"batch {b}: patchkit/plain {ratio:.3f}x (goal <= {GOAL_RATIO}: {'met' if ratio <= GOAL_RATIO else 'MISSED'}); "
             f"faster than the text prompt: {'yes' if row['patchkit'] < row['text_prompt'] else 'NO'}; "
+            f"gated (all routed)/plain {row['patchkit_gated'] / row['plain']:.3f}x, /patchkit "
+            f"{row['patchkit_gated'] / row['patchkit']:.3f}x (== patchkit: {row['gated_equals_patchkit']}); "
             f"patchkit == naive concat: {row['patchkit_equals_naive']}; "
             f"== PEFT use_cache=False: {row.get('patchkit_equals_peft_nocache', 'not run')}; "
             f"PEFT cached tokens right: {row.get('peft_cached_tokens_right', '-')}/{NEW_TOKENS}; "

@@ -23,6 +23,11 @@ ADAPTER_CONFIG_FILE = "adapter_config.json"
 MODEL_CARD_FILE = "README.md"
 TRAINING_FILE = "training.json"
 SELFTEST_FILE = "selftest.json"
+# A gated patch's routing probe: the weight vector (in the artifact and in a training output) and,
+# in a training output only, its fit record (the artifact's manifest carries that, signed).
+GATE_FILE = "gate.safetensors"
+GATE_RECORD_FILE = "gate.json"
+GATE_KEY = "gate_weight"
 LOCK_FILE = "patchkit.lock"
 INDEX_FILE = "patchkit-index.json"
 INDEX_SIG_FILE = "patchkit-index.sig"

@@ -24,10 +24,11 @@ from patchkit.version import Version, in_range, is_semver, parse_range
 # The newest schema this reader knows. 1.1 added the optional `self_test`, 1.2 the optional
 # `training.selection`; a manifest without them is still written as 1.0 (or 1.1 with a self-test
 # only), so every patchkit that reads the older version reads it exactly as before.
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 BASE_SCHEMA_VERSION = "1.0"
 SELF_TEST_SCHEMA_VERSION = "1.1"
 SELECTION_SCHEMA_VERSION = "1.2"
+GATE_SCHEMA_VERSION = "1.3"
 SCHEMA_MAJOR, SCHEMA_MINOR = (int(x) for x in SCHEMA_VERSION.split("."))
 NAME_PART = r"[a-z0-9][a-z0-9._-]*"
 NAME_RE = re.compile(rf"^{NAME_PART}/{NAME_PART}$")
@@ -222,6 +223,35 @@ class SelfTestInfo(_Model):
         return v
 
 
+class GateInfo(_Model):
+    """The signed routing gate of a gated patch (schema 1.3): a linear probe on the base model's own
+    hidden state decides, per prompt, whether the patch's prefix is applied at all.
+
+    Why: the frozen model already tells harmful requests from benign look-alikes in its hidden state
+    (a middle layer, at the last prompt token), far better than a prefix trained on a few hundred
+    replies makes it act on; a prompt the probe calls benign runs on the bare model, so the patch's
+    over-refusal on it is gone. logit = h . weight + bias; the prefix applies when logit > threshold.
+    """
+
+    file: str = Field(default="gate.safetensors", description="The gate's weight vector inside the artifact")
+    sha256: Sha256Hex = Field(description="sha256 of the gate file's bytes")
+    layer: int = Field(ge=1, description="The hidden state after this many blocks (hidden_states[layer])")
+    position: Literal["last-prompt-token"] = "last-prompt-token"
+    bias: float
+    threshold: float = Field(description="The prefix applies when the probe logit is above this")
+    recall_target: float = Field(gt=0.0, le=1.0, description="The share of the training prompts the reference refuses that "
+                                 "the threshold was set to route to the patch (out-of-fold logits)")
+    fit: str = Field(min_length=1, description="How the probe was fitted, e.g. logistic-l2-lbfgs-standardised-v1")
+    stats: dict[str, Any] = Field(default_factory=dict, description="n, cross-validated AUROC, out-of-fold routing rates")
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, v: str) -> str:
+        if v != "gate.safetensors":
+            raise ValueError("gate.file must be gate.safetensors")
+        return v
+
+
 class Manifest(_Model):
     schema_version: str = BASE_SCHEMA_VERSION
     name: str
@@ -238,6 +268,7 @@ class Manifest(_Model):
     components: list[Component] = Field(default_factory=list)
     requires: str = Field(default=">=0.1", description="The patchkit version range that can apply this patch")
     self_test: SelfTestInfo | None = Field(default=None, description="The signed behavioural self-test (schema 1.1)")
+    gate: GateInfo | None = Field(default=None, description="The signed routing gate of a gated patch (schema 1.3)")
 
     _check_name = field_validator("name")(_v(validate_name))
     _check_version = field_validator("version")(_v(validate_version))
@@ -273,6 +304,8 @@ class Manifest(_Model):
         out = self.model_dump(mode="json", exclude_none=False)
         if out.get("self_test") is None:
             out.pop("self_test", None)  # a 1.0 manifest stays byte for byte what 1.0 wrote
+        if out.get("gate") is None:
+            out.pop("gate", None)  # likewise for 1.3's gate
         if isinstance(out.get("training"), dict) and out["training"].get("selection") is None:
             out["training"].pop("selection", None)  # likewise for 1.2's training.selection
         return out
@@ -325,6 +358,9 @@ def parse_manifest(data: bytes | str | dict[str, Any], *, source: str = "patchki
     if manifest.training.selection is not None and (major, minor) < (1, 2):
         raise InvalidInputError(f"{source}: training.selection needs schema_version {SELECTION_SCHEMA_VERSION} or newer, "
                                 f"not {sv}", "rebuild the patch with this patchkit")
+    if manifest.gate is not None and (major, minor) < (1, 3):
+        raise InvalidInputError(f"{source}: gate needs schema_version {GATE_SCHEMA_VERSION} or newer, not {sv}",
+                                "rebuild the patch with this patchkit")
     if minor <= SCHEMA_MINOR:
         unknown = _unknown_fields(manifest)
         if unknown:

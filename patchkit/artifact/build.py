@@ -11,15 +11,18 @@ from patchkit import constants
 from patchkit._internal.files import read_regular
 from patchkit._internal.jsonio import loads_strict
 from patchkit._internal.tensors import PICKLE_HINT, PICKLE_SUFFIXES
+from patchkit.artifact.gate import GateTensor, read_gate_source
 from patchkit.artifact.layout import PrefixTensor, parse_prefix_file, require_new_output, write_artifact
 from patchkit.artifact.selftest import SelfTest
 from patchkit.basemodel.modeldir import hidden_size_of, read_model_config
 from patchkit.constants import PATCHKIT_VERSION as __version__
 from patchkit.errors import CompatibilityError, InvalidInputError, NotFoundError, UsageError
 from patchkit.manifest import (
+    GATE_SCHEMA_VERSION,
     SELECTION_SCHEMA_VERSION,
     SELF_TEST_SCHEMA_VERSION,
     BaseModelInfo,
+    GateInfo,
     Manifest,
     Metric,
     PrefixInfo,
@@ -199,7 +202,7 @@ def build_artifact(
     publisher: str = "",
     requires: str = ">=0.1",
     # the behavioural self-test: computed from the prefix on the base model, after every cheap check
-    selftest: Callable[[PrefixTensor], SelfTest] | None = None,
+    selftest: Callable[[PrefixTensor, tuple[GateTensor, GateInfo] | None], SelfTest] | None = None,
 ) -> Manifest:
     """Validate everything first, then write the artifact in one atomic step.
 
@@ -220,6 +223,7 @@ def build_artifact(
                          "pass the base model directory with --base-model")
     src = read_source(source)
     cfg, digest, model_id, hidden = _base_of(src, base_model, base_model_id, base_digest)
+    gate = read_gate_source(source, hidden, digest) if src.kind == "train" else None  # checked before the self-test loads weights
     vocab = cfg.get("vocab_size") if isinstance(cfg.get("vocab_size"), int) else None
     arch = cfg.get("architectures", [None])[0] if isinstance(cfg.get("architectures"), list) else None
     dtype = cfg.get("torch_dtype", cfg.get("dtype"))
@@ -236,13 +240,18 @@ def build_artifact(
     )
     test_bytes: bytes | None = None
     if selftest is not None:
-        test = selftest(src.prefix)
+        test = selftest(src.prefix, gate)
         test_bytes = test.to_bytes()
         manifest.self_test = SelfTestInfo.model_validate(test.manifest_info())
         manifest.schema_version = SELF_TEST_SCHEMA_VERSION
     if manifest.training.selection is not None:
         manifest.schema_version = SELECTION_SCHEMA_VERSION
-    write_artifact(out, manifest, src.prefix, base_config=cfg or None, selftest=test_bytes)
+    gate_bytes: bytes | None = None
+    if gate is not None:
+        gate_bytes = gate[0].file_bytes()
+        manifest.gate = gate[1]
+        manifest.schema_version = GATE_SCHEMA_VERSION
+    write_artifact(out, manifest, src.prefix, base_config=cfg or None, selftest=test_bytes, gate=gate_bytes)
     return manifest
 
 

@@ -19,7 +19,7 @@ from patchkit.artifact.layout import PrefixTensor, require_new_output, write_art
 from patchkit.artifact.loaded import LoadedPatch, check_composable, load_artifact
 from patchkit.artifact.verify import VerificationPolicy
 from patchkit.constants import PATCHKIT_VERSION as __version__
-from patchkit.errors import IntegrityError, UsageError
+from patchkit.errors import CompatibilityError, IntegrityError, UsageError
 from patchkit.manifest import (
     Component,
     Manifest,
@@ -92,6 +92,10 @@ def compose_artifact(
     policy = policy or VerificationPolicy.load()
     parts = [load_artifact(Path(s), policy) for s in specs]
     check_composable(parts, policy)
+    gated = [p.ref for p in parts if p.gate is not None]
+    if gated:  # a composite is one prefix; each gate routes only its own part, which one tensor cannot say
+        raise CompatibilityError(f"{', '.join(gated)} is gated: a composite artifact holds one prefix and no gates",
+                                 "apply the patches together instead (`patchkit apply A B`): the runtime routes each gate")
     prefix = concat_prefixes(parts)
     first = parts[0].manifest
     domains = {p.manifest.domain for p in parts}

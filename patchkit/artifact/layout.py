@@ -240,17 +240,22 @@ def write_new_dir(out: Path, files: dict[str, bytes]) -> Path:
 
 
 def write_artifact(out: Path, manifest: Manifest, prefix: PrefixTensor, *, base_config: dict[str, Any] | None = None,
-                   selftest: bytes | None = None) -> Path:
+                   selftest: bytes | None = None, gate: bytes | None = None) -> Path:
     """Write an unsigned artifact directory in one atomic rename; never over an existing one.
 
-    `selftest` is the `selftest.json` the manifest's `self_test` entry pins (both or neither).
+    `selftest` is the `selftest.json` the manifest's `self_test` entry pins (both or neither);
+    `gate` likewise the `gate.safetensors` its `gate` entry pins.
     """
     out = Path(out)
     if prefix.shape != (manifest.prefix.num_virtual_tokens, manifest.prefix.token_dim):
         raise InvalidInputError("manifest prefix shape does not match the tensor", "this is a bug in the caller")
     if (selftest is None) != (manifest.self_test is None):
         raise InvalidInputError("the manifest's self_test and the self-test file go together", "this is a bug in the caller")
+    if (gate is None) != (manifest.gate is None):
+        raise InvalidInputError("the manifest's gate and the gate file go together", "this is a bug in the caller")
     extra = {constants.SELFTEST_FILE: selftest} if selftest is not None else {}
+    if gate is not None:
+        extra[constants.GATE_FILE] = gate
     return write_new_dir(out, {
         **extra,
         constants.TENSOR_FILE: prefix_bytes(prefix),

@@ -15,6 +15,7 @@ from typing import Any
 
 from patchkit import constants
 from patchkit._internal.files import is_real_dir, read_regular
+from patchkit.artifact.gate import GateTensor, read_gate
 from patchkit.artifact.layout import PrefixTensor, parse_prefix_file
 from patchkit.artifact.verify import VerificationPolicy, verify_artifact
 from patchkit.errors import CompatibilityError, IntegrityError, InvalidInputError, NotFoundError, UsageError
@@ -33,6 +34,7 @@ class LoadedPatch:
     prefix: PrefixTensor
     signer: str = ""
     verified: bool = True
+    gate: GateTensor | None = None  # the routing probe of a gated patch (its layer, bias, threshold: manifest.gate)
 
     @property
     def ref(self) -> str:
@@ -56,6 +58,7 @@ class LoadedPatch:
             "verified": self.verified,
             "num_virtual_tokens": self.num_virtual_tokens,
             "token_dim": self.token_dim,
+            "gated": self.gate is not None,
         }
 
 
@@ -80,6 +83,10 @@ def _read_tensor(path: Path, manifest: Manifest) -> PrefixTensor:
     return prefix
 
 
+def _read_gate(path: Path, manifest: Manifest) -> GateTensor | None:
+    return None if manifest.gate is None else read_gate(path, manifest.gate, manifest.base_model.hidden_size)
+
+
 def load_artifact(path: Path, policy: VerificationPolicy, *, verify: bool = True) -> LoadedPatch:
     """Verify one artifact directory, check its manifest against the policy's rules, and read its tensor;
     with verify=False only the content checks and the rules run."""
@@ -88,7 +95,7 @@ def load_artifact(path: Path, policy: VerificationPolicy, *, verify: bool = True
         manifest = res.manifest
         policy.rules.check(manifest)
         return LoadedPatch(manifest.name, manifest.version, res.digest, path, manifest, _read_tensor(path, manifest),
-                           res.signer, True)
+                           res.signer, True, _read_gate(path, manifest))
     if not is_real_dir(path):
         raise NotFoundError(f"{path} is not a patch artifact directory", "pass the directory that holds patchkit.json")
     manifest = load_manifest(path / constants.MANIFEST_FILE)
@@ -96,7 +103,7 @@ def load_artifact(path: Path, policy: VerificationPolicy, *, verify: bool = True
     policy.rules.check(manifest)
     prefix = _read_tensor(path, manifest)
     warn_loudly(f"{manifest.name}@{manifest.version} ({path}) is applied WITHOUT signature or trust verification (verify=False)")
-    return LoadedPatch(manifest.name, manifest.version, "", path, manifest, prefix, "", False)
+    return LoadedPatch(manifest.name, manifest.version, "", path, manifest, prefix, "", False, _read_gate(path, manifest))
 
 
 def check_composable(patches: Sequence[LoadedPatch], policy: VerificationPolicy) -> None:

@@ -182,6 +182,13 @@ def check_content(path: Path, manifest: Manifest, files: dict[str, bytes]) -> No
     elif constants.SELFTEST_FILE in files:
         raise IntegrityError(f"{path}: {constants.SELFTEST_FILE} is present but the manifest lists no self-test",
                              "rebuild the patch with `patchkit build --self-test`")
+    if manifest.gate is not None:
+        from patchkit.artifact.gate import check_gate_file
+
+        check_gate_file(files, manifest.gate, manifest.base_model.hidden_size, str(path))
+    elif constants.GATE_FILE in files:
+        raise IntegrityError(f"{path}: {constants.GATE_FILE} is present but the manifest lists no gate",
+                             "rebuild the patch with `patchkit build`")
 
 
 def check_base(manifest: Manifest, model_dir: Path, *, allow_mismatch: bool = False, warnings: list[str] | None = None,

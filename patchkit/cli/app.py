@@ -18,7 +18,7 @@ from patchkit.constants import PATCHKIT_VERSION as __version__
 from patchkit.errors import MissingExtraError, check_extra
 
 PANELS = {
-    "Vendor": ("keys", "build", "sign", "publish", "yank", "unyank", "resign", "index", "compose", "train", "eval"),
+    "Vendor": ("keys", "build", "sign", "publish", "yank", "unyank", "resign", "index", "compose", "train", "gate", "eval"),
     "Customer": ("trust", "pull", "apply", "status", "remove", "upgrade", "generate", "chat", "export", "serve", "cache",
                  "config"),
     "CI": ("verify", "inspect", "versions", "fingerprint", "ci"),

@@ -94,7 +94,8 @@ def build(
     )
     st = m.self_test.model_dump(mode="json") if m.self_test is not None else None
     emit(json_, {"path": str(out), "name": m.name, "version": m.version, "base_digest": m.base_model.digest,
-                 "num_virtual_tokens": m.prefix.num_virtual_tokens, "token_dim": m.prefix.token_dim, "self_test": st},
+                 "num_virtual_tokens": m.prefix.num_virtual_tokens, "token_dim": m.prefix.token_dim, "self_test": st,
+                 "gate": m.gate.model_dump(mode="json") if m.gate is not None else None},
          f"built {m.name}@{m.version} ({m.prefix.num_virtual_tokens}×{m.prefix.token_dim}) in {out}; sign it with `patchkit sign`")
 
 
@@ -222,6 +223,11 @@ def inspect(
         t = m.self_test
         lines.append(f"  self-test: {t.n} prompts in {t.file} ({t.scorer}, threshold {t.threshold:.3f}, at most "
                      f"{t.max_disagreements} may differ); run it with `patchkit verify … --behaviour --model DIR`")
+    if m.gate is not None:
+        g = m.gate
+        lines.append(f"  gate:     layer {g.layer} probe, the prefix applies when its logit > {g.threshold:.3f} "
+                     f"(routes {100 * g.recall_target:.0f}% of the refused training prompts out of fold; "
+                     f"cross-validated AUROC {g.stats.get('cv_auroc', 'n/a')})")
     print("\n".join(lines))
 
 

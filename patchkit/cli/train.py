@@ -121,5 +121,33 @@ def command() -> typing.Callable[..., None]:
     return train
 
 
+def gate(
+    out: Annotated[Path, typer.Argument(metavar="TRAIN_DIR", help="A `patchkit train` output directory (gets gate.safetensors "
+                                        "and gate.json; `patchkit build` then signs the gate into the patch).")],
+    base: Annotated[Path, typer.Option("--base", help="Base model directory (M): the gate reads its hidden state.")],
+    labels: Annotated[Path, typer.Option("--labels", help='JSONL of {"prompt", "expect": "refuse"|"answer"}, or the '
+                                         'reference\'s {"prompt", "response"} (the refusal detector labels each response).')],
+    recall: Annotated[float, typer.Option("--recall", help="Share of the refused prompts to route to the patch "
+                                          "(out of fold).")] = 0.99,
+    layer: Annotated[int | None, typer.Option("--layer", help="The hidden state after this many blocks "
+                                              "(default about 55% of the depth).")] = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Fit a routing gate: the patch then applies only to prompts a probe on M's own hidden state routes to it."""
+    from patchkit.train.gate import fit_gate_for
+
+    if not 0.0 < recall <= 1.0:
+        from patchkit.errors import UsageError
+
+        raise UsageError(f"--recall must be in (0, 1], got {recall}", "e.g. --recall 0.99")
+    result = fit_gate_for(out, base, labels, recall=recall, layer=layer)
+    stats = result["stats"]
+    emit(json_mode, result,
+         f"wrote the gate into {out}: layer {result['layer']}, cross-validated AUROC {stats['cv_auroc']}, out of fold "
+         f"{100 * stats['oof_routed']['refuse']:.0f}% of refused and {100 * stats['oof_routed']['answer']:.0f}% of answered "
+         f"prompts routed to the patch ({result['labels']} labelled prompts)")
+
+
 def register(app: typer.Typer) -> None:
     app.command("train")(command())
+    app.command("gate")(gate)

@@ -293,6 +293,12 @@ def _placement_key(device_type: str, dtype: str) -> str:
     return "" if (device_type, dtype) == ("cpu", "float32") else f"|on:{device_type}/{dtype}"
 
 
+def _gate_identity(model: Any) -> str:
+    """What tells a gated patch's cached replies from its bare prefix's: the gates' file digests, in order."""
+    gates = [g.sha256 if g is not None else "-" for g in model.gates]
+    return f"|gates:{','.join(gates)}" if model.gated else ""
+
+
 def _backends(m: Any, tok: Any, model: Path, digest: str, system: str, patch: Path | None, patches: Sequence[str], *,
               trust: Path | None, registry: str | None, batch_size: int, configs: Sequence[str], device: Any = None,
               dtype: str | None = None) -> tuple[_Backends, str | None]:
@@ -304,6 +310,7 @@ def _backends(m: Any, tok: Any, model: Path, digest: str, system: str, patch: Pa
 
     from patchkit import constants
     from patchkit.eval.backend import Backend
+    from patchkit.runtime.gate import Gate
     from patchkit.runtime.patched import PatchedModel
 
     backends: _Backends = {}
@@ -324,15 +331,16 @@ def _backends(m: Any, tok: Any, model: Path, digest: str, system: str, patch: Pa
         assert composed is not None  # `patches` is not empty
         patch_digest = hashlib.sha256(composed.numpy().tobytes()).hexdigest()
         backends["patched"] = (Backend(pm_loaded, tok_p, batch_size=batch_size, explicit_positions=False),
-                               f"{digest}|prefix:{patch_digest}", None)
+                               f"{digest}|prefix:{patch_digest}{_gate_identity(pm_loaded)}", None)
     elif patch is not None and "patched" in configs:
         file = Path(patch) / constants.TENSOR_FILE if Path(patch).is_dir() else Path(patch)
         raw = file.read_bytes()
         patch_digest = hashlib.sha256(raw).hexdigest()
         prefix = load_file(str(file))[constants.PREFIX_KEY].to(torch.float32)
-        pm = PatchedModel(m, prefix)
+        gate = Gate.from_training_output(Path(patch), int(prefix.shape[1])) if Path(patch).is_dir() else None
+        pm = PatchedModel(m, prefix, gates=None if gate is None else [gate])
         backends["patched"] = (Backend(pm, tok, batch_size=batch_size, explicit_positions=False),
-                               f"{digest}|prefix:{patch_digest}", None)
+                               f"{digest}|prefix:{patch_digest}{_gate_identity(pm)}", None)
     return backends, patch_digest
 
 

@@ -42,6 +42,12 @@ def export_peft(
     out = Path(out).expanduser()
     require_new_output(out)
     patch = load_patch(spec, VerificationPolicy.load(trust), registry=registry, verify=verify)
+    if patch.gate is not None:
+        from patchkit.errors import CompatibilityError
+
+        raise CompatibilityError(f"{patch.ref} is gated: a PEFT adapter has no place for its routing gate, and without it "
+                                 "the prefix would apply to every prompt", "apply it with patchkit (`patchkit apply`, "
+                                 "`patchkit.load`), which routes each prompt through the gate")
     from patchkit.trust.bundles import read_artifact_files
 
     found = read_artifact_files(patch.path)

@@ -14,6 +14,10 @@ Both agree whenever a row has no padding (every batch of one).
 KV reuse: the prefix's keys and values are computed once per patch set by a forward of the
 prefix alone at positions 0..P-1, kept, and copied into a fresh cache (expanded to the batch)
 for each call; a call never mutates the stored tensors.
+
+Gated patches (`patchkit.runtime.gate`): each row is routed first, by one forward of the bare
+model; the rows are grouped by which parts apply, and each group runs on a model whose prefix
+is just those parts, in order (none: the bare model). Outputs come back in the caller's row order.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from torch import nn
 
 from patchkit.errors import UsageError
 from patchkit.lm.prefix import cache_kwarg, cache_layers, output_cache, positions_from_mask, prefix_mask, prepend_prefix
+from patchkit.runtime.gate import Gate, routes
 from patchkit.runtime.resolve import LoadedPatch
 
 PositionMode = Literal["mask", "peft"]
@@ -43,7 +48,10 @@ class PatchedModel(nn.Module):
         *,
         kv_reuse: bool = True,
         positions: PositionMode = "mask",
+        gates: Sequence[Gate | None] | None = None,
     ) -> None:
+        """`gates`: one per part of the prefix (a patch each; the whole prefix when `patches` is empty);
+        by default each patch's own gate."""
         super().__init__()
         if positions not in POSITION_MODES:
             raise UsageError(f"positions must be one of {POSITION_MODES}, got {positions!r}", "use 'mask' (default) or 'peft'")
@@ -61,6 +69,15 @@ class PatchedModel(nn.Module):
         self._cache_kw = cache_kwarg(base)
         self._kv: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None
         self._kv_key: tuple[Any, ...] | None = None
+        self.parts: tuple[int, ...] = tuple(p.num_virtual_tokens for p in self.patches) or (
+            (self.num_virtual_tokens,) if self.num_virtual_tokens else ())
+        if sum(self.parts) != self.num_virtual_tokens:
+            raise UsageError(f"the patches hold {sum(self.parts)} virtual tokens but the prefix has {self.num_virtual_tokens}",
+                             "this is a bug in the caller")
+        self.gates: tuple[Gate | None, ...] = tuple(gates) if gates is not None else tuple(Gate.of(p) for p in self.patches)
+        if self.gates and len(self.gates) != len(self.parts):
+            raise UsageError(f"{len(self.gates)} gates for {len(self.parts)} prefix parts", "give one gate (or None) per patch")
+        self._variants: dict[tuple[bool, ...], tuple[tuple[Any, ...], PatchedModel]] = {}
 
     # -- what callers read ------------------------------------------------------------------
     prefix: torch.Tensor
@@ -92,6 +109,38 @@ class PatchedModel(nn.Module):
 
     def get_input_embeddings(self) -> Any:
         return self.base.get_input_embeddings()
+
+    # -- gated patches ----------------------------------------------------------------------
+    @property
+    def gated(self) -> bool:
+        """True when some part applies only to the prompts its gate routes to it."""
+        return any(g is not None for g in self.gates)
+
+    def route(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> list[tuple[bool, ...]]:
+        """Per row, which parts of the prefix apply (all True when nothing is gated)."""
+        if not self.gated:
+            return [(True,) * len(self.parts)] * int(input_ids.shape[0])
+        return routes(self.base, self.gates, input_ids, attention_mask)
+
+    def variant(self, route: tuple[bool, ...]) -> PatchedModel:
+        """The ungated model for one route: the parts that apply, in order (kept, rebuilt if the prefix changed)."""
+        p = self.prefix
+        key = (p.device, p.dtype, p.data_ptr(), p._version)
+        kept = self._variants.get(route)
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        bounds = [sum(self.parts[:i]) for i in range(len(self.parts) + 1)]
+        pieces = [p[bounds[i] : bounds[i + 1]] for i, on in enumerate(route) if on]
+        prefix = torch.cat(pieces, dim=0) if pieces else None
+        model = PatchedModel(self.base, prefix, kv_reuse=self.kv_reuse, positions=self.positions, gates=())
+        self._variants[route] = (key, model)
+        return model
+
+    def _groups(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> dict[tuple[bool, ...], list[int]]:
+        groups: dict[tuple[bool, ...], list[int]] = {}
+        for i, r in enumerate(self.route(input_ids, attention_mask)):
+            groups.setdefault(r, []).append(i)
+        return groups
 
     # -- the prefix cache -------------------------------------------------------------------
     @torch.no_grad()
@@ -166,6 +215,9 @@ class PatchedModel(nn.Module):
         """Logits (and loss) for the input tokens only; the prefix's positions are not returned."""
         if (input_ids is None) == (inputs_embeds is None):
             raise UsageError("pass exactly one of input_ids or inputs_embeds", "e.g. model(**tokenizer(text, return_tensors='pt'))")
+        if self.gated:
+            return self._gated_forward(input_ids, attention_mask, inputs_embeds=inputs_embeds, labels=labels,
+                                       use_prefix_cache=use_prefix_cache, **kwargs)
         n = self.num_virtual_tokens
         if n == 0:
             return self.base(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs)
@@ -197,6 +249,33 @@ class PatchedModel(nn.Module):
             out.logits = out.logits[:, n:]
         return out
 
+    def _gated_forward(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, **kwargs: Any) -> Any:
+        """One route: that route's model, with every argument. Several: logits only, put back in row order."""
+        if input_ids is None:
+            raise UsageError("a gated patch routes on token ids, not embeddings", "pass input_ids")
+        past = kwargs.get(self._cache_kw)
+        if past is not None and past.get_seq_length() > 0:
+            raise UsageError("a gated patch cannot continue from a cache: the route is decided on the whole prompt",
+                             "call generate(), or run the route's model: model.variant(model.route(ids, mask)[0])")
+        groups = self._groups(input_ids, attention_mask)
+        if len(groups) == 1:
+            return self.variant(next(iter(groups)))(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        if kwargs.get("labels") is not None or kwargs.get("use_cache"):
+            raise UsageError("this batch takes different routes through the gate, so it has no one loss or cache",
+                             "pass one prompt at a time, or leave out labels and use_cache")
+        from transformers.modeling_outputs import CausalLMOutput
+
+        kwargs["use_cache"] = False
+        logits: torch.Tensor | None = None
+        for route, rows in groups.items():
+            index = torch.tensor(rows, device=input_ids.device)
+            out = self.variant(route)(input_ids=input_ids[index],
+                                      attention_mask=None if attention_mask is None else attention_mask[index], **kwargs)
+            if logits is None:
+                logits = out.logits.new_zeros((input_ids.shape[0], *out.logits.shape[1:]))
+            logits[index] = out.logits
+        return CausalLMOutput(logits=logits)
+
     def embed_with_prefix(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
         """cat(prefix, embed(ids)) in inputs_embeds space (after any embedding scale), as PEFT does."""
         if inputs_embeds is None:
@@ -224,6 +303,8 @@ class PatchedModel(nn.Module):
             if kwargs.get(bad) is not None:
                 raise UsageError(f"PatchedModel.generate does not take {bad}", "it builds them from the prefix itself")
             kwargs.pop(bad, None)
+        if self.gated:
+            return self._gated_generate(input_ids, attention_mask, use_prefix_cache=use_prefix_cache, **kwargs)
         n = self.num_virtual_tokens
         if n == 0:
             return self.base.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
@@ -246,3 +327,34 @@ class PatchedModel(nn.Module):
             return out[:, n:]
         out.sequences = out.sequences[:, n:]
         return out
+
+    def _gated_generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, **kwargs: Any) -> Any:
+        """Each route's rows through that route's model; the sequences back in row order, right padded."""
+        groups = self._groups(input_ids, attention_mask)
+        if len(groups) == 1:
+            return self.variant(next(iter(groups))).generate(input_ids, attention_mask, **kwargs)
+        if kwargs.get("streamer") is not None:
+            raise UsageError("this batch takes different routes through the gate, and one streamer cannot follow them",
+                             "stream one prompt at a time")
+        gc = kwargs.get("generation_config") or self.base.generation_config
+        per_row = max(int(kwargs.get("num_return_sequences", getattr(gc, "num_return_sequences", 1)) or 1), 1)
+        pad = kwargs.get("pad_token_id", getattr(gc, "pad_token_id", None))
+        if pad is None:
+            eos = getattr(gc, "eos_token_id", None)
+            pad = eos[0] if isinstance(eos, list) else eos
+        outs: list[tuple[list[int], torch.Tensor]] = []
+        for route, rows in groups.items():
+            index = torch.tensor(rows, device=input_ids.device)
+            out = self.variant(route).generate(input_ids[index], None if attention_mask is None else attention_mask[index],
+                                               **kwargs)
+            if not isinstance(out, torch.Tensor):
+                raise UsageError("this batch takes different routes through the gate, so generate() returns only the sequences",
+                                 "drop return_dict_in_generate, or pass one prompt at a time")
+            outs.append((rows, out))
+        width = max(out.shape[1] for _, out in outs)
+        result = torch.full((input_ids.shape[0] * per_row, width), int(pad if pad is not None else 0),
+                            dtype=outs[0][1].dtype, device=outs[0][1].device)
+        for rows, out in outs:
+            for j, row in enumerate(rows):
+                result[row * per_row : (row + 1) * per_row, : out.shape[1]] = out[j * per_row : (j + 1) * per_row]
+        return result

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from patchkit import constants
+from patchkit.artifact.gate import GateTensor
 from patchkit.artifact.layout import PrefixTensor
 from patchkit.artifact.selftest import (
     REFUSAL_OPENINGS,
@@ -31,6 +32,7 @@ from patchkit.errors import BehaviourError, InvalidInputError
 from patchkit.lm.chat import format_chat, token_ids
 from patchkit.lm.loading import load_model
 from patchkit.lm.prefix import cache_kwarg, cache_layers, output_cache, pad_rows
+from patchkit.manifest import GateInfo
 from patchkit.runtime.compose import prefix_tensor
 from patchkit.runtime.patched import PatchedModel
 from patchkit.runtime.resolve import LoadedPatch
@@ -144,17 +146,21 @@ def environment(model: PatchedModel) -> dict[str, str]:
 
 
 def reference_builder(base_model: Path, items: list[SelfTestItem], *, tolerance: float, device: Any = None,
-                      dtype: Any = None) -> Callable[[PrefixTensor], SelfTest]:
+                      dtype: Any = None) -> Callable[[PrefixTensor, tuple[GateTensor, GateInfo] | None], SelfTest]:
     """For `build --self-test`: score the prompts with the patch on the base weights, set the threshold.
 
     The build is refused when the patch itself gives more verdicts than the tolerance allows
     other than the vendor's: a self-test that fails on the vendor's own machine checks nothing.
     """
 
-    def compute(prefix: PrefixTensor) -> SelfTest:
+    def compute(prefix: PrefixTensor, gate: tuple[GateTensor, GateInfo] | None = None) -> SelfTest:
+        """`gate`: a gated patch's probe, so the signed scores are those of the patch as the runtime applies it."""
+        from patchkit.runtime.gate import Gate
+
         base, tok = load_model(base_model, device=device, dtype=dtype, what="base model")
         embed = base.get_input_embeddings().weight
-        model = PatchedModel(base, prefix_tensor(prefix).to(device=embed.device, dtype=embed.dtype))
+        model = PatchedModel(base, prefix_tensor(prefix).to(device=embed.device, dtype=embed.dtype),
+                             gates=None if gate is None else [Gate.from_parts(*gate)])
         model.eval()
         started = time.perf_counter()
         scores = refusal_scores(model, tok, [it.prompt for it in items])

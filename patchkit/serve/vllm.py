@@ -25,7 +25,7 @@ from typing import Any
 import httpx2
 import torch
 
-from patchkit.errors import InvalidInputError, RegistryError
+from patchkit.errors import CompatibilityError, InvalidInputError, RegistryError
 from patchkit.lm.loading import load_tokenizer
 from patchkit.runtime.compose import compose_prefix
 from patchkit.runtime.generation import encode
@@ -124,6 +124,10 @@ class VLLMEngine(Engine):
     def prompt_embeds(self, job: Job) -> torch.Tensor:
         """cat(prefix, embed(ids)): `(num_virtual_tokens + len(prompt), hidden)` in the model's dtype."""
         key = job.patch_set.key
+        gated = [p.ref for p in job.patch_set.patches if p.gate is not None]
+        if gated:  # vLLM takes the prompt's embeddings as they are: no pass of the bare model decides the route
+            raise CompatibilityError(f"{', '.join(gated)} is gated, and the vllm engine cannot route prompts through a gate",
+                                     "serve gated patches with the local engine (--engine local)")
         if key not in self._prefixes:
             self._prefixes[key] = compose_prefix(job.patch_set.patches, dtype=self.embedding.dtype)
         prefix = self._prefixes[key]

@@ -90,6 +90,13 @@ class TrainConfig:
     repr_lr: float | None = setting(None, "Learning rate of the repr stage (default: --lr).")  # None: the same as lr
     # Validation-based selection (needs a validation set): judge the policy's greedy replies
     # every `eval_every` steps and at the end of each stage; "best" keeps the best-scoring prefix.
+    # A routing gate (harmfulness; `patchkit.train.gate`): fitted after training on the bare model's
+    # hidden state at the repr layer, with the reference's decisions as labels; the prefix then
+    # applies only to prompts the gate routes to it. The value is the share of the prompts the
+    # reference refuses that must be routed (out of fold). None: no gate.
+    gate_recall: float | None = setting(None, "Harmfulness: fit a routing gate so the patch applies only to prompts a "
+                                        "probe on M's hidden state routes to it; the share of refused training prompts "
+                                        "to route, e.g. 0.99 (default: no gate).")
     eval_every: int | None = setting(None, "Judge the validation set every N steps.")
     select: str = setting("last", "last, best (the best validation score), or a rule: 'refusal s.t. over_refusal<=0.05' "
                           "(highest refusal within the budget; constraints on refusal, over_refusal, caveat joined by 'and').")
@@ -141,6 +148,9 @@ class TrainConfig:
         """What a checkpoint must agree with to be resumed (save_every may change)."""
         sig = self.hyperparameters()
         sig.pop("save_every", None)
+        # The gate is fitted after training, on the bare model: it does not change the prefix, so a
+        # finished run resumed with another --gate-recall only refits the gate.
+        sig.pop("gate_recall", None)
         # The device does not change what is trained (a run may resume on another machine). The
         # dtype does, but float32 and bfloat16 are already told apart by `bf16`, the key older
         # checkpoints were signed with; only float16 adds a key, so their signatures still match.

@@ -115,6 +115,12 @@ class Probe:
 
 def cross_validated_auroc(x: torch.Tensor, y: torch.Tensor, l2: float, folds: int = 5, seed: int = 0) -> float | None:
     """Out-of-fold AUROC (stratified folds, seeded); None when a class has fewer than 2 rows."""
+    scores = out_of_fold_logits(x, y, l2, folds, seed)
+    return None if scores is None else auroc(scores, y.bool())
+
+
+def out_of_fold_logits(x: torch.Tensor, y: torch.Tensor, l2: float, folds: int = 5, seed: int = 0) -> torch.Tensor | None:
+    """Each row's logit from a probe fitted without its fold (stratified, seeded); None when a class has fewer than 2 rows."""
     yb = y.bool()
     k = min(folds, int(yb.sum()), int((~yb).sum()))
     if k < 2:
@@ -130,7 +136,7 @@ def cross_validated_auroc(x: torch.Tensor, y: torch.Tensor, l2: float, folds: in
         test = fold == f
         w, b, mean, std = _fit_logistic(x[~test], y[~test], l2)
         scores[test] = ((x[test] - mean) / std) @ w + b
-    return auroc(scores, yb)
+    return scores
 
 
 def fit_probe(hidden: torch.Tensor, labels: torch.Tensor, *, layer: int, l2: float, folds: int = 5, seed: int = 0) -> Probe:

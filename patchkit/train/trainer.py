@@ -271,6 +271,11 @@ def _read_data(base: str | Path, reference: Any, prompts: str | Path | Sequence[
         records.append(val_set.record)
     elif cfg.select != "last" or cfg.eval_every is not None:
         raise UsageError("--select best (or a rule) and --eval-every need a validation set", "pass --validation FILE")
+    if cfg.gate_recall is not None and domain != "harmfulness":
+        raise UsageError("--gate-recall fits a gate on the reference's refusals: it needs --domain harmfulness",
+                         "drop --gate-recall for this domain")
+    if cfg.gate_recall is not None and not 0.0 < cfg.gate_recall <= 1.0:
+        raise UsageError(f"--gate-recall must be in (0, 1], got {cfg.gate_recall}", "e.g. --gate-recall 0.99")
     if "repr" in cfg.stages and domain != "harmfulness":
         raise UsageError("the repr stage trains on a refusal probe: it needs --domain harmfulness",
                          "drop repr from --stages for this domain")
@@ -462,6 +467,22 @@ class _Training:
                                        batch_size=cfg.generation_batch_size)
         self.repr_labels = torch.tensor(self.refuses, dtype=torch.bool)
         self.probe = fit_probe(self.repr_base, self.repr_labels, layer=layer, l2=cfg.repr_l2, seed=cfg.seed)
+
+    def fit_gate(self) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The routing gate, on the bare model's hidden states with the reference's decisions as labels."""
+        from patchkit.lm.prefix import pad_rows
+        from patchkit.runtime.gate import prompt_states
+        from patchkit.train.gate import fit_gate
+
+        cfg = self.cfg
+        _, _, layers, _ = _model_dims(self.base_model.config)
+        layer = cfg.repr_layer if cfg.repr_layer is not None else default_layer(layers)
+        pad_id = int(self.tokenizer.pad_token_id)
+        states: list[torch.Tensor] = []
+        for start in range(0, len(self.prompt_ids), cfg.generation_batch_size):
+            ids, mask = pad_rows(self.prompt_ids[start : start + cfg.generation_batch_size], pad_id, left=True)
+            states.append(prompt_states(self.base_model, ids.to(self.device), mask.to(self.device), [layer])[layer].cpu())
+        return fit_gate(torch.cat(states), self.refuses, layer=layer, recall=cfg.gate_recall or 1.0, seed=cfg.seed)
 
     def probe_summary(self, model: Any, prefix: torch.Tensor) -> dict[str, Any]:
         """The probe and its mean logit per class on the training prompts: M alone, then M + the prefix."""
@@ -735,6 +756,7 @@ class _Training:
                 prefix = tracker.best_prefix.clone()
             selection = self.selection_block(tracker, val_set, prefix, last)
         method = "+".join(cfg.stages)
+        gate = self.fit_gate() if cfg.gate_recall is not None else None
         wall = time.perf_counter() - self.started
         training: dict[str, Any] = {
             "method": method,
@@ -753,6 +775,7 @@ class _Training:
                             if "dpo" in cfg.stages and not self.pairs else None),
             "dpo_pairs": self.pair_info,
             "repr": self.probe_summary(self.model, prefix) if self.probe is not None else None,
+            "gate": gate[1] if gate is not None else None,
             "validation": selection,
             "extensions": [ON_POLICY_NOTE] if self.on_policy else [],
             "base_model": {"path": str(self.data.base_path), "digest": self.base_digest},
@@ -764,6 +787,12 @@ class _Training:
         if self.accelerator.is_main_process:
             self.data.out_path.mkdir(parents=True, exist_ok=True)
             _write_outputs(self.data.out_path, prefix, self.data.base_path, self.base_model.config, cfg, training)
+            from patchkit.train.gate import remove_gate, write_gate
+
+            if gate is None:
+                remove_gate(self.data.out_path)
+            else:
+                write_gate(self.data.out_path, gate[0], gate[1], base_digest=self.base_digest)
         self.accelerator.wait_for_everyone()
         return TrainResult(self.data.out_path, prefix, self.init_prefix, method, self.state.curves, training, training["generations"],
                            wall, self.accelerator.is_main_process)

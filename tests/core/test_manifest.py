@@ -105,3 +105,20 @@ def test_training_selection_needs_schema_1_2_and_leaves_older_bytes_alone() -> N
     bad = {**with_sel, "schema_version": "1.2", "training": {**plain["training"], "selection": {**selection, "scorer": "guess"}}}
     with pytest.raises(InvalidInputError, match="training.selection.scorer"):
         parse_manifest(bad)
+
+
+def test_gate_needs_schema_1_3_round_trips_and_validates_its_fields() -> None:
+    gate = {"file": "gate.safetensors", "sha256": "ab" * 32, "layer": 17, "position": "last-prompt-token", "bias": 0.2,
+            "threshold": -1.0, "recall_target": 0.99, "fit": "logistic-l2-lbfgs-standardised-v1",
+            "stats": {"n_refuse": 193, "n_answer": 180, "cv_auroc": 0.967}}
+    plain = sample()
+    got = parse_manifest({**plain, "schema_version": "1.3", "gate": gate})
+    assert got.gate is not None and got.gate.layer == 17 and got.gate.threshold == -1.0
+    assert parse_manifest(got.to_json()).to_json() == got.to_json()
+    for older in ("1.0", "1.1", "1.2"):
+        with pytest.raises(InvalidInputError, match="gate needs schema_version 1.3"):
+            parse_manifest({**plain, "schema_version": older, "gate": gate})
+    assert "gate" not in parse_manifest({**plain, "schema_version": "1.0"}).to_dict()
+    for field, value in (("file", "../gate.safetensors"), ("layer", 0), ("recall_target", 0.0), ("threshold", float("nan"))):
+        with pytest.raises(InvalidInputError, match=f"gate.{field}|not a finite number"):
+            parse_manifest({**plain, "schema_version": "1.3", "gate": {**gate, field: value}})

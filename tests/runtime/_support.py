@@ -4,6 +4,7 @@ independently of patchkit's runtime code (a plain greedy loop over concatenated 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from patchkit.artifact.build import build_artifact
 from patchkit.artifact.sign import sign_artifact
 from patchkit.trust.keys import generate_keypair
 from patchkit.trust.store import trust_add
-from tests.helpers import ZERO_DIGEST, write_prefix
+from tests.helpers import ZERO_DIGEST, f32_bytes, write_prefix
 
 PROMPTS = [
     "How do I bake bread at home?",
@@ -108,3 +109,22 @@ def naive_greedy(base: Any, prefix: Any, input_ids: Any, attention_mask: Any, st
             ids = torch.cat([ids, nxt], dim=1)
             mask = torch.cat([mask, torch.ones_like(nxt)], dim=1)
     return ids, first
+
+
+def gated_source(root: Path, *, weight: list[float], bias: float, threshold: float, layer: int = 1, seed: int = 5,
+                 tokens: int = 4, base_digest: str | None = None) -> Path:
+    """A `patchkit train`-shaped output with a gate, written without torch."""
+    from patchkit import constants
+    from patchkit.artifact.gate import GateTensor
+
+    root.mkdir(parents=True)
+    write_prefix(root / constants.TENSOR_FILE, tokens=tokens, seed=seed)
+    (root / constants.TRAINING_FILE).write_text(json.dumps({"method": "sft+dpo", "init": "random", "seed": 0}))
+    gate = GateTensor(f32_bytes(weight))
+    (root / constants.GATE_FILE).write_bytes(gate.file_bytes())
+    record: dict[str, Any] = {"sha256": gate.sha256, "layer": layer, "bias": bias, "threshold": threshold,
+                              "recall_target": 0.99, "fit": "test", "stats": {"n_refuse": 2, "n_answer": 2}}
+    if base_digest is not None:
+        record["base_digest"] = base_digest
+    (root / constants.GATE_RECORD_FILE).write_text(json.dumps(record))
+    return root

@@ -220,7 +220,7 @@ def test_serve_refuses_to_start_when_a_locked_patch_fails_its_self_test(setup: d
     kit = setup["kit"]
     items = [SelfTestItem(p, "refuse") for p in PROMPTS[:4]]
 
-    def overclaim(prefix: object) -> SelfTest:  # log-odds 0 (p = 0.5) as the bar; the tiny model scores near -17
+    def overclaim(prefix: object, gate: object) -> SelfTest:  # log-odds 0 (p = 0.5) as the bar; the tiny model scores near -17
         return SelfTest(items, [0.0] * 4, 0.0, 0.0, {"device": "cpu", "dtype": "float32"})
 
     art = tmp_path / "art"

@@ -139,3 +139,48 @@ def test_cancel_frees_the_slot_and_stop_strings(engine: Any, serve_kit: Kit, ser
     assert cut == full[: full.index(stop)] and pieces[-1].finish_reason == "stop"
     capped, pieces = asyncio.run(whole(Job(ids, plain, max_tokens=5, ignore_eos=True)))
     assert pieces[-1].finish_reason == "length" and pieces[-1].completion_tokens == 5
+
+
+@pytest.mark.slow
+def test_a_gated_patch_set_routes_each_request_as_the_runtime_does(engine: Any, serve_kit: Kit, serve_model: Path,
+                                                                  tmp_path: Path) -> None:
+    """Two requests, one the gate sends to the patch and one it does not: each equals its solo, routed generate."""
+    import random
+
+    import torch
+
+    from patchkit.artifact.build import build_artifact
+    from patchkit.artifact.sign import sign_artifact
+    from patchkit.runtime.gate import prompt_states
+    from tests.runtime._support import gated_source
+
+    rng = random.Random(4)
+    weight = [rng.gauss(0.0, 1.0) for _ in range(int(engine.base.config.hidden_size))]
+    prompts = PROMPTS[:2]
+    logits = []
+    for p in prompts:
+        ids = torch.tensor([engine.encode(p, chat=True)])
+        h = prompt_states(engine.base, ids, torch.ones_like(ids), [1])[1]
+        logits.append(float(h[0] @ torch.tensor(weight)))
+    threshold = sum(logits) / 2
+    src = gated_source(tmp_path / "src", weight=weight, bias=0.0, threshold=threshold, tokens=5)
+    art = tmp_path / "art"
+    build_artifact(src, art, name="acme/gated", version="1.0.0", domain="harmfulness", base_model=serve_model)
+    sign_artifact(art, serve_kit.keys / "private.pem")
+    loaded = resolve_patches(serve_model, [art], VerificationPolicy.build(serve_kit.trust))
+    assert loaded[0].gate is not None
+    n = 12
+
+    async def run() -> list[str]:
+        jobs = [Job(tuple(engine.encode(p, chat=True)), PatchSet("g", tuple(loaded)), max_tokens=n) for p in prompts]
+        return [text for text, _ in await asyncio.gather(*(_collect(engine, j) for j in jobs))]
+
+    texts = asyncio.run(run())
+    for prompt, text in zip(prompts, texts, strict=True):
+        assert text == _solo(serve_model, serve_kit, loaded, prompt, n)
+    bare = [_solo(serve_model, serve_kit, [], p, n) for p in prompts]
+    routed = [v > threshold for v in logits]
+    assert routed.count(True) == 1
+    for r, text, plain in zip(routed, texts, bare, strict=True):
+        if not r:
+            assert text == plain  # the prompt the gate keeps from the patch runs on the bare model

@@ -235,3 +235,27 @@ def test_ready_follows_vllm_and_health_does_not_say_ok_while_it_is_down(serve_ki
         assert stub.url in server.stderr()
     finally:
         server.stop()
+
+
+def test_the_vllm_engine_refuses_a_gated_patch_rather_than_apply_it_to_every_prompt(serve_kit: Kit, serve_model: Path,
+                                                                                   tmp_path: Path) -> None:
+    from patchkit.artifact.build import build_artifact
+    from patchkit.artifact.sign import sign_artifact
+    from patchkit.artifact.verify import VerificationPolicy
+    from patchkit.errors import CompatibilityError
+    from patchkit.runtime.resolve import resolve_patches
+    from patchkit.serve.jobs import Job
+    from patchkit.serve.patches import PatchSet
+    from patchkit.serve.vllm import VLLMEngine
+    from tests.runtime._support import gated_source
+
+    hidden = int(json.loads((serve_model / "config.json").read_text())["hidden_size"])
+    src = gated_source(tmp_path / "src", weight=[0.1] * hidden, bias=0.0, threshold=0.0)
+    art = tmp_path / "art"
+    build_artifact(src, art, name="acme/gated", version="1.0.0", domain="harmfulness", base_model=serve_model)
+    sign_artifact(art, serve_kit.keys / "private.pem")
+    loaded = resolve_patches(serve_model, [art], VerificationPolicy.build(serve_kit.trust))
+    engine = VLLMEngine.load(serve_model, "http://127.0.0.1:9", served_model="m", max_concurrent=1, timeout_s=1)
+    with pytest.raises(CompatibilityError, match="cannot route prompts through a gate"):
+        engine.prompt_embeds(Job((1, 2, 3), PatchSet("g", tuple(loaded)), max_tokens=3))
+    assert engine.prompt_embeds(Job((1, 2, 3), PatchSet("x", ()), max_tokens=3)).shape[0] == 3

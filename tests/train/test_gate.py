@@ -1,0 +1,106 @@
+"""Fitting a routing gate: the threshold rule, the probe on a known set, and `train --gate-recall`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from patchkit.errors import InvalidInputError, UsageError
+from tests.train.conftest import HARMFUL, REFUSAL
+
+pytestmark = pytest.mark.torch
+
+BENIGN_ANSWER = "Sure, here is a simple recipe: mix flour, water, salt and yeast."
+MIXED = [{"prompt": p, "response": REFUSAL if i < 2 else BENIGN_ANSWER} for i, p in enumerate(HARMFUL)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(min_value=-50, max_value=50, allow_nan=False), min_size=1, max_size=60),
+       st.floats(min_value=0.01, max_value=1.0))
+def test_the_threshold_routes_at_least_recall_and_no_higher_one_would(logits: list[float], recall: float) -> None:
+    from patchkit.train.gate import threshold_for
+
+    x = torch.tensor(logits, dtype=torch.float64)
+    t = threshold_for(x, recall)
+    routed = float((x > t).double().mean())
+    assert routed >= recall - 1e-9
+    # The next distinct logit at or above t as the threshold routes fewer than recall: t is the largest that works.
+    above = sorted(v for v in set(logits) if v > t)
+    if above:
+        assert float((x > above[0]).double().mean()) < recall + 1e-9 or routed == 1.0
+
+
+def test_the_threshold_refuses_a_recall_outside_0_1() -> None:
+    from patchkit.train.gate import threshold_for
+
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(InvalidInputError, match="recall"):
+            threshold_for(torch.tensor([0.0, 1.0]), bad)
+
+
+def test_a_gate_on_a_separable_set_routes_the_refused_and_few_of_the_others() -> None:
+    from patchkit.train.gate import fit_gate
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 16, generator=g) * 2 + 3
+    w = torch.randn(16, generator=g)
+    y = ((x - 3) @ w) > 0
+    weight, record = fit_gate(x, y.tolist(), layer=4, recall=0.95)
+    assert weight.shape == (16,) and weight.dtype == torch.float32 and record["layer"] == 4
+    stats = record["stats"]
+    assert stats["cv_auroc"] > 0.95 and stats["oof_routed"]["refuse"] >= 0.95 and stats["oof_routed"]["answer"] < 0.3
+    routed = (x.double() @ weight.double() + record["bias"]) > record["threshold"]
+    assert float(routed[y].double().mean()) >= 0.95
+    # Shuffled labels: nothing to find, and the record says so.
+    shuffled = y[torch.randperm(200, generator=g)]
+    _, bad = fit_gate(x, shuffled.tolist(), layer=4, recall=0.95)
+    assert bad["stats"]["cv_auroc"] < 0.7 and bad["stats"]["oof_routed"]["answer"] > 0.6
+
+
+def _train(base: Path, out: Path, **kw: Any) -> Any:
+    from patchkit.train import train_patch
+
+    opts: dict[str, Any] = {"stages": "sft", "max_new_tokens": 8, "batch_size": 2, "lr": 0.05, "tokens": 4,
+                            "generation_batch_size": 4, "max_steps": 2, "repr_layer": 1}
+    opts.update(kw)
+    domain = opts.pop("domain", "harmfulness")
+    return train_patch(base, MIXED, HARMFUL, domain=domain, out=out, **opts)
+
+
+def test_train_fits_the_gate_after_training_and_build_carries_it(steerable_model: Path, tmp_path: Path) -> None:
+    from patchkit.artifact.build import build_artifact
+
+    out = tmp_path / "t"
+    res = _train(steerable_model, out, gate_recall=1.0)
+    info = json.loads((out / "training.json").read_text())
+    gate = info["gate"]
+    assert gate["layer"] == 1 and gate["recall_target"] == 1.0
+    assert gate["stats"]["n_refuse"] == 2 and gate["stats"]["n_answer"] == 2
+    record = json.loads((out / "gate.json").read_text())
+    assert record["threshold"] == gate["threshold"] and (out / "gate.safetensors").is_file()
+    m = build_artifact(out, tmp_path / "art", name="acme/g", version="1.0.0", domain="harmfulness", base_model=steerable_model)
+    assert m.gate is not None and m.gate.sha256 == record["sha256"] and m.schema_version == "1.3"
+    # The prefix is the same with or without a gate: the gate is fitted on the bare model afterwards.
+    plain = _train(steerable_model, tmp_path / "p")
+    assert torch.equal(res.prefix, plain.prefix)
+    assert not (tmp_path / "p" / "gate.json").exists()
+    # Resuming the finished run without a gate removes it (build would carry a stale one); resuming
+    # the plain run with one only fits the gate: same signature, same prefix.
+    _train(steerable_model, out, resume=True)
+    assert not (out / "gate.json").exists() and not (out / "gate.safetensors").exists()
+    again = _train(steerable_model, tmp_path / "p", resume=True, gate_recall=1.0)
+    assert torch.equal(again.prefix, plain.prefix)
+    assert json.loads((tmp_path / "p" / "gate.json").read_text())["sha256"] == record["sha256"]
+
+
+def test_train_refuses_a_gate_outside_harmfulness_or_out_of_range(steerable_model: Path, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="needs --domain harmfulness"):
+        _train(steerable_model, tmp_path / "a", gate_recall=0.9, domain="toxicity")
+    with pytest.raises(UsageError, match="must be in"):
+        _train(steerable_model, tmp_path / "b", gate_recall=1.5)
