@@ -7,8 +7,9 @@ Run `python -m benchmarks.safety [--workdir DIR] [--out benchmarks/SAFETY.md]`. 
    step already done in the work dir is reused, and the table says so);
 2. trains a random-init twin of every patch with the very hyperparameters its `training.json`
    records (so a new recipe for a domain is followed as it is), builds and signs it;
-3. composes the three published patches in two orders (harm, tox, bias and the reverse) with
-   `patchkit compose`, and signs both composites;
+3. composes the three published, signed patches in two orders (harm, tox, bias and the reverse)
+   at load time, as `patchkit apply A B C` does (the runtime routes a gated patch's prompts; a
+   `patchkit compose` artifact, one prefix, has no place for a gate);
 4. evaluates the random-init patches and both composites (and, with `--cross`, each single
    patch on the other domains' suites) with the demo's own settings, seed and prompts;
 5. scores the perplexity of every configuration's replies under the base model, and writes
@@ -136,20 +137,11 @@ class Bench:
         return art
 
     # -- 3. composites -----------------------------------------------------------------------
-    def composites(self, refs: dict[str, str]) -> dict[str, Path]:
-        import shutil
-
-        out: dict[str, Path] = {}
-        orders = {"composite_a": list(DOMAIN_ORDER), "composite_b": list(reversed(DOMAIN_ORDER))}
-        for key, order in orders.items():
-            art = self.w / f"{key}-artifact"
-            if not (art / "patchkit.sig").exists():
-                shutil.rmtree(art, ignore_errors=True)
-                name = f"acme/{'tiny' if self.tiny else 'smollm2'}-safety-{'a' if key.endswith('a') else 'b'}"
-                self.pk("compose", *[refs[d] for d in order], "--name", name, "--version", "1.0.0", "--out", art)
-                self.pk("sign", art, "--key", self.keys)
-            out[key] = art
-        return out
+    @staticmethod
+    def composites(singles: dict[str, Path]) -> dict[str, list[Path]]:
+        """The three verified patches in each order, concatenated when they load (first patch first)."""
+        return {"composite_a": [singles[d] for d in DOMAIN_ORDER],
+                "composite_b": [singles[d] for d in reversed(DOMAIN_ORDER)]}
 
     # -- 4. evaluation -------------------------------------------------------------------------
     def evaluate(self, extra: dict[str, dict[str, list[Path]]], singles: dict[str, Path]) -> dict[str, dict[str, Any]]:
@@ -296,11 +288,11 @@ class Bench:
         self.w.mkdir(parents=True, exist_ok=True)
         refs = self.demos()
         twins = {d: self.random_twin(d) for d in DOMAIN_ORDER}
-        comps = self.composites(refs)
         singles = {d: self._pulled(refs[d]) for d in DOMAIN_ORDER}
+        comps = self.composites(singles)
         extra: dict[str, dict[str, list[Path]]] = {}
         for d in DOMAIN_ORDER:
-            extra[d] = {"random": [twins[d]], "composite_a": [comps["composite_a"]], "composite_b": [comps["composite_b"]]}
+            extra[d] = {"random": [twins[d]], "composite_a": comps["composite_a"], "composite_b": comps["composite_b"]}
             if self.args.cross:
                 extra[d].update({f"single_{o}": [singles[o]] for o in DOMAIN_ORDER if o != d})
         from patchkit._internal.files import atomic_write_text
@@ -514,7 +506,8 @@ def render(results: dict[str, dict[str, Any]], run: dict[str, Any]) -> str:
                      f"fixed prompt: \"{spec.fixed_prompt}\"; reference: {spec.reference_label}; "
                      f"recipe: {spec.recipe}; text init: \"{spec.init_text}\".")
     lines += ["", "Random-init twins use the same recorded hyperparameters (`training.json`) with `--init random`. "
-              "Composites: `patchkit compose` of the three published patches (150 virtual tokens), signed.", "",
+              "Composites: the three published, signed patches applied together in each order (150 virtual tokens), "
+              "as `patchkit apply` composes them; a gated patch's gate routes its own part.", "",
               "## Steps of this run", "", "| domain | step | seconds | cached |", "| --- | --- | --- | --- |"]
     lines += [f"| {s['domain']} | {s['name']} | {s['seconds']} | {'yes' if s['cached'] else 'no'} |" for s in steps]
     lines += [f"| – | {k} | {v:.1f} | no |" for k, v in timings.items() if k.startswith("eval")]
