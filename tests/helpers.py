@@ -106,3 +106,14 @@ def copy_checkout(dest: Path) -> Path:
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
     return dest
+
+
+def tampered_copy(artifact: Path, out: Path, name: str, flip: int = 0x01) -> Path:
+    """A copy of `artifact` whose file `name` has its last byte's bits `flip` flipped (an attacker's one-bit edit)."""
+    import shutil
+
+    shutil.copytree(artifact, out)
+    raw = bytearray((out / name).read_bytes())
+    raw[-1] ^= flip
+    (out / name).write_bytes(bytes(raw))
+    return out

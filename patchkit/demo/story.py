@@ -415,11 +415,15 @@ class Demo:
                        self.cfg.train, self.cfg.max_steps, self.cfg.seed, self.cfg.eval_batch_size)
 
     def eval_key(self) -> str:
-        return _digest("eval-v1", self._model_key(), self.w / "train" / constants.TENSOR_FILE, self.cfg.max_new_tokens,
+        return _digest("eval-v1", self._model_key(), *self._patch_files(), self.cfg.max_new_tokens,
                        self.cfg.eval_limit, STRONG_SYSTEM_PROMPT)
 
     def publish_key(self) -> str:
-        return _digest("publish-v1", self.name, self.w / "train" / constants.TENSOR_FILE, self.w / "eval" / "metrics.json")
+        return _digest("publish-v1", self.name, *self._patch_files(), self.w / "eval" / "metrics.json")
+
+    def _patch_files(self) -> tuple[Path, ...]:
+        """What the built patch is made of: the prefix and, for a gated one, its gate (a new gate is a new patch)."""
+        return tuple(self.w / "train" / f for f in (constants.TENSOR_FILE, constants.GATE_FILE, constants.GATE_RECORD_FILE))
 
     # -- the base configurations' evaluation, in the background -------------------------------
     def eval_args(self, with_patch: Path | None) -> list[str | Path]:

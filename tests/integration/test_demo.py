@@ -66,7 +66,6 @@ def test_demo_story_then_the_domains_and_the_safety_table(tiny_model: Path, pk_h
     # The background evaluation's end handed its core over to whatever ran beside it.
     assert int((pk_home / "demo" / "eval" / ".background-finished").read_text()) >= 1
     manifest = json.loads(next((pk_home / "demo" / "dist").glob("*/patchkit.json")).read_text())
-    assert manifest["gate"]["recall_target"] == DEMO.train["gate_recall"] and manifest["schema_version"] == "1.3"
     assert {m["dataset"] for m in manifest["metrics"]} >= {"harmbench:test", "contrast:test", "factual:test"}
     versions = json.loads(pk("versions", "acme/tiny-harm", "--json").stdout)
     assert [v["version"] for v in versions["versions"]] == ["1.0.0"]

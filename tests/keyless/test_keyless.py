@@ -24,7 +24,7 @@ import pytest
 from patchkit.artifact.verify import verify_artifact
 from patchkit.errors import IntegrityError, TrustError
 from patchkit.trust.store import TrustStore, trust_add_identity
-from tests.helpers import ZERO_DIGEST, pk, write_prefix
+from tests.helpers import ZERO_DIGEST, pk, tampered_copy, write_prefix
 from tests.keyless.sigstore_standin import GITHUB, WORKFLOW, Instance
 
 EMAIL = "release@acme.example"
@@ -357,11 +357,7 @@ def test_model_signing_accepts_what_patchkit_accepts_and_refuses_the_altered(ins
     with pytest.raises(IntegrityError):
         verify_artifact(altered, TrustStore.load(trust))
     assert not model_signing_ok(altered)
-    changed = tmp_path / "changed"
-    shutil.copytree(art, changed)
-    raw = bytearray((changed / "adapter_model.safetensors").read_bytes())
-    raw[-1] ^= 0xFF
-    (changed / "adapter_model.safetensors").write_bytes(bytes(raw))
+    changed = tampered_copy(art, tmp_path / "changed", "adapter_model.safetensors", 0xFF)
     with pytest.raises(IntegrityError):
         verify_artifact(changed, TrustStore.load(trust))
     assert not model_signing_ok(changed)

@@ -42,7 +42,7 @@ def test_full_recipe_has_more_benign_than_it_needs_and_no_advbench_in_demo(fake_
     assert FULL.train["select"] == "best" and FULL.train["dpo_epochs"] == 2
     # The demo's cost (issue 23: a fresh demo in < 15 minutes): one DPO epoch, a point every 8 steps.
     assert DEMO.train["dpo_epochs"] == 1 and DEMO.train["eval_every"] == 8
-    assert DEMO.train["gate_recall"] == 0.99 and "gate_recall" not in FULL.train
+    assert "gate_recall" not in DEMO.train and "gate_recall" not in FULL.train
     from patchkit.train.selection import parse_select
 
     assert str(parse_select(str(DEMO.train["select"]))) == DEMO.train["select"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from patchkit.errors import CompatibilityError, IntegrityError, InvalidInputError, UsageError
-from tests.helpers import pk, write_prefix
+from tests.helpers import pk, tampered_copy, write_prefix
 from tests.runtime._support import PROMPTS, Kit, gated_source
 
 pytestmark = pytest.mark.torch
@@ -154,11 +154,7 @@ def test_the_signature_covers_the_gate(kit: Kit, model_dir: Path, tmp_path: Path
     art = _build(kit, gated_source(tmp_path / "src", weight=weight, bias=0.25, threshold=threshold), model_dir, tmp_path / "art")
     trust = TrustStore.load(kit.trust)
     assert verify_artifact(art, trust).manifest.gate is not None
-    tampered = tmp_path / "tampered"
-    shutil.copytree(art, tampered)
-    raw = bytearray((tampered / "gate.safetensors").read_bytes())
-    raw[-1] ^= 0x40
-    (tampered / "gate.safetensors").write_bytes(bytes(raw))
+    tampered = tampered_copy(art, tmp_path / "tampered", "gate.safetensors", 0x40)
     with pytest.raises(IntegrityError):
         verify_artifact(tampered, trust)
     gone = tmp_path / "gone"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import pytest
 
 from patchkit.artifact.verify import VerificationPolicy
 from patchkit.errors import CompatibilityError, IntegrityError, InvalidInputError, NotFoundError, TrustError
-from tests.helpers import ZERO_DIGEST
+from tests.helpers import ZERO_DIGEST, tampered_copy
 from tests.runtime._support import PROMPTS, Kit
 
 pytestmark = pytest.mark.torch  # patchkit.load lives in the torch half of the runtime
@@ -159,11 +158,7 @@ def test_untrusted_and_out_of_scope_refused(kit: Kit, model_dir: Path, no_weight
 
 def test_tampered_tensor_refused(kit: Kit, model_dir: Path, no_weights: None, tmp_path: Path) -> None:
     p = kit.patch(model_dir)
-    bad = tmp_path / "bad"
-    shutil.copytree(p, bad)
-    raw = bytearray((bad / "adapter_model.safetensors").read_bytes())
-    raw[-1] ^= 0x01
-    (bad / "adapter_model.safetensors").write_bytes(bytes(raw))
+    bad = tampered_copy(p, tmp_path / "bad", "adapter_model.safetensors")
     with pytest.raises(IntegrityError):
         _load(model_dir, [bad], kit)
 

@@ -81,17 +81,19 @@ FULL = Recipe(
 # benign pairs included) and a validation point every 8 steps: with two epochs and a point every
 # 4, a fresh demo took 22.8 minutes on a quiet machine, and its best checkpoint was DPO step 10 of
 # 22 anyway (each epoch's batch order is seeded on its own, so the first epoch is the same).
-# The demo's patch is gated (`--gate-recall 0.99`, `patchkit.train.gate`): a probe on M's own hidden
-# state keeps the prefix off the prompts it calls benign, which takes the everyday over-refusal back
-# to the base model's level at no cost in recall on the full recipe's patch (README). It costs one
-# forward pass of M over the 120 training prompts. The full recipe leaves it to a separate
-# `patchkit gate` step, which would take its run past 20 minutes.
+# The demo's patch is not gated (`patchkit gate`): measured on the demo's own samples, a gate
+# helps little where the prefix over-refuses little. At --gate-recall 0.99 (all of the demo's 63
+# refused training prompts) the lowest-scoring one set the threshold, and the gate routed 95% of
+# the answered training prompts to the patch out of fold: the table did not move. At 0.95 it
+# lost 12 points of DoNotAnswer recall and 20 of factual accuracy (the patch helps factual answers
+# that the bare model then gives) for no change in over-refusal. The README has the full recipe's
+# gated figures, where it pays.
 DEMO = Recipe(
     harmful_train={"harmbench": 25, "harm-direct": 30, "phrasing": 5},
     benign_train={"contrast": 40, "everyday": 10, "benign": 10},
     harmful_validation={"harmbench": 4, "harm-direct": 8},
     benign_validation={"contrast": 8, "everyday": 2, "benign": 2},
-    train={**FULL.train, "sft_epochs": 2, "dpo_epochs": 1, "eval_every": 8, "gate_recall": 0.99},
+    train={**FULL.train, "sft_epochs": 2, "dpo_epochs": 1, "eval_every": 8},
 )
 # What the patch must reach per held-out source of the demo (issue 23's table; `patchkit.eval.harm_suite`'s
 # rows), checked by patchkit.eval.goals: refusal where refusing is right, over-refusal and factual
