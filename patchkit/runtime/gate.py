@@ -3,7 +3,7 @@
 The probe is the one `patchkit gate` fitted (`patchkit.train.gate`): the hidden state after block
 `layer` at the last prompt token, of the base model with no prefix, with the position ids
 transformers' `generate` gives a padded batch. A prompt whose logit is above the threshold runs
-with the patch's prefix; any other runs on the bare model, bit for bit what it would do unpatched.
+with the patch's prefix; any other runs on the bare model: its own positions and keys, the prefix masked or absent.
 """
 
 from __future__ import annotations

@@ -16,8 +16,10 @@ prefix alone at positions 0..P-1, kept, and copied into a fresh cache (expanded 
 for each call; a call never mutates the stored tensors.
 
 Gated patches (`patchkit.runtime.gate`): each row is routed first, by one forward of the bare
-model; the rows are grouped by which parts apply, and each group runs on a model whose prefix
-is just those parts, in order (none: the bare model). Outputs come back in the caller's row order.
+model. A batch whose rows all take one route runs on a model whose prefix is just those parts, in
+order (none: the bare model). A mixed batch of `generate` stays one call, each row's left-out
+parts masked, when every route is a leading run of the parts (one gated patch, or gated patches
+last); otherwise it is grouped by route and the outputs come back in the caller's row order.
 """
 
 from __future__ import annotations
@@ -312,9 +314,7 @@ class PatchedModel(nn.Module):
         mask, pos = self.combined_mask_and_positions(attention_mask, batch, length, input_ids.device)
         use_cache = kwargs.pop("use_cache", True)
         if self._use_kv(use_prefix_cache) and use_cache:
-            gc = kwargs.get("generation_config") or self.base.generation_config
-            expand = max(int(kwargs.get("num_beams", getattr(gc, "num_beams", 1)) or 1), 1) * \
-                max(int(kwargs.get("num_return_sequences", getattr(gc, "num_return_sequences", 1)) or 1), 1)
+            expand = _expansion(kwargs, kwargs.get("generation_config") or self.base.generation_config, beams=True)
             return self.base.generate(input_ids=input_ids, attention_mask=mask, position_ids=pos,
                                       **{self._cache_kw: self.fresh_cache(batch * expand)}, **kwargs)
         # Naive route: the prefix goes in as embeddings; filler ids keep the output layout.
@@ -329,15 +329,29 @@ class PatchedModel(nn.Module):
         return out
 
     def _gated_generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, **kwargs: Any) -> Any:
-        """Each route's rows through that route's model; the sequences back in row order, right padded."""
-        groups = self._groups(input_ids, attention_mask)
+        """Each route's rows through that route's model; the sequences back in row order, right padded.
+
+        When every route applies a leading run of the parts (one gated patch, or gated parts last),
+        the batch stays one: each row keeps the whole prefix's cached keys and values, with the
+        parts its route leaves out masked. Positions come from the mask, so a row sees exactly the
+        positions and keys it would see with just its parts (those parts' keys never attended to a
+        later part); no second generate call is made.
+        """
+        routed = self.route(input_ids, attention_mask)
+        groups: dict[tuple[bool, ...], list[int]] = {}
+        for i, r in enumerate(routed):
+            groups.setdefault(r, []).append(i)
         if len(groups) == 1:
             return self.variant(next(iter(groups))).generate(input_ids, attention_mask, **kwargs)
+        leading = all(not any(r[sum(r):]) for r in groups)  # (True, …, True, False, …, False)
+        if (leading and self.positions == "mask" and self._use_kv(kwargs.get("use_prefix_cache"))
+                and kwargs.get("use_cache", True)):
+            return self._masked_generate(input_ids, attention_mask, routed, **kwargs)
         if kwargs.get("streamer") is not None:
             raise UsageError("this batch takes different routes through the gate, and one streamer cannot follow them",
                              "stream one prompt at a time")
         gc = kwargs.get("generation_config") or self.base.generation_config
-        per_row = max(int(kwargs.get("num_return_sequences", getattr(gc, "num_return_sequences", 1)) or 1), 1)
+        per_row = _expansion(kwargs, gc)
         pad = kwargs.get("pad_token_id", getattr(gc, "pad_token_id", None))
         if pad is None:
             eos = getattr(gc, "eos_token_id", None)
@@ -358,3 +372,26 @@ class PatchedModel(nn.Module):
             for j, row in enumerate(rows):
                 result[row * per_row : (row + 1) * per_row, : out.shape[1]] = out[j * per_row : (j + 1) * per_row]
         return result
+
+    def _masked_generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                         rows: Sequence[tuple[bool, ...]], **kwargs: Any) -> Any:
+        """One generate call for a batch of mixed routes: the prefix parts a row's route leaves out are masked."""
+        kwargs.pop("use_prefix_cache", None)
+        kwargs.pop("use_cache", None)
+        batch, length = input_ids.shape
+        if attention_mask is None:
+            attention_mask = torch.ones(batch, length, dtype=torch.long, device=input_ids.device)
+        keep = torch.tensor([[on for on, n in zip(r, self.parts, strict=True) for _ in range(n)] for r in rows],
+                            dtype=attention_mask.dtype, device=attention_mask.device)
+        mask = torch.cat([keep, attention_mask], dim=1)
+        expand = _expansion(kwargs, kwargs.get("generation_config") or self.base.generation_config, beams=True)
+        return self.base.generate(input_ids=input_ids, attention_mask=mask, position_ids=positions_from_mask(mask),
+                                  **{self._cache_kw: self.fresh_cache(batch * expand)}, **kwargs)
+
+
+def _expansion(kwargs: dict[str, Any], gc: Any, *, beams: bool = False) -> int:
+    """Rows generate makes of each input row: num_return_sequences (times num_beams, for the cache)."""
+    n = max(int(kwargs.get("num_return_sequences", getattr(gc, "num_return_sequences", 1)) or 1), 1)
+    if beams:
+        n *= max(int(kwargs.get("num_beams", getattr(gc, "num_beams", 1)) or 1), 1)
+    return n

@@ -140,8 +140,14 @@ def test_a_mixed_batch_refuses_what_it_cannot_split(kit: Kit, model_dir: Path, t
     enc = tok(PROMPTS, return_tensors="pt", padding=True)
     with pytest.raises(UsageError, match="different routes"):
         model(**enc, labels=enc.input_ids)
+    # One gated patch: the batch stays one generate call (the left-out prefix masked), so it returns anything generate does.
+    out = model.generate(**enc, max_new_tokens=2, do_sample=False, return_dict_in_generate=True)
+    assert out.sequences.shape[0] == 4
+    from patchkit.runtime.patched import PatchedModel
+
+    split = PatchedModel(model.base, model.prefix.clone(), model.patches, positions="peft")  # routes run one by one
     with pytest.raises(UsageError, match="only the sequences"):
-        model.generate(**enc, max_new_tokens=2, do_sample=False, return_dict_in_generate=True)
+        split.generate(**enc, max_new_tokens=2, do_sample=False, return_dict_in_generate=True)
     one = tok(PROMPTS[:1], return_tensors="pt")  # a single route takes every argument
     assert model.generate(**one, max_new_tokens=2, do_sample=False, return_dict_in_generate=True).sequences.shape[0] == 1
 
@@ -266,3 +272,29 @@ def test_the_gate_pass_stops_early_and_reads_what_the_whole_pass_would(tiny_mode
                                    atol=1e-6, rtol=0)
     with pytest.raises(InvalidInputError, match="blocks 1..2"):
         gate_mod.prompt_states(base, enc.input_ids, enc.attention_mask, [3])
+
+
+def test_a_mixed_batch_is_one_generate_call_when_it_can_be_and_exact_when_it_cannot(kit: Kit, model_dir: Path,
+                                                                                   tmp_path: Path) -> None:
+    """A gated patch first, an ungated one after: a row the gate skips needs the second part at the prefix's
+    start, which masking cannot give, so those rows run apart; either way each row equals its route's model."""
+    from unittest import mock
+
+    import patchkit
+
+    weight, threshold, routed = _split(model_dir)
+    gated = _build(kit, gated_source(tmp_path / "src", weight=weight, bias=0.25, threshold=threshold), model_dir, tmp_path / "g")
+    plain = kit.patch(model_dir, name="acme/plain", seed=11, tokens=3)
+    for order, calls_expected in (([plain, gated], 1), ([gated], 1), ([gated, plain], 2)):
+        model, tok = patchkit.load(model_dir, order, trust=kit.trust)
+        enc = tok(PROMPTS, return_tensors="pt", padding=True)
+        routes = model.route(enc.input_ids, enc.attention_mask)
+        calls = mock.patch.object(model.base, "generate", wraps=model.base.generate)
+        with calls as spy:
+            out = model.generate(**enc, max_new_tokens=NEW, do_sample=False)
+        assert len(set(routes)) == 2, routes  # the gate sends two prompts one way and two the other
+        assert spy.call_count == calls_expected, (order, routes)
+        for i, r in enumerate(routes):
+            want = model.variant(r).generate(**tok([PROMPTS[i]], return_tensors="pt"), max_new_tokens=NEW, do_sample=False)[0]
+            got = out[i][enc.input_ids.shape[1] - len(tok(PROMPTS[i]).input_ids):]
+            assert got[: len(want)].tolist() == want.tolist(), (order, i, r)
