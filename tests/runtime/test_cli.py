@@ -165,9 +165,17 @@ def test_ctrl_c_during_generate_exits_130_without_a_traceback(kit: Kit, model_di
     import signal
     import time
 
+    def as_from_a_terminal() -> None:
+        # A child inherits its parent's SIGINT disposition and signal mask; a test runner's worker
+        # may ignore or block SIGINT (two fresh `.ci/run`s timed out here, SIGINT never arriving),
+        # and a user's Ctrl-C reaches a command with both at their defaults.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     proc = subprocess.Popen([sys.executable, "-m", "patchkit", "generate", "--model", str(model_dir), "--no-lock",
                              "--max-new-tokens", "100000", "tell me a long story"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+                            preexec_fn=as_from_a_terminal)
     try:
         deadline = time.monotonic() + 120
         assert proc.stderr is not None
