@@ -82,6 +82,17 @@ def _v(fn: Any) -> Any:
     return inner
 
 
+def _fixed(name: str, field: str) -> Any:
+    """A validator for a file whose name inside the artifact is fixed (a side file the manifest pins)."""
+
+    def inner(cls: Any, value: Any) -> Any:
+        if value != name:
+            raise ValueError(f"{field} must be {name}")
+        return value
+
+    return inner
+
+
 def non_finite(value: Any, path: str = "") -> str | None:
     """The path of the first NaN or infinity inside `value` (dicts, lists, models), None if none."""
     if isinstance(value, float):
@@ -215,12 +226,7 @@ class SelfTestInfo(_Model):
     tolerance: float = Field(ge=0.0, lt=0.5, description="The share of verdicts that may differ from the signed ones")
     max_disagreements: int = Field(ge=0, description="floor(n * tolerance)")
 
-    @field_validator("file")
-    @classmethod
-    def _file(cls, v: str) -> str:
-        if v != "selftest.json":
-            raise ValueError("self_test.file must be selftest.json")
-        return v
+    _check_file = field_validator("file")(_fixed("selftest.json", "self_test.file"))
 
 
 class GateInfo(_Model):
@@ -244,12 +250,7 @@ class GateInfo(_Model):
     fit: str = Field(min_length=1, description="How the probe was fitted, e.g. logistic-l2-lbfgs-standardised-v1")
     stats: dict[str, Any] = Field(default_factory=dict, description="n, cross-validated AUROC, out-of-fold routing rates")
 
-    @field_validator("file")
-    @classmethod
-    def _file(cls, v: str) -> str:
-        if v != "gate.safetensors":
-            raise ValueError("gate.file must be gate.safetensors")
-        return v
+    _check_file = field_validator("file")(_fixed("gate.safetensors", "gate.file"))
 
 
 class Manifest(_Model):

@@ -17,6 +17,16 @@ from typing import Any
 import torch
 
 
+def accepts_logits_to_keep(model: Any) -> bool:
+    """Whether `model.forward` can compute only the last positions' logits (`logits_to_keep`)."""
+    import inspect
+
+    try:
+        return "logits_to_keep" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def cache_kwarg(base: Any) -> str:
     """The name of the cache argument of `base.forward`: `cache` (transformers 5.2x) or `past_key_values`."""
     try:

@@ -18,7 +18,7 @@ import torch
 from patchkit.artifact.gate import GateTensor, read_gate_source
 from patchkit.artifact.loaded import LoadedPatch
 from patchkit.errors import InvalidInputError
-from patchkit.lm.prefix import positions_from_mask
+from patchkit.lm.prefix import accepts_logits_to_keep, positions_from_mask
 from patchkit.manifest import GateInfo
 
 
@@ -49,15 +49,6 @@ class Gate:
         """The gate of a `patchkit train` output (for evaluating it before it is built); None when it has none."""
         found = read_gate_source(directory, hidden_size)
         return None if found is None else cls.from_parts(*found)
-
-
-def _accepts(model: Any, name: str) -> bool:
-    import inspect
-
-    try:
-        return name in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 class _Enough(Exception):
@@ -118,7 +109,7 @@ def prompt_states(base: Any, input_ids: torch.Tensor, attention_mask: torch.Tens
     kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask,
                               "position_ids": positions_from_mask(attention_mask), "use_cache": False,
                               "output_hidden_states": True}
-    if _accepts(base, "logits_to_keep"):
+    if accepts_logits_to_keep(base):
         kwargs["logits_to_keep"] = 1
     states = _all_states(base, kwargs, max(layers)) if layers else ()
     # The last real token of each row, whether the batch is padded on the left or on the right.

@@ -138,9 +138,11 @@ class PatchedModel(nn.Module):
         self._variants[route] = (key, model)
         return model
 
-    def _groups(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> dict[tuple[bool, ...], list[int]]:
+    @staticmethod
+    def _groups(routed: Sequence[tuple[bool, ...]]) -> dict[tuple[bool, ...], list[int]]:
+        """The rows of each route, in first-seen order."""
         groups: dict[tuple[bool, ...], list[int]] = {}
-        for i, r in enumerate(self.route(input_ids, attention_mask)):
+        for i, r in enumerate(routed):
             groups.setdefault(r, []).append(i)
         return groups
 
@@ -259,7 +261,7 @@ class PatchedModel(nn.Module):
         if past is not None and past.get_seq_length() > 0:
             raise UsageError("a gated patch cannot continue from a cache: the route is decided on the whole prompt",
                              "call generate(), or run the route's model: model.variant(model.route(ids, mask)[0])")
-        groups = self._groups(input_ids, attention_mask)
+        groups = self._groups(self.route(input_ids, attention_mask))
         if len(groups) == 1:
             return self.variant(next(iter(groups)))(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         if kwargs.get("labels") is not None or kwargs.get("use_cache"):
@@ -314,9 +316,7 @@ class PatchedModel(nn.Module):
         mask, pos = self.combined_mask_and_positions(attention_mask, batch, length, input_ids.device)
         use_cache = kwargs.pop("use_cache", True)
         if self._use_kv(use_prefix_cache) and use_cache:
-            expand = _expansion(kwargs, kwargs.get("generation_config") or self.base.generation_config, beams=True)
-            return self.base.generate(input_ids=input_ids, attention_mask=mask, position_ids=pos,
-                                      **{self._cache_kw: self.fresh_cache(batch * expand)}, **kwargs)
+            return self._kv_generate(input_ids, mask, pos, **kwargs)
         # Naive route: the prefix goes in as embeddings; filler ids keep the output layout.
         pad = self.base.generation_config.pad_token_id
         filler_id = int(pad if isinstance(pad, int) else 0)
@@ -338,9 +338,7 @@ class PatchedModel(nn.Module):
         later part); no second generate call is made.
         """
         routed = self.route(input_ids, attention_mask)
-        groups: dict[tuple[bool, ...], list[int]] = {}
-        for i, r in enumerate(routed):
-            groups.setdefault(r, []).append(i)
+        groups = self._groups(routed)
         if len(groups) == 1:
             return self.variant(next(iter(groups))).generate(input_ids, attention_mask, **kwargs)
         leading = all(not any(r[sum(r):]) for r in groups)  # (True, …, True, False, …, False)
@@ -384,9 +382,13 @@ class PatchedModel(nn.Module):
         keep = torch.tensor([[on for on, n in zip(r, self.parts, strict=True) for _ in range(n)] for r in rows],
                             dtype=attention_mask.dtype, device=attention_mask.device)
         mask = torch.cat([keep, attention_mask], dim=1)
+        return self._kv_generate(input_ids, mask, positions_from_mask(mask), **kwargs)
+
+    def _kv_generate(self, input_ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, **kwargs: Any) -> Any:
+        """`base.generate` from the stored prefix KV: `mask` and `pos` cover prefix + prompt, one cache row per output row."""
         expand = _expansion(kwargs, kwargs.get("generation_config") or self.base.generation_config, beams=True)
-        return self.base.generate(input_ids=input_ids, attention_mask=mask, position_ids=positions_from_mask(mask),
-                                  **{self._cache_kw: self.fresh_cache(batch * expand)}, **kwargs)
+        return self.base.generate(input_ids=input_ids, attention_mask=mask, position_ids=pos,
+                                  **{self._cache_kw: self.fresh_cache(int(input_ids.shape[0]) * expand)}, **kwargs)
 
 
 def _expansion(kwargs: dict[str, Any], gc: Any, *, beams: bool = False) -> int:

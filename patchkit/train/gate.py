@@ -69,6 +69,21 @@ def fit_gate(hidden: torch.Tensor, refuses: Sequence[bool], *, layer: int, recal
     return probe.weight.to(torch.float32), record
 
 
+def bare_states(model: Any, prompt_ids: Sequence[Sequence[int]], pad_id: int, layer: int, *,
+                batch_size: int = 8) -> torch.Tensor:
+    """[N, H] the bare model's hidden states at each prompt's last token: the runtime's own reading
+    (`patchkit.runtime.gate.prompt_states`), in left-padded batches."""
+    from patchkit.lm.prefix import pad_rows
+    from patchkit.runtime.gate import prompt_states
+
+    device = next(model.parameters()).device
+    states: list[torch.Tensor] = []
+    for start in range(0, len(prompt_ids), batch_size):
+        ids, mask = pad_rows(prompt_ids[start : start + batch_size], pad_id, left=True)
+        states.append(prompt_states(model, ids.to(device), mask.to(device), [layer])[layer].cpu())
+    return torch.cat(states)
+
+
 def write_gate(out: Path, weight: torch.Tensor, record: dict[str, Any], *, base_digest: str | None = None) -> Path:
     """`gate.safetensors` then `gate.json` (each atomic; the record names the vector's file digest, so a
     half-finished pair is refused by `build` rather than mixed)."""
@@ -118,8 +133,6 @@ def fit_gate_for(out: Path, base: Path, labels: Path, *, recall: float = DEFAULT
     from patchkit.basemodel.fingerprint import fingerprint
     from patchkit.basemodel.modeldir import require_model_dir
     from patchkit.lm.loading import load_model
-    from patchkit.lm.prefix import pad_rows
-    from patchkit.runtime.gate import prompt_states
     from patchkit.train.generation import encode_prompt, format_prompt
 
     if not (Path(out) / constants.TENSOR_FILE).is_file():
@@ -130,16 +143,12 @@ def fit_gate_for(out: Path, base: Path, labels: Path, *, recall: float = DEFAULT
     blocks = int(getattr(model.config, "num_hidden_layers", 0) or getattr(model.config, "n_layer", 0))
     layer = layer if layer is not None else default_layer(blocks)
     ids = [encode_prompt(tok, format_prompt(tok, p)) for p, _ in rows]
-    states: list[torch.Tensor] = []
     pad = int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
-    device_of = next(model.parameters()).device
-    for start in range(0, len(ids), 8):
-        batch, mask = pad_rows(ids[start : start + 8], pad, left=True)
-        states.append(prompt_states(model, batch.to(device_of), mask.to(device_of), [layer])[layer].cpu())
-    weight, record = fit_gate(torch.cat(states), [r for _, r in rows], layer=layer, recall=recall, l2=l2, seed=seed)
+    states = bare_states(model, ids, pad, layer)
+    weight, record = fit_gate(states, [r for _, r in rows], layer=layer, recall=recall, l2=l2, seed=seed)
     write_gate(out, weight, record, base_digest=fingerprint(base))
     return {"out": str(out), "labels": len(rows), **record}
 
 
-__all__ = ["DEFAULT_L2", "DEFAULT_RECALL", "fit_gate", "fit_gate_for", "read_labels", "remove_gate", "threshold_for",
+__all__ = ["DEFAULT_L2", "DEFAULT_RECALL", "bare_states", "fit_gate", "fit_gate_for", "read_labels", "remove_gate", "threshold_for",
            "write_gate"]

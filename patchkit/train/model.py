@@ -8,7 +8,6 @@ position ids come from the mask (so left padding never shifts a row's positions)
 from __future__ import annotations
 
 import copy
-import inspect
 import os
 import stat
 from collections.abc import Sequence
@@ -21,7 +20,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from patchkit.errors import InvalidInputError
-from patchkit.lm.prefix import cache_kwarg, output_cache, positions_from_mask, prefix_mask, prepend_prefix
+from patchkit.lm.prefix import (
+    accepts_logits_to_keep,
+    cache_kwarg,
+    output_cache,
+    positions_from_mask,
+    prefix_mask,
+    prepend_prefix,
+)
 from patchkit.train.config import unquote
 
 
@@ -60,13 +66,6 @@ def collate(examples: Sequence[Example], pad_id: int) -> Batch:
     return Batch(input_ids, mask, targets, (targets != -100).float())
 
 
-def _accepts_logits_to_keep(model: nn.Module) -> bool:
-    try:
-        return "logits_to_keep" in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 class PrefixLM(nn.Module):
     """A frozen base model plus one trainable [tokens, hidden] prefix (kept in fp32)."""
 
@@ -76,7 +75,7 @@ class PrefixLM(nn.Module):
         for p in self.base.parameters():
             p.requires_grad_(False)
         self.prefix = nn.Parameter(prefix.detach().clone().to(torch.float32))
-        self._keep = _accepts_logits_to_keep(base)
+        self._keep = accepts_logits_to_keep(base)
         self._cache_arg = cache_kwarg(base)
 
     def _embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix: torch.Tensor | None, use_prefix: bool) -> tuple[torch.Tensor, torch.Tensor]:

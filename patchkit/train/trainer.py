@@ -470,19 +470,14 @@ class _Training:
 
     def fit_gate(self) -> tuple[torch.Tensor, dict[str, Any]]:
         """The routing gate, on the bare model's hidden states with the reference's decisions as labels."""
-        from patchkit.lm.prefix import pad_rows
-        from patchkit.runtime.gate import prompt_states
-        from patchkit.train.gate import fit_gate
+        from patchkit.train.gate import bare_states, fit_gate
 
         cfg = self.cfg
         _, _, layers, _ = _model_dims(self.base_model.config)
         layer = cfg.repr_layer if cfg.repr_layer is not None else default_layer(layers)
-        pad_id = int(self.tokenizer.pad_token_id)
-        states: list[torch.Tensor] = []
-        for start in range(0, len(self.prompt_ids), cfg.generation_batch_size):
-            ids, mask = pad_rows(self.prompt_ids[start : start + cfg.generation_batch_size], pad_id, left=True)
-            states.append(prompt_states(self.base_model, ids.to(self.device), mask.to(self.device), [layer])[layer].cpu())
-        return fit_gate(torch.cat(states), self.refuses, layer=layer, recall=cfg.gate_recall or 1.0, seed=cfg.seed)
+        states = bare_states(self.base_model, self.prompt_ids, int(self.tokenizer.pad_token_id), layer,
+                             batch_size=cfg.generation_batch_size)
+        return fit_gate(states, self.refuses, layer=layer, recall=cfg.gate_recall or 1.0, seed=cfg.seed)
 
     def probe_summary(self, model: Any, prefix: torch.Tensor) -> dict[str, Any]:
         """The probe and its mean logit per class on the training prompts: M alone, then M + the prefix."""
