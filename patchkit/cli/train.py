@@ -130,20 +130,31 @@ def gate(
     recall: Annotated[float, typer.Option("--recall", help="Share of the refused prompts to route to the patch "
                                           "(out of fold).")] = 0.99,
     layer: Annotated[int | None, typer.Option("--layer", help="The hidden state after this many blocks "
-                                              "(default about 55% of the depth).")] = None,
+                                              "(default: searched over the middle third of the depth).")] = None,
+    l2: Annotated[float | None, typer.Option("--l2", help="The probe's L2 strength on standardised features "
+                                             "(default: searched over 0.01, 0.1 and 1).")] = None,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Fit a routing gate: the patch then applies only to prompts a probe on M's own hidden state routes to it."""
+    """Fit a routing gate: the patch then applies only to prompts a probe on M's own hidden state routes to it.
+
+    Unless --layer and --l2 are both given, each candidate is scored out of fold on the labels, and the
+    one that routes the fewest answered prompts at --recall wins."""
     from patchkit.train.gate import fit_gate_for
 
     if not 0.0 < recall <= 1.0:
         from patchkit.errors import UsageError
 
         raise UsageError(f"--recall must be in (0, 1], got {recall}", "e.g. --recall 0.99")
-    result = fit_gate_for(out, base, labels, recall=recall, layer=layer)
+    if l2 is not None and not l2 > 0.0:
+        from patchkit.errors import UsageError
+
+        raise UsageError(f"--l2 must be positive, got {l2}", "e.g. --l2 0.1, or leave it out to search")
+    result = fit_gate_for(out, base, labels, recall=recall, layer=layer, l2=l2)
     stats = result["stats"]
     emit(json_mode, result,
-         f"wrote the gate into {out}: layer {result['layer']}, cross-validated AUROC {stats['cv_auroc']}, out of fold "
+         f"wrote the gate into {out}: layer {result['layer']} (l2 {stats['l2']:g}"
+         f"{', best of ' + str(len(stats['selection'])) + ' candidates' if 'selection' in stats else ''}), "
+         f"cross-validated AUROC {stats['cv_auroc']}, out of fold "
          f"{100 * stats['oof_routed']['refuse']:.0f}% of refused and {100 * stats['oof_routed']['answer']:.0f}% of answered "
          f"prompts routed to the patch ({result['labels']} labelled prompts)")
 

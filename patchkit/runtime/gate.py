@@ -64,39 +64,46 @@ def _blocks(base: Any) -> Sequence[Any] | None:
     return None
 
 
-def _all_states(base: Any, kwargs: dict[str, Any], deepest: int) -> Sequence[torch.Tensor]:
-    """hidden_states[0..deepest]; the blocks after the deepest one read are skipped where they can be.
+def _states_at(base: Any, kwargs: dict[str, Any], layers: Sequence[int]) -> dict[int, torch.Tensor]:
+    """{layer: hidden_states[layer]} for the layers asked for, and no others: the blocks after the
+    deepest one are skipped where they can be, and no other block's output is held.
 
     hidden_states[L] is block L's output for L below the depth (the last entry has the final norm
     applied, so a gate on the last layer runs the whole model).
     """
     blocks = _blocks(base)
-    if blocks is None or deepest >= len(blocks):
-        return tuple(base(**kwargs).hidden_states)
-    captured: list[torch.Tensor] = []
+    depth = len(blocks) if blocks is not None else None
+    for layer in layers:
+        if layer < 1 or (depth is not None and layer > depth):
+            raise InvalidInputError(f"the gate reads layer {layer}, but the model has blocks 1..{depth}",
+                                    "use the gate with the base model it was fitted on")
+    if blocks is None or max(layers) >= len(blocks):
+        states = base(**kwargs).hidden_states
+        for layer in layers:
+            if layer >= len(states):
+                raise InvalidInputError(f"the gate reads layer {layer}, but the model has blocks 1..{len(states) - 1}",
+                                        "use the gate with the base model it was fitted on")
+        return {layer: states[layer] for layer in layers}
+    out: dict[int, torch.Tensor] = {}
 
-    def stop(_module: Any, _args: Any, output: Any) -> None:
-        captured.append(output[0] if isinstance(output, tuple) else output)
+    def keeper(layer: int) -> Any:
+        def keep(_module: Any, _args: Any, output: Any) -> None:
+            out[layer] = output[0] if isinstance(output, tuple) else output
+        return keep
+
+    def stop(_module: Any, _args: Any, _output: Any) -> None:
         raise _Enough
 
-    handle = blocks[deepest - 1].register_forward_hook(stop)
-    states: list[torch.Tensor] = []
-
-    def keep(_module: Any, _args: Any, output: Any) -> None:
-        states.append(output[0] if isinstance(output, tuple) else output)
-
-    keeps = [b.register_forward_hook(keep) for b in blocks[: deepest - 1]]
-    embed = base.get_input_embeddings().register_forward_hook(lambda _m, _a, out: states.insert(0, out))
+    handles = [blocks[layer - 1].register_forward_hook(keeper(layer)) for layer in sorted(set(layers))]
+    handles.append(blocks[max(layers) - 1].register_forward_hook(stop))  # after its keeper: hooks run in order
     try:
         base(**{k: v for k, v in kwargs.items() if k != "output_hidden_states"})
     except _Enough:
         pass
     finally:
-        handle.remove()
-        embed.remove()
-        for k in keeps:
-            k.remove()
-    return (*states, *captured)
+        for handle in handles:
+            handle.remove()
+    return out
 
 
 @torch.no_grad()
@@ -111,18 +118,14 @@ def prompt_states(base: Any, input_ids: torch.Tensor, attention_mask: torch.Tens
                               "output_hidden_states": True}
     if accepts_logits_to_keep(base):
         kwargs["logits_to_keep"] = 1
-    states = _all_states(base, kwargs, max(layers)) if layers else ()
+    if not layers:
+        return {}
+    states = _states_at(base, kwargs, layers)
     # The last real token of each row, whether the batch is padded on the left or on the right.
     positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
     last = (attention_mask.bool() * positions).amax(dim=1)
     rows = torch.arange(input_ids.shape[0], device=input_ids.device)
-    out: dict[int, torch.Tensor] = {}
-    for layer in layers:
-        if not 1 <= layer < len(states):
-            raise InvalidInputError(f"the gate reads layer {layer}, but the model has blocks 1..{len(states) - 1}",
-                                    "use the gate with the base model it was fitted on")
-        out[layer] = states[layer][rows, last].float()
-    return out
+    return {layer: states[layer][rows, last].float() for layer in layers}
 
 
 def routes(base: Any, gates: Sequence[Gate | None], input_ids: torch.Tensor,

@@ -9,13 +9,21 @@ representation stage's), and a threshold that routes a chosen share (`recall`) o
 prompts the reference refuses to the patch, set on out-of-fold logits so the training fit does
 not flatter it. Prompts below the threshold run on the bare model, unchanged.
 
-Forward passes only: a gate costs one pass of M over the labelled prompts.
+Which layer and how much regularisation are chosen the same way, on the labelled prompts only:
+the candidate that, out of fold, routes the fewest answered prompts at the recall target
+(`select_gate`). On the full recipe's 1,033 labelled training prompts it chose layer 20 and l2
+0.01, which routes 17% of the contrast prompts (benign look-alikes) out of fold, where layer 17
+with l2 1.0 routed 42%; on the held-out contrast split, 18% against 40% (README).
+
+Forward passes only: a gate costs one pass of M over the labelled prompts, up to the deepest
+candidate layer.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +37,10 @@ from patchkit.errors import InvalidInputError
 from patchkit.train.representation import auroc, default_layer, fit_probe, out_of_fold_logits
 
 DEFAULT_RECALL = 0.99
-DEFAULT_L2 = 1.0  # stronger than the repr stage's: a gate must hold on other sources, not fit these prompts
+# The regularisation strengths the search tries (on standardised features). Stronger is not safer
+# here: on 1,033 labelled prompts from eight sources (layer 20), 0.01 routed 17% of the benign
+# look-alikes out of fold where 1.0 routed 42%, and the held-out splits agreed.
+L2_GRID = (0.01, 0.1, 1.0)
 
 
 def threshold_for(refuse_logits: torch.Tensor, recall: float) -> float:
@@ -49,8 +60,53 @@ def threshold_for(refuse_logits: torch.Tensor, recall: float) -> float:
     return mid if below < mid < v else below
 
 
+def layer_grid(blocks: int) -> tuple[int, ...]:
+    """The layers the search tries: about six from the middle third of the depth, and the default
+    layer (where refusal is readable, and before the last blocks turn the state into next-token
+    prediction)."""
+    lo, hi = max(1, round(blocks / 3)), max(1, round(2 * blocks / 3))
+    step = max(1, math.ceil((hi - lo) / 5))
+    return tuple(sorted({*range(lo, hi + 1, step), default_layer(blocks)}))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One (layer, l2) the gate search scored, out of fold, at the recall target."""
+
+    layer: int
+    l2: float
+    answer_routed: float  # the share of answered prompts the threshold routes to the patch
+    cv_auroc: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layer": self.layer, "l2": self.l2, "oof_answer_routed": round(self.answer_routed, 4),
+                "cv_auroc": round(self.cv_auroc, 4)}
+
+
+def select_gate(states: Mapping[int, torch.Tensor], refuses: Sequence[bool], *, recall: float,
+                l2s: Sequence[float] = L2_GRID, seed: int = 0) -> list[Candidate]:
+    """Every (layer, l2) candidate, best first: fewest answered prompts routed out of fold at the
+    recall target, then the higher cross-validated AUROC, then the stronger regularisation.
+
+    Why this criterion: the threshold fixes the refused side (recall), so what a candidate changes
+    is the benign traffic it sends to the patch, which is where the patch over-refuses.
+    """
+    y = torch.tensor(list(refuses), dtype=torch.bool)
+    out: list[Candidate] = []
+    for layer, hidden in sorted(states.items()):
+        x = hidden.detach().to("cpu", torch.float64)
+        for l2 in l2s:
+            oof = out_of_fold_logits(x, y, l2, seed=seed)
+            if oof is None:
+                raise InvalidInputError(f"the gate needs at least 2 prompts of each kind (got {int(y.sum())} refused, "
+                                        f"{int((~y).sum())} answered)", "add prompts the reference refuses and prompts it answers")
+            t = threshold_for(oof[y], recall)
+            out.append(Candidate(layer, l2, float((oof[~y] > t).double().mean()), auroc(oof, y)))
+    return sorted(out, key=lambda c: (c.answer_routed, -c.cv_auroc, -c.l2, c.layer))
+
+
 def fit_gate(hidden: torch.Tensor, refuses: Sequence[bool], *, layer: int, recall: float = DEFAULT_RECALL,
-             l2: float = DEFAULT_L2, seed: int = 0) -> tuple[torch.Tensor, dict[str, Any]]:
+             l2: float = 1.0, seed: int = 0) -> tuple[torch.Tensor, dict[str, Any]]:
     """([H] float32 weight, the record `gate.json` holds) from [N, H] hidden states of the bare model."""
     y = torch.tensor(list(refuses), dtype=torch.bool)
     probe = fit_probe(hidden, y, layer=layer, l2=l2, seed=seed)
@@ -69,19 +125,42 @@ def fit_gate(hidden: torch.Tensor, refuses: Sequence[bool], *, layer: int, recal
     return probe.weight.to(torch.float32), record
 
 
-def bare_states(model: Any, prompt_ids: Sequence[Sequence[int]], pad_id: int, layer: int, *,
-                batch_size: int = 8) -> torch.Tensor:
-    """[N, H] the bare model's hidden states at each prompt's last token: the runtime's own reading
-    (`patchkit.runtime.gate.prompt_states`), in left-padded batches."""
+def bare_states(model: Any, prompt_ids: Sequence[Sequence[int]], pad_id: int, layers: Sequence[int], *,
+                batch_size: int = 8) -> dict[int, torch.Tensor]:
+    """{layer: [N, H]} the bare model's hidden states at each prompt's last token: the runtime's own
+    reading (`patchkit.runtime.gate.prompt_states`), in left-padded batches."""
     from patchkit.lm.prefix import pad_rows
     from patchkit.runtime.gate import prompt_states
 
     device = next(model.parameters()).device
-    states: list[torch.Tensor] = []
+    states: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     for start in range(0, len(prompt_ids), batch_size):
         ids, mask = pad_rows(prompt_ids[start : start + batch_size], pad_id, left=True)
-        states.append(prompt_states(model, ids.to(device), mask.to(device), [layer])[layer].cpu())
-    return torch.cat(states)
+        for layer, h in prompt_states(model, ids.to(device), mask.to(device), layers).items():
+            states[layer].append(h.cpu())
+    return {layer: torch.cat(parts) for layer, parts in states.items()}
+
+
+def fit_gate_on(model: Any, prompt_ids: Sequence[Sequence[int]], pad_id: int, refuses: Sequence[bool], *,
+                recall: float, layer: int | None = None, l2: float | None = None, seed: int = 0,
+                batch_size: int = 8) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The gate for these prompts on the bare `model`: at `layer` and `l2` where given, else the
+    best candidate of `select_gate` (the record's stats then list every candidate's score)."""
+    blocks = int(getattr(model.config, "num_hidden_layers", 0) or getattr(model.config, "n_layer", 0))
+    if layer is not None and not 1 <= layer <= blocks:
+        raise InvalidInputError(f"gate layer {layer} is outside the model's blocks 1..{blocks}",
+                                "leave the layer unset to search the middle of the depth")
+    if l2 is not None and not l2 > 0.0:
+        raise InvalidInputError(f"gate l2 must be positive, got {l2}", "e.g. 0.1, or leave it unset to search")
+    layers = (layer,) if layer is not None else layer_grid(blocks)
+    l2s = (l2,) if l2 is not None else L2_GRID
+    states = bare_states(model, prompt_ids, pad_id, layers, batch_size=batch_size)
+    ranking = select_gate(states, refuses, recall=recall, l2s=l2s, seed=seed) if len(layers) * len(l2s) > 1 else []
+    chosen_layer, chosen_l2 = (ranking[0].layer, ranking[0].l2) if ranking else (layers[0], l2s[0])
+    weight, record = fit_gate(states[chosen_layer], refuses, layer=chosen_layer, recall=recall, l2=chosen_l2, seed=seed)
+    if ranking:
+        record["stats"]["selection"] = [c.to_dict() for c in ranking]
+    return weight, record
 
 
 def write_gate(out: Path, weight: torch.Tensor, record: dict[str, Any], *, base_digest: str | None = None) -> Path:
@@ -128,7 +207,7 @@ def read_labels(path: Path) -> list[tuple[str, bool]]:
 
 
 def fit_gate_for(out: Path, base: Path, labels: Path, *, recall: float = DEFAULT_RECALL, layer: int | None = None,
-                 l2: float = DEFAULT_L2, seed: int = 0, device: Any = None, dtype: Any = None) -> dict[str, Any]:
+                 l2: float | None = None, seed: int = 0, device: Any = None, dtype: Any = None) -> dict[str, Any]:
     """`patchkit gate`: fit on `labels` with the bare `base`, and write the gate into the training output `out`."""
     from patchkit.basemodel.fingerprint import fingerprint
     from patchkit.basemodel.modeldir import require_model_dir
@@ -140,15 +219,12 @@ def fit_gate_for(out: Path, base: Path, labels: Path, *, recall: float = DEFAULT
     rows = read_labels(labels)
     base = require_model_dir(base)
     model, tok = load_model(base, device=device, dtype=dtype, what="base model")
-    blocks = int(getattr(model.config, "num_hidden_layers", 0) or getattr(model.config, "n_layer", 0))
-    layer = layer if layer is not None else default_layer(blocks)
     ids = [encode_prompt(tok, format_prompt(tok, p)) for p, _ in rows]
     pad = int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
-    states = bare_states(model, ids, pad, layer)
-    weight, record = fit_gate(states, [r for _, r in rows], layer=layer, recall=recall, l2=l2, seed=seed)
+    weight, record = fit_gate_on(model, ids, pad, [r for _, r in rows], recall=recall, layer=layer, l2=l2, seed=seed)
     write_gate(out, weight, record, base_digest=fingerprint(base))
     return {"out": str(out), "labels": len(rows), **record}
 
 
-__all__ = ["DEFAULT_L2", "DEFAULT_RECALL", "bare_states", "fit_gate", "fit_gate_for", "read_labels", "remove_gate", "threshold_for",
-           "write_gate"]
+__all__ = ["DEFAULT_RECALL", "L2_GRID", "Candidate", "bare_states", "fit_gate", "fit_gate_for", "fit_gate_on", "layer_grid",
+           "read_labels", "remove_gate", "select_gate", "threshold_for", "write_gate"]

@@ -470,14 +470,12 @@ class _Training:
 
     def fit_gate(self) -> tuple[torch.Tensor, dict[str, Any]]:
         """The routing gate, on the bare model's hidden states with the reference's decisions as labels."""
-        from patchkit.train.gate import bare_states, fit_gate
+        from patchkit.train.gate import fit_gate_on
 
         cfg = self.cfg
-        _, _, layers, _ = _model_dims(self.base_model.config)
-        layer = cfg.repr_layer if cfg.repr_layer is not None else default_layer(layers)
-        states = bare_states(self.base_model, self.prompt_ids, int(self.tokenizer.pad_token_id), layer,
-                             batch_size=cfg.generation_batch_size)
-        return fit_gate(states, self.refuses, layer=layer, recall=cfg.gate_recall or 1.0, seed=cfg.seed)
+        return fit_gate_on(self.base_model, self.prompt_ids, int(self.tokenizer.pad_token_id), self.refuses,
+                           recall=cfg.gate_recall or 1.0, layer=cfg.repr_layer, seed=cfg.seed,
+                           batch_size=cfg.generation_batch_size)
 
     def probe_summary(self, model: Any, prefix: torch.Tensor) -> dict[str, Any]:
         """The probe and its mean logit per class on the training prompts: M alone, then M + the prefix."""

@@ -236,6 +236,19 @@ def test_gate_cli_fits_a_gate_that_build_signs_in(kit: Kit, model_dir: Path, tmp
     assert r.returncode == 6 and "expect must be refuse or answer" in r.stderr
     r = pk("gate", str(src), "--base", str(model_dir), "--labels", str(labels), "--recall", "0")
     assert r.returncode == 2 and "--recall must be in (0, 1]" in r.stderr
+    r = pk("gate", str(src), "--base", str(model_dir), "--labels", str(labels), "--l2", "0")
+    assert r.returncode == 2 and "--l2 must be positive" in r.stderr
+    r = pk("gate", str(src), "--base", str(model_dir), "--labels", str(labels), "--layer", "3")
+    assert r.returncode == 6 and "outside the model's blocks 1..2" in r.stderr
+    # Neither --layer nor --l2: every candidate is scored out of fold, the best one is fitted and named.
+    r = pk("gate", str(src), "--base", str(model_dir), "--labels", str(labels), "--recall", "0.9")
+    assert r.returncode == 0, r.stderr
+    assert "best of 3 candidates" in r.stdout
+    searched = json.loads((src / "gate.json").read_text())["stats"]
+    assert [c["layer"] for c in searched["selection"]] == [1, 1, 1]
+    assert searched["l2"] == searched["selection"][0]["l2"]
+    routed = [c["oof_answer_routed"] for c in searched["selection"]]
+    assert routed == sorted(routed) and searched["oof_routed"]["answer"] == routed[0]
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma", "gpt2"])
@@ -272,6 +285,11 @@ def test_the_gate_pass_stops_early_and_reads_what_the_whole_pass_would(tiny_mode
                                    atol=1e-6, rtol=0)
     with pytest.raises(InvalidInputError, match="blocks 1..2"):
         gate_mod.prompt_states(base, enc.input_ids, enc.attention_mask, [3])
+    with pytest.raises(InvalidInputError, match="blocks 1..2"):
+        gate_mod.prompt_states(base, enc.input_ids, enc.attention_mask, [0])
+    both = gate_mod.prompt_states(base, enc.input_ids, enc.attention_mask, [1, 2])  # two layers, one pass
+    torch.testing.assert_close(both[1], early, atol=0, rtol=0)
+    torch.testing.assert_close(both[2], whole, atol=1e-6, rtol=0)
 
 
 def test_a_mixed_batch_is_one_generate_call_when_it_can_be_and_exact_when_it_cannot(kit: Kit, model_dir: Path,

@@ -63,6 +63,36 @@ def test_a_gate_on_a_separable_set_routes_the_refused_and_few_of_the_others() ->
     assert bad["stats"]["cv_auroc"] < 0.7 and bad["stats"]["oof_routed"]["answer"] > 0.6
 
 
+def test_the_search_prefers_the_layer_and_strength_that_route_fewer_answered_prompts() -> None:
+    """A layer that holds the boundary beats one that does not, and the ranking is ordered by what it names."""
+    from patchkit.train.gate import select_gate
+
+    g = torch.Generator().manual_seed(1)
+    y = torch.arange(160) % 2 == 0
+    noise = torch.randn(160, 12, generator=g)
+    signal = torch.randn(160, 12, generator=g)
+    signal[:, 0] += torch.where(y, 3.0, -3.0)
+    ranking = select_gate({3: noise, 6: signal}, y.tolist(), recall=0.95, l2s=(0.1, 1.0))
+    assert len(ranking) == 4 and {(c.layer, c.l2) for c in ranking} == {(3, 0.1), (3, 1.0), (6, 0.1), (6, 1.0)}
+    assert ranking[0].layer == 6 and ranking[0].answer_routed < 0.2 and ranking[0].cv_auroc > 0.95
+    assert all(c.answer_routed > 0.5 for c in ranking if c.layer == 3)
+    keys = [(c.answer_routed, -c.cv_auroc) for c in ranking]
+    assert keys == sorted(keys)
+    with pytest.raises(InvalidInputError, match="at least 2 prompts of each kind"):
+        select_gate({3: noise[:3]}, [True, True, False], recall=0.9)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(min_value=1, max_value=96))
+def test_the_layer_grid_stays_inside_the_model_and_holds_the_default(blocks: int) -> None:
+    from patchkit.train.gate import layer_grid
+    from patchkit.train.representation import default_layer
+
+    grid = layer_grid(blocks)
+    assert list(grid) == sorted(set(grid)) and all(1 <= layer <= blocks for layer in grid)
+    assert default_layer(blocks) in grid and len(grid) <= 8
+
+
 def _train(base: Path, out: Path, **kw: Any) -> Any:
     from patchkit.train import train_patch
 
@@ -81,6 +111,9 @@ def test_train_fits_the_gate_after_training_and_build_carries_it(steerable_model
     info = json.loads((out / "training.json").read_text())
     gate = info["gate"]
     assert gate["layer"] == 1 and gate["recall_target"] == 1.0
+    # No --repr-layer l2 given: the three strengths were scored at the one layer, the best one fitted.
+    assert [c["layer"] for c in gate["stats"]["selection"]] == [1, 1, 1]
+    assert gate["stats"]["l2"] == gate["stats"]["selection"][0]["l2"]
     assert gate["stats"]["n_refuse"] == 2 and gate["stats"]["n_answer"] == 2
     record = json.loads((out / "gate.json").read_text())
     assert record["threshold"] == gate["threshold"] and (out / "gate.safetensors").is_file()
