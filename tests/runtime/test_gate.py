@@ -292,6 +292,37 @@ def test_the_gate_pass_stops_early_and_reads_what_the_whole_pass_would(tiny_mode
     torch.testing.assert_close(both[2], whole, atol=1e-6, rtol=0)
 
 
+def test_the_gate_pass_reads_several_layers_in_one_cut_short_pass() -> None:
+    """Several layers below the depth (the gate search's reading): each equals hidden_states[L] of the
+    whole pass, and no block after the deepest one runs."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from patchkit.runtime import gate as gate_mod
+
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=5,
+                                        num_attention_heads=4, num_key_value_heads=4)).eval()
+    ids = torch.tensor([[0, 0, 5, 6, 7], [1, 2, 3, 4, 9]])
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    ran: list[int] = []
+    blocks = gate_mod._blocks(base)
+    assert blocks is not None
+    hooks = [b.register_forward_hook(lambda _m, _a, _o, i=i: ran.append(i)) for i, b in enumerate(blocks)]
+    try:
+        got = gate_mod.prompt_states(base, ids, mask, [3, 1, 2])
+    finally:
+        for h in hooks:
+            h.remove()
+    assert ran == [0, 1, 2] and sorted(got) == [1, 2, 3]
+    from patchkit.lm.prefix import positions_from_mask
+
+    with torch.no_grad():
+        full = base(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask), output_hidden_states=True).hidden_states
+    for layer in (1, 2, 3):
+        torch.testing.assert_close(got[layer], full[layer][:, -1].float(), atol=1e-6, rtol=0)
+
+
 def test_a_mixed_batch_is_one_generate_call_when_it_can_be_and_exact_when_it_cannot(kit: Kit, model_dir: Path,
                                                                                    tmp_path: Path) -> None:
     """A gated patch first, an ungated one after: a row the gate skips needs the second part at the prefix's
