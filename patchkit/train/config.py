@@ -97,6 +97,13 @@ class TrainConfig:
     gate_recall: float | None = setting(None, "Harmfulness: fit a routing gate so the patch applies only to prompts a "
                                         "probe on M's hidden state routes to it; the share of refused training prompts "
                                         "to route, e.g. 0.99 (default: no gate).")
+    # Training for a gate fitted beforehand (`patchkit gate`): a gated prefix only sees the prompts
+    # its gate routes, so the benign training prompts and validation answer rows the gate does not
+    # route are left out, and the output carries that gate. Recorded by the gate's digest (a data
+    # entry), never by its path.
+    gated_by: str | None = setting(None, "Harmfulness: train for the gate in this directory (a `patchkit gate` output): "
+                                   "benign training prompts and validation answer rows it does not route are left out, "
+                                   "and the output carries the gate.")
     eval_every: int | None = setting(None, "Judge the validation set every N steps.")
     select: str = setting("last", "last, best (the best validation score), or a rule: 'refusal s.t. over_refusal<=0.05' "
                           "(highest refusal within the budget; constraints on refusal, over_refusal, caveat joined by 'and').")
@@ -139,6 +146,7 @@ class TrainConfig:
         out = dataclasses.asdict(self)
         out["stages"] = list(self.stages)
         out.pop("extra")
+        out.pop("gated_by")  # a path: the gate enters training.json's data list by its digest instead
         out.update(self.extra)
         out["optimizer"] = "adamw"
         out["generation"] = {"do_sample": False, "max_new_tokens": self.max_new_tokens}

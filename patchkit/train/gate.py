@@ -141,6 +141,17 @@ def bare_states(model: Any, prompt_ids: Sequence[Sequence[int]], pad_id: int, la
     return {layer: torch.cat(parts) for layer, parts in states.items()}
 
 
+def routed_rows(model: Any, prompt_ids: Sequence[Sequence[int]], pad_id: int, gate: Any, *,
+                batch_size: int = 8) -> list[bool]:
+    """Whether `gate` (a `patchkit.runtime.gate.Gate`) routes each prompt to the patch, read as the
+    runtime reads it."""
+    if not prompt_ids:
+        return []
+    states = bare_states(model, prompt_ids, pad_id, [gate.layer], batch_size=batch_size)[gate.layer]
+    logits = states.double() @ gate.weight.double().cpu() + gate.bias
+    return [bool(v) for v in (logits > gate.threshold).tolist()]
+
+
 def fit_gate_on(model: Any, prompt_ids: Sequence[Sequence[int]], pad_id: int, refuses: Sequence[bool], *,
                 recall: float, layer: int | None = None, l2: float | None = None, seed: int = 0,
                 batch_size: int = 8) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -227,4 +238,4 @@ def fit_gate_for(out: Path, base: Path, labels: Path, *, recall: float = DEFAULT
 
 
 __all__ = ["DEFAULT_RECALL", "L2_GRID", "Candidate", "bare_states", "fit_gate", "fit_gate_for", "fit_gate_on", "layer_grid",
-           "read_labels", "remove_gate", "select_gate", "threshold_for", "write_gate"]
+           "read_labels", "remove_gate", "routed_rows", "select_gate", "threshold_for", "write_gate"]

@@ -225,6 +225,7 @@ def train_patch(
     data = _read_data(base, reference, prompts, domain=domain, out=out, cfg=cfg, resume=resume, validation=validation)
     run = _Training(data, cfg, domain=domain, started=started)
     run.reference_responses(reference_description)
+    run.keep_routed()
     run.base_pairs(scorer, toxicity_scorer)
     run.loop(resume=resume, stop_after=stop_after)
     return run.finish()
@@ -276,11 +277,32 @@ def _read_data(base: str | Path, reference: Any, prompts: str | Path | Sequence[
                          "drop --gate-recall for this domain")
     if cfg.gate_recall is not None and not 0.0 < cfg.gate_recall <= 1.0:
         raise UsageError(f"--gate-recall must be in (0, 1], got {cfg.gate_recall}", "e.g. --gate-recall 0.99")
+    if cfg.gated_by is not None:
+        if domain != "harmfulness":
+            raise UsageError("--gated-by routes by a refusal gate: it needs --domain harmfulness", "drop --gated-by for this domain")
+        if cfg.gate_recall is not None:
+            raise UsageError("--gated-by trains for a gate fitted beforehand; --gate-recall fits one afterwards",
+                             "pass one of them")
+        records.append(_gate_record(Path(cfg.gated_by).expanduser()))
     if "repr" in cfg.stages and domain != "harmfulness":
         raise UsageError("the repr stage trains on a refusal probe: it needs --domain harmfulness",
                          "drop repr from --stages for this domain")
     _check_out(out_path, resume)
     return _Data(base_path, out_path, prompt_list, records, ref, val_set)
+
+
+def _gate_record(directory: Path) -> DataRecord:
+    """The gate that --gated-by names, as a data entry (its file's digest): checked before any model
+    loads, so a missing or half-written gate fails first; its shape and base are checked on load."""
+    from patchkit._internal.files import read_regular
+    from patchkit.artifact.gate import MAX_GATE_BYTES
+
+    tensor, record = directory / constants.GATE_FILE, directory / constants.GATE_RECORD_FILE
+    if not (tensor.is_file() and record.is_file()):
+        raise InvalidInputError(f"--gated-by {directory} holds no gate ({constants.GATE_FILE} and {constants.GATE_RECORD_FILE})",
+                                "fit one first: patchkit gate TRAIN_DIR --base M --labels FILE")
+    raw = read_regular(tensor, MAX_GATE_BYTES, follow_symlinks=True)
+    return DataRecord(constants.GATE_FILE, 1, hashlib.sha256(raw).hexdigest())
 
 
 def _on_cpu(device: str | None) -> bool:
@@ -324,6 +346,8 @@ class _Training:
         self.over_refused: set[Pair] = set()  # kept pairs whose rejected reply refuses a benign prompt
         self.probe: Probe | None = None
         self.repr_info: dict[str, Any] | None = None
+        self.gate_source: Path | None = None  # --gated-by's directory, once its gate is loaded
+        self.gated_info: dict[str, Any] | None = None
 
     def _check_context(self) -> None:
         cfg = self.cfg
@@ -377,6 +401,52 @@ class _Training:
 
             # The reference's decision on each prompt: the repr stage's labels, the benign pairs' split.
             self.refuses = [classify(t).refused for t in self.chosen_text]
+
+    def keep_routed(self) -> None:
+        """--gated-by: leave out the benign training prompts (the reference answers them) and the
+        validation answer rows that the gate does not route. Harmful prompts all stay: the reference
+        refuses them, and whatever the gate routes of them must be refused."""
+        if self.cfg.gated_by is None:
+            return
+        from patchkit.artifact.gate import read_gate_source
+        from patchkit.runtime.gate import Gate
+        from patchkit.train.gate import routed_rows
+
+        directory = Path(self.cfg.gated_by).expanduser()
+        hidden, _, _, _ = _model_dims(self.base_model.config)
+        found = read_gate_source(directory, hidden, base_digest=self.base_digest)
+        assert found is not None  # _gate_record checked both files
+        gate = Gate.from_parts(*found)
+        self.gate_source = directory
+        pad = int(self.tokenizer.pad_token_id)
+        benign = [i for i, r in enumerate(self.refuses) if not r]
+        routed = routed_rows(self.base_model, [self.prompt_ids[i] for i in benign], pad, gate,
+                             batch_size=self.cfg.generation_batch_size)
+        drop = {i for i, k in zip(benign, routed, strict=True) if not k}
+        keep = [i for i in range(len(self.prompt_ids)) if i not in drop]
+        self.data.prompts = [self.data.prompts[i] for i in keep]
+        self.formatted = [self.formatted[i] for i in keep]
+        self.prompt_ids = [self.prompt_ids[i] for i in keep]
+        self.chosen_text = [self.chosen_text[i] for i in keep]
+        self.sft_examples = [self.sft_examples[i] for i in keep]
+        self.refuses = [self.refuses[i] for i in keep]
+        info: dict[str, Any] = {"gate_sha256": found[0].sha256, "benign_kept": len(benign) - len(drop), "benign_left_out": len(drop)}
+        val = self.data.validation
+        if val is not None:
+            answers = [r for r in val.rows if r.expect == "answer"]
+            ids = [tuple(encode_prompt(self.tokenizer, format_prompt(self.tokenizer, r.prompt))) for r in answers]
+            keep_val = {r.prompt for r, k in zip(answers, routed_rows(self.base_model, ids, pad, gate,
+                                                                      batch_size=self.cfg.generation_batch_size), strict=True) if k}
+            if not keep_val:
+                raise InvalidInputError(f"the gate in {directory} routes none of the validation set's {len(answers)} answer rows, "
+                                        "so selection would weigh refusals alone",
+                                        "add benign look-alikes the gate routes to the validation set, or drop --gated-by")
+            rows = tuple(r for r in val.rows if r.expect == "refuse" or r.prompt in keep_val)
+            self.data.validation = ValidationSet(rows, val.record)
+            info |= {"validation_answer_kept": len(keep_val), "validation_answer_left_out": len(answers) - len(keep_val)}
+        if not self.prompt_ids:
+            raise InvalidInputError("no training prompt is left", "the reference must refuse some prompts, or the gate route some")
+        self.gated_info = info
 
     # -- phase 3: DPO pairs -----------------------------------------------------------------------------
     def make_pairs(self, rejected_text: list[str], source: str) -> tuple[list[Pair], dict[str, Any]]:
@@ -769,6 +839,7 @@ class _Training:
             "dpo_pairs": self.pair_info,
             "repr": self.probe_summary(self.model, prefix) if self.probe is not None else None,
             "gate": gate[1] if gate is not None else None,
+            "gated_by": self.gated_info,
             "validation": selection,
             "extensions": [ON_POLICY_NOTE] if self.on_policy else [],
             "base_model": {"path": str(self.data.base_path), "digest": self.base_digest},
@@ -782,7 +853,10 @@ class _Training:
             _write_outputs(self.data.out_path, prefix, self.data.base_path, self.base_model.config, cfg, training)
             from patchkit.train.gate import remove_gate, write_gate
 
-            if gate is None:
+            if self.gate_source is not None:  # the gate it trained for: the vector first, the record names its digest
+                for name in (constants.GATE_FILE, constants.GATE_RECORD_FILE):
+                    atomic_write_bytes(self.data.out_path / name, (self.gate_source / name).read_bytes())
+            elif gate is None:
                 remove_gate(self.data.out_path)
             else:
                 write_gate(self.data.out_path, gate[0], gate[1], base_digest=self.base_digest)
