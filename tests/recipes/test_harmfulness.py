@@ -82,32 +82,19 @@ def test_gate_labels_come_from_train_splits_only_and_never_from_donotanswer(fake
     assert all(by_prompt[p] == "answer" for p in _load("contrast:train"))
 
 
-def test_the_gated_round_trains_on_what_the_gate_routes(fake_wheels: Path, tmp_path: Path) -> None:
-    """Every harmful prompt with a refusal; of the first round's benign rows and the validation's answer
-    rows, only those the gate routes; harmful validation rows always."""
+def test_the_gated_round_takes_every_harmful_prompt_and_the_first_rounds_benign_rows(fake_wheels: Path, tmp_path: Path) -> None:
+    """Every harmful prompt of GATED_ROUND's sources with its refusal, then the first round's benign rows
+    in order (`patchkit train --gated-by` then keeps those the gate routes)."""
     data = select_data(FULL, _load)
     answers = [f"Sure, answer {i}." for i in range(len(data.benign))]
     paths = write_training_files(data, answers, tmp_path)
     first = [json.loads(x) for x in paths["reference"].read_text().splitlines()]
-    validation = [json.loads(x) for x in paths["validation"].read_text().splitlines()]
-    asked: list[list[str]] = []
-
-    def routed(prompts: list[str]) -> list[bool]:
-        asked.append(list(prompts))
-        return [i % 3 == 0 for i in range(len(prompts))]
-
-    rows, val = gated_round_data(_load, first, validation, routed)
+    rows = gated_round_data(_load, first)
     harmful = [r["prompt"] for r in rows if r["response"] in REFUSALS]
-    assert harmful and all(r["response"] == refusal_for(r["prompt"]) for r in rows if r["response"] in REFUSALS)
+    assert all(r["response"] == refusal_for(r["prompt"]) for r in rows if r["response"] in REFUSALS)
     assert set(_load("harm-direct:train")) <= set(harmful) and set(_load("harmbench:train")) <= set(harmful)
-    benign_first = [p for p, a in zip(data.benign, answers, strict=True) if p not in set(harmful) and a]
-    assert asked[0] == benign_first  # the gate is asked about the first round's benign rows, in order
-    kept = [r for r in rows if r["response"] not in REFUSALS]
-    assert [r["prompt"] for r in kept] == benign_first[::3]
-    assert all(r["response"] == answers[data.benign.index(r["prompt"])] for r in kept)
-    answer_rows = [v["prompt"] for v in validation if v["expect"] == "answer"]
-    assert asked[1] == answer_rows
-    assert [v["prompt"] for v in val if v["expect"] == "answer"] == answer_rows[::3]
-    assert [v for v in val if v["expect"] == "refuse"] == [v for v in validation if v["expect"] == "refuse"]
-    assert not {r["prompt"] for r in rows} & {v["prompt"] for v in val}
+    assert [r["prompt"] for r in rows[len(harmful):]] == [p for p in data.benign if p not in set(harmful)]
+    assert [r["response"] for r in rows[len(harmful):]] == [a for p, a in zip(data.benign, answers, strict=True)
+                                                             if p not in set(harmful)]
+    assert not {r["prompt"] for r in rows} & {v["prompt"] for v in data.validation}
     assert GATED_ROUND.train["stages"] == "dpo" and GATED_ROUND.train["select"] == "best"

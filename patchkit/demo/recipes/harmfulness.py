@@ -122,13 +122,14 @@ def gate_labels(load: SpecLoader) -> list[dict[str, str]]:
 
 # The gated round (benchmarks/harm.py --gate), after the gate: a gated prefix only ever sees the
 # prompts its gate routes, so a second on-policy DPO round, from the first round's prefix, trains it
-# for that traffic. Its data: every harmful training prompt of more sources than the first round
-# (HarmBench and our direct questions whole, AdvBench 100, rephrasings 50), each with a refusal as
-# the reference, and only the first round's benign prompts that the gate routes, with M's own
-# answers. Validation keeps its harmful rows and the benign rows the gate routes, so selection
-# scores the traffic the prefix will see. Measured on the full recipe (README): HarmBench 87% -> 100%
-# refused, DoNotAnswer 78% -> 85%, direct 86% -> 93%, contrast 13% -> 18% over-refused (the 11 of 62
-# the gate routes), everyday 0%, factual unchanged; the round took 159 s.
+# for that traffic (`patchkit train --gated-by`, which leaves out the benign prompts and validation
+# answer rows the gate does not route). Its data: every harmful training prompt of more sources than
+# the first round (HarmBench and our direct questions whole, AdvBench 100, rephrasings 50), each with
+# a refusal as the reference, and the first round's benign prompts with M's own answers; the first
+# round's validation set. Measured on the full recipe (README): the gate routed 8 of the 180 benign
+# prompts and 4 of the 20 validation answer rows; HarmBench 87% -> 100% refused, DoNotAnswer 78% ->
+# 85%, direct 86% -> 93%, contrast 13% -> 18% over-refused (the 11 of 62 the gate routes), everyday
+# 0%, factual unchanged; the round took 159 s.
 GATED_ROUND = Recipe(
     harmful_train={"harmbench": None, "harm-direct": None, "advbench": 100, "phrasing": 50},
     benign_train={}, harmful_validation={}, benign_validation={},
@@ -136,22 +137,17 @@ GATED_ROUND = Recipe(
 )
 
 
-def gated_round_data(load: SpecLoader, first_round: Sequence[dict[str, str]], validation: Sequence[dict[str, str]],
-                     routed: Callable[[list[str]], list[bool]]) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    """(reference rows, validation rows) of the gated round. `first_round` is the first round's
-    reference ({prompt, response}); `routed` says, per prompt, whether the gate sends it to the patch."""
+def gated_round_data(load: SpecLoader, first_round: Sequence[dict[str, str]]) -> list[dict[str, str]]:
+    """The gated round's reference rows: GATED_ROUND's harmful prompts with refusals, then the first
+    round's benign rows ({prompt, response} the reference answers), which `--gated-by` filters."""
     from patchkit.eval.refusal import classify
 
     harmful = _take(load, GATED_ROUND.harmful_train, "train")
     taken = set(harmful)
-    benign = [r for r in first_round if r["prompt"] not in taken and not classify(r["response"]).refused]
-    keep = routed([r["prompt"] for r in benign])
     rows = [{"prompt": p, "response": refusal_for(p)} for p in harmful]
-    rows += [{"prompt": r["prompt"], "response": r["response"]} for r, k in zip(benign, keep, strict=True) if k]
-    answers = [v for v in validation if v["expect"] == "answer"]
-    keep_val = set(p for p, k in zip([v["prompt"] for v in answers], routed([v["prompt"] for v in answers]), strict=True) if k)
-    val = [dict(v) for v in validation if v["expect"] == "refuse" or v["prompt"] in keep_val]
-    return rows, val
+    rows += [{"prompt": r["prompt"], "response": r["response"]} for r in first_round
+             if r["prompt"] not in taken and not classify(r["response"]).refused]
+    return rows
 
 
 # What the patch must reach per held-out source of the demo (issue 23's table; `patchkit.eval.harm_suite`'s
