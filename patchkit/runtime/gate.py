@@ -32,6 +32,11 @@ class Gate:
     threshold: float
     sha256: str  # of the gate file: what a reply cache keys a gated patch's replies by
 
+    def passes(self, hidden: torch.Tensor) -> list[bool]:
+        """Per row of [B, H] hidden states at `layer`: whether the prefix applies (the one routing rule)."""
+        logit = hidden @ self.weight.to(hidden.device) + self.bias
+        return [bool(v) for v in (logit > self.threshold).tolist()]
+
     @classmethod
     def from_parts(cls, tensor: GateTensor, info: GateInfo) -> Gate:
         weight = torch.frombuffer(bytearray(tensor.data), dtype=torch.float32).clone()
@@ -64,6 +69,13 @@ def _blocks(base: Any) -> Sequence[Any] | None:
     return None
 
 
+def _check_layers(layers: Sequence[int], depth: int) -> None:
+    for layer in layers:
+        if not 1 <= layer <= depth:
+            raise InvalidInputError(f"the gate reads layer {layer}, but the model has blocks 1..{depth}",
+                                    "use the gate with the base model it was fitted on")
+
+
 def _states_at(base: Any, kwargs: dict[str, Any], layers: Sequence[int]) -> dict[int, torch.Tensor]:
     """{layer: hidden_states[layer]} for the layers asked for, and no others: the blocks after the
     deepest one are skipped where they can be, and no other block's output is held.
@@ -72,17 +84,11 @@ def _states_at(base: Any, kwargs: dict[str, Any], layers: Sequence[int]) -> dict
     applied, so a gate on the last layer runs the whole model).
     """
     blocks = _blocks(base)
-    depth = len(blocks) if blocks is not None else None
-    for layer in layers:
-        if layer < 1 or (depth is not None and layer > depth):
-            raise InvalidInputError(f"the gate reads layer {layer}, but the model has blocks 1..{depth}",
-                                    "use the gate with the base model it was fitted on")
-    if blocks is None or max(layers) >= len(blocks):
+    if blocks is not None:
+        _check_layers(layers, len(blocks))  # before any pass
+    if blocks is None or max(layers) == len(blocks):  # blocks not found, or the last layer: the whole pass
         states = base(**kwargs).hidden_states
-        for layer in layers:
-            if layer >= len(states):
-                raise InvalidInputError(f"the gate reads layer {layer}, but the model has blocks 1..{len(states) - 1}",
-                                        "use the gate with the base model it was fitted on")
+        _check_layers(layers, len(states) - 1)
         return {layer: states[layer] for layer in layers}
     out: dict[int, torch.Tensor] = {}
 
@@ -138,9 +144,7 @@ def routes(base: Any, gates: Sequence[Gate | None], input_ids: torch.Tensor,
         if g is None:
             columns.append([True] * input_ids.shape[0])
             continue
-        h = states[g.layer]
-        logit = h @ g.weight.to(h.device) + g.bias
-        columns.append([bool(v) for v in (logit > g.threshold).tolist()])
+        columns.append(g.passes(states[g.layer]))
     return [tuple(col[i] for col in columns) for i in range(input_ids.shape[0])]
 
 

@@ -25,7 +25,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -35,6 +35,9 @@ from patchkit._internal.jsonio import dumps_canonical
 from patchkit.artifact.gate import GATE_FIT, GateTensor
 from patchkit.errors import InvalidInputError
 from patchkit.train.representation import auroc, default_layer, fit_probe, out_of_fold_logits
+
+if TYPE_CHECKING:
+    from patchkit.runtime.gate import Gate
 
 DEFAULT_RECALL = 0.99
 # The regularisation strengths the search tries (on standardised features). Stronger is not safer
@@ -141,15 +144,13 @@ def bare_states(model: Any, prompt_ids: Sequence[Sequence[int]], pad_id: int, la
     return {layer: torch.cat(parts) for layer, parts in states.items()}
 
 
-def routed_rows(model: Any, prompt_ids: Sequence[Sequence[int]], pad_id: int, gate: Any, *,
+def routed_rows(model: Any, prompt_ids: Sequence[Sequence[int]], pad_id: int, gate: Gate, *,
                 batch_size: int = 8) -> list[bool]:
-    """Whether `gate` (a `patchkit.runtime.gate.Gate`) routes each prompt to the patch, read as the
-    runtime reads it."""
+    """Whether `gate` (a `patchkit.runtime.gate.Gate`) routes each prompt to the patch: the runtime's
+    reading and its rule (`Gate.passes`), so training leaves out exactly what inference would."""
     if not prompt_ids:
         return []
-    states = bare_states(model, prompt_ids, pad_id, [gate.layer], batch_size=batch_size)[gate.layer]
-    logits = states.double() @ gate.weight.double().cpu() + gate.bias
-    return [bool(v) for v in (logits > gate.threshold).tolist()]
+    return gate.passes(bare_states(model, prompt_ids, pad_id, [gate.layer], batch_size=batch_size)[gate.layer])
 
 
 def fit_gate_on(model: Any, prompt_ids: Sequence[Sequence[int]], pad_id: int, refuses: Sequence[bool], *,
