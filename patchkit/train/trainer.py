@@ -346,7 +346,7 @@ class _Training:
         self.over_refused: set[Pair] = set()  # kept pairs whose rejected reply refuses a benign prompt
         self.probe: Probe | None = None
         self.repr_info: dict[str, Any] | None = None
-        self.gate_source: Path | None = None  # --gated-by's directory, once its gate is loaded
+        self.gate_files: dict[str, bytes] | None = None  # --gated-by's gate files, once verified (vector first)
         self.gated_info: dict[str, Any] | None = None
 
     def _check_context(self) -> None:
@@ -408,7 +408,8 @@ class _Training:
         refuses them, and whatever the gate routes of them must be refused."""
         if self.cfg.gated_by is None:
             return
-        from patchkit.artifact.gate import read_gate_source
+        from patchkit._internal.files import read_regular
+        from patchkit.artifact.gate import MAX_GATE_RECORD_BYTES, read_gate_source
         from patchkit.runtime.gate import Gate
         from patchkit.train.gate import routed_rows
 
@@ -417,7 +418,10 @@ class _Training:
         found = read_gate_source(directory, hidden, base_digest=self.base_digest)
         assert found is not None  # _gate_record checked both files
         gate = Gate.from_parts(*found)
-        self.gate_source = directory
+        # What the output will carry, read now and bounded: the vector as verified, and its record.
+        self.gate_files = {constants.GATE_FILE: found[0].file_bytes(),
+                           constants.GATE_RECORD_FILE: read_regular(directory / constants.GATE_RECORD_FILE,
+                                                                    MAX_GATE_RECORD_BYTES, follow_symlinks=True)}
         pad = int(self.tokenizer.pad_token_id)
         benign = [i for i, r in enumerate(self.refuses) if not r]
         routed = routed_rows(self.base_model, [self.prompt_ids[i] for i in benign], pad, gate,
@@ -853,9 +857,9 @@ class _Training:
             _write_outputs(self.data.out_path, prefix, self.data.base_path, self.base_model.config, cfg, training)
             from patchkit.train.gate import remove_gate, write_gate
 
-            if self.gate_source is not None:  # the gate it trained for: the vector first, the record names its digest
-                for name in (constants.GATE_FILE, constants.GATE_RECORD_FILE):
-                    atomic_write_bytes(self.data.out_path / name, (self.gate_source / name).read_bytes())
+            if self.gate_files is not None:  # the gate it trained for: the vector first, the record names its digest
+                for name, data in self.gate_files.items():
+                    atomic_write_bytes(self.data.out_path / name, data)
             elif gate is None:
                 remove_gate(self.data.out_path)
             else:
