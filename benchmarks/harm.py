@@ -156,8 +156,13 @@ def gated(workdir: Path, base: Path) -> Path:
 def gated_round(workdir: Path, base: Path) -> Path:
     """`workdir/train-gated-round`: GATED_ROUND from the gated patch's prefix, trained for its gate
     (`--gated-by`: only the traffic the gate routes; the output carries the gate). Cached."""
-    from patchkit._internal.files import atomic_write_text
-    from patchkit.demo.recipes.harmfulness import GATED_ROUND, REFUSALS, gated_round_data, train_args
+    from patchkit.demo.recipes.harmfulness import (
+        GATED_ROUND,
+        REFUSALS,
+        gated_round_data,
+        train_args,
+        write_reference_files,
+    )
 
     gate_dir, out = workdir / "train-gated", workdir / "train-gated-round"
     if (out / constants.TRAINING_FILE).exists() and (out / constants.GATE_RECORD_FILE).exists():
@@ -165,11 +170,7 @@ def gated_round(workdir: Path, base: Path) -> Path:
         return out
     first = [json.loads(line) for line in (workdir / "reference.jsonl").read_text().splitlines() if line.strip()]
     rows = gated_round_data(_load, first)
-    data = workdir / "gated-round"
-    data.mkdir(parents=True, exist_ok=True)
-    paths = {"prompts": data / "prompts.jsonl", "reference": data / "reference.jsonl", "validation": workdir / "validation.jsonl"}
-    atomic_write_text(paths["prompts"], "".join(json.dumps({"prompt": r["prompt"]}, ensure_ascii=False) + "\n" for r in rows))
-    atomic_write_text(paths["reference"], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    paths = {**write_reference_files(rows, workdir / "gated-round"), "validation": workdir / "validation.jsonl"}
     benign = sum(r["response"] not in REFUSALS for r in rows)
     print(f"  gated round data: {len(rows) - benign} harmful and {benign} benign prompts, before the gate", flush=True)
     _pk(*train_args(GATED_ROUND, paths, base, out), "--init", f"prefix:{gate_dir}", "--gated-by", str(gate_dir),

@@ -203,13 +203,19 @@ def select_data(recipe: Recipe, load: SpecLoader) -> PreparedData:
     return PreparedData(harmful, benign, val)
 
 
+def write_reference_files(rows: Sequence[dict[str, str]], out: Path) -> dict[str, Path]:
+    """prompts.jsonl and reference.jsonl of {prompt, response} rows, as `patchkit train` reads them."""
+    paths = {"prompts": out / "prompts.jsonl", "reference": out / "reference.jsonl"}
+    atomic_write_text(paths["prompts"], "".join(json.dumps({"prompt": r["prompt"]}, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write_text(paths["reference"], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return paths
+
+
 def write_training_files(data: PreparedData, benign_answers: Sequence[str], out: Path) -> dict[str, Path]:
     """prompts.jsonl, reference.jsonl (refusals + M's own benign answers) and validation.jsonl."""
     rows = [{"prompt": p, "response": refusal_for(p)} for p in data.harmful]
     rows += [{"prompt": p, "response": a} for p, a in zip(data.benign, benign_answers, strict=True)]
-    paths = {"prompts": out / "prompts.jsonl", "reference": out / "reference.jsonl", "validation": out / "validation.jsonl"}
-    atomic_write_text(paths["prompts"], "".join(json.dumps({"prompt": r["prompt"]}, ensure_ascii=False) + "\n" for r in rows))
-    atomic_write_text(paths["reference"], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    paths = {**write_reference_files(rows, out), "validation": out / "validation.jsonl"}
     atomic_write_text(paths["validation"], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in data.validation))
     return paths
 
