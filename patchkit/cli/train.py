@@ -139,15 +139,12 @@ def gate(
 
     Unless --layer and --l2 are both given, each candidate is scored out of fold on the labels, and the
     one that routes the fewest answered prompts at --recall wins."""
+    from patchkit.errors import UsageError
     from patchkit.train.gate import fit_gate_for
 
     if not 0.0 < recall <= 1.0:
-        from patchkit.errors import UsageError
-
         raise UsageError(f"--recall must be in (0, 1], got {recall}", "e.g. --recall 0.99")
     if l2 is not None and not l2 > 0.0:
-        from patchkit.errors import UsageError
-
         raise UsageError(f"--l2 must be positive, got {l2}", "e.g. --l2 0.1, or leave it out to search")
     result = fit_gate_for(out, base, labels, recall=recall, layer=layer, l2=l2)
     stats = result["stats"]
